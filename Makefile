@@ -1,0 +1,49 @@
+# A facade: every target is one command; multi-line logic lives in scripts/.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+# uv from PATH, else the one pip installs as a module (setup installs it when neither exists).
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+RUN := $(VENV)/bin/python
+SYNCED := $(VENV)/.synced
+LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
+
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(SYNCED): $(LOCKED_INPUTS)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --all-packages --frozen
+	@touch $@
+
+setup: $(SYNCED) ## Create .venv with every service and the dev tools (uv, from uv.lock)
+
+run: setup ## Start the whole system with the MovieLens demo (DEMO=0: without; PORT=8000)
+	$(RUN) scripts/run.py
+
+test: setup lint typecheck ## Lint, type-check and run every test (unit and integration)
+	$(RUN) -m pytest
+
+test-unit: setup ## Only the fast tests beside each service
+	$(RUN) -m pytest -m "not integration"
+
+test-integration: setup ## Only the cross-service tests on real processes
+	$(RUN) -m pytest -m integration
+
+lint: setup ## ruff: lint and formatting
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup ## mypy --strict on the shared package and every service
+	$(VENV)/bin/mypy shared/src services/gateway/src services/recommender/src services/feature-store/src services/retraining-worker/src
+
+format: setup ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## Remove the virtualenv, local data and reports
+	rm -rf $(VENV) .data reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""`make run`: the whole system on one machine, under one supervisor, with prefixed logs.
+
+Uses the Redis at REDIS_URL if it answers, else starts its own (AOF persistence in .data/redis).
+Starts the feature-store, two recommender replicas, the gateway, the Celery worker and beat;
+restarts any that crash; loads the MovieLens demo unless DEMO=0; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from demo import load_demo, print_examples
+from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
+from recsys_shared.settings import DEFAULT_REDIS_URL, DEVELOPMENT_API_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+COLOURS = ["36", "32", "33", "35", "34", "31", "96", "92"]
+_print_lock = threading.Lock()
+
+
+def say(message: str) -> None:
+    with _print_lock:
+        print(f"\033[1mrun\033[0m        | {message}", flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    health_url: str | None
+    colour: str
+    process: ManagedProcess | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.process = ManagedProcess(
+            self.name,
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            health_url=self.health_url,
+            output=subprocess.PIPE,
+        ).start()
+        popen = self.process.process
+        assert popen is not None
+        stream = popen.stdout
+        threading.Thread(target=self._relay, args=(stream,), daemon=True).start()
+
+    def _relay(self, stream: object) -> None:
+        prefix = f"\033[{self.colour}m{self.name:<11}\033[0m| "
+        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            with _print_lock:
+                sys.stdout.write(prefix + raw.decode(errors="replace"))
+                sys.stdout.flush()
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(url: str) -> RedisServer | None:
+    if redis_answers(url):
+        say(f"using the Redis at {url}")
+        return None
+    parts = urlsplit(url)
+    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        raise SystemExit(f"REDIS_URL {url} does not answer, and it is not local to start one.")
+    server = RedisServer(DATA / "redis", port=parts.port or 6379, host="127.0.0.1")
+    say(f"starting redis-server on port {server.port} (AOF in {server.data_dir})")
+    return server.start()
+
+
+def children(port: int, redis_url: str) -> list[Child]:
+    common = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "ARTIFACT_URL": f"file://{DATA / 'artifacts'}",
+        "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
+        "API_KEYS": os.environ.get("API_KEYS", DEVELOPMENT_API_KEYS),
+        "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+        "FEATURE_STORE_URL": "http://127.0.0.1:8201",
+        "RECOMMENDER_URLS": "http://127.0.0.1:8101,http://127.0.0.1:8102",
+        "PYTHONUNBUFFERED": "1",
+    }
+    python = sys.executable
+    worker = [python, "-m", "retraining_worker"]
+    specs = [
+        ("feature-store", uvicorn_argv("feature_store.main:create_app", 8201), 8201, {}),
+        ("recommender1", uvicorn_argv("recommender.main:create_app", 8101), 8101, {}),
+        ("recommender2", uvicorn_argv("recommender.main:create_app", 8102), 8102, {}),
+        ("gateway", uvicorn_argv("gateway.main:create_app", port), port, {}),
+        ("worker", [*worker, "worker"], 8301, {"METRICS_PORT": "8301"}),
+        ("beat", [*worker, "beat"], None, {}),
+    ]
+    return [
+        Child(
+            name,
+            argv,
+            {**common, **extra},
+            f"http://127.0.0.1:{health_port}/healthz" if health_port else None,
+            COLOURS[index % len(COLOURS)],
+        )
+        for index, (name, argv, health_port, extra) in enumerate(specs)
+    ]
+
+
+def supervise(running: list[Child], stop: threading.Event) -> None:
+    """Restart a child that exits, with backoff; give up on one that keeps crashing."""
+    while not stop.wait(1.0):
+        for child in running:
+            if child.process is None or child.process.running():
+                continue
+            now = time.monotonic()
+            child.restarts = [moment for moment in child.restarts if now - moment < 60]
+            if len(child.restarts) >= 5:
+                say(f"{child.name} crashed 5 times in a minute; not restarting it")
+                child.process = None
+                continue
+            child.restarts.append(now)
+            say(f"{child.name} exited; restarting it")
+            child.start()
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    DATA.mkdir(exist_ok=True)
+    own_redis = ensure_redis(redis_url)
+    running = children(port, redis_url)
+    stop = threading.Event()
+
+    def shutdown(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, shutdown)
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        for child in running:
+            child.start()
+        for child in running:
+            assert child.process is not None
+            child.process.wait_healthy(timeout=60)
+        say(f"all services up; gateway on http://127.0.0.1:{port}")
+        threading.Thread(target=supervise, args=(running, stop), daemon=True).start()
+        base = f"http://127.0.0.1:{port}"
+        if os.environ.get("DEMO", "1") != "0":
+            load_demo(base, say=say, stop=stop)
+        if not stop.is_set():
+            print_examples(base, demo=os.environ.get("DEMO", "1") != "0")
+            say("press Ctrl-C to stop")
+        stop.wait()
+    finally:
+        say("stopping…")
+        for child in reversed(running):
+            if child.process is not None:
+                child.process.stop(timeout=10)
+        if own_redis is not None:
+            own_redis.stop()
+        say("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The feature-store app: HTTP for catalogue writes and snapshots, plus the stream consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from recsys_shared import code_version, metrics, web
+from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import create_async_redis
+
+from feature_store.catalogue import Catalogue
+from feature_store.config import Settings, get_settings
+from feature_store.consumer import StreamConsumer
+from feature_store.routes import items, snapshots, users
+
+log = logging.getLogger(__name__)
+
+#: A consumer that has not finished a read for this long is stuck, not idle (reads block 1 s).
+CONSUMER_STALE_SECONDS = 30.0
+
+
+async def _readiness(request: Request) -> dict[str, str]:
+    checks = {"redis": await web.redis_readiness(request.state.redis)}
+    consumer: StreamConsumer = request.state.consumer
+    task: asyncio.Task[None] = request.state.consumer_task
+    if task.done():
+        checks["consumer"] = "stopped"
+    elif time.time() - consumer.last_batch_at > CONSUMER_STALE_SECONDS:
+        checks["consumer"] = "stale: no completed read recently"
+    else:
+        checks["consumer"] = "ok"
+    return checks
+
+
+def _report_consumer_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stream consumer stopped", exc_info=task.exception())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        configure_logging(
+            settings.service_name, level=settings.log_level, json_lines=settings.log_json
+        )
+        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
+        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        consumer = StreamConsumer(client, settings)
+        consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
+        consumer_task.add_done_callback(_report_consumer_exit)
+        yield {
+            "redis": client,
+            "catalogue": Catalogue(client),
+            "store": ArtifactStore(settings.artifact_url),
+            "consumer": consumer,
+            "consumer_task": consumer_task,
+        }
+        consumer.stop()
+        consumer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer_task
+        await client.aclose()
+
+    app = FastAPI(
+        title="recsys feature-store",
+        version=code_version(),
+        summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    web.install(app, readiness=_readiness, max_body_bytes=4 * 1024 * 1024)
+    for router in (items.router, users.router, snapshots.router):
+        app.include_router(router)
+    return app

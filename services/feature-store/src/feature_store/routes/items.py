@@ -1,0 +1,34 @@
+"""Catalogue writes. Reads go through the shared FeatureReader, straight from Redis."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from recsys_shared.errors import UnknownItem
+from recsys_shared.schemas import Identifier, ItemBatch, ItemIn, ItemsStored, ItemWithId
+
+from feature_store.deps import CatalogueDep
+
+router = APIRouter(prefix="/items", tags=["items"])
+
+ItemIdPath = Annotated[Identifier, Path(description="Item id")]
+
+
+@router.put("", response_model=ItemsStored, summary="Create or replace many items at once")
+async def put_items(batch: ItemBatch, catalogue: CatalogueDep) -> ItemsStored:
+    await catalogue.upsert(batch.items)
+    return ItemsStored(stored=len(batch.items))
+
+
+@router.put("/{item_id}", response_model=ItemsStored, summary="Create or replace one item")
+async def put_item(item_id: ItemIdPath, item: ItemIn, catalogue: CatalogueDep) -> ItemsStored:
+    await catalogue.upsert([ItemWithId(item_id=item_id, **item.model_dump())])
+    return ItemsStored(stored=1)
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an item")
+async def delete_item(item_id: ItemIdPath, catalogue: CatalogueDep) -> Response:
+    if not await catalogue.delete(item_id):
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

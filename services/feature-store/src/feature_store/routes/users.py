@@ -1,0 +1,24 @@
+"""User erasure."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from recsys_shared.schemas import Identifier
+
+from feature_store.deps import CatalogueDep
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Erase a user's history and features (idempotent)",
+)
+async def erase_user(
+    user_id: Annotated[Identifier, Path(description="User id")], catalogue: CatalogueDep
+) -> Response:
+    await catalogue.erase_user(user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,79 @@
+"""API keys with roles, kept only as hashes and compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+from recsys_shared.errors import AuthenticationRequired, PermissionDenied
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    ADMIN = "admin"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class ApiKeys:
+    """Parsed from ``key:role,key:role``; the plain keys are not kept."""
+
+    def __init__(self, spec: str) -> None:
+        self._hashes: list[tuple[bytes, Role]] = []
+        for entry in filter(None, (part.strip() for part in spec.split(","))):
+            key, separator, role = entry.rpartition(":")
+            if not separator or not key:
+                raise ValueError("API_KEYS entries must look like key:role")
+            try:
+                self._hashes.append((_digest(key), Role(role)))
+            except ValueError as error:
+                raise ValueError(f"API_KEYS role '{role}' is not one of client, admin") from error
+        if not self._hashes:
+            raise ValueError("API_KEYS holds no key")
+
+    def role_of(self, key: str | None) -> Role | None:
+        if not key:
+            return None
+        candidate = _digest(key)
+        found: Role | None = None
+        # Every stored hash is compared, so timing does not tell which (or whether) one matched.
+        for digest, role in self._hashes:
+            if hmac.compare_digest(candidate, digest):
+                found = role
+        return found
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+
+
+def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> Role:
+    keys: ApiKeys = request.state.api_keys
+    role = keys.role_of(key)
+    if role is None:
+        raise AuthenticationRequired(
+            "A valid API key is required in the X-API-Key header."
+            if key is None
+            else "The API key is not valid."
+        )
+    return role
+
+
+def require_client(role: Annotated[Role, Depends(_role)]) -> Role:
+    """Any valid key: admins may do what clients do."""
+    return role
+
+
+def require_admin(role: Annotated[Role, Depends(_role)]) -> Role:
+    if role is not Role.ADMIN:
+        raise PermissionDenied("This operation needs an API key with the admin role.")
+    return role
+
+
+ClientAuth = Depends(require_client)
+AdminAuth = Depends(require_admin)

@@ -1,0 +1,173 @@
+"""HTTP clients for the services behind the gateway: timeouts, safe retries, circuit breakers.
+
+One pooled ``httpx.AsyncClient`` per process, created in the lifespan. Reads are retried on
+another recommender replica (they are idempotent); writes to the feature-store are not retried
+here, the client retries them (they are idempotent too, but a retry storm is theirs to pace).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from recsys_shared.errors import (
+    InvalidInput,
+    NotFound,
+    UnknownItem,
+    UpstreamUnavailable,
+)
+from recsys_shared.logging import REQUEST_ID_HEADER, request_id_var
+from recsys_shared.schemas import ItemBatch, ItemIn, Recommendations
+
+from gateway import metrics
+
+log = logging.getLogger(__name__)
+
+
+class CircuitBreaker:
+    """Closed → open after ``failures`` consecutive failures; after ``reset_seconds`` one trial
+    request is let through (half-open); its success closes the breaker, its failure re-opens it."""
+
+    def __init__(self, name: str, *, failures: int, reset_seconds: float) -> None:
+        self.name = name
+        self.threshold = failures
+        self.reset_seconds = reset_seconds
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def allows(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if time.monotonic() - self.opened_at >= self.reset_seconds:
+            self.opened_at = time.monotonic()  # half-open: this caller is the one trial
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        if self.opened_at is not None:
+            log.info("circuit to %s closed", self.name)
+        self.failures = 0
+        self.opened_at = None
+        metrics.BREAKER_OPEN.labels(self.name).set(0)
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            if self.opened_at is None:
+                log.warning("circuit to %s opened after %d failures", self.name, self.failures)
+            self.opened_at = time.monotonic()
+            metrics.BREAKER_OPEN.labels(self.name).set(1)
+
+
+def _headers() -> dict[str, str]:
+    request_id = request_id_var.get()
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+
+
+class RecommenderClient:
+    """Spreads reads over the replicas round-robin, skipping those whose breaker is open."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, urls: list[str], *, failures: int, reset_seconds: float
+    ) -> None:
+        self.http = http
+        self.replicas = [
+            (url, CircuitBreaker(url, failures=failures, reset_seconds=reset_seconds))
+            for url in urls
+        ]
+        self._next = itertools.cycle(range(len(self.replicas)))
+
+    async def get(self, path: str, params: Mapping[str, Any]) -> Recommendations:
+        """Ask replicas in turn until one answers; at most one attempt per replica."""
+        start = next(self._next)
+        last_error = "every replica's circuit is open"
+        for offset in range(len(self.replicas)):
+            url, breaker = self.replicas[(start + offset) % len(self.replicas)]
+            if not breaker.allows():
+                continue
+            try:
+                response = await self.http.get(f"{url}{path}", params=params, headers=_headers())
+            except httpx.HTTPError as error:
+                breaker.failed()
+                last_error = f"{url}: {type(error).__name__}"
+                metrics.UPSTREAM_ERRORS.labels("recommender", type(error).__name__).inc()
+                continue
+            if response.status_code >= 500:
+                breaker.failed()
+                last_error = f"{url}: HTTP {response.status_code}"
+                metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status_code)).inc()
+                continue
+            breaker.succeeded()
+            return _parse_recommendations(response)
+        raise UpstreamUnavailable(f"No recommender replica answered ({last_error}).")
+
+
+def _parse_recommendations(response: httpx.Response) -> Recommendations:
+    if response.status_code == 404:
+        raise UnknownItem(_detail(response, "Not found."))
+    if response.status_code >= 400:
+        raise InvalidInput(_detail(response, "The recommender refused the request."))
+    try:
+        return Recommendations.model_validate_json(response.content)
+    except ValidationError as error:
+        raise UpstreamUnavailable("The recommender answered with an invalid body.") from error
+
+
+def _detail(response: httpx.Response, default: str) -> str:
+    try:
+        return str(response.json().get("detail", default))
+    except ValueError:
+        return default
+
+
+class FeatureStoreClient:
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self.http = http
+        self.url = url
+
+    async def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        try:
+            response = await self.http.request(
+                method, f"{self.url}{path}", json=body, headers=_headers()
+            )
+        except httpx.HTTPError as error:
+            metrics.UPSTREAM_ERRORS.labels("feature-store", type(error).__name__).inc()
+            raise UpstreamUnavailable(
+                f"The feature-store did not answer ({type(error).__name__})."
+            ) from error
+        if response.status_code >= 500:
+            metrics.UPSTREAM_ERRORS.labels("feature-store", str(response.status_code)).inc()
+            raise UpstreamUnavailable(f"The feature-store failed (HTTP {response.status_code}).")
+        if response.status_code == 404:
+            raise NotFound(_detail(response, "Not found."))
+        if response.status_code >= 400:
+            raise InvalidInput(_detail(response, "The feature-store refused the request."))
+        return response
+
+    async def put_items(self, batch: ItemBatch) -> None:
+        await self._call("PUT", "/items", batch.model_dump(mode="json"))
+
+    async def put_item(self, item_id: str, item: ItemIn) -> None:
+        await self._call("PUT", f"/items/{item_id}", item.model_dump(mode="json"))
+
+    async def delete_item(self, item_id: str) -> None:
+        try:
+            await self._call("DELETE", f"/items/{item_id}")
+        except NotFound as error:
+            raise UnknownItem(error.detail) from error
+
+    async def erase_user(self, user_id: str) -> None:
+        await self._call("DELETE", f"/users/{user_id}")
+
+    async def latest_snapshot(self) -> dict[str, Any] | None:
+        try:
+            response = await self._call("GET", "/snapshots/latest")
+        except NotFound:
+            return None
+        body: dict[str, Any] = response.json()
+        return body

@@ -1,0 +1,56 @@
+"""Gateway settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "gateway"
+    api_keys: SecretStr = Field(
+        default=SecretStr(DEVELOPMENT_API_KEYS),
+        description="Comma-separated key:role pairs; roles are client and admin.",
+    )
+    recommender_urls: Annotated[list[str], NoDecode] = Field(
+        default=["http://127.0.0.1:8101"], description="Comma-separated recommender replicas."
+    )
+    feature_store_url: str = "http://127.0.0.1:8201"
+    recommender_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    feature_store_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Failures that open a replica's breaker."
+    )
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    dedup_ttl_seconds: int = Field(
+        default=24 * 3600, ge=60, description="How long an event_id is remembered for idempotency."
+    )
+    max_stream_backlog: int = Field(
+        default=1_000_000, ge=0, description="Unapplied events beyond which ingestion answers 503."
+    )
+    recommendation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    task_record_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    broker_visibility_timeout_seconds: int = Field(default=4000, ge=10)
+    access_log: bool = False
+
+    @field_validator("recommender_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(url).strip().rstrip("/") for url in value if str(url).strip()]
+        return value
+
+    def _secrets_to_check(self) -> dict[str, str]:
+        return {"API_KEYS": self.api_keys.get_secret_value()}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

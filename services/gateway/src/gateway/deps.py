@@ -1,0 +1,60 @@
+"""Typed dependencies handed out from the app's lifespan state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Request
+from recsys_shared.features import FeatureReader
+from recsys_shared.registry import ModelRegistry
+
+from gateway.clients import FeatureStoreClient
+from gateway.config import Settings, get_settings
+from gateway.ingest import EventIngestor
+from gateway.serving import ReadService
+from gateway.task_queue import TaskQueue
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    client: aioredis.Redis = request.state.redis
+    return client
+
+
+def _reads(request: Request) -> ReadService:
+    service: ReadService = request.state.reads
+    return service
+
+
+def _ingestor(request: Request) -> EventIngestor:
+    ingestor: EventIngestor = request.state.ingestor
+    return ingestor
+
+
+def _feature_store(request: Request) -> FeatureStoreClient:
+    client: FeatureStoreClient = request.state.feature_store
+    return client
+
+
+def _tasks(request: Request) -> TaskQueue:
+    queue: TaskQueue = request.state.tasks
+    return queue
+
+
+def _registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.state.registry
+    return registry
+
+
+def _features(request: Request) -> FeatureReader:
+    return FeatureReader(_redis(request))
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+ReadsDep = Annotated[ReadService, Depends(_reads)]
+IngestorDep = Annotated[EventIngestor, Depends(_ingestor)]
+FeatureStoreDep = Annotated[FeatureStoreClient, Depends(_feature_store)]
+TasksDep = Annotated[TaskQueue, Depends(_tasks)]
+RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
+FeaturesDep = Annotated[FeatureReader, Depends(_features)]

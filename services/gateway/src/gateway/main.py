@@ -1,0 +1,109 @@
+"""The gateway app: the system's only public entry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from recsys_shared import code_version, metrics, web
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import create_async_redis
+from recsys_shared.registry import ModelRegistry
+
+from gateway.auth import ApiKeys
+from gateway.clients import FeatureStoreClient, RecommenderClient
+from gateway.config import Settings, get_settings
+from gateway.ingest import EventIngestor
+from gateway.routes import events, items, models, pipeline, recommendations, users
+from gateway.serving import ReadService
+from gateway.task_queue import TaskQueue
+
+DESCRIPTION = """
+The public API of the recsys reference recommendation system.
+
+Authenticate with the `X-API-Key` header. Keys have a role: `client` (recommendations, events,
+catalogue) or `admin` (also users, models, tasks, pipeline). Errors are RFC 9457 problem
+details (`application/problem+json`).
+"""
+
+
+async def _readiness(request: Request) -> dict[str, str]:
+    return {"redis": await web.redis_readiness(request.state.redis)}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    api_keys = ApiKeys(settings.api_keys.get_secret_value())  # fails start-up on a bad spec
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        configure_logging(
+            settings.service_name, level=settings.log_level, json_lines=settings.log_json
+        )
+        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
+        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        recommender_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.recommender_timeout_seconds),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+        feature_store_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.feature_store_timeout_seconds),
+        )
+        recommenders = RecommenderClient(
+            recommender_http,
+            settings.recommender_urls,
+            failures=settings.breaker_failures,
+            reset_seconds=settings.breaker_reset_seconds,
+        )
+        tasks = TaskQueue(
+            client,
+            settings.redis_dsn,
+            visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
+            record_ttl_seconds=settings.task_record_ttl_seconds,
+        )
+        yield {
+            "redis": client,
+            "api_keys": api_keys,
+            "reads": ReadService(
+                client, recommenders, record_ttl_seconds=settings.recommendation_ttl_seconds
+            ),
+            "ingestor": EventIngestor(
+                client,
+                dedup_ttl_seconds=settings.dedup_ttl_seconds,
+                max_backlog=settings.max_stream_backlog,
+            ),
+            "feature_store": FeatureStoreClient(feature_store_http, settings.feature_store_url),
+            "tasks": tasks,
+            "registry": ModelRegistry(client),
+        }
+        tasks.close()
+        await recommender_http.aclose()
+        await feature_store_http.aclose()
+        await client.aclose()
+
+    app = FastAPI(
+        title="recsys API",
+        version=code_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    web.install(
+        app,
+        readiness=_readiness,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+    )
+    for router in (
+        events.router,
+        recommendations.router,
+        items.router,
+        users.router,
+        models.router,
+        pipeline.router,
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,27 @@
+"""Gateway metric families."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+EVENTS_RECEIVED = Counter(
+    "recsys_events_received_total",
+    "Events received by the gateway, by outcome: accepted, duplicate, rejected.",
+    ["outcome"],
+)
+EVENT_REJECTS = Counter(
+    "recsys_event_rejects_total", "Invalid events refused at the door, by reason.", ["reason"]
+)
+FALLBACKS = Counter(
+    "recsys_fallbacks_total", "Responses served by a fallback strategy, by reason.", ["reason"]
+)
+UPSTREAM_ERRORS = Counter(
+    "recsys_upstream_errors_total",
+    "Failed calls to services behind the gateway.",
+    ["service", "error"],
+)
+BREAKER_OPEN = Gauge(
+    "recsys_circuit_breaker_open",
+    "1 while the circuit to a recommender replica is open.",
+    ["replica"],
+)

@@ -1,0 +1,33 @@
+"""Interaction events in."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from recsys_shared.schemas import EventBatch, EventsAccepted
+
+from gateway import metrics
+from gateway.auth import ClientAuth
+from gateway.deps import IngestorDep
+from gateway.errors import PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAuth])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventsAccepted,
+    summary="Send a batch of 1 to 1000 interaction events",
+    description=(
+        "202 once every event is durably in the events stream. A batch with any invalid event is "
+        "rejected whole (422, each bad index listed) and nothing of it is stored. Events whose "
+        "`event_id` was seen before are counted under `duplicates` and applied once. 503 with "
+        "`Retry-After` when the store is unavailable or the backlog is full: nothing was accepted."
+    ),
+    responses=PROBLEM_RESPONSES,
+)
+async def post_events(batch: EventBatch, ingestor: IngestorDep) -> EventsAccepted:
+    result = await ingestor.ingest(batch)
+    metrics.EVENTS_RECEIVED.labels("accepted").inc(result.accepted)
+    metrics.EVENTS_RECEIVED.labels("duplicate").inc(result.duplicates)
+    return result

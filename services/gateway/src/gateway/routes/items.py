@@ -1,0 +1,69 @@
+"""The item catalogue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from recsys_shared.errors import UnknownItem
+from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemsStored
+
+from gateway.auth import ClientAuth
+from gateway.deps import FeaturesDep, FeatureStoreDep
+from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
+
+router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ClientAuth])
+
+ItemIdPath = Annotated[Identifier, Path(description="Item id")]
+
+
+@router.put(
+    "",
+    response_model=ItemsStored,
+    summary="Create or replace up to 1000 items at once (bulk import)",
+    responses=PROBLEM_RESPONSES,
+)
+async def put_items(batch: ItemBatch, feature_store: FeatureStoreDep) -> ItemsStored:
+    await feature_store.put_items(batch)
+    return ItemsStored(stored=len(batch.items))
+
+
+@router.put(
+    "/{item_id}",
+    response_model=Item,
+    summary="Create or replace an item",
+    description="An item with `available: false` is never recommended, from the next request on.",
+    responses=PROBLEM_RESPONSES,
+)
+async def put_item(
+    item_id: ItemIdPath, item: ItemIn, feature_store: FeatureStoreDep, features: FeaturesDep
+) -> Item:
+    await feature_store.put_item(item_id, item)
+    stored = await features.item(item_id)
+    if stored is None:  # deleted by someone else in between
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return stored
+
+
+@router.get(
+    "/{item_id}",
+    response_model=Item,
+    summary="An item of the catalogue",
+    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+)
+async def get_item(item_id: ItemIdPath, features: FeaturesDep) -> Item:
+    item = await features.item(item_id)
+    if item is None:
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return item
+
+
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an item; it is never recommended again",
+    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+)
+async def delete_item(item_id: ItemIdPath, feature_store: FeatureStoreDep) -> Response:
+    await feature_store.delete_item(item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

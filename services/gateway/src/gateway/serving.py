@@ -1,0 +1,83 @@
+"""Read path of the gateway: ask a recommender; if none answers, serve popular items from Redis."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+import redis.asyncio as aioredis
+from recsys_shared.errors import UpstreamUnavailable
+from recsys_shared.features import FeatureReader
+from recsys_shared.responses import ResponseBuilder
+from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
+
+from gateway import metrics
+from gateway.clients import RecommenderClient
+
+log = logging.getLogger(__name__)
+
+FALLBACK_REASON = "recommender_unavailable"
+
+
+def _params(query: RecommendationQuery) -> dict[str, str | int]:
+    params: dict[str, str | int] = {
+        "k": query.k,
+        "offset": query.offset,
+        "exclude_seen": str(query.exclude_seen).lower(),
+    }
+    if query.category:
+        params["category"] = query.category
+    return params
+
+
+class ReadService:
+    def __init__(
+        self, client: aioredis.Redis, recommenders: RecommenderClient, *, record_ttl_seconds: int
+    ) -> None:
+        self.reader = FeatureReader(client)
+        self.recommenders = recommenders
+        self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
+
+    async def for_user(self, user_id: str, query: RecommendationQuery) -> Recommendations:
+        try:
+            return await self.recommenders.get(f"/users/{user_id}/recommendations", _params(query))
+        except UpstreamUnavailable as error:
+            log.warning("fallback for user recommendations: %s", error.detail)
+            exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
+            return await self._popular_fallback(query, exclude=exclude, user_id=user_id)
+
+    async def similar(self, item_id: str, query: RecommendationQuery) -> Recommendations:
+        try:
+            return await self.recommenders.get(f"/items/{item_id}/similar", _params(query))
+        except UpstreamUnavailable as error:
+            log.warning("fallback for similar items: %s", error.detail)
+            item = await self.reader.item(item_id)
+            if item is None:
+                raise
+            category = query.category or (item.categories[0] if item.categories else None)
+            fallback_query = query.model_copy(update={"category": category})
+            return await self._popular_fallback(fallback_query, exclude=(item_id,), item_id=item_id)
+
+    async def popular(self, query: RecommendationQuery) -> Recommendations:
+        """Served here, straight from Redis: it needs no model, so it skips a network hop."""
+        ranked = await self.reader.popular(k=query.k, offset=query.offset, category=query.category)
+        return await self.responses.build(ranked, Strategy.POPULAR)
+
+    async def _popular_fallback(
+        self,
+        query: RecommendationQuery,
+        *,
+        exclude: Collection[str],
+        user_id: str | None = None,
+        item_id: str | None = None,
+    ) -> Recommendations:
+        metrics.FALLBACKS.labels(FALLBACK_REASON).inc()
+        ranked = await self.reader.popular(
+            k=query.k,
+            offset=query.offset,
+            category=query.category,
+            exclude=exclude,
+        )
+        return await self.responses.build(
+            ranked, Strategy.POPULAR, reason=FALLBACK_REASON, user_id=user_id, item_id=item_id
+        )

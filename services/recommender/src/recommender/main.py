@@ -1,0 +1,72 @@
+"""The recommender app: the active model in memory, served over HTTP to the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from recsys_shared import code_version, metrics, web
+from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_async_redis
+from threadpoolctl import threadpool_limits
+
+from recommender.config import Settings, get_settings
+from recommender.model_store import ModelHolder
+from recommender.routes import model, recommendations
+from recommender.service import RecommendationService
+
+
+async def _readiness(request: Request) -> dict[str, str]:
+    holder: ModelHolder = request.state.holder
+    checks = {"redis": await web.redis_readiness(request.state.redis)}
+    if holder.active_version is not None and holder.current is None:
+        checks["model"] = holder.last_error or f"loading version {holder.active_version}"
+    else:
+        checks["model"] = "ok"
+    return checks
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        configure_logging(
+            settings.service_name, level=settings.log_level, json_lines=settings.log_json
+        )
+        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
+        # One request scores one user: BLAS threads would fight the event loop for the cores.
+        threadpool_limits(limits=1)
+        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        holder = ModelHolder(
+            client, ArtifactStore(settings.artifact_url), poll_seconds=settings.model_poll_seconds
+        )
+        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
+            # Serve from the first request if a model exists; the watcher retries otherwise.
+            await holder.refresh()
+        watcher = asyncio.create_task(holder.watch(), name="model-watcher")
+        service = RecommendationService(
+            client, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
+        )
+        yield {"redis": client, "holder": holder, "service": service}
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await client.aclose()
+
+    app = FastAPI(
+        title="recsys recommender",
+        version=code_version(),
+        summary="Serves top-k for users, similar items and popular items from the active model.",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    web.install(app, readiness=_readiness)
+    app.include_router(recommendations.router)
+    app.include_router(model.router)
+    return app

@@ -1,0 +1,32 @@
+"""Recommender metric families."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+from recsys_shared.metrics import LATENCY_BUCKETS
+
+RESPONSES = Counter(
+    "recsys_recommendations_total",
+    "Recommendation lists served, by strategy and the reason a fallback answered.",
+    ["endpoint", "strategy", "reason"],
+)
+FOLD_INS = Counter(
+    "recsys_fold_ins_total", "User vectors recomputed from events newer than the model."
+)
+SCORING_SECONDS = Histogram(
+    "recsys_scoring_duration_seconds",
+    "Time to score and rank the catalogue for one request.",
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_VERSION = Gauge("recsys_model_version", "Model version this replica serves (0: none).")
+MODEL_CREATED = Gauge(
+    "recsys_model_created_timestamp_seconds", "When the served model version was trained."
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "recsys_model_load_duration_seconds",
+    "Time to read, verify and prepare a model version.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+MODEL_LOAD_FAILURES = Counter(
+    "recsys_model_load_failures_total", "Model versions that failed to load (previous kept)."
+)

@@ -1,0 +1,204 @@
+"""Loading a model version into memory, and keeping the active one current.
+
+Everything a request needs is computed here, once per version, off the request path: id lookup
+tables, the item Gram matrix for fold-in, unit-length item factors for similarity. A new version
+replaces the old in one assignment, so a request sees one whole model or the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from recsys_shared import keys
+from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactError, ArtifactStore, load_npz
+from recsys_shared.foldin import least_squares_fold_in
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelInfo
+from scipy.sparse import csr_matrix
+
+from recommender import metrics
+
+log = logging.getLogger(__name__)
+
+Floats = npt.NDArray[np.float32]
+Indexes = npt.NDArray[np.int64]
+
+
+class IdIndex:
+    """Maps string ids to row numbers with a sorted array: compact for millions of ids."""
+
+    def __init__(self, ids: npt.NDArray[np.str_]) -> None:
+        self.ids = ids
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted = ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, identifier: str) -> int | None:
+        position = int(np.searchsorted(self._sorted, identifier))
+        if position < len(self._sorted) and self._sorted[position] == identifier:
+            return int(self._order[position])
+        return None
+
+    def lookup(self, identifiers: list[str]) -> tuple[Indexes, npt.NDArray[np.bool_]]:
+        """Row numbers of the ids that are known, and which of the inputs were known."""
+        if not identifiers or not len(self._sorted):
+            return np.empty(0, dtype=np.int64), np.zeros(len(identifiers), dtype=bool)
+        wanted = np.asarray(identifiers, dtype=np.str_)
+        positions = np.searchsorted(self._sorted, wanted)
+        positions = np.minimum(positions, len(self._sorted) - 1)
+        known = self._sorted[positions] == wanted
+        return self._order[positions[known]].astype(np.int64), known
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    info: ModelInfo
+    users: IdIndex
+    items: IdIndex
+    user_factors: Floats
+    item_factors: Floats
+    unit_item_factors: Floats
+    model: Any  # an implicit model, used for its exact fold-in (recalculate_user)
+    loaded_at: float
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    @property
+    def trained_through(self) -> float:
+        """Users updated after this moment have events the model has not seen."""
+        return self.info.data.get("snapshot_created_at", 0.0)  # type: ignore[no-any-return]
+
+    def fold_in(self, item_rows: Indexes, weights: Floats) -> Floats:
+        """A fresh user vector from their interactions, against the fixed item factors."""
+        n_items = self.item_factors.shape[0]
+        history = csr_matrix(
+            (weights, (np.zeros(len(item_rows), dtype=np.int32), item_rows)), shape=(1, n_items)
+        )
+        if isinstance(self.model, AlternatingLeastSquares):
+            vector: Floats = self.model.recalculate_user(0, history)
+            return vector
+        return least_squares_fold_in(self.item_factors, item_rows, weights)
+
+
+def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
+    """Read, verify and prepare a version. CPU work: run it in a thread, never on the loop."""
+    if not info.artifact_url:
+        raise ArtifactError(f"Model version {info.version} has no artifact.")
+    folder = info.artifact_url.removeprefix(store.base_url + "/")
+    _, files = store.read_bundle(folder)
+    model_class = (
+        AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
+    )
+    model = model_class.load(io.BytesIO(files[MODEL_FILE]))
+    model.num_threads = 1  # one request is one user: threads would only add overhead
+    ids = load_npz(files[IDS_FILE])
+    item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+    if isinstance(model, AlternatingLeastSquares):
+        _ = model.YtY  # computed and cached now, not on the first request
+    norms = np.linalg.norm(item_factors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    loaded = LoadedModel(
+        info=info,
+        users=IdIndex(ids["user_ids"]),
+        items=IdIndex(ids["item_ids"]),
+        user_factors=user_factors,
+        item_factors=item_factors,
+        unit_item_factors=np.ascontiguousarray(item_factors / norms, dtype=np.float32),
+        model=model,
+        loaded_at=time.time(),
+    )
+    if len(loaded.items) != item_factors.shape[0] or len(loaded.users) != user_factors.shape[0]:
+        raise ArtifactError(f"Model version {info.version}: id tables do not match the factors.")
+    return loaded
+
+
+class ModelHolder:
+    """The model this replica serves, kept equal to the registry's active version.
+
+    Learns of a new version from the registry's notification channel, with polling as the
+    fallback for missed messages. A version that fails to load is reported and retried with
+    backoff while the previous model keeps serving.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, store: ArtifactStore, *, poll_seconds: float
+    ) -> None:
+        self.redis = client
+        self.registry = ModelRegistry(client)
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.current: LoadedModel | None = None
+        self.active_version: int | None = None
+        self.last_error: str | None = None
+        self._failed: dict[int, float] = {}
+
+    async def refresh(self) -> None:
+        """Load the active version if it is not the one in memory."""
+        active = await self.registry.active_version()
+        self.active_version = active
+        if active is None or (self.current is not None and self.current.version == active):
+            return
+        retry_at = self._failed.get(active, 0.0)
+        if time.monotonic() < retry_at:
+            return
+        try:
+            info = await self.registry.get(active)
+            started = time.perf_counter()
+            loaded = await asyncio.to_thread(load_model, self.store, info)
+        except (ArtifactError, OSError, ValueError, KeyError) as error:
+            self._failed[active] = time.monotonic() + min(60.0, 2.0 ** len(self._failed))
+            self.last_error = f"version {active} failed to load: {error}"
+            metrics.MODEL_LOAD_FAILURES.inc()
+            log.error("keeping version %s: %s", self.serving_version, self.last_error)
+            return
+        previous = self.current
+        self.current = loaded  # the swap: one assignment, requests in flight keep their model
+        self.last_error = None
+        self._failed.pop(active, None)
+        metrics.MODEL_VERSION.set(active)
+        metrics.MODEL_CREATED.set(info.created_at.timestamp())
+        metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - started)
+        log.info(
+            "serving model version %d (was %s), loaded in %.2fs",
+            active,
+            previous.version if previous else None,
+            time.perf_counter() - started,
+        )
+
+    @property
+    def serving_version(self) -> int | None:
+        return self.current.version if self.current else None
+
+    async def watch(self) -> None:
+        """Run forever: refresh on every notification, and at least every ``poll_seconds``."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
+                await self.refresh()
+                while True:
+                    await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=self.poll_seconds
+                    )
+                    await self.refresh()
+            except REDIS_UNAVAILABLE_ERRORS as error:
+                log.warning("model watcher waiting for redis: %s", type(error).__name__)
+                await asyncio.sleep(self.poll_seconds)
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,73 @@
+"""Entrypoint: ``python -m retraining_worker worker|beat``.
+
+``worker`` also serves ``/healthz``, ``/readyz`` and ``/metrics`` on ``METRICS_PORT`` from a
+thread of the main process; metrics from the pool's child processes are collected through
+Prometheus' multiprocess mode, set up here before anything imports the client library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def _prepare_environment() -> None:
+    # implicit fits with its own threads; OpenBLAS threads on top would oversubscribe the cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not metrics_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="recsys-worker-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    else:
+        # Files of a previous run would add its counts to ours.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    role = args[0] if args else "worker"
+    if role not in {"worker", "beat"}:
+        raise SystemExit(f"usage: retraining-worker worker|beat [celery options]; got '{role}'")
+    if role == "worker":
+        _prepare_environment()
+    from recsys_shared.logging import configure_logging
+
+    from retraining_worker.config import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
+    from retraining_worker.celery_app import app
+
+    if role == "worker":
+        from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
+
+        from retraining_worker.health import start_health_server
+
+        start_health_server(settings)
+        app.worker_main(
+            [
+                "worker",
+                "--loglevel",
+                settings.log_level,
+                "--queues",
+                f"{TRAINING_QUEUE},{MONITORING_QUEUE}",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "--without-gossip",
+                "--without-mingle",
+                *args[1:],
+            ]
+        )
+    else:
+        app.start(["beat", "--loglevel", settings.log_level, *args[1:]])
+
+
+if __name__ == "__main__":
+    main()

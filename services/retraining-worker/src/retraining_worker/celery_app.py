@@ -1,0 +1,51 @@
+"""The Celery app of the worker and beat. Configuration is read lazily from the settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from recsys_shared import keys
+from recsys_shared.tasks import TRAIN_MODEL, celery_client_config
+
+from retraining_worker.config import get_settings
+
+
+def celery_config() -> dict[str, Any]:
+    settings = get_settings()
+    return {
+        **celery_client_config(
+            settings.redis_dsn,
+            visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
+        ),
+        # Reliability: acknowledge after the task ran, give the message back if the process
+        # running it dies, and take one message at a time so none waits behind a long training.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": settings.task_time_limit_seconds,
+        "task_soft_time_limit": max(settings.task_time_limit_seconds - 30, 5),
+        "worker_max_tasks_per_child": 20,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # Beat through RedBeat: the schedule lives in Redis behind a lock, so a second beat
+        # process waits instead of firing every task twice.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.redis_dsn,
+        "redbeat_key_prefix": keys.REDBEAT_PREFIX,
+        "redbeat_lock_timeout": 60,
+        "beat_max_loop_interval": 5,
+        "beat_schedule": {
+            "scheduled-retrain": {
+                "task": TRAIN_MODEL,
+                "schedule": settings.scheduled_retrain_seconds,
+                "kwargs": {},
+            },
+        },
+    }
+
+
+app = Celery("retraining_worker", include=["retraining_worker.tasks"])
+app.add_defaults(celery_config)

@@ -1,0 +1,63 @@
+"""Retraining-worker settings: training parameters, the gate, Celery reliability."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from recsys_shared.schemas import Algorithm
+from recsys_shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "retraining-worker"
+    feature_store_url: str = "http://127.0.0.1:8201"
+    feature_store_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    algorithm: Algorithm = "als"
+    factors: int = Field(default=64, ge=2, le=1024)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=1.0, gt=0)
+    iterations: int = Field(default=15, ge=1, le=500)
+    learning_rate: float = Field(default=0.01, gt=0, description="BPR only.")
+    random_seed: int = 42
+    training_threads: int = Field(default=0, ge=0, description="0: every core.")
+
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="The most recent share of interactions held out."
+    )
+    evaluation_k: int = Field(default=10, ge=1, le=100)
+    gate_min_lift: float = Field(
+        default=0.05, description="Challenger precision@k must beat popularity by this fraction."
+    )
+
+    task_time_limit_seconds: int = Field(default=3600, ge=10)
+    broker_visibility_timeout_seconds: int = Field(
+        default=4000,
+        ge=10,
+        description=(
+            "Must exceed the hard time limit, or Redis redelivers a task that is still running."
+        ),
+    )
+    max_deliveries: int = Field(
+        default=3, ge=1, description="A task delivered more often is given up."
+    )
+    lock_ttl_seconds: int = Field(default=60, ge=5)
+    scheduled_retrain_seconds: float = Field(default=6 * 3600, gt=0)
+    metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers.")
+    metrics_port: int = Field(default=8301, ge=0, le=65535, description="0: no health server.")
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_time_limit(self) -> Settings:
+        if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
+            raise ValueError(
+                "broker_visibility_timeout_seconds "
+                f"({self.broker_visibility_timeout_seconds}) must "
+                f"exceed task_time_limit_seconds ({self.task_time_limit_seconds})"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

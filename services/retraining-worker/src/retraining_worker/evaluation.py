@@ -1,0 +1,86 @@
+"""Offline ranking metrics at k, for a model and for the popularity baseline."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse import csr_matrix
+
+
+def ranking_metrics(
+    ranked: npt.NDArray[np.int64], targets: Sequence[set[int]], *, k: int, n_items: int
+) -> dict[str, float]:
+    """precision, recall, NDCG and MAP at k, and catalogue coverage of the top-k lists."""
+    if not targets:
+        return {}
+    precision = recall = ndcg = average_precision = 0.0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for row, wanted in zip(ranked, targets, strict=True):
+        hits = np.fromiter((item in wanted for item in row[:k]), dtype=bool, count=min(k, len(row)))
+        n_hits = int(hits.sum())
+        precision += n_hits / k
+        recall += n_hits / len(wanted)
+        ideal = discounts[: min(len(wanted), k)].sum()
+        ndcg += float(discounts[: len(hits)][hits].sum() / ideal)
+        if n_hits:
+            cumulative = np.cumsum(hits)
+            positions = np.flatnonzero(hits)
+            average_precision += float((cumulative[positions] / (positions + 1)).sum()) / min(
+                len(wanted), k
+            )
+    users = len(targets)
+    coverage = len(np.unique(ranked[:, :k])) / n_items if n_items else 0.0
+    return {
+        f"precision_at_{k}": precision / users,
+        f"recall_at_{k}": recall / users,
+        f"ndcg_at_{k}": ndcg / users,
+        f"map_at_{k}": average_precision / users,
+        "coverage": coverage,
+        "evaluated_users": float(users),
+    }
+
+
+def top_k_excluding(
+    scores: npt.NDArray[np.float32], seen: csr_matrix, k: int
+) -> npt.NDArray[np.int64]:
+    """Per row of ``scores``, the k best columns that are not in that row of ``seen``."""
+    scores = scores.copy()
+    rows, cols = seen.nonzero()
+    scores[rows, cols] = -np.inf
+    k = min(k, scores.shape[1])
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(best, order, axis=1).astype(np.int64)
+
+
+def rank_in_batches(
+    score: Callable[[slice], npt.NDArray[np.float32]],
+    seen: csr_matrix,
+    *,
+    k: int,
+    batch_size: int = 1024,
+) -> npt.NDArray[np.int64]:
+    """Top-k lists for every evaluated user, scoring ``batch_size`` users at a time so that the
+    dense score matrix never holds more than one batch."""
+    n_users = seen.shape[0]
+    lists = [
+        top_k_excluding(
+            score(slice(start, start + batch_size)), seen[start : start + batch_size], k
+        )
+        for start in range(0, n_users, batch_size)
+    ]
+    return np.concatenate(lists) if lists else np.empty((0, k), dtype=np.int64)
+
+
+def item_popularity(train: csr_matrix) -> npt.NDArray[np.float32]:
+    """The baseline's scores: how many users interacted with each item in the training window."""
+    return np.asarray((train > 0).sum(axis=0), dtype=np.float32).ravel()
+
+
+def lift(challenger: float, baseline: float) -> float:
+    if baseline <= 0:
+        return math.inf if challenger > 0 else 0.0
+    return challenger / baseline - 1.0

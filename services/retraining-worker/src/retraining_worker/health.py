@@ -1,0 +1,70 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` for the Celery worker, from a daemon thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from recsys_shared.redis import create_redis
+
+from retraining_worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _readiness(settings: Settings) -> dict[str, str]:
+    client = create_redis(settings.redis_dsn, timeout=1.0)
+    try:
+        client.ping()
+        return {"redis": "ok"}
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+        return {"redis": f"unreachable: {type(error).__name__}"}
+    finally:
+        client.close()
+
+
+def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
+    if not settings.metrics_port:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                registry = CollectorRegistry()
+                MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._json(200, {"status": "ok"})
+            elif self.path == "/readyz":
+                checks = _readiness(settings)
+                ready = all(value == "ok" for value in checks.values())
+                self._json(
+                    200 if ready else 503,
+                    {"status": "ready" if ready else "not_ready", "checks": checks},
+                )
+            else:
+                self._json(404, {"title": "Not found", "status": 404})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), Handler)
+    threading.Thread(target=server.serve_forever, name="health-server", daemon=True).start()
+    log.info("worker health and metrics on port %d", settings.metrics_port)
+    return server

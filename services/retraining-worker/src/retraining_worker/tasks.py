@@ -1,0 +1,59 @@
+"""Celery tasks: each unpacks its message and calls a plain function."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Task
+from recsys_shared import keys
+from recsys_shared.logging import request_id_var
+from recsys_shared.redis import create_redis
+from recsys_shared.schemas import Algorithm, TrainingOutcome
+from recsys_shared.tasks import REQUEST_ID_HEADER, TRAIN_MODEL
+
+from retraining_worker import metrics
+from retraining_worker.celery_app import app
+from retraining_worker.config import get_settings
+from retraining_worker.training import TrainingLocked, run_training
+
+log = logging.getLogger(__name__)
+
+_LOCKED_RETRY_SECONDS = 15
+
+
+def _delivery_count(task_id: str) -> int:
+    """Count this delivery of the message; a message redelivered too often is given up."""
+    settings = get_settings()
+    client = create_redis(settings.redis_dsn)
+    try:
+        count = int(client.incr(keys.task_deliveries(task_id)))
+        client.expire(keys.task_deliveries(task_id), 7 * 24 * 3600)
+    finally:
+        client.close()
+    return count
+
+
+@app.task(name=TRAIN_MODEL, bind=True, max_retries=40)  # type: ignore[untyped-decorator]
+def train_model(
+    self: Task, algorithm: Algorithm | None = None, force: bool = False, shuffle_items: bool = False
+) -> dict[str, Any]:
+    request_id_var.set((self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id)
+    settings = get_settings()
+    deliveries = _delivery_count(self.request.id)
+    if deliveries > settings.max_deliveries + self.request.retries:
+        log.error("task %s delivered %d times; giving up", self.request.id, deliveries)
+        metrics.TASKS.labels(TRAIN_MODEL, "abandoned").inc()
+        return TrainingOutcome(
+            status="abandoned", reasons=[f"delivered {deliveries} times without finishing"]
+        ).model_dump()
+    try:
+        outcome = asyncio.run(
+            run_training(settings, algorithm=algorithm, force=force, shuffle_items=shuffle_items)
+        )
+    except TrainingLocked as locked:
+        metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
+        raise self.retry(countdown=_LOCKED_RETRY_SECONDS) from locked
+    metrics.TASKS.labels(TRAIN_MODEL, outcome.status).inc()
+    return outcome.model_dump()

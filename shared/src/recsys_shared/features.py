@@ -1,0 +1,132 @@
+"""Read-only access to the features the feature-store owns (the online-store pattern).
+
+The recommender and the gateway read user histories, popularity and the catalogue through this
+class; only the feature-store writes them. Every method is one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from recsys_shared import keys
+from recsys_shared.schemas import Item
+
+
+@dataclass(frozen=True, slots=True)
+class UserContext:
+    """What serving one user needs, read in one round trip.
+
+    ``weights`` maps every item the user interacted with to its weight; ``epoch`` changes with
+    every applied event of the user; ``updated_at`` is when the last one was applied;
+    ``catalogue_version`` tells whether cached availability filters are still current.
+    """
+
+    weights: dict[str, float] = field(default_factory=dict)
+    epoch: str | None = None
+    updated_at: float = 0.0
+    catalogue_version: int = 0
+
+    @property
+    def seen(self) -> Collection[str]:
+        return self.weights.keys()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDetails:
+    title: str | None
+    categories: list[str]
+
+
+def parse_categories(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    parsed = json.loads(raw)
+    return [str(category) for category in parsed] if isinstance(parsed, list) else []
+
+
+class FeatureReader:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+
+    async def user_context(self, user_id: str) -> UserContext:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.user_items(user_id))
+            pipe.hmget(keys.user_meta(user_id), ["epoch", "updated_at"])
+            pipe.get(keys.CATALOGUE_VERSION)
+            raw_weights, (epoch, updated_at), catalogue_version = await pipe.execute()
+        return UserContext(
+            weights={item: float(weight) for item, weight in raw_weights.items()},
+            epoch=epoch,
+            updated_at=float(updated_at or 0.0),
+            catalogue_version=int(catalogue_version or 0),
+        )
+
+    async def user_epoch(self, user_id: str) -> str | None:
+        epoch: str | None = await self.redis.hget(keys.user_meta(user_id), "epoch")  # type: ignore[assignment]
+        return epoch
+
+    async def popular(
+        self,
+        *,
+        k: int,
+        offset: int = 0,
+        category: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> list[tuple[str, float]]:
+        """Top time-decayed popular items, skipping ``exclude``, then paged by ``offset``.
+
+        Scores are relative to the most popular item (1.0): the stored values carry the decay
+        factor of their time and mean nothing on their own. The feature-store keeps unavailable
+        items out of these sets, so no filter is needed for them here.
+        """
+        source = keys.popular_in(category) if category else keys.POPULAR
+        window = offset + k + len(exclude)
+        ranked: list[tuple[str, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
+            source, 0, window - 1, withscores=True
+        )
+        top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
+        kept = [(item, score / top) for item, score in ranked if item not in exclude]
+        return kept[offset : offset + k]
+
+    async def item_details(self, item_ids: Sequence[str]) -> dict[str, ItemDetails]:
+        if not item_ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item_id in item_ids:
+                pipe.hmget(keys.item(item_id), ["title", "categories"])
+            rows = await pipe.execute()
+        return {
+            item_id: ItemDetails(title=title, categories=parse_categories(categories))
+            for item_id, (title, categories) in zip(item_ids, rows, strict=True)
+            if title is not None
+        }
+
+    async def item_exists(self, item_id: str) -> bool:
+        return bool(await self.redis.exists(keys.item(item_id)))
+
+    async def item(self, item_id: str) -> Item | None:
+        raw: dict[str, str] = await self.redis.hgetall(keys.item(item_id))  # type: ignore[assignment]
+        if not raw:
+            return None
+        return Item(
+            item_id=item_id,
+            title=raw["title"],
+            categories=parse_categories(raw.get("categories")),
+            available=raw.get("available") == "1",
+            updated_at=raw["updated_at"],
+        )
+
+    async def catalogue_version(self) -> int:
+        return int(await self.redis.get(keys.CATALOGUE_VERSION) or 0)
+
+    async def unavailable_items(self) -> set[str]:
+        members: set[str] = await self.redis.smembers(keys.UNAVAILABLE_ITEMS)  # type: ignore[assignment]
+        return members
+
+    async def category_items(self, category: str) -> set[str]:
+        members: set[str] = await self.redis.smembers(keys.category_items(category))  # type: ignore[assignment]
+        return members

@@ -1,0 +1,46 @@
+"""Metric families every service exports, with conventional Prometheus names and units.
+
+Service-specific families live in each service's own ``metrics`` module; the ones here are the
+same everywhere so one dashboard and one set of alert rules read every service alike.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, Counter, Histogram, Info
+
+__all__ = ["BUILD_INFO", "HTTP_LATENCY", "HTTP_REQUESTS", "REDIS_ERRORS", "REGISTRY"]
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from request received to response sent, by route template and method.",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+REDIS_ERRORS = Counter(
+    "redis_errors_total",
+    "Redis commands that failed (connection, timeout, out of memory), by error type.",
+    ["error"],
+)
+BUILD_INFO = Info("recsys_build", "Service name and code version of this process.")

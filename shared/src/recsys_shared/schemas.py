@@ -1,0 +1,351 @@
+"""Wire models: the public API, the inter-service calls and what goes through Redis.
+
+Inputs forbid unknown fields. Inter-service responses are parsed with these same models on the
+receiving side, never trusted raw.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+MAX_ID_LENGTH: Final = 128
+MAX_BATCH_EVENTS: Final = 1000
+MAX_BATCH_ITEMS: Final = 1000
+MAX_K: Final = 100
+MAX_OFFSET: Final = 1000
+#: How far in the future a client's clock may be before its timestamps are refused.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+#: Timestamps before this are treated as broken clocks (the epoch, zero values).
+EARLIEST_TIMESTAMP: Final = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+def _check_identifier(value: str) -> str:
+    # An id must be printable and addressable as one URL path segment, so whitespace and "/"
+    # are refused even though they are printable.
+    if not value.isprintable() or any(ch.isspace() for ch in value) or "/" in value:
+        raise ValueError("must contain only printable characters, without whitespace or '/'")
+    return value
+
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH, examples=["42"]),
+    AfterValidator(_check_identifier),
+]
+Category = Annotated[
+    str, Field(min_length=1, max_length=64, examples=["Drama"]), AfterValidator(_check_identifier)
+]
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    LIKE = "like"
+    RATING = "rating"
+
+
+#: Confidence each kind of interaction adds to a user-item pair (ratings use RATING_NEUTRAL).
+EVENT_WEIGHTS: Final[dict[EventType, float]] = {
+    EventType.VIEW: 1.0,
+    EventType.CLICK: 2.0,
+    EventType.ADD_TO_CART: 3.0,
+    EventType.LIKE: 4.0,
+    EventType.PURCHASE: 5.0,
+}
+#: A rating at or below this says "not for me": the item counts as seen but carries no weight.
+RATING_NEUTRAL: Final = 2.5
+#: Cap on one user-item weight so that a bot clicking one item all day cannot dominate training.
+MAX_WEIGHT: Final = 20.0
+
+
+def event_weight(event_type: EventType, value: float | None) -> float:
+    """Confidence that the user likes the item, as training uses it."""
+    if event_type is EventType.RATING:
+        return max((value or 0.0) - RATING_NEUTRAL, 0.0)
+    return EVENT_WEIGHTS[event_type]
+
+
+def _rfc3339_only(value: Any) -> Any:
+    # Pydantic would also take numbers as Unix times; the contract says RFC 3339 text.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _sane_timestamp(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2024-05-01T12:00:00Z")
+    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError(f"is in the future beyond the allowed clock skew of {MAX_CLOCK_SKEW}")
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError(f"is before {EARLIEST_TIMESTAMP.date()}, which no real event is")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(_sane_timestamp)]
+
+
+class InputModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class EventIn(InputModel):
+    """One interaction as a client sends it."""
+
+    event_id: Identifier | None = Field(
+        default=None, description="Makes resubmission idempotent; assigned when absent."
+    )
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    value: float | None = Field(default=None, description="Finite; required for `rating`.")
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339; defaults to now.")
+    recommendation_id: Identifier | None = Field(
+        default=None, description="The recommendation this interaction came from, if any."
+    )
+
+    @model_validator(mode="after")
+    def _rating_needs_value(self) -> EventIn:
+        if self.type is EventType.RATING and self.value is None:
+            raise ValueError("a 'rating' event needs a 'value'")
+        return self
+
+
+class EventBatch(InputModel):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events newly stored in the stream.")
+    duplicates: int = Field(description="Events whose event_id was already stored; not re-applied.")
+
+
+class StoredEvent(BaseModel):
+    """An event as it sits in the Redis stream: normalised, with an id and a time."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    value: float | None = None
+    ts: float = Field(description="Event time, seconds since the Unix epoch.")
+    recommendation_id: Identifier | None = None
+    received_at: float
+
+    @property
+    def weight(self) -> float:
+        return event_weight(self.type, self.value)
+
+    @classmethod
+    def from_input(cls, event: EventIn, *, event_id: str, now: datetime) -> StoredEvent:
+        moment = event.timestamp or now
+        return cls(
+            event_id=event_id,
+            user_id=event.user_id,
+            item_id=event.item_id,
+            type=event.type,
+            value=event.value,
+            ts=moment.timestamp(),
+            recommendation_id=event.recommendation_id,
+            received_at=now.timestamp(),
+        )
+
+
+# ── catalogue ─────────────────────────────────────────────────────────────────────────────
+class ItemIn(InputModel):
+    title: str = Field(min_length=1, max_length=500, examples=["Toy Story (1995)"])
+    categories: list[Category] = Field(default_factory=list, max_length=32)
+    available: bool = True
+
+    @model_validator(mode="after")
+    def _title_printable(self) -> ItemIn:
+        if not self.title.isprintable():
+            raise ValueError("title must contain only printable characters")
+        return self
+
+
+class ItemWithId(ItemIn):
+    item_id: Identifier
+
+
+class ItemBatch(InputModel):
+    items: list[ItemWithId] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str
+    categories: list[str]
+    available: bool
+    updated_at: datetime
+
+
+class ItemsStored(BaseModel):
+    stored: int
+
+
+# ── recommendations ───────────────────────────────────────────────────────────────────────
+class Strategy(StrEnum):
+    PERSONALIZED = "personalized"
+    SIMILAR = "similar"
+    POPULAR = "popular"
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+    title: str | None = None
+    categories: list[str] | None = None
+
+
+class Recommendations(BaseModel):
+    """A list of items with its provenance, as the public API returns it."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    items: list[ScoredItem]
+    model_version: int | None = Field(description="The model that ranked these; null for popular.")
+    strategy: Strategy
+    fallback_reason: str | None = Field(
+        default=None, description="Why a fallback strategy answered, e.g. unknown_user."
+    )
+    recommendation_id: str = Field(description="Send back on events to measure online quality.")
+    cached: bool = False
+    cache_age_seconds: float | None = Field(
+        default=None, description="How old the cached entry is; null when freshly computed."
+    )
+
+
+class RecommendationQuery(BaseModel):
+    """The query part of a recommendation request, shared by the gateway and the recommender."""
+
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    exclude_seen: bool = True
+    category: Category | None = None
+
+    def cache_fragment(self) -> str:
+        return f"k{self.k}:o{self.offset}:s{int(self.exclude_seen)}:c{self.category or ''}"
+
+
+# ── models and training ───────────────────────────────────────────────────────────────────
+class ModelStatus(StrEnum):
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+
+
+Algorithm = Literal["als", "bpr"]
+
+
+class ModelInfo(BaseModel):
+    """A registry entry: everything known about one model version (its lineage)."""
+
+    version: int
+    status: ModelStatus
+    status_reason: str | None = None
+    algorithm: Algorithm
+    params: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    activated_at: datetime | None = None
+    snapshot_id: str
+    data: dict[str, Any] = Field(default_factory=dict, description="Statistics of the snapshot.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_url: str | None = None
+    checksum: str | None = None
+    code_version: str = "unknown"
+    training_seconds: float | None = None
+
+
+class RetrainRequest(InputModel):
+    algorithm: Algorithm | None = Field(
+        default=None, description="Defaults to the worker's setting."
+    )
+    force: bool = Field(default=False, description="Train even if no new data arrived.")
+
+
+class TrainingOutcome(BaseModel):
+    """What a training task did: the result the task stores for ``GET /v1/tasks/{id}``."""
+
+    status: Literal["published", "rejected", "refused", "unchanged", "abandoned"]
+    snapshot_id: str | None = None
+    version: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+
+
+class TaskState(BaseModel):
+    task_id: str
+    state: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class QualityCheck(BaseModel):
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    detail: str
+
+
+class QualityReport(BaseModel):
+    passed: bool
+    checks: list[QualityCheck]
+
+    @property
+    def failures(self) -> list[QualityCheck]:
+        return [check for check in self.checks if not check.passed]
+
+
+class SnapshotInfo(BaseModel):
+    """A training snapshot the feature-store exported: where it is and what it holds."""
+
+    snapshot_id: str = Field(description="The last stream id whose effect the snapshot includes.")
+    url: str
+    created_at: datetime
+    users: int
+    items: int
+    interactions: int
+    time_min: float | None
+    time_max: float | None
+    quality: QualityReport
+
+
+# ── errors and health ─────────────────────────────────────────────────────────────────────
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]

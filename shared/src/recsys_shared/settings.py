@@ -1,0 +1,78 @@
+"""Settings base shared by every service.
+
+Each service subclasses :class:`ServiceSettings` once and exposes a cached ``get_settings()``
+that is injected as a dependency, so tests override it instead of editing the environment.
+Outside development, start-up fails on a missing or placeholder secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Keys `make run` and the docs use in development. Production refuses to start with them.
+DEVELOPMENT_API_KEYS = "dev-client-key:client,dev-admin-key:admin"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class ServiceSettings(BaseSettings):
+    """What every process needs: where Redis is, how to log, which environment it runs in."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    redis_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    log_level: str = "INFO"
+    log_json: bool = True
+    service_name: str = "recsys"
+    artifact_url: str = Field(
+        default="file://./.data/artifacts",
+        description="Where snapshots and model artifacts live: file://path or s3://bucket/prefix",
+    )
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url.get_secret_value()
+
+    @property
+    def redis_dsn_redacted(self) -> str:
+        return redact_url(self.redis_dsn)
+
+    def _secrets_to_check(self) -> dict[str, str]:
+        """Subclasses add their own secrets; each must not be a development placeholder."""
+        return {}
+
+    @model_validator(mode="after")
+    def _enforce_non_default_secrets(self) -> Self:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        for name, value in self._secrets_to_check().items():
+            if not value or "dev-" in value or value in {"changethis", "changeme"}:
+                raise ValueError(
+                    f"Setting '{name}' holds a development placeholder; "
+                    "production refuses to start with it. Set a real secret."
+                )
+        return self

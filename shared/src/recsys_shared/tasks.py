@@ -1,0 +1,46 @@
+"""Celery task and queue names: the gateway sends tasks by name without importing worker code."""
+
+from __future__ import annotations
+
+from typing import Final
+
+TRAINING_QUEUE: Final = "training"
+MONITORING_QUEUE: Final = "monitoring"
+
+#: Take a feature-store snapshot, train, evaluate against the champion, publish through the gate.
+TRAIN_MODEL: Final = "recsys.train_model"
+#: Compare recent traffic with the active model's training data; may enqueue TRAIN_MODEL.
+CHECK_DRIFT: Final = "recsys.check_drift"
+
+TASK_QUEUES: Final[dict[str, str]] = {
+    TRAIN_MODEL: TRAINING_QUEUE,
+    CHECK_DRIFT: MONITORING_QUEUE,
+}
+
+#: Celery message header carrying the request id of the HTTP call that enqueued a task.
+REQUEST_ID_HEADER: Final = "recsys_request_id"
+
+
+def celery_client_config(redis_url: str, *, visibility_timeout_seconds: int) -> dict[str, object]:
+    """Celery settings senders and the worker must agree on: broker, results, routes, format."""
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        "task_default_queue": TRAINING_QUEUE,
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+        "task_track_started": True,
+        "broker_connection_retry_on_startup": True,
+        # A message is invisible to other workers this long after delivery; it must outlast the
+        # longest task, or a task still running is delivered a second time.
+        "broker_transport_options": {"visibility_timeout": visibility_timeout_seconds},
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        "redis_socket_timeout": 10.0,
+        "redis_socket_connect_timeout": 5.0,
+        "redis_retry_on_timeout": True,
+        "redis_backend_health_check_interval": 15,
+    }

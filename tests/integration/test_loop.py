@@ -1,0 +1,146 @@
+"""The whole loop through the public API, on real processes.
+
+events in → stream → feature-store consumer → snapshot → Celery training → registry →
+recommender replicas load it → personalised recommendations out that reflect the data.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import httpx
+import pytest
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    client_headers,
+    taste_clusters,
+    wait_for_applied,
+    wait_for_task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained(stack: Stack) -> dict[str, object]:
+    """Load two taste clusters through the API and train one model on them."""
+    items, events = taste_clusters()
+    with httpx.Client(base_url=stack.gateway, timeout=30) as http:
+        stored = http.put("/v1/items", json={"items": items}, headers=client_headers())
+        assert stored.status_code == 200, stored.text
+        for start in range(0, len(events), 500):
+            response = http.post(
+                "/v1/events", json={"events": events[start : start + 500]}, headers=client_headers()
+            )
+            assert response.status_code == 202, response.text
+        wait_for_applied(stack.gateway)
+        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
+        assert task.status_code == 202, task.text
+        result = wait_for_task(stack.gateway, task.json()["task_id"])
+    assert result["state"] == "SUCCESS", result
+    outcome = result["result"]
+    assert isinstance(outcome, dict)
+    assert outcome["status"] == "published", outcome
+    return outcome
+
+
+def _get(stack: Stack, path: str, **params: object) -> httpx.Response:
+    return httpx.get(f"{stack.gateway}{path}", params=params, headers=client_headers(), timeout=10)
+
+
+def _wait_personalised(stack: Stack, user: str) -> dict[str, object]:
+    # Replicas pick the new version up within their poll interval; both must serve it.
+    import time
+
+    deadline = time.monotonic() + 15
+    body: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        body = _get(stack, f"/v1/users/{user}/recommendations", k=10).json()
+        if body["strategy"] == "personalized":
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"never personalised: {body}")
+
+
+def test_the_model_beats_popularity_offline(trained: dict[str, object]) -> None:
+    metrics, baseline = trained["metrics"], trained["baseline_metrics"]
+    assert isinstance(metrics, dict)
+    assert isinstance(baseline, dict)
+    assert metrics["precision_at_10"] > baseline["precision_at_10"]
+    assert metrics["evaluated_users"] > 0
+
+
+def test_users_get_items_of_their_own_taste_cluster(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    for user, own, other in (("a3", "A", "B"), ("b5", "B", "A")):
+        body = _wait_personalised(stack, user)
+        ranked = [item["item_id"] for item in body["items"]]  # type: ignore[union-attr, index]
+        clusters = Counter(item_id[0] for item_id in ranked)
+        assert clusters[own] >= 8, (user, ranked)
+        assert clusters[other] <= 2, (user, ranked)
+        assert body["model_version"] == trained["version"]
+        assert body["recommendation_id"]
+
+
+def test_seen_items_are_excluded_and_titles_shown(stack: Stack, trained: dict[str, object]) -> None:
+    _, events = taste_clusters()
+    seen = {event["item_id"] for event in events if event["user_id"] == "a3"}
+    body = _wait_personalised(stack, "a3")
+    items = body["items"]
+    assert isinstance(items, list)
+    assert not seen & {item["item_id"] for item in items}
+    assert all(
+        item["title"].startswith("Alpha item") for item in items if item["item_id"][0] == "A"
+    )
+
+    with_seen = _get(stack, "/v1/users/a3/recommendations", k=30, exclude_seen="false").json()
+    assert seen & {item["item_id"] for item in with_seen["items"]}
+
+
+def test_an_unknown_user_gets_the_popular_fallback_marked_as_such(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    body = _get(stack, "/v1/users/nobody-knows-me/recommendations", k=5).json()
+    assert body["strategy"] == "popular"
+    assert body["fallback_reason"] == "unknown_user"
+    assert body["model_version"] is None
+    assert len(body["items"]) == 5
+
+
+def test_similar_items_come_from_the_same_cluster(stack: Stack, trained: dict[str, object]) -> None:
+    body = _get(stack, "/v1/items/A0/similar", k=5).json()
+    assert body["strategy"] == "similar"
+    ranked = [item["item_id"] for item in body["items"]]
+    assert "A0" not in ranked
+    assert sum(item.startswith("A") for item in ranked) >= 4, ranked
+
+
+def test_popular_items_per_category(stack: Stack, trained: dict[str, object]) -> None:
+    body = _get(stack, "/v1/items/popular", k=5, category="beta").json()
+    assert body["strategy"] == "popular"
+    assert [item["item_id"][0] for item in body["items"]] == ["B"] * 5
+    assert body["items"][0]["score"] == pytest.approx(1.0)
+
+
+def test_every_replica_serves_the_published_version(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    for replica in ("recommender1", "recommender2"):
+        status = httpx.get(f"{stack.url(replica)}/model", timeout=5).json()
+        assert status["serving_version"] == trained["version"], (replica, status)
+
+
+def test_the_registry_records_the_version_with_its_lineage(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    active = httpx.get(f"{stack.gateway}/v1/models/active", headers=admin_headers(), timeout=5)
+    assert active.status_code == 200
+    info = active.json()
+    assert info["version"] == trained["version"]
+    assert info["status"] == "active"
+    assert info["algorithm"] == "als"
+    assert info["metrics"]["precision_at_10"] == trained["metrics"]["precision_at_10"]  # type: ignore[index]
+    assert info["data"]["users"] == 80
+    assert len(info["checksum"]) == 64
