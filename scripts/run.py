@@ -22,6 +22,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo import load_demo, print_examples
+
 from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
 from recsys_shared.settings import DEFAULT_REDIS_URL, DEVELOPMENT_API_KEYS
 

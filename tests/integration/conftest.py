@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from recsys_shared.processes import RedisServer
 from recsys_shared.testing import Stack, build_stack
 

@@ -10,6 +10,7 @@ from collections import Counter
 
 import httpx
 import pytest
+
 from recsys_shared.testing import (
     Stack,
     admin_headers,

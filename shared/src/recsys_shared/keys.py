@@ -41,7 +41,20 @@ def applied(event_id: str) -> str:
 
 PIPELINE_STATS = key("pipeline", "stats")  # hash of counters: accepted, applied, rejected:<reason>
 PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of events refused at the door
-PIPELINE_THROUGHPUT = key("pipeline", "throughput")  # zset of per-second applied counts
+# Per-second counters (+ unix second), kept a few minutes: throughput across every replica.
+PIPELINE_ACCEPTED_PREFIX = key("pipeline", "accepted") + ":"
+PIPELINE_APPLIED_PREFIX = key("pipeline", "applied") + ":"
+THROUGHPUT_KEY_TTL_SECONDS = 600
+
+
+def pipeline_accepted(second: int) -> str:
+    return f"{PIPELINE_ACCEPTED_PREFIX}{second}"
+
+
+def pipeline_applied(second: int) -> str:
+    return f"{PIPELINE_APPLIED_PREFIX}{second}"
+
+
 CONSUMER_HEARTBEATS = key("pipeline", "heartbeats")  # hash consumer name → last read time
 
 

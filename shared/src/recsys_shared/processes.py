@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def free_port() -> int:
@@ -206,8 +208,15 @@ class RedisServer:
         wait_until(self.ping, timeout=timeout, what=f"redis-server on port {self.port}")
         return self
 
+    def _client(self, timeout: float) -> redis.Redis:
+        # No retries: redis-py's default retries a refused connection with back-off for
+        # seconds, which turns every failed probe and every SHUTDOWN into a long wait.
+        return redis.Redis(
+            host=self.host, port=self.port, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+
     def ping(self) -> bool:
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=0.5)
+        client = self._client(0.5)
         try:
             return bool(client.ping())
         except (
@@ -223,7 +232,7 @@ class RedisServer:
         """A clean shutdown: Redis flushes the AOF and exits."""
         if self.process is None or not self.process.running():
             return
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=5)
+        client = self._client(5)
         with contextlib.suppress(redis.exceptions.ConnectionError):
             client.shutdown(nosave=False)
         client.close()

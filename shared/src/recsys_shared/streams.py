@@ -61,7 +61,9 @@ async def stream_position(client: aioredis.Redis) -> StreamPosition:
         boundary = parse_stream_id(next_stream_id(last_delivered))
         if pending:
             summary = await client.xpending(keys.EVENTS_STREAM, group["name"])
-            boundary = parse_stream_id(summary["min"])
+            # The entries may have been acknowledged since XINFO looked: then none is pending.
+            if summary["min"] is not None:
+                boundary = min(boundary, parse_stream_id(summary["min"]))
         boundaries.append(boundary)
         total_lag += pending + await _undelivered(client, group, last_delivered)
     return StreamPosition(

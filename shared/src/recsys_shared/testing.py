@@ -70,15 +70,19 @@ class Stack:
         """Start (or restart) one service by name: gateway, recommender1, recommender2,
         feature-store or worker."""
         port = self.ports.setdefault(name, free_port())
+        # The stream consumer's name: the service's, unless a test chose one in ``env``.
+        extra = {"CONSUMER_NAME": self.env.get("CONSUMER_NAME", name)}
         if name == "worker":
             argv = [sys.executable, "-m", "retraining_worker", "worker"]
-            extra = {"METRICS_PORT": str(port), "CONSUMER_NAME": name}
+            extra["METRICS_PORT"] = str(port)
+            # Only the worker: it collects metrics across its pool's processes.
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "worker-metrics")
         else:
             app = {
                 "gateway": "gateway.main:create_app",
                 "feature-store": "feature_store.main:create_app",
             }.get(name, "recommender.main:create_app")
-            argv, extra = uvicorn_argv(app, port), {"CONSUMER_NAME": name}
+            argv = uvicorn_argv(app, port)
         with (self.workdir / f"{name}.log").open("ab") as output:
             process = ManagedProcess(
                 name,
@@ -122,7 +126,6 @@ def build_stack(redis_server: RedisServer, workdir: Path, **overrides: str) -> S
         "MODEL_POLL_SECONDS": "0.5",
         "LOG_JSON": "true",
         "PYTHONUNBUFFERED": "1",
-        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "worker-metrics"),
         **overrides,
     }
     return stack

@@ -212,16 +212,22 @@ def _dotted(location: list[Any]) -> str:
     return text or "body"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+#: Called with the request and the listed errors before a 422 is sent (e.g. to count rejects).
+InvalidInputHook = Callable[[Request, list[dict[str, Any]]], Awaitable[None]]
+
+
+def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
     async def on_recsys_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RecsysError)
         if exc.status >= 500:
             log.warning("answering %d: %s", exc.status, exc.detail)
         return problem_response(exc)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = validation_errors(list(exc.errors()))
+        if on_invalid is not None:
+            await on_invalid(request, errors)
         indexes = sorted({e["index"] for e in errors if "index" in e})
         detail = f"{len(errors)} invalid field(s)"
         if indexes:
@@ -230,6 +236,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == PayloadTooLarge.status:
+            # The body limit found out while streaming: the same problem as a large
+            # Content-Length refused up front.
+            return problem_response(PayloadTooLarge(str(exc.detail)))
         titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
         title = titles.get(exc.status_code, "HTTP error")
         response = _generic_problem(exc.status_code, title, str(exc.detail))
@@ -298,9 +308,10 @@ def install(
     readiness: ReadinessCheck,
     max_body_bytes: int = 1_048_576,
     access_log: bool = False,
+    on_invalid: InvalidInputHook | None = None,
 ) -> None:
     """Wire the shared middleware, error mapping and ops routes into a service's app."""
-    _install_error_handlers(app)
+    _install_error_handlers(app, on_invalid)
     app.include_router(ops_router(readiness))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+
 from recsys_shared import keys
 from recsys_shared.schemas import MAX_WEIGHT, EventType, StoredEvent
 

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+
 from recsys_shared import keys
 from recsys_shared.schemas import ItemWithId
 

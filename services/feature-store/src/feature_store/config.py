@@ -6,6 +6,7 @@ import socket
 from functools import lru_cache
 
 from pydantic import Field
+
 from recsys_shared.settings import ServiceSettings
 
 

@@ -15,14 +15,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from recsys_shared import keys
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
-from recsys_shared.schemas import StoredEvent
-from recsys_shared.streams import stream_position
 
 from feature_store import metrics
 from feature_store.applier import EventApplier
 from feature_store.config import Settings
+from recsys_shared import keys
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.schemas import StoredEvent
+from recsys_shared.streams import stream_position
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class StreamConsumer:
         valid: list[tuple[str, StoredEvent]] = []
         dead: list[tuple[str, dict[str, Any], str]] = []
         for stream_id, fields in entries:
-            if fields is None:  # trimmed away while pending: nothing left to apply
+            # Trimmed away while pending: nothing left to apply. redis-py returns the entry with
+            # empty fields ({}); a live entry always has at least one field.
+            if not fields:
                 dead.append((stream_id, {}, "entry_deleted"))
                 continue
             try:
@@ -118,6 +120,9 @@ class StreamConsumer:
             pipe.hincrby(keys.PIPELINE_STATS, "applied", result.applied)
             pipe.hincrby(keys.PIPELINE_STATS, "redelivered", result.duplicates)
             pipe.hincrby(keys.PIPELINE_STATS, "dead_letters", len(dead))
+            second = keys.pipeline_applied(int(time.time()))
+            pipe.incrby(second, result.applied)
+            pipe.expire(second, keys.THROUGHPUT_KEY_TTL_SECONDS)
             await pipe.execute()
 
     async def _dead_letter(self, dead: list[tuple[str, dict[str, Any], str]]) -> None:

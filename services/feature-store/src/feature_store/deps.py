@@ -6,10 +6,10 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
-from recsys_shared.artifacts import ArtifactStore
 
 from feature_store.catalogue import Catalogue
 from feature_store.config import Settings, get_settings
+from recsys_shared.artifacts import ArtifactStore
 
 
 def _redis(request: Request) -> aioredis.Redis:

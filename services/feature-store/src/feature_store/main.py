@@ -11,15 +11,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from recsys_shared import code_version, metrics, web
-from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import create_async_redis
 
 from feature_store.catalogue import Catalogue
 from feature_store.config import Settings, get_settings
 from feature_store.consumer import StreamConsumer
 from feature_store.routes import items, snapshots, users
+from recsys_shared import code_version, metrics, web
+from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import create_async_redis
 
 log = logging.getLogger(__name__)
 

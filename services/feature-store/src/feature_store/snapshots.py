@@ -17,6 +17,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
+
+from feature_store import metrics
+from feature_store.config import Settings
 from recsys_shared import keys
 from recsys_shared.artifacts import MANIFEST, ArtifactStore, npz_bytes
 from recsys_shared.schemas import (
@@ -27,9 +30,6 @@ from recsys_shared.schemas import (
     SnapshotInfo,
 )
 from recsys_shared.streams import stream_position
-
-from feature_store import metrics
-from feature_store.config import Settings
 
 log = logging.getLogger(__name__)
 

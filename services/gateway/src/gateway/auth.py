@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
+
 from recsys_shared.errors import AuthenticationRequired, PermissionDenied
 
 

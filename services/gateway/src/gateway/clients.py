@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
+
+from gateway import metrics
 from recsys_shared.errors import (
     InvalidInput,
     NotFound,
@@ -23,8 +25,6 @@ from recsys_shared.errors import (
 )
 from recsys_shared.logging import REQUEST_ID_HEADER, request_id_var
 from recsys_shared.schemas import ItemBatch, ItemIn, Recommendations
-
-from gateway import metrics
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
+
 from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServiceSettings
 
 

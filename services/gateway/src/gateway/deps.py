@@ -6,14 +6,14 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
-from recsys_shared.features import FeatureReader
-from recsys_shared.registry import ModelRegistry
 
 from gateway.clients import FeatureStoreClient
 from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
+from recsys_shared.features import FeatureReader
+from recsys_shared.registry import ModelRegistry
 
 
 def _redis(request: Request) -> aioredis.Redis:

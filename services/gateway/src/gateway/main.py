@@ -8,18 +8,19 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from recsys_shared import code_version, metrics, web
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import create_async_redis
-from recsys_shared.registry import ModelRegistry
 
 from gateway.auth import ApiKeys
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
+from gateway.rejects import count_rejects
 from gateway.routes import events, items, models, pipeline, recommendations, users
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
+from recsys_shared import code_version, metrics, web
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import create_async_redis
+from recsys_shared.registry import ModelRegistry
 
 DESCRIPTION = """
 The public API of the recsys reference recommendation system.
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness=_readiness,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
+        on_invalid=count_rejects,
     )
     for router in (
         events.router,

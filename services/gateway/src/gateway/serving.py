@@ -6,13 +6,13 @@ import logging
 from collections.abc import Collection
 
 import redis.asyncio as aioredis
+
+from gateway import metrics
+from gateway.clients import RecommenderClient
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
-
-from gateway import metrics
-from gateway.clients import RecommenderClient
 
 log = logging.getLogger(__name__)
 

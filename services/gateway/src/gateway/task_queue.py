@@ -10,6 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from celery.result import AsyncResult
+
 from recsys_shared import keys
 from recsys_shared.errors import StoreUnavailable, UnknownTask
 from recsys_shared.logging import request_id_var

@@ -9,16 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from recsys_shared import code_version, metrics, web
-from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_async_redis
 from threadpoolctl import threadpool_limits
 
 from recommender.config import Settings, get_settings
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
+from recsys_shared import code_version, metrics, web
+from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_async_redis
 
 
 async def _readiness(request: Request) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
 from recsys_shared.metrics import LATENCY_BUCKETS
 
 RESPONSES = Counter(

@@ -19,15 +19,15 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+from scipy.sparse import csr_matrix
+
+from recommender import metrics
 from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactError, ArtifactStore, load_npz
 from recsys_shared.foldin import least_squares_fold_in
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo
-from scipy.sparse import csr_matrix
-
-from recommender import metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,10 @@ class ModelHolder:
         """Load the active version if it is not the one in memory."""
         active = await self.registry.active_version()
         self.active_version = active
-        if active is None or (self.current is not None and self.current.version == active):
+        if self.current is not None and self.current.version == active:
+            self.last_error = None  # an error of another version (rolled back from) is stale
+            return
+        if active is None:
             return
         retry_at = self._failed.get(active, 0.0)
         if time.monotonic() < retry_at:

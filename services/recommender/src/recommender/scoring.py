@@ -39,6 +39,12 @@ def top_k(
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     if wanted < len(scores):
         best = np.argpartition(-scores, wanted - 1)[:wanted]
+        # argpartition picks arbitrary rows among those tied at the cut: take the lowest ones,
+        # so every page agrees on one order and paging never repeats or skips a row.
+        cut = scores[best].min()
+        if np.isfinite(cut):
+            above = np.flatnonzero(scores > cut)
+            best = np.concatenate((above, np.flatnonzero(scores == cut)[: wanted - len(above)]))
     else:
         best = np.arange(len(scores))
     best = best[np.argsort(-scores[best], kind="stable")]

@@ -6,14 +6,14 @@ import time
 
 import numpy as np
 import redis.asyncio as aioredis
-from recsys_shared.errors import UnknownItem
-from recsys_shared.features import FeatureReader, UserContext
-from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
 from recommender import metrics
 from recommender.model_store import Floats, Indexes, LoadedModel, ModelHolder
 from recommender.scoring import top_k
+from recsys_shared.errors import UnknownItem
+from recsys_shared.features import FeatureReader, UserContext
+from recsys_shared.responses import ResponseBuilder
+from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
 _NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
 

@@ -36,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
     if role == "worker":
         _prepare_environment()
     from recsys_shared.logging import configure_logging
-
     from retraining_worker.config import get_settings
 
     settings = get_settings()
@@ -45,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
 
     if role == "worker":
         from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
-
         from retraining_worker.health import start_health_server
 
         start_health_server(settings)

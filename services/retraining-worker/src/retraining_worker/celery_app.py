@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+
 from recsys_shared import keys
 from recsys_shared.tasks import TRAIN_MODEL, celery_client_config
-
 from retraining_worker.config import get_settings
 
 

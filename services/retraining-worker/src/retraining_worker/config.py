@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field, model_validator
+
 from recsys_shared.schemas import Algorithm
 from recsys_shared.settings import ServiceSettings
 

@@ -11,8 +11,8 @@ from typing import Any
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from recsys_shared.redis import create_redis
 
+from recsys_shared.redis import create_redis
 from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import logging
 from typing import Any
 
 from celery import Task
+
 from recsys_shared import keys
 from recsys_shared.logging import request_id_var
 from recsys_shared.redis import create_redis
 from recsys_shared.schemas import Algorithm, TrainingOutcome
 from recsys_shared.tasks import REQUEST_ID_HEADER, TRAIN_MODEL
-
 from retraining_worker import metrics
 from retraining_worker.celery_app import app
 from retraining_worker.config import get_settings

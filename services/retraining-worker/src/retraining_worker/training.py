@@ -22,6 +22,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+
 from recsys_shared import code_version, keys
 from recsys_shared.artifacts import (
     IDS_FILE,
@@ -36,7 +37,6 @@ from recsys_shared.foldin import least_squares_fold_in
 from recsys_shared.redis import create_async_redis
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus, SnapshotInfo, TrainingOutcome
-
 from retraining_worker import metrics
 from retraining_worker.config import Settings
 from retraining_worker.data import HoldoutSplit, Interactions, seen_matrix, temporal_split

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from recsys_shared.errors import UnknownItem
-from recsys_shared.schemas import Identifier, ItemBatch, ItemIn, ItemsStored, ItemWithId
 
 from feature_store.deps import CatalogueDep
+from recsys_shared.errors import UnknownItem
+from recsys_shared.schemas import Identifier, ItemBatch, ItemIn, ItemsStored, ItemWithId
 
 router = APIRouter(prefix="/items", tags=["items"])
 

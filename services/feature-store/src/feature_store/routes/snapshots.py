@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from recsys_shared import keys
-from recsys_shared.errors import NotFound
-from recsys_shared.schemas import SnapshotInfo
 
 from feature_store.deps import RedisDep, SettingsDep, StoreDep
 from feature_store.snapshots import take_snapshot
+from recsys_shared import keys
+from recsys_shared.errors import NotFound
+from recsys_shared.schemas import SnapshotInfo
 
 router = APIRouter(prefix="/snapshots", tags=["snapshots"])
 

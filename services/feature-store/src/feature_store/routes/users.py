@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from recsys_shared.schemas import Identifier
 
 from feature_store.deps import CatalogueDep
+from recsys_shared.schemas import Identifier
 
 router = APIRouter(prefix="/users", tags=["users"])
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from recsys_shared.schemas import EventBatch, EventsAccepted
 
 from gateway import metrics
 from gateway.auth import ClientAuth
 from gateway.deps import IngestorDep
 from gateway.errors import PROBLEM_RESPONSES
+from recsys_shared.schemas import EventBatch, EventsAccepted
 
 router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAuth])
 

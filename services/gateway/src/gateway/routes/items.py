@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from recsys_shared.errors import UnknownItem
-from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemsStored
 
 from gateway.auth import ClientAuth
 from gateway.deps import FeaturesDep, FeatureStoreDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
+from recsys_shared.errors import UnknownItem
+from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemsStored
 
 router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ClientAuth])
 

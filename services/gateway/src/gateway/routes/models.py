@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, status
-from recsys_shared.errors import Conflict, NotFound
-from recsys_shared.schemas import ModelInfo, ModelStatus, RetrainRequest, TaskAccepted, TaskState
-from recsys_shared.tasks import TRAIN_MODEL
 
 from gateway.auth import AdminAuth
 from gateway.deps import RegistryDep, TasksDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
+from recsys_shared.errors import Conflict, NotFound
+from recsys_shared.schemas import ModelInfo, ModelStatus, RetrainRequest, TaskAccepted, TaskState
+from recsys_shared.tasks import TRAIN_MODEL
 
 router = APIRouter(prefix="/v1", tags=["models"], dependencies=[AdminAuth])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from recsys_shared.schemas import Identifier, Recommendations
-from recsys_shared.web import RecommendationQueryDep
 
 from gateway.auth import ClientAuth
 from gateway.deps import ReadsDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
+from recsys_shared.schemas import Identifier, Recommendations
+from recsys_shared.web import RecommendationQueryDep
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[ClientAuth])
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from recsys_shared import keys
-from recsys_shared.schemas import Identifier
 
 from gateway.auth import AdminAuth
 from gateway.deps import FeatureStoreDep, RedisDep
 from gateway.errors import PROBLEM_RESPONSES
+from recsys_shared import keys
+from recsys_shared.schemas import Identifier
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminAuth])
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from recsys_shared.schemas import Identifier, Recommendations
-from recsys_shared.web import RecommendationQueryDep as QueryDep
 
 from recommender.deps import ServiceDep
+from recsys_shared.schemas import Identifier, Recommendations
+from recsys_shared.web import RecommendationQueryDep as QueryDep
 
 router = APIRouter(tags=["recommendations"])
 

@@ -1,0 +1,50 @@
+"""Counting the events refused at the door, by reason, for the pipeline status and metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request
+
+from gateway import metrics
+from recsys_shared import keys
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/v1/events"
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def reject_reason(error: dict[str, Any]) -> str:
+    """``user_id:string_too_short`` for ``events[3].user_id``; ``event:value_error`` for a rule
+    about a whole event; ``body:json_invalid`` for a body that is not even JSON."""
+    field = str(error.get("field", "body"))
+    tail = _INDEX.sub("", field).rpartition(".")[2]
+    if tail == "events" and "index" in error:
+        tail = "event"
+    return f"{tail or 'body'}:{error.get('type', 'invalid')}"
+
+
+async def count_rejects(request: Request, errors: list[dict[str, Any]]) -> None:
+    if request.url.path != EVENTS_PATH:
+        return
+    reasons = Counter(reject_reason(error) for error in errors)
+    rejected_events = len({error["index"] for error in errors if "index" in error}) or 1
+    for reason, count in reasons.items():
+        metrics.EVENT_REJECTS.labels(reason).inc(count)
+    metrics.EVENTS_RECEIVED.labels("rejected").inc(rejected_events)
+    client: aioredis.Redis = request.state.redis
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for reason, count in reasons.items():
+                pipe.hincrby(keys.PIPELINE_REJECTS, reason, count)
+            pipe.hincrby(keys.PIPELINE_STATS, "rejected", rejected_events)
+            await pipe.execute()
+    except REDIS_UNAVAILABLE_ERRORS as error:
+        # The client still deserves its 422: counting is best effort.
+        log.warning("could not count rejected events: %s", type(error).__name__)
