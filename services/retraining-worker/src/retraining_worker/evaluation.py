@@ -32,7 +32,8 @@ def ranking_metrics(
                 len(wanted), k
             )
     users = len(targets)
-    coverage = len(np.unique(ranked[:, :k])) / n_items if n_items else 0.0
+    listed = np.unique(ranked[:, :k])
+    coverage = len(listed[listed >= 0]) / n_items if n_items else 0.0
     return {
         f"precision_at_{k}": precision / users,
         f"recall_at_{k}": recall / users,
@@ -46,14 +47,18 @@ def ranking_metrics(
 def top_k_excluding(
     scores: npt.NDArray[np.float32], seen: csr_matrix, k: int
 ) -> npt.NDArray[np.int64]:
-    """Per row of ``scores``, the k best columns that are not in that row of ``seen``."""
+    """Per row of ``scores``, the k best columns that are not in that row of ``seen``; a row
+    with fewer than k unseen columns is padded with -1 (which no target ever equals)."""
     scores = scores.copy()
     rows, cols = seen.nonzero()
     scores[rows, cols] = -np.inf
     k = min(k, scores.shape[1])
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(best, order, axis=1).astype(np.int64)
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(best, order, axis=1).astype(np.int64)
+    ranked[~np.isfinite(np.take_along_axis(best_scores, order, axis=1))] = -1
+    return ranked
 
 
 def rank_in_batches(

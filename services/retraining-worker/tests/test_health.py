@@ -1,0 +1,76 @@
+"""The worker's health server: liveness, readiness against real Redis, Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recsys_shared.processes import free_port
+from retraining_worker.config import Settings
+from retraining_worker.health import start_health_server
+
+StartServer = Callable[[str], str]
+
+
+@pytest.fixture
+def start_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[StartServer]:
+    """Start the health server against a Redis URL; returns its base URL. Shut down after."""
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(redis_url: str) -> str:
+        port = free_port()
+        settings = Settings(redis_url=redis_url, metrics_host="127.0.0.1", metrics_port=port)
+        server = start_health_server(settings)
+        assert server is not None
+        servers.append(server)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_health_endpoints(start_server: StartServer, redis_url: str) -> None:
+    base = start_server(redis_url)
+
+    with httpx.Client(base_url=base, timeout=5) as http:
+        health = http.get("/healthz")
+        ready = http.get("/readyz")
+        scraped = http.get("/metrics")
+        missing = http.get("/nope")
+
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    assert ready.headers["content-type"] == "application/json"
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok"}}
+    assert scraped.status_code == 200
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert missing.status_code == 404
+
+
+def test_not_ready_without_redis(start_server: StartServer) -> None:
+    base = start_server(f"redis://127.0.0.1:{free_port()}/0")
+
+    with httpx.Client(base_url=base, timeout=10) as http:
+        ready = http.get("/readyz")
+        health = http.get("/healthz")
+
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["redis"].startswith("unreachable")
+    # Liveness does not depend on Redis: the process is alive.
+    assert health.status_code == 200
+
+
+def test_no_server_when_the_port_is_zero() -> None:
+    assert start_health_server(Settings(metrics_port=0)) is None

@@ -1,0 +1,239 @@
+"""Fit, evaluate against the popularity baseline, gate, and write the served artifact."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+from recsys_shared.artifacts import (
+    IDS_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    ArtifactStore,
+    load_npz,
+    model_folder,
+    sha256,
+)
+from recsys_shared.schemas import Algorithm, ModelStatus, SnapshotInfo
+from retraining_worker.config import Settings
+from retraining_worker.data import Interactions, temporal_split
+from retraining_worker.training import (
+    TrainingParams,
+    _train_and_evaluate,
+    _write_artifact,
+    evaluate,
+    evaluate_popularity,
+    fit,
+    gate,
+)
+
+PRECISION = "precision_at_5"
+
+
+def _judge(
+    data: Interactions, settings: Settings, algorithm: Algorithm | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    params = TrainingParams.from_settings(settings, algorithm)
+    split = temporal_split(data, settings.holdout_fraction)
+    model = fit(params, data, split.train)
+    return (
+        evaluate(model, data, split, settings.evaluation_k),
+        evaluate_popularity(data, split, settings.evaluation_k),
+    )
+
+
+# ── ALS against the popularity baseline ─────────────────────────────────────────────────
+def test_als_beats_popularity_on_clusters_and_passes_the_gate(
+    clusters: Interactions, settings: Settings
+) -> None:
+    scores, baseline = _judge(clusters, settings)
+
+    assert scores["evaluated_users"] == baseline["evaluated_users"] > 10
+    # Popularity mixes both clusters' favourites; the model learnt which cluster a user is in.
+    assert scores[PRECISION] > baseline[PRECISION] * (1 + settings.gate_min_lift)
+    assert gate(scores, baseline, settings) == []
+
+
+def test_gate_rejects_a_model_of_shuffled_items(clusters: Interactions, settings: Settings) -> None:
+    scores, baseline = _judge(clusters.shuffled(settings.random_seed), settings)
+
+    reasons = gate(scores, baseline, settings)
+
+    assert scores[PRECISION] < baseline[PRECISION]
+    assert len(reasons) == 1
+    assert "popularity baseline" in reasons[0]
+    assert PRECISION in reasons[0]
+
+
+def test_als_evaluation_is_deterministic(clusters: Interactions, settings: Settings) -> None:
+    assert _judge(clusters, settings) == _judge(clusters, settings)
+
+
+def test_bpr_trains_and_evaluates(clusters: Interactions, settings: Settings) -> None:
+    params = TrainingParams.from_settings(settings, "bpr")
+    split = temporal_split(clusters, settings.holdout_fraction)
+
+    model = fit(params, clusters, split.train)
+    scores = evaluate(model, clusters, split, settings.evaluation_k)
+
+    assert isinstance(model, BayesianPersonalizedRanking)
+    assert model.item_factors.shape[0] == clusters.shape[1]
+    assert set(scores) == {
+        "precision_at_5",
+        "recall_at_5",
+        "ndcg_at_5",
+        "map_at_5",
+        "coverage",
+        "evaluated_users",
+    }
+    assert scores["evaluated_users"] == len(split.users) > 0
+    for name, value in scores.items():
+        if name != "evaluated_users":
+            assert 0.0 <= value <= 1.0, name
+
+
+def test_training_params_from_settings(settings: Settings) -> None:
+    default = TrainingParams.from_settings(settings, None)
+    overridden = TrainingParams.from_settings(settings, "bpr")
+
+    assert default.algorithm == "als"
+    assert overridden.algorithm == "bpr"
+    assert default.factors == 8
+    assert default.threads == 1
+    assert "threads" not in default.public()
+    assert default.public()["iterations"] == 10
+
+
+# ── gate ─────────────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    "scores", [{}, {PRECISION: 0.5, "evaluated_users": 0.0}], ids=["empty", "zero-users"]
+)
+def test_gate_without_evaluated_users(scores: dict[str, float], settings: Settings) -> None:
+    reasons = gate(scores, {PRECISION: 0.1, "evaluated_users": 3.0}, settings)
+
+    assert len(reasons) == 1
+    assert "no users" in reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("challenger", "baseline", "passes"),
+    [
+        (0.104, 0.1, False),  # 4 % lift, below the required 5 %
+        (0.1, 0.1, False),
+        (0.09, 0.1, False),
+        (0.0, 0.0, False),
+        (0.106, 0.1, True),
+        (0.2, 0.1, True),
+        (0.01, 0.0, True),  # anything beats a baseline that never hits
+    ],
+)
+def test_gate_requires_the_minimum_lift(
+    challenger: float, baseline: float, passes: bool, settings: Settings
+) -> None:
+    reasons = gate(
+        {PRECISION: challenger, "evaluated_users": 10.0},
+        {PRECISION: baseline, "evaluated_users": 10.0},
+        settings,
+    )
+
+    assert (reasons == []) is passes
+    if not passes:
+        assert "popularity baseline" in reasons[0]
+
+
+# ── the task's plain functions: judge, then fit and write the served model ──────────────
+def test_train_and_evaluate_then_write_artifact(
+    clusters: Interactions, settings: Settings, snapshot: SnapshotInfo, tmp_path: Path
+) -> None:
+    params = TrainingParams.from_settings(settings, None)
+
+    outcome, info, served = _train_and_evaluate(clusters, params, settings, snapshot, 7)
+
+    assert outcome.status == "published"
+    assert outcome.reasons == []
+    assert outcome.version == info.version == 7
+    assert info.status is ModelStatus.CANDIDATE
+    assert info.snapshot_id == snapshot.snapshot_id
+    assert info.metrics == outcome.metrics
+    assert info.metrics[PRECISION] > info.baseline_metrics[PRECISION]
+    assert info.data["interactions"] == len(clusters)
+    assert info.data["holdout_cut_time"] == temporal_split(clusters, 0.2).cut_time
+    assert isinstance(served, AlternatingLeastSquares)
+    assert served.item_factors.shape == (clusters.shape[1], settings.factors)
+
+    store = ArtifactStore(f"file://{tmp_path / 'store'}")
+    manifest = _write_artifact(store, info, served, clusters)
+
+    folder = model_folder(7)
+    assert store.exists(f"{folder}/{MANIFEST}")
+    read_manifest, files = store.read_bundle(folder)
+    assert read_manifest == manifest
+    assert read_manifest["version"] == 7
+    assert read_manifest["algorithm"] == "als"
+    assert read_manifest["snapshot_id"] == snapshot.snapshot_id
+    assert set(files) == {MODEL_FILE, IDS_FILE}
+    assert sha256(files[MODEL_FILE]) == manifest["files"][MODEL_FILE]["sha256"]
+    assert len(files[MODEL_FILE]) == manifest["files"][MODEL_FILE]["bytes"]
+
+    loaded = AlternatingLeastSquares.load(io.BytesIO(files[MODEL_FILE]))
+    np.testing.assert_array_equal(loaded.item_factors, served.item_factors)
+    np.testing.assert_array_equal(loaded.user_factors, served.user_factors)
+    ids = load_npz(files[IDS_FILE])
+    np.testing.assert_array_equal(ids["user_ids"], clusters.user_ids)
+    np.testing.assert_array_equal(ids["item_ids"], clusters.item_ids)
+
+
+def test_served_model_is_fit_on_all_the_data(
+    clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
+) -> None:
+    params = TrainingParams.from_settings(settings, None)
+
+    _, _, served = _train_and_evaluate(clusters, params, settings, snapshot, 1)
+
+    assert served is not None
+    everything = fit(params, clusters)
+    only_train = fit(params, clusters, temporal_split(clusters, 0.2).train)
+    np.testing.assert_allclose(served.item_factors, everything.item_factors, rtol=1e-5)
+    assert not np.allclose(served.item_factors, only_train.item_factors)
+
+
+def test_train_and_evaluate_rejects_noise(
+    clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
+) -> None:
+    params = TrainingParams.from_settings(settings, None)
+
+    outcome, info, served = _train_and_evaluate(
+        clusters.shuffled(settings.random_seed), params, settings, snapshot, 2
+    )
+
+    assert served is None
+    assert outcome.status == "rejected"
+    assert info.status is ModelStatus.REJECTED
+    assert info.status_reason is not None
+    assert "popularity baseline" in info.status_reason
+    assert outcome.reasons == [info.status_reason]
+
+
+def test_train_and_evaluate_without_evaluated_users(
+    make_interactions: Callable[..., Interactions], settings: Settings, snapshot: SnapshotInfo
+) -> None:
+    # Every user's recent window holds a single interaction.
+    data = make_interactions(
+        rows=[0, 0, 1, 1, 2, 2], cols=[0, 1, 1, 2, 2, 0], times=[1, 5, 2, 6, 3, 7]
+    )
+    params = TrainingParams.from_settings(settings, None)
+    holdout = settings.model_copy(update={"holdout_fraction": 0.5})
+
+    outcome, info, served = _train_and_evaluate(data, params, holdout, snapshot, 3)
+
+    assert served is None
+    assert outcome.status == "rejected"
+    assert outcome.metrics == {}
+    assert info.status is ModelStatus.REJECTED
+    assert "no users" in (info.status_reason or "")
