@@ -107,9 +107,13 @@ class ArtifactStore:
 
     def read_bundle(self, folder: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The manifest and every file it names, each verified against its checksum."""
-        manifest = json.loads(self.read_bytes(f"{folder}/{MANIFEST}"))
+        try:
+            manifest = json.loads(self.read_bytes(f"{folder}/{MANIFEST}"))
+            listed = dict(manifest["files"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ArtifactError(f"Artifact '{self.url(folder)}' has a broken manifest.") from error
         files: dict[str, bytes] = {}
-        for name, expected in manifest["files"].items():
+        for name, expected in listed.items():
             data = self.read_bytes(f"{folder}/{name}")
             if sha256(data) != expected["sha256"]:
                 raise ArtifactError(

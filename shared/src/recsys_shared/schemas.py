@@ -80,9 +80,18 @@ def event_weight(event_type: EventType, value: float | None) -> float:
 
 def _rfc3339_only(value: Any) -> Any:
     # Pydantic would also take numbers as Unix times; the contract says RFC 3339 text.
-    if not isinstance(value, str | datetime):
+    # A string of digits too: Pydantic reads "1714564800" as a Unix time.
+    if not isinstance(value, str | datetime) or (isinstance(value, str) and _is_number(value)):
         raise ValueError("must be an RFC 3339 date-time string, e.g. 2024-05-01T12:00:00Z")
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _sane_timestamp(value: datetime) -> datetime:

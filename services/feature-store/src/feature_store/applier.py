@@ -26,45 +26,54 @@ local item_prefix, unavailable_key = ARGV[9], ARGV[10]
 local stream, group = ARGV[11], ARGV[12]
 local marker_ttl, cap, max_weight, now = ARGV[13], tonumber(ARGV[14]), ARGV[15], ARGV[16]
 local applied, duplicates = 0, 0
+local acks, touched_users, popularity = {}, {}, {}
 for i = 17, #ARGV, 8 do
   local stream_id, event_id, user, item = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local weight, ts, is_rating, increment = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  acks[#acks + 1] = stream_id
   if redis.call('SET', applied_prefix .. event_id, stream_id, 'NX', 'EX', marker_ttl) then
     local items_key = user_prefix .. user .. items_suffix
-    local times_key = user_prefix .. user .. times_suffix
     if is_rating == '1' then
       redis.call('HSET', items_key, item, weight)
     elseif tonumber(redis.call('HINCRBYFLOAT', items_key, item, weight)) > tonumber(max_weight) then
       redis.call('HSET', items_key, item, max_weight)
     end
-    local previous = redis.call('ZSCORE', times_key, item)
-    if (not previous) or tonumber(previous) < tonumber(ts) then
-      redis.call('ZADD', times_key, ts, item)
-    end
-    local size = redis.call('ZCARD', times_key)
-    if size > cap then
-      local evicted = redis.call('ZPOPMIN', times_key, size - cap)
-      for j = 1, #evicted, 2 do redis.call('HDEL', items_key, evicted[j]) end
-    end
-    local meta_key = user_prefix .. user .. meta_suffix
-    redis.call('HINCRBY', meta_key, 'epoch', 1)
-    redis.call('HSET', meta_key, 'updated_at', now)
-    redis.call('SADD', users_key, user)
-    if tonumber(increment) > 0 and redis.call('SISMEMBER', unavailable_key, item) == 0 then
-      redis.call('ZINCRBY', popular_key, increment, item)
-      local categories = redis.call('HGET', item_prefix .. item, 'categories')
-      if categories then
-        for _, category in ipairs(cjson.decode(categories)) do
-          redis.call('ZINCRBY', popular_category_prefix .. category, increment, item)
-        end
-      end
-    end
+    -- GT: an older event never moves an item's latest-interaction time back.
+    redis.call('ZADD', user_prefix .. user .. times_suffix, 'GT', ts, item)
+    touched_users[user] = (touched_users[user] or 0) + 1
+    local step = tonumber(increment)
+    if step > 0 then popularity[item] = (popularity[item] or 0) + step end
     applied = applied + 1
   else
     duplicates = duplicates + 1
   end
-  redis.call('XACK', stream, group, stream_id)
 end
+-- Per user and per item once a batch, not once an event: the same result, fewer commands.
+for user, count in pairs(touched_users) do
+  local items_key = user_prefix .. user .. items_suffix
+  local times_key = user_prefix .. user .. times_suffix
+  local size = redis.call('ZCARD', times_key)
+  if size > cap then
+    local evicted = redis.call('ZPOPMIN', times_key, size - cap)
+    for j = 1, #evicted, 2 do redis.call('HDEL', items_key, evicted[j]) end
+  end
+  local meta_key = user_prefix .. user .. meta_suffix
+  redis.call('HINCRBY', meta_key, 'epoch', count)
+  redis.call('HSET', meta_key, 'updated_at', now)
+  redis.call('SADD', users_key, user)
+end
+for item, step in pairs(popularity) do
+  if redis.call('SISMEMBER', unavailable_key, item) == 0 then
+    redis.call('ZINCRBY', popular_key, step, item)
+    local categories = redis.call('HGET', item_prefix .. item, 'categories')
+    if categories then
+      for _, category in ipairs(cjson.decode(categories)) do
+        redis.call('ZINCRBY', popular_category_prefix .. category, step, item)
+      end
+    end
+  end
+end
+if #acks > 0 then redis.call('XACK', stream, group, unpack(acks)) end
 return {applied, duplicates}
 """
 

@@ -64,7 +64,9 @@ class StreamConsumer:
                 log.warning("stream consumer waiting for redis: %s", type(error).__name__)
                 await asyncio.sleep(_RETRY_DELAY_SECONDS)
             except aioredis.ResponseError as error:
-                if "NOGROUP" not in str(error):
+                # NOGROUP: the next read after the stream is gone; UNBLOCKED: Redis 7 ends a
+                # blocked XREADGROUP with it when the stream is deleted during the read.
+                if not str(error).startswith(("NOGROUP", "UNBLOCKED")):
                     raise
                 # Redis lost the stream (flushed, or restarted without persistence).
                 await self._ensure_group()

@@ -102,8 +102,16 @@ class RecommenderClient:
                 last_error = f"{url}: HTTP {response.status_code}"
                 metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status_code)).inc()
                 continue
+            try:
+                parsed = _parse_recommendations(response)
+            except UpstreamUnavailable:
+                # A replica that answers garbage is as broken as one that does not answer.
+                breaker.failed()
+                last_error = f"{url}: invalid body"
+                metrics.UPSTREAM_ERRORS.labels("recommender", "invalid_body").inc()
+                continue
             breaker.succeeded()
-            return _parse_recommendations(response)
+            return parsed
         raise UpstreamUnavailable(f"No recommender replica answered ({last_error}).")
 
 

@@ -1,0 +1,228 @@
+"""The catalogue routes against a fake feature-store (MockTransport) that writes Redis the way
+the real one does; reads come from Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from recsys_shared import keys
+from recsys_shared.schemas import Item
+
+PROBLEM = "application/problem+json"
+WRITTEN_AT = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
+
+
+def _feature_store(store: redis.Redis) -> Any:
+    """Stores items as the feature-store does: one hash per item."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        prefix = "/items/"
+        if request.method == "PUT" and request.url.path.startswith(prefix):
+            item_id = request.url.path.removeprefix(prefix)
+            body = json.loads(request.content)
+            store.hset(
+                keys.item(item_id),
+                mapping={
+                    "title": body["title"],
+                    "categories": json.dumps(body["categories"]),
+                    "available": "1" if body["available"] else "0",
+                    "updated_at": WRITTEN_AT.isoformat(),
+                },
+            )
+            return httpx.Response(200, json={"item_id": item_id, **body})
+        if request.method == "PUT" and request.url.path == "/items":
+            return httpx.Response(200, json={"stored": len(json.loads(request.content)["items"])})
+        if request.method == "DELETE" and request.url.path.startswith(prefix):
+            existed = store.delete(keys.item(request.url.path.removeprefix(prefix)))
+            if existed:
+                return httpx.Response(204)
+            return httpx.Response(404, json={"detail": "Item is not in the catalogue."})
+        return httpx.Response(405)
+
+    return handler
+
+
+@pytest.fixture
+def items_gateway(gateway: Any, store: redis.Redis) -> Any:
+    gateway.feature_store.handler = _feature_store(store)
+    return gateway
+
+
+def test_put_item_forwards_to_the_feature_store_and_returns_the_stored_item(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    sent = {"title": "Toy Story (1995)", "categories": ["Animation", "Comedy"], "available": False}
+
+    response = items_gateway.client.put("/v1/items/m1", json=sent, headers=client_headers)
+
+    assert response.status_code == 200, response.text
+    assert Item.model_validate(response.json()) == Item(
+        item_id="m1",
+        title="Toy Story (1995)",
+        categories=["Animation", "Comedy"],
+        available=False,
+        updated_at=WRITTEN_AT,
+    )
+    [request] = items_gateway.feature_store.requests
+    assert request.method == "PUT"
+    assert request.url.host == "feature-store"
+    assert request.url.path == "/items/m1"
+    assert json.loads(request.content) == sent
+    assert request.headers["x-request-id"] == response.headers["x-request-id"]
+
+
+def test_put_item_fills_defaults_before_forwarding(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    response = items_gateway.client.put(
+        "/v1/items/m2", json={"title": "Heat"}, headers=client_headers
+    )
+
+    assert response.status_code == 200
+    assert response.json()["available"] is True
+    [request] = items_gateway.feature_store.requests
+    assert json.loads(request.content) == {"title": "Heat", "categories": [], "available": True}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"title": ""},
+        {"title": "ok", "unexpected": 1},
+        {"title": "ok", "categories": ["has space"]},
+        {"title": "bad\ncontrol"},
+        {"title": "ok", "available": "maybe"},
+    ],
+)
+def test_invalid_items_never_reach_the_feature_store(
+    items_gateway: Any, client_headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    response = items_gateway.client.put("/v1/items/m1", json=body, headers=client_headers)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert items_gateway.feature_store.requests == []
+
+
+def test_get_item_reads_redis(gateway: Any, catalogue: Any, client_headers: dict[str, str]) -> None:
+    catalogue.item("m1", title="Heat (1995)", categories=["Crime"], updated_at=WRITTEN_AT)
+
+    response = gateway.client.get("/v1/items/m1", headers=client_headers)
+
+    assert response.status_code == 200
+    assert Item.model_validate(response.json()) == Item(
+        item_id="m1",
+        title="Heat (1995)",
+        categories=["Crime"],
+        available=True,
+        updated_at=WRITTEN_AT,
+    )
+    assert gateway.feature_store.requests == []
+
+
+def test_get_unknown_item_is_a_404(gateway: Any, client_headers: dict[str, str]) -> None:
+    response = gateway.client.get("/v1/items/ghost", headers=client_headers)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"] == "urn:recsys:problem:unknown-item"
+
+
+def test_bulk_put_forwards_the_batch(items_gateway: Any, client_headers: dict[str, str]) -> None:
+    items = [{"item_id": f"m{index}", "title": f"Movie {index}"} for index in range(3)]
+
+    response = items_gateway.client.put("/v1/items", json={"items": items}, headers=client_headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"stored": 3}
+    [request] = items_gateway.feature_store.requests
+    assert request.url.path == "/items"
+    forwarded = json.loads(request.content)["items"]
+    assert [item["item_id"] for item in forwarded] == ["m0", "m1", "m2"]
+
+
+def test_delete_item(items_gateway: Any, catalogue: Any, client_headers: dict[str, str]) -> None:
+    catalogue.item("m1")
+
+    deleted = items_gateway.client.delete("/v1/items/m1", headers=client_headers)
+    again = items_gateway.client.delete("/v1/items/m1", headers=client_headers)
+
+    assert deleted.status_code == 204
+    assert deleted.content == b""
+    assert again.status_code == 404
+    assert again.headers["content-type"] == PROBLEM
+    assert again.json()["type"] == "urn:recsys:problem:unknown-item"
+    assert [request.url.path for request in items_gateway.feature_store.requests] == [
+        "/items/m1",
+        "/items/m1",
+    ]
+
+
+def _refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("refused", request=request)
+
+
+def _timed_out(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("slow", request=request)
+
+
+def _failing(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(500, text="Internal Server Error")
+
+
+@pytest.mark.parametrize("handler", [_refused, _timed_out, _failing])
+def test_feature_store_down_is_a_503(
+    gateway: Any, store: redis.Redis, client_headers: dict[str, str], handler: Any
+) -> None:
+    gateway.feature_store.handler = handler
+    writes = [
+        ("PUT", "/v1/items/m1", {"title": "Heat"}),
+        ("PUT", "/v1/items", {"items": [{"item_id": "m1", "title": "Heat"}]}),
+        ("DELETE", "/v1/items/m1", None),
+    ]
+
+    for method, path, body in writes:
+        response = gateway.client.request(method, path, json=body, headers=client_headers)
+
+        where = f"{method} {path}: {response.text}"
+        assert response.status_code == 503, where
+        assert response.headers["content-type"] == PROBLEM, where
+        assert response.headers["retry-after"] == "1", where
+        assert response.json()["type"] == "urn:recsys:problem:upstream-unavailable", where
+    assert not store.exists(keys.item("m1"))
+    # Writes are not retried by the gateway: one attempt each.
+    assert len(gateway.feature_store.requests) == len(writes)
+
+
+def test_a_refusal_of_the_feature_store_is_a_422(
+    gateway: Any, client_headers: dict[str, str]
+) -> None:
+    gateway.feature_store.handler = lambda request: httpx.Response(
+        400, json={"detail": "title is too long for the store"}
+    )
+
+    response = gateway.client.put("/v1/items/m1", json={"title": "x"}, headers=client_headers)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["detail"] == "title is too long for the store"
+
+
+def test_an_item_gone_right_after_its_write_is_a_404(
+    gateway: Any, client_headers: dict[str, str]
+) -> None:
+    # The feature-store acknowledges, but the item is not in Redis (deleted in between).
+    gateway.feature_store.handler = lambda request: httpx.Response(200, json={})
+
+    response = gateway.client.put("/v1/items/m1", json={"title": "x"}, headers=client_headers)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert len(gateway.feature_store.requests) == 1

@@ -1,0 +1,180 @@
+"""Reading features the feature-store owns: popularity, user context, catalogue (real Redis)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from recsys_shared import keys
+from recsys_shared.features import FeatureReader, ItemDetails, UserContext, parse_categories
+
+
+@pytest.fixture
+def reader(redis_client: aioredis.Redis) -> FeatureReader:
+    return FeatureReader(redis_client)
+
+
+@pytest.fixture
+async def popular(redis_client: aioredis.Redis) -> dict[str, float]:
+    scores = {"a": 40.0, "b": 20.0, "c": 10.0, "d": 5.0, "e": 4.0}
+    await redis_client.zadd(keys.POPULAR, scores)
+    await redis_client.zadd(keys.popular_in("Drama"), {"c": 8.0, "e": 2.0})
+    return scores
+
+
+async def test_popular_scores_are_relative_to_the_top_item(
+    reader: FeatureReader, popular: dict[str, float]
+) -> None:
+    ranked = await reader.popular(k=3)
+
+    assert ranked == [("a", 1.0), ("b", 0.5), ("c", 0.25)]
+
+
+async def test_popular_skips_excluded_items(
+    reader: FeatureReader, popular: dict[str, float]
+) -> None:
+    ranked = await reader.popular(k=3, exclude={"b", "d"})
+
+    assert [item for item, _ in ranked] == ["a", "c", "e"]
+    assert ranked[1] == ("c", 0.25)
+
+
+async def test_popular_fills_k_even_when_the_top_items_are_excluded(
+    reader: FeatureReader, popular: dict[str, float]
+) -> None:
+    ranked = await reader.popular(k=2, exclude={"a", "b", "c"})
+
+    assert [item for item, _ in ranked] == ["d", "e"]
+    assert all(0 < score <= 1.0 for _, score in ranked)
+
+
+async def test_popular_pages_with_offset(reader: FeatureReader, popular: dict[str, float]) -> None:
+    first = await reader.popular(k=2)
+    second = await reader.popular(k=2, offset=2)
+    third = await reader.popular(k=2, offset=4)
+    beyond = await reader.popular(k=2, offset=10)
+
+    assert [item for item, _ in first + second + third] == ["a", "b", "c", "d", "e"]
+    assert second == [("c", 0.25), ("d", 0.125)]
+    assert beyond == []
+
+
+async def test_popular_pages_after_excluding(
+    reader: FeatureReader, popular: dict[str, float]
+) -> None:
+    ranked = await reader.popular(k=2, offset=1, exclude={"a"})
+
+    assert [item for item, _ in ranked] == ["c", "d"]
+
+
+async def test_popular_within_a_category(reader: FeatureReader, popular: dict[str, float]) -> None:
+    assert await reader.popular(k=5, category="Drama") == [("c", 1.0), ("e", 0.25)]
+    assert await reader.popular(k=5, category="Comedy") == []
+
+
+async def test_popular_without_data_is_empty(reader: FeatureReader) -> None:
+    assert await reader.popular(k=10) == []
+
+
+async def test_user_context_reads_weights_epoch_and_versions(
+    reader: FeatureReader, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.hset(keys.user_items("u:1"), mapping={"a": "3.5", "b": "1"})
+    await redis_client.hset(
+        keys.user_meta("u:1"), mapping={"epoch": "7", "updated_at": "1714564800.25"}
+    )
+    await redis_client.set(keys.CATALOGUE_VERSION, 12)
+
+    context = await reader.user_context("u:1")
+
+    assert context == UserContext(
+        weights={"a": 3.5, "b": 1.0},
+        epoch="7",
+        updated_at=1714564800.25,
+        catalogue_version=12,
+    )
+    assert set(context.seen) == {"a", "b"}
+    assert await reader.user_epoch("u:1") == "7"
+
+
+async def test_unknown_user_has_an_empty_context(
+    reader: FeatureReader, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.hset(keys.user_items("u"), mapping={"a": "1"})
+
+    context = await reader.user_context("someone-else")
+
+    assert context == UserContext()
+    assert list(context.seen) == []
+    assert await reader.user_epoch("someone-else") is None
+
+
+async def test_item_parses_categories_and_availability(
+    reader: FeatureReader, redis_client: aioredis.Redis
+) -> None:
+    updated = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    await redis_client.hset(
+        keys.item("i1"),
+        mapping={
+            "title": "Toy Story (1995)",
+            "categories": json.dumps(["Animation", "Comedy"]),
+            "available": "1",
+            "updated_at": updated.isoformat(),
+        },
+    )
+    await redis_client.hset(
+        keys.item("i2"),
+        mapping={"title": "Gone", "available": "0", "updated_at": updated.isoformat()},
+    )
+
+    first, second = await reader.item("i1"), await reader.item("i2")
+
+    assert first is not None
+    assert second is not None
+    assert first.categories == ["Animation", "Comedy"]
+    assert (first.title, first.available, first.updated_at) == ("Toy Story (1995)", True, updated)
+    assert (second.categories, second.available) == ([], False)
+    assert await reader.item("missing") is None
+    assert await reader.item_exists("i1")
+    assert not await reader.item_exists("missing")
+
+
+async def test_item_details_skips_unknown_items(
+    reader: FeatureReader, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.hset(
+        keys.item("i1"), mapping={"title": "One", "categories": json.dumps(["A"])}
+    )
+
+    details = await reader.item_details(["i1", "nope"])
+
+    assert details == {"i1": ItemDetails(title="One", categories=["A"])}
+    assert await reader.item_details([]) == {}
+
+
+async def test_catalogue_sets(reader: FeatureReader, redis_client: aioredis.Redis) -> None:
+    await redis_client.sadd(keys.UNAVAILABLE_ITEMS, "x", "y")
+    await redis_client.sadd(keys.category_items("Drama"), "a")
+
+    assert await reader.unavailable_items() == {"x", "y"}
+    assert await reader.category_items("Drama") == {"a"}
+    assert await reader.category_items("None") == set()
+    assert await reader.catalogue_version() == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, []),
+        ("", []),
+        ('["a", "b"]', ["a", "b"]),
+        ("[1, 2]", ["1", "2"]),
+        ('{"a": 1}', []),
+        ('"Drama"', []),
+    ],
+)
+def test_parse_categories(raw: str | None, expected: list[str]) -> None:
+    assert parse_categories(raw) == expected

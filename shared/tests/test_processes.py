@@ -1,0 +1,75 @@
+"""Managed redis-server processes: persistence across restarts, free ports, waiting."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from recsys_shared.processes import RedisServer, free_port, wait_until
+
+
+def _client(server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=2)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    started = RedisServer(tmp_path / "redis").start()
+    yield started
+    started.stop()
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_data_survives_a_restart(server: RedisServer, hard: bool) -> None:
+    client = _client(server)
+    client.set("rs:test", "kept")
+    client.xadd("rs:events", {"n": "1"})
+    client.close()
+    port = server.port
+
+    server.restart(hard=hard)
+
+    client = _client(server)
+    try:
+        assert server.port == port
+        assert client.get("rs:test") == "kept"
+        assert client.xlen("rs:events") == 1
+    finally:
+        client.close()
+
+
+def test_stop_ends_the_process(server: RedisServer) -> None:
+    assert server.ping()
+    assert server.process is not None
+
+    server.stop()
+
+    assert not server.process.running()
+    assert not server.ping()
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+
+    assert 0 < port < 65536
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))
+        assert sock.getsockname()[1] == port
+
+
+def test_wait_until_returns_once_true_and_times_out_otherwise() -> None:
+    calls: list[int] = []
+
+    def third_time() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    wait_until(third_time, timeout=5, interval=0.001)
+    assert len(calls) == 3
+
+    with pytest.raises(TimeoutError, match="never"):
+        wait_until(lambda: False, timeout=0.05, interval=0.01, what="never")

@@ -1,0 +1,206 @@
+"""The model registry against a real Redis: lineage, activation, rollback, notifications."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from recsys_shared import keys
+from recsys_shared.errors import Conflict, UnknownModelVersion
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelStatus
+
+
+@pytest.fixture
+def registry(redis_client: aioredis.Redis) -> ModelRegistry:
+    return ModelRegistry(redis_client)
+
+
+async def _next_message(pubsub: Any) -> dict[str, Any]:
+    async with asyncio.timeout(5):
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None:
+                return dict(message)
+
+
+async def test_next_version_strictly_increases(registry: ModelRegistry) -> None:
+    versions = [await registry.next_version() for _ in range(5)]
+
+    assert versions == sorted(set(versions))
+    assert versions[0] >= 1
+
+
+async def test_a_recorded_candidate_reads_back_with_its_lineage(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    info = make_model_info(1)
+
+    await registry.record(info)
+    stored = await registry.get(1)
+
+    assert stored == info
+    assert stored.status is ModelStatus.CANDIDATE
+    assert await registry.active_version() is None
+    assert await registry.active() is None
+
+
+async def test_publish_makes_a_version_active(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first model")
+
+    active = await registry.active()
+
+    assert await registry.active_version() == 1
+    assert active is not None
+    assert active.version == 1
+    assert active.status is ModelStatus.ACTIVE
+    assert active.status_reason == "first model"
+    assert active.activated_at is not None
+
+
+async def test_publishing_a_newer_version_retires_the_previous_one(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+    await registry.publish(make_model_info(2), reason="better")
+
+    old, new = await registry.get(1), await registry.get(2)
+
+    assert await registry.active_version() == 2
+    assert (old.status, old.status_reason) == (ModelStatus.RETIRED, "replaced by version 2")
+    assert (new.status, new.status_reason) == (ModelStatus.ACTIVE, "better")
+
+
+async def test_rollback_activates_an_older_version_and_notifies(
+    registry: ModelRegistry, redis_client: aioredis.Redis, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+    await registry.publish(make_model_info(2), reason="second")
+    pubsub: Any = redis_client.pubsub()
+    await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
+    try:
+        replaced = await registry.activate(1, "rollback: v2 regressed")
+        message = await _next_message(pubsub)
+    finally:
+        await pubsub.aclose()
+
+    assert replaced == 2
+    assert message["channel"] == keys.MODEL_EVENTS_CHANNEL
+    assert message["data"] == "1"
+    assert await registry.active_version() == 1
+    rolled_back, retired = await registry.get(1), await registry.get(2)
+    assert rolled_back.status is ModelStatus.ACTIVE
+    assert rolled_back.status_reason == "rollback: v2 regressed"
+    assert retired.status is ModelStatus.RETIRED
+    assert retired.status_reason == "replaced by version 1"
+
+
+async def test_publish_notifies_subscribers(
+    registry: ModelRegistry, redis_client: aioredis.Redis, make_model_info: Any
+) -> None:
+    pubsub: Any = redis_client.pubsub()
+    await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
+    try:
+        await registry.publish(make_model_info(7), reason="first")
+        message = await _next_message(pubsub)
+    finally:
+        await pubsub.aclose()
+
+    assert message["data"] == "7"
+
+
+async def test_activating_the_active_version_again_keeps_it_active(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+
+    replaced = await registry.activate(1, "again")
+
+    assert replaced == 1
+    assert (await registry.get(1)).status is ModelStatus.ACTIVE
+
+
+async def test_activating_a_candidate_with_no_active_version_returns_none(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.record(make_model_info(3))
+
+    assert await registry.activate(3, "manual") is None
+    assert await registry.active_version() == 3
+
+
+async def test_unknown_version_is_refused(registry: ModelRegistry, make_model_info: Any) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+
+    with pytest.raises(UnknownModelVersion):
+        await registry.activate(99, "typo")
+    with pytest.raises(UnknownModelVersion):
+        await registry.get(99)
+    assert await registry.active_version() == 1
+
+
+async def test_a_version_without_artifact_cannot_be_activated(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+    await registry.record(make_model_info(2, status=ModelStatus.REJECTED, artifact=False))
+
+    with pytest.raises(Conflict, match="no artifact"):
+        await registry.activate(2, "try anyway")
+
+    assert await registry.active_version() == 1
+    assert (await registry.get(1)).status is ModelStatus.ACTIVE
+    assert (await registry.get(2)).status is ModelStatus.REJECTED
+
+
+async def test_a_garbage_collected_version_cannot_be_activated(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.publish(make_model_info(1), reason="first")
+    await registry.publish(make_model_info(2), reason="second")
+
+    await registry.drop_artifact(1)
+
+    with pytest.raises(Conflict):
+        await registry.activate(1, "rollback")
+    assert (await registry.get(1)).artifact_url is None
+    assert await registry.active_version() == 2
+
+
+async def test_set_status_records_the_reason(registry: ModelRegistry, make_model_info: Any) -> None:
+    await registry.record(make_model_info(4))
+
+    await registry.set_status(4, ModelStatus.REJECTED, "worse than the champion")
+
+    stored = await registry.get(4)
+    assert (stored.status, stored.status_reason) == (
+        ModelStatus.REJECTED,
+        "worse than the champion",
+    )
+
+
+async def test_version_for_snapshot(registry: ModelRegistry, make_model_info: Any) -> None:
+    await registry.record(make_model_info(5, snapshot_id="1714564800000-0"))
+
+    assert await registry.version_for_snapshot("1714564800000-0") == 5
+    assert await registry.version_for_snapshot("1714564800000-1") is None
+
+
+async def test_list_is_newest_first(registry: ModelRegistry, make_model_info: Any) -> None:
+    for version in (3, 1, 10, 2):
+        await registry.record(make_model_info(version))
+
+    newest = [info.version for info in await registry.list()]
+    oldest = [info.version for info in await registry.list(newest_first=False)]
+
+    assert newest == [10, 3, 2, 1]
+    assert oldest == [1, 2, 3, 10]
+
+
+async def test_list_of_an_empty_registry_is_empty(registry: ModelRegistry) -> None:
+    assert await registry.list() == []

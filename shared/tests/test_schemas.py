@@ -1,0 +1,398 @@
+"""The wire contract: what the public API accepts and refuses, and how events are weighted."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from recsys_shared.schemas import (
+    EARLIEST_TIMESTAMP,
+    EVENT_WEIGHTS,
+    MAX_BATCH_EVENTS,
+    MAX_CLOCK_SKEW,
+    MAX_ID_LENGTH,
+    MAX_K,
+    MAX_OFFSET,
+    RATING_NEUTRAL,
+    EventBatch,
+    EventIn,
+    EventType,
+    ItemBatch,
+    ItemIn,
+    RecommendationQuery,
+    StoredEvent,
+    event_weight,
+)
+
+
+def _is_valid_identifier(text: str) -> bool:
+    return (
+        1 <= len(text) <= MAX_ID_LENGTH
+        and text.isprintable()
+        and not any(ch.isspace() for ch in text)
+        and "/" not in text
+    )
+
+
+def _accepted(payload: dict[str, Any]) -> bool:
+    try:
+        EventIn.model_validate(payload)
+    except ValidationError:
+        return False
+    return True
+
+
+def _error_fields(error: ValidationError) -> set[str]:
+    return {".".join(str(part) for part in entry["loc"]) for entry in error.errors()}
+
+
+# ── identifiers ───────────────────────────────────────────────────────────────────────────
+_ID_CHARACTERS = st.characters(
+    codec="utf-8", categories=("L", "M", "N", "P", "S", "Zs", "Cc", "Cf")
+)
+_GOOD_ID_CHARACTERS = st.characters(codec="utf-8").filter(
+    lambda ch: ch.isprintable() and not ch.isspace() and ch != "/"
+)
+
+
+@given(st.text(alphabet=_GOOD_ID_CHARACTERS, min_size=1, max_size=MAX_ID_LENGTH))
+def test_every_printable_identifier_without_whitespace_or_slash_is_accepted(text: str) -> None:
+    event = EventIn.model_validate({"user_id": text, "item_id": text, "type": "view"})
+
+    assert event.user_id == text
+    assert event.item_id == text
+
+
+@given(
+    st.one_of(
+        st.text(max_size=MAX_ID_LENGTH + 20),
+        st.text(alphabet=_ID_CHARACTERS, max_size=MAX_ID_LENGTH + 20),
+        st.text(alphabet=_GOOD_ID_CHARACTERS, min_size=MAX_ID_LENGTH + 1, max_size=200),
+        st.builds(
+            lambda head, bad, tail: head + bad + tail,
+            st.text(alphabet=_GOOD_ID_CHARACTERS, max_size=10),
+            st.sampled_from(["/", " ", "\t", "\n", "\x00", "\x7f", "\u00a0", "\u2028", "\u3000"]),
+            st.text(alphabet=_GOOD_ID_CHARACTERS, max_size=10),
+        ),
+    )
+)
+def test_identifier_is_accepted_exactly_when_it_follows_the_rules(text: str) -> None:
+    expected = _is_valid_identifier(text)
+
+    for field in ("user_id", "item_id", "event_id", "recommendation_id"):
+        payload = {"user_id": "u", "item_id": "i", "type": "view", field: text}
+        assert _accepted(payload) is expected, (field, text)
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["", "a b", "a/b", "/", "tab\there", "new\nline", "nul\x00", "x" * (MAX_ID_LENGTH + 1)],
+)
+def test_known_bad_identifiers_are_refused_with_the_field_named(bad_id: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate({"user_id": bad_id, "item_id": "i", "type": "view"})
+
+    assert _error_fields(caught.value) == {"user_id"}
+
+
+def test_identifiers_may_contain_colons_and_unicode() -> None:
+    event = EventIn.model_validate({"user_id": "tenant:42", "item_id": "café-ß", "type": "view"})
+
+    assert (event.user_id, event.item_id) == ("tenant:42", "café-ß")
+    assert len(EventIn(user_id="x" * MAX_ID_LENGTH, item_id="i", type=EventType.VIEW).user_id) == (
+        MAX_ID_LENGTH
+    )
+
+
+# ── types and values ──────────────────────────────────────────────────────────────────────
+def test_unknown_event_type_is_refused(make_event: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate(make_event(type="hover"))
+
+    assert _error_fields(caught.value) == {"type"}
+
+
+@pytest.mark.parametrize("event_type", [member.value for member in EventType])
+def test_every_event_type_is_accepted(make_event: Any, event_type: str) -> None:
+    event = EventIn.model_validate(make_event(type=event_type, value=4.0))
+
+    assert event.type is EventType(event_type)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_python_values_are_refused(make_event: Any, value: float) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate(make_event(type="rating", value=value))
+
+    assert _error_fields(caught.value) == {"value"}
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_values_are_refused(literal: str) -> None:
+    raw = f'{{"user_id": "u", "item_id": "i", "type": "rating", "value": {literal}}}'
+
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate_json(raw)
+
+    assert _error_fields(caught.value) == {"value"}
+
+
+def test_non_finite_value_inside_a_batch_is_refused() -> None:
+    raw = (
+        '{"events": [{"user_id": "u", "item_id": "i", "type": "view"},'
+        ' {"user_id": "u", "item_id": "i", "type": "rating", "value": NaN}]}'
+    )
+
+    with pytest.raises(ValidationError) as caught:
+        EventBatch.model_validate_json(raw)
+
+    assert _error_fields(caught.value) == {"events.1.value"}
+
+
+def test_rating_without_value_is_refused(make_event: Any) -> None:
+    with pytest.raises(ValidationError, match="needs a 'value'"):
+        EventIn.model_validate(make_event(type="rating"))
+
+
+def test_rating_with_value_and_other_types_without_value_are_accepted(make_event: Any) -> None:
+    assert EventIn.model_validate(make_event(type="rating", value=4.5)).value == 4.5
+    assert EventIn.model_validate(make_event(type="purchase")).value is None
+
+
+def test_unknown_fields_are_forbidden(make_event: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate(make_event(colour="red"))
+    assert _error_fields(caught.value) == {"colour"}
+
+    with pytest.raises(ValidationError) as caught:
+        EventBatch.model_validate({"events": [make_event()], "dry_run": True})
+    assert _error_fields(caught.value) == {"dry_run"}
+
+    with pytest.raises(ValidationError) as caught:
+        ItemIn.model_validate({"title": "t", "price": 3})
+    assert _error_fields(caught.value) == {"price"}
+
+
+# ── timestamps ────────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:00:00Z", datetime(2024, 5, 1, 12, tzinfo=UTC)),
+        ("2024-05-01T14:00:00+02:00", datetime(2024, 5, 1, 12, tzinfo=UTC)),
+        ("2024-05-01T07:30:00.250-04:30", datetime(2024, 5, 1, 12, 0, 0, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_timestamps_with_offset_are_accepted(
+    make_event: Any, text: str, expected: datetime
+) -> None:
+    event = EventIn.model_validate(make_event(timestamp=text))
+
+    assert event.timestamp == expected
+    assert event.timestamp is not None
+    assert event.timestamp.utcoffset() is not None
+
+
+@pytest.mark.parametrize("number", [1714564800, 1714564800.5, 1714564800000])
+def test_numeric_timestamps_are_refused_in_json_and_python(make_event: Any, number: float) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate_json(json.dumps(make_event(timestamp=number)))
+    assert _error_fields(caught.value) == {"timestamp"}
+
+    with pytest.raises(ValidationError):
+        EventIn.model_validate(make_event(timestamp=number))
+
+
+@pytest.mark.parametrize("text", ["1714564800", "1714564800.5", " 1714564800 "])
+def test_numbers_written_as_strings_are_not_rfc3339(make_event: Any, text: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        EventIn.model_validate_json(json.dumps(make_event(timestamp=text)))
+
+    assert _error_fields(caught.value) == {"timestamp"}
+
+
+@pytest.mark.parametrize(
+    "naive",
+    ["2024-05-01T12:00:00", "2024-05-01", datetime(2024, 5, 1, 12)],
+)
+def test_timestamps_without_offset_are_refused(make_event: Any, naive: Any) -> None:
+    with pytest.raises(ValidationError, match="UTC offset"):
+        EventIn.model_validate(make_event(timestamp=naive))
+
+
+def test_future_timestamps_beyond_the_clock_skew_are_refused(make_event: Any) -> None:
+    now = datetime.now(UTC)
+    too_far = now + MAX_CLOCK_SKEW + timedelta(minutes=1)
+    within = now + MAX_CLOCK_SKEW - timedelta(minutes=1)
+
+    with pytest.raises(ValidationError, match="future"):
+        EventIn.model_validate(make_event(timestamp=too_far.isoformat()))
+    with pytest.raises(ValidationError, match="future"):
+        EventIn.model_validate(make_event(timestamp=too_far))
+    assert EventIn.model_validate(make_event(timestamp=within.isoformat())).timestamp == within
+
+
+def test_future_check_compares_instants_not_wall_clock_text(make_event: Any) -> None:
+    # Ten minutes ahead in UTC, written in a zone whose wall clock reads hours behind.
+    ahead = (datetime.now(UTC) + timedelta(minutes=10)).astimezone(timezone(timedelta(hours=-8)))
+
+    with pytest.raises(ValidationError, match="future"):
+        EventIn.model_validate(make_event(timestamp=ahead.isoformat()))
+
+
+@pytest.mark.parametrize("text", ["1989-12-31T23:59:59Z", "1970-01-01T00:00:00Z"])
+def test_timestamps_before_1990_are_refused(make_event: Any, text: str) -> None:
+    with pytest.raises(ValidationError, match="before 1990"):
+        EventIn.model_validate(make_event(timestamp=text))
+
+
+def test_the_earliest_timestamp_itself_is_accepted(make_event: Any) -> None:
+    event = EventIn.model_validate(make_event(timestamp="1990-01-01T00:00:00Z"))
+
+    assert event.timestamp == EARLIEST_TIMESTAMP
+
+
+# ── batches ───────────────────────────────────────────────────────────────────────────────
+def test_batch_size_limits(make_event: Any) -> None:
+    with pytest.raises(ValidationError):
+        EventBatch.model_validate({"events": []})
+    with pytest.raises(ValidationError):
+        EventBatch.model_validate({"events": [make_event()] * (MAX_BATCH_EVENTS + 1)})
+
+    assert len(EventBatch.model_validate({"events": [make_event()]}).events) == 1
+    full = EventBatch.model_validate({"events": [make_event()] * MAX_BATCH_EVENTS})
+    assert len(full.events) == MAX_BATCH_EVENTS
+
+
+def test_batch_errors_name_the_failing_event_index(make_event: Any) -> None:
+    events = [make_event(), make_event(user_id="a b"), make_event(), make_event(type="nope")]
+
+    with pytest.raises(ValidationError) as caught:
+        EventBatch.model_validate({"events": events})
+
+    assert _error_fields(caught.value) == {"events.1.user_id", "events.3.type"}
+
+
+# ── event weights ─────────────────────────────────────────────────────────────────────────
+_VALUES = st.none() | st.floats(allow_nan=False)
+
+
+@given(st.sampled_from(list(EventType)), _VALUES)
+def test_event_weight_is_never_negative(event_type: EventType, value: float | None) -> None:
+    assert event_weight(event_type, value) >= 0.0
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))
+def test_rating_weight_is_value_above_neutral(value: float) -> None:
+    weight = event_weight(EventType.RATING, value)
+
+    assert weight == max(value - RATING_NEUTRAL, 0.0)
+    if value <= RATING_NEUTRAL:
+        assert weight == 0.0
+
+
+@given(st.sampled_from([t for t in EventType if t is not EventType.RATING]), _VALUES)
+def test_non_rating_weight_ignores_value(event_type: EventType, value: float | None) -> None:
+    assert event_weight(event_type, value) == EVENT_WEIGHTS[event_type] > 0
+
+
+def test_rating_without_value_weighs_nothing() -> None:
+    assert event_weight(EventType.RATING, None) == 0.0
+
+
+def test_stored_event_carries_time_and_weight(make_event: Any) -> None:
+    now = datetime(2024, 5, 2, tzinfo=UTC)
+    dated = EventIn.model_validate(
+        make_event(type="rating", value=5.0, timestamp="2024-05-01T00:00:00Z")
+    )
+    undated = EventIn.model_validate(make_event(type="click"))
+
+    stored = StoredEvent.from_input(dated, event_id="e1", now=now)
+    defaulted = StoredEvent.from_input(undated, event_id="e2", now=now)
+
+    assert stored.ts == datetime(2024, 5, 1, tzinfo=UTC).timestamp()
+    assert stored.received_at == now.timestamp()
+    assert stored.weight == 5.0 - RATING_NEUTRAL
+    assert defaulted.ts == now.timestamp()
+    assert defaulted.weight == EVENT_WEIGHTS[EventType.CLICK]
+
+
+# ── catalogue ─────────────────────────────────────────────────────────────────────────────
+def test_item_title_limits() -> None:
+    assert ItemIn(title="t").title == "t"
+    assert len(ItemIn(title="x" * 500).title) == 500
+    for bad in ["", "x" * 501, "line\nbreak", "nul\x00"]:
+        with pytest.raises(ValidationError):
+            ItemIn(title=bad)
+
+
+def test_item_category_limits() -> None:
+    assert len(ItemIn(title="t", categories=[f"c{i}" for i in range(32)]).categories) == 32
+    assert ItemIn(title="t", categories=["x" * 64]).categories == ["x" * 64]
+    assert ItemIn(title="t").categories == []
+
+    for bad in [
+        [f"c{i}" for i in range(33)],
+        ["x" * 65],
+        [""],
+        ["Science Fiction"],
+        ["a/b"],
+    ]:
+        with pytest.raises(ValidationError):
+            ItemIn(title="t", categories=bad)
+
+
+def test_item_batch_requires_valid_item_ids() -> None:
+    batch = ItemBatch.model_validate({"items": [{"item_id": "i:1", "title": "t"}]})
+    assert batch.items[0].item_id == "i:1"
+
+    with pytest.raises(ValidationError) as caught:
+        ItemBatch.model_validate({"items": [{"item_id": "i/1", "title": "t"}]})
+    assert _error_fields(caught.value) == {"items.0.item_id"}
+
+    with pytest.raises(ValidationError):
+        ItemBatch.model_validate({"items": []})
+
+
+# ── recommendation queries ────────────────────────────────────────────────────────────────
+def test_recommendation_query_bounds() -> None:
+    assert RecommendationQuery(k=1).k == 1
+    assert RecommendationQuery(k=MAX_K).k == MAX_K
+    assert RecommendationQuery(offset=0).offset == 0
+    assert RecommendationQuery(offset=MAX_OFFSET).offset == MAX_OFFSET
+
+    for bad in [{"k": 0}, {"k": MAX_K + 1}, {"offset": -1}, {"offset": MAX_OFFSET + 1}]:
+        with pytest.raises(ValidationError) as caught:
+            RecommendationQuery.model_validate(bad)
+        assert _error_fields(caught.value) == set(bad)
+
+    with pytest.raises(ValidationError):
+        RecommendationQuery(category="a/b")
+
+
+@given(
+    st.builds(
+        RecommendationQuery,
+        k=st.integers(1, MAX_K),
+        offset=st.integers(0, MAX_OFFSET),
+        exclude_seen=st.booleans(),
+        category=st.none() | st.sampled_from(["a", "a:b", "k1:o0", "Drama"]),
+    ),
+    st.builds(
+        RecommendationQuery,
+        k=st.integers(1, MAX_K),
+        offset=st.integers(0, MAX_OFFSET),
+        exclude_seen=st.booleans(),
+        category=st.none() | st.sampled_from(["a", "a:b", "k1:o0", "Drama"]),
+    ),
+)
+def test_cache_fragment_tells_different_queries_apart(
+    first: RecommendationQuery, second: RecommendationQuery
+) -> None:
+    assert (first.cache_fragment() == second.cache_fragment()) == (first == second)

@@ -1,0 +1,175 @@
+"""Stream ids and where the consumer groups are in the events stream (real Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recsys_shared import keys
+from recsys_shared.streams import (
+    StreamPosition,
+    format_stream_id,
+    next_stream_id,
+    parse_stream_id,
+    stream_position,
+)
+
+STREAM = keys.EVENTS_STREAM
+GROUP = keys.EVENTS_GROUP
+
+_POSITIONS = st.tuples(st.integers(0, 2**48), st.integers(0, 2**32))
+
+
+def test_parse_and_format() -> None:
+    assert parse_stream_id("1714564800000-3") == (1714564800000, 3)
+    assert parse_stream_id("1714564800000") == (1714564800000, 0)
+    assert format_stream_id((5, 0)) == "5-0"
+    assert next_stream_id("5-0") == "5-1"
+    assert next_stream_id("0-0") == "0-1"
+    assert next_stream_id("7") == "7-1"
+
+
+@given(_POSITIONS)
+def test_format_and_parse_are_inverse(position: tuple[int, int]) -> None:
+    assert parse_stream_id(format_stream_id(position)) == position
+
+
+@given(_POSITIONS, _POSITIONS)
+def test_next_stream_id_is_the_smallest_id_above(
+    position: tuple[int, int], other: tuple[int, int]
+) -> None:
+    following = parse_stream_id(next_stream_id(format_stream_id(position)))
+
+    assert following > position
+    # Nothing lies strictly between an id and the next one.
+    assert not position < other < following
+
+
+async def _add(client: aioredis.Redis, count: int) -> list[str]:
+    return [str(await client.xadd(STREAM, {"n": str(n)})) for n in range(count)]
+
+
+async def _deliver(client: aioredis.Redis, count: int, group: str = GROUP) -> list[str]:
+    reply: Any = await client.xreadgroup(group, "consumer-1", {STREAM: ">"}, count=count)
+    return [entry_id for _, entries in reply for entry_id, _ in entries]
+
+
+async def test_no_stream_means_nothing_to_apply(redis_client: aioredis.Redis) -> None:
+    assert await stream_position(redis_client) == StreamPosition(
+        first_unapplied="0-1", lag=0, pending=0, length=0, groups=0
+    )
+
+
+async def test_without_groups_every_entry_is_lag(redis_client: aioredis.Redis) -> None:
+    await _add(redis_client, 3)
+
+    position = await stream_position(redis_client)
+
+    assert position == StreamPosition(first_unapplied="0-1", lag=3, pending=0, length=3, groups=0)
+
+
+async def test_delivered_but_unacked_entries_are_pending(redis_client: aioredis.Redis) -> None:
+    ids = await _add(redis_client, 5)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    delivered = await _deliver(redis_client, 3)
+
+    position = await stream_position(redis_client)
+
+    assert delivered == ids[:3]
+    assert position.pending == 3
+    assert position.lag == 5  # three pending plus two never delivered
+    assert position.first_unapplied == ids[0]
+    assert (position.length, position.groups) == (5, 1)
+
+
+async def test_first_unapplied_is_the_smallest_pending_id(redis_client: aioredis.Redis) -> None:
+    ids = await _add(redis_client, 5)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await _deliver(redis_client, 4)
+    # Acked out of order: the oldest unacked entry bounds what is applied.
+    await redis_client.xack(STREAM, GROUP, ids[0], ids[2])
+
+    position = await stream_position(redis_client)
+
+    assert position.first_unapplied == ids[1]
+    assert position.pending == 2
+    assert position.lag == 3
+
+
+async def test_after_acking_all_delivered_entries_only_undelivered_ones_lag(
+    redis_client: aioredis.Redis,
+) -> None:
+    ids = await _add(redis_client, 5)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    delivered = await _deliver(redis_client, 3)
+    await redis_client.xack(STREAM, GROUP, *delivered)
+
+    position = await stream_position(redis_client)
+
+    assert position.pending == 0
+    assert position.lag == 2
+    assert position.first_unapplied == next_stream_id(ids[2])
+    assert parse_stream_id(ids[2]) < parse_stream_id(position.first_unapplied)
+    assert parse_stream_id(position.first_unapplied) <= parse_stream_id(ids[3])
+
+
+async def test_all_acked_means_no_lag(redis_client: aioredis.Redis) -> None:
+    ids = await _add(redis_client, 5)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 10))
+
+    position = await stream_position(redis_client)
+
+    assert position == StreamPosition(
+        first_unapplied=next_stream_id(ids[-1]), lag=0, pending=0, length=5, groups=1
+    )
+
+
+async def test_the_slowest_group_bounds_what_is_applied(redis_client: aioredis.Redis) -> None:
+    ids = await _add(redis_client, 4)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await redis_client.xgroup_create(STREAM, "auditor", id="0")
+    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 10))
+    await redis_client.xack(STREAM, "auditor", *await _deliver(redis_client, 1, group="auditor"))
+
+    position = await stream_position(redis_client)
+
+    assert position.groups == 2
+    assert position.first_unapplied == next_stream_id(ids[0])
+    assert position.lag == 3
+    assert position.pending == 0
+
+
+async def test_a_group_created_at_the_end_counts_only_new_entries(
+    redis_client: aioredis.Redis,
+) -> None:
+    ids = await _add(redis_client, 3)
+    await redis_client.xgroup_create(STREAM, GROUP, id="$")
+    newer = await _add(redis_client, 2)
+
+    position = await stream_position(redis_client)
+
+    assert position.lag == 2
+    assert position.first_unapplied == next_stream_id(ids[-1])
+    assert parse_stream_id(position.first_unapplied) <= parse_stream_id(newer[0])
+
+
+@pytest.mark.parametrize("deleted", [1, 3])
+async def test_undelivered_entries_are_counted_after_deletions(
+    redis_client: aioredis.Redis, deleted: int
+) -> None:
+    # Deleting entries makes Redis stop counting a group's lag itself (it reports none).
+    ids = await _add(redis_client, 6)
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 2))
+    await redis_client.xdel(STREAM, ids[deleted + 1])
+
+    position = await stream_position(redis_client)
+
+    assert position.lag == 3
+    assert position.length == 5
+    assert position.first_unapplied == next_stream_id(ids[1])

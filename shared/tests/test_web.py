@@ -1,0 +1,375 @@
+"""HTTP plumbing: problem details, request ids, body limits, ops routes and route metrics."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.exceptions import StarletteDeprecationWarning
+
+from recsys_shared import web
+from recsys_shared.errors import (
+    Backpressure,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    RecsysError,
+    StoreUnavailable,
+    UnknownItem,
+)
+from recsys_shared.schemas import EventBatch, RecommendationQuery
+
+with warnings.catch_warnings():
+    # Starlette 1.x asks for the `httpx2` package, which this environment does not ship; its
+    # TestClient still works on httpx, and warnings are errors in this suite.
+    warnings.filterwarnings("ignore", message=".*httpx2.*", category=StarletteDeprecationWarning)
+    from fastapi.testclient import TestClient
+
+MAX_BODY = 1_000
+PROBLEM = "application/problem+json"
+_HEX_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _build_app(checks: dict[str, str]) -> FastAPI:
+    app = FastAPI()
+
+    async def readiness(_: Request) -> dict[str, str]:
+        return dict(checks)
+
+    web.install(app, readiness=readiness, max_body_bytes=MAX_BODY)
+
+    @app.get("/things/{thing_id}")
+    async def get_thing(thing_id: str) -> dict[str, str]:
+        if thing_id == "missing":
+            raise UnknownItem(f"Item '{thing_id}' does not exist.")
+        if thing_id == "locked":
+            raise Conflict("The thing is locked.")
+        if thing_id == "busy":
+            raise Backpressure("Too far behind.", retry_after=7)
+        if thing_id == "throttled":
+            raise RateLimited("Slow down.", retry_after=3)
+        return {"thing_id": thing_id}
+
+    @app.post("/events")
+    async def post_events(batch: EventBatch) -> dict[str, int]:
+        return {"accepted": len(batch.events)}
+
+    @app.get("/recommendations")
+    async def recommend(query: web.RecommendationQueryDep) -> dict[str, Any]:
+        return query.model_dump()
+
+    return app
+
+
+@pytest.fixture
+def checks() -> dict[str, str]:
+    return {"redis": "ok"}
+
+
+@pytest.fixture
+def client(checks: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(_build_app(checks)) as test_client:
+        yield test_client
+
+
+def _assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail", "request_id"} <= set(body)
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# ── domain errors ─────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    ("thing_id", "error"),
+    [("missing", UnknownItem), ("locked", Conflict), ("busy", Backpressure)],
+)
+def test_domain_errors_become_problem_details(
+    client: TestClient, thing_id: str, error: type[RecsysError]
+) -> None:
+    response = client.get(f"/things/{thing_id}")
+
+    body = _assert_problem(response, error.status)
+    assert body["type"] == f"urn:recsys:problem:{error.slug}"
+    assert body["title"] == error.title
+    assert body["detail"]
+
+
+def test_unknown_item_keeps_its_own_type_but_not_found_status(client: TestClient) -> None:
+    body = _assert_problem(client.get("/things/missing"), 404)
+
+    assert UnknownItem.status == NotFound.status == 404
+    assert body["type"] == "urn:recsys:problem:unknown-item"
+    assert body["detail"] == "Item 'missing' does not exist."
+
+
+@pytest.mark.parametrize(
+    ("thing_id", "status", "seconds"), [("busy", 503, 7), ("throttled", 429, 3)]
+)
+def test_retryable_errors_carry_retry_after(
+    client: TestClient, thing_id: str, status: int, seconds: int
+) -> None:
+    response = client.get(f"/things/{thing_id}")
+
+    _assert_problem(response, status)
+    assert response.headers["retry-after"] == str(seconds)
+
+
+def test_non_retryable_errors_have_no_retry_after(client: TestClient) -> None:
+    response = client.get("/things/locked")
+
+    assert "retry-after" not in response.headers
+
+
+def test_problem_response_for_every_error_kind() -> None:
+    for error in [InvalidInput("bad"), StoreUnavailable("down", retry_after=2), NotFound("x")]:
+        response = web.problem_response(error)
+
+        assert response.status_code == error.status
+        assert response.media_type == PROBLEM
+        assert ("retry-after" in response.headers) == (error.status == 503)
+
+
+# ── request validation ────────────────────────────────────────────────────────────────────
+def test_validation_errors_name_the_event_index(client: TestClient) -> None:
+    events = [
+        {"user_id": "u", "item_id": "i", "type": "view"},
+        {"user_id": "u", "item_id": "i", "type": "hover"},
+        {"user_id": "u", "item_id": "i", "type": "view"},
+        {"user_id": "a b", "item_id": "i", "type": "view"},
+    ]
+
+    response = client.post("/events", json={"events": events})
+
+    body = _assert_problem(response, 422)
+    assert body["type"] == "urn:recsys:problem:invalid-input"
+    by_field = {entry["field"]: entry for entry in body["errors"]}
+    assert set(by_field) == {"events[1].type", "events[3].user_id"}
+    assert by_field["events[1].type"]["index"] == 1
+    assert by_field["events[3].user_id"]["index"] == 3
+    assert all(entry["message"] and entry["type"] for entry in body["errors"])
+    assert "[1, 3]" in body["detail"]
+
+
+def test_validation_errors_outside_a_batch_have_no_index(client: TestClient) -> None:
+    response = client.post("/events", json={"events": [], "extra": 1})
+
+    body = _assert_problem(response, 422)
+    assert {entry["field"] for entry in body["errors"]} == {"events", "extra"}
+    assert all("index" not in entry for entry in body["errors"])
+
+
+def test_malformed_json_is_a_problem(client: TestClient) -> None:
+    response = client.post(
+        "/events", content=b'{"events": [', headers={"content-type": "application/json"}
+    )
+
+    _assert_problem(response, 422)
+
+
+def test_valid_batch_passes(client: TestClient) -> None:
+    response = client.post(
+        "/events", json={"events": [{"user_id": "u", "item_id": "i", "type": "view"}]}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1}
+
+
+def test_recommendation_query_parameters_are_validated(client: TestClient) -> None:
+    assert client.get("/recommendations", params={"k": 5, "offset": 10}).json() == (
+        RecommendationQuery(k=5, offset=10).model_dump()
+    )
+    for params in [{"k": 0}, {"k": 101}, {"offset": -1}, {"offset": 1001}, {"category": "a b"}]:
+        body = _assert_problem(client.get("/recommendations", params=params), 422)
+        assert body["errors"]
+
+
+# ── body size ─────────────────────────────────────────────────────────────────────────────
+def _big_batch() -> bytes:
+    event = b'{"user_id": "u", "item_id": "i", "type": "view"}'
+    return b'{"events": [' + b",".join([event] * 40) + b"]}"
+
+
+def test_body_over_the_limit_with_content_length_is_413(client: TestClient) -> None:
+    body = _big_batch()
+    assert len(body) > MAX_BODY
+
+    response = client.post("/events", content=body, headers={"content-type": "application/json"})
+
+    problem = _assert_problem(response, 413)
+    assert problem["type"] == "urn:recsys:problem:payload-too-large"
+    assert str(MAX_BODY) in problem["detail"]
+
+
+def test_chunked_body_over_the_limit_is_413(client: TestClient) -> None:
+    body = _big_batch()
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 256):
+            yield body[start : start + 256]
+
+    response = client.post(
+        "/events", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    problem = _assert_problem(response, 413)
+    assert problem["type"] == "urn:recsys:problem:payload-too-large"
+    assert problem["title"] == "Payload too large"
+    assert str(MAX_BODY) in problem["detail"]
+
+
+def test_chunked_body_under_the_limit_passes(client: TestClient) -> None:
+    body = b'{"events": [{"user_id": "u", "item_id": "i", "type": "view"}]}'
+
+    def chunks() -> Iterator[bytes]:
+        yield body[:20]
+        yield body[20:]
+
+    response = client.post(
+        "/events", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1}
+
+
+# ── request ids ───────────────────────────────────────────────────────────────────────────
+def test_incoming_request_id_is_echoed(client: TestClient) -> None:
+    response = client.get("/things/missing", headers={"X-Request-ID": "trace-abc-123"})
+
+    assert response.headers["x-request-id"] == "trace-abc-123"
+    assert response.json()["request_id"] == "trace-abc-123"
+
+
+def test_a_fresh_request_id_is_minted_per_request(client: TestClient) -> None:
+    first = client.get("/things/a").headers["x-request-id"]
+    second = client.get("/things/a").headers["x-request-id"]
+
+    assert _HEX_ID.match(first)
+    assert _HEX_ID.match(second)
+    assert first != second
+
+
+@pytest.mark.parametrize("unsafe", [b"x" * 129, "caf\u00e9".encode("latin-1"), b"bell\x07"])
+def test_unsafe_request_ids_are_replaced(client: TestClient, unsafe: bytes) -> None:
+    response = client.get("/things/a", headers=[(b"X-Request-ID", unsafe)])
+
+    assert _HEX_ID.match(response.headers["x-request-id"])
+
+
+# ── routing and ops ───────────────────────────────────────────────────────────────────────
+def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
+    body = _assert_problem(client.get("/no/such/route"), 404)
+
+    assert body["title"] == "Not found"
+
+
+def test_wrong_method_is_a_405_problem(client: TestClient) -> None:
+    body = _assert_problem(client.delete("/events"), 405)
+
+    assert body["title"] == "Method not allowed"
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_when_every_check_is_ok(client: TestClient) -> None:
+    response = client.get("/readyz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"redis": "ok"}}
+
+
+def test_readyz_is_503_when_a_check_fails(checks: dict[str, str], client: TestClient) -> None:
+    checks["model"] = "no active model"
+
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "not_ready",
+        "checks": {"redis": "ok", "model": "no active model"},
+    }
+
+
+def _requests_total(text: str, route: str, status: int) -> float:
+    """The value of ``http_requests_total`` for one GET route template and status, or 0."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "http_requests_total" and sample.labels == {
+                "route": route,
+                "method": "GET",
+                "status": str(status),
+            }:
+                return float(sample.value)
+    return 0.0
+
+
+def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+    before = _requests_total(client.get("/metrics").text, "/things/{thing_id}", 200)
+
+    client.get("/things/first-raw-id")
+    client.get("/things/second-raw-id")
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert _requests_total(response.text, "/things/{thing_id}", 200) == before + 2
+    assert "first-raw-id" not in response.text
+    assert _requests_total(response.text, "/things/first-raw-id", 200) == 0.0
+    assert "http_request_duration_seconds_bucket" in response.text
+
+
+def test_metrics_label_unmatched_routes_without_the_raw_path(client: TestClient) -> None:
+    client.get("/secret/raw/path/42")
+
+    text = client.get("/metrics").text
+
+    assert _requests_total(text, "unmatched", 404) >= 1
+    assert "/secret/raw/path/42" not in text
+
+
+def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
+    seen: list[tuple[str, list[dict[str, Any]]]] = []
+
+    async def on_invalid(request: Request, errors: list[dict[str, Any]]) -> None:
+        seen.append((request.url.path, errors))
+
+    async def readiness(_: Request) -> dict[str, str]:
+        return {}
+
+    app = FastAPI()
+    web.install(app, readiness=readiness, on_invalid=on_invalid)
+
+    @app.post("/events")
+    async def post_events(batch: EventBatch) -> dict[str, int]:
+        return {"accepted": len(batch.events)}
+
+    with TestClient(app) as client:
+        bad = client.post("/events", json={"events": [{"user_id": "u", "item_id": "i"}]})
+        good = client.post(
+            "/events", json={"events": [{"user_id": "u", "item_id": "i", "type": "like"}]}
+        )
+
+    assert (bad.status_code, good.status_code) == (422, 200)
+    assert len(seen) == 1
+    path, errors = seen[0]
+    assert path == "/events"
+    assert errors == bad.json()["errors"]
+    assert errors[0]["index"] == 0
