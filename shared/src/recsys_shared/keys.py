@@ -32,13 +32,6 @@ def dedup(event_id: str) -> str:
     return DEDUP_PREFIX + event_id
 
 
-APPLIED_PREFIX = key("applied") + ":"  # + event_id: set by the consumer when applied
-
-
-def applied(event_id: str) -> str:
-    return APPLIED_PREFIX + event_id
-
-
 PIPELINE_STATS = key("pipeline", "stats")  # hash of counters: accepted, applied, rejected:<reason>
 PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of events refused at the door
 # Per-second counters (+ unix second), kept a few minutes: throughput across every replica.

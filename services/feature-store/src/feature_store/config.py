@@ -28,7 +28,6 @@ class Settings(ServiceSettings):
     trim_interval_seconds: float = Field(default=2.0, gt=0)
 
     history_cap: int = Field(default=5000, ge=1, description="Most recent items kept per user.")
-    applied_marker_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     popularity_half_life_days: float = Field(default=30.0, gt=0)
 
     min_users: int = Field(default=10, ge=1)

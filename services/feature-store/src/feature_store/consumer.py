@@ -37,7 +37,6 @@ class StreamConsumer:
         self.applier = EventApplier(
             client,
             history_cap=settings.history_cap,
-            marker_ttl_seconds=settings.applied_marker_ttl_seconds,
             half_life_days=settings.popularity_half_life_days,
         )
         self.last_batch_at: float = 0.0
