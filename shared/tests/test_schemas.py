@@ -20,6 +20,7 @@ from recsys_shared.schemas import (
     MAX_ID_LENGTH,
     MAX_K,
     MAX_OFFSET,
+    MAX_WEIGHT,
     RATING_NEUTRAL,
     EventBatch,
     EventIn,
@@ -292,7 +293,7 @@ def test_event_weight_is_never_negative(event_type: EventType, value: float | No
 def test_rating_weight_is_value_above_neutral(value: float) -> None:
     weight = event_weight(EventType.RATING, value)
 
-    assert weight == max(value - RATING_NEUTRAL, 0.0)
+    assert weight == min(max(value - RATING_NEUTRAL, 0.0), MAX_WEIGHT)
     if value <= RATING_NEUTRAL:
         assert weight == 0.0
 

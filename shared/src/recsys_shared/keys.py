@@ -145,9 +145,12 @@ def recommendation(recommendation_id: str) -> str:
 
 
 def cache_user_prefix(user_id: str) -> str:
-    """Every cached response for one user starts with this, so erasing a user finds them."""
-    return f"{CACHE_PREFIX}user:{user_id}:"
+    """Every cached response for one user starts with this, so erasing a user finds them.
+    The id is length-prefixed: no user's prefix is a prefix of another user's."""
+    return f"{CACHE_PREFIX}user:{len(user_id)}:{user_id}:"
 
 
-def cache_user(user_id: str, model_version: int | None, epoch: str, query: str) -> str:
-    return f"{cache_user_prefix(user_id)}{model_version or 0}:{epoch}:{query}"
+def cache_user(user_id: str, model_version: int | None, epoch: str, query_digest: str) -> str:
+    """A cached list: for this user, ranked by this model version, as of this user epoch, for
+    this query (a digest, so a category with ':' in it cannot shift the fields)."""
+    return f"{cache_user_prefix(user_id)}{model_version or 0}:{epoch}:{query_digest}"

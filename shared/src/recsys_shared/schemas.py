@@ -81,7 +81,7 @@ MAX_WEIGHT: Final = 20.0
 def event_weight(event_type: EventType, value: float | None) -> float:
     """Confidence that the user likes the item, as training uses it."""
     if event_type is EventType.RATING:
-        return max((value or 0.0) - RATING_NEUTRAL, 0.0)
+        return min(max((value or 0.0) - RATING_NEUTRAL, 0.0), MAX_WEIGHT)
     return EVENT_WEIGHTS[event_type]
 
 
@@ -341,7 +341,10 @@ class QualityReport(BaseModel):
 class SnapshotInfo(BaseModel):
     """A training snapshot the feature-store exported: where it is and what it holds."""
 
-    snapshot_id: str = Field(description="The last stream id whose effect the snapshot includes.")
+    snapshot_id: str = Field(
+        description="The first stream id not yet applied when it was taken (everything before it "
+        "is included), and the data generation, bumped by user erasures: '<stream id>.g<n>'."
+    )
     url: str
     created_at: datetime
     users: int

@@ -26,6 +26,7 @@ local item, title, categories_json = ARGV[8], ARGV[9], ARGV[10]
 local available, updated_at = ARGV[11], ARGV[12]
 local item_key = item_prefix .. item
 local old_json = redis.call('HGET', item_key, 'categories')
+if title == '' and not old_json then return 0 end  -- deleting what is not there changes nothing
 local old = {}
 if old_json then old = cjson.decode(old_json) end
 local new = {}
@@ -115,8 +116,10 @@ class Catalogue:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.user_items(user_id), keys.user_times(user_id), keys.user_meta(user_id))
             pipe.srem(keys.USERS, user_id)
-            # A new data generation: the next snapshot differs even without new events, so
-            # the next training (and its model) leaves the user out.
-            pipe.hincrby(keys.PIPELINE_STATS, "erasures", 1)
-            deleted, removed, _ = await pipe.execute()
-        return bool(deleted or removed)
+            deleted, removed = await pipe.execute()
+        if not (deleted or removed):
+            return False
+        # A new data generation: the next snapshot differs even without new events, so the
+        # next training (and its model) leaves the user out.
+        await self.redis.hincrby(keys.PIPELINE_STATS, "erasures", 1)
+        return True

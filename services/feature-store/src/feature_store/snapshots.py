@@ -78,23 +78,19 @@ class Interactions:
 
 
 async def read_interactions(client: aioredis.Redis) -> Interactions:
-    """Every user's history, one user at a time (each read is consistent for its user)."""
+    """Every user's history, one user at a time (each read is consistent for its user), in
+    user order, so the same data always produces the same arrays."""
+    # SSCAN may return a member twice while the set grows: a set of ids, sorted once.
+    users = sorted({user_id async for user_id in client.sscan_iter(keys.USERS, count=_SCAN_BATCH)})
     interactions = Interactions()
-    batch: list[str] = []
-    async for user_id in client.sscan_iter(keys.USERS, count=_SCAN_BATCH):
-        batch.append(user_id)
-        if len(batch) >= _SCAN_BATCH:
-            await _read_users(client, batch, interactions)
-            batch = []
-    await _read_users(client, batch, interactions)
+    for start in range(0, len(users), _SCAN_BATCH):
+        await _read_users(client, users[start : start + _SCAN_BATCH], interactions)
     return interactions
 
 
 async def _read_users(client: aioredis.Redis, users: list[str], into: Interactions) -> None:
     if not users:
         return
-    # Sorted, so the same data always produces the same arrays.
-    users.sort()
     async with client.pipeline(transaction=False) as pipe:
         for user_id in users:
             pipe.hgetall(keys.user_items(user_id))

@@ -35,6 +35,9 @@ class Settings(ServiceSettings):
         default=1_000_000, ge=0, description="Unapplied events beyond which ingestion answers 503."
     )
     recommendation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    cache_ttl_seconds: int = Field(
+        default=300, ge=1, description="How long a ranked list is reused for the same query."
+    )
     task_record_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     broker_visibility_timeout_seconds: int = Field(default=4000, ge=10)
     access_log: bool = False

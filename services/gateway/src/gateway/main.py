@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 
 from gateway.auth import ApiKeys
+from gateway.cache import ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
@@ -69,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "redis": client,
             "api_keys": api_keys,
             "reads": ReadService(
-                client, recommenders, record_ttl_seconds=settings.recommendation_ttl_seconds
+                client,
+                recommenders,
+                ResponseCache(client, ttl_seconds=settings.cache_ttl_seconds),
+                record_ttl_seconds=settings.recommendation_ttl_seconds,
             ),
             "ingestor": EventIngestor(
                 client,

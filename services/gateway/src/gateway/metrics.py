@@ -25,3 +25,8 @@ BREAKER_OPEN = Gauge(
     "1 while the circuit to a recommender replica is open.",
     ["replica"],
 )
+CACHE_REQUESTS = Counter(
+    "recsys_cache_requests_total",
+    "Response cache lookups for user recommendations: hit, miss, coalesced (joined a miss).",
+    ["result"],
+)

@@ -1,13 +1,16 @@
-"""Read path of the gateway: ask a recommender; if none answers, serve popular items from Redis."""
+"""Read path of the gateway: the response cache, then a recommender; if none answers, popular
+items from Redis."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from gateway import metrics
+from gateway.cache import Lookup, ResponseCache, cached_body
 from gateway.clients import RecommenderClient
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
@@ -32,19 +35,42 @@ def _params(query: RecommendationQuery) -> dict[str, str | int]:
 
 class ReadService:
     def __init__(
-        self, client: aioredis.Redis, recommenders: RecommenderClient, *, record_ttl_seconds: int
+        self,
+        client: aioredis.Redis,
+        recommenders: RecommenderClient,
+        cache: ResponseCache,
+        *,
+        record_ttl_seconds: int,
     ) -> None:
         self.reader = FeatureReader(client)
         self.recommenders = recommenders
+        self.cache = cache
         self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
 
-    async def for_user(self, user_id: str, query: RecommendationQuery) -> Recommendations:
+    async def for_user(
+        self, user_id: str, query: RecommendationQuery
+    ) -> Recommendations | dict[str, Any]:
+        """A cached list (as the stored JSON, marked cached) or a freshly computed one."""
+        lookup = await self.cache.lookup(user_id, query)
+        if lookup.entry is not None:
+            return cached_body(lookup.entry)
+        return await self.cache.single_flight(
+            lookup.key, lambda: self._compute_for_user(user_id, query, lookup)
+        )
+
+    async def _compute_for_user(
+        self, user_id: str, query: RecommendationQuery, lookup: Lookup
+    ) -> Recommendations:
         try:
-            return await self.recommenders.get(f"/users/{user_id}/recommendations", _params(query))
+            response = await self.recommenders.get(
+                f"/users/{user_id}/recommendations", _params(query)
+            )
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
             exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
             return await self._popular_fallback(query, exclude=exclude, user_id=user_id)
+        await self.cache.store(lookup, response)
+        return response
 
     async def similar(self, item_id: str, query: RecommendationQuery) -> Recommendations:
         try:

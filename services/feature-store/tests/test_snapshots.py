@@ -1,0 +1,338 @@
+"""Snapshots: the interaction arrays, the data-quality gate and the idempotent export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from feature_store.catalogue import Catalogue
+from feature_store.config import Settings
+from feature_store.consumer import StreamConsumer
+from feature_store.snapshots import (
+    SNAPSHOT_FILE,
+    Interactions,
+    check_quality,
+    read_interactions,
+    take_snapshot,
+)
+from recsys_shared import keys
+from recsys_shared.artifacts import MANIFEST, ArtifactStore, load_npz
+from recsys_shared.schemas import EventType, SnapshotInfo
+
+# ── read_interactions / arrays ───────────────────────────────────────────────────────────
+
+
+async def test_read_interactions_gives_consistent_arrays(
+    redis_client, stream, applier, make_event, base_ts
+):
+    events = [
+        make_event("u2", "b", EventType.CLICK, ts=base_ts + 1),
+        make_event("u1", "a", EventType.VIEW, ts=base_ts + 2),
+        make_event("u1", "b", EventType.PURCHASE, ts=base_ts + 3),
+        make_event("u1", "a", EventType.LIKE, ts=base_ts + 4),
+        make_event("u3", "c", EventType.RATING, value=1.0, ts=base_ts + 5),
+        make_event("u3", "a", EventType.RATING, value=4.0, ts=base_ts + 6),
+    ]
+    await applier.apply(await stream.deliver(events), now=1.0)
+    await redis_client.sadd(keys.USERS, "ghost")  # listed, but no history: left out
+    expected = {
+        ("u1", "a"): (5.0, base_ts + 4),
+        ("u1", "b"): (5.0, base_ts + 3),
+        ("u2", "b"): (2.0, base_ts + 1),
+        ("u3", "c"): (0.0, base_ts + 5),
+        ("u3", "a"): (1.5, base_ts + 6),
+    }
+
+    interactions = await read_interactions(redis_client)
+    arrays = interactions.arrays()
+
+    assert list(arrays["user_ids"]) == ["u1", "u2", "u3"]
+    assert sorted(arrays["item_ids"]) == ["a", "b", "c"]
+    assert arrays["rows"].dtype == np.int32
+    assert arrays["cols"].dtype == np.int32
+    assert arrays["weights"].dtype == np.float32
+    assert arrays["times"].dtype == np.float64
+    n = len(expected)
+    assert {name: len(array) for name, array in arrays.items()} == {
+        "user_ids": 3,
+        "item_ids": 3,
+        "rows": n,
+        "cols": n,
+        "weights": n,
+        "times": n,
+    }
+    found = {}
+    for row, col, weight, moment in zip(
+        arrays["rows"], arrays["cols"], arrays["weights"], arrays["times"], strict=True
+    ):
+        pair = (str(arrays["user_ids"][row]), str(arrays["item_ids"][col]))
+        assert pair not in found
+        found[pair] = (float(weight), float(moment))
+    assert found == expected
+
+
+async def test_read_interactions_is_deterministic_and_empty_without_users(
+    redis_client, stream, applier, make_event
+):
+    empty = await read_interactions(redis_client)
+    assert (empty.user_ids, empty.item_ids, empty.rows) == ([], [], [])
+
+    await applier.apply(
+        await stream.deliver([make_event(f"u{n}", f"i{n % 3}") for n in range(12)]), now=1.0
+    )
+    first = (await read_interactions(redis_client)).arrays()
+    second = (await read_interactions(redis_client)).arrays()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name])
+
+
+# ── check_quality ─────────────────────────────────────────────────────────────────────────
+
+
+def build(
+    n_users: int = 25,
+    n_items: int = 20,
+    per_user: int = 10,
+    *,
+    times: float | None = None,
+) -> Interactions:
+    """Users spread evenly over items: user u has items u, u+1, …, u+per_user-1 (mod n_items)."""
+    moment = time.time() - 3600 if times is None else times
+    interactions = Interactions()
+    for user in range(n_users):
+        items = [f"i{(user + offset) % n_items}" for offset in range(per_user)]
+        interactions.add_user(
+            f"u{user}", {item: "1" for item in items}, [(item, moment) for item in items]
+        )
+    return interactions
+
+
+def with_user(interactions: Interactions, user: str, items: list[str], moment: float) -> None:
+    interactions.add_user(user, {item: "1" for item in items}, [(item, moment) for item in items])
+
+
+def failures(report) -> list[str]:
+    return sorted(check.name for check in report.failures)
+
+
+def test_healthy_data_passes_every_check():
+    stats = {"accepted": "1000", "duplicates": "10", "rejected": "5"}
+    report = check_quality(build(), stats, Settings())
+    assert report.passed, report.failures
+    assert sorted(check.name for check in report.checks) == [
+        "duplicate_share",
+        "insane_timestamp_share",
+        "min_interactions",
+        "min_items",
+        "min_users",
+        "reject_share",
+        "top_item_share",
+        "top_user_share",
+    ]
+
+
+def test_no_data_fails_the_minimums_without_crashing():
+    report = check_quality(Interactions(), {}, Settings())
+    assert not report.passed
+    assert failures(report) == ["min_interactions", "min_items", "min_users"]
+
+
+def _too_few_users() -> tuple[Interactions, Settings]:
+    # 9 users × 12 items = 108 interactions; shares relaxed so only the user count fails.
+    return build(n_users=9, per_user=12), Settings(max_user_share=0.2)
+
+
+def _too_few_items() -> tuple[Interactions, Settings]:
+    return build(n_users=25, n_items=9, per_user=5), Settings()
+
+
+def _too_few_interactions() -> tuple[Interactions, Settings]:
+    return build(n_users=25, per_user=3), Settings(max_user_share=0.2)
+
+
+def _one_user_dominates() -> tuple[Interactions, Settings]:
+    data = build()
+    with_user(data, "whale", [f"i{n}" for n in range(20)], time.time() - 60)
+    return data, Settings()  # 20 of 270 interactions: 7.4 % > 5 %
+
+
+def _one_item_dominates() -> tuple[Interactions, Settings]:
+    data = Interactions()
+    for user in range(25):
+        items = [f"i{(3 * user + k) % 20}" for k in range(3)] + ["hit"]
+        with_user(data, f"u{user}", items, time.time() - 60)
+    return data, Settings()  # "hit" is 25 of 100 interactions: 25 % > 20 %
+
+
+def _timestamp_from_1970() -> tuple[Interactions, Settings]:
+    data = build()
+    with_user(data, "broken-clock", ["i0"], 0.0)
+    return data, Settings()
+
+
+def _timestamp_from_the_future() -> tuple[Interactions, Settings]:
+    data = build()
+    with_user(data, "future-clock", ["i0"], time.time() + 86_400)
+    return data, Settings()
+
+
+@pytest.mark.parametrize(
+    ("make", "failed"),
+    [
+        (_too_few_users, "min_users"),
+        (_too_few_items, "min_items"),
+        (_too_few_interactions, "min_interactions"),
+        (_one_user_dominates, "top_user_share"),
+        (_one_item_dominates, "top_item_share"),
+        (_timestamp_from_1970, "insane_timestamp_share"),
+        (_timestamp_from_the_future, "insane_timestamp_share"),
+    ],
+)
+def test_each_data_check_fails_on_data_that_breaks_it(make, failed):
+    data, settings = make()
+    report = check_quality(data, {"accepted": "100"}, settings)
+    assert not report.passed
+    assert failures(report) == [failed]
+    check = report.failures[0]
+    assert check.detail
+    assert check.value != check.threshold
+
+
+@pytest.mark.parametrize(
+    ("stats", "failed", "value"),
+    [
+        ({"accepted": "70", "rejected": "30"}, "reject_share", 0.3),
+        ({"accepted": "40", "duplicates": "60"}, "duplicate_share", 0.6),
+    ],
+)
+def test_each_pipeline_check_fails_on_counters_that_break_it(stats, failed, value):
+    report = check_quality(build(), stats, Settings())
+    assert failures(report) == [failed]
+    assert report.failures[0].value == pytest.approx(value)
+
+
+def test_shares_exactly_at_the_limit_pass():
+    stats = {"accepted": "80", "rejected": "20", "duplicates": "0"}
+    report = check_quality(build(), stats, Settings(max_reject_share=0.2))
+    assert report.passed, report.failures
+
+
+# ── take_snapshot ─────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(f"file://{tmp_path / 'artifacts'}")
+
+
+@pytest.fixture
+def consumer(redis_client, settings, stream) -> StreamConsumer:
+    return StreamConsumer(redis_client, settings)
+
+
+@pytest.fixture
+async def applied_events(stream, consumer, make_event) -> None:
+    for user in ("u1", "u2", "u3"):
+        for item in ("a", "b"):
+            await stream.add(make_event(user, item, EventType.LIKE))
+    assert await consumer.consume_once() == 6
+
+
+def manifest_path(tmp_path: Path, snapshot_id: str) -> Path:
+    return tmp_path / "artifacts" / "snapshots" / snapshot_id / MANIFEST
+
+
+@pytest.mark.usefixtures("applied_events")
+async def test_take_snapshot_writes_a_verified_bundle(redis_client, store, settings, tmp_path):
+    info = await take_snapshot(redis_client, store, settings)
+
+    manifest = json.loads(manifest_path(tmp_path, info.snapshot_id).read_text())
+    assert SnapshotInfo.model_validate(manifest) == info
+    assert (info.users, info.items, info.interactions) == (3, 2, 6)
+    assert info.time_min is not None
+    assert info.time_max is not None
+    assert info.time_min <= info.time_max
+    assert info.url == store.url(f"snapshots/{info.snapshot_id}")
+    assert info.snapshot_id.endswith(".g0")
+    # Three users are too few for the default gate; the snapshot says so, it is still written.
+    assert not info.quality.passed
+    assert "min_users" in {check.name for check in info.quality.failures}
+
+    _, files = store.read_bundle(f"snapshots/{info.snapshot_id}")  # checksums verified
+    arrays = load_npz(files[SNAPSHOT_FILE])
+    assert list(arrays["user_ids"]) == ["u1", "u2", "u3"]
+    assert len(arrays["rows"]) == 6
+    assert np.all(arrays["weights"] == 4.0)
+    assert SnapshotInfo.model_validate_json(await redis_client.get(keys.SNAPSHOT_LATEST)) == info
+
+
+@pytest.mark.usefixtures("applied_events")
+async def test_take_snapshot_is_idempotent_while_nothing_changes(
+    redis_client, store, settings, stream, make_event, tmp_path
+):
+    first = await take_snapshot(redis_client, store, settings)
+    path = manifest_path(tmp_path, first.snapshot_id)
+    data_file = path.with_name(SNAPSHOT_FILE)
+    stamps = (path.stat().st_mtime_ns, data_file.stat().st_mtime_ns)
+    await asyncio.sleep(0.05)  # so that a rewrite would show in the mtimes
+
+    again = await take_snapshot(redis_client, store, settings)
+    assert again == first
+    assert (path.stat().st_mtime_ns, data_file.stat().st_mtime_ns) == stamps
+
+    # An event in the stream that is not applied yet is not in the data either: same snapshot.
+    await stream.add(make_event("u9", "z"))
+    assert (await take_snapshot(redis_client, store, settings)).snapshot_id == first.snapshot_id
+    assert path.stat().st_mtime_ns == stamps[0]
+    assert len(list(path.parent.parent.iterdir())) == 1
+
+
+@pytest.mark.usefixtures("applied_events")
+async def test_an_applied_event_makes_a_new_snapshot(
+    redis_client, store, settings, stream, consumer, make_event
+):
+    first = await take_snapshot(redis_client, store, settings)
+
+    await stream.add(make_event("u4", "c", EventType.PURCHASE))
+    assert await consumer.consume_once() == 1
+    second = await take_snapshot(redis_client, store, settings)
+
+    assert second.snapshot_id != first.snapshot_id
+    assert (second.users, second.items, second.interactions) == (4, 3, 7)
+    assert store.exists(f"snapshots/{first.snapshot_id}/{MANIFEST}")
+    latest = SnapshotInfo.model_validate_json(await redis_client.get(keys.SNAPSHOT_LATEST))
+    assert latest.snapshot_id == second.snapshot_id
+
+
+@pytest.mark.usefixtures("applied_events")
+async def test_a_user_erasure_makes_a_new_snapshot_without_the_user(redis_client, store, settings):
+    first = await take_snapshot(redis_client, store, settings)
+
+    assert await Catalogue(redis_client).erase_user("u2")
+    second = await take_snapshot(redis_client, store, settings)
+
+    assert second.snapshot_id != first.snapshot_id
+    assert second.snapshot_id.endswith(".g1")
+    assert (second.users, second.interactions) == (2, 4)
+    _, files = store.read_bundle(f"snapshots/{second.snapshot_id}")
+    assert list(load_npz(files[SNAPSHOT_FILE])["user_ids"]) == ["u1", "u3"]
+
+
+async def test_snapshot_passes_the_gate_on_healthy_data(
+    redis_client, store, stream, consumer, make_event, redis_url, tmp_path
+):
+    for user in range(25):
+        for offset in range(5):
+            await stream.add(make_event(f"u{user}", f"i{(user + offset) % 20}", EventType.CLICK))
+    assert await consumer.consume_once() == 125
+    await redis_client.hset(keys.PIPELINE_STATS, mapping={"accepted": 125, "duplicates": 0})
+
+    info = await take_snapshot(redis_client, store, Settings(redis_url=redis_url))
+
+    assert info.quality.passed, info.quality.failures
+    assert (info.users, info.items, info.interactions) == (25, 20, 125)

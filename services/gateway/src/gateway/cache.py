@@ -1,0 +1,102 @@
+"""The versioned response cache for user recommendations.
+
+A key names the model version that ranked the list and the user's epoch (bumped by the
+feature-store with every applied event of the user), so a new version or a new event makes the
+old entries unreachable at once; nothing is invalidated by hand, and entries expire with a TTL.
+The lookup reads the active version, the user's epoch and the entry in one Lua call.
+
+Only lists ranked by the version the lookup saw are stored: a replica still serving the previous
+version, or any fallback, never fills an entry that the current version's readers would get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway import metrics
+from recsys_shared import keys
+from recsys_shared.schemas import RecommendationQuery, Recommendations
+
+# KEYS: active model pointer, the user's meta hash. ARGV: the user's cache key prefix, the query
+# digest. Returns {version, epoch, cached entry or false}; the key layout is keys.cache_user's.
+_LOOKUP = """
+local version = redis.call('GET', KEYS[1]) or '0'
+local epoch = redis.call('HGET', KEYS[2], 'epoch') or '0'
+local entry = redis.call('GET', ARGV[1] .. version .. ':' .. epoch .. ':' .. ARGV[2])
+return {version, epoch, entry}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    key: str
+    version: int
+    entry: dict[str, Any] | None
+
+
+def query_digest(query: RecommendationQuery) -> str:
+    return hashlib.blake2b(query.cache_fragment().encode(), digest_size=8).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
+        self.redis = client
+        self.ttl_seconds = ttl_seconds
+        self._lookup = client.register_script(_LOOKUP)
+        self._in_flight: dict[str, asyncio.Future[Recommendations]] = {}
+
+    async def lookup(self, user_id: str, query: RecommendationQuery) -> Lookup:
+        digest = query_digest(query)
+        version, epoch, raw = await self._lookup(
+            keys=[keys.MODEL_ACTIVE, keys.user_meta(user_id)],
+            args=[keys.cache_user_prefix(user_id), digest],
+        )
+        key = keys.cache_user(user_id, int(version), epoch, digest)
+        entry = json.loads(raw) if raw else None
+        metrics.CACHE_REQUESTS.labels("hit" if entry else "miss").inc()
+        return Lookup(key=key, version=int(version), entry=entry)
+
+    async def store(self, lookup: Lookup, response: Recommendations) -> None:
+        if response.model_version is None or response.model_version != lookup.version:
+            return
+        entry = {"stored_at": time.time(), "body": response.model_dump(mode="json")}
+        await self.redis.set(lookup.key, json.dumps(entry), ex=self.ttl_seconds)
+
+    async def single_flight(
+        self, key: str, compute: Callable[[], Awaitable[Recommendations]]
+    ) -> Recommendations:
+        """Concurrent misses for one key share one computation, so an expiring hot entry or a
+        new model version does not send a stampede to the recommenders."""
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            metrics.CACHE_REQUESTS.labels("coalesced").inc()
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Recommendations] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            result = await compute()
+        except BaseException as error:
+            future.set_exception(error)
+            # Nobody may be waiting; retrieving the exception keeps asyncio from complaining.
+            future.exception()
+            raise
+        finally:
+            self._in_flight.pop(key, None)
+        future.set_result(result)
+        return result
+
+
+def cached_body(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored entry as a response: marked as cached, with its age."""
+    body: dict[str, Any] = entry["body"]
+    body["cached"] = True
+    body["cache_age_seconds"] = round(max(time.time() - float(entry["stored_at"]), 0.0), 3)
+    return body
