@@ -20,9 +20,10 @@ import redis.asyncio as aioredis
 from recsys_shared import keys
 from recsys_shared.schemas import MAX_WEIGHT, EventType, StoredEvent
 
-# ARGV: 14 settings, then the batch as one JSON array of
+# ARGV: 14 settings; the batch as one JSON array of
 #   [stream id, user id, item id, weight, timestamp, is-rating (0/1), popularity increment]
-# (one argument decoded by cjson in C, rather than seven per event packed by redis-py).
+# (one argument decoded by cjson in C, rather than seven per event packed by redis-py);
+# then the pipeline counters hash, this second's applied counter and its TTL.
 _APPLY = """
 local user_prefix, users_key = ARGV[1], ARGV[2]
 local items_suffix, times_suffix, meta_suffix = ARGV[3], ARGV[4], ARGV[5]
@@ -32,6 +33,7 @@ local stream, group = ARGV[10], ARGV[11]
 local cap, max_weight, now = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local applied, duplicates = 0, 0
 local touched_users, popularity = {}, {}
+local stats_key, second_key, second_ttl = ARGV[16], ARGV[17], ARGV[18]
 for _, event in ipairs(cjson.decode(ARGV[15])) do
   local stream_id, user, item = event[1], event[2], event[3]
   local weight, ts, is_rating, step = event[4], event[5], event[6], event[7]
@@ -78,6 +80,11 @@ for item, step in pairs(popularity) do
     end
   end
 end
+-- The counters move with the effects, so they stay exact through a crash.
+redis.call('HINCRBY', stats_key, 'applied', applied)
+redis.call('HINCRBY', stats_key, 'redelivered', duplicates)
+redis.call('INCRBY', second_key, applied)
+redis.call('EXPIRE', second_key, second_ttl)
 return {applied, duplicates}
 """
 
@@ -142,6 +149,13 @@ class EventApplier:
             )
             for stream_id, event in entries
         ]
-        args.append(json.dumps(batch))
+        args.extend(
+            (
+                json.dumps(batch),
+                keys.PIPELINE_STATS,
+                keys.pipeline_applied(int(now)),
+                keys.THROUGHPUT_KEY_TTL_SECONDS,
+            )
+        )
         applied, duplicates = await self._script(keys=[], args=args)
         return ApplyResult(int(applied), int(duplicates))

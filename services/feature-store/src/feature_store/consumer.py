@@ -117,14 +117,6 @@ class StreamConsumer:
         metrics.EVENTS_APPLIED.inc(result.applied)
         metrics.EVENTS_REDELIVERED.inc(result.duplicates)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(keys.PIPELINE_STATS, "applied", result.applied)
-            pipe.hincrby(keys.PIPELINE_STATS, "redelivered", result.duplicates)
-            pipe.hincrby(keys.PIPELINE_STATS, "dead_letters", len(dead))
-            second = keys.pipeline_applied(int(time.time()))
-            pipe.incrby(second, result.applied)
-            pipe.expire(second, keys.THROUGHPUT_KEY_TTL_SECONDS)
-            await pipe.execute()
 
     async def _dead_letter(self, dead: list[tuple[str, dict[str, Any], str]]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -136,6 +128,7 @@ class StreamConsumer:
                     approximate=True,
                 )
                 pipe.xack(keys.EVENTS_STREAM, keys.EVENTS_GROUP, stream_id)
+            pipe.hincrby(keys.PIPELINE_STATS, "dead_letters", len(dead))
             await pipe.execute()
         for _, _, reason in dead:
             metrics.DEAD_LETTERS.labels(reason.split(":", 1)[0]).inc()
