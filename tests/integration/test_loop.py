@@ -16,34 +16,9 @@ from recsys_shared.testing import (
     admin_headers,
     client_headers,
     taste_clusters,
-    wait_for_applied,
-    wait_for_task,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def trained(stack: Stack) -> dict[str, object]:
-    """Load two taste clusters through the API and train one model on them."""
-    items, events = taste_clusters()
-    with httpx.Client(base_url=stack.gateway, timeout=30) as http:
-        stored = http.put("/v1/items", json={"items": items}, headers=client_headers())
-        assert stored.status_code == 200, stored.text
-        for start in range(0, len(events), 500):
-            response = http.post(
-                "/v1/events", json={"events": events[start : start + 500]}, headers=client_headers()
-            )
-            assert response.status_code == 202, response.text
-        wait_for_applied(stack.gateway)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
-        assert task.status_code == 202, task.text
-        result = wait_for_task(stack.gateway, task.json()["task_id"])
-    assert result["state"] == "SUCCESS", result
-    outcome = result["result"]
-    assert isinstance(outcome, dict)
-    assert outcome["status"] == "published", outcome
-    return outcome
 
 
 def _get(stack: Stack, path: str, **params: object) -> httpx.Response:

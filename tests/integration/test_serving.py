@@ -1,0 +1,168 @@
+"""Serving under change and failure, on real processes: fresh results without a retrain, marked
+fallbacks while every recommender is down, and no failed request across model swaps."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from recsys_shared.processes import wait_until
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    client_headers,
+    wait_for_applied,
+    wait_for_task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def recommendations(stack: Stack, user: str, **params: Any) -> dict[str, Any]:
+    response = httpx.get(
+        f"{stack.gateway}/v1/users/{user}/recommendations",
+        params={"k": 10, **params},
+        headers=client_headers(),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def personalised(stack: Stack, user: str) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+
+    def ready() -> bool:
+        nonlocal body
+        body = recommendations(stack, user)
+        return body["strategy"] == "personalized"
+
+    wait_until(ready, timeout=30, interval=0.2, what=f"personalised lists for {user}")
+    return body
+
+
+def test_an_event_changes_the_users_next_list_without_a_retrain(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    before = personalised(stack, "a7")
+    again = recommendations(stack, "a7")
+    assert again["cached"] is True  # the same question, the same version, no new event
+    assert again["items"] == before["items"]
+    first_choice = before["items"][0]["item_id"]
+
+    # The user turns to the other taste cluster: many likes of B items, and one of the A item
+    # that was on top of their list.
+    events = [
+        {"user_id": "a7", "item_id": f"B{index}", "type": "like", "event_id": f"turn-{index}"}
+        for index in range(12)
+    ] + [{"user_id": "a7", "item_id": first_choice, "type": "purchase", "event_id": "turn-a"}]
+    response = httpx.post(
+        f"{stack.gateway}/v1/events", json={"events": events}, headers=client_headers(), timeout=10
+    )
+    assert response.status_code == 202, response.text
+    wait_for_applied(stack.gateway)
+
+    after = recommendations(stack, "a7")
+    assert after["cached"] is False
+    assert after["model_version"] == before["model_version"]  # no retrain happened
+    listed = [item["item_id"] for item in after["items"]]
+    assert first_choice not in listed  # the seen filter knows the purchase at once
+    assert (
+        Counter(item[0] for item in listed)["B"]
+        > Counter(item["item_id"][0] for item in before["items"])["B"]
+    )
+
+
+def test_a_brand_new_user_is_personalised_after_a_few_events(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    assert recommendations(stack, "newcomer")["strategy"] == "popular"
+    events = [
+        {"user_id": "newcomer", "item_id": f"A{index}", "type": "like"} for index in (1, 2, 3)
+    ]
+    response = httpx.post(
+        f"{stack.gateway}/v1/events", json={"events": events}, headers=client_headers(), timeout=10
+    )
+    assert response.status_code == 202
+    wait_for_applied(stack.gateway)
+    body = recommendations(stack, "newcomer")
+    assert body["strategy"] == "personalized"
+    assert Counter(item["item_id"][0] for item in body["items"])["A"] >= 8
+
+
+def test_killed_recommenders_give_marked_fallbacks_and_service_resumes(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    personalised(stack, "b3")
+    for replica in ("recommender1", "recommender2"):
+        stack.kill(replica)
+    try:
+        for user in ("b3", "b4", "nobody"):
+            body = recommendations(stack, user, exclude_seen="true", k=5)
+            if body["cached"]:
+                continue  # a list cached before the crash is still right: same version, epoch
+            assert body["strategy"] == "popular"
+            assert body["fallback_reason"] == "recommender_unavailable"
+            assert len(body["items"]) == 5
+        similar = httpx.get(
+            f"{stack.gateway}/v1/items/A1/similar", headers=client_headers(), timeout=10
+        )
+        assert similar.status_code == 200
+        assert similar.json()["fallback_reason"] == "recommender_unavailable"
+    finally:
+        for replica in ("recommender1", "recommender2"):
+            stack.start(replica)
+    # The breakers let a trial request through after their reset time: service resumes.
+    personalised(stack, "b9")
+
+
+def test_model_swaps_under_concurrent_requests_fail_no_request(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    statuses: Counter[int] = Counter()
+    versions: Counter[object] = Counter()
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        with httpx.Client(base_url=stack.gateway, headers=client_headers(), timeout=10) as http:
+            index = 0
+            while not stop.is_set():
+                user = f"{'ab'[index % 2]}{(worker * 7 + index) % 40}"
+                response = http.get(f"/v1/users/{user}/recommendations", params={"k": 5})
+                statuses[response.status_code] += 1
+                if response.status_code == 200:
+                    versions[response.json()["model_version"]] += 1
+                index += 1
+
+    threads = [threading.Thread(target=load, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        with httpx.Client(base_url=stack.gateway, headers=admin_headers(), timeout=30) as admin:
+            task = admin.post("/v1/models/retrain", json={"force": True}).json()["task_id"]
+            result = wait_for_task(stack.gateway, task)
+            new_version = result["result"]["version"]  # type: ignore[index]
+            wait_until(
+                lambda: versions[new_version] > 20, timeout=30, what="the new version served"
+            )
+            rollback = admin.post(f"/v1/models/{trained['version']}/activate")
+            assert rollback.status_code == 200, rollback.text
+            marker = versions[trained["version"]]
+            wait_until(
+                lambda: versions[trained["version"]] > marker + 20,
+                timeout=30,
+                what="the rolled-back version served",
+            )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert set(statuses) == {200}, statuses
+    assert sum(statuses.values()) > 100
