@@ -163,8 +163,15 @@ def wait_for_task(gateway: str, task_id: str, *, timeout: float = 120.0) -> dict
     return result
 
 
+_CLUSTER_NAMES = (
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa",
+    "lambda", "mu", "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon",
+)  # fmt: skip
+
+
 def taste_clusters(
     *,
+    clusters: int = 2,
     users_per_cluster: int = 40,
     items_per_cluster: int = 30,
     events_per_user: int = 12,
@@ -172,8 +179,9 @@ def taste_clusters(
     days: float = 30.0,
     now: float | None = None,
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """Two taste clusters: users ``a*`` interact only with items ``A*`` (category "alpha"),
-    users ``b*`` only with ``B*`` ("beta"). Returns (items, events), events spread over
+    """Taste clusters: users ``a*`` interact only with items ``A*`` (category "alpha"), users
+    ``b*`` only with ``B*`` ("beta"), and so on for up to 20 clusters. Returns (items, events),
+    events spread over
     ``days`` up to ``now`` so a time-ordered holdout has recent interactions to judge."""
     import random
     from datetime import UTC, datetime
@@ -182,7 +190,8 @@ def taste_clusters(
     end = now if now is not None else time.time() - 60
     items: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
-    for cluster, category in (("a", "alpha"), ("b", "beta")):
+    for index, category in enumerate(_CLUSTER_NAMES[:clusters]):
+        cluster = chr(ord("a") + index)
         catalogue = [f"{cluster.upper()}{index}" for index in range(items_per_cluster)]
         items += [
             {"item_id": item, "title": f"{category.title()} item {item}", "categories": [category]}

@@ -326,7 +326,7 @@ async def redis_readiness(client: Any) -> str:
     return "ok"
 
 
-def _recommendation_query(
+async def _recommendation_query(
     k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items to return")] = 10,
     offset: Annotated[
         int, Query(ge=0, le=MAX_OFFSET, description="How many of the best items to skip (paging)")

@@ -8,26 +8,33 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from feature_store.catalogue import Catalogue
-from feature_store.config import Settings, get_settings
+from feature_store.config import Settings
 from recsys_shared.artifacts import ArtifactStore
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _settings(request: Request) -> Settings:
+    # From the lifespan state, not a dependency override: FastAPI re-analyses every
+    # dependency of every request while any override is registered.
+    settings: Settings = request.state.settings
+    return settings
+
+
+async def _redis(request: Request) -> aioredis.Redis:
     client: aioredis.Redis = request.state.redis
     return client
 
 
-def _catalogue(request: Request) -> Catalogue:
+async def _catalogue(request: Request) -> Catalogue:
     catalogue: Catalogue = request.state.catalogue
     return catalogue
 
 
-def _store(request: Request) -> ArtifactStore:
+async def _store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.state.store
     return store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]

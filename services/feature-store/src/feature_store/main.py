@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
         consumer_task.add_done_callback(_report_consumer_exit)
         yield {
+            "settings": settings,
             "redis": client,
             "catalogue": Catalogue(client),
             "store": ArtifactStore(settings.artifact_url),
@@ -77,7 +78,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     web.install(app, readiness=_readiness, max_body_bytes=4 * 1024 * 1024)
     for router in (items.router, users.router, snapshots.router):
         app.include_router(router)

@@ -53,7 +53,7 @@ class ApiKeys:
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
 
 
-def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> Role:
+async def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> Role:
     keys: ApiKeys = request.state.api_keys
     role = keys.role_of(key)
     if role is None:
@@ -65,12 +65,12 @@ def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]
     return role
 
 
-def require_client(role: Annotated[Role, Depends(_role)]) -> Role:
+async def require_client(role: Annotated[Role, Depends(_role)]) -> Role:
     """Any valid key: admins may do what clients do."""
     return role
 
 
-def require_admin(role: Annotated[Role, Depends(_role)]) -> Role:
+async def require_admin(role: Annotated[Role, Depends(_role)]) -> Role:
     if role is not Role.ADMIN:
         raise PermissionDenied("This operation needs an API key with the admin role.")
     return role

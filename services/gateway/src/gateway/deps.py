@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from gateway.clients import FeatureStoreClient
-from gateway.config import Settings, get_settings
+from gateway.config import Settings
 from gateway.ingest import EventIngestor
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
@@ -16,41 +16,48 @@ from recsys_shared.features import FeatureReader
 from recsys_shared.registry import ModelRegistry
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _settings(request: Request) -> Settings:
+    # From the lifespan state, not a dependency override: FastAPI re-analyses every
+    # dependency of every request while any override is registered.
+    settings: Settings = request.state.settings
+    return settings
+
+
+async def _redis(request: Request) -> aioredis.Redis:
     client: aioredis.Redis = request.state.redis
     return client
 
 
-def _reads(request: Request) -> ReadService:
+async def _reads(request: Request) -> ReadService:
     service: ReadService = request.state.reads
     return service
 
 
-def _ingestor(request: Request) -> EventIngestor:
+async def _ingestor(request: Request) -> EventIngestor:
     ingestor: EventIngestor = request.state.ingestor
     return ingestor
 
 
-def _feature_store(request: Request) -> FeatureStoreClient:
+async def _feature_store(request: Request) -> FeatureStoreClient:
     client: FeatureStoreClient = request.state.feature_store
     return client
 
 
-def _tasks(request: Request) -> TaskQueue:
+async def _tasks(request: Request) -> TaskQueue:
     queue: TaskQueue = request.state.tasks
     return queue
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.state.registry
     return registry
 
 
-def _features(request: Request) -> FeatureReader:
-    return FeatureReader(_redis(request))
+async def _features(request: Request) -> FeatureReader:
+    return FeatureReader(request.state.redis)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
 ReadsDep = Annotated[ReadService, Depends(_reads)]
 IngestorDep = Annotated[EventIngestor, Depends(_ingestor)]

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             record_ttl_seconds=settings.task_record_ttl_seconds,
         )
         yield {
+            "settings": settings,
             "redis": client,
             "api_keys": api_keys,
             "reads": ReadService(
@@ -95,7 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     web.install(
         app,
         readiness=_readiness,

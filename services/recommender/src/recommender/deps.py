@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from recommender.service import RecommendationService
 
 
-def _service(request: Request) -> RecommendationService:
+async def _service(request: Request) -> RecommendationService:
     service: RecommendationService = request.state.service
     return service
 

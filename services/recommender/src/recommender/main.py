@@ -65,7 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
     web.install(app, readiness=_readiness)
     app.include_router(recommendations.router)
     app.include_router(model.router)

@@ -11,6 +11,7 @@ import asyncio
 import io
 import logging
 import time
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,16 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
     model_class = (
         AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
     )
-    model = model_class.load(io.BytesIO(files[MODEL_FILE]))
+    try:
+        model = model_class.load(io.BytesIO(files[MODEL_FILE]))
+        ids = load_npz(files[IDS_FILE])
+        user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError) as error:
+        # Whole and checksummed, yet not a model: refused like any broken artifact.
+        raise ArtifactError(f"Model version {info.version} cannot be read: {error}") from error
+    if model.item_factors is None or model.user_factors is None:
+        raise ArtifactError(f"Model version {info.version} has no factors.")
     model.num_threads = 1  # one request is one user: threads would only add overhead
-    ids = load_npz(files[IDS_FILE])
     item_factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
     if isinstance(model, AlternatingLeastSquares):
@@ -115,8 +123,8 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
     norms[norms == 0] = 1.0
     loaded = LoadedModel(
         info=info,
-        users=IdIndex(ids["user_ids"]),
-        items=IdIndex(ids["item_ids"]),
+        users=IdIndex(user_ids),
+        items=IdIndex(item_ids),
         user_factors=user_factors,
         item_factors=item_factors,
         unit_item_factors=np.ascontiguousarray(item_factors / norms, dtype=np.float32),

@@ -1,0 +1,503 @@
+"""`make bench`: the serving targets, each as a ratio against a baseline measured in the same run.
+
+Starts its own redis-server and the whole system (gateway, two recommenders, feature-store,
+Celery worker) on free loopback ports, loads a synthetic two-cluster data set through the
+public API, trains through the worker, then measures with wrk (the same load tool for the
+system and its baseline):
+
+1. cached recommendations through the gateway vs a bare FastAPI endpoint doing one Redis GET;
+2. uncached personalised recommendations (random users and k) vs the same baseline, and the
+   p99 at half of that peak, from an open-loop client at a fixed rate;
+3. scoring vs a bare numpy dot product + argpartition over the same factors;
+4. freshness: from an event's 202 to the user's list reflecting it;
+5. scale: a 100,000-item x 1,000,000-user model in one recommender: memory and p99.
+
+Prints every figure and writes them to reports/bench.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+
+from recommender.model_store import load_model
+from recommender.scoring import top_k
+from recsys_shared import keys
+from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.processes import ManagedProcess, RedisServer, free_port, uvicorn_argv, wait_until
+from recsys_shared.redis import create_async_redis
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelInfo, ModelStatus
+from recsys_shared.testing import (
+    CLIENT_KEY,
+    Stack,
+    admin_headers,
+    build_stack,
+    client_headers,
+    taste_clusters,
+    wait_for_applied,
+    wait_for_task,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+USERS_PER_CLUSTER = 250
+results: dict[str, Any] = {}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("make bench needs wrk: apt-get install wrk")
+    say("installing wrk (Debian package)…")
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    return "wrk"
+
+
+def wrk(
+    url: str, *, lua: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Closed-loop peak: requests/s and latency percentiles as wrk reports them."""
+    argv = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency"]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua or "")
+    if lua:
+        argv += ["-s", script.name]
+    output = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
+    Path(script.name).unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    percentiles = {
+        f"p{label}": _millis(value)
+        for label, value in re.findall(r"^\s+(50|90|99)%\s+([\d.]+\w+)", output, re.MULTILINE)
+    }
+    return {
+        "requests_per_second": round(rps),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        **percentiles,
+    }
+
+
+def _millis(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return round(float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
+
+
+def user_script(users: list[str], *, random_k: bool) -> str:
+    listed = ",".join(f'"{user}"' for user in users)
+    k = "math.random(1, 100)" if random_k else "10"
+    return f"""
+local users = {{{listed}}}
+math.randomseed(os.time() + math.floor(os.clock() * 1000000))
+request = function()
+  local user = users[math.random(1, #users)]
+  return wrk.format("GET", "/v1/users/" .. user .. "/recommendations?k=" .. {k})
+end
+"""
+
+
+def cache_counts(gateway: str) -> dict[str, float]:
+    text = httpx.get(f"{gateway}/metrics", timeout=5).text
+    return {
+        result: float(value)
+        for result, value in re.findall(
+            r'recsys_cache_requests_total\{result="(\w+)"\} ([\d.e+]+)', text
+        )
+    }
+
+
+def load_system(stack: Stack) -> list[str]:
+    # Twenty clusters: personalisation matters (global popularity is weak) as in real data.
+    items, events = taste_clusters(
+        clusters=20, users_per_cluster=USERS_PER_CLUSTER, items_per_cluster=150, events_per_user=20
+    )
+    with httpx.Client(base_url=stack.gateway, timeout=60, headers=client_headers()) as http:
+        http.put("/v1/items", json={"items": items[:1000]}).raise_for_status()
+        http.put("/v1/items", json={"items": items[1000:2000]}).raise_for_status()
+        http.put("/v1/items", json={"items": items[2000:]}).raise_for_status()
+        for start in range(0, len(events), 1000):
+            http.post(
+                "/v1/events", json={"events": events[start : start + 1000]}
+            ).raise_for_status()
+    wait_for_applied(stack.gateway, timeout=120)
+    task = httpx.post(f"{stack.gateway}/v1/models/retrain", json={}, headers=admin_headers())
+    outcome = wait_for_task(stack.gateway, task.json()["task_id"], timeout=300)
+    say(f"  trained: {outcome.get('result', {}).get('status')}")  # type: ignore[union-attr]
+    users = sorted({str(event["user_id"]) for event in events})
+
+    def served() -> bool:
+        body = httpx.get(
+            f"{stack.gateway}/v1/users/{users[0]}/recommendations", headers=client_headers()
+        ).json()
+        return bool(body["strategy"] == "personalized")
+
+    wait_until(served, timeout=60, what="the model to be served")
+    return users
+
+
+def throughput(stack: Stack, baseline_url: str, users: list[str]) -> None:
+    say("throughput (wrk, same machine, same tool for every figure)…")
+    baseline = wrk(baseline_url)
+    hot = users[:200]
+    for user in hot:
+        httpx.get(f"{stack.gateway}/v1/users/{user}/recommendations?k=10", headers=client_headers())
+    before = cache_counts(stack.gateway)
+    cached = wrk(stack.gateway, lua=user_script(hot, random_k=False), headers=client_headers())
+    after = cache_counts(stack.gateway)
+    hits = after.get("hit", 0) - before.get("hit", 0)
+    cached["hit_ratio"] = round(hits / max(sum(after.values()) - sum(before.values()), 1), 4)
+    uncached = wrk(stack.gateway, lua=user_script(users, random_k=True), headers=client_headers())
+    final = cache_counts(stack.gateway)
+    uncached["hit_ratio"] = round(
+        (final.get("hit", 0) - after.get("hit", 0))
+        / max(sum(final.values()) - sum(after.values()), 1),
+        4,
+    )
+    results["baseline_one_redis_get"] = baseline
+    results["cached_recommendations"] = {
+        **cached,
+        "ratio_to_baseline": round(
+            cached["requests_per_second"] / baseline["requests_per_second"], 3
+        ),
+        "target_ratio": 0.7,
+    }
+    results["uncached_recommendations"] = {
+        **uncached,
+        "ratio_to_baseline": round(
+            uncached["requests_per_second"] / baseline["requests_per_second"], 3
+        ),
+        "target_ratio": 0.35,
+    }
+    rate = max(uncached["requests_per_second"] / 2, 1)
+    results["uncached_at_half_peak"] = asyncio.run(open_loop(stack.gateway, users, rate))
+    results["uncached_at_half_peak"]["target_p99_ms"] = 25
+
+
+async def open_loop(gateway: str, users: list[str], rate: float) -> dict[str, float]:
+    """Requests sent on a fixed schedule (not waiting for answers), latencies recorded."""
+    latencies: list[float] = []
+    errors = 0
+    generator = random.Random(3)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(
+        base_url=gateway, headers=client_headers(), limits=limits, timeout=10
+    ) as http:
+
+        async def one() -> None:
+            nonlocal errors
+            user, k = generator.choice(users), generator.randint(1, 100)
+            started = time.perf_counter()
+            response = await http.get(f"/v1/users/{user}/recommendations?k={k}")
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200
+
+        tasks = []
+        start = time.perf_counter()
+        count = int(rate * DURATION)
+        for index in range(count):
+            await asyncio.sleep(max(start + index / rate - time.perf_counter(), 0))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    return {
+        "rate_per_second": round(rate),
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(latencies[len(latencies) // 2], 2),
+        "p95_ms": round(latencies[int(len(latencies) * 0.95)], 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
+def scoring(stack: Stack) -> None:
+    say("scoring vs bare numpy…")
+    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    version = int(client.get(keys.MODEL_ACTIVE) or 0)
+    client.close()
+    info = asyncio.run(_model_info(stack.redis.url, version))
+    model = load_model(ArtifactStore(stack.env["ARTIFACT_URL"]), info)
+    generator = np.random.default_rng(0)
+    rows = generator.integers(0, model.user_factors.shape[0], 2000)
+    seen = [generator.integers(0, model.item_factors.shape[0], 20) for _ in rows]
+
+    def ours() -> None:
+        for row, exclude in zip(rows, seen, strict=True):
+            top_k(model.item_factors @ model.user_factors[row], k=10, exclude=exclude)
+
+    def bare() -> None:
+        for row in rows:
+            scores = model.item_factors @ model.user_factors[row]
+            best = np.argpartition(-scores, 9)[:10]
+            best[np.argsort(-scores[best])]
+
+    timings = {
+        name: min(_timed(fn) for _ in range(5)) for name, fn in (("ours", ours), ("bare", bare))
+    }
+    results["scoring"] = {
+        "items": int(model.item_factors.shape[0]),
+        "factors": int(model.item_factors.shape[1]),
+        "ours_us_per_user": round(timings["ours"] / len(rows) * 1e6, 2),
+        "bare_numpy_us_per_user": round(timings["bare"] / len(rows) * 1e6, 2),
+        "ratio": round(timings["ours"] / timings["bare"], 3),
+        "target_ratio_at_most": 2.0,
+    }
+
+
+def _timed(function: Any) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+async def _model_info(url: str, version: int) -> ModelInfo:
+    client = create_async_redis(url)
+    try:
+        return await ModelRegistry(client).get(version)
+    finally:
+        await client.aclose()
+
+
+def freshness(stack: Stack, users: list[str]) -> None:
+    say("freshness: event 202 → the user's list reflects it…")
+    delays = []
+    with httpx.Client(base_url=stack.gateway, headers=client_headers(), timeout=10) as http:
+        for user in random.Random(5).sample(users, 50):
+            listed = http.get(f"/v1/users/{user}/recommendations?k=10").json()["items"]
+            top = listed[0]["item_id"]
+            event = {"events": [{"user_id": user, "item_id": top, "type": "purchase"}]}
+            assert http.post("/v1/events", json=event).status_code == 202
+            accepted = time.perf_counter()
+            while top in {
+                item["item_id"]
+                for item in http.get(f"/v1/users/{user}/recommendations?k=10").json()["items"]
+            }:
+                time.sleep(0.005)
+            delays.append((time.perf_counter() - accepted) * 1000)
+    delays.sort()
+    results["freshness"] = {
+        "events": len(delays),
+        "p50_ms": round(statistics.median(delays), 1),
+        "p95_ms": round(delays[int(len(delays) * 0.95) - 1], 1),
+        "max_ms": round(delays[-1], 1),
+        "target_p95_ms": 1000,
+    }
+
+
+def scale(workdir: Path) -> None:
+    """A 100k-item, 1M-user model in one recommender: resident memory and request latency."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    say("scale: 100,000 items x 1,000,000 users…")
+    n_users, n_items, factors = 1_000_000, 100_000, 64
+    generator = np.random.default_rng(1)
+    model = AlternatingLeastSquares(factors=factors, random_state=0)
+    model.user_factors = generator.standard_normal((n_users, factors), dtype=np.float32) * 0.1
+    model.item_factors = generator.standard_normal((n_items, factors), dtype=np.float32) * 0.1
+    buffer = io.BytesIO()
+    model.save(buffer)
+    store = ArtifactStore(f"file://{workdir / 'scale-artifacts'}")
+    user_ids = np.array([f"u{index}" for index in range(n_users)])
+    store.write_bundle(
+        model_folder(1),
+        {
+            MODEL_FILE: buffer.getvalue(),
+            IDS_FILE: npz_bytes(
+                user_ids=user_ids, item_ids=np.array([f"i{i}" for i in range(n_items)])
+            ),
+        },
+        {"version": 1},
+    )
+    server = RedisServer(workdir / "scale-redis").start()
+    port = free_port()
+    try:
+        info = ModelInfo(
+            version=1,
+            status=ModelStatus.CANDIDATE,
+            algorithm="als",
+            created_at=datetime.now(UTC),
+            snapshot_id="synthetic",
+            artifact_url=store.url(model_folder(1)),
+            data={"snapshot_created_at": time.time()},
+        )
+        asyncio.run(_publish(server.url, info))
+        env = {
+            **os.environ,
+            "REDIS_URL": server.url,
+            "ARTIFACT_URL": store.base_url,
+            "LOG_LEVEL": "WARNING",
+        }
+        recommender = (
+            ManagedProcess(
+                "scale-recommender",
+                uvicorn_argv("recommender.main:create_app", port),
+                env=env,
+                health_url=f"http://127.0.0.1:{port}/healthz",
+                output=subprocess.DEVNULL,
+            )
+            .start()
+            .wait_healthy(timeout=120)
+        )
+        loading = time.perf_counter()
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/model").json()["serving_version"] == 1,
+            timeout=300,
+            interval=0.5,
+            what="the big model to load",
+        )
+        load_seconds = time.perf_counter() - loading
+        latencies = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for index in random.Random(9).sample(range(n_users), 1000):
+                started = time.perf_counter()
+                response = http.get(f"/users/u{index}/recommendations?k=10")
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.json()["strategy"] == "personalized"
+        rss = _rss_megabytes(recommender.pid)
+        recommender.stop()
+    finally:
+        server.stop()
+    latencies.sort()
+    results["scale"] = {
+        "users": n_users,
+        "items": n_items,
+        "factors": factors,
+        "resident_memory_mb": rss,
+        "factor_arrays_mb": round((n_users + 2 * n_items) * factors * 4 / 2**20),
+        "load_seconds_after_start": round(load_seconds, 1),
+        "p50_ms": round(latencies[len(latencies) // 2], 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 2),
+    }
+
+
+async def _publish(url: str, info: ModelInfo) -> None:
+    client = create_async_redis(url)
+    try:
+        await ModelRegistry(client).publish(info, reason="benchmark")
+    finally:
+        await client.aclose()
+
+
+def _rss_megabytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024)
+    return -1
+
+
+def main() -> None:
+    ensure_wrk()
+    with tempfile.TemporaryDirectory(prefix="bench-") as directory:
+        workdir = Path(directory)
+        server = RedisServer(workdir / "redis").start()
+        stack = build_stack(server, workdir, LOG_LEVEL="WARNING")
+        baseline_port = free_port()
+        baseline = ManagedProcess(
+            "baseline",
+            [
+                *uvicorn_argv("bench_baseline:create_app", baseline_port),
+                "--app-dir",
+                str(ROOT / "scripts"),
+            ],
+            env={**stack.env},
+            health_url=f"http://127.0.0.1:{baseline_port}/baseline",
+            output=subprocess.DEVNULL,
+        )
+        try:
+            for name in ("feature-store", "recommender1", "recommender2", "gateway", "worker"):
+                stack.start(name)
+            say("loading a synthetic data set through the API and training…")
+            users = load_system(stack)
+            cached = httpx.get(
+                f"{stack.gateway}/v1/users/{users[0]}/recommendations?k=10",
+                headers=client_headers(),
+            ).json()
+            redis.Redis.from_url(server.url).set("bench:baseline", json.dumps(cached))
+            baseline.start().wait_healthy(timeout=30)
+            throughput(stack, f"http://127.0.0.1:{baseline_port}/baseline", users)
+            scoring(stack)
+            freshness(stack, users)
+        finally:
+            baseline.stop()
+            stack.close()
+            server.stop()
+        scale(workdir)
+    report(results)
+
+
+def report(figures: dict[str, Any]) -> None:
+    figures = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
+        "wrk": f"2 threads, {CONNECTIONS} connections, {DURATION} s",
+        "api_key": CLIENT_KEY,
+        **figures,
+    }
+    path = ROOT / "reports" / "bench.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2))
+    base = figures["baseline_one_redis_get"]["requests_per_second"]
+    cached, uncached = figures["cached_recommendations"], figures["uncached_recommendations"]
+    half, score = figures["uncached_at_half_peak"], figures["scoring"]
+    fresh, big = figures["freshness"], figures["scale"]
+    say(f"\nbenchmarks — {figures['machine']}, {figures['date']}")
+    say(f"  baseline (bare FastAPI + one Redis GET):  {base:>7,} req/s")
+    for label, figure, target in (
+        ("cached recommendations via the gateway", cached, 0.7),
+        ("uncached personalised (random users, k)", uncached, 0.35),
+    ):
+        say(
+            f"  {label + ':':<42}{figure['requests_per_second']:>7,} req/s = "
+            f"{figure['ratio_to_baseline']:.2f}x baseline (target >= {target:.2f}; "
+            f"hit ratio {figure['hit_ratio']})"
+        )
+    say(
+        f"  uncached at half of peak ({half['rate_per_second']} req/s): p50 {half['p50_ms']} ms, "
+        f"p99 {half['p99_ms']} ms (target <= 25 ms), errors {half['errors']}"
+    )
+    say(
+        f"  scoring {score['items']} items: {score['ours_us_per_user']} us vs bare numpy "
+        f"{score['bare_numpy_us_per_user']} us = {score['ratio']:.2f}x (target <= 2x)"
+    )
+    say(
+        f"  freshness (202 -> list reflects the event): p50 {fresh['p50_ms']} ms, "
+        f"p95 {fresh['p95_ms']} ms (target <= 1000 ms)"
+    )
+    say(
+        f"  scale 100k items x 1M users: {big['resident_memory_mb']} MB resident "
+        f"({big['factor_arrays_mb']} MB of factors), p50 {big['p50_ms']} ms, p99 {big['p99_ms']} ms"
+    )
+    say(f"  written to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
