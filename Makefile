@@ -10,7 +10,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench-ingest
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: setup ## ruff: lint and formatting
 
 typecheck: setup ## mypy --strict on the shared package and every service
 	$(VENV)/bin/mypy shared/src services/gateway/src services/recommender/src services/feature-store/src services/retraining-worker/src
+
+bench: setup ## Serving figures (cache, uncached, p99, scoring, freshness, scale) vs baselines
+	$(RUN) scripts/bench.py
 
 bench-ingest: setup ## Events/s accepted and applied end to end, beside raw XADD (reports/)
 	$(RUN) scripts/bench_ingest.py

@@ -4,13 +4,14 @@ user's latest applied event; one computation for concurrent misses."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 import redis
 import redis.asyncio as aioredis
 
-from gateway.cache import ResponseCache, query_digest
+from gateway.cache import ResponseCache, cached_json, query_digest
 from recsys_shared import keys
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 
@@ -129,7 +130,10 @@ async def test_the_lookup_builds_the_key_the_way_keys_py_does(redis_client: aior
     await cache.store(lookup, _answer(7))
     again = await cache.lookup(USER, query)
     assert again.entry is not None
-    assert again.entry["body"]["model_version"] == 7
+    body = json.loads(cached_json(again.entry))
+    assert body["model_version"] == 7
+    assert body["cached"] is True
+    assert 0 <= body["cache_age_seconds"] < 5
 
 
 async def test_concurrent_misses_compute_once(redis_client: aioredis.Redis) -> None:

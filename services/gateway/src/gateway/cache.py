@@ -39,7 +39,7 @@ return {version, epoch, entry}
 class Lookup:
     key: str
     version: int
-    entry: dict[str, Any] | None
+    entry: str | None
 
 
 def query_digest(query: RecommendationQuery) -> str:
@@ -60,15 +60,15 @@ class ResponseCache:
             args=[keys.cache_user_prefix(user_id), digest],
         )
         key = keys.cache_user(user_id, int(version), epoch, digest)
-        entry = json.loads(raw) if raw else None
-        metrics.CACHE_REQUESTS.labels("hit" if entry else "miss").inc()
-        return Lookup(key=key, version=int(version), entry=entry)
+        metrics.CACHE_REQUESTS.labels("hit" if raw else "miss").inc()
+        return Lookup(key=key, version=int(version), entry=raw or None)
 
     async def store(self, lookup: Lookup, response: Recommendations) -> None:
         if response.model_version is None or response.model_version != lookup.version:
             return
-        entry = {"stored_at": time.time(), "body": response.model_dump(mode="json")}
-        await self.redis.set(lookup.key, json.dumps(entry), ex=self.ttl_seconds)
+        # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
+        entry = f"{time.time()!r}\n{response.model_dump_json()}"
+        await self.redis.set(lookup.key, entry, ex=self.ttl_seconds)
 
     async def single_flight(
         self, key: str, compute: Callable[[], Awaitable[Recommendations]]
@@ -94,9 +94,17 @@ class ResponseCache:
         return result
 
 
-def cached_body(entry: dict[str, Any]) -> dict[str, Any]:
-    """A stored entry as a response: marked as cached, with its age."""
-    body: dict[str, Any] = entry["body"]
-    body["cached"] = True
-    body["cache_age_seconds"] = round(max(time.time() - float(entry["stored_at"]), 0.0), 3)
-    return body
+# The stored JSON ends with these two fields (they are the last of Recommendations), as a
+# freshly computed list has them; a hit swaps in its own values without parsing the body.
+_FRESH_SUFFIX = '"cached":false,"cache_age_seconds":null}'
+
+
+def cached_json(entry: str) -> str:
+    """A stored entry as a response body: marked as cached, with its age."""
+    stored_at, _, body = entry.partition("\n")
+    age = round(max(time.time() - float(stored_at), 0.0), 3)
+    if body.endswith(_FRESH_SUFFIX):
+        return f'{body[: -len(_FRESH_SUFFIX)]}"cached":true,"cache_age_seconds":{age}}}'
+    parsed: dict[str, Any] = json.loads(body)  # written by an older gateway: the slow way
+    parsed.update(cached=True, cache_age_seconds=age)
+    return json.dumps(parsed)

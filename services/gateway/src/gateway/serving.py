@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from gateway import metrics
-from gateway.cache import Lookup, ResponseCache, cached_body
+from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
@@ -47,13 +46,11 @@ class ReadService:
         self.cache = cache
         self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
 
-    async def for_user(
-        self, user_id: str, query: RecommendationQuery
-    ) -> Recommendations | dict[str, Any]:
+    async def for_user(self, user_id: str, query: RecommendationQuery) -> Recommendations | str:
         """A cached list (as the stored JSON, marked cached) or a freshly computed one."""
         lookup = await self.cache.lookup(user_id, query)
         if lookup.entry is not None:
-            return cached_body(lookup.entry)
+            return cached_json(lookup.entry)
         return await self.cache.single_flight(
             lookup.key, lambda: self._compute_for_user(user_id, query, lookup)
         )

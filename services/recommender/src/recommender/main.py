@@ -54,7 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             client, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
         )
         yield {"redis": client, "holder": holder, "service": service}
-        watcher.cancel()
+        # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
+        # redis-py enters one (its connection checks use timeout(0)): the watcher then loops on
+        # and one cancel() would wait forever. Repeat it until the task has ended.
+        while not watcher.done():
+            watcher.cancel()
+            await asyncio.wait({watcher}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await client.aclose()

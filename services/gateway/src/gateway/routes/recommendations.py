@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
-from fastapi.responses import JSONResponse
 
 from gateway.auth import ClientAuth
 from gateway.deps import ReadsDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.schemas import Identifier, Recommendations
-from recsys_shared.web import RecommendationQueryDep
+from recsys_shared.web import RecommendationQueryDep, model_response
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[ClientAuth])
 
@@ -31,10 +30,12 @@ async def recommendations_for_user(
     user_id: Annotated[Identifier, Path(description="User id")],
     query: RecommendationQueryDep,
     reads: ReadsDep,
-) -> Recommendations | Response:
+) -> Response:
     result = await reads.for_user(user_id, query)
     # A cache hit is the stored JSON of a list that was validated when it was stored.
-    return JSONResponse(result) if isinstance(result, dict) else result
+    if isinstance(result, str):
+        return Response(result, media_type="application/json")
+    return model_response(result)
 
 
 @router.get(
@@ -43,8 +44,8 @@ async def recommendations_for_user(
     summary="Time-decayed popular items, overall or in a category",
     responses=PROBLEM_RESPONSES,
 )
-async def popular_items(query: RecommendationQueryDep, reads: ReadsDep) -> Recommendations:
-    return await reads.popular(query)
+async def popular_items(query: RecommendationQueryDep, reads: ReadsDep) -> Response:
+    return model_response(await reads.popular(query))
 
 
 @router.get(
@@ -57,5 +58,5 @@ async def similar_items(
     item_id: Annotated[Identifier, Path(description="Item id")],
     query: RecommendationQueryDep,
     reads: ReadsDep,
-) -> Recommendations:
-    return await reads.similar(item_id, query)
+) -> Response:
+    return model_response(await reads.similar(item_id, query))
