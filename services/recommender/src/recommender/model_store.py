@@ -154,7 +154,8 @@ class ModelHolder:
         self.current: LoadedModel | None = None
         self.active_version: int | None = None
         self.last_error: str | None = None
-        self._failed: dict[int, float] = {}
+        # version → (when to try again, failed attempts): 1 s, then doubling up to 60 s.
+        self._failed: dict[int, tuple[float, int]] = {}
 
     async def refresh(self) -> None:
         """Load the active version if it is not the one in memory."""
@@ -165,7 +166,7 @@ class ModelHolder:
             return
         if active is None:
             return
-        retry_at = self._failed.get(active, 0.0)
+        retry_at, attempts = self._failed.get(active, (0.0, 0))
         if time.monotonic() < retry_at:
             return
         try:
@@ -173,7 +174,8 @@ class ModelHolder:
             started = time.perf_counter()
             loaded = await asyncio.to_thread(load_model, self.store, info)
         except (ArtifactError, OSError, ValueError, KeyError) as error:
-            self._failed[active] = time.monotonic() + min(60.0, 2.0 ** len(self._failed))
+            delay = min(60.0, 2.0**attempts)
+            self._failed[active] = (time.monotonic() + delay, attempts + 1)
             self.last_error = f"version {active} failed to load: {error}"
             metrics.MODEL_LOAD_FAILURES.inc()
             log.error("keeping version %s: %s", self.serving_version, self.last_error)

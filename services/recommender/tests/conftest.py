@@ -1,0 +1,276 @@
+"""Fixtures for the recommender's tests: a tiny trained model, its artifact, and real features.
+
+The data are two taste clusters (a checkerboard): users ``a*`` interact only with items ``A*``
+(category "alpha"), users ``b*`` only with items ``B*`` (category "beta"). A model trained on it
+separates the clusters cleanly, so "the right cluster" is something a test can assert.
+
+Times: the features are written at ``FEATURES_AT``; the model's snapshot was taken at
+``SNAPSHOT_AT`` (after them); events a test applies "later" use ``AFTER_SNAPSHOT``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+from implicit.cpu.als import AlternatingLeastSquares
+from scipy.sparse import csr_matrix
+
+from feature_store.applier import EventApplier
+from feature_store.catalogue import Catalogue
+from recommender.model_store import ModelHolder
+from recommender.service import RecommendationService
+from recsys_shared import keys
+from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import EventType, ItemWithId, ModelInfo, ModelStatus, StoredEvent
+
+USERS_PER_CLUSTER = 16
+ITEMS_PER_CLUSTER = 12
+ITEMS_PER_USER = 6
+FEATURES_AT = time.time() - 3600.0
+SNAPSHOT_AT = FEATURES_AT + 10.0
+AFTER_SNAPSHOT = FEATURES_AT + 20.0
+#: In the catalogue (category "alpha") but never seen by the model.
+NEW_ITEM = "Anew"
+CATEGORY = {"a": "alpha", "b": "beta"}
+
+
+@dataclass(frozen=True)
+class Clusters:
+    user_ids: list[str]
+    item_ids: list[str]
+    history: dict[str, list[str]] = field(default_factory=dict)
+    features_at: float = FEATURES_AT
+    snapshot_at: float = SNAPSHOT_AT
+    after_snapshot: float = AFTER_SNAPSHOT
+    new_item: str = NEW_ITEM
+
+    def cluster_items(self, cluster: str) -> set[str]:
+        return {item for item in self.item_ids if item.startswith(cluster.upper())}
+
+    def matrix(self) -> csr_matrix:
+        user_rows = {user: row for row, user in enumerate(self.user_ids)}
+        item_rows = {item: row for row, item in enumerate(self.item_ids)}
+        rows, cols = [], []
+        for user, items in self.history.items():
+            for item in items:
+                rows.append(user_rows[user])
+                cols.append(item_rows[item])
+        data = np.full(len(rows), 4.0, dtype=np.float32)  # a "like"
+        return csr_matrix(
+            (data, (rows, cols)), shape=(len(self.user_ids), len(self.item_ids)), dtype=np.float32
+        )
+
+
+def _make_clusters() -> Clusters:
+    generator = random.Random(7)
+    user_ids: list[str] = []
+    item_ids: list[str] = []
+    history: dict[str, list[str]] = {}
+    for cluster in ("a", "b"):
+        catalogue = [f"{cluster.upper()}{index}" for index in range(ITEMS_PER_CLUSTER)]
+        item_ids += catalogue
+        for index in range(USERS_PER_CLUSTER):
+            user = f"{cluster}{index}"
+            user_ids.append(user)
+            history[user] = sorted(generator.sample(catalogue, ITEMS_PER_USER))
+    return Clusters(user_ids=user_ids, item_ids=item_ids, history=history)
+
+
+def train(matrix: csr_matrix) -> AlternatingLeastSquares:
+    model = AlternatingLeastSquares(
+        factors=8, iterations=10, regularization=5.0, random_state=0, num_threads=1
+    )
+    model.fit(matrix, show_progress=False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def clusters() -> Clusters:
+    return _make_clusters()
+
+
+@pytest.fixture(scope="session")
+def als_model(clusters: Clusters) -> AlternatingLeastSquares:
+    return train(clusters.matrix())
+
+
+@pytest.fixture(scope="session")
+def als_model_bytes(als_model: AlternatingLeastSquares) -> bytes:
+    buffer = io.BytesIO()
+    als_model.save(buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def artifact_store(tmp_path: Any) -> ArtifactStore:
+    return ArtifactStore(f"file://{tmp_path}/artifacts")
+
+
+WriteModel = Callable[..., ModelInfo]
+
+
+@pytest.fixture
+def write_model(
+    artifact_store: ArtifactStore, clusters: Clusters, als_model_bytes: bytes
+) -> WriteModel:
+    """Write a version's bundle as the worker does; returns its (unpublished) registry entry."""
+
+    def write(
+        version: int,
+        *,
+        model_bytes: bytes | None = None,
+        user_ids: Iterable[str] | None = None,
+        item_ids: Iterable[str] | None = None,
+        snapshot_created_at: float = SNAPSHOT_AT,
+    ) -> ModelInfo:
+        files = {
+            MODEL_FILE: als_model_bytes if model_bytes is None else model_bytes,
+            IDS_FILE: npz_bytes(
+                user_ids=np.array(list(clusters.user_ids if user_ids is None else user_ids)),
+                item_ids=np.array(list(clusters.item_ids if item_ids is None else item_ids)),
+            ),
+        }
+        artifact_store.write_bundle(
+            model_folder(version),
+            files,
+            {"version": version, "algorithm": "als", "snapshot_id": f"snap-{version}"},
+        )
+        return ModelInfo(
+            version=version,
+            status=ModelStatus.CANDIDATE,
+            algorithm="als",
+            params={"factors": 8},
+            created_at=datetime.now(UTC),
+            snapshot_id=f"snap-{version}",
+            data={"snapshot_created_at": snapshot_created_at},
+            artifact_url=artifact_store.url(model_folder(version)),
+        )
+
+    return write
+
+
+@pytest.fixture
+def registry(redis_client: aioredis.Redis) -> ModelRegistry:
+    return ModelRegistry(redis_client)
+
+
+@pytest.fixture
+async def model_v1(write_model: WriteModel, registry: ModelRegistry) -> ModelInfo:
+    """Version 1, trained on the clusters, written and published as the active version."""
+    info = write_model(1)
+    await registry.publish(info, reason="test")
+    return info
+
+
+@pytest.fixture
+def new_holder(
+    redis_client: aioredis.Redis, artifact_store: ArtifactStore
+) -> Callable[[], ModelHolder]:
+    return lambda: ModelHolder(redis_client, artifact_store, poll_seconds=0.2)
+
+
+@pytest.fixture
+async def holder(model_v1: ModelInfo, new_holder: Callable[[], ModelHolder]) -> ModelHolder:
+    loaded = new_holder()
+    await loaded.refresh()
+    assert loaded.serving_version == model_v1.version
+    return loaded
+
+
+class Features:
+    """Writes through the feature-store's own classes, as its consumer and API would: events go
+    into the real stream, are read through the consumer group, and are applied."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.redis = client
+        self.catalogue = Catalogue(client)
+        self.applier = EventApplier(client, history_cap=100, half_life_days=7.0)
+        self._sequence = 0
+
+    async def create_group(self) -> None:
+        await self.redis.xgroup_create(keys.EVENTS_STREAM, keys.EVENTS_GROUP, id="0", mkstream=True)
+
+    async def events(
+        self,
+        user_id: str,
+        item_ids: Iterable[str],
+        *,
+        now: float,
+        event_type: EventType = EventType.LIKE,
+        value: float | None = None,
+    ) -> None:
+        """Apply one event per item for the user, as if applied at ``now``."""
+        events = []
+        for item_id in item_ids:
+            self._sequence += 1
+            events.append(
+                StoredEvent(
+                    event_id=f"e{self._sequence}",
+                    user_id=user_id,
+                    item_id=item_id,
+                    type=event_type,
+                    value=value,
+                    ts=now - 1.0,
+                    received_at=now,
+                )
+            )
+        for event in events:
+            await self.redis.xadd(keys.EVENTS_STREAM, {"e": event.model_dump_json()})
+        response = await self.redis.xreadgroup(
+            keys.EVENTS_GROUP, "tests", {keys.EVENTS_STREAM: ">"}, count=len(events)
+        )
+        stream_ids = [stream_id for stream_id, _ in response[0][1]]
+        result = await self.applier.apply(list(zip(stream_ids, events, strict=True)), now=now)
+        assert result.applied == len(events)
+
+    async def upsert(self, item_id: str, *, categories: list[str], available: bool = True) -> None:
+        await self.catalogue.upsert(
+            [
+                ItemWithId(
+                    item_id=item_id,
+                    title=f"Item {item_id}",
+                    categories=categories,
+                    available=available,
+                )
+            ]
+        )
+
+    async def recorded(self, recommendation_id: str) -> dict[str, Any]:
+        raw = await self.redis.get(keys.recommendation(recommendation_id))
+        assert raw is not None, "the served list was not recorded"
+        record: dict[str, Any] = json.loads(raw)
+        return record
+
+
+@pytest.fixture
+async def features(redis_client: aioredis.Redis, clusters: Clusters) -> Features:
+    """The catalogue (plus ``NEW_ITEM``) and every user's history, applied before the snapshot."""
+    writer = Features(redis_client)
+    await writer.create_group()
+    await writer.catalogue.upsert(
+        [
+            ItemWithId(item_id=item, title=f"Item {item}", categories=[CATEGORY[item[0].lower()]])
+            for item in [*clusters.item_ids, NEW_ITEM]
+        ]
+    )
+    for user, items in clusters.history.items():
+        await writer.events(user, items, now=FEATURES_AT)
+    return writer
+
+
+@pytest.fixture
+def service(
+    redis_client: aioredis.Redis, holder: ModelHolder, features: Features
+) -> RecommendationService:
+    return RecommendationService(redis_client, holder, record_ttl_seconds=3600)

@@ -1,0 +1,238 @@
+"""RecommendationService.for_user against real Redis, with features the feature-store wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from recommender.model_store import ModelHolder
+from recommender.service import RecommendationService
+from recsys_shared import keys
+from recsys_shared.schemas import EventType, RecommendationQuery, Recommendations, Strategy
+
+
+def _ids(response: Recommendations) -> list[str]:
+    return [item.item_id for item in response.items]
+
+
+async def _assert_recorded(features: Any, response: Recommendations) -> None:
+    record = await features.recorded(response.recommendation_id)
+    assert record["items"] == _ids(response)
+    assert record["user_id"] == response.user_id
+    assert record["model_version"] == response.model_version
+    assert record["strategy"] == response.strategy.value
+
+
+async def test_a_user_gets_unseen_items_of_their_own_cluster(
+    service: RecommendationService, clusters: Any, features: Any
+) -> None:
+    response = await service.for_user("a0", RecommendationQuery(k=5))
+    assert response.strategy is Strategy.PERSONALIZED
+    assert response.model_version == 1
+    assert response.fallback_reason is None
+    assert response.user_id == "a0"
+    served = _ids(response)
+    assert len(served) == 5
+    assert set(served) <= clusters.cluster_items("a")
+    assert not set(served) & set(clusters.history["a0"])
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
+    assert response.items[0].title == f"Item {served[0]}"
+    assert response.items[0].categories == ["alpha"]
+    await _assert_recorded(features, response)
+
+
+async def test_every_unseen_item_of_the_cluster_ranks_before_the_other_cluster(
+    service: RecommendationService, clusters: Any
+) -> None:
+    for user in ("a3", "b5"):
+        own = clusters.cluster_items(user[0]) - set(clusters.history[user])
+        response = await service.for_user(user, RecommendationQuery(k=100))
+        served = _ids(response)
+        assert len(served) == len(clusters.item_ids) - len(clusters.history[user])
+        assert set(served[: len(own)]) == own
+
+
+async def test_a_trained_user_is_scored_with_their_trained_vector(
+    service: RecommendationService, holder: ModelHolder, clusters: Any
+) -> None:
+    model = holder.current
+    assert model is not None
+    response = await service.for_user("b2", RecommendationQuery(k=3))
+    expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b2")]
+    for item in response.items:
+        row = clusters.item_ids.index(item.item_id)
+        assert item.score == pytest.approx(float(expected[row]), abs=1e-5)
+
+
+async def test_seen_items_come_back_when_not_excluded(
+    service: RecommendationService, clusters: Any
+) -> None:
+    seen = set(clusters.history["a1"])
+    response = await service.for_user("a1", RecommendationQuery(k=12, exclude_seen=False))
+    served = _ids(response)
+    assert seen <= set(served)
+    assert set(served) == clusters.cluster_items("a")
+    excluded = await service.for_user("a1", RecommendationQuery(k=12))
+    assert not seen & set(_ids(excluded))
+
+
+async def test_pages_continue_each_other(service: RecommendationService) -> None:
+    first = await service.for_user("a4", RecommendationQuery(k=3))
+    second = await service.for_user("a4", RecommendationQuery(k=3, offset=3))
+    both = await service.for_user("a4", RecommendationQuery(k=6))
+    assert _ids(first) + _ids(second) == _ids(both)
+    assert first.recommendation_id != second.recommendation_id
+
+
+async def test_an_item_made_unavailable_disappears_on_the_next_call(
+    service: RecommendationService, features: Any
+) -> None:
+    before = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    hidden = before[0]
+    await features.upsert(hidden, categories=["alpha"], available=False)
+    after = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    assert hidden not in after
+    assert after[:2] == before[1:]
+    await features.upsert(hidden, categories=["alpha"], available=True)
+    again = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    assert again == before
+
+
+async def test_a_deleted_item_disappears_on_the_next_call(
+    service: RecommendationService, features: Any
+) -> None:
+    before = _ids(await service.for_user("b1", RecommendationQuery(k=4)))
+    assert await features.catalogue.delete(before[1])
+    after = _ids(await service.for_user("b1", RecommendationQuery(k=4)))
+    assert before[1] not in after
+    assert after[:3] == [before[0], *before[2:]]
+    # Filtered in every category too.
+    in_category = _ids(await service.for_user("b1", RecommendationQuery(k=10, category="beta")))
+    assert before[1] not in in_category
+
+
+@pytest.mark.parametrize(("user", "category"), [("a0", "alpha"), ("a0", "beta"), ("b7", "alpha")])
+async def test_a_category_filter_returns_only_items_of_that_category(
+    service: RecommendationService, clusters: Any, user: str, category: str
+) -> None:
+    response = await service.for_user(user, RecommendationQuery(k=50, category=category))
+    served = _ids(response)
+    in_category = clusters.cluster_items(category[0])
+    assert response.strategy is Strategy.PERSONALIZED
+    assert set(served) == in_category - set(clusters.history[user])
+    assert all(item.categories == [category] for item in response.items)
+
+
+async def test_a_category_unknown_to_the_catalogue_returns_nothing(
+    service: RecommendationService,
+) -> None:
+    response = await service.for_user("a0", RecommendationQuery(k=5, category="nothing-here"))
+    assert response.strategy is Strategy.PERSONALIZED
+    assert response.items == []
+
+
+async def test_an_unknown_user_gets_popular_items(
+    service: RecommendationService, features: Any, redis_client: aioredis.Redis
+) -> None:
+    response = await service.for_user("stranger", RecommendationQuery(k=5))
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "unknown_user"
+    assert response.model_version is None
+    expected = await redis_client.zrevrange(keys.POPULAR, 0, 4)
+    assert _ids(response) == expected
+    assert response.items[0].score == pytest.approx(1.0)
+    await _assert_recorded(features, response)
+
+
+async def test_without_a_model_users_get_popular_items(
+    redis_client: aioredis.Redis,
+    new_holder: Callable[[], ModelHolder],
+    features: Any,
+    clusters: Any,
+) -> None:
+    holder = new_holder()
+    await holder.refresh()
+    service = RecommendationService(redis_client, holder, record_ttl_seconds=3600)
+    response = await service.for_user("a0", RecommendationQuery(k=50))
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "no_model"
+    served = _ids(response)
+    assert served
+    assert not set(served) & set(clusters.history["a0"])
+    await _assert_recorded(features, response)
+
+
+async def test_a_user_with_only_items_the_model_does_not_know_gets_popular_items(
+    service: RecommendationService, features: Any, clusters: Any
+) -> None:
+    await features.events("newcomer", [clusters.new_item], now=clusters.after_snapshot)
+    response = await service.for_user("newcomer", RecommendationQuery(k=5))
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "no_known_items"
+
+
+async def test_a_user_with_only_a_negative_rating_gets_popular_items_without_it(
+    service: RecommendationService, features: Any, clusters: Any
+) -> None:
+    top = (await service.for_user("stranger", RecommendationQuery(k=1))).items[0].item_id
+    await features.events(
+        "critic", [top], now=clusters.after_snapshot, event_type=EventType.RATING, value=1.0
+    )
+    response = await service.for_user("critic", RecommendationQuery(k=5))
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "no_known_items"
+    assert top not in _ids(response)
+
+
+async def test_a_new_user_is_folded_in_from_their_events(
+    service: RecommendationService, features: Any, clusters: Any
+) -> None:
+    liked = ["B0", "B4", "B9"]
+    await features.events("newbie", liked, now=clusters.after_snapshot)
+    response = await service.for_user("newbie", RecommendationQuery(k=5))
+    assert response.strategy is Strategy.PERSONALIZED
+    assert response.model_version == 1
+    served = _ids(response)
+    assert len(served) == 5
+    assert set(served) <= clusters.cluster_items("b") - set(liked)
+    await _assert_recorded(features, response)
+
+
+async def test_new_events_move_a_known_user_without_retraining(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    before = await service.for_user("a2", RecommendationQuery(k=5))
+    assert set(_ids(before)) <= clusters.cluster_items("a")
+    # Events the model has not seen (applied after its snapshot), all on the other cluster.
+    switched = ["B1", "B2", "B3", "B5", "B8"]
+    for _ in range(4):
+        await features.events(
+            "a2", switched, now=clusters.after_snapshot, event_type=EventType.PURCHASE
+        )
+    after = await service.for_user("a2", RecommendationQuery(k=5))
+    assert after.strategy is Strategy.PERSONALIZED
+    assert after.model_version == holder.serving_version == 1
+    served = _ids(after)
+    assert served != _ids(before)
+    assert set(served) & clusters.cluster_items("b")
+    assert not set(served) & set(switched)
+    # The top of the list is what the user now does most: the other cluster.
+    assert served[0] in clusters.cluster_items("b")
+
+
+async def test_events_older_than_the_snapshot_do_not_trigger_a_fold_in(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    model = holder.current
+    assert model is not None
+    # An event the snapshot already included: the trained vector stays authoritative.
+    await features.events("b0", ["B11"], now=clusters.snapshot_at - 1.0)
+    response = await service.for_user("b0", RecommendationQuery(k=3, exclude_seen=False))
+    expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b0")]
+    best = np.argsort(-expected)[:3]
+    assert _ids(response) == [clusters.item_ids[row] for row in best]
