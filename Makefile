@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 # uv from PATH, else the one pip installs as a module (setup installs it when neither exists).
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+export UV  # scripts/check-deploy.sh builds its tools' virtualenv with the same uv
 VENV := .venv
 RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced

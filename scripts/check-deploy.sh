@@ -84,7 +84,9 @@ ensure_venv() {
     # uv when there is one (on PATH, or the module `make setup` installs with pip): seconds
     # instead of a minute and a half for pip.
     local uv=()
-    if command -v uv >/dev/null 2>&1; then
+    if [[ -n "${UV:-}" ]] && ${UV} --version >/dev/null 2>&1; then
+        read -r -a uv <<<"$UV"  # the uv `make` uses (exported by the Makefile)
+    elif command -v uv >/dev/null 2>&1; then
         uv=(uv)
     elif python3 -m uv --version >/dev/null 2>&1; then
         uv=(python3 -m uv)
