@@ -92,6 +92,10 @@ def ensure_redis(url: str) -> RedisServer | None:
 
 
 def children(port: int, redis_url: str) -> list[Child]:
+    # Internal ports follow the gateway's: 8000 → 8101, 8102 (recommenders), 8201
+    # (feature-store), 8301 (worker metrics); PORT=9000 moves them all to 91xx..93xx.
+    recommenders = (port + 101, port + 102)
+    feature_store, worker_metrics = port + 201, port + 301
     common = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -99,18 +103,33 @@ def children(port: int, redis_url: str) -> list[Child]:
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
         "API_KEYS": os.environ.get("API_KEYS", DEVELOPMENT_API_KEYS),
         "LOG_JSON": os.environ.get("LOG_JSON", "false"),
-        "FEATURE_STORE_URL": "http://127.0.0.1:8201",
-        "RECOMMENDER_URLS": "http://127.0.0.1:8101,http://127.0.0.1:8102",
+        "FEATURE_STORE_URL": f"http://127.0.0.1:{feature_store}",
+        "RECOMMENDER_URLS": ",".join(f"http://127.0.0.1:{each}" for each in recommenders),
         "PYTHONUNBUFFERED": "1",
     }
     python = sys.executable
     worker = [python, "-m", "retraining_worker"]
     specs = [
-        ("feature-store", uvicorn_argv("feature_store.main:create_app", 8201), 8201, {}),
-        ("recommender1", uvicorn_argv("recommender.main:create_app", 8101), 8101, {}),
-        ("recommender2", uvicorn_argv("recommender.main:create_app", 8102), 8102, {}),
+        (
+            "feature-store",
+            uvicorn_argv("feature_store.main:create_app", feature_store),
+            feature_store,
+            {},
+        ),
+        (
+            "recommender1",
+            uvicorn_argv("recommender.main:create_app", recommenders[0]),
+            recommenders[0],
+            {},
+        ),
+        (
+            "recommender2",
+            uvicorn_argv("recommender.main:create_app", recommenders[1]),
+            recommenders[1],
+            {},
+        ),
         ("gateway", uvicorn_argv("gateway.main:create_app", port), port, {}),
-        ("worker", [*worker, "worker"], 8301, {"METRICS_PORT": "8301"}),
+        ("worker", [*worker, "worker"], worker_metrics, {"METRICS_PORT": str(worker_metrics)}),
         ("beat", [*worker, "beat"], None, {}),
     ]
     return [
