@@ -286,6 +286,10 @@ class ModelInfo(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="Statistics of the snapshot.")
     metrics: dict[str, float] = Field(default_factory=dict)
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    champion_version: int | None = Field(
+        default=None, description="The active model it was compared with, on the same holdout."
+    )
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
     artifact_url: str | None = None
     checksum: str | None = None
     code_version: str = "unknown"
@@ -308,6 +312,7 @@ class TrainingOutcome(BaseModel):
     reasons: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class TaskAccepted(BaseModel):

@@ -31,6 +31,19 @@ class Settings(ServiceSettings):
     gate_min_lift: float = Field(
         default=0.05, description="Challenger precision@k must beat popularity by this fraction."
     )
+    champion_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="Challenger precision@k may trail the active model's by at most this fraction.",
+    )
+    keep_model_versions: int = Field(
+        default=5,
+        ge=2,
+        description="Artifacts kept; older ones are deleted (never the active "
+        "or the previous one).",
+    )
+    keep_snapshots: int = Field(default=3, ge=1, description="Snapshot bundles kept.")
 
     task_time_limit_seconds: int = Field(default=3600, ge=10)
     broker_visibility_timeout_seconds: int = Field(

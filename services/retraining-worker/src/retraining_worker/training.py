@@ -22,6 +22,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
+from scipy.sparse import csr_matrix
 
 from recsys_shared import code_version, keys
 from recsys_shared.artifacts import (
@@ -37,6 +38,7 @@ from recsys_shared.foldin import least_squares_fold_in
 from recsys_shared.redis import create_async_redis
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus, SnapshotInfo, TrainingOutcome
+from recsys_shared.streams import parse_stream_id
 from retraining_worker import metrics
 from retraining_worker.config import Settings
 from retraining_worker.data import HoldoutSplit, Interactions, seen_matrix, temporal_split
@@ -149,18 +151,94 @@ def evaluate_popularity(data: Interactions, split: HoldoutSplit, k: int) -> dict
     return ranking_metrics(ranked, split.targets, k=k, n_items=data.shape[1])
 
 
-def gate(metrics_: dict[str, float], baseline: dict[str, float], settings: Settings) -> list[str]:
+def gate(
+    metrics_: dict[str, float],
+    baseline: dict[str, float],
+    settings: Settings,
+    champion: dict[str, float] | None = None,
+) -> list[str]:
     """Reasons to reject the challenger; empty when it may be published."""
     key = f"precision_at_{settings.evaluation_k}"
     if not metrics_ or not metrics_.get("evaluated_users"):
         return ["no users in the holdout window to evaluate on"]
     challenger, popular = metrics_.get(key, 0.0), baseline.get(key, 0.0)
+    reasons = []
     if lift(challenger, popular) < settings.gate_min_lift:
-        return [
+        reasons.append(
             f"{key} {challenger:.4f} does not beat the popularity baseline {popular:.4f} "
             f"by the required {settings.gate_min_lift:.0%}"
-        ]
-    return []
+        )
+    if champion and champion.get("evaluated_users"):
+        best = champion.get(key, 0.0)
+        if challenger < best * (1.0 - settings.champion_tolerance):
+            reasons.append(
+                f"{key} {challenger:.4f} trails the active model's {best:.4f} on the same "
+                f"holdout by more than the {settings.champion_tolerance:.0%} tolerance"
+            )
+    return reasons
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The active model, re-judged on the challenger's holdout (mapped onto its item ids)."""
+
+    version: int
+    model: Model
+    item_ids: np.ndarray
+
+
+def load_champion(store: ArtifactStore, info: ModelInfo) -> Champion | None:
+    if not info.artifact_url:
+        return None
+    _, files = store.read_bundle(info.artifact_url.removeprefix(store.base_url + "/"))
+    model_class = (
+        AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
+    )
+    model = model_class.load(io.BytesIO(files[MODEL_FILE]))
+    model.num_threads = 0
+    return Champion(info.version, model, load_npz(files[IDS_FILE])["item_ids"])
+
+
+def evaluate_champion(
+    champion: Champion, data: Interactions, split: HoldoutSplit, k: int
+) -> dict[str, float]:
+    """The champion's metrics on the same users, revealed interactions and targets. Items it
+    never learned score -inf; its data may overlap the holdout, which only makes it harder
+    to beat (the gate errs on the side of keeping what serves)."""
+    index = {item: row for row, item in enumerate(champion.item_ids.tolist())}
+    mapping = np.array([index.get(item, -1) for item in data.item_ids.tolist()], dtype=np.int64)
+    known = mapping >= 0
+    revealed = split.revealed.tocoo()
+    keep = known[revealed.col]
+    mapped = csr_matrix(
+        (revealed.data[keep], (revealed.row[keep], mapping[revealed.col[keep]])),
+        shape=(revealed.shape[0], len(champion.item_ids)),
+        dtype=np.float32,
+    )
+    factors = champion.model.item_factors
+    if isinstance(champion.model, AlternatingLeastSquares):
+        vectors = champion.model.recalculate_user(np.arange(mapped.shape[0]), mapped)
+    else:
+        vectors = (
+            np.stack(
+                [
+                    least_squares_fold_in(factors, row.indices.astype(np.int64), row.data)
+                    for row in mapped
+                ]
+            )
+            if mapped.shape[0]
+            else np.empty((0, factors.shape[1]), dtype=np.float32)
+        )
+    columns = np.where(known, mapping, 0)
+
+    def scores(rows: slice) -> np.ndarray:
+        ranked: np.ndarray = (vectors[rows] @ factors.T)[:, columns]
+        ranked[:, ~known] = -np.inf
+        return ranked
+
+    seen = seen_matrix(data, split.revealed_mask, split.users)
+    ranked = rank_in_batches(scores, seen, k=k)
+    return ranking_metrics(ranked, split.targets, k=k, n_items=data.shape[1])
 
 
 def model_bytes(model: Model) -> bytes:
@@ -248,10 +326,12 @@ async def _train_locked(
     if shuffle_items:
         data = data.shuffled(settings.random_seed)
     params = TrainingParams.from_settings(settings, algorithm)
+    active = await registry.active()
+    champion = await asyncio.to_thread(load_champion, store, active) if active else None
     version = await registry.next_version()
     started = time.perf_counter()
     outcome, info, served = await asyncio.to_thread(
-        _train_and_evaluate, data, params, settings, snapshot, version
+        _train_and_evaluate, data, params, settings, snapshot, version, champion
     )
     info.training_seconds = time.perf_counter() - started
     if served is not None:
@@ -259,6 +339,7 @@ async def _train_locked(
         info.artifact_url = store.url(model_folder(version))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         await registry.publish(info, reason="passed the gate")
+        await collect_garbage(registry, store, settings)
     else:
         await registry.record(info)
     metrics.TRAINING_RUNS.labels(outcome.status).inc()
@@ -279,14 +360,17 @@ def _train_and_evaluate(
     settings: Settings,
     snapshot: SnapshotInfo,
     version: int,
+    champion: Champion | None = None,
 ) -> tuple[TrainingOutcome, ModelInfo, Model | None]:
-    """Judge the recipe on the holdout; if it passes, fit the served model on all the data."""
+    """Judge the recipe on the holdout against popularity and the active model; if it passes,
+    fit the served model on all the data."""
     k = settings.evaluation_k
     split = temporal_split(data, settings.holdout_fraction)
     challenger = fit(params, data, split.train)
     scores = evaluate(challenger, data, split, k)
     baseline = evaluate_popularity(data, split, k)
-    reasons = gate(scores, baseline, settings)
+    champion_scores = evaluate_champion(champion, data, split, k) if champion else {}
+    reasons = gate(scores, baseline, settings, champion_scores)
     status = "rejected" if reasons else "published"
     info = ModelInfo(
         version=version,
@@ -307,6 +391,8 @@ def _train_and_evaluate(
         },
         metrics=scores,
         baseline_metrics=baseline,
+        champion_version=champion.version if champion else None,
+        champion_metrics=champion_scores,
         code_version=code_version(),
     )
     # The served model: the same recipe on all the data, the holdout window included.
@@ -318,6 +404,7 @@ def _train_and_evaluate(
         reasons=reasons,
         metrics=scores,
         baseline_metrics=baseline,
+        champion_metrics=champion_scores,
     )
     return outcome, info, served
 
@@ -334,3 +421,32 @@ def _write_artifact(
         files,
         {"version": info.version, "algorithm": info.algorithm, "snapshot_id": info.snapshot_id},
     )
+
+
+async def collect_garbage(
+    registry: ModelRegistry, store: ArtifactStore, settings: Settings
+) -> None:
+    """Delete old model artifacts and snapshots. Never the active version's artifact nor the
+    previous one's (the rollback target); versions stay listed with their lineage."""
+    versions = [info for info in await registry.list() if info.artifact_url]
+    active = await registry.active_version()
+    previous = next(
+        (
+            info.version
+            for info in versions
+            if info.version != active and info.status is ModelStatus.RETIRED
+        ),
+        None,
+    )
+    kept = {info.version for info in versions[: settings.keep_model_versions]}
+    for info in versions:
+        if info.version in kept or info.version in (active, previous):
+            continue
+        await asyncio.to_thread(store.delete_tree, model_folder(info.version))
+        await registry.drop_artifact(info.version)
+        log.info("deleted the artifact of version %d", info.version)
+    snapshots = sorted(
+        store.list_dirs("snapshots"), key=lambda name: parse_stream_id(name.partition(".")[0])
+    )
+    for name in snapshots[: -settings.keep_snapshots]:
+        await asyncio.to_thread(store.delete_tree, f"snapshots/{name}")
