@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
@@ -22,7 +22,6 @@ import numpy as np
 import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
-from scipy.sparse import csr_matrix
 
 from recsys_shared import code_version, keys
 from recsys_shared.artifacts import (
@@ -180,65 +179,31 @@ def gate(
 
 @dataclass(frozen=True)
 class Champion:
-    """The active model, re-judged on the challenger's holdout (mapped onto its item ids)."""
+    """The active model's recipe: its algorithm and parameters."""
 
     version: int
-    model: Model
-    item_ids: np.ndarray
+    params: TrainingParams
 
 
-def load_champion(store: ArtifactStore, info: ModelInfo) -> Champion | None:
-    if not info.artifact_url:
-        return None
-    _, files = store.read_bundle(info.artifact_url.removeprefix(store.base_url + "/"))
-    model_class = (
-        AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
-    )
-    model = model_class.load(io.BytesIO(files[MODEL_FILE]))
-    model.num_threads = 0
-    return Champion(info.version, model, load_npz(files[IDS_FILE])["item_ids"])
+def champion_of(info: ModelInfo, settings: Settings) -> Champion:
+    base = TrainingParams.from_settings(settings, info.algorithm)
+    known = {key: value for key, value in info.params.items() if key in base.public()}
+    return Champion(info.version, replace(base, **known))
 
 
 def evaluate_champion(
-    champion: Champion, data: Interactions, split: HoldoutSplit, k: int
-) -> dict[str, float]:
-    """The champion's metrics on the same users, revealed interactions and targets. Items it
-    never learned score -inf; its data may overlap the holdout, which only makes it harder
-    to beat (the gate errs on the side of keeping what serves)."""
-    index = {item: row for row, item in enumerate(champion.item_ids.tolist())}
-    mapping = np.array([index.get(item, -1) for item in data.item_ids.tolist()], dtype=np.int64)
-    known = mapping >= 0
-    revealed = split.revealed.tocoo()
-    keep = known[revealed.col]
-    mapped = csr_matrix(
-        (revealed.data[keep], (revealed.row[keep], mapping[revealed.col[keep]])),
-        shape=(revealed.shape[0], len(champion.item_ids)),
-        dtype=np.float32,
-    )
-    factors = champion.model.item_factors
-    if isinstance(champion.model, AlternatingLeastSquares):
-        vectors = champion.model.recalculate_user(np.arange(mapped.shape[0]), mapped)
-    else:
-        vectors = (
-            np.stack(
-                [
-                    least_squares_fold_in(factors, row.indices.astype(np.int64), row.data)
-                    for row in mapped
-                ]
-            )
-            if mapped.shape[0]
-            else np.empty((0, factors.shape[1]), dtype=np.float32)
-        )
-    columns = np.where(known, mapping, 0)
+    champion: Champion, challenger: TrainingParams, data: Interactions, split: HoldoutSplit, k: int
+) -> dict[str, float] | None:
+    """The champion's recipe fitted on the same training window and judged on the same holdout.
 
-    def scores(rows: slice) -> np.ndarray:
-        ranked: np.ndarray = (vectors[rows] @ factors.T)[:, columns]
-        ranked[:, ~known] = -np.inf
-        return ranked
-
-    seen = seen_matrix(data, split.revealed_mask, split.users)
-    ranked = rank_in_batches(scores, seen, k=k)
-    return ranking_metrics(ranked, split.targets, k=k, n_items=data.shape[1])
+    Its served model is not judged: it was fitted on data that includes the holdout window
+    and would win on having seen the answers. ``None`` when the recipes are the same (the
+    challenger's own scores stand for both).
+    """
+    if champion.params.public() == challenger.public():
+        return None
+    model = fit(replace(champion.params, threads=challenger.threads), data, split.train)
+    return evaluate(model, data, split, k)
 
 
 def model_bytes(model: Model) -> bytes:
@@ -327,7 +292,7 @@ async def _train_locked(
         data = data.shuffled(settings.random_seed)
     params = TrainingParams.from_settings(settings, algorithm)
     active = await registry.active()
-    champion = await asyncio.to_thread(load_champion, store, active) if active else None
+    champion = champion_of(active, settings) if active else None
     version = await registry.next_version()
     started = time.perf_counter()
     outcome, info, served = await asyncio.to_thread(
@@ -369,7 +334,9 @@ def _train_and_evaluate(
     challenger = fit(params, data, split.train)
     scores = evaluate(challenger, data, split, k)
     baseline = evaluate_popularity(data, split, k)
-    champion_scores = evaluate_champion(champion, data, split, k) if champion else {}
+    champion_scores = {}
+    if champion is not None:
+        champion_scores = evaluate_champion(champion, params, data, split, k) or scores
     reasons = gate(scores, baseline, settings, champion_scores)
     status = "rejected" if reasons else "published"
     info = ModelInfo(
