@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -74,3 +75,16 @@ def test_not_ready_without_redis(start_server: StartServer) -> None:
 
 def test_no_server_when_the_port_is_zero() -> None:
     assert start_health_server(Settings(metrics_port=0)) is None
+
+
+def test_healthz_means_consuming_heartbeats_keep_it_alive() -> None:
+    from retraining_worker.health import ConsumerHeartbeat
+
+    heartbeat = ConsumerHeartbeat(stale_after=0.2)
+    assert heartbeat.problem() is None  # just started: no heartbeat expected yet
+    time.sleep(0.25)
+    assert "no consumer heartbeat" in (heartbeat.problem() or "")
+    heartbeat.beat(sender=object())
+    assert heartbeat.problem() is None
+    time.sleep(0.25)
+    assert heartbeat.problem() is not None

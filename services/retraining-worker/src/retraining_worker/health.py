@@ -1,14 +1,22 @@
-"""``/healthz``, ``/readyz`` and ``/metrics`` for the Celery worker, from a daemon thread."""
+"""``/healthz``, ``/readyz`` and ``/metrics`` for the Celery worker, from a daemon thread.
+
+``/healthz`` means "consuming", not just "running": it fails once the worker's consumer has sent
+no heartbeat for a minute. The heart beats from the consumer's event loop every couple of
+seconds, also while a task trains in the pool, so a worker stuck after losing its broker (a
+known failure of Celery on Redis) is reported and restarted instead of trusted.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
+from celery.signals import heartbeat_sent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -16,6 +24,26 @@ from recsys_shared.redis import create_redis
 from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)
+
+CONSUMER_STALE_SECONDS = 60.0
+
+
+class ConsumerHeartbeat:
+    """When the worker's consumer last proved it was alive (Celery's heartbeat_sent signal)."""
+
+    def __init__(self, stale_after: float = CONSUMER_STALE_SECONDS) -> None:
+        self.stale_after = stale_after
+        self.started = time.monotonic()
+        self.last: float | None = None
+
+    def beat(self, **_: Any) -> None:
+        self.last = time.monotonic()
+
+    def problem(self) -> str | None:
+        silent = time.monotonic() - (self.last if self.last is not None else self.started)
+        if silent < self.stale_after:
+            return None
+        return f"no consumer heartbeat for {silent:.0f}s"
 
 
 def _readiness(settings: Settings) -> dict[str, str]:
@@ -32,6 +60,9 @@ def _readiness(settings: Settings) -> dict[str, str]:
 def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
     if not settings.metrics_port:
         return None
+    # Connected before the worker builds its heart, which only signals to existing receivers.
+    heartbeat = ConsumerHeartbeat()
+    heartbeat_sent.connect(heartbeat.beat, weak=False)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -40,7 +71,11 @@ def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
                 MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
-                self._json(200, {"status": "ok"})
+                problem = heartbeat.problem()
+                if problem is None:
+                    self._json(200, {"status": "ok"})
+                else:
+                    self._json(503, {"status": "stuck", "detail": problem})
             elif self.path == "/readyz":
                 checks = _readiness(settings)
                 ready = all(value == "ok" for value in checks.values())
