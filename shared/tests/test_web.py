@@ -373,3 +373,11 @@ def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
     assert path == "/events"
     assert errors == bad.json()["errors"]
     assert errors[0]["index"] == 0
+
+
+def test_every_response_carries_the_security_headers(client: TestClient) -> None:
+    for path in ("/healthz", "/no-such-route"):
+        response = client.get(path)
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"

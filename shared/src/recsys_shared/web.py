@@ -37,6 +37,12 @@ log = logging.getLogger("recsys.http")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.lower().encode()
+#: Sent with every response: no MIME sniffing, no framing, no referrer leaking ids in URLs.
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 _SLOW_REQUEST_SECONDS = 1.0
 
 
@@ -63,6 +69,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((_REQUEST_ID_HEADER_BYTES, request_id.encode()))
+                headers.extend(_SECURITY_HEADERS)
                 message = {**message, "headers": headers}
             await send(message)
 
