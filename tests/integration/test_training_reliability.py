@@ -1,0 +1,104 @@
+"""Training survives its worker being killed: the task is redelivered, exactly one version is
+published for the snapshot, and no half-written artifact is ever visible."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recsys_shared.artifacts import MANIFEST, ArtifactStore
+from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    build_stack,
+    client_headers,
+    taste_clusters,
+    wait_for_applied,
+    wait_for_task,
+)
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY_TIMEOUT = 12
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Stack]:
+    server = RedisServer(tmp_path / "redis").start()
+    stack = build_stack(
+        server,
+        tmp_path,
+        # Short enough for a test, and still longer than the hard time limit as required.
+        BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        TASK_TIME_LIMIT_SECONDS="10",
+        LOCK_TTL_SECONDS="5",
+        # A slow recipe, so the kill lands while the model is fitting.
+        ITERATIONS="60",
+        FACTORS="96",
+    )
+    try:
+        for name in ("feature-store", "gateway", "worker"):
+            stack.start(name)
+        items, events = taste_clusters(
+            clusters=10, users_per_cluster=150, items_per_cluster=100, events_per_user=15
+        )
+        with httpx.Client(base_url=stack.gateway, headers=client_headers(), timeout=30) as http:
+            http.put("/v1/items", json={"items": items[:1000]}).raise_for_status()
+            for start in range(0, len(events), 1000):
+                http.post("/v1/events", json={"events": events[start : start + 1000]})
+        wait_for_applied(stack.gateway, timeout=60)
+        yield stack
+    finally:
+        stack.close()
+        server.stop()
+
+
+def task_state(stack: Stack, task_id: str) -> str:
+    response = httpx.get(f"{stack.gateway}/v1/tasks/{task_id}", headers=admin_headers(), timeout=5)
+    return str(response.json()["state"])
+
+
+def test_kill_9_of_the_worker_mid_training_publishes_exactly_once(system: Stack) -> None:
+    task = httpx.post(f"{system.gateway}/v1/models/retrain", json={}, headers=admin_headers())
+    task_id = task.json()["task_id"]
+    wait_until(
+        lambda: task_state(system, task_id) == "STARTED",
+        timeout=30,
+        interval=0.02,
+        what="training to start",
+    )
+    time.sleep(0.3)
+    system.kill("worker")  # the whole process group: a crash, no chance to clean up
+
+    store = ArtifactStore(system.env["ARTIFACT_URL"])
+    models = httpx.get(f"{system.gateway}/v1/models", headers=admin_headers(), timeout=5).json()
+    assert models == [], "nothing may be published by a training that died"
+    # Whatever files the dead training left, none is a published bundle (no manifest).
+    assert not [
+        name for name in store.list_dirs("models") if store.exists(f"models/{name}/{MANIFEST}")
+    ]
+
+    # Redis gives the unacknowledged message back once its visibility timeout has passed.
+    time.sleep(VISIBILITY_TIMEOUT)
+    system.start("worker")
+    result = wait_for_task(system.gateway, task_id, timeout=120)
+    assert result["state"] == "SUCCESS", result
+    outcome = result["result"]
+    assert isinstance(outcome, dict)
+    assert outcome["status"] == "published", outcome
+
+    models = httpx.get(f"{system.gateway}/v1/models", headers=admin_headers(), timeout=5).json()
+    published = [model for model in models if model["snapshot_id"] == outcome["snapshot_id"]]
+    assert len(published) == 1, models
+    assert published[0]["status"] == "active"
+
+    # A second delivery of the same work (a retry, a duplicate message) publishes nothing new.
+    again = httpx.post(f"{system.gateway}/v1/models/retrain", json={}, headers=admin_headers())
+    repeat = wait_for_task(system.gateway, again.json()["task_id"], timeout=60)
+    assert repeat["result"]["status"] == "unchanged"  # type: ignore[index]
+    assert len(httpx.get(f"{system.gateway}/v1/models", headers=admin_headers()).json()) == 1
