@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ up: ## Build the images and start the whole system with Docker Compose (needs .e
 
 down: ## Stop the Docker Compose system; its volumes (Redis, artifacts) are kept
 	docker compose down
+
+check-rules: ## promtool: check the Prometheus config and rules, run the alert unit tests
+	scripts/check-rules.sh
 
 check-deploy: ## Check the deployment files: kustomize, schemas, checkov, compose, yamllint
 	scripts/check-deploy.sh
