@@ -19,3 +19,7 @@ TASKS = Counter(
     "Celery tasks finished in this worker, by task and state.",
     ["task", "state"],
 )
+
+# Every outcome exists from the start at 0, so increase() over a window sees the first run too.
+for _outcome in ("published", "rejected", "refused", "unchanged", "abandoned"):
+    TRAINING_RUNS.labels(_outcome)
