@@ -34,11 +34,10 @@ from recsys_shared.schemas import (
 
 
 def _is_valid_identifier(text: str) -> bool:
-    return (
-        1 <= len(text) <= MAX_ID_LENGTH
-        and text.isprintable()
-        and not any(ch.isspace() for ch in text)
-        and "/" not in text
+    """The rule, written independently of the pattern that enforces it: no whitespace, no
+    control character (C0, DEL, C1), no '/'."""
+    return 1 <= len(text) <= MAX_ID_LENGTH and not any(
+        ch.isspace() or ch == "/" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text
     )
 
 
@@ -58,9 +57,7 @@ def _error_fields(error: ValidationError) -> set[str]:
 _ID_CHARACTERS = st.characters(
     codec="utf-8", categories=("L", "M", "N", "P", "S", "Zs", "Cc", "Cf")
 )
-_GOOD_ID_CHARACTERS = st.characters(codec="utf-8").filter(
-    lambda ch: ch.isprintable() and not ch.isspace() and ch != "/"
-)
+_GOOD_ID_CHARACTERS = st.characters(codec="utf-8").filter(lambda ch: _is_valid_identifier(ch))
 
 
 @given(st.text(alphabet=_GOOD_ID_CHARACTERS, min_size=1, max_size=MAX_ID_LENGTH))

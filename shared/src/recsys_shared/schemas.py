@@ -6,7 +6,6 @@ receiving side, never trusted raw.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
@@ -17,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     model_validator,
 )
 
@@ -31,28 +31,29 @@ MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 EARLIEST_TIMESTAMP: Final = datetime(1990, 1, 1, tzinfo=UTC)
 
 
-#: Visible ASCII except "/": what nearly every id is, checked in C on the hot path.
-_PLAIN_ID = re.compile(r"[!-.0-~]+")
+#: An id: no whitespace, no control characters, no "/" (it must fit in one URL path segment).
+#: One pattern is both the rule the services enforce (pydantic's Rust regex) and the one the
+#: OpenAPI document publishes, so a client's validator and ours always agree.
+ID_PATTERN: Final = r"^[^\s/\x00-\x1f\x7f-\x9f]+$"
+#: Free text (titles): anything but control characters.
+TEXT_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, examples=["42"])
+]
+Category = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=ID_PATTERN, examples=["Drama"])
+]
 
 
-def _check_identifier(value: str) -> str:
-    # An id must be printable and addressable as one URL path segment, so whitespace and "/"
-    # are refused even though they are printable.
-    if _PLAIN_ID.fullmatch(value):
-        return value
-    if not value.isprintable() or any(ch.isspace() for ch in value) or "/" in value:
-        raise ValueError("must contain only printable characters, without whitespace or '/'")
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true/false would otherwise be read as 1.0/0.0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
     return value
 
 
-Identifier = Annotated[
-    str,
-    Field(min_length=1, max_length=MAX_ID_LENGTH, examples=["42"]),
-    AfterValidator(_check_identifier),
-]
-Category = Annotated[
-    str, Field(min_length=1, max_length=64, examples=["Drama"]), AfterValidator(_check_identifier)
-]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 
 
 class EventType(StrEnum):
@@ -121,13 +122,23 @@ class InputModel(BaseModel):
 class EventIn(InputModel):
     """One interaction as a client sends it."""
 
+    # The cross-field rule, published in the schema too: a rating carries a numeric value.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
+            "then": {"required": ["value"], "properties": {"value": {"type": "number"}}},
+        },
+    )
+
     event_id: Identifier | None = Field(
         default=None, description="Makes resubmission idempotent; assigned when absent."
     )
     user_id: Identifier
     item_id: Identifier
     type: EventType
-    value: float | None = Field(default=None, description="Finite; required for `rating`.")
+    value: Number | None = Field(default=None, description="Finite; required for `rating`.")
     timestamp: Timestamp | None = Field(default=None, description="RFC 3339; defaults to now.")
     recommendation_id: Identifier | None = Field(
         default=None, description="The recommendation this interaction came from, if any."
@@ -186,15 +197,11 @@ class StoredEvent(BaseModel):
 
 # ── catalogue ─────────────────────────────────────────────────────────────────────────────
 class ItemIn(InputModel):
-    title: str = Field(min_length=1, max_length=500, examples=["Toy Story (1995)"])
+    title: str = Field(
+        min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Toy Story (1995)"]
+    )
     categories: list[Category] = Field(default_factory=list, max_length=32)
-    available: bool = True
-
-    @model_validator(mode="after")
-    def _title_printable(self) -> ItemIn:
-        if not self.title.isprintable():
-            raise ValueError("title must contain only printable characters")
-        return self
+    available: StrictBool = True
 
 
 class ItemWithId(ItemIn):
@@ -300,7 +307,7 @@ class RetrainRequest(InputModel):
     algorithm: Algorithm | None = Field(
         default=None, description="Defaults to the worker's setting."
     )
-    force: bool = Field(default=False, description="Train even if no new data arrived.")
+    force: StrictBool = Field(default=False, description="Train even if no new data arrived.")
 
 
 class TrainingOutcome(BaseModel):
@@ -358,6 +365,56 @@ class SnapshotInfo(BaseModel):
     time_min: float | None
     time_max: float | None
     quality: QualityReport
+
+
+# ── drift monitoring ──────────────────────────────────────────────────────────────────────
+class OnlineHitRate(BaseModel):
+    events: int = Field(description="Events that carried a recommendation id of this version.")
+    hits: int = Field(description="Of those, events on an item of that recommendation.")
+    hit_rate: float | None
+
+
+class DriftReport(BaseModel):
+    """What the drift monitor saw in the recent window, compared with the active model's
+    training data, and whether it triggered a retrain."""
+
+    status: Literal["ok", "drift", "insufficient_data", "no_model"]
+    checked_at: datetime
+    window_hours: int
+    window_start: datetime
+    events: int = Field(description="Events applied in the window.")
+    model_version: int | None = None
+    snapshot_id: str | None = None
+    psi: float | None = Field(
+        default=None,
+        description="Population stability index of item popularity (top items "
+        "plus 'other') between the training data and the window.",
+    )
+    unknown_user_share: float | None = Field(
+        default=None, description="Share of the window's events by users the model does not know."
+    )
+    unknown_item_share: float | None = Field(
+        default=None, description="Share of the window's events on items the model does not know."
+    )
+    event_types: dict[str, float] = Field(
+        default_factory=dict, description="Share of each event type in the window."
+    )
+    hit_rate: dict[str, OnlineHitRate] = Field(
+        default_factory=dict, description="Online hit rate per serving model version."
+    )
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list, description="Thresholds crossed.")
+    triggered_task_id: str | None = Field(
+        default=None, description="The retraining task this check enqueued, if any."
+    )
+    trigger_skipped: str | None = Field(
+        default=None, description="Why drift did not enqueue a retrain (cool-down, training)."
+    )
+
+
+class DriftOverview(BaseModel):
+    latest: DriftReport | None
+    history: list[DriftReport] = Field(description="Newest first, capped.")
 
 
 # ── errors and health ─────────────────────────────────────────────────────────────────────

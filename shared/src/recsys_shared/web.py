@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_shared import metrics
@@ -189,6 +190,16 @@ def problem_response(
     )
 
 
+def _allowed_methods(request: Request) -> set[str]:
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        methods = getattr(route, "methods", None)
+        if match is not Match.NONE and methods:
+            allowed |= set(methods)
+    return allowed
+
+
 def _generic_problem(status: int, title: str, detail: str) -> JSONResponse:
     problem = Problem(
         type="about:blank",
@@ -249,17 +260,26 @@ def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -
             detail += f" in entries {indexes}; nothing of the batch was stored"
         return problem_response(InvalidInput(detail + ".", errors=errors))
 
-    async def on_http_error(_: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == PayloadTooLarge.status:
             # The body limit found out while streaming: the same problem as a large
             # Content-Length refused up front.
             return problem_response(PayloadTooLarge(str(exc.detail)))
-        titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+        titles = {
+            400: "Malformed request",
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Payload too large",
+        }
         title = titles.get(exc.status_code, "HTTP error")
         response = _generic_problem(exc.status_code, title, str(exc.detail))
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by several routes (GET, PUT, DELETE of one item) allows all of theirs.
+            response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
         return response
 
     async def on_redis_error(_: Request, exc: Exception) -> Response:

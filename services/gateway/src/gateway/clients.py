@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -62,6 +63,11 @@ class CircuitBreaker:
                 log.warning("circuit to %s opened after %d failures", self.name, self.failures)
             self.opened_at = time.monotonic()
             metrics.BREAKER_OPEN.labels(self.name).set(1)
+
+
+def segment(identifier: str) -> str:
+    """An id as one URL path segment: ids may hold '#', '?', '%' or non-ASCII characters."""
+    return quote(identifier, safe="")
 
 
 def _headers() -> dict[str, str]:
@@ -161,16 +167,16 @@ class FeatureStoreClient:
         await self._call("PUT", "/items", batch.model_dump(mode="json"))
 
     async def put_item(self, item_id: str, item: ItemIn) -> None:
-        await self._call("PUT", f"/items/{item_id}", item.model_dump(mode="json"))
+        await self._call("PUT", f"/items/{segment(item_id)}", item.model_dump(mode="json"))
 
     async def delete_item(self, item_id: str) -> None:
         try:
-            await self._call("DELETE", f"/items/{item_id}")
+            await self._call("DELETE", f"/items/{segment(item_id)}")
         except NotFound as error:
             raise UnknownItem(error.detail) from error
 
     async def erase_user(self, user_id: str) -> None:
-        await self._call("DELETE", f"/users/{user_id}")
+        await self._call("DELETE", f"/users/{segment(user_id)}")
 
     async def latest_snapshot(self) -> dict[str, Any] | None:
         try:

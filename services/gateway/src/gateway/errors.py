@@ -9,6 +9,7 @@ from recsys_shared.schemas import Problem
 _PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_PROBLEM, "description": "The body is not JSON (or not UTF-8)"},
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},
     413: {**_PROBLEM, "description": "Request body over the limit"},

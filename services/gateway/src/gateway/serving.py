@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from gateway import metrics
 from gateway.cache import Lookup, ResponseCache, cached_json
-from gateway.clients import RecommenderClient
+from gateway.clients import RecommenderClient, segment
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.responses import ResponseBuilder
@@ -60,7 +60,7 @@ class ReadService:
     ) -> Recommendations:
         try:
             response = await self.recommenders.get(
-                f"/users/{user_id}/recommendations", _params(query)
+                f"/users/{segment(user_id)}/recommendations", _params(query)
             )
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
@@ -71,7 +71,7 @@ class ReadService:
 
     async def similar(self, item_id: str, query: RecommendationQuery) -> Recommendations:
         try:
-            return await self.recommenders.get(f"/items/{item_id}/similar", _params(query))
+            return await self.recommenders.get(f"/items/{segment(item_id)}/similar", _params(query))
         except UpstreamUnavailable as error:
             log.warning("fallback for similar items: %s", error.detail)
             item = await self.reader.item(item_id)
