@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis.asyncio as aioredis
 
 from feature_store.applier import ApplyResult, EventApplier
 from feature_store.catalogue import Catalogue
 from recsys_shared import keys
-from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId
+from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, StoredEvent
 
 
 async def weights_of(client: aioredis.Redis, user: str) -> dict[str, float]:
@@ -252,3 +254,79 @@ async def test_empty_batch_is_a_no_op(redis_client, applier, dump_state):
     before = await dump_state()
     assert await applier.apply([], now=1.0) == ApplyResult(0, 0)
     assert await dump_state() == before
+
+
+# ── drift window counters ─────────────────────────────────────────────────────────────────
+async def test_applied_events_are_counted_in_the_hour_bucket(
+    redis_client, stream, applier, make_event
+):
+    now = 7_200_000.5  # hour 2000
+    hour = keys.drift_hour(now)
+    entries = await stream.deliver(
+        [
+            make_event("u1", "i1", EventType.VIEW),
+            make_event("u1", "i2", EventType.CLICK),
+            make_event("u2", "i1", EventType.RATING, value=1.0),  # no popularity, still counted
+        ]
+    )
+
+    await applier.apply(entries, now=now)
+
+    assert hour == 2000
+    assert await redis_client.hgetall(keys.drift_items(hour)) == {"i1": "2", "i2": "1"}
+    assert await redis_client.hgetall(keys.drift_users(hour)) == {"u1": "2", "u2": "1"}
+    assert await redis_client.hgetall(keys.drift_types(hour)) == {
+        "view": "1",
+        "click": "1",
+        "rating": "1",
+    }
+    assert not await redis_client.exists(keys.drift_hits(hour))
+    for name in (keys.drift_items(hour), keys.drift_users(hour), keys.drift_types(hour)):
+        assert 0 < await redis_client.ttl(name) <= keys.DRIFT_WINDOW_TTL_SECONDS
+
+
+async def test_redelivered_events_are_not_counted_twice_in_the_window(
+    redis_client, stream, applier, make_event
+):
+    entries = await stream.deliver([make_event("u1", "i1"), make_event("u2", "i1")])
+    await applier.apply(entries, now=3_600.0)
+    await applier.apply(entries, now=3_601.0)  # redelivered: acknowledged only
+    await applier.apply(entries[:1] + await stream.deliver([make_event("u3", "i2")]), now=3_602.0)
+
+    assert await redis_client.hgetall(keys.drift_items(1)) == {"i1": "2", "i2": "1"}
+    assert await redis_client.hgetall(keys.drift_users(1)) == {"u1": "1", "u2": "1", "u3": "1"}
+    assert await redis_client.hgetall(keys.drift_types(1)) == {"view": "3"}
+
+
+async def test_events_from_a_recommendation_count_online_hits_per_version(
+    redis_client, stream, applier, make_event
+):
+    served = {"r1": (["i1", "i2"], 3), "r2": (["i9"], 3), "r3": (["i1"], None)}
+    for rec_id, (items, version) in served.items():
+        await redis_client.set(
+            keys.recommendation(rec_id), json.dumps({"items": items, "model_version": version})
+        )
+
+    def attributed(user: str, item: str, rec_id: str) -> StoredEvent:
+        return make_event(user, item).model_copy(update={"recommendation_id": rec_id})
+
+    entries = await stream.deliver(
+        [
+            attributed("u1", "i1", "r1"),  # hit for version 3
+            attributed("u1", "i5", "r2"),  # miss for version 3
+            attributed("u2", "i1", "r3"),  # hit for the popular fallback
+            attributed("u2", "i1", "expired"),  # no record left: not counted
+            make_event("u3", "i1"),  # not from a recommendation
+        ]
+    )
+
+    await applier.apply(entries, now=0.0)
+    await applier.apply(entries, now=1.0)  # redelivered: counted once
+
+    assert await redis_client.hgetall(keys.drift_hits(0)) == {
+        "3:events": "2",
+        "3:hits": "1",
+        "popular:events": "1",
+        "popular:hits": "1",
+    }
+    assert await redis_client.hget(keys.drift_types(0), "view") == "5"

@@ -35,6 +35,8 @@ V1_ROUTES = {
     ("POST", "/v1/models/1/activate"),
     ("GET", "/v1/tasks/x"),
     ("GET", "/v1/pipeline"),
+    ("GET", "/v1/drift"),
+    ("POST", "/v1/drift/check"),
 }
 ADMIN_ROUTES = {
     ("GET", "/v1/models"),
@@ -43,6 +45,8 @@ ADMIN_ROUTES = {
     ("POST", "/v1/models/1/activate"),
     ("GET", "/v1/tasks/x"),
     ("GET", "/v1/pipeline"),
+    ("GET", "/v1/drift"),
+    ("POST", "/v1/drift/check"),
     ("DELETE", "/v1/users/x"),
 }
 TEMPLATE_VALUES = {

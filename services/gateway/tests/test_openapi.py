@@ -20,6 +20,8 @@ EXPECTED_OPERATIONS = {
     ("post", "/v1/models/{version}/activate"),
     ("get", "/v1/tasks/{task_id}"),
     ("get", "/v1/pipeline"),
+    ("get", "/v1/drift"),
+    ("post", "/v1/drift/check"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 

@@ -154,3 +154,46 @@ def cache_user(user_id: str, model_version: int | None, epoch: str, query_digest
     """A cached list: for this user, ranked by this model version, as of this user epoch, for
     this query (a digest, so a category with ':' in it cannot shift the fields)."""
     return f"{cache_user_prefix(user_id)}{model_version or 0}:{epoch}:{query_digest}"
+
+
+# ── drift monitoring ──────────────────────────────────────────────────────────────────────
+# Recent-window counters, one set of hashes per hour bucket (hour = floor(unix time / 3600)),
+# written by the feature-store's apply script (and its Python side for online hits), read by the
+# retraining-worker's drift monitor. Each bucket expires after DRIFT_WINDOW_TTL_SECONDS.
+DRIFT_WINDOW_PREFIX = key("drift", "window") + ":"
+DRIFT_WINDOW_TTL_SECONDS = 48 * 3600
+DRIFT_LATEST = key("drift", "latest")  # JSON of the latest drift report
+DRIFT_HISTORY = key("drift", "history")  # list of report JSON, newest first, capped
+DRIFT_HISTORY_LENGTH = 100
+DRIFT_RETRAIN_COOLDOWN = key("lock", "drift-retrain")  # SET NX EX: one trigger per cool-down
+
+
+def drift_hour(now: float) -> int:
+    return int(now // 3600)
+
+
+def drift_window(hour: int) -> str:
+    """The prefix of one hour bucket's hashes."""
+    return f"{DRIFT_WINDOW_PREFIX}{hour}"
+
+
+def drift_items(hour: int) -> str:
+    """Hash item_id → events applied in this hour."""
+    return drift_window(hour) + ":items"
+
+
+def drift_users(hour: int) -> str:
+    """Hash user_id → events applied in this hour."""
+    return drift_window(hour) + ":users"
+
+
+def drift_types(hour: int) -> str:
+    """Hash event type → events applied in this hour."""
+    return drift_window(hour) + ":types"
+
+
+def drift_hits(hour: int) -> str:
+    """Hash ``<model version>:events`` / ``<model version>:hits`` → events carrying a
+    recommendation id served by that version (``popular`` for fallback lists), and how many of
+    them were on an item of that recommendation."""
+    return drift_window(hour) + ":hits"

@@ -21,9 +21,11 @@ from recsys_shared import keys
 from recsys_shared.schemas import MAX_WEIGHT, EventType, StoredEvent
 
 # ARGV: 14 settings; the batch as one JSON array of
-#   [stream id, user id, item id, weight, timestamp, is-rating (0/1), popularity increment]
-# (one argument decoded by cjson in C, rather than seven per event packed by redis-py);
-# then the pipeline counters hash, this second's applied counter and its TTL.
+#   [stream id, user id, item id, weight, timestamp, is-rating (0/1), popularity increment,
+#    event type, model version of its recommendation ('' if none), hit (0/1)]
+# (one argument decoded by cjson in C, rather than ten per event packed by redis-py);
+# then the pipeline counters hash, this second's applied counter and its TTL;
+# then the drift window: this hour's item, user, event-type and online-hit hashes, their TTL.
 _APPLY = """
 local user_prefix, users_key = ARGV[1], ARGV[2]
 local items_suffix, times_suffix, meta_suffix = ARGV[3], ARGV[4], ARGV[5]
@@ -34,6 +36,9 @@ local cap, max_weight, now = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local applied, duplicates = 0, 0
 local touched_users, popularity = {}, {}
 local stats_key, second_key, second_ttl = ARGV[16], ARGV[17], ARGV[18]
+local drift_items, drift_users, drift_types = ARGV[19], ARGV[20], ARGV[21]
+local drift_hits, drift_ttl = ARGV[22], ARGV[23]
+local item_events, type_events, rec_events, rec_hits = {}, {}, {}, {}
 for _, event in ipairs(cjson.decode(ARGV[15])) do
   local stream_id, user, item = event[1], event[2], event[3]
   local weight, ts, is_rating, step = event[4], event[5], event[6], event[7]
@@ -48,6 +53,13 @@ for _, event in ipairs(cjson.decode(ARGV[15])) do
     redis.call('ZADD', user_prefix .. user .. times_suffix, 'GT', ts, item)
     touched_users[user] = (touched_users[user] or 0) + 1
     if step > 0 then popularity[item] = (popularity[item] or 0) + step end
+    item_events[item] = (item_events[item] or 0) + 1
+    type_events[event[8]] = (type_events[event[8]] or 0) + 1
+    local rec_version = event[9]
+    if rec_version ~= '' then
+      rec_events[rec_version] = (rec_events[rec_version] or 0) + 1
+      if event[10] == 1 then rec_hits[rec_version] = (rec_hits[rec_version] or 0) + 1 end
+    end
     applied = applied + 1
   else
     duplicates = duplicates + 1
@@ -68,6 +80,7 @@ for user, count in pairs(touched_users) do
     redis.call('SADD', users_key, user)
   end
   redis.call('HSET', meta_key, 'updated_at', now)
+  redis.call('HINCRBY', drift_users, user, count)
 end
 for item, step in pairs(popularity) do
   if redis.call('SISMEMBER', unavailable_key, item) == 0 then
@@ -79,6 +92,21 @@ for item, step in pairs(popularity) do
       end
     end
   end
+end
+-- The drift window: per item, event type and recommending version once a batch.
+if applied > 0 then
+  for item, count in pairs(item_events) do redis.call('HINCRBY', drift_items, item, count) end
+  for kind, count in pairs(type_events) do redis.call('HINCRBY', drift_types, kind, count) end
+  local has_recs = false
+  for version, count in pairs(rec_events) do
+    redis.call('HINCRBY', drift_hits, version .. ':events', count)
+    redis.call('HINCRBY', drift_hits, version .. ':hits', rec_hits[version] or 0)
+    has_recs = true
+  end
+  redis.call('EXPIRE', drift_items, drift_ttl)
+  redis.call('EXPIRE', drift_users, drift_ttl)
+  redis.call('EXPIRE', drift_types, drift_ttl)
+  if has_recs then redis.call('EXPIRE', drift_hits, drift_ttl) end
 end
 -- The counters move with the effects, so they stay exact through a crash.
 redis.call('HINCRBY', stats_key, 'applied', applied)
@@ -137,6 +165,7 @@ class EventApplier:
             repr(MAX_WEIGHT),
             repr(now),
         ]
+        served = await self._served_by(entries)
         batch = [
             (
                 stream_id,
@@ -146,16 +175,49 @@ class EventApplier:
                 event.ts,
                 1 if event.type is EventType.RATING else 0,
                 self.popularity_increment(event),
+                event.type.value,
+                *served.get(stream_id, ("", 0)),
             )
             for stream_id, event in entries
         ]
+        hour = keys.drift_hour(now)
         args.extend(
             (
                 json.dumps(batch),
                 keys.PIPELINE_STATS,
                 keys.pipeline_applied(int(now)),
                 keys.THROUGHPUT_KEY_TTL_SECONDS,
+                keys.drift_items(hour),
+                keys.drift_users(hour),
+                keys.drift_types(hour),
+                keys.drift_hits(hour),
+                keys.DRIFT_WINDOW_TTL_SECONDS,
             )
         )
         applied, duplicates = await self._script(keys=[], args=args)
         return ApplyResult(int(applied), int(duplicates))
+
+    async def _served_by(
+        self, entries: list[tuple[str, StoredEvent]]
+    ) -> dict[str, tuple[str, int]]:
+        """For events carrying a recommendation id: the version that served that list
+        (``popular`` for a fallback list) and whether the event's item was in it. One MGET, and
+        none at all when no event of the batch carries an id; expired records are not counted."""
+        attributed = [(sid, event) for sid, event in entries if event.recommendation_id]
+        if not attributed:
+            return {}
+        records = await self.redis.mget(
+            [keys.recommendation(event.recommendation_id or "") for _, event in attributed]
+        )
+        served: dict[str, tuple[str, int]] = {}
+        for (stream_id, event), raw in zip(attributed, records, strict=True):
+            if not raw:
+                continue
+            try:
+                record = json.loads(raw)
+                version = record.get("model_version")
+                hit = 1 if event.item_id in record.get("items", ()) else 0
+            except (ValueError, AttributeError, TypeError):
+                continue
+            served[stream_id] = (str(version) if version is not None else "popular", hit)
+        return served

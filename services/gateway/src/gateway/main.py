@@ -15,7 +15,7 @@ from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
 from gateway.rejects import count_rejects
-from gateway.routes import events, items, models, pipeline, recommendations, users
+from gateway.routes import drift, events, items, models, pipeline, recommendations, users
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, metrics, web
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users.router,
         models.router,
         pipeline.router,
+        drift.router,
     ):
         app.include_router(router)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 from celery import Celery
 
 from recsys_shared import keys
-from recsys_shared.tasks import TRAIN_MODEL, celery_client_config
+from recsys_shared.tasks import CHECK_DRIFT, TRAIN_MODEL, celery_client_config
 from retraining_worker.config import get_settings
 
 
@@ -41,6 +41,11 @@ def celery_config() -> dict[str, Any]:
             "scheduled-retrain": {
                 "task": TRAIN_MODEL,
                 "schedule": settings.scheduled_retrain_seconds,
+                "kwargs": {},
+            },
+            "drift-check": {
+                "task": CHECK_DRIFT,
+                "schedule": settings.drift_check_seconds,
                 "kwargs": {},
             },
         },

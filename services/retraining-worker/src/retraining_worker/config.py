@@ -58,6 +58,22 @@ class Settings(ServiceSettings):
     )
     lock_ttl_seconds: int = Field(default=60, ge=5)
     scheduled_retrain_seconds: float = Field(default=6 * 3600, gt=0)
+    drift_check_seconds: float = Field(default=300, gt=0, description="Beat period of the check.")
+    drift_window_hours: int = Field(
+        default=24, ge=1, le=48, description="Hour buckets of recent traffic compared."
+    )
+    drift_min_events: int = Field(
+        default=1000, ge=1, description="Fewer events in the window: no verdict, no trigger."
+    )
+    drift_top_items: int = Field(
+        default=50, ge=1, description="PSI bins: the top items of each side, plus 'other'."
+    )
+    drift_psi_epsilon: float = Field(default=1e-4, gt=0, lt=0.01)
+    drift_psi_threshold: float = Field(default=0.2, gt=0)
+    drift_unknown_share_threshold: float = Field(default=0.3, gt=0, le=1)
+    drift_cooldown_seconds: int = Field(
+        default=6 * 3600, ge=1, description="At most one drift-triggered retrain this often."
+    )
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers.")
     metrics_port: int = Field(default=8301, ge=0, le=65535, description="0: no health server.")
 

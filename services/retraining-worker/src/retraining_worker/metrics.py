@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 TRAINING_RUNS = Counter(
     "recsys_training_runs_total",
@@ -19,6 +19,27 @@ TASKS = Counter(
     "Celery tasks finished in this worker, by task and state.",
     ["task", "state"],
 )
+
+# Drift gauges: set by the drift check in a pool process, which is recycled every few tasks;
+# "mostrecent" exports the value of the latest check, whichever process (alive or not) made it.
+DRIFT_PSI = Gauge(
+    "recsys_drift_item_psi",
+    "PSI of item popularity: training data of the active model vs the recent window.",
+    multiprocess_mode="mostrecent",
+)
+DRIFT_UNKNOWN_SHARE = Gauge(
+    "recsys_drift_unknown_share",
+    "Share of the recent window's events on users or items the active model does not know.",
+    ["kind"],
+    multiprocess_mode="mostrecent",
+)
+DRIFT_HIT_RATE = Gauge(
+    "recsys_drift_online_hit_rate",
+    "Share of events carrying a recommendation id that were on a recommended item.",
+    ["model_version"],
+    multiprocess_mode="mostrecent",
+)
+DRIFT_TRIGGERS = Counter("recsys_drift_retrains_total", "Retrains the drift monitor enqueued.")
 
 # Every outcome exists from the start at 0, so increase() over a window sees the first run too.
 for _outcome in ("published", "rejected", "refused", "unchanged", "abandoned"):

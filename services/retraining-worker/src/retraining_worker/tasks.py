@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from celery import Task
@@ -12,10 +13,11 @@ from recsys_shared import keys
 from recsys_shared.logging import request_id_var
 from recsys_shared.redis import create_redis
 from recsys_shared.schemas import Algorithm, TrainingOutcome
-from recsys_shared.tasks import REQUEST_ID_HEADER, TRAIN_MODEL
+from recsys_shared.tasks import CHECK_DRIFT, REQUEST_ID_HEADER, TRAIN_MODEL
 from retraining_worker import metrics
 from retraining_worker.celery_app import app
 from retraining_worker.config import get_settings
+from retraining_worker.drift import run_drift_check
 from retraining_worker.training import TrainingLocked, run_training
 
 log = logging.getLogger(__name__)
@@ -57,3 +59,30 @@ def train_model(
         raise self.retry(countdown=_LOCKED_RETRY_SECONDS) from locked
     metrics.TASKS.labels(TRAIN_MODEL, outcome.status).inc()
     return outcome.model_dump()
+
+
+#: How long the id of a drift-triggered retrain stays followable through GET /v1/tasks/{id}.
+_TASK_RECORD_TTL_SECONDS = 7 * 24 * 3600
+
+
+@app.task(name=CHECK_DRIFT, bind=True)  # type: ignore[untyped-decorator]
+def check_drift(self: Task) -> dict[str, Any]:
+    """Compare recent traffic with the active model's training data; may enqueue a retrain."""
+    request_id = (self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id
+    request_id_var.set(request_id)
+    settings = get_settings()
+
+    def send() -> str:
+        task_id = str(
+            app.send_task(TRAIN_MODEL, kwargs={}, headers={REQUEST_ID_HEADER: request_id}).id
+        )
+        client = create_redis(settings.redis_dsn)
+        try:  # the gateway answers GET /v1/tasks/{id} only for ids it has a record of
+            client.set(keys.task_record(task_id), TRAIN_MODEL, ex=_TASK_RECORD_TTL_SECONDS)
+        finally:
+            client.close()
+        return task_id
+
+    report = asyncio.run(run_drift_check(settings, send, now=time.time()))
+    metrics.TASKS.labels(CHECK_DRIFT, report.status).inc()
+    return report.model_dump(mode="json")

@@ -1,0 +1,49 @@
+"""Drift monitoring (admin): the reports of the retraining-worker's drift monitor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from gateway.auth import AdminAuth
+from gateway.deps import RedisDep, TasksDep
+from gateway.errors import PROBLEM_RESPONSES
+from recsys_shared import keys
+from recsys_shared.schemas import DriftOverview, DriftReport, TaskAccepted
+from recsys_shared.tasks import CHECK_DRIFT
+
+router = APIRouter(prefix="/v1", tags=["drift"], dependencies=[AdminAuth])
+
+
+@router.get(
+    "/drift",
+    response_model=DriftOverview,
+    summary="The latest drift report and the history of checks, newest first",
+    responses=PROBLEM_RESPONSES,
+)
+async def drift(
+    client: RedisDep,
+    limit: Annotated[
+        int, Query(ge=1, le=keys.DRIFT_HISTORY_LENGTH, description="History entries returned")
+    ] = keys.DRIFT_HISTORY_LENGTH,
+) -> DriftOverview:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.get(keys.DRIFT_LATEST)
+        pipe.lrange(keys.DRIFT_HISTORY, 0, limit - 1)
+        latest, history = await pipe.execute()
+    return DriftOverview(
+        latest=DriftReport.model_validate_json(latest) if latest else None,
+        history=[DriftReport.model_validate_json(entry) for entry in history],
+    )
+
+
+@router.post(
+    "/drift/check",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TaskAccepted,
+    summary="Run a drift check now; follow it with GET /v1/tasks/{task_id}",
+    responses=PROBLEM_RESPONSES,
+)
+async def check(tasks: TasksDep) -> TaskAccepted:
+    return TaskAccepted(task_id=await tasks.send(CHECK_DRIFT, {}))

@@ -1,0 +1,337 @@
+"""The drift monitor: recent traffic against the active model's training data. Plain functions.
+
+The feature-store's apply script counts every applied event into hour buckets (items, users,
+event types, online hits per serving version; see ``recsys_shared.keys.drift_window``). A check
+sums the last ``drift_window_hours`` buckets and compares them with what the active model was
+trained on: the item distribution of its snapshot (PSI over the top items plus an "other"
+bucket) and the users and items its id tables know. Past a threshold it enqueues a retrain, at
+most once per cool-down across every monitor (a Redis ``SET NX EX``); the training itself is
+serialised by the training lock. The Celery task only calls :func:`run_drift_check`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from recsys_shared import keys
+from recsys_shared.artifacts import (
+    IDS_FILE,
+    MANIFEST,
+    ArtifactError,
+    ArtifactStore,
+    load_npz,
+    model_folder,
+    sha256,
+)
+from recsys_shared.redis import create_async_redis
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
+from retraining_worker import metrics
+from retraining_worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FILE = "interactions.npz"  # as the feature-store writes it (training.SNAPSHOT_FILE)
+OTHER = "__other__"
+
+#: Enqueues a TRAIN_MODEL task and returns its id (Celery's ``send_task`` in the worker).
+Send = Callable[[], str]
+
+
+# ── PSI ───────────────────────────────────────────────────────────────────────────────────
+def psi_from_shares(
+    expected: Sequence[float], actual: Sequence[float], *, epsilon: float = 1e-4
+) -> float:
+    """Population stability index: Σ (a − e) · ln(a / e) over the bins, each share floored at
+    ``epsilon`` so an empty bin on one side is a large finite term, not an infinity."""
+    if len(expected) != len(actual):
+        raise ValueError("expected and actual need the same bins")
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        e, a = max(e, epsilon), max(a, epsilon)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def psi(
+    expected: Mapping[str, float],
+    actual: Mapping[str, float],
+    *,
+    top: int = 50,
+    epsilon: float = 1e-4,
+) -> float:
+    """PSI between two count distributions over items: the bins are the ``top`` items of each
+    side plus one "other" bucket holding the rest of each side's mass."""
+    expected_total = float(sum(expected.values()))
+    actual_total = float(sum(actual.values()))
+    if expected_total <= 0 or actual_total <= 0:
+        raise ValueError("both distributions need a positive total")
+    bins = sorted(set(_top(expected, top)) | set(_top(actual, top)))
+    expected_shares = [expected.get(item, 0.0) / expected_total for item in bins]
+    actual_shares = [actual.get(item, 0.0) / actual_total for item in bins]
+    expected_shares.append(max(1.0 - sum(expected_shares), 0.0))
+    actual_shares.append(max(1.0 - sum(actual_shares), 0.0))
+    return psi_from_shares(expected_shares, actual_shares, epsilon=epsilon)
+
+
+def _top(counts: Mapping[str, float], n: int) -> list[str]:
+    return [item for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+# ── the recent window ─────────────────────────────────────────────────────────────────────
+@dataclass
+class Window:
+    first_hour: int
+    hours: int
+    items: Counter[str] = field(default_factory=Counter)
+    users: Counter[str] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)
+    hits: dict[str, OnlineHitRate] = field(default_factory=dict)
+
+    @property
+    def events(self) -> int:
+        return sum(self.types.values())
+
+
+async def read_window(client: aioredis.Redis, *, now: float, hours: int) -> Window:
+    """Sum the hour buckets of the last ``hours`` hours (the current, partial one included)."""
+    last = keys.drift_hour(now)
+    window = Window(first_hour=last - hours + 1, hours=hours)
+    async with client.pipeline(transaction=False) as pipe:
+        for hour in range(window.first_hour, last + 1):
+            pipe.hgetall(keys.drift_items(hour))
+            pipe.hgetall(keys.drift_users(hour))
+            pipe.hgetall(keys.drift_types(hour))
+            pipe.hgetall(keys.drift_hits(hour))
+        rows: list[dict[str, str]] = await pipe.execute()
+    hits: Counter[str] = Counter()
+    for index in range(0, len(rows), 4):
+        items, users, types, hit_counts = rows[index : index + 4]
+        window.items.update({item: int(count) for item, count in items.items()})
+        window.users.update({user: int(count) for user, count in users.items()})
+        window.types.update({kind: int(count) for kind, count in types.items()})
+        hits.update({name: int(count) for name, count in hit_counts.items()})
+    versions = {name.rpartition(":")[0] for name in hits}
+    for version in sorted(versions):
+        served, hit = hits[f"{version}:events"], hits[f"{version}:hits"]
+        window.hits[version] = OnlineHitRate(
+            events=served, hits=hit, hit_rate=hit / served if served else None
+        )
+    return window
+
+
+# ── the active model's training data ──────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class TrainingProfile:
+    """What a model version learnt from: item counts of its snapshot (``None`` when the
+    snapshot was garbage-collected) and the users and items it knows (``None``: unreadable)."""
+
+    version: int
+    snapshot_id: str
+    item_counts: dict[str, float] | None
+    known_users: frozenset[str] | None
+    known_items: frozenset[str] | None
+
+
+_PROFILES: dict[tuple[str, int], TrainingProfile] = {}
+
+
+def _read_verified(store: ArtifactStore, folder: str, name: str) -> bytes:
+    """One file of a bundle, checked against its manifest (without reading the others)."""
+    try:
+        manifest = json.loads(store.read_bytes(f"{folder}/{MANIFEST}"))
+        expected = manifest["files"][name]["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ArtifactError(f"'{store.url(folder)}' does not list {name}.") from error
+    data = store.read_bytes(f"{folder}/{name}")
+    if sha256(data) != expected:
+        raise ArtifactError(f"'{store.url(folder + '/' + name)}' does not match its checksum.")
+    return data
+
+
+def load_profile(store: ArtifactStore, info: ModelInfo) -> TrainingProfile:
+    """Read (once per process and version) the training profile of a model version."""
+    cache_key = (store.base_url, info.version)
+    if cache_key in _PROFILES:
+        return _PROFILES[cache_key]
+    item_counts: dict[str, float] | None = None
+    known_users: frozenset[str] | None = None
+    known_items: frozenset[str] | None = None
+    try:
+        arrays = load_npz(_read_verified(store, f"snapshots/{info.snapshot_id}", SNAPSHOT_FILE))
+        counts = np.bincount(arrays["cols"].astype(np.int64), minlength=len(arrays["item_ids"]))
+        item_counts = {
+            str(item): float(count)
+            for item, count in zip(arrays["item_ids"], counts, strict=True)
+            if count
+        }
+        known_users = frozenset(str(user) for user in arrays["user_ids"])
+        known_items = frozenset(str(item) for item in arrays["item_ids"])
+    except ArtifactError as error:
+        log.warning("drift: no training snapshot for version %d: %s", info.version, error)
+    try:
+        ids = load_npz(_read_verified(store, model_folder(info.version), IDS_FILE))
+        known_users = frozenset(str(user) for user in ids["user_ids"])
+        known_items = frozenset(str(item) for item in ids["item_ids"])
+    except ArtifactError as error:
+        log.warning("drift: no id tables for version %d: %s", info.version, error)
+    profile = TrainingProfile(info.version, info.snapshot_id, item_counts, known_users, known_items)
+    _PROFILES.clear()  # only the active version's is worth keeping
+    _PROFILES[cache_key] = profile
+    return profile
+
+
+# ── the report ────────────────────────────────────────────────────────────────────────────
+def _unknown_share(counts: Counter[str], known: frozenset[str] | None) -> float | None:
+    total = sum(counts.values())
+    if known is None or not total:
+        return None
+    return sum(count for name, count in counts.items() if name not in known) / total
+
+
+def compute_report(
+    window: Window, profile: TrainingProfile | None, settings: Settings, *, now: float
+) -> DriftReport:
+    """The report of one check; ``status`` is ``drift`` when a threshold is crossed."""
+    total = window.events
+    thresholds = {
+        "psi": settings.drift_psi_threshold,
+        "unknown_share": settings.drift_unknown_share_threshold,
+        "min_events": float(settings.drift_min_events),
+    }
+    report = DriftReport(
+        status="ok",
+        checked_at=datetime.fromtimestamp(now, UTC),
+        window_hours=window.hours,
+        window_start=datetime.fromtimestamp(window.first_hour * 3600, UTC),
+        events=total,
+        event_types={kind: count / total for kind, count in sorted(window.types.items())}
+        if total
+        else {},
+        hit_rate=window.hits,
+        thresholds=thresholds,
+    )
+    if profile is None:
+        return report.model_copy(update={"status": "no_model"})
+    report.model_version = profile.version
+    report.snapshot_id = profile.snapshot_id
+    if profile.item_counts and window.items:
+        report.psi = psi(
+            profile.item_counts,
+            window.items,
+            top=settings.drift_top_items,
+            epsilon=settings.drift_psi_epsilon,
+        )
+    report.unknown_user_share = _unknown_share(window.users, profile.known_users)
+    report.unknown_item_share = _unknown_share(window.items, profile.known_items)
+    if total < settings.drift_min_events:
+        report.status = "insufficient_data"
+        report.reasons = [f"{total} event(s) in the window, fewer than {settings.drift_min_events}"]
+        return report
+    reasons = []
+    if report.psi is not None and report.psi > settings.drift_psi_threshold:
+        reasons.append(f"item popularity PSI {report.psi:.3f} > {settings.drift_psi_threshold}")
+    for kind, share in (
+        ("users", report.unknown_user_share),
+        ("items", report.unknown_item_share),
+    ):
+        if share is not None and share > settings.drift_unknown_share_threshold:
+            reasons.append(
+                f"{share:.1%} of the events are on {kind} the model does not know "
+                f"(> {settings.drift_unknown_share_threshold:.0%})"
+            )
+    report.reasons = reasons
+    report.status = "drift" if reasons else "ok"
+    return report
+
+
+async def maybe_trigger(
+    client: aioredis.Redis, report: DriftReport, settings: Settings, send: Send
+) -> DriftReport:
+    """Enqueue one retrain for a report that shows drift, unless a training is running or a
+    drift retrain was enqueued within the cool-down (by this monitor or any other)."""
+    if report.status != "drift":
+        return report
+    if await client.exists(keys.TRAINING_LOCK):
+        return report.model_copy(update={"trigger_skipped": "a training is running"})
+    if not await client.set(
+        keys.DRIFT_RETRAIN_COOLDOWN, "pending", nx=True, ex=settings.drift_cooldown_seconds
+    ):
+        holder = await client.get(keys.DRIFT_RETRAIN_COOLDOWN)
+        ttl = int(await client.ttl(keys.DRIFT_RETRAIN_COOLDOWN))
+        return report.model_copy(
+            update={
+                "trigger_skipped": f"cool-down: retrain {holder!s} was enqueued by drift; "
+                f"next trigger possible in {max(ttl, 0)} s"
+            }
+        )
+    try:
+        task_id = await asyncio.to_thread(send)
+    except BaseException:
+        await client.delete(keys.DRIFT_RETRAIN_COOLDOWN)  # nothing was enqueued
+        raise
+    await client.set(keys.DRIFT_RETRAIN_COOLDOWN, task_id, xx=True, keepttl=True)
+    metrics.DRIFT_TRIGGERS.inc()
+    log.warning("drift: enqueued retrain %s: %s", task_id, "; ".join(report.reasons))
+    return report.model_copy(update={"triggered_task_id": task_id})
+
+
+async def store_report(client: aioredis.Redis, report: DriftReport) -> None:
+    """The latest report in one key, and a history capped at ``DRIFT_HISTORY_LENGTH``."""
+    payload = report.model_dump_json()
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.set(keys.DRIFT_LATEST, payload)
+        pipe.lpush(keys.DRIFT_HISTORY, payload)
+        pipe.ltrim(keys.DRIFT_HISTORY, 0, keys.DRIFT_HISTORY_LENGTH - 1)
+        await pipe.execute()
+
+
+def export_metrics(report: DriftReport) -> None:
+    if report.psi is not None:
+        metrics.DRIFT_PSI.set(report.psi)
+    if report.unknown_user_share is not None:
+        metrics.DRIFT_UNKNOWN_SHARE.labels("users").set(report.unknown_user_share)
+    if report.unknown_item_share is not None:
+        metrics.DRIFT_UNKNOWN_SHARE.labels("items").set(report.unknown_item_share)
+    for version, rate in report.hit_rate.items():
+        if rate.hit_rate is not None:
+            metrics.DRIFT_HIT_RATE.labels(version).set(rate.hit_rate)
+
+
+async def check_drift(
+    client: aioredis.Redis,
+    store: ArtifactStore,
+    settings: Settings,
+    send: Send,
+    *,
+    now: float,
+) -> DriftReport:
+    """One check: window, profile, report, maybe a trigger; the report is stored."""
+    active = await ModelRegistry(client).active()
+    window = await read_window(client, now=now, hours=settings.drift_window_hours)
+    profile = await asyncio.to_thread(load_profile, store, active) if active else None
+    report = compute_report(window, profile, settings, now=now)
+    report = await maybe_trigger(client, report, settings, send)
+    await store_report(client, report)
+    export_metrics(report)
+    return report
+
+
+async def run_drift_check(settings: Settings, send: Send, *, now: float) -> DriftReport:
+    client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+    try:
+        return await check_drift(
+            client, ArtifactStore(settings.artifact_url), settings, send, now=now
+        )
+    finally:
+        await client.aclose()

@@ -1,0 +1,388 @@
+"""The drift monitor: PSI, the report against a real Redis and a tiny model on disk, the trigger."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+import redis.asyncio as aioredis
+
+from recsys_shared import keys
+from recsys_shared.artifacts import IDS_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus
+from retraining_worker.config import Settings
+from retraining_worker.data import Interactions
+from retraining_worker.drift import (
+    SNAPSHOT_FILE,
+    check_drift,
+    psi,
+    psi_from_shares,
+)
+
+NOW = 1_700_003_600.0 + 1800  # half past an hour
+HOUR = keys.drift_hour(NOW)
+SNAPSHOT_ID = "1700000000000-0"
+
+
+# ── PSI ───────────────────────────────────────────────────────────────────────────────────
+def test_psi_of_identical_distributions_is_zero() -> None:
+    counts = {f"i{n}": float(n + 1) for n in range(20)}
+    assert psi(counts, counts) == pytest.approx(0.0, abs=1e-12)
+    # Proportional counts are the same distribution.
+    assert psi(counts, {item: 7 * count for item, count in counts.items()}) == pytest.approx(
+        0.0, abs=1e-12
+    )
+
+
+def test_psi_of_disjoint_distributions_is_large() -> None:
+    value = psi({"a": 10, "b": 10}, {"x": 10, "y": 10}, epsilon=1e-4)
+    # Each of the four bins: 0.5 against epsilon, (0.5 - 1e-4) · ln(0.5 / 1e-4) ≈ 4.26.
+    assert value == pytest.approx(4 * (0.5 - 1e-4) * math.log(0.5 / 1e-4))
+    assert value > 10
+
+
+def test_psi_matches_a_hand_computed_value() -> None:
+    # (0.25 − 0.5)·ln(0.25/0.5) + (0.75 − 0.5)·ln(0.75/0.5) = 0.25·ln 2 + 0.25·ln 1.5
+    expected = 0.25 * math.log(2) + 0.25 * math.log(1.5)
+    assert expected == pytest.approx(0.274653, abs=1e-6)
+    assert psi_from_shares([0.5, 0.5], [0.25, 0.75]) == pytest.approx(expected)
+    # The same through the item form: the "other" bucket is empty on both sides (ε vs ε: 0).
+    assert psi({"a": 2, "b": 2}, {"a": 1, "b": 3}) == pytest.approx(expected)
+
+
+def test_psi_puts_items_beyond_the_top_in_other() -> None:
+    training = {"a": 50, "b": 30, "c": 10, "d": 10}
+    recent = {"a": 50, "b": 30, "c": 5, "d": 15}
+    # With the top 2 of each side as bins, c and d merge into "other" (20% on both sides).
+    assert psi(training, recent, top=2) == pytest.approx(0.0, abs=1e-12)
+    assert psi(training, recent, top=4) > 0.01
+
+
+# ── a tiny active model on disk and in the registry ───────────────────────────────────────
+def _training_counts(data: Interactions) -> Counter[str]:
+    return Counter(str(data.item_ids[col]) for col in data.cols)
+
+
+@pytest.fixture
+def drift_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "drift_window_hours": 3,
+            "drift_min_events": 100,
+            "drift_psi_threshold": 0.2,
+            "drift_unknown_share_threshold": 0.3,
+            "drift_cooldown_seconds": 600,
+            "drift_top_items": 10,
+        }
+    )
+
+
+@pytest.fixture
+async def active_model(
+    redis_client: aioredis.Redis, clusters: Interactions, drift_settings: Settings
+) -> ModelInfo:
+    """Version 1, trained on the ``clusters`` snapshot: the snapshot bundle and the model's id
+    tables written with the ArtifactStore as the feature-store and training write them."""
+    store = ArtifactStore(drift_settings.artifact_url)
+    store.write_bundle(
+        f"snapshots/{SNAPSHOT_ID}",
+        {
+            SNAPSHOT_FILE: npz_bytes(
+                user_ids=clusters.user_ids,
+                item_ids=clusters.item_ids,
+                rows=clusters.rows,
+                cols=clusters.cols,
+                weights=clusters.weights,
+                times=clusters.times,
+            )
+        },
+        {"snapshot_id": SNAPSHOT_ID},
+    )
+    store.write_bundle(
+        model_folder(1),
+        {IDS_FILE: npz_bytes(user_ids=clusters.user_ids, item_ids=clusters.item_ids)},
+        {"version": 1},
+    )
+    info = ModelInfo(
+        version=1,
+        status=ModelStatus.CANDIDATE,
+        algorithm="als",
+        created_at=datetime.now(UTC),
+        snapshot_id=SNAPSHOT_ID,
+        artifact_url=store.url(model_folder(1)),
+    )
+    await ModelRegistry(redis_client).publish(info, reason="test")
+    return info
+
+
+async def record_window(
+    client: aioredis.Redis,
+    events: list[tuple[str, str, str]],
+    *,
+    hour: int = HOUR,
+    hits: dict[str, int] | None = None,
+) -> None:
+    """Count (user, item, type) events into an hour bucket as the feature-store's script does."""
+    async with client.pipeline(transaction=False) as pipe:
+        for user, item, kind in events:
+            pipe.hincrby(keys.drift_users(hour), user, 1)
+            pipe.hincrby(keys.drift_items(hour), item, 1)
+            pipe.hincrby(keys.drift_types(hour), kind, 1)
+        for name, count in (hits or {}).items():
+            pipe.hincrby(keys.drift_hits(hour), name, count)
+        await pipe.execute()
+
+
+def like_training(data: Interactions, repeat: int = 1) -> list[tuple[str, str, str]]:
+    """Events with the training snapshot's own user and item distribution."""
+    return [
+        (str(data.user_ids[row]), str(data.item_ids[col]), "like")
+        for _ in range(repeat)
+        for row, col in zip(data.rows, data.cols, strict=True)
+    ]
+
+
+def new_traffic(count: int) -> list[tuple[str, str, str]]:
+    return [(f"new-user-{n % 50}", f"new-item-{n % 30}", "view") for n in range(count)]
+
+
+class Sender:
+    """Stands in for Celery's send_task: records each enqueue."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def __call__(self) -> str:
+        self.sent.append(f"task-{len(self.sent) + 1}")
+        return self.sent[-1]
+
+
+async def run(
+    client: aioredis.Redis, settings: Settings, send: Sender, now: float = NOW
+) -> DriftReport:
+    return await check_drift(client, ArtifactStore(settings.artifact_url), settings, send, now=now)
+
+
+# ── the report ────────────────────────────────────────────────────────────────────────────
+async def test_traffic_like_the_training_data_is_ok(
+    redis_client: aioredis.Redis,
+    clusters: Interactions,
+    drift_settings: Settings,
+    active_model: ModelInfo,
+) -> None:
+    # Spread over two buckets of the window; one bucket before the window must not count.
+    events = like_training(clusters)
+    await record_window(redis_client, events[:200], hour=HOUR - 1)
+    await record_window(
+        redis_client,
+        events[200:],
+        hits={"1:events": 40, "1:hits": 10, "popular:events": 10, "popular:hits": 1},
+    )
+    await record_window(redis_client, new_traffic(1000), hour=HOUR - 3)
+    await redis_client.hincrby(keys.drift_types(HOUR), "view", 160)
+    send = Sender()
+
+    report = await run(redis_client, drift_settings, send)
+
+    assert report.status == "ok", report.reasons
+    assert report.model_version == 1
+    assert report.snapshot_id == SNAPSHOT_ID
+    assert report.events == len(events) + 160
+    assert report.window_hours == 3
+    assert report.window_start == datetime.fromtimestamp((HOUR - 2) * 3600, UTC)
+    assert report.psi == pytest.approx(0.0, abs=1e-9)
+    assert report.unknown_user_share == 0.0
+    assert report.unknown_item_share == 0.0
+    assert report.event_types == pytest.approx({"like": 480 / 640, "view": 160 / 640})
+    assert report.hit_rate["1"].model_dump() == {"events": 40, "hits": 10, "hit_rate": 0.25}
+    assert report.hit_rate["popular"].hit_rate == pytest.approx(0.1)
+    assert report.reasons == []
+    assert report.triggered_task_id is None
+    assert send.sent == []
+
+
+async def test_new_users_and_items_are_drift(
+    redis_client: aioredis.Redis,
+    clusters: Interactions,
+    drift_settings: Settings,
+    active_model: ModelInfo,
+) -> None:
+    await record_window(redis_client, like_training(clusters) + new_traffic(480))
+
+    report = await run(redis_client, drift_settings, Sender())
+
+    assert report.status == "drift"
+    assert report.unknown_user_share == pytest.approx(0.5)
+    assert report.unknown_item_share == pytest.approx(0.5)
+    assert report.psi is not None
+    assert report.psi > drift_settings.drift_psi_threshold
+    assert len(report.reasons) == 3
+    assert any("PSI" in reason for reason in report.reasons)
+
+
+async def test_a_shift_among_known_items_is_caught_by_psi_alone(
+    redis_client: aioredis.Redis,
+    clusters: Interactions,
+    drift_settings: Settings,
+    active_model: ModelInfo,
+) -> None:
+    # Known users, known items, but everyone piles onto the two least popular training items.
+    counts = _training_counts(clusters)
+    rare = [item for item, _ in counts.most_common()[-2:]]
+    users = [str(user) for user in clusters.user_ids]
+    await record_window(
+        redis_client, [(users[n % len(users)], rare[n % 2], "click") for n in range(300)]
+    )
+
+    report = await run(redis_client, drift_settings, Sender())
+
+    assert report.status == "drift"
+    assert report.unknown_user_share == 0.0
+    assert report.unknown_item_share == 0.0
+    assert report.psi is not None
+    assert report.psi > 1.0
+    assert len(report.reasons) == 1
+    assert "PSI" in report.reasons[0]
+
+
+async def test_too_few_events_never_trigger(
+    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+) -> None:
+    await record_window(redis_client, new_traffic(99))
+    send = Sender()
+
+    report = await run(redis_client, drift_settings, send)
+
+    assert report.status == "insufficient_data"
+    assert report.unknown_item_share == 1.0  # still reported, only not acted on
+    assert report.triggered_task_id is None
+    assert send.sent == []
+    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+
+
+async def test_without_an_active_model_there_is_no_verdict(
+    redis_client: aioredis.Redis, drift_settings: Settings
+) -> None:
+    await record_window(redis_client, new_traffic(500))
+    send = Sender()
+
+    report = await run(redis_client, drift_settings, send)
+
+    assert report.status == "no_model"
+    assert report.events == 500
+    assert report.psi is None
+    assert send.sent == []
+
+
+async def test_a_garbage_collected_snapshot_still_reports_unknown_shares(
+    redis_client: aioredis.Redis,
+    clusters: Interactions,
+    drift_settings: Settings,
+    active_model: ModelInfo,
+) -> None:
+    ArtifactStore(drift_settings.artifact_url).delete_tree(f"snapshots/{SNAPSHOT_ID}")
+    await record_window(redis_client, like_training(clusters) + new_traffic(480))
+
+    report = await run(redis_client, drift_settings, Sender())
+
+    assert report.psi is None
+    assert report.unknown_item_share == pytest.approx(0.5)
+    assert report.status == "drift"
+
+
+# ── the trigger and the history ───────────────────────────────────────────────────────────
+async def test_drift_triggers_one_retrain_per_cool_down(
+    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+) -> None:
+    await record_window(redis_client, new_traffic(500))
+    send = Sender()
+
+    first = await run(redis_client, drift_settings, send)
+    second = await run(redis_client, drift_settings, send, now=NOW + 60)
+    other_monitor = await run(redis_client, drift_settings, Sender(), now=NOW + 61)
+
+    assert first.status == second.status == other_monitor.status == "drift"
+    assert send.sent == ["task-1"]
+    assert first.triggered_task_id == "task-1"
+    assert second.triggered_task_id is None
+    assert second.trigger_skipped is not None
+    assert "cool-down" in second.trigger_skipped
+    assert "task-1" in second.trigger_skipped
+    assert other_monitor.triggered_task_id is None
+    assert await redis_client.get(keys.DRIFT_RETRAIN_COOLDOWN) == "task-1"
+    assert 0 < await redis_client.ttl(keys.DRIFT_RETRAIN_COOLDOWN) <= 600
+
+    # After the cool-down, drift that persists triggers again.
+    await redis_client.delete(keys.DRIFT_RETRAIN_COOLDOWN)
+    third = await run(redis_client, drift_settings, send, now=NOW + 700)
+    assert third.triggered_task_id == "task-2"
+
+
+async def test_below_the_thresholds_nothing_is_enqueued(
+    redis_client: aioredis.Redis,
+    clusters: Interactions,
+    drift_settings: Settings,
+    active_model: ModelInfo,
+) -> None:
+    # 20% of the traffic from new users on new items: under the 30% threshold.
+    await record_window(redis_client, like_training(clusters) + new_traffic(120))
+    lenient = drift_settings.model_copy(update={"drift_psi_threshold": 5.0})
+    send = Sender()
+
+    report = await run(redis_client, lenient, send)
+
+    assert report.status == "ok"
+    assert report.unknown_user_share == pytest.approx(0.2)
+    assert send.sent == []
+    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+
+
+async def test_no_trigger_while_a_training_runs(
+    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+) -> None:
+    await record_window(redis_client, new_traffic(500))
+    await redis_client.set(keys.TRAINING_LOCK, "someone", ex=60)
+    send = Sender()
+
+    report = await run(redis_client, drift_settings, send)
+
+    assert report.status == "drift"
+    assert report.trigger_skipped == "a training is running"
+    assert send.sent == []
+    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+
+
+async def test_a_failed_enqueue_releases_the_cool_down(
+    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+) -> None:
+    await record_window(redis_client, new_traffic(500))
+
+    def broken() -> str:
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        await run(redis_client, drift_settings, broken)  # type: ignore[arg-type]
+
+    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+    assert (await run(redis_client, drift_settings, Sender())).triggered_task_id == "task-1"
+
+
+async def test_reports_are_kept_newest_first_in_a_capped_history(
+    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+) -> None:
+    await record_window(redis_client, new_traffic(10))
+    for offset in range(keys.DRIFT_HISTORY_LENGTH + 5):
+        await run(redis_client, drift_settings, Sender(), now=NOW + offset)
+
+    history = await redis_client.lrange(keys.DRIFT_HISTORY, 0, -1)
+    latest = DriftReport.model_validate_json(await redis_client.get(keys.DRIFT_LATEST))
+
+    assert len(history) == keys.DRIFT_HISTORY_LENGTH
+    assert DriftReport.model_validate_json(history[0]) == latest
+    assert latest.checked_at == datetime.fromtimestamp(NOW + keys.DRIFT_HISTORY_LENGTH + 4, UTC)
+    assert DriftReport.model_validate_json(history[-1]).checked_at == datetime.fromtimestamp(
+        NOW + 5, UTC
+    )

@@ -1,0 +1,138 @@
+"""Drift on real processes: a model trained through the API, then traffic on brand-new users and
+items; a drift check enqueues exactly one retrain, and a second check within the cool-down none."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recsys_shared.processes import RedisServer
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    build_stack,
+    client_headers,
+    taste_clusters,
+    wait_for_applied,
+    wait_for_task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Stack]:
+    server = RedisServer(tmp_path / "redis").start()
+    stack = build_stack(
+        server,
+        tmp_path,
+        DRIFT_MIN_EVENTS="200",
+        DRIFT_WINDOW_HOURS="2",
+        DRIFT_COOLDOWN_SECONDS="600",
+    )
+    try:
+        for name in ("feature-store", "gateway", "worker"):
+            stack.start(name, wait=False)
+        for name in ("feature-store", "gateway", "worker"):
+            stack.processes[name].wait_healthy(timeout=90)
+        yield stack
+    finally:
+        stack.close()
+        server.stop()
+
+
+def send_events(http: httpx.Client, events: list[dict[str, object]]) -> None:
+    for start in range(0, len(events), 500):
+        response = http.post(
+            "/v1/events", json={"events": events[start : start + 500]}, headers=client_headers()
+        )
+        assert response.status_code == 202, response.text
+
+
+def check_drift(http: httpx.Client, gateway: str) -> dict[str, object]:
+    task = http.post("/v1/drift/check", headers=admin_headers())
+    assert task.status_code == 202, task.text
+    result = wait_for_task(gateway, task.json()["task_id"], timeout=60)
+    assert result["state"] == "SUCCESS", result
+    report = result["result"]
+    assert isinstance(report, dict)
+    return report
+
+
+def test_drift_triggers_exactly_one_retrain(system: Stack) -> None:
+    items, events = taste_clusters()
+    with httpx.Client(base_url=system.gateway, timeout=30) as http:
+        assert http.put("/v1/items", json={"items": items}, headers=client_headers()).is_success
+        send_events(http, events)
+        wait_for_applied(system.gateway)
+        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
+        trained = wait_for_task(system.gateway, task.json()["task_id"])
+        assert trained["state"] == "SUCCESS", trained
+        assert trained["result"]["status"] == "published", trained  # type: ignore[index]
+
+        # Traffic like the training data: no drift (the training events are in the window).
+        calm = check_drift(http, system.gateway)
+        assert calm["status"] == "ok", calm
+        assert calm["model_version"] == 1
+        assert calm["unknown_user_share"] == 0.0
+        assert calm["triggered_task_id"] is None
+
+        # An event from a served list counts towards the online hit rate of what served it
+        # (no recommender runs here: the gateway's popular fallback answers).
+        served = http.get("/v1/users/a1/recommendations?k=5", headers=client_headers()).json()
+        send_events(
+            http,
+            [
+                {
+                    "user_id": "a1",
+                    "item_id": served["items"][0]["item_id"],
+                    "type": "click",
+                    "recommendation_id": served["recommendation_id"],
+                }
+            ],
+        )
+        # Then the world changes: new users on new items, as many events as the training had.
+        send_events(
+            http,
+            [
+                {"user_id": f"newcomer{n % 80}", "item_id": f"NEW{n % 40}", "type": "view"}
+                for n in range(len(events))
+            ],
+        )
+        wait_for_applied(system.gateway)
+
+        drifted = check_drift(http, system.gateway)
+        again = check_drift(http, system.gateway)
+        overview = http.get("/v1/drift", headers=admin_headers()).json()
+        retrain_id = drifted["triggered_task_id"]
+        assert isinstance(retrain_id, str)
+        retrained = wait_for_task(system.gateway, retrain_id)
+        models = http.get("/v1/models", headers=admin_headers()).json()
+
+    assert drifted["status"] == "drift", drifted
+    assert drifted["unknown_user_share"] > 0.3  # type: ignore[operator]
+    assert drifted["unknown_item_share"] > 0.3  # type: ignore[operator]
+    assert drifted["psi"] > 0.2  # type: ignore[operator]
+    assert drifted["event_types"]["view"] > 0.4  # type: ignore[index]
+    assert drifted["hit_rate"]["popular"] == {"events": 1, "hits": 1, "hit_rate": 1.0}  # type: ignore[index]
+    # The second check still sees drift, but the cool-down holds: no second retrain.
+    assert again["status"] == "drift"
+    assert again["triggered_task_id"] is None
+    assert again["trigger_skipped"]
+    history = overview["history"]
+    assert [report["checked_at"] for report in history] == [
+        again["checked_at"],
+        drifted["checked_at"],
+        calm["checked_at"],
+    ]
+    assert overview["latest"] == history[0]
+    assert [report["triggered_task_id"] for report in history if report["triggered_task_id"]] == [
+        retrain_id
+    ]
+    # The retrain ran, on the data that now includes the new users and items.
+    assert retrained["state"] == "SUCCESS", retrained
+    assert retrained["result"]["status"] in {"published", "rejected"}  # type: ignore[index]
+    assert len(models) == 2
