@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules loadtest loadtest-resilience
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ bench: setup ## Serving figures (cache, uncached, p99, scoring, freshness, scale
 bench-ingest: setup ## Events/s accepted and applied end to end, beside raw XADD (reports/)
 	$(RUN) scripts/bench_ingest.py
 
+loadtest: ## Locust, headless, against HOST (starts the system if needed); fails on SLO misses
+	$(PYTHON) loadtests/run.py
+
+loadtest-resilience: ## Model swap and a replica kill under load: zero 5xx, p99 spike reported
+	$(PYTHON) loadtests/run.py --scenario resilience
+
 up: ## Build the images and start the whole system with Docker Compose (needs .env)
 	@test -f .env || { echo "No .env: cp .env.example .env, then set its secrets"; exit 1; }
 	docker compose up --build --detach --wait
@@ -66,4 +72,4 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 clean: ## Remove the virtualenv, local data and reports
-	rm -rf $(VENV) .data reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-deploy .venv-loadtest .data reports .pytest_cache .mypy_cache .ruff_cache
