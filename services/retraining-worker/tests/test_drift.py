@@ -386,3 +386,106 @@ async def test_reports_are_kept_newest_first_in_a_capped_history(
     assert DriftReport.model_validate_json(history[-1]).checked_at == datetime.fromtimestamp(
         NOW + 5, UTC
     )
+
+
+# ── automatic rollback ────────────────────────────────────────────────────────────────────
+async def _promote(redis_client: aioredis.Redis, tmp_path: object) -> ModelRegistry:
+    registry = ModelRegistry(redis_client)
+    for version in (1, 2):
+        await registry.record(
+            ModelInfo(
+                version=version,
+                status=ModelStatus.CANDIDATE,
+                algorithm="als",
+                created_at=datetime.now(UTC),
+                snapshot_id=f"{version}-0.g0",
+                artifact_url=f"file:///nowhere/v{version}",
+            )
+        )
+    await registry.activate(1, "first")
+    await registry.activate(2, "passed the gate")  # 1 is now retired, replaced by 2
+    return registry
+
+
+def _report(hits: dict[str, tuple[int, int]]) -> DriftReport:
+    from recsys_shared.schemas import OnlineHitRate
+
+    now = datetime.now(UTC)
+    return DriftReport(
+        status="ok",
+        checked_at=now,
+        window_hours=24,
+        window_start=now,
+        events=1000,
+        hit_rate={
+            version: OnlineHitRate(events=events, hits=hit, hit_rate=hit / events)
+            for version, (events, hit) in hits.items()
+        },
+    )
+
+
+async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
+    redis_client: aioredis.Redis, drift_settings: Settings, tmp_path: object
+) -> None:
+    from retraining_worker.drift import maybe_roll_back
+
+    registry = await _promote(redis_client, tmp_path)
+    active = await registry.active()
+    assert active is not None
+
+    reason = await maybe_roll_back(
+        registry,
+        _report({"1": (300, 60), "2": (300, 30)}),
+        active,
+        drift_settings,
+        now=datetime.now(UTC).timestamp(),
+    )
+
+    assert reason is not None
+    assert "version 2" in reason
+    assert await registry.active_version() == 1
+
+
+@pytest.mark.parametrize(
+    "hits",
+    [
+        {"1": (300, 60), "2": (300, 55)},  # within the margin
+        {"1": (300, 60), "2": (50, 1)},  # too few events to judge
+        {"2": (300, 1)},  # nothing to compare with
+    ],
+)
+async def test_no_rollback_without_a_clear_loss(
+    redis_client: aioredis.Redis,
+    drift_settings: Settings,
+    tmp_path: object,
+    hits: dict[str, tuple[int, int]],
+) -> None:
+    from retraining_worker.drift import maybe_roll_back
+
+    registry = await _promote(redis_client, tmp_path)
+    active = await registry.active()
+    assert active is not None
+    assert (
+        await maybe_roll_back(
+            registry, _report(hits), active, drift_settings, now=datetime.now(UTC).timestamp()
+        )
+        is None
+    )
+    assert await registry.active_version() == 2
+
+
+async def test_an_old_promotion_is_not_rolled_back(
+    redis_client: aioredis.Redis, drift_settings: Settings, tmp_path: object
+) -> None:
+    from retraining_worker.drift import maybe_roll_back
+
+    registry = await _promote(redis_client, tmp_path)
+    active = await registry.active()
+    assert active is not None
+    later = datetime.now(UTC).timestamp() + drift_settings.rollback_window_seconds + 1
+    assert (
+        await maybe_roll_back(
+            registry, _report({"1": (300, 60), "2": (300, 1)}), active, drift_settings, now=later
+        )
+        is None
+    )

@@ -410,6 +410,11 @@ class DriftReport(BaseModel):
     trigger_skipped: str | None = Field(
         default=None, description="Why drift did not enqueue a retrain (cool-down, training)."
     )
+    rolled_back: str | None = Field(
+        default=None,
+        description="A newly promoted version whose online hit rate fell below its "
+        "predecessor's, rolled back by this check.",
+    )
 
 
 class DriftOverview(BaseModel):

@@ -77,6 +77,18 @@ class Settings(ServiceSettings):
     metrics_host: str = Field(default="127.0.0.1", description="0.0.0.0 in containers.")
     metrics_port: int = Field(default=8301, ge=0, le=65535, description="0: no health server.")
 
+    rollback_window_seconds: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="A version promoted this recently is rolled back if its hit rate falls.",
+    )
+    rollback_margin: float = Field(
+        default=0.2, gt=0, lt=1, description="Fraction of the predecessor's hit rate it may lose."
+    )
+    rollback_min_events: int = Field(
+        default=200, ge=1, description="Attributed events each version needs before judging."
+    )
+
     @model_validator(mode="after")
     def _visibility_outlasts_time_limit(self) -> Settings:
         if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:

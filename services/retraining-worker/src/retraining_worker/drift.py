@@ -308,6 +308,51 @@ def export_metrics(report: DriftReport) -> None:
             metrics.DRIFT_HIT_RATE.labels(version).set(rate.hit_rate)
 
 
+async def maybe_roll_back(
+    registry: ModelRegistry,
+    report: DriftReport,
+    active: ModelInfo,
+    settings: Settings,
+    *,
+    now: float,
+) -> str | None:
+    """Roll a newly promoted version back when, over enough attributed events, its online hit
+    rate trails that of the version it replaced by more than ``rollback_margin``."""
+    if active.activated_at is None:
+        return None
+    if now - active.activated_at.timestamp() > settings.rollback_window_seconds:
+        return None
+    replaced = f"replaced by version {active.version}"
+    previous = next(
+        (
+            info
+            for info in await registry.list()
+            if info.status_reason == replaced and info.artifact_url is not None
+        ),
+        None,
+    )
+    if previous is None:
+        return None
+    mine, theirs = (
+        report.hit_rate.get(str(active.version)),
+        report.hit_rate.get(str(previous.version)),
+    )
+    if mine is None or theirs is None or mine.hit_rate is None or theirs.hit_rate is None:
+        return None
+    if min(mine.events, theirs.events) < settings.rollback_min_events:
+        return None
+    if mine.hit_rate >= theirs.hit_rate * (1.0 - settings.rollback_margin):
+        return None
+    reason = (
+        f"rolled back automatically: online hit rate {mine.hit_rate:.3f} of version "
+        f"{active.version} is below {theirs.hit_rate:.3f} of version {previous.version} "
+        f"by more than {settings.rollback_margin:.0%}"
+    )
+    await registry.activate(previous.version, reason=reason)
+    log.warning(reason)
+    return reason
+
+
 async def check_drift(
     client: aioredis.Redis,
     store: ArtifactStore,
@@ -322,6 +367,11 @@ async def check_drift(
     profile = await asyncio.to_thread(load_profile, store, active) if active else None
     report = compute_report(window, profile, settings, now=now)
     report = await maybe_trigger(client, report, settings, send)
+    if active is not None:
+        rolled_back = await maybe_roll_back(
+            ModelRegistry(client), report, active, settings, now=now
+        )
+        report = report.model_copy(update={"rolled_back": rolled_back})
     await store_report(client, report)
     export_metrics(report)
     return report
