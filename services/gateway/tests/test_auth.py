@@ -167,3 +167,21 @@ def test_an_admin_key_passes_admin_routes(gateway: Any, admin_headers: dict[str,
     response = gateway.client.get("/v1/models", headers=admin_headers)
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
+    make_gateway: Any, client_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    gateway = make_gateway(rate_limit_per_second=3)
+    statuses = [
+        gateway.client.get("/v1/items/popular", headers=client_headers).status_code
+        for _ in range(6)
+    ]
+    # Within one second (or two, if the loop straddles a boundary) at most 2 x 3 pass.
+    assert statuses.count(429) >= 1, statuses
+    refused = gateway.client.get("/v1/items/popular", headers=client_headers)
+    if refused.status_code == 429:
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["type"] == "urn:recsys:problem:rate-limited"
+    # Another key has its own budget.
+    assert gateway.client.get("/v1/models", headers=admin_headers).status_code == 200

@@ -134,6 +134,15 @@ def model_for_snapshot(snapshot_id: str) -> str:
     return MODEL_SNAPSHOT_PREFIX + snapshot_id
 
 
+# ── access ────────────────────────────────────────────────────────────────────────────────
+RATE_LIMIT_PREFIX = key("ratelimit") + ":"
+
+
+def rate_limit(key_id: str, second: int) -> str:
+    """Requests of one API key (its short digest, never the key) in one second."""
+    return f"{RATE_LIMIT_PREFIX}{key_id}:{second}"
+
+
 # ── serving ───────────────────────────────────────────────────────────────────────────────
 RECOMMENDATION_PREFIX = key("rec") + ":"
 CACHE_PREFIX = key("cache") + ":"

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from gateway.rate_limit import RateLimiter
 from recsys_shared.errors import AuthenticationRequired, PermissionDenied
 
 
@@ -39,14 +40,19 @@ class ApiKeys:
             raise ValueError("API_KEYS holds no key")
 
     def role_of(self, key: str | None) -> Role | None:
+        identified = self.identify(key)
+        return identified[0] if identified else None
+
+    def identify(self, key: str | None) -> tuple[Role, str] | None:
+        """The key's role and a short, non-secret name for it (for rate limits and logs)."""
         if not key:
             return None
         candidate = _digest(key)
-        found: Role | None = None
+        found: tuple[Role, str] | None = None
         # Every stored hash is compared, so timing does not tell which (or whether) one matched.
         for digest, role in self._hashes:
             if hmac.compare_digest(candidate, digest):
-                found = role
+                found = (role, digest.hex()[:16])
         return found
 
 
@@ -55,13 +61,16 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 
 async def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> Role:
     keys: ApiKeys = request.state.api_keys
-    role = keys.role_of(key)
-    if role is None:
+    identified = keys.identify(key)
+    if identified is None:
         raise AuthenticationRequired(
             "A valid API key is required in the X-API-Key header."
             if key is None
             else "The API key is not valid."
         )
+    role, key_id = identified
+    limiter: RateLimiter = request.state.rate_limiter
+    await limiter.check(key_id)
     return role
 
 

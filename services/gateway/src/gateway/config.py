@@ -40,6 +40,9 @@ class Settings(ServiceSettings):
     )
     task_record_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     broker_visibility_timeout_seconds: int = Field(default=4000, ge=10)
+    rate_limit_per_second: int = Field(
+        default=1000, ge=0, description="Requests per second per API key; 0 turns the limit off."
+    )
     access_log: bool = False
 
     @field_validator("recommender_urls", mode="before")

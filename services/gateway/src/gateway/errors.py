@@ -13,6 +13,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},
     413: {**_PROBLEM, "description": "Request body over the limit"},
+    429: {**_PROBLEM, "description": "Over the API key's rate limit; retry after `Retry-After`"},
     422: {**_PROBLEM, "description": "Invalid input; `errors` lists each problem"},
     503: {**_PROBLEM, "description": "A dependency is unavailable; retry after `Retry-After`"},
 }

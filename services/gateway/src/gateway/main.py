@@ -14,6 +14,7 @@ from gateway.cache import ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
+from gateway.rate_limit import RateLimiter
 from gateway.rejects import count_rejects
 from gateway.routes import drift, events, items, models, pipeline, recommendations, users
 from gateway.serving import ReadService
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "settings": settings,
             "redis": client,
             "api_keys": api_keys,
+            "rate_limiter": RateLimiter(client, per_second=settings.rate_limit_per_second),
             "reads": ReadService(
                 client,
                 recommenders,

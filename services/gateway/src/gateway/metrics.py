@@ -30,3 +30,7 @@ CACHE_REQUESTS = Counter(
     "Response cache lookups for user recommendations: hit, miss, coalesced (joined a miss).",
     ["result"],
 )
+RATE_LIMITED = Counter(
+    "recsys_rate_limited_total",
+    "Requests refused with 429 because their API key was over its limit.",
+)
