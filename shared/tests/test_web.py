@@ -381,3 +381,19 @@ def test_every_response_carries_the_security_headers(client: TestClient) -> None
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_redis_out_of_memory_is_a_retryable_503() -> None:
+    import redis as redis_errors
+
+    from recsys_shared.redis import is_out_of_memory, store_unavailable
+
+    error = redis_errors.exceptions.OutOfMemoryError(
+        "command not allowed when used memory > 'maxmemory'."
+    )
+    assert is_out_of_memory(error)
+    problem = store_unavailable(error)
+    assert problem.status == 503
+    assert problem.retry_after >= 1
+    assert "memory limit" in problem.detail
+    assert not is_out_of_memory(redis_errors.exceptions.ResponseError("WRONGTYPE"))

@@ -29,7 +29,13 @@ REDIS_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
 
 def is_out_of_memory(error: BaseException) -> bool:
     """Redis at ``maxmemory`` with ``noeviction`` refuses writes: a retryable unavailability."""
-    return isinstance(error, redis.exceptions.ResponseError) and str(error).startswith("OOM")
+    # redis-py raises OutOfMemoryError and strips the "OOM" code from the message; a script's
+    # error may still carry it, so both are recognised.
+    if isinstance(error, redis.exceptions.OutOfMemoryError):
+        return True
+    return isinstance(error, redis.exceptions.ResponseError) and (
+        str(error).startswith("OOM") or "maxmemory" in str(error)
+    )
 
 
 def _options(timeout: float, max_connections: int | None) -> dict[str, Any]:

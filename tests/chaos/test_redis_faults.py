@@ -1,0 +1,131 @@
+"""Redis faults on real processes: full memory, a restart under the Celery worker, a pause."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from recsys_shared import keys
+from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    build_stack,
+    client_headers,
+    taste_clusters,
+    wait_for_applied,
+    wait_for_task,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[Stack]:
+    server = RedisServer(tmp_path / "redis").start()
+    stack = build_stack(server, tmp_path, REDIS_TIMEOUT_SECONDS="0.5")
+    try:
+        yield stack
+    finally:
+        stack.close()
+        server.stop()
+
+
+def post(stack: Stack, events: list[dict[str, object]]) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway}/v1/events", json={"events": events}, headers=client_headers(), timeout=10
+    )
+
+
+def test_redis_at_its_memory_limit_refuses_writes_visibly_and_evicts_nothing(
+    system: Stack,
+) -> None:
+    system.start("gateway")
+    admin = redis.Redis.from_url(system.redis.url)
+    used = int(admin.info("memory")["used_memory"])
+    admin.config_set("maxmemory", used + 2_000_000)  # a little headroom, then full
+    accepted: list[str] = []
+    refused = None
+    for batch in range(200):
+        events = [
+            {
+                "event_id": f"m{batch}-{index}",
+                "user_id": f"u{index}",
+                "item_id": f"i{batch}",
+                "type": "view",
+            }
+            for index in range(500)
+        ]
+        response = post(system, events)
+        if response.status_code == 202:
+            accepted += [str(event["event_id"]) for event in events]
+            continue
+        refused = response
+        break
+    assert refused is not None, "Redis never filled up"
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) >= 1
+    # Nothing that got a 202 was evicted to make room: every accepted event is in the stream.
+    stored = {
+        entry["e"].split('"event_id":"')[1].split('"')[0]
+        for _, entry in redis.Redis.from_url(system.redis.url, decode_responses=True).xrange(
+            keys.EVENTS_STREAM
+        )
+    }
+    assert set(accepted) <= stored
+    assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    # With room again, ingestion resumes.
+    admin.config_set("maxmemory", 0)
+    assert post(system, [{"user_id": "u", "item_id": "i", "type": "view"}]).status_code == 202
+
+
+def test_redis_paused_makes_requests_fail_fast_and_readiness_recover(system: Stack) -> None:
+    system.start("gateway")
+    admin = redis.Redis.from_url(system.redis.url)
+    admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+    started = time.monotonic()
+    response = post(system, [{"user_id": "u", "item_id": "i", "type": "view"}])
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert elapsed < 2.5, "a paused Redis must not hang requests beyond the client timeout"
+    ready = httpx.get(f"{system.gateway}/readyz", timeout=5)
+    assert ready.status_code == 503
+    wait_until(
+        lambda: httpx.get(f"{system.gateway}/readyz", timeout=5).status_code == 200,
+        timeout=15,
+        what="readiness to recover after the pause",
+    )
+    assert post(system, [{"user_id": "u", "item_id": "i", "type": "view"}]).status_code == 202
+
+
+def test_the_celery_worker_keeps_consuming_after_a_redis_restart(system: Stack) -> None:
+    for name in ("feature-store", "gateway", "worker"):
+        system.start(name)
+    items, events = taste_clusters()
+    httpx.put(
+        f"{system.gateway}/v1/items", json={"items": items}, headers=client_headers(), timeout=10
+    )
+    assert post(system, events[:900]).status_code == 202
+    wait_for_applied(system.gateway)
+
+    system.redis.restart()  # a clean restart: the AOF brings every key back
+
+    def accepted() -> bool:
+        try:
+            return post(system, events[900:]).status_code == 202
+        except httpx.TransportError:
+            return False
+
+    wait_until(accepted, timeout=30, what="ingestion after the Redis restart")
+    wait_for_applied(system.gateway, timeout=60)
+    task = httpx.post(f"{system.gateway}/v1/models/retrain", json={}, headers=admin_headers())
+    assert task.status_code == 202, task.text
+    result = wait_for_task(system.gateway, task.json()["task_id"], timeout=120)
+    assert result["state"] == "SUCCESS", result
+    assert httpx.get(f"{system.url('worker')}/healthz", timeout=5).status_code == 200
