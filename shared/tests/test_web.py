@@ -397,3 +397,28 @@ def test_redis_out_of_memory_is_a_retryable_503() -> None:
     assert problem.retry_after >= 1
     assert "memory limit" in problem.detail
     assert not is_out_of_memory(redis_errors.exceptions.ResponseError("WRONGTYPE"))
+
+
+def test_a_request_running_past_the_timeout_gets_a_503_problem() -> None:
+    import asyncio
+
+    app = FastAPI()
+
+    async def readiness(_: Request) -> dict[str, str]:
+        return {}
+
+    web.install(app, readiness=readiness, request_timeout_seconds=0.2)
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(5)
+        return {"done": "too late"}
+
+    @app.get("/fast")
+    async def fast() -> dict[str, str]:
+        return {"done": "in time"}
+
+    with TestClient(app) as test_client:
+        body = _assert_problem(test_client.get("/slow"), 503)
+        assert "0.2 s" in body["detail"]
+        assert test_client.get("/fast").json() == {"done": "in time"}

@@ -185,3 +185,22 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
         assert refused.json()["type"] == "urn:recsys:problem:rate-limited"
     # Another key has its own budget.
     assert gateway.client.get("/v1/models", headers=admin_headers).status_code == 200
+
+
+def test_cors_allows_only_the_configured_origins(make_gateway: Any) -> None:
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "X-API-Key",
+    }
+    closed = make_gateway()
+    response = closed.client.options("/v1/items/popular", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+
+    open_to_one = make_gateway(cors_origins="https://app.example")
+    allowed = open_to_one.client.options("/v1/items/popular", headers=preflight)
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    other = open_to_one.client.options(
+        "/v1/items/popular", headers={**preflight, "Origin": "https://evil.example"}
+    )
+    assert "access-control-allow-origin" not in other.headers

@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     environment: Environment = Environment.DEVELOPMENT
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
     redis_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="A request still running after this gets a 503."
+    )
     log_level: str = "INFO"
     log_json: bool = True
     service_name: str = "recsys"

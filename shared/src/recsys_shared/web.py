@@ -6,6 +6,7 @@ Installed with :func:`install`, once per app. The middleware is plain ASGI (no
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys_shared import metrics
-from recsys_shared.errors import InvalidInput, PayloadTooLarge, RecsysError, RetryableError
+from recsys_shared.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    RecsysError,
+    RetryableError,
+    Unavailable,
+)
 from recsys_shared.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, is_out_of_memory, store_unavailable
 from recsys_shared.schemas import (
@@ -104,6 +111,39 @@ def _incoming_request_id(scope: Scope) -> str | None:
                 return text
             return None
     return None
+
+
+class RequestTimeoutMiddleware:
+    """Ends a request that runs longer than ``seconds`` with a 503 problem (if nothing was sent
+    yet), so a stuck dependency cannot hold connections and workers forever."""
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.seconds):
+                await self.app(scope, receive, tracking_send)
+        except TimeoutError:
+            if started:
+                raise
+            await _send_problem(
+                scope,
+                send,
+                Unavailable(f"The request took longer than {self.seconds:g} s.", retry_after=1),
+            )
 
 
 class BodySizeLimitMiddleware:
@@ -344,11 +384,13 @@ def install(
     max_body_bytes: int = 1_048_576,
     access_log: bool = False,
     on_invalid: InvalidInputHook | None = None,
+    request_timeout_seconds: float = 30.0,
 ) -> None:
     """Wire the shared middleware, error mapping and ops routes into a service's app."""
     _install_error_handlers(app, on_invalid)
     app.include_router(ops_router(readiness))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestTimeoutMiddleware, seconds=request_timeout_seconds)
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)
 
 

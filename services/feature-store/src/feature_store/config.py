@@ -13,6 +13,8 @@ from recsys_shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "feature-store"
 
+    # A snapshot of millions of interactions takes minutes: the default allows for it.
+    request_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
     consumer_name: str = Field(
         default_factory=socket.gethostname,
         description="Stable per replica, so a restarted replica re-reads its own pending events.",

@@ -78,7 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
     )
-    web.install(app, readiness=_readiness, max_body_bytes=4 * 1024 * 1024)
+    web.install(
+        app,
+        readiness=_readiness,
+        max_body_bytes=4 * 1024 * 1024,
+        request_timeout_seconds=settings.request_timeout_seconds,
+    )
     for router in (items.router, users.router, snapshots.router):
         app.include_router(router)
     return app

@@ -43,9 +43,12 @@ class Settings(ServiceSettings):
     rate_limit_per_second: int = Field(
         default=1000, ge=0, description="Requests per second per API key; 0 turns the limit off."
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Comma-separated origins browsers may call the API from."
+    )
     access_log: bool = False
 
-    @field_validator("recommender_urls", mode="before")
+    @field_validator("recommender_urls", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

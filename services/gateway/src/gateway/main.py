@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.auth import ApiKeys
 from gateway.cache import ResponseCache
@@ -104,7 +105,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
         on_invalid=count_rejects,
+        request_timeout_seconds=settings.request_timeout_seconds,
     )
+    if settings.cors_origins:
+        # Browsers may call the API only from these origins; none are allowed by default.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     for router in (
         events.router,
         recommendations.router,

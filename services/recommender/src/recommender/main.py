@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
     )
-    web.install(app, readiness=_readiness)
+    web.install(app, readiness=_readiness, request_timeout_seconds=settings.request_timeout_seconds)
     app.include_router(recommendations.router)
     app.include_router(model.router)
     return app
