@@ -40,6 +40,10 @@ class StreamConsumer:
             half_life_days=settings.popularity_half_life_days,
         )
         self.last_batch_at: float = 0.0
+        # A blocking read must end before the socket timeout, or every idle read is an error.
+        self._block_ms = min(
+            settings.consumer_block_ms, int(settings.redis_timeout_seconds * 1000 / 2)
+        )
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._next_trim = 0.0
@@ -61,6 +65,9 @@ class StreamConsumer:
                 await self._housekeeping()
             except REDIS_UNAVAILABLE_ERRORS as error:
                 log.warning("stream consumer waiting for redis: %s", type(error).__name__)
+                # A batch read before the outage may not have been applied: once Redis is
+                # back, our own pending entries come first again, not after a claim timeout.
+                backlog_done = False
                 await asyncio.sleep(_RETRY_DELAY_SECONDS)
             except aioredis.ResponseError as error:
                 # NOGROUP: the next read after the stream is gone; UNBLOCKED: Redis 7 ends a
@@ -88,7 +95,7 @@ class StreamConsumer:
             self.name,
             {keys.EVENTS_STREAM: "0" if own_pending else ">"},
             count=self.settings.consumer_batch_size,
-            block=None if own_pending else self.settings.consumer_block_ms,
+            block=None if own_pending else self._block_ms,
         )
         entries: list[tuple[str, dict[str, str] | None]] = response[0][1] if response else []  # type: ignore[index,assignment]
         await self.process(entries)
