@@ -10,8 +10,9 @@ from typing import Any
 from celery import Task
 
 from recsys_shared import keys
+from recsys_shared.errors import Unavailable
 from recsys_shared.logging import request_id_var
-from recsys_shared.redis import create_redis
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_redis
 from recsys_shared.schemas import Algorithm, TrainingOutcome
 from recsys_shared.tasks import CHECK_DRIFT, REQUEST_ID_HEADER, TRAIN_MODEL
 from retraining_worker import metrics
@@ -23,6 +24,7 @@ from retraining_worker.training import TrainingLocked, run_training
 log = logging.getLogger(__name__)
 
 _LOCKED_RETRY_SECONDS = 15
+_TRANSIENT_RETRY_SECONDS = 3
 
 
 def _delivery_count(task_id: str) -> int:
@@ -57,6 +59,12 @@ def train_model(
     except TrainingLocked as locked:
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
         raise self.retry(countdown=_LOCKED_RETRY_SECONDS) from locked
+    except (Unavailable, *REDIS_UNAVAILABLE_ERRORS) as transient:  # type: ignore[misc]
+        # The feature-store or Redis did not answer (a restart, a deploy): try again shortly
+        # rather than fail a training that will work in a few seconds.
+        metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
+        log.warning("training will be retried: %s", transient)
+        raise self.retry(countdown=_TRANSIENT_RETRY_SECONDS, max_retries=10) from transient
     metrics.TASKS.labels(TRAIN_MODEL, outcome.status).inc()
     return outcome.model_dump()
 
