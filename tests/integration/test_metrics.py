@@ -1,0 +1,76 @@
+"""Every service's /metrics, scraped after the whole loop ran: each family is there and moved."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from recsys_shared.testing import Stack, admin_headers, client_headers, wait_for_task
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(stack: Stack, service: str) -> str:
+    response = httpx.get(f"{stack.url(service)}/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.text
+
+
+def value(text: str, family: str, **labels: str) -> float:
+    """The sum of a family's samples whose labels include ``labels`` (0 when there are none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(family) or line.startswith("#"):
+            continue
+        name, _, sample = line.rpartition(" ")
+        if not re.fullmatch(rf"{re.escape(family)}(\{{.*\}})?", name):
+            continue
+        if all(f'{key}="{wanted}"' in name for key, wanted in labels.items()):
+            total += float(sample)
+    return total
+
+
+def test_every_service_exports_its_families_and_they_moved(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    # Traffic of every kind: a personalised list, an unknown user's fallback, a cache hit, an
+    # invalid batch, and one drift check.
+    for _ in range(2):
+        httpx.get(f"{stack.gateway}/v1/users/a1/recommendations", headers=client_headers())
+    httpx.get(f"{stack.gateway}/v1/users/stranger/recommendations", headers=client_headers())
+    httpx.post(f"{stack.gateway}/v1/events", json={"events": [{}]}, headers=client_headers())
+    check = httpx.post(f"{stack.gateway}/v1/drift/check", headers=admin_headers(), timeout=10)
+    assert check.status_code == 202, check.text
+    assert wait_for_task(stack.gateway, check.json()["task_id"])["state"] == "SUCCESS"
+
+    gateway = scrape(stack, "gateway")
+    assert value(gateway, "http_requests_total", route="/v1/users/{user_id}/recommendations") >= 3
+    assert value(gateway, "http_request_duration_seconds_count") > 0
+    assert value(gateway, "recsys_cache_requests_total", result="hit") >= 1
+    assert value(gateway, "recsys_cache_requests_total", result="miss") >= 1
+    assert value(gateway, "recsys_events_received_total", outcome="accepted") > 0
+    assert value(gateway, "recsys_events_received_total", outcome="rejected") >= 1
+    assert value(gateway, "recsys_event_rejects_total") >= 1
+
+    served = 0.0
+    for replica in ("recommender1", "recommender2"):
+        recommender = scrape(stack, replica)
+        assert value(recommender, "recsys_model_version") == trained["version"]
+        assert value(recommender, "recsys_model_created_timestamp_seconds") > 0
+        served += value(recommender, "recsys_recommendations_total", strategy="personalized")
+        served += value(recommender, "recsys_recommendations_total", reason="unknown_user")
+    assert served >= 2
+
+    feature_store = scrape(stack, "feature-store")
+    assert value(feature_store, "recsys_events_applied_total") > 0
+    assert value(feature_store, "recsys_consumer_last_batch_timestamp_seconds") > 0
+    assert "recsys_stream_lag_events" in feature_store
+    assert value(feature_store, "recsys_snapshots_total", outcome="passed") >= 1
+
+    worker = scrape(stack, "worker")
+    assert value(worker, "recsys_training_runs_total", outcome="published") >= 1
+    assert value(worker, "recsys_training_duration_seconds_count") >= 1
+    assert value(worker, "recsys_celery_tasks_total", task="recsys.train_model") >= 1
+    assert "recsys_drift_unknown_share" in worker
