@@ -11,12 +11,12 @@ import pytest
 import redis
 
 from recsys_shared import keys
-from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.processes import wait_until
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    build_stack,
     client_headers,
+    own_stack,
     taste_clusters,
     wait_for_applied,
     wait_for_task,
@@ -27,13 +27,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
-    server = RedisServer(tmp_path / "redis").start()
-    stack = build_stack(server, tmp_path, REDIS_TIMEOUT_SECONDS="0.5")
-    try:
+    with own_stack(tmp_path, REDIS_TIMEOUT_SECONDS="0.5") as stack:
         yield stack
-    finally:
-        stack.close()
-        server.stop()
 
 
 def post(stack: Stack, events: list[dict[str, object]]) -> httpx.Response:

@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recsys_shared.processes import RedisServer
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    build_stack,
     client_headers,
+    own_stack,
     taste_clusters,
     wait_for_applied,
     wait_for_task,
@@ -25,23 +24,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
-    server = RedisServer(tmp_path / "redis").start()
-    stack = build_stack(
-        server,
+    with own_stack(
         tmp_path,
+        ("feature-store", "gateway", "worker"),
         DRIFT_MIN_EVENTS="200",
         DRIFT_WINDOW_HOURS="2",
         DRIFT_COOLDOWN_SECONDS="600",
-    )
-    try:
-        for name in ("feature-store", "gateway", "worker"):
-            stack.start(name, wait=False)
-        for name in ("feature-store", "gateway", "worker"):
-            stack.processes[name].wait_healthy(timeout=90)
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
-        server.stop()
 
 
 def send_events(http: httpx.Client, events: list[dict[str, object]]) -> None:

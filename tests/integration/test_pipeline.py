@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from recsys_shared import keys
-from recsys_shared.processes import RedisServer, wait_until
-from recsys_shared.testing import Stack, build_stack, client_headers, wait_for_applied
+from recsys_shared.processes import wait_until
+from recsys_shared.testing import Stack, client_headers, own_stack, wait_for_applied
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +27,15 @@ TIMESTAMP = datetime(2024, 5, 1, tzinfo=UTC).isoformat()
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
-    server = RedisServer(tmp_path / "redis").start()
-    stack = build_stack(
-        server,
+    with own_stack(
         tmp_path,
+        ("gateway",),
         CONSUMER_BATCH_SIZE="50",
         CLAIM_IDLE_MS="500",
         CLAIM_INTERVAL_SECONDS="0.5",
         REDIS_TIMEOUT_SECONDS="0.5",
-    )
-    try:
-        stack.start("gateway")
+    ) as stack:
         yield stack
-    finally:
-        stack.close()
-        server.stop()
 
 
 def views(prefix: str, users: int, items: int) -> list[dict[str, object]]:

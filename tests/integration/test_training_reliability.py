@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from recsys_shared.artifacts import MANIFEST, ArtifactStore
-from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.processes import wait_until
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    build_stack,
     client_headers,
+    own_stack,
     taste_clusters,
     wait_for_applied,
     wait_for_task,
@@ -29,10 +29,9 @@ VISIBILITY_TIMEOUT = 12
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
-    server = RedisServer(tmp_path / "redis").start()
-    stack = build_stack(
-        server,
+    with own_stack(
         tmp_path,
+        ("feature-store", "gateway", "worker"),
         # Short enough for a test, and still longer than the hard time limit as required.
         BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
         TASK_TIME_LIMIT_SECONDS="10",
@@ -40,10 +39,7 @@ def system(tmp_path: Path) -> Iterator[Stack]:
         # A slow recipe, so the kill lands while the model is fitting.
         ITERATIONS="60",
         FACTORS="96",
-    )
-    try:
-        for name in ("feature-store", "gateway", "worker"):
-            stack.start(name)
+    ) as stack:
         items, events = taste_clusters(
             clusters=10, users_per_cluster=150, items_per_cluster=100, events_per_user=15
         )
@@ -53,9 +49,6 @@ def system(tmp_path: Path) -> Iterator[Stack]:
                 http.post("/v1/events", json={"events": events[start : start + 1000]})
         wait_for_applied(stack.gateway, timeout=60)
         yield stack
-    finally:
-        stack.close()
-        server.stop()
 
 
 def task_state(stack: Stack, task_id: str) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,23 @@ def build_stack(redis_server: RedisServer, workdir: Path, **overrides: str) -> S
         **overrides,
     }
     return stack
+
+
+@contextmanager
+def own_stack(workdir: Path, services: Sequence[str] = (), **overrides: str) -> Iterator[Stack]:
+    """A stack with a redis-server of its own (for tests that kill or restart Redis), the
+    given services started together; everything stopped at the end."""
+    server = RedisServer(workdir / "redis").start()
+    stack = build_stack(server, workdir, **overrides)
+    try:
+        for name in services:
+            stack.start(name, wait=False)
+        for name in services:
+            stack.processes[name].wait_healthy(timeout=90)
+        yield stack
+    finally:
+        stack.close()
+        server.stop()
 
 
 def client_headers() -> dict[str, str]:
