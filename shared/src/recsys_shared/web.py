@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recsys_shared import metrics
+from recsys_shared import code_version, metrics
 from recsys_shared.errors import (
     InvalidInput,
     PayloadTooLarge,
@@ -30,8 +31,18 @@ from recsys_shared.errors import (
     RetryableError,
     Unavailable,
 )
-from recsys_shared.logging import REQUEST_ID_HEADER, new_request_id, request_id_var
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, is_out_of_memory, store_unavailable
+from recsys_shared.logging import (
+    REQUEST_ID_HEADER,
+    configure_logging,
+    new_request_id,
+    request_id_var,
+)
+from recsys_shared.redis import (
+    REDIS_UNAVAILABLE_ERRORS,
+    create_async_redis,
+    is_out_of_memory,
+    store_unavailable,
+)
 from recsys_shared.schemas import (
     MAX_K,
     MAX_OFFSET,
@@ -40,6 +51,7 @@ from recsys_shared.schemas import (
     Readiness,
     RecommendationQuery,
 )
+from recsys_shared.settings import ServiceSettings
 
 log = logging.getLogger("recsys.http")
 
@@ -392,6 +404,14 @@ def install(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestTimeoutMiddleware, seconds=request_timeout_seconds)
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)
+
+
+def start_service(settings: ServiceSettings) -> aioredis.Redis:
+    """What every service does first in its lifespan: logs as configured, its build info
+    exported, and its one Redis client for the process."""
+    configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
+    metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
+    return create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
 
 
 async def redis_readiness(client: Any) -> str:

@@ -16,10 +16,8 @@ from feature_store.catalogue import Catalogue
 from feature_store.config import Settings, get_settings
 from feature_store.consumer import StreamConsumer
 from feature_store.routes import items, snapshots, users
-from recsys_shared import code_version, metrics, web
+from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import create_async_redis
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        configure_logging(
-            settings.service_name, level=settings.log_level, json_lines=settings.log_json
-        )
-        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
-        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        client = web.start_service(settings)
         consumer = StreamConsumer(client, settings)
         consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
         consumer_task.add_done_callback(_report_consumer_exit)

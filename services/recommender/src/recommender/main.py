@@ -15,10 +15,9 @@ from recommender.config import Settings, get_settings
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
-from recsys_shared import code_version, metrics, web
+from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_async_redis
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 
 
 async def _readiness(request: Request) -> dict[str, str]:
@@ -36,13 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        configure_logging(
-            settings.service_name, level=settings.log_level, json_lines=settings.log_json
-        )
-        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
-        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        client = web.start_service(settings)
         holder = ModelHolder(
             client, ArtifactStore(settings.artifact_url), poll_seconds=settings.model_poll_seconds
         )
