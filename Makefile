@@ -72,4 +72,4 @@ format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 clean: ## Remove the virtualenv, local data and reports
-	rm -rf $(VENV) .venv-deploy .venv-loadtest .data reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-deploy .venv-loadtest .venv-browser .data reports .pytest_cache .mypy_cache .ruff_cache

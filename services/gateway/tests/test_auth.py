@@ -37,6 +37,7 @@ V1_ROUTES = {
     ("GET", "/v1/pipeline"),
     ("GET", "/v1/drift"),
     ("POST", "/v1/drift/check"),
+    ("GET", "/v1/status"),
 }
 ADMIN_ROUTES = {
     ("GET", "/v1/models"),
@@ -48,6 +49,7 @@ ADMIN_ROUTES = {
     ("GET", "/v1/drift"),
     ("POST", "/v1/drift/check"),
     ("DELETE", "/v1/users/x"),
+    ("GET", "/v1/status"),
 }
 TEMPLATE_VALUES = {
     "{user_id}": "x",

@@ -22,6 +22,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/v1/pipeline"),
     ("get", "/v1/drift"),
     ("post", "/v1/drift/check"),
+    ("get", "/v1/status"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 

@@ -7,7 +7,7 @@ import hmac
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import APIKeyHeader
 
 from gateway.rate_limit import RateLimiter
@@ -85,5 +85,31 @@ async def require_admin(role: Annotated[Role, Depends(_role)]) -> Role:
     return role
 
 
+async def _role_from_header_or_query(
+    request: Request,
+    header: Annotated[str | None, Depends(_api_key_header)],
+    key: Annotated[
+        str | None,
+        Query(
+            description="The API key, for a page opened in a browser (which sends no "
+            "X-API-Key header on navigation); the header wins when both are given."
+        ),
+    ] = None,
+) -> Role:
+    return await _role(request, header if header is not None else key)
+
+
+async def require_admin_in_browser(
+    role: Annotated[Role, Depends(_role_from_header_or_query)],
+) -> Role:
+    """Admin, with the key in the X-API-Key header or in ``?key=``: only for pages a person
+    opens in a browser (GET /v1/status), never for the API, where a key in a URL would end up
+    in histories and proxy logs. The same keys, hashes, roles and rate limit apply."""
+    if role is not Role.ADMIN:
+        raise PermissionDenied("This operation needs an API key with the admin role.")
+    return role
+
+
 ClientAuth = Depends(require_client)
 AdminAuth = Depends(require_admin)
+BrowserAdminAuth = Depends(require_admin_in_browser)

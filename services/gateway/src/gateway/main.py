@@ -17,12 +17,19 @@ from gateway.config import Settings, get_settings
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
 from gateway.rejects import count_rejects
-from gateway.routes import drift, events, items, models, pipeline, recommendations, users
+from gateway.routes import (
+    drift,
+    events,
+    items,
+    models,
+    pipeline,
+    recommendations,
+    status,
+    users,
+)
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
-from recsys_shared import code_version, metrics, web
-from recsys_shared.logging import configure_logging
-from recsys_shared.redis import create_async_redis
+from recsys_shared import code_version, web
 from recsys_shared.registry import ModelRegistry
 
 DESCRIPTION = """
@@ -44,11 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        configure_logging(
-            settings.service_name, level=settings.log_level, json_lines=settings.log_json
-        )
-        metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
-        client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+        client = web.start_service(settings)
         recommender_http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.recommender_timeout_seconds),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         pipeline.router,
         drift.router,
+        status.router,
     ):
         app.include_router(router)
     return app

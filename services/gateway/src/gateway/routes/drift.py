@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, status
 
 from gateway.auth import AdminAuth
@@ -28,6 +29,11 @@ async def drift(
         int, Query(ge=1, le=keys.DRIFT_HISTORY_LENGTH, description="History entries returned")
     ] = keys.DRIFT_HISTORY_LENGTH,
 ) -> DriftOverview:
+    return await read_drift(client, limit)
+
+
+async def read_drift(client: aioredis.Redis, limit: int) -> DriftOverview:
+    """What ``GET /v1/drift`` answers; the status page draws it too."""
     async with client.pipeline(transaction=False) as pipe:
         pipe.get(keys.DRIFT_LATEST)
         pipe.lrange(keys.DRIFT_HISTORY, 0, limit - 1)

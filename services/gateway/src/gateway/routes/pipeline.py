@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -51,6 +52,11 @@ class PipelineStatus(BaseModel):
     responses=PROBLEM_RESPONSES,
 )
 async def pipeline_status(redis: RedisDep) -> PipelineStatus:
+    return await read_pipeline_status(redis)
+
+
+async def read_pipeline_status(redis: aioredis.Redis) -> PipelineStatus:
+    """What ``GET /v1/pipeline`` answers; the status page draws it too."""
     position = await stream_position(redis)
     now = int(time.time())
     seconds = list(range(now - THROUGHPUT_WINDOW_SECONDS, now))
