@@ -74,3 +74,4 @@ def test_every_service_exports_its_families_and_they_moved(
     assert value(worker, "recsys_training_duration_seconds_count") >= 1
     assert value(worker, "recsys_celery_tasks_total", task="recsys.train_model") >= 1
     assert "recsys_drift_unknown_share" in worker
+    assert 'recsys_celery_queue_length{queue="training"}' in worker

@@ -12,15 +12,18 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
 from celery.signals import heartbeat_sent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from recsys_shared.redis import create_redis
+from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
 from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,28 @@ class ConsumerHeartbeat:
         return f"no consumer heartbeat for {silent:.0f}s"
 
 
+class QueueLengthCollector:
+    """Tasks waiting in each Celery queue, read from the broker at scrape time: a queue that
+    only grows means the workers cannot keep up, or have stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "recsys_celery_queue_length", "Tasks waiting in a Celery queue.", labels=["queue"]
+        )
+        client = create_redis(self.settings.redis_dsn, timeout=1.0)
+        try:
+            for queue in (TRAINING_QUEUE, MONITORING_QUEUE):
+                family.add_metric([queue], float(client.llen(queue)))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            return  # Redis down: no sample, rather than a misleading zero
+        finally:
+            client.close()
+        yield family
+
+
 def _readiness(settings: Settings) -> dict[str, str]:
     client = create_redis(settings.redis_dsn, timeout=1.0)
     try:
@@ -69,6 +94,7 @@ def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
             if self.path == "/metrics":
                 registry = CollectorRegistry()
                 MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+                registry.register(QueueLengthCollector(settings))
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif self.path == "/healthz":
                 problem = heartbeat.problem()
