@@ -47,6 +47,10 @@ class ServiceSettings(BaseSettings):
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="A request still running after this gets a 503."
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector (e.g. http://otel-collector:4318): turns tracing on.",
+    )
     log_level: str = "INFO"
     log_json: bool = True
     service_name: str = "recsys"

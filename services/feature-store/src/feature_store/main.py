@@ -18,6 +18,7 @@ from feature_store.consumer import StreamConsumer
 from feature_store.routes import items, snapshots, users
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
     )
+    setup_tracing(app, settings)
     web.install(
         app,
         readiness=_readiness,

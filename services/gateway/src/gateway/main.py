@@ -31,6 +31,7 @@ from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
 from recsys_shared.registry import ModelRegistry
+from recsys_shared.tracing import setup_tracing
 
 DESCRIPTION = """
 The public API of the recsys reference recommendation system.
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    setup_tracing(app, settings)
     web.install(
         app,
         readiness=_readiness,

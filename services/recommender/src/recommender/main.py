@@ -18,6 +18,7 @@ from recommender.service import RecommendationService
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.tracing import setup_tracing
 
 
 async def _readiness(request: Request) -> dict[str, str]:
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
     )
+    setup_tracing(app, settings)
     web.install(app, readiness=_readiness, request_timeout_seconds=settings.request_timeout_seconds)
     app.include_router(recommendations.router)
     app.include_router(model.router)

@@ -1,0 +1,40 @@
+"""OpenTelemetry tracing, off by default, on with ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+
+When on, every request a service answers is a span, and every call the gateway makes to the
+recommenders and the feature-store through httpx carries the trace context, so one request
+is one trace across services. Spans go to an OTLP/HTTP collector in batches
+(``OTEL_BSP_SCHEDULE_DELAY`` and the other standard OTEL_* variables apply).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from recsys_shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def setup_tracing(app: FastAPI, settings: ServiceSettings) -> bool:
+    """Instrument the app (and outgoing httpx calls) when an OTLP endpoint is configured."""
+    endpoint = settings.otel_exporter_otlp_endpoint
+    if not endpoint:
+        return False
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    log.info("tracing to %s", endpoint)
+    return True
