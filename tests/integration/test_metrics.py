@@ -7,7 +7,13 @@ import re
 import httpx
 import pytest
 
-from recsys_shared.testing import Stack, admin_headers, client_headers, wait_for_task
+from recsys_shared.testing import (
+    Stack,
+    admin_headers,
+    client_headers,
+    wait_for_applied,
+    wait_for_task,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +42,19 @@ def test_every_service_exports_its_families_and_they_moved(
     stack: Stack, trained: dict[str, object]
 ) -> None:
     # Traffic of every kind: a personalised list, an unknown user's fallback, a cache hit, an
-    # invalid batch, and one drift check.
+    # invalid batch, a click on a recommended item, and one drift check.
     for _ in range(2):
-        httpx.get(f"{stack.gateway}/v1/users/a1/recommendations", headers=client_headers())
+        served = httpx.get(
+            f"{stack.gateway}/v1/users/a1/recommendations", headers=client_headers()
+        ).json()
+    click = {
+        "user_id": "a1",
+        "item_id": served["items"][0]["item_id"],
+        "type": "click",
+        "recommendation_id": served["recommendation_id"],
+    }
+    httpx.post(f"{stack.gateway}/v1/events", json={"events": [click]}, headers=client_headers())
+    wait_for_applied(stack.gateway)
     httpx.get(f"{stack.gateway}/v1/users/stranger/recommendations", headers=client_headers())
     httpx.post(f"{stack.gateway}/v1/events", json={"events": [{}]}, headers=client_headers())
     check = httpx.post(f"{stack.gateway}/v1/drift/check", headers=admin_headers(), timeout=10)
@@ -75,3 +91,6 @@ def test_every_service_exports_its_families_and_they_moved(
     assert value(worker, "recsys_celery_tasks_total", task="recsys.train_model") >= 1
     assert "recsys_drift_unknown_share" in worker
     assert 'recsys_celery_queue_length{queue="training"}' in worker
+    assert value(worker, "recsys_drift_online_hit_rate", version=str(trained["version"])) > 0
+    for text in (gateway, feature_store, recommender):
+        assert "# HELP redis_errors_total" in text

@@ -20,6 +20,7 @@ from feature_store import metrics
 from feature_store.applier import EventApplier
 from feature_store.config import Settings
 from recsys_shared import keys
+from recsys_shared import metrics as shared_metrics
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 from recsys_shared.schemas import StoredEvent
 from recsys_shared.streams import stream_position
@@ -65,6 +66,7 @@ class StreamConsumer:
                 await self._housekeeping()
             except REDIS_UNAVAILABLE_ERRORS as error:
                 log.warning("stream consumer waiting for redis: %s", type(error).__name__)
+                shared_metrics.REDIS_ERRORS.labels(type(error).__name__).inc()
                 # A batch read before the outage may not have been applied: once Redis is
                 # back, our own pending entries come first again, not after a claim timeout.
                 backlog_done = False
