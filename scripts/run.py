@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import load_demo, print_examples
 
 from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
-from recsys_shared.settings import DEFAULT_REDIS_URL, DEVELOPMENT_API_KEYS
+from recsys_shared.settings import DEFAULT_REDIS_URL, DEVELOPMENT_API_KEYS, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
@@ -81,11 +81,13 @@ def redis_answers(url: str) -> bool:
 
 def ensure_redis(url: str) -> RedisServer | None:
     if redis_answers(url):
-        say(f"using the Redis at {url}")
+        say(f"using the Redis at {redact_url(url)}")
         return None
     parts = urlsplit(url)
     if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
-        raise SystemExit(f"REDIS_URL {url} does not answer, and it is not local to start one.")
+        raise SystemExit(
+            f"REDIS_URL {redact_url(url)} does not answer, and it is not local to start one."
+        )
     server = RedisServer(DATA / "redis", port=parts.port or 6379, host="127.0.0.1")
     say(f"starting redis-server on port {server.port} (AOF in {server.data_dir})")
     return server.start()
