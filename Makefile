@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules loadtest loadtest-resilience
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules loadtest loadtest-resilience drift-demo
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: setup ## ruff: lint and formatting
 
 typecheck: setup ## mypy --strict on the shared package and every service
 	$(VENV)/bin/mypy shared/src services/gateway/src services/recommender/src services/feature-store/src services/retraining-worker/src
+
+drift-demo: setup ## MovieLens replayed window by window: drift, retrain, gate, promotion, chart
+	$(RUN) scripts/drift_demo.py
 
 bench: setup ## Serving figures (cache, uncached, p99, scoring, freshness, scale) vs baselines
 	$(RUN) scripts/bench.py
