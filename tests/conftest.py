@@ -1,4 +1,5 @@
-"""A whole system per test module: real redis-server, services and Celery worker processes."""
+"""A whole system per test module, shared by the cross-service suites (integration, browser):
+real redis-server, services and a Celery worker, and one model trained on two taste clusters."""
 
 from __future__ import annotations
 
