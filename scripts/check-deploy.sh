@@ -25,6 +25,8 @@
 # DEPLOY_VENV, and Debian's docker-compose (apt-get, as root) when no compose is on PATH.
 # Exits non-zero, naming the check, on any failure.
 set -euo pipefail
+# shellcheck source=lib/tool-venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tool-venv.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY_DIR="$(cd "${DEPLOY_DIR:-$ROOT/deploy}" && pwd)"
@@ -73,37 +75,14 @@ apt_install() {
 }
 
 ensure_venv() {
-    local stamp="$DEPLOY_VENV/.requirements.sha256" wanted
-    wanted="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-    if [[ -x "$DEPLOY_VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+    local stamp="$DEPLOY_VENV/.requirements.sha256"
+    if [[ -x "$DEPLOY_VENV/bin/python" && -f "$stamp" &&
+        "$(cat "$stamp")" == "$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)" ]]; then
         return
     fi
     local began=$SECONDS
     step "installing the check tools into ${DEPLOY_VENV#"$ROOT"/} (deploy/requirements-check.txt)"
-    rm -rf "$DEPLOY_VENV"
-    # uv when there is one (on PATH, or the module `make setup` installs with pip): seconds
-    # instead of a minute and a half for pip.
-    local uv=()
-    if [[ -n "${UV:-}" ]] && ${UV} --version >/dev/null 2>&1; then
-        read -r -a uv <<<"$UV"  # the uv `make` uses (exported by the Makefile)
-    elif command -v uv >/dev/null 2>&1; then
-        uv=(uv)
-    elif python3 -m uv --version >/dev/null 2>&1; then
-        uv=(python3 -m uv)
-    fi
-    if [[ ${#uv[@]} -gt 0 ]]; then
-        "${uv[@]}" venv --quiet --python python3 "$DEPLOY_VENV"
-        "${uv[@]}" pip install --quiet --python "$DEPLOY_VENV/bin/python" -r "$REQUIREMENTS"
-    else
-        if ! python3 -m venv "$DEPLOY_VENV" 2>/dev/null; then
-            rm -rf "$DEPLOY_VENV"
-            apt_install python3-venv
-            python3 -m venv "$DEPLOY_VENV"
-        fi
-        "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            -r "$REQUIREMENTS"
-    fi
-    printf '%s\n' "$wanted" >"$stamp"
+    tool_venv "$DEPLOY_VENV" "$REQUIREMENTS"
     elapsed "$began"
 }
 

@@ -8,6 +8,8 @@
 # Playwright's own. Safe to run again: it returns at once when everything is in place.
 # Prints the paths found as KEY=value lines (CHROMIUM, CHROMEDRIVER, BROWSER_PYTHON).
 set -euo pipefail
+# shellcheck source=lib/tool-venv.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/tool-venv.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BROWSER_VENV="${BROWSER_VENV:-$ROOT/.venv-browser}"
@@ -46,36 +48,8 @@ ensure_chromium() {
 }
 
 ensure_venv() {
-    local stamp="$BROWSER_VENV/.requirements.sha256" wanted
-    wanted="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-    if [[ -x "$BROWSER_VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
-        return
-    fi
-    say "installing tests/browser/requirements.txt into ${BROWSER_VENV#"$ROOT"/}"
-    rm -rf "$BROWSER_VENV"
-    local uv=()
-    if [[ -n "${UV:-}" ]] && ${UV} --version >/dev/null 2>&1; then
-        read -r -a uv <<<"$UV"  # the uv `make` uses (exported by the Makefile)
-    elif command -v uv >/dev/null 2>&1; then
-        uv=(uv)
-    elif python3 -m uv --version >/dev/null 2>&1; then
-        uv=(python3 -m uv)
-    fi
-    if [[ ${#uv[@]} -gt 0 ]]; then
-        "${uv[@]}" venv --quiet --python python3 "$BROWSER_VENV"
-        "${uv[@]}" pip install --quiet --python "$BROWSER_VENV/bin/python" -r "$REQUIREMENTS"
-    else
-        if ! python3 -m venv "$BROWSER_VENV" 2>/dev/null; then
-            rm -rf "$BROWSER_VENV"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                python3-venv >/dev/null
-            python3 -m venv "$BROWSER_VENV"
-        fi
-        "$BROWSER_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            -r "$REQUIREMENTS"
-    fi
-    printf '*\n' >"$BROWSER_VENV/.gitignore"  # never committed, wherever it lives
-    printf '%s\n' "$wanted" >"$stamp"
+    say "the browser driver's venv: ${BROWSER_VENV#"$ROOT"/} (tests/browser/requirements.txt)"
+    tool_venv "$BROWSER_VENV" "$REQUIREMENTS"
 }
 
 ensure_chromium
