@@ -97,7 +97,6 @@ async def test_user_context_reads_weights_epoch_and_versions(
         catalogue_version=12,
     )
     assert set(context.seen) == {"a", "b"}
-    assert await reader.user_epoch("u:1") == "7"
 
 
 async def test_unknown_user_has_an_empty_context(
@@ -109,7 +108,6 @@ async def test_unknown_user_has_an_empty_context(
 
     assert context == UserContext()
     assert list(context.seen) == []
-    assert await reader.user_epoch("someone-else") is None
 
 
 async def test_item_parses_categories_and_availability(
@@ -138,8 +136,6 @@ async def test_item_parses_categories_and_availability(
     assert (first.title, first.available, first.updated_at) == ("Toy Story (1995)", True, updated)
     assert (second.categories, second.available) == ([], False)
     assert await reader.item("missing") is None
-    assert await reader.item_exists("i1")
-    assert not await reader.item_exists("missing")
 
 
 async def test_item_details_skips_unknown_items(

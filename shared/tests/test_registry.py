@@ -172,18 +172,6 @@ async def test_a_garbage_collected_version_cannot_be_activated(
     assert await registry.active_version() == 2
 
 
-async def test_set_status_records_the_reason(registry: ModelRegistry, make_model_info: Any) -> None:
-    await registry.record(make_model_info(4))
-
-    await registry.set_status(4, ModelStatus.REJECTED, "worse than the champion")
-
-    stored = await registry.get(4)
-    assert (stored.status, stored.status_reason) == (
-        ModelStatus.REJECTED,
-        "worse than the champion",
-    )
-
-
 async def test_version_for_snapshot(registry: ModelRegistry, make_model_info: Any) -> None:
     await registry.record(make_model_info(5, snapshot_id="1714564800000-0"))
 

@@ -14,14 +14,13 @@ from feature_store.catalogue import Catalogue
 from feature_store.config import Settings
 from feature_store.consumer import StreamConsumer
 from feature_store.snapshots import (
-    SNAPSHOT_FILE,
     Interactions,
     check_quality,
     read_interactions,
     take_snapshot,
 )
 from recsys_shared import keys
-from recsys_shared.artifacts import MANIFEST, ArtifactStore, load_npz
+from recsys_shared.artifacts import MANIFEST, SNAPSHOT_FILE, ArtifactStore, load_npz
 from recsys_shared.schemas import EventType, SnapshotInfo
 
 # ── read_interactions / arrays ───────────────────────────────────────────────────────────

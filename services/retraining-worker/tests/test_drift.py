@@ -10,13 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from recsys_shared import keys
-from recsys_shared.artifacts import IDS_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.artifacts import IDS_FILE, SNAPSHOT_FILE, ArtifactStore, model_folder, npz_bytes
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.drift import (
-    SNAPSHOT_FILE,
     check_drift,
     psi,
     psi_from_shares,

@@ -31,6 +31,15 @@ def model_folder(version: int) -> str:
     return f"models/v{version:08d}"
 
 
+#: A training snapshot's folder (written by the feature-store, read by the worker) and its file.
+SNAPSHOTS_FOLDER = "snapshots"
+SNAPSHOT_FILE = "interactions.npz"
+
+
+def snapshot_folder(snapshot_id: str) -> str:
+    return f"{SNAPSHOTS_FOLDER}/{snapshot_id}"
+
+
 class ArtifactError(RecsysError):
     """An artifact is missing, incomplete or does not match its checksum."""
 

@@ -77,10 +77,6 @@ class FeatureReader:
             catalogue_version=int(catalogue_version or 0),
         )
 
-    async def user_epoch(self, user_id: str) -> str | None:
-        epoch: str | None = await self.redis.hget(keys.user_meta(user_id), "epoch")  # type: ignore[assignment]
-        return epoch
-
     async def popular(
         self,
         *,
@@ -113,9 +109,6 @@ class FeatureReader:
             for item_id, (title, categories) in zip(item_ids, rows, strict=True)
             if title is not None
         }
-
-    async def item_exists(self, item_id: str) -> bool:
-        return bool(await self.redis.exists(keys.item(item_id)))
 
     async def item(self, item_id: str) -> Item | None:
         raw: dict[str, str] = await self.redis.hgetall(keys.item(item_id))  # type: ignore[assignment]

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from recsys_shared import keys
 from recsys_shared.errors import Conflict, UnknownModelVersion
-from recsys_shared.schemas import ModelInfo, ModelStatus
+from recsys_shared.schemas import ModelInfo
 
 # KEYS: active pointer, the version to activate. ARGV: version, now, reason, model key prefix,
 # channel. Returns the previously active version (or false).
@@ -78,11 +78,6 @@ class ModelRegistry:
         pipe.hset(keys.model(info.version), mapping=fields)
         pipe.zadd(keys.MODELS, {str(info.version): info.version})
         pipe.set(keys.model_for_snapshot(info.snapshot_id), info.version)
-
-    async def set_status(self, version: int, status: ModelStatus, reason: str) -> None:
-        await self.redis.hset(
-            keys.model(version), mapping={"status": status.value, "status_reason": reason}
-        )
 
     async def drop_artifact(self, version: int) -> None:
         """After garbage collection: the version stays listed but can no longer be activated."""

@@ -21,7 +21,13 @@ import redis.asyncio as aioredis
 from feature_store import metrics
 from feature_store.config import Settings
 from recsys_shared import keys
-from recsys_shared.artifacts import MANIFEST, ArtifactStore, npz_bytes
+from recsys_shared.artifacts import (
+    MANIFEST,
+    SNAPSHOT_FILE,
+    ArtifactStore,
+    npz_bytes,
+    snapshot_folder,
+)
 from recsys_shared.schemas import (
     EARLIEST_TIMESTAMP,
     MAX_CLOCK_SKEW,
@@ -34,7 +40,6 @@ from recsys_shared.streams import stream_position
 log = logging.getLogger(__name__)
 
 _SCAN_BATCH = 500
-SNAPSHOT_FILE = "interactions.npz"
 
 
 @dataclass
@@ -170,7 +175,7 @@ async def take_snapshot(
 ) -> SnapshotInfo:
     """Export the current features as a snapshot, or return the one that already covers them."""
     snapshot = await snapshot_id(client)
-    folder = f"snapshots/{snapshot}"
+    folder = snapshot_folder(snapshot)
     if store.exists(f"{folder}/{MANIFEST}"):
         existing = SnapshotInfo.model_validate(json.loads(store.read_bytes(f"{folder}/{MANIFEST}")))
         await client.set(keys.SNAPSHOT_LATEST, existing.model_dump_json())

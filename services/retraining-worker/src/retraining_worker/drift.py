@@ -27,11 +27,13 @@ from recsys_shared import keys
 from recsys_shared.artifacts import (
     IDS_FILE,
     MANIFEST,
+    SNAPSHOT_FILE,
     ArtifactError,
     ArtifactStore,
     load_npz,
     model_folder,
     sha256,
+    snapshot_folder,
 )
 from recsys_shared.redis import create_async_redis
 from recsys_shared.registry import ModelRegistry
@@ -41,7 +43,6 @@ from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FILE = "interactions.npz"  # as the feature-store writes it (training.SNAPSHOT_FILE)
 OTHER = "__other__"
 
 #: Enqueues a TRAIN_MODEL task and returns its id (Celery's ``send_task`` in the worker).
@@ -168,7 +169,7 @@ def load_profile(store: ArtifactStore, info: ModelInfo) -> TrainingProfile:
     known_users: frozenset[str] | None = None
     known_items: frozenset[str] | None = None
     try:
-        arrays = load_npz(_read_verified(store, f"snapshots/{info.snapshot_id}", SNAPSHOT_FILE))
+        arrays = load_npz(_read_verified(store, snapshot_folder(info.snapshot_id), SNAPSHOT_FILE))
         counts = np.bincount(arrays["cols"].astype(np.int64), minlength=len(arrays["item_ids"]))
         item_counts = {
             str(item): float(count)

@@ -27,10 +27,13 @@ from recsys_shared import code_version, keys
 from recsys_shared.artifacts import (
     IDS_FILE,
     MODEL_FILE,
+    SNAPSHOT_FILE,
+    SNAPSHOTS_FOLDER,
     ArtifactStore,
     load_npz,
     model_folder,
     npz_bytes,
+    snapshot_folder,
 )
 from recsys_shared.errors import RecsysError, UpstreamUnavailable
 from recsys_shared.foldin import least_squares_fold_in
@@ -45,7 +48,6 @@ from retraining_worker.evaluation import item_popularity, lift, rank_in_batches,
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FILE = "interactions.npz"
 Model: TypeAlias = AlternatingLeastSquares | BayesianPersonalizedRanking
 
 _RELEASE_LOCK = """
@@ -413,7 +415,7 @@ async def collect_garbage(
         await registry.drop_artifact(info.version)
         log.info("deleted the artifact of version %d", info.version)
     snapshots = sorted(
-        store.list_dirs("snapshots"), key=lambda name: parse_stream_id(name.partition(".")[0])
+        store.list_dirs(SNAPSHOTS_FOLDER), key=lambda name: parse_stream_id(name.partition(".")[0])
     )
     for name in snapshots[: -settings.keep_snapshots]:
-        await asyncio.to_thread(store.delete_tree, f"snapshots/{name}")
+        await asyncio.to_thread(store.delete_tree, snapshot_folder(name))
