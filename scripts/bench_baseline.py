@@ -1,7 +1,10 @@
 """The baseline of `make bench`: a bare FastAPI endpoint that does one Redis GET and returns it.
 
-Run by the benchmark under the same uvicorn flags as the gateway, against the same Redis, so the
-gateway's figures can be read as a ratio of what the framework and Redis alone allow.
+Run by the benchmark under the same uvicorn flags as the gateway, against the same Redis, with
+the same Redis client as the services' read path (``recsys_shared.multiplexed``), so the
+gateway's figures read as a ratio of what the framework and Redis alone allow. A second route
+does the same GET through redis-py's asyncio client, the figure the benchmark reported before
+the read path left it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from recsys_shared.redis import create_async_redis
+from recsys_shared.redis import create_async_redis, create_multiplexed_redis
+from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF
 
 BASELINE_KEY = "bench:baseline"
 
@@ -21,15 +25,23 @@ BASELINE_KEY = "bench:baseline"
 def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        client = create_async_redis(os.environ["REDIS_URL"])
-        yield {"redis": client}
+        client = create_multiplexed_redis(os.environ["REDIS_URL"])
+        pooled = create_async_redis(os.environ["REDIS_URL"])
+        yield {"redis": client, "pooled": pooled}
         await client.aclose()
+        await pooled.aclose()
 
-    app = FastAPI(lifespan=lifespan)
+    # FastAPI configured as the services configure it (its own telemetry off).
+    app = FastAPI(lifespan=lifespan, telemetry=FASTAPI_TELEMETRY_OFF)
 
     @app.get("/baseline")
     async def baseline(request: Request) -> Response:
-        body = await request.state.redis.get(BASELINE_KEY)
+        body = await request.state.redis.execute("GET", BASELINE_KEY)
+        return Response(body, media_type="application/json")
+
+    @app.get("/baseline/redis-py")
+    async def baseline_redis_py(request: Request) -> Response:
+        body = await request.state.pooled.get(BASELINE_KEY)
         return Response(body, media_type="application/json")
 
     return app

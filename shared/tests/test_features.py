@@ -10,11 +10,12 @@ import redis.asyncio as aioredis
 
 from recsys_shared import keys
 from recsys_shared.features import FeatureReader, ItemDetails, UserContext, parse_categories
+from recsys_shared.multiplexed import MultiplexedRedis
 
 
 @pytest.fixture
-def reader(redis_client: aioredis.Redis) -> FeatureReader:
-    return FeatureReader(redis_client)
+def reader(multiplexed_client: MultiplexedRedis) -> FeatureReader:
+    return FeatureReader(multiplexed_client)
 
 
 @pytest.fixture

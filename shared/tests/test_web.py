@@ -23,7 +23,7 @@ from recsys_shared.errors import (
     StoreUnavailable,
     UnknownItem,
 )
-from recsys_shared.schemas import EventBatch, RecommendationQuery
+from recsys_shared.schemas import EventBatch
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the `httpx2` package, which this environment does not ship; its
@@ -59,10 +59,6 @@ def _build_app(checks: dict[str, str]) -> FastAPI:
     @app.post("/events")
     async def post_events(batch: EventBatch) -> dict[str, int]:
         return {"accepted": len(batch.events)}
-
-    @app.get("/recommendations")
-    async def recommend(query: web.RecommendationQueryDep) -> dict[str, Any]:
-        return query.model_dump()
 
     return app
 
@@ -183,15 +179,6 @@ def test_valid_batch_passes(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"accepted": 1}
-
-
-def test_recommendation_query_parameters_are_validated(client: TestClient) -> None:
-    assert client.get("/recommendations", params={"k": 5, "offset": 10}).json() == (
-        RecommendationQuery(k=5, offset=10).model_dump()
-    )
-    for params in [{"k": 0}, {"k": 101}, {"offset": -1}, {"offset": 1001}, {"category": "a b"}]:
-        body = _assert_problem(client.get("/recommendations", params=params), 422)
-        assert body["errors"]
 
 
 # ── body size ─────────────────────────────────────────────────────────────────────────────

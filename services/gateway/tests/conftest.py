@@ -4,16 +4,17 @@ transport.
 The app is built with ``create_app`` and run by Starlette's ``TestClient`` (which runs the
 lifespan). The lifespan's state dict is kept by the ``TestClient`` in ``client.app_state``;
 requests get a shallow copy of it, so the objects inside are the ones every request uses. After
-start-up the ``httpx.AsyncClient`` that the recommender and feature-store clients hold is
-swapped for one over an ``httpx.MockTransport``: the gateway's own code (round robin, breakers,
-error mapping) runs unchanged, only the network is fake.
+start-up the transports the recommender and feature-store clients hold are swapped for fakes:
+an ``httpx.MockTransport`` for the feature-store, and :class:`MockUpstream` (the same handlers,
+behind the recommender client's ``Upstream`` interface) for the recommenders. The gateway's
+own code (round robin, breakers, error mapping) runs unchanged, only the network is fake.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from gateway.config import Settings
 from gateway.main import create_app
 from recsys_shared import keys
+from recsys_shared.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
 # falls back to httpx, which is what this workspace pins. The client works the same on both.
@@ -60,6 +62,28 @@ class FakeService:
 
     def calls_to(self, host: str) -> int:
         return sum(1 for request in self.requests if request.url.host == host)
+
+
+class MockUpstream:
+    """The recommenders' transport, faked like ``httpx.MockTransport``: each GET is handed to
+    ``service`` as an ``httpx.Request``; its ``httpx.Response`` comes back as the real client's
+    response, and an httpx error it raises as the real client's error."""
+
+    def __init__(self, service: FakeService) -> None:
+        self.service = service
+
+    async def get(
+        self, origin: Origin, target: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> HttpResponse:
+        request = httpx.Request("GET", f"http://{origin.host}:{origin.port}{target}")
+        request.headers.update(dict(headers))
+        try:
+            response = self.service(request)
+        except httpx.TimeoutException as error:
+            raise RequestTimeout(str(error)) from error
+        except httpx.HTTPError as error:
+            raise ConnectFailed(str(error)) from error
+        return HttpResponse(response.status_code, response.read())
 
 
 @dataclass
@@ -104,14 +128,12 @@ def make_gateway(redis_url: str) -> Iterator[Callable[..., Gateway]]:
             client = stack.enter_context(TestClient(create_app(settings)))
             state = client.app_state
             recommender, feature_store = FakeService(), FakeService()
-            recommender_http = httpx.AsyncClient(transport=httpx.MockTransport(recommender))
             feature_store_http = httpx.AsyncClient(transport=httpx.MockTransport(feature_store))
-            state["reads"].recommenders.http = recommender_http
+            state["reads"].recommenders.http = MockUpstream(recommender)
             state["feature_store"].http = feature_store_http
 
             def close_fakes() -> None:
                 assert client.portal is not None
-                client.portal.call(recommender_http.aclose)
                 client.portal.call(feature_store_http.aclose)
 
             # Callbacks run last in, first out: the fakes close while the portal still runs.

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.cache import ResponseCache, cached_json, query_digest
 from recsys_shared import keys
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 
 USER = "u:1"  # a ':' in the id must not confuse the key layout
@@ -117,8 +118,10 @@ def test_fallback_lists_are_never_cached(
     assert store.keys(keys.cache_user_prefix(USER) + "*") == []
 
 
-async def test_the_lookup_builds_the_key_the_way_keys_py_does(redis_client: aioredis.Redis) -> None:
-    cache = ResponseCache(redis_client, ttl_seconds=60)
+async def test_the_lookup_builds_the_key_the_way_keys_py_does(
+    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+) -> None:
+    cache = ResponseCache(multiplexed_client, ttl_seconds=60)
     query = RecommendationQuery(k=5, category="a:b")
     await redis_client.set(keys.MODEL_ACTIVE, 7)
     await redis_client.hset(keys.user_meta(USER), "epoch", 12)
@@ -127,7 +130,7 @@ async def test_the_lookup_builds_the_key_the_way_keys_py_does(redis_client: aior
     assert lookup.key == keys.cache_user(USER, 7, "12", query_digest(query))
     assert lookup.entry is None
 
-    await cache.store(lookup, _answer(7))
+    await cache.store(lookup, 7, _answer(7).model_dump_json())
     again = await cache.lookup(USER, query)
     assert again.entry is not None
     body = json.loads(cached_json(again.entry))
@@ -136,8 +139,8 @@ async def test_the_lookup_builds_the_key_the_way_keys_py_does(redis_client: aior
     assert 0 <= body["cache_age_seconds"] < 5
 
 
-async def test_concurrent_misses_compute_once(redis_client: aioredis.Redis) -> None:
-    cache = ResponseCache(redis_client, ttl_seconds=60)
+async def test_concurrent_misses_compute_once(multiplexed_client: MultiplexedRedis) -> None:
+    cache = ResponseCache(multiplexed_client, ttl_seconds=60)
     calls = 0
 
     async def compute() -> Recommendations:

@@ -31,6 +31,7 @@ from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import EventType, ItemWithId, ModelInfo, ModelStatus, StoredEvent
 
@@ -271,6 +272,6 @@ async def features(redis_client: aioredis.Redis, clusters: Clusters) -> Features
 
 @pytest.fixture
 def service(
-    redis_client: aioredis.Redis, holder: ModelHolder, features: Features
+    multiplexed_client: MultiplexedRedis, holder: ModelHolder, features: Features
 ) -> RecommendationService:
-    return RecommendationService(redis_client, holder, record_ttl_seconds=3600)
+    return RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)

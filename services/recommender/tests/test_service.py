@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import EventType, RecommendationQuery, Recommendations, Strategy
 
 
@@ -150,14 +151,14 @@ async def test_an_unknown_user_gets_popular_items(
 
 
 async def test_without_a_model_users_get_popular_items(
-    redis_client: aioredis.Redis,
+    multiplexed_client: MultiplexedRedis,
     new_holder: Callable[[], ModelHolder],
     features: Any,
     clusters: Any,
 ) -> None:
     holder = new_holder()
     await holder.refresh()
-    service = RecommendationService(redis_client, holder, record_ttl_seconds=3600)
+    service = RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
     response = await service.for_user("a0", RecommendationQuery(k=50))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"

@@ -13,6 +13,7 @@ from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
 from recsys_shared.errors import UnknownItem
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
 
@@ -94,12 +95,12 @@ async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_categ
 
 
 async def test_without_a_model_a_catalogued_item_gets_popular_items(
-    redis_client: aioredis.Redis,
+    multiplexed_client: MultiplexedRedis,
     new_holder: Callable[[], ModelHolder],
     features: Any,
     clusters: Any,
 ) -> None:
-    service = RecommendationService(redis_client, new_holder(), record_ttl_seconds=3600)
+    service = RecommendationService(multiplexed_client, new_holder(), record_ttl_seconds=3600)
     response = await service.similar("B2", RecommendationQuery(k=5))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"

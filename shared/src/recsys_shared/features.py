@@ -1,7 +1,8 @@
 """Read-only access to the features the feature-store owns (the online-store pattern).
 
 The recommender and the gateway read user histories, popularity and the catalogue through this
-class; only the feature-store writes them. Every method is one Redis round trip.
+class; only the feature-store writes them. Every method is one Redis round trip, on the
+multiplexed connection of the read path (``recsys_shared.multiplexed``).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-
-import redis.asyncio as aioredis
+from typing import Any
 
 from recsys_shared import keys
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Item
 
 
@@ -59,19 +60,27 @@ return rows
 """
 
 
+def pairs(flat: list[Any]) -> dict[str, str]:
+    """A flat ``[field, value, field, value…]`` reply (HGETALL) as a dict."""
+    fields = iter(flat)
+    return dict(zip(fields, fields, strict=True))
+
+
 class FeatureReader:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: MultiplexedRedis) -> None:
         self.redis = client
-        self._item_details = client.register_script(_ITEM_DETAILS)
+        self._item_details = client.script(_ITEM_DETAILS)
 
     async def user_context(self, user_id: str) -> UserContext:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.user_items(user_id))
-            pipe.hmget(keys.user_meta(user_id), ["epoch", "updated_at"])
-            pipe.get(keys.CATALOGUE_VERSION)
-            raw_weights, (epoch, updated_at), catalogue_version = await pipe.execute()
+        raw_weights, (epoch, updated_at), catalogue_version = await self.redis.execute_many(
+            [
+                ("HGETALL", keys.user_items(user_id)),
+                ("HMGET", keys.user_meta(user_id), "epoch", "updated_at"),
+                ("GET", keys.CATALOGUE_VERSION),
+            ]
+        )
         return UserContext(
-            weights={item: float(weight) for item, weight in raw_weights.items()},
+            weights={item: float(weight) for item, weight in pairs(raw_weights).items()},
             epoch=epoch,
             updated_at=float(updated_at or 0.0),
             catalogue_version=int(catalogue_version or 0),
@@ -93,9 +102,8 @@ class FeatureReader:
         """
         source = keys.popular_in(category) if category else keys.POPULAR
         window = offset + k + len(exclude)
-        ranked: list[tuple[str, float]] = await self.redis.zrevrange(  # type: ignore[assignment]
-            source, 0, window - 1, withscores=True
-        )
+        flat = await self.redis.execute("ZREVRANGE", source, 0, window - 1, "WITHSCORES")
+        ranked = [(item, float(score)) for item, score in pairs(flat).items()]
         top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
         kept = [(item, score / top) for item, score in ranked if item not in exclude]
         return kept[offset : offset + k]
@@ -111,7 +119,7 @@ class FeatureReader:
         }
 
     async def item(self, item_id: str) -> Item | None:
-        raw: dict[str, str] = await self.redis.hgetall(keys.item(item_id))  # type: ignore[assignment]
+        raw = pairs(await self.redis.execute("HGETALL", keys.item(item_id)))
         if not raw:
             return None
         return Item(
@@ -123,12 +131,10 @@ class FeatureReader:
         )
 
     async def catalogue_version(self) -> int:
-        return int(await self.redis.get(keys.CATALOGUE_VERSION) or 0)
+        return int(await self.redis.execute("GET", keys.CATALOGUE_VERSION) or 0)
 
     async def unavailable_items(self) -> set[str]:
-        members: set[str] = await self.redis.smembers(keys.UNAVAILABLE_ITEMS)  # type: ignore[assignment]
-        return members
+        return set(await self.redis.execute("SMEMBERS", keys.UNAVAILABLE_ITEMS))
 
     async def category_items(self, category: str) -> set[str]:
-        members: set[str] = await self.redis.smembers(keys.category_items(category))  # type: ignore[assignment]
-        return members
+        return set(await self.redis.execute("SMEMBERS", keys.category_items(category)))

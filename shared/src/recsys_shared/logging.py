@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,9 @@ _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits, like ``uuid4().hex`` without building a UUID (a
+    fifth of the cost, on every request that arrives without an id)."""
+    return os.urandom(16).hex()
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from recsys_shared.errors import StoreUnavailable
+from recsys_shared.multiplexed import MultiplexedRedis
 
 #: Errors that mean "Redis did not answer": mapped to 503 + Retry-After at the HTTP edge.
 REDIS_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
@@ -57,6 +58,12 @@ def create_async_redis(
     """An asyncio client with string responses; create once per process in the lifespan."""
     client: aioredis.Redis = aioredis.from_url(url, **_options(timeout, max_connections))
     return client
+
+
+def create_multiplexed_redis(url: str, *, timeout: float = 2.0) -> MultiplexedRedis:
+    """The read path's client: one connection per process shared by every request (see
+    ``recsys_shared.multiplexed``), with the same per-command timeout."""
+    return MultiplexedRedis(url, timeout=timeout)
 
 
 def create_redis(

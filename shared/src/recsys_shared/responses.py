@@ -6,20 +6,18 @@ same whichever of them produced it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 
-import redis.asyncio as aioredis
-
 from recsys_shared import keys
 from recsys_shared.features import FeatureReader
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 
 
 class ResponseBuilder:
-    def __init__(self, client: aioredis.Redis, *, record_ttl_seconds: int) -> None:
+    def __init__(self, client: MultiplexedRedis, *, record_ttl_seconds: int) -> None:
         self.redis = client
         self.reader = FeatureReader(client)
         self.record_ttl_seconds = record_ttl_seconds
@@ -44,14 +42,16 @@ class ResponseBuilder:
             "strategy": strategy.value,
             "served_at": time.time(),
         }
-        details, _ = await asyncio.gather(
-            self.reader.item_details(item_ids),
-            self.redis.set(
-                keys.recommendation(recommendation_id),
-                json.dumps(record),
-                ex=self.record_ttl_seconds,
-            ),
+        # Both commands are on the wire before either reply is awaited: one round trip.
+        record_stored = self.redis.execute(
+            "SET",
+            keys.recommendation(recommendation_id),
+            json.dumps(record),
+            "EX",
+            self.record_ttl_seconds,
         )
+        details = await self.reader.item_details(item_ids)
+        await record_stored
         items = [
             ScoredItem(
                 item_id=item,

@@ -232,6 +232,10 @@ class Strategy(StrEnum):
 
 
 class ScoredItem(BaseModel):
+    # Unknown fields are refused: the gateway forwards a recommender's list as the JSON it
+    # validated, so nothing unchecked may ride along.
+    model_config = ConfigDict(extra="forbid")
+
     item_id: str
     score: float
     title: str | None = None
@@ -240,6 +244,8 @@ class ScoredItem(BaseModel):
 
 class Recommendations(BaseModel):
     """A list of items with its provenance, as the public API returns it."""
+
+    model_config = ConfigDict(extra="forbid")
 
     user_id: str | None = None
     item_id: str | None = None
@@ -259,10 +265,14 @@ class Recommendations(BaseModel):
 class RecommendationQuery(BaseModel):
     """The query part of a recommendation request, shared by the gateway and the recommender."""
 
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-    exclude_seen: bool = True
-    category: Category | None = None
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return")
+    offset: int = Field(
+        default=0, ge=0, le=MAX_OFFSET, description="How many of the best items to skip (paging)"
+    )
+    exclude_seen: bool = Field(
+        default=True, description="Leave out items the user already interacted with"
+    )
+    category: Category | None = Field(default=None, description="Only items of this category")
 
     def cache_fragment(self) -> str:
         return f"k{self.k}:o{self.offset}:s{int(self.exclude_seen)}:c{self.category or ''}"

@@ -20,8 +20,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.processes import ManagedProcess, RedisServer, free_port, uvicorn_argv, wait_until
-from recsys_shared.redis import create_async_redis
+from recsys_shared.redis import create_async_redis, create_multiplexed_redis
 
 CLIENT_KEY = "test-client-key"
 ADMIN_KEY = "test-admin-key"
@@ -46,6 +47,14 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = create_async_redis(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def multiplexed_client(redis_url: str) -> AsyncIterator[MultiplexedRedis]:
+    """The read path's client on the same clean database as ``redis_client``."""
+    client = create_multiplexed_redis(redis_url)
     yield client
     await client.aclose()
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from recsys_shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+#: For every ``FastAPI(telemetry=...)`` of the system, and the benchmark's baseline. FastAPI's
+#: own OpenTelemetry support asks the global providers whether it is wanted on every request
+#: (an environment lookup each time: 5% of a cached request). Tracing here is
+#: :func:`setup_tracing`'s and metrics are Prometheus', so it is switched off.
+FASTAPI_TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def setup_tracing(app: FastAPI, settings: ServiceSettings) -> bool:

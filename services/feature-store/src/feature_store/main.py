@@ -18,7 +18,7 @@ from feature_store.consumer import StreamConsumer
 from feature_store.routes import items, snapshots, users
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.tracing import setup_tracing
+from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=code_version(),
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     setup_tracing(app, settings)
     web.install(

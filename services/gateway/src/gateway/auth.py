@@ -56,10 +56,15 @@ class ApiKeys:
         return found
 
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Your API key")
+API_KEY_HEADER = "X-API-Key"
+_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Your API key")
+#: The name the OpenAPI document gives the scheme, for routes that check keys by hand.
+SECURITY_SCHEME = _api_key_header.scheme_name
 
 
-async def _role(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> Role:
+async def authorize(request: Request, key: str | None, *, required: Role = Role.CLIENT) -> Role:
+    """The key's role, once it is known, allowed ``required`` and within its rate limit.
+    Admins may do what clients do."""
     keys: ApiKeys = request.state.api_keys
     identified = keys.identify(key)
     if identified is None:
@@ -69,23 +74,31 @@ async def _role(request: Request, key: Annotated[str | None, Depends(_api_key_he
             else "The API key is not valid."
         )
     role, key_id = identified
+    if required is Role.ADMIN and role is not Role.ADMIN:
+        raise PermissionDenied("This operation needs an API key with the admin role.")
     limiter: RateLimiter = request.state.rate_limiter
     await limiter.check(key_id)
     return role
 
 
-async def require_client(role: Annotated[Role, Depends(_role)]) -> Role:
-    """Any valid key: admins may do what clients do."""
-    return role
+async def authorize_client(request: Request) -> Role:
+    """:func:`authorize` for the hand-parsed hot routes, with the key from its header."""
+    return await authorize(request, request.headers.get(API_KEY_HEADER))
 
 
-async def require_admin(role: Annotated[Role, Depends(_role)]) -> Role:
-    if role is not Role.ADMIN:
-        raise PermissionDenied("This operation needs an API key with the admin role.")
-    return role
+async def require_client(
+    request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+) -> Role:
+    return await authorize(request, key)
 
 
-async def _role_from_header_or_query(
+async def require_admin(
+    request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+) -> Role:
+    return await authorize(request, key, required=Role.ADMIN)
+
+
+async def require_admin_in_browser(
     request: Request,
     header: Annotated[str | None, Depends(_api_key_header)],
     key: Annotated[
@@ -96,18 +109,10 @@ async def _role_from_header_or_query(
         ),
     ] = None,
 ) -> Role:
-    return await _role(request, header if header is not None else key)
-
-
-async def require_admin_in_browser(
-    role: Annotated[Role, Depends(_role_from_header_or_query)],
-) -> Role:
     """Admin, with the key in the X-API-Key header or in ``?key=``: only for pages a person
     opens in a browser (GET /v1/status), never for the API, where a key in a URL would end up
     in histories and proxy logs. The same keys, hashes, roles and rate limit apply."""
-    if role is not Role.ADMIN:
-        raise PermissionDenied("This operation needs an API key with the admin role.")
-    return role
+    return await authorize(request, header if header is not None else key, required=Role.ADMIN)
 
 
 ClientAuth = Depends(require_client)

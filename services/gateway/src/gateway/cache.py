@@ -17,13 +17,14 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import Any, TypeVar, cast
 
 from gateway import metrics
 from recsys_shared import keys
-from recsys_shared.schemas import RecommendationQuery, Recommendations
+from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.schemas import RecommendationQuery
+
+T = TypeVar("T")
 
 # KEYS: active model pointer, the user's meta hash. ARGV: the user's cache key prefix, the query
 # digest. Returns {version, epoch, cached entry or false}; the key layout is keys.cache_user's.
@@ -47,11 +48,11 @@ def query_digest(query: RecommendationQuery) -> str:
 
 
 class ResponseCache:
-    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
+    def __init__(self, client: MultiplexedRedis, *, ttl_seconds: int) -> None:
         self.redis = client
         self.ttl_seconds = ttl_seconds
-        self._lookup = client.register_script(_LOOKUP)
-        self._in_flight: dict[str, asyncio.Future[Recommendations]] = {}
+        self._lookup = client.script(_LOOKUP)
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     async def lookup(self, user_id: str, query: RecommendationQuery) -> Lookup:
         digest = query_digest(query)
@@ -63,23 +64,22 @@ class ResponseCache:
         metrics.CACHE_REQUESTS.labels("hit" if raw else "miss").inc()
         return Lookup(key=key, version=int(version), entry=raw or None)
 
-    async def store(self, lookup: Lookup, response: Recommendations) -> None:
-        if response.model_version is None or response.model_version != lookup.version:
+    async def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
+        """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it."""
+        if model_version is None or model_version != lookup.version:
             return
         # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
-        entry = f"{time.time()!r}\n{response.model_dump_json()}"
-        await self.redis.set(lookup.key, entry, ex=self.ttl_seconds)
+        entry = f"{time.time()!r}\n{body}"
+        await self.redis.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
 
-    async def single_flight(
-        self, key: str, compute: Callable[[], Awaitable[Recommendations]]
-    ) -> Recommendations:
+    async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """Concurrent misses for one key share one computation, so an expiring hot entry or a
         new model version does not send a stampede to the recommenders."""
         pending = self._in_flight.get(key)
         if pending is not None:
             metrics.CACHE_REQUESTS.labels("coalesced").inc()
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Recommendations] = asyncio.get_running_loop().create_future()
+            return cast(T, await asyncio.shield(pending))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
             result = await compute()

@@ -1,20 +1,26 @@
 """HTTP clients for the services behind the gateway: timeouts, safe retries, circuit breakers.
 
-One pooled ``httpx.AsyncClient`` per process, created in the lifespan. Reads are retried on
-another recommender replica (they are idempotent); writes to the feature-store are not retried
-here, the client retries them (they are idempotent too, but a retry storm is theirs to pace).
+Reads from the recommenders go through ``recsys_shared.http_client`` (they are the hot path;
+httpx's client layer alone costs more than the rest of the request). Calls to the
+feature-store are rare admin and catalogue writes and use one pooled ``httpx.AsyncClient``.
+Both are created once in the lifespan. Reads are retried on another recommender replica (they
+are idempotent); writes to the feature-store are not retried here, the client retries them
+(they are idempotent too, but a retry storm is theirs to pace).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
-from urllib.parse import quote
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote, urlencode
 
 import httpx
+from opentelemetry import propagate
 from pydantic import ValidationError
 
 from gateway import metrics
@@ -24,10 +30,20 @@ from recsys_shared.errors import (
     UnknownItem,
     UpstreamUnavailable,
 )
+from recsys_shared.http_client import HttpClientError, HttpResponse, Origin
 from recsys_shared.logging import REQUEST_ID_HEADER, request_id_var
 from recsys_shared.schemas import ItemBatch, ItemIn, Recommendations
 
 log = logging.getLogger(__name__)
+
+
+class Upstream(Protocol):
+    """What the recommender client needs of HTTP: ``recsys_shared.http_client.HttpClient``,
+    or a fake transport in tests."""
+
+    async def get(
+        self, origin: Origin, target: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> HttpResponse: ...
 
 
 class CircuitBreaker:
@@ -72,71 +88,99 @@ def segment(identifier: str) -> str:
 
 def _headers() -> dict[str, str]:
     request_id = request_id_var.get()
-    return {REQUEST_ID_HEADER: request_id} if request_id else {}
+    headers = {REQUEST_ID_HEADER: request_id} if request_id else {}
+    # The trace context, when tracing is on (a no-op propagator otherwise): the service called
+    # continues the caller's trace.
+    propagate.inject(headers)
+    return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A recommender's list, validated, and the JSON it came as (forwarded without
+    re-serialising: the model forbids unknown fields, so the body holds nothing unchecked)."""
+
+    recommendations: Recommendations
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Replica:
+    url: str
+    origin: Origin
+    breaker: CircuitBreaker
 
 
 class RecommenderClient:
     """Spreads reads over the replicas round-robin, skipping those whose breaker is open."""
 
     def __init__(
-        self, http: httpx.AsyncClient, urls: list[str], *, failures: int, reset_seconds: float
+        self, http: Upstream, urls: list[str], *, failures: int, reset_seconds: float
     ) -> None:
         self.http = http
         self.replicas = [
-            (url, CircuitBreaker(url, failures=failures, reset_seconds=reset_seconds))
+            _Replica(
+                url,
+                Origin.from_url(url),
+                CircuitBreaker(url, failures=failures, reset_seconds=reset_seconds),
+            )
             for url in urls
         ]
         self._next = itertools.cycle(range(len(self.replicas)))
 
-    async def get(self, path: str, params: Mapping[str, Any]) -> Recommendations:
+    async def get(self, path: str, params: Mapping[str, str | int]) -> Answer:
         """Ask replicas in turn until one answers; at most one attempt per replica."""
+        target = f"{path}?{urlencode(params)}"
+        headers = _headers().items()
         start = next(self._next)
         last_error = "every replica's circuit is open"
         for offset in range(len(self.replicas)):
-            url, breaker = self.replicas[(start + offset) % len(self.replicas)]
+            replica = self.replicas[(start + offset) % len(self.replicas)]
+            breaker = replica.breaker
             if not breaker.allows():
                 continue
             try:
-                response = await self.http.get(f"{url}{path}", params=params, headers=_headers())
-            except httpx.HTTPError as error:
+                response = await self.http.get(replica.origin, target, headers)
+            except HttpClientError as error:
                 breaker.failed()
-                last_error = f"{url}: {type(error).__name__}"
+                last_error = f"{replica.url}: {type(error).__name__}"
                 metrics.UPSTREAM_ERRORS.labels("recommender", type(error).__name__).inc()
                 continue
-            if response.status_code >= 500:
+            if response.status >= 500:
                 breaker.failed()
-                last_error = f"{url}: HTTP {response.status_code}"
-                metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status_code)).inc()
+                last_error = f"{replica.url}: HTTP {response.status}"
+                metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status)).inc()
                 continue
             try:
-                parsed = _parse_recommendations(response)
+                answer = _parse_recommendations(response)
             except UpstreamUnavailable:
                 # A replica that answers garbage is as broken as one that does not answer.
                 breaker.failed()
-                last_error = f"{url}: invalid body"
+                last_error = f"{replica.url}: invalid body"
                 metrics.UPSTREAM_ERRORS.labels("recommender", "invalid_body").inc()
                 continue
             breaker.succeeded()
-            return parsed
+            return answer
         raise UpstreamUnavailable(f"No recommender replica answered ({last_error}).")
 
 
-def _parse_recommendations(response: httpx.Response) -> Recommendations:
-    if response.status_code == 404:
-        raise UnknownItem(_detail(response, "Not found."))
-    if response.status_code >= 400:
-        raise InvalidInput(_detail(response, "The recommender refused the request."))
+def _parse_recommendations(response: HttpResponse) -> Answer:
+    if response.status == 404:
+        raise UnknownItem(_detail(response.body, "Not found."))
+    if response.status >= 400:
+        raise InvalidInput(_detail(response.body, "The recommender refused the request."))
     try:
-        return Recommendations.model_validate_json(response.content)
+        return Answer(Recommendations.model_validate_json(response.body), response.body)
     except ValidationError as error:
         raise UpstreamUnavailable("The recommender answered with an invalid body.") from error
 
 
-def _detail(response: httpx.Response, default: str) -> str:
+def _detail(body: bytes, default: str) -> str:
     try:
-        return str(response.json().get("detail", default))
+        parsed = json.loads(body)
     except ValueError:
         return default
+    return str(parsed.get("detail", default)) if isinstance(parsed, dict) else default
 
 
 class FeatureStoreClient:
@@ -158,9 +202,9 @@ class FeatureStoreClient:
             metrics.UPSTREAM_ERRORS.labels("feature-store", str(response.status_code)).inc()
             raise UpstreamUnavailable(f"The feature-store failed (HTTP {response.status_code}).")
         if response.status_code == 404:
-            raise NotFound(_detail(response, "Not found."))
+            raise NotFound(_detail(response.content, "Not found."))
         if response.status_code >= 400:
-            raise InvalidInput(_detail(response, "The feature-store refused the request."))
+            raise InvalidInput(_detail(response.content, "The feature-store refused the request."))
         return response
 
     async def put_items(self, batch: ItemBatch) -> None:

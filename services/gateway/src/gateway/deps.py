@@ -10,7 +10,6 @@ from fastapi import Depends, Request
 from gateway.clients import FeatureStoreClient
 from gateway.config import Settings
 from gateway.ingest import EventIngestor
-from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared.features import FeatureReader
 from recsys_shared.registry import ModelRegistry
@@ -26,11 +25,6 @@ async def _settings(request: Request) -> Settings:
 async def _redis(request: Request) -> aioredis.Redis:
     client: aioredis.Redis = request.state.redis
     return client
-
-
-async def _reads(request: Request) -> ReadService:
-    service: ReadService = request.state.reads
-    return service
 
 
 async def _ingestor(request: Request) -> EventIngestor:
@@ -54,12 +48,12 @@ async def _registry(request: Request) -> ModelRegistry:
 
 
 async def _features(request: Request) -> FeatureReader:
-    return FeatureReader(request.state.redis)
+    reader: FeatureReader = request.state.features
+    return reader
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
-ReadsDep = Annotated[ReadService, Depends(_reads)]
 IngestorDep = Annotated[EventIngestor, Depends(_ingestor)]
 FeatureStoreDep = Annotated[FeatureStoreClient, Depends(_feature_store)]
 TasksDep = Annotated[TaskQueue, Depends(_tasks)]

@@ -30,8 +30,11 @@ from gateway.routes import (
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
+from recsys_shared.features import FeatureReader
+from recsys_shared.http_client import HttpClient
+from recsys_shared.redis import create_multiplexed_redis
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.tracing import setup_tracing
+from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 DESCRIPTION = """
 The public API of the recsys reference recommendation system.
@@ -53,9 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = web.start_service(settings)
-        recommender_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.recommender_timeout_seconds),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        # The read path (cache, rate limit, features) on one multiplexed connection.
+        reads_redis = create_multiplexed_redis(
+            settings.redis_dsn, timeout=settings.redis_timeout_seconds
+        )
+        recommender_http = HttpClient(
+            timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
         )
         feature_store_http = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.feature_store_timeout_seconds),
@@ -76,11 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "settings": settings,
             "redis": client,
             "api_keys": api_keys,
-            "rate_limiter": RateLimiter(client, per_second=settings.rate_limit_per_second),
+            "rate_limiter": RateLimiter(reads_redis, per_second=settings.rate_limit_per_second),
+            "features": FeatureReader(reads_redis),
             "reads": ReadService(
-                client,
+                reads_redis,
                 recommenders,
-                ResponseCache(client, ttl_seconds=settings.cache_ttl_seconds),
+                ResponseCache(reads_redis, ttl_seconds=settings.cache_ttl_seconds),
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
             ),
             "ingestor": EventIngestor(
@@ -95,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks.close()
         await recommender_http.aclose()
         await feature_store_http.aclose()
+        await reads_redis.aclose()
         await client.aclose()
 
     app = FastAPI(
@@ -102,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=code_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     setup_tracing(app, settings)
     web.install(
@@ -111,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
         on_invalid=count_rejects,
         request_timeout_seconds=settings.request_timeout_seconds,
+        fast_routes=recommendations.router.routes,
     )
     if settings.cors_origins:
         # Browsers may call the API only from these origins; none are allowed by default.

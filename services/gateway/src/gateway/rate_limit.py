@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-import redis.asyncio as aioredis
-
 from gateway import metrics
 from recsys_shared import keys
 from recsys_shared.errors import RateLimited
+from recsys_shared.multiplexed import MultiplexedRedis
 
 # KEYS: this second's counter for the key. ARGV: limit. Returns the count, or -1 when over.
 _COUNT = """
@@ -22,10 +21,9 @@ return count
 class RateLimiter:
     """A fixed one-second window per key: simple, shared by every replica, one round trip."""
 
-    def __init__(self, client: aioredis.Redis, *, per_second: int) -> None:
-        self.redis = client
+    def __init__(self, client: MultiplexedRedis, *, per_second: int) -> None:
         self.per_second = per_second
-        self._count = client.register_script(_COUNT)
+        self._count = client.script(_COUNT)
 
     async def check(self, key_id: str) -> None:
         if self.per_second <= 0:

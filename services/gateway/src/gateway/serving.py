@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 
-import redis.asyncio as aioredis
-
 from gateway import metrics
 from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient, segment
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
@@ -35,7 +34,7 @@ def _params(query: RecommendationQuery) -> dict[str, str | int]:
 class ReadService:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: MultiplexedRedis,
         recommenders: RecommenderClient,
         cache: ResponseCache,
         *,
@@ -46,8 +45,8 @@ class ReadService:
         self.cache = cache
         self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
 
-    async def for_user(self, user_id: str, query: RecommendationQuery) -> Recommendations | str:
-        """A cached list (as the stored JSON, marked cached) or a freshly computed one."""
+    async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:
+        """The list as JSON: a cached one (marked cached), or a freshly computed one."""
         lookup = await self.cache.lookup(user_id, query)
         if lookup.entry is not None:
             return cached_json(lookup.entry)
@@ -57,21 +56,25 @@ class ReadService:
 
     async def _compute_for_user(
         self, user_id: str, query: RecommendationQuery, lookup: Lookup
-    ) -> Recommendations:
+    ) -> bytes:
         try:
-            response = await self.recommenders.get(
+            answer = await self.recommenders.get(
                 f"/users/{segment(user_id)}/recommendations", _params(query)
             )
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
             exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
-            return await self._popular_fallback(query, exclude=exclude, user_id=user_id)
-        await self.cache.store(lookup, response)
-        return response
+            fallback = await self._popular_fallback(query, exclude=exclude, user_id=user_id)
+            return fallback.model_dump_json().encode()
+        await self.cache.store(lookup, answer.recommendations.model_version, answer.body.decode())
+        return answer.body
 
-    async def similar(self, item_id: str, query: RecommendationQuery) -> Recommendations:
+    async def similar(self, item_id: str, query: RecommendationQuery) -> bytes:
+        """The list as JSON, from a recommender, or popular items of the item's kind."""
         try:
-            return await self.recommenders.get(f"/items/{segment(item_id)}/similar", _params(query))
+            answer = await self.recommenders.get(
+                f"/items/{segment(item_id)}/similar", _params(query)
+            )
         except UpstreamUnavailable as error:
             log.warning("fallback for similar items: %s", error.detail)
             item = await self.reader.item(item_id)
@@ -79,7 +82,11 @@ class ReadService:
                 raise
             category = query.category or (item.categories[0] if item.categories else None)
             fallback_query = query.model_copy(update={"category": category})
-            return await self._popular_fallback(fallback_query, exclude=(item_id,), item_id=item_id)
+            fallback = await self._popular_fallback(
+                fallback_query, exclude=(item_id,), item_id=item_id
+            )
+            return fallback.model_dump_json().encode()
+        return answer.body
 
     async def popular(self, query: RecommendationQuery) -> Recommendations:
         """Served here, straight from Redis: it needs no model, so it skips a network hop."""

@@ -17,8 +17,8 @@ from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
-from recsys_shared.tracing import setup_tracing
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_multiplexed_redis
+from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 
 async def _readiness(request: Request) -> dict[str, str]:
@@ -46,8 +46,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Serve from the first request if a model exists; the watcher retries otherwise.
             await holder.refresh()
         watcher = asyncio.create_task(holder.watch(), name="model-watcher")
+        # Features and records on one multiplexed connection; the registry and its
+        # notifications stay on the pooled client.
+        reads_redis = create_multiplexed_redis(
+            settings.redis_dsn, timeout=settings.redis_timeout_seconds
+        )
         service = RecommendationService(
-            client, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
+            reads_redis, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
         )
         yield {"redis": client, "holder": holder, "service": service}
         # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
@@ -58,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.wait({watcher}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await reads_redis.aclose()
         await client.aclose()
 
     app = FastAPI(
@@ -65,9 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=code_version(),
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
     )
     setup_tracing(app, settings)
-    web.install(app, readiness=_readiness, request_timeout_seconds=settings.request_timeout_seconds)
+    web.install(
+        app,
+        readiness=_readiness,
+        request_timeout_seconds=settings.request_timeout_seconds,
+        fast_routes=recommendations.router.routes,
+    )
     app.include_router(recommendations.router)
     app.include_router(model.router)
     return app

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from recommender import metrics
 from recommender.model_store import Floats, Indexes, LoadedModel, ModelHolder
 from recommender.scoring import top_k
 from recsys_shared.errors import UnknownItem
 from recsys_shared.features import FeatureReader, UserContext
+from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
@@ -55,7 +55,7 @@ class CatalogueFilter:
 
 class RecommendationService:
     def __init__(
-        self, client: aioredis.Redis, holder: ModelHolder, *, record_ttl_seconds: int
+        self, client: MultiplexedRedis, holder: ModelHolder, *, record_ttl_seconds: int
     ) -> None:
         self.reader = FeatureReader(client)
         self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)

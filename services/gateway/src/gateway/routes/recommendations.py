@@ -1,18 +1,22 @@
-"""Recommendations: for a user, similar to an item, popular."""
+"""Recommendations: for a user, similar to an item, popular.
+
+The read path's hot routes: each takes the ``Request`` and parses its parameters by hand with
+``recsys_shared.parameters`` (FastAPI's dependency solver would cost more than a cache hit), and
+declares them for the OpenAPI document from the same models.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request, Response
 
-from fastapi import APIRouter, Path, Response
-
-from gateway.auth import ClientAuth
-from gateway.deps import ReadsDep
+from gateway.auth import SECURITY_SCHEME, authorize_client
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
-from recsys_shared.schemas import Identifier, Recommendations
-from recsys_shared.web import RecommendationQueryDep, model_response
+from gateway.serving import ReadService
+from recsys_shared.parameters import documented, path_identifier, query_model
+from recsys_shared.schemas import RecommendationQuery, Recommendations
+from recsys_shared.web import model_response
 
-router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[ClientAuth])
+router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 
 @router.get(
@@ -25,17 +29,17 @@ router = APIRouter(prefix="/v1", tags=["recommendations"], dependencies=[ClientA
         "such in `strategy` and `fallback_reason`. An unknown user is never a 404."
     ),
     responses=PROBLEM_RESPONSES,
+    openapi_extra=documented(
+        path={"user_id": "User id"}, query=RecommendationQuery, security_scheme=SECURITY_SCHEME
+    ),
 )
-async def recommendations_for_user(
-    user_id: Annotated[Identifier, Path(description="User id")],
-    query: RecommendationQueryDep,
-    reads: ReadsDep,
-) -> Response:
-    result = await reads.for_user(user_id, query)
-    # A cache hit is the stored JSON of a list that was validated when it was stored.
-    if isinstance(result, str):
-        return Response(result, media_type="application/json")
-    return model_response(result)
+async def recommendations_for_user(request: Request) -> Response:
+    await authorize_client(request)
+    user_id = path_identifier(request, "user_id")
+    query = query_model(request, RecommendationQuery)
+    reads: ReadService = request.state.reads
+    # JSON as it was validated: from the cache, or the recommender's body (see clients.Answer).
+    return Response(await reads.for_user(user_id, query), media_type="application/json")
 
 
 @router.get(
@@ -43,8 +47,12 @@ async def recommendations_for_user(
     response_model=Recommendations,
     summary="Time-decayed popular items, overall or in a category",
     responses=PROBLEM_RESPONSES,
+    openapi_extra=documented(query=RecommendationQuery, security_scheme=SECURITY_SCHEME),
 )
-async def popular_items(query: RecommendationQueryDep, reads: ReadsDep) -> Response:
+async def popular_items(request: Request) -> Response:
+    await authorize_client(request)
+    query = query_model(request, RecommendationQuery)
+    reads: ReadService = request.state.reads
     return model_response(await reads.popular(query))
 
 
@@ -53,10 +61,13 @@ async def popular_items(query: RecommendationQueryDep, reads: ReadsDep) -> Respo
     response_model=Recommendations,
     summary="Items similar to an item",
     responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    openapi_extra=documented(
+        path={"item_id": "Item id"}, query=RecommendationQuery, security_scheme=SECURITY_SCHEME
+    ),
 )
-async def similar_items(
-    item_id: Annotated[Identifier, Path(description="Item id")],
-    query: RecommendationQueryDep,
-    reads: ReadsDep,
-) -> Response:
-    return model_response(await reads.similar(item_id, query))
+async def similar_items(request: Request) -> Response:
+    await authorize_client(request)
+    item_id = path_identifier(request, "item_id")
+    query = query_model(request, RecommendationQuery)
+    reads: ReadService = request.state.reads
+    return Response(await reads.similar(item_id, query), media_type="application/json")
