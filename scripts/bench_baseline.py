@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from recsys_shared import web
 from recsys_shared.redis import create_async_redis, create_multiplexed_redis
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF
 
@@ -27,6 +28,7 @@ def create_app() -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = create_multiplexed_redis(os.environ["REDIS_URL"])
         pooled = create_async_redis(os.environ["REDIS_URL"])
+        web.settle_garbage_collector()
         yield {"redis": client, "pooled": pooled}
         await client.aclose()
         await pooled.aclose()

@@ -139,17 +139,17 @@ async def test_item_parses_categories_and_availability(
     assert await reader.item("missing") is None
 
 
-async def test_item_details_skips_unknown_items(
+async def test_item_details_are_in_order_with_none_for_unknown_items(
     reader: FeatureReader, redis_client: aioredis.Redis
 ) -> None:
     await redis_client.hset(
         keys.item("i1"), mapping={"title": "One", "categories": json.dumps(["A"])}
     )
 
-    details = await reader.item_details(["i1", "nope"])
+    details = await reader.item_details(["nope", "i1"])
 
-    assert details == {"i1": ItemDetails(title="One", categories=["A"])}
-    assert await reader.item_details([]) == {}
+    assert details == [None, ItemDetails(title="One", categories_json='["A"]')]
+    assert await reader.item_details([]) == []
 
 
 async def test_catalogue_sets(reader: FeatureReader, redis_client: aioredis.Redis) -> None:

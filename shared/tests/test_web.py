@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import warnings
 from collections.abc import Iterator
@@ -409,3 +410,15 @@ def test_a_request_running_past_the_timeout_gets_a_503_problem() -> None:
         body = _assert_problem(test_client.get("/slow"), 503)
         assert "0.2 s" in body["detail"]
         assert test_client.get("/fast").json() == {"done": "in time"}
+
+
+def test_settling_the_collector_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        web.settle_garbage_collector()
+
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (web.GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -130,7 +130,7 @@ async def test_the_lookup_builds_the_key_the_way_keys_py_does(
     assert lookup.key == keys.cache_user(USER, 7, "12", query_digest(query))
     assert lookup.entry is None
 
-    await cache.store(lookup, 7, _answer(7).model_dump_json())
+    cache.store(lookup, 7, _answer(7).model_dump_json())
     again = await cache.lookup(USER, query)
     assert again.entry is not None
     body = json.loads(cached_json(again.entry))

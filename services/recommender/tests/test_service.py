@@ -16,6 +16,11 @@ from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import EventType, RecommendationQuery, Recommendations, Strategy
 
 
+def _parsed(body: str) -> Recommendations:
+    """The service answers JSON; every assertion reads it back through the model."""
+    return Recommendations.model_validate_json(body)
+
+
 def _ids(response: Recommendations) -> list[str]:
     return [item.item_id for item in response.items]
 
@@ -31,7 +36,7 @@ async def _assert_recorded(features: Any, response: Recommendations) -> None:
 async def test_a_user_gets_unseen_items_of_their_own_cluster(
     service: RecommendationService, clusters: Any, features: Any
 ) -> None:
-    response = await service.for_user("a0", RecommendationQuery(k=5))
+    response = _parsed(await service.for_user("a0", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.PERSONALIZED
     assert response.model_version == 1
     assert response.fallback_reason is None
@@ -52,7 +57,7 @@ async def test_every_unseen_item_of_the_cluster_ranks_before_the_other_cluster(
 ) -> None:
     for user in ("a3", "b5"):
         own = clusters.cluster_items(user[0]) - set(clusters.history[user])
-        response = await service.for_user(user, RecommendationQuery(k=100))
+        response = _parsed(await service.for_user(user, RecommendationQuery(k=100)))
         served = _ids(response)
         assert len(served) == len(clusters.item_ids) - len(clusters.history[user])
         assert set(served[: len(own)]) == own
@@ -63,7 +68,7 @@ async def test_a_trained_user_is_scored_with_their_trained_vector(
 ) -> None:
     model = holder.current
     assert model is not None
-    response = await service.for_user("b2", RecommendationQuery(k=3))
+    response = _parsed(await service.for_user("b2", RecommendationQuery(k=3)))
     expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b2")]
     for item in response.items:
         row = clusters.item_ids.index(item.item_id)
@@ -74,18 +79,18 @@ async def test_seen_items_come_back_when_not_excluded(
     service: RecommendationService, clusters: Any
 ) -> None:
     seen = set(clusters.history["a1"])
-    response = await service.for_user("a1", RecommendationQuery(k=12, exclude_seen=False))
+    response = _parsed(await service.for_user("a1", RecommendationQuery(k=12, exclude_seen=False)))
     served = _ids(response)
     assert seen <= set(served)
     assert set(served) == clusters.cluster_items("a")
-    excluded = await service.for_user("a1", RecommendationQuery(k=12))
+    excluded = _parsed(await service.for_user("a1", RecommendationQuery(k=12)))
     assert not seen & set(_ids(excluded))
 
 
 async def test_pages_continue_each_other(service: RecommendationService) -> None:
-    first = await service.for_user("a4", RecommendationQuery(k=3))
-    second = await service.for_user("a4", RecommendationQuery(k=3, offset=3))
-    both = await service.for_user("a4", RecommendationQuery(k=6))
+    first = _parsed(await service.for_user("a4", RecommendationQuery(k=3)))
+    second = _parsed(await service.for_user("a4", RecommendationQuery(k=3, offset=3)))
+    both = _parsed(await service.for_user("a4", RecommendationQuery(k=6)))
     assert _ids(first) + _ids(second) == _ids(both)
     assert first.recommendation_id != second.recommendation_id
 
@@ -93,27 +98,29 @@ async def test_pages_continue_each_other(service: RecommendationService) -> None
 async def test_an_item_made_unavailable_disappears_on_the_next_call(
     service: RecommendationService, features: Any
 ) -> None:
-    before = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    before = _ids(_parsed(await service.for_user("a0", RecommendationQuery(k=3))))
     hidden = before[0]
     await features.upsert(hidden, categories=["alpha"], available=False)
-    after = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    after = _ids(_parsed(await service.for_user("a0", RecommendationQuery(k=3))))
     assert hidden not in after
     assert after[:2] == before[1:]
     await features.upsert(hidden, categories=["alpha"], available=True)
-    again = _ids(await service.for_user("a0", RecommendationQuery(k=3)))
+    again = _ids(_parsed(await service.for_user("a0", RecommendationQuery(k=3))))
     assert again == before
 
 
 async def test_a_deleted_item_disappears_on_the_next_call(
     service: RecommendationService, features: Any
 ) -> None:
-    before = _ids(await service.for_user("b1", RecommendationQuery(k=4)))
+    before = _ids(_parsed(await service.for_user("b1", RecommendationQuery(k=4))))
     assert await features.catalogue.delete(before[1])
-    after = _ids(await service.for_user("b1", RecommendationQuery(k=4)))
+    after = _ids(_parsed(await service.for_user("b1", RecommendationQuery(k=4))))
     assert before[1] not in after
     assert after[:3] == [before[0], *before[2:]]
     # Filtered in every category too.
-    in_category = _ids(await service.for_user("b1", RecommendationQuery(k=10, category="beta")))
+    in_category = _ids(
+        _parsed(await service.for_user("b1", RecommendationQuery(k=10, category="beta")))
+    )
     assert before[1] not in in_category
 
 
@@ -121,7 +128,7 @@ async def test_a_deleted_item_disappears_on_the_next_call(
 async def test_a_category_filter_returns_only_items_of_that_category(
     service: RecommendationService, clusters: Any, user: str, category: str
 ) -> None:
-    response = await service.for_user(user, RecommendationQuery(k=50, category=category))
+    response = _parsed(await service.for_user(user, RecommendationQuery(k=50, category=category)))
     served = _ids(response)
     in_category = clusters.cluster_items(category[0])
     assert response.strategy is Strategy.PERSONALIZED
@@ -132,7 +139,9 @@ async def test_a_category_filter_returns_only_items_of_that_category(
 async def test_a_category_unknown_to_the_catalogue_returns_nothing(
     service: RecommendationService,
 ) -> None:
-    response = await service.for_user("a0", RecommendationQuery(k=5, category="nothing-here"))
+    response = _parsed(
+        await service.for_user("a0", RecommendationQuery(k=5, category="nothing-here"))
+    )
     assert response.strategy is Strategy.PERSONALIZED
     assert response.items == []
 
@@ -140,7 +149,7 @@ async def test_a_category_unknown_to_the_catalogue_returns_nothing(
 async def test_an_unknown_user_gets_popular_items(
     service: RecommendationService, features: Any, redis_client: aioredis.Redis
 ) -> None:
-    response = await service.for_user("stranger", RecommendationQuery(k=5))
+    response = _parsed(await service.for_user("stranger", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "unknown_user"
     assert response.model_version is None
@@ -159,7 +168,7 @@ async def test_without_a_model_users_get_popular_items(
     holder = new_holder()
     await holder.refresh()
     service = RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
-    response = await service.for_user("a0", RecommendationQuery(k=50))
+    response = _parsed(await service.for_user("a0", RecommendationQuery(k=50)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"
     served = _ids(response)
@@ -172,7 +181,7 @@ async def test_a_user_with_only_items_the_model_does_not_know_gets_popular_items
     service: RecommendationService, features: Any, clusters: Any
 ) -> None:
     await features.events("newcomer", [clusters.new_item], now=clusters.after_snapshot)
-    response = await service.for_user("newcomer", RecommendationQuery(k=5))
+    response = _parsed(await service.for_user("newcomer", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_known_items"
 
@@ -180,11 +189,11 @@ async def test_a_user_with_only_items_the_model_does_not_know_gets_popular_items
 async def test_a_user_with_only_a_negative_rating_gets_popular_items_without_it(
     service: RecommendationService, features: Any, clusters: Any
 ) -> None:
-    top = (await service.for_user("stranger", RecommendationQuery(k=1))).items[0].item_id
+    top = _parsed(await service.for_user("stranger", RecommendationQuery(k=1))).items[0].item_id
     await features.events(
         "critic", [top], now=clusters.after_snapshot, event_type=EventType.RATING, value=1.0
     )
-    response = await service.for_user("critic", RecommendationQuery(k=5))
+    response = _parsed(await service.for_user("critic", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_known_items"
     assert top not in _ids(response)
@@ -195,7 +204,7 @@ async def test_a_new_user_is_folded_in_from_their_events(
 ) -> None:
     liked = ["B0", "B4", "B9"]
     await features.events("newbie", liked, now=clusters.after_snapshot)
-    response = await service.for_user("newbie", RecommendationQuery(k=5))
+    response = _parsed(await service.for_user("newbie", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.PERSONALIZED
     assert response.model_version == 1
     served = _ids(response)
@@ -207,7 +216,7 @@ async def test_a_new_user_is_folded_in_from_their_events(
 async def test_new_events_move_a_known_user_without_retraining(
     service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
 ) -> None:
-    before = await service.for_user("a2", RecommendationQuery(k=5))
+    before = _parsed(await service.for_user("a2", RecommendationQuery(k=5)))
     assert set(_ids(before)) <= clusters.cluster_items("a")
     # Events the model has not seen (applied after its snapshot), all on the other cluster.
     switched = ["B1", "B2", "B3", "B5", "B8"]
@@ -215,7 +224,7 @@ async def test_new_events_move_a_known_user_without_retraining(
         await features.events(
             "a2", switched, now=clusters.after_snapshot, event_type=EventType.PURCHASE
         )
-    after = await service.for_user("a2", RecommendationQuery(k=5))
+    after = _parsed(await service.for_user("a2", RecommendationQuery(k=5)))
     assert after.strategy is Strategy.PERSONALIZED
     assert after.model_version == holder.serving_version == 1
     served = _ids(after)
@@ -233,7 +242,7 @@ async def test_events_older_than_the_snapshot_do_not_trigger_a_fold_in(
     assert model is not None
     # An event the snapshot already included: the trained vector stays authoritative.
     await features.events("b0", ["B11"], now=clusters.snapshot_at - 1.0)
-    response = await service.for_user("b0", RecommendationQuery(k=3, exclude_seen=False))
+    response = _parsed(await service.for_user("b0", RecommendationQuery(k=3, exclude_seen=False)))
     expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b0")]
     best = np.argsort(-expected)[:3]
     assert _ids(response) == [clusters.item_ids[row] for row in best]

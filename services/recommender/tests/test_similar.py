@@ -17,6 +17,11 @@ from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
 
+def _parsed(body: str) -> Recommendations:
+    """The service answers JSON; every assertion reads it back through the model."""
+    return Recommendations.model_validate_json(body)
+
+
 def _ids(response: Recommendations) -> list[str]:
     return [item.item_id for item in response.items]
 
@@ -24,7 +29,7 @@ def _ids(response: Recommendations) -> list[str]:
 async def test_similar_items_are_of_the_same_cluster_and_exclude_the_item(
     service: RecommendationService, holder: ModelHolder, clusters: Any, features: Any
 ) -> None:
-    response = await service.similar("A0", RecommendationQuery(k=100))
+    response = _parsed(await service.similar("A0", RecommendationQuery(k=100)))
     assert response.strategy is Strategy.SIMILAR
     assert response.model_version == 1
     assert response.item_id == "A0"
@@ -49,27 +54,27 @@ async def test_similar_items_are_of_the_same_cluster_and_exclude_the_item(
 async def test_similar_skips_unavailable_items_and_filters_by_category(
     service: RecommendationService, features: Any, clusters: Any
 ) -> None:
-    before = _ids(await service.similar("B3", RecommendationQuery(k=3)))
+    before = _ids(_parsed(await service.similar("B3", RecommendationQuery(k=3))))
     await features.upsert(before[0], categories=["beta"], available=False)
-    after = _ids(await service.similar("B3", RecommendationQuery(k=3)))
+    after = _ids(_parsed(await service.similar("B3", RecommendationQuery(k=3))))
     assert before[0] not in after
     assert after[:2] == before[1:]
-    other = await service.similar("B3", RecommendationQuery(k=50, category="alpha"))
+    other = _parsed(await service.similar("B3", RecommendationQuery(k=50, category="alpha")))
     assert set(_ids(other)) == clusters.cluster_items("a")
-    own = await service.similar("B3", RecommendationQuery(k=50, category="beta"))
+    own = _parsed(await service.similar("B3", RecommendationQuery(k=50, category="beta")))
     assert set(_ids(own)) == clusters.cluster_items("b") - {"B3", before[0]}
 
 
 async def test_similar_pages_continue_each_other(service: RecommendationService) -> None:
-    first = await service.similar("A7", RecommendationQuery(k=4))
-    second = await service.similar("A7", RecommendationQuery(k=4, offset=4))
-    both = await service.similar("A7", RecommendationQuery(k=8))
+    first = _parsed(await service.similar("A7", RecommendationQuery(k=4)))
+    second = _parsed(await service.similar("A7", RecommendationQuery(k=4, offset=4)))
+    both = _parsed(await service.similar("A7", RecommendationQuery(k=8)))
     assert _ids(first) + _ids(second) == _ids(both)
 
 
 async def test_an_unknown_item_raises(service: RecommendationService) -> None:
     with pytest.raises(UnknownItem, match="nowhere"):
-        await service.similar("nowhere", RecommendationQuery())
+        _parsed(await service.similar("nowhere", RecommendationQuery()))
 
 
 async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_category(
@@ -83,7 +88,7 @@ async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_categ
     await features.events("fan", [new_item] * 3, now=clusters.after_snapshot)
     popular_alpha = await redis_client.zrevrange(keys.popular_in("alpha"), 0, -1)
     assert new_item in popular_alpha
-    response = await service.similar(new_item, RecommendationQuery(k=5))
+    response = _parsed(await service.similar(new_item, RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "item_not_in_model"
     assert response.model_version is None
@@ -101,13 +106,13 @@ async def test_without_a_model_a_catalogued_item_gets_popular_items(
     clusters: Any,
 ) -> None:
     service = RecommendationService(multiplexed_client, new_holder(), record_ttl_seconds=3600)
-    response = await service.similar("B2", RecommendationQuery(k=5))
+    response = _parsed(await service.similar("B2", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"
     assert "B2" not in _ids(response)
     assert set(_ids(response)) <= clusters.cluster_items("b")
     with pytest.raises(UnknownItem):
-        await service.similar("nowhere", RecommendationQuery())
+        _parsed(await service.similar("nowhere", RecommendationQuery()))
 
 
 def test_unit_factors_are_what_similarity_ranks_by(holder: ModelHolder) -> None:

@@ -38,8 +38,11 @@ class UserContext:
 
 @dataclass(frozen=True, slots=True)
 class ItemDetails:
-    title: str | None
-    categories: list[str]
+    """What a list shows of an item. ``categories_json`` is the JSON list as the feature-store
+    stored it (``json.dumps`` of the validated categories), spliced into responses as it is."""
+
+    title: str
+    categories_json: str
 
 
 def parse_categories(raw: str | None) -> list[str]:
@@ -108,15 +111,15 @@ class FeatureReader:
         kept = [(item, score / top) for item, score in ranked if item not in exclude]
         return kept[offset : offset + k]
 
-    async def item_details(self, item_ids: Sequence[str]) -> dict[str, ItemDetails]:
+    async def item_details(self, item_ids: Sequence[str]) -> list[ItemDetails | None]:
+        """Details of each item, in order; None for an item not in the catalogue."""
         if not item_ids:
-            return {}
+            return []
         rows = await self._item_details(keys=[], args=[keys.ITEM_PREFIX, *item_ids])
-        return {
-            item_id: ItemDetails(title=title, categories=parse_categories(categories))
-            for item_id, (title, categories) in zip(item_ids, rows, strict=True)
-            if title is not None
-        }
+        return [
+            ItemDetails(title, categories or "[]") if title is not None else None
+            for title, categories in rows
+        ]
 
     async def item(self, item_id: str) -> Item | None:
         raw = pairs(await self.redis.execute("HGETALL", keys.item(item_id)))

@@ -94,6 +94,8 @@ class _Connection(asyncio.Protocol):
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.closed = False
         self._watchdog: asyncio.TimerHandle | None = None
+        # Commands queued in this turn of the event loop, written together at its end.
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it.
@@ -120,17 +122,30 @@ class _Connection(asyncio.Protocol):
         )
 
     def send(self, packed: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Write ``count`` packed commands at once; a future for each reply, in order."""
+        """Queue ``count`` packed commands; a future for each reply, in order.
+
+        Everything queued while the event loop runs one turn's callbacks goes out in one
+        write when the turn ends: under load many requests' commands share a system call
+        (on both ends: Redis reads them in one go too), and a lone command waits only for
+        the callbacks already queued.
+        """
         if self.closed or self.transport is None:
             raise redis.exceptions.ConnectionError("Connection to Redis is closed.")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         futures = [loop.create_future() for _ in range(count)]
         self.pending.extend((future, deadline) for future in futures)
-        self.transport.write(packed)
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(packed)
         if self._watchdog is None:
             self._watchdog = loop.call_at(deadline, self._check_deadlines)
         return futures
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if not self.closed and self.transport is not None:
+            self.transport.write(b"".join(outgoing))
 
     def _check_deadlines(self) -> None:
         """One timer per connection rather than one per command: it fires at the oldest
@@ -176,8 +191,8 @@ class MultiplexedRedis:
     def execute(self, *args: Arg) -> Awaitable[Any]:
         """One command; awaiting gives its reply (strings decoded as UTF-8).
 
-        The command is on the wire when this returns (once connected), before it is awaited:
-        calling several, then awaiting them, costs one round trip for all of them.
+        The command is queued for the wire when this returns (once connected), before it is
+        awaited: calling several, then awaiting them, costs one write and one round trip.
         """
         connection = self._connection
         if connection is None or connection.closed:
@@ -306,7 +321,7 @@ class Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Awaitable[Any]:
-        """Sent at once, like :meth:`MultiplexedRedis.execute`; awaiting gives the reply."""
+        """Queued at once, like :meth:`MultiplexedRedis.execute`; awaiting gives the reply."""
         reply = self.client.execute("EVALSHA", self.sha, len(keys), *keys, *args)
         return self._loading_if_unknown(reply, keys, args)
 

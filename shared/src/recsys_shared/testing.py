@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,22 +76,28 @@ class Stack:
     def gateway(self) -> str:
         return self.url("gateway")
 
-    def start(self, name: str, *, wait: bool = True) -> ManagedProcess:
+    def start(
+        self, name: str, *, wait: bool = True, env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
         """Start (or restart) one service by name: gateway, recommender1, recommender2,
-        feature-store or worker."""
+        feature-store or worker; a name that starts with "gateway" is another gateway.
+        ``env`` adds to or overrides the stack's environment for this process."""
         port = self.ports.setdefault(name, free_port())
         # The stream consumer's name: the service's, unless a test chose one in ``env``.
-        extra = {"CONSUMER_NAME": self.env.get("CONSUMER_NAME", name)}
+        extra = {"CONSUMER_NAME": self.env.get("CONSUMER_NAME", name), **(env or {})}
         if name == "worker":
             argv = [sys.executable, "-m", "retraining_worker", "worker"]
             extra["METRICS_PORT"] = str(port)
             # Only the worker: it collects metrics across its pool's processes.
             extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "worker-metrics")
         else:
-            app = {
-                "gateway": "gateway.main:create_app",
-                "feature-store": "feature_store.main:create_app",
-            }.get(name, "recommender.main:create_app")
+            app = (
+                "gateway.main:create_app"
+                if name.startswith("gateway")
+                else {"feature-store": "feature_store.main:create_app"}.get(
+                    name, "recommender.main:create_app"
+                )
+            )
             argv = uvicorn_argv(app, port)
         with (self.workdir / f"{name}.log").open("ab") as output:
             process = ManagedProcess(

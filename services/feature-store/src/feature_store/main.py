@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumer = StreamConsumer(client, settings)
         consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
         consumer_task.add_done_callback(_report_consumer_exit)
+        web.settle_garbage_collector()
         yield {
             "settings": settings,
             "redis": client,

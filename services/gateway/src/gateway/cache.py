@@ -64,13 +64,18 @@ class ResponseCache:
         metrics.CACHE_REQUESTS.labels("hit" if raw else "miss").inc()
         return Lookup(key=key, version=int(version), entry=raw or None)
 
-    async def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
-        """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it."""
+    def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
+        """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it.
+
+        Queued, not awaited: the answer does not wait for the cache, and a failed store
+        (Redis gone) costs only a later miss; the next command on the connection is ordered
+        after it all the same.
+        """
         if model_version is None or model_version != lookup.version:
             return
         # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
         entry = f"{time.time()!r}\n{body}"
-        await self.redis.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
+        self.redis.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
 
     async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """Concurrent misses for one key share one computation, so an expiring hot entry or a

@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
             record_ttl_seconds=settings.task_record_ttl_seconds,
         )
+        web.settle_garbage_collector()
         yield {
             "settings": settings,
             "redis": client,

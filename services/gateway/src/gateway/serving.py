@@ -13,7 +13,7 @@ from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
+from recsys_shared.schemas import RecommendationQuery, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class ReadService:
 
     async def _compute_for_user(
         self, user_id: str, query: RecommendationQuery, lookup: Lookup
-    ) -> bytes:
+    ) -> str | bytes:
         try:
             answer = await self.recommenders.get(
                 f"/users/{segment(user_id)}/recommendations", _params(query)
@@ -64,12 +64,11 @@ class ReadService:
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
             exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
-            fallback = await self._popular_fallback(query, exclude=exclude, user_id=user_id)
-            return fallback.model_dump_json().encode()
-        await self.cache.store(lookup, answer.recommendations.model_version, answer.body.decode())
+            return await self._popular_fallback(query, exclude=exclude, user_id=user_id)
+        self.cache.store(lookup, answer.recommendations.model_version, answer.body.decode())
         return answer.body
 
-    async def similar(self, item_id: str, query: RecommendationQuery) -> bytes:
+    async def similar(self, item_id: str, query: RecommendationQuery) -> str | bytes:
         """The list as JSON, from a recommender, or popular items of the item's kind."""
         try:
             answer = await self.recommenders.get(
@@ -82,13 +81,10 @@ class ReadService:
                 raise
             category = query.category or (item.categories[0] if item.categories else None)
             fallback_query = query.model_copy(update={"category": category})
-            fallback = await self._popular_fallback(
-                fallback_query, exclude=(item_id,), item_id=item_id
-            )
-            return fallback.model_dump_json().encode()
+            return await self._popular_fallback(fallback_query, exclude=(item_id,), item_id=item_id)
         return answer.body
 
-    async def popular(self, query: RecommendationQuery) -> Recommendations:
+    async def popular(self, query: RecommendationQuery) -> str:
         """Served here, straight from Redis: it needs no model, so it skips a network hop."""
         ranked = await self.reader.popular(k=query.k, offset=query.offset, category=query.category)
         return await self.responses.build(ranked, Strategy.POPULAR)
@@ -100,7 +96,7 @@ class ReadService:
         exclude: Collection[str],
         user_id: str | None = None,
         item_id: str | None = None,
-    ) -> Recommendations:
+    ) -> str:
         metrics.FALLBACKS.labels(FALLBACK_REASON).inc()
         ranked = await self.reader.popular(
             k=query.k,

@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = RecommendationService(
             reads_redis, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
         )
+        web.settle_garbage_collector()
         yield {"redis": client, "holder": holder, "service": service}
         # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
         # redis-py enters one (its connection checks use timeout(0)): the watcher then loops on

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from recsys_shared.metrics import LATENCY_BUCKETS
@@ -11,6 +14,15 @@ RESPONSES = Counter(
     "Recommendation lists served, by strategy and the reason a fallback answered.",
     ["endpoint", "strategy", "reason"],
 )
+
+
+@cache
+def responses(endpoint: str, strategy: str, reason: str) -> Any:
+    """The counter of one (endpoint, strategy, reason): labels() takes a lock and builds a key
+    on every call, and there are only a dozen of them."""
+    return RESPONSES.labels(endpoint, strategy, reason)
+
+
 FOLD_INS = Counter(
     "recsys_fold_ins_total", "User vectors recomputed from events newer than the model."
 )

@@ -37,7 +37,8 @@ Indexes = npt.NDArray[np.int64]
 
 
 class IdIndex:
-    """Maps string ids to row numbers with a sorted array: compact for millions of ids."""
+    """Maps string ids to row numbers with a sorted array: compact for millions of ids (the
+    users)."""
 
     def __init__(self, ids: npt.NDArray[np.str_]) -> None:
         self.ids = ids
@@ -46,6 +47,9 @@ class IdIndex:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def name(self, row: int) -> str:
+        return str(self.ids[row])
 
     def get(self, identifier: str) -> int | None:
         position = int(np.searchsorted(self._sorted, identifier))
@@ -64,11 +68,37 @@ class IdIndex:
         return self._order[positions[known]].astype(np.int64), known
 
 
+class DictIndex:
+    """The same mapping in a dict and a list: a few times faster per id than the sorted
+    array, for ten times its memory (about 100 bytes an id), so it holds the items, which
+    every request looks up (the user's history) and names (the list it returns)."""
+
+    def __init__(self, ids: npt.NDArray[np.str_]) -> None:
+        self.ids = ids
+        self._names: list[str] = ids.tolist()
+        self._rows = {identifier: row for row, identifier in enumerate(self._names)}
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def name(self, row: int) -> str:
+        return self._names[row]
+
+    def get(self, identifier: str) -> int | None:
+        return self._rows.get(identifier)
+
+    def lookup(self, identifiers: list[str]) -> tuple[Indexes, npt.NDArray[np.bool_]]:
+        """Row numbers of the ids that are known, and which of the inputs were known."""
+        found = [self._rows.get(identifier) for identifier in identifiers]
+        rows = np.array([row for row in found if row is not None], dtype=np.int64)
+        return rows, np.array([row is not None for row in found], dtype=bool)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
     info: ModelInfo
     users: IdIndex
-    items: IdIndex
+    items: DictIndex
     user_factors: Floats
     item_factors: Floats
     unit_item_factors: Floats
@@ -83,6 +113,13 @@ class LoadedModel:
     def trained_through(self) -> float:
         """Users updated after this moment have events the model has not seen."""
         return self.info.data.get("snapshot_created_at", 0.0)  # type: ignore[no-any-return]
+
+    def named(self, rows: Indexes, scores: Floats) -> list[tuple[str, float]]:
+        """Ranked item rows as (item id, score) pairs."""
+        name = self.items.name
+        return [
+            (name(row), score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+        ]
 
     def fold_in(self, item_rows: Indexes, weights: Floats) -> Floats:
         """A fresh user vector from their interactions, against the fixed item factors."""
@@ -124,7 +161,7 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
     loaded = LoadedModel(
         info=info,
         users=IdIndex(user_ids),
-        items=IdIndex(item_ids),
+        items=DictIndex(item_ids),
         user_factors=user_factors,
         item_factors=item_factors,
         unit_item_factors=np.ascontiguousarray(item_factors / norms, dtype=np.float32),

@@ -28,25 +28,26 @@ def top_k(
     """
     if exclude is not None and len(exclude):
         scores[exclude] = -np.inf
-    rows: Indexes
+    rows: Indexes | None = None
     if candidates is not None:
         rows = candidates
         scores = scores[candidates]
-    else:
-        rows = np.arange(len(scores), dtype=np.int64)
-    wanted = min(offset + k, len(scores))
+    n = len(scores)
+    wanted = min(offset + k, n)
     if wanted <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    if wanted < len(scores):
-        best = np.argpartition(-scores, wanted - 1)[:wanted]
-        # argpartition picks arbitrary rows among those tied at the cut: take the lowest ones,
-        # so every page agrees on one order and paging never repeats or skips a row.
+    if wanted < n:
+        best = np.argpartition(scores, n - wanted)[n - wanted :]
         cut = scores[best].min()
-        if np.isfinite(cut):
+        # Rows tied at the cut may be more than the places left: argpartition picks among
+        # them arbitrarily, so take the lowest rows, and every page agrees on one order.
+        if np.isfinite(cut) and np.count_nonzero(scores >= cut) > wanted:
             above = np.flatnonzero(scores > cut)
             best = np.concatenate((above, np.flatnonzero(scores == cut)[: wanted - len(above)]))
+        best.sort()  # ties inside the page are ordered by row too: the sort below is stable
     else:
-        best = np.arange(len(scores))
+        best = np.arange(n)
     best = best[np.argsort(-scores[best], kind="stable")]
     best = best[np.isfinite(scores[best])][offset:]
-    return rows[best], scores[best].astype(np.float32)
+    ranked_rows = rows[best] if rows is not None else np.asarray(best, dtype=np.int64)
+    return ranked_rows, scores[best].astype(np.float32)

@@ -13,7 +13,7 @@ from recsys_shared.errors import UnknownItem
 from recsys_shared.features import FeatureReader, UserContext
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
+from recsys_shared.schemas import RecommendationQuery, Strategy
 
 _NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
 
@@ -62,7 +62,8 @@ class RecommendationService:
         self.holder = holder
         self.catalogue = CatalogueFilter(self.reader)
 
-    async def for_user(self, user_id: str, query: RecommendationQuery) -> Recommendations:
+    async def for_user(self, user_id: str, query: RecommendationQuery) -> str:
+        """The user's list as the JSON of a ``Recommendations``."""
         context = await self.reader.user_context(user_id)
         model = self.holder.current
         reason = "no_model"
@@ -103,9 +104,9 @@ class RecommendationService:
             exclude=exclude,
             candidates=candidates,
         )
+        name = model.items.name
         return [
-            (str(model.items.ids[row]), float(score))
-            for row, score in zip(rows, scores, strict=True)
+            (name(row), score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
         ]
 
     def _user_vector(
@@ -128,7 +129,8 @@ class RecommendationService:
         metrics.FOLD_INS.inc()
         return model.fold_in(seen_rows[positive], weights[positive])
 
-    async def similar(self, item_id: str, query: RecommendationQuery) -> Recommendations:
+    async def similar(self, item_id: str, query: RecommendationQuery) -> str:
+        """Items like ``item_id``, as the JSON of a ``Recommendations``."""
         model = self.holder.current
         row = model.items.get(item_id) if model is not None else None
         if model is None or row is None:
@@ -155,7 +157,10 @@ class RecommendationService:
             exclude=np.append(unavailable, row),
             candidates=candidates,
         )
-        ranked = [(str(model.items.ids[r]), float(s)) for r, s in zip(rows, scores, strict=True)]
+        name = model.items.name
+        ranked = [
+            (name(row), score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
+        ]
         return await self._respond(ranked, Strategy.SIMILAR, None, model.version, item_id=item_id)
 
     async def _respond(
@@ -167,9 +172,9 @@ class RecommendationService:
         *,
         user_id: str | None = None,
         item_id: str | None = None,
-    ) -> Recommendations:
+    ) -> str:
         endpoint = "user" if user_id is not None else "item"
-        metrics.RESPONSES.labels(endpoint, strategy.value, reason or "").inc()
+        metrics.responses(endpoint, strategy.value, reason or "").inc()
         return await self.responses.build(
             ranked, strategy, reason=reason, version=version, user_id=user_id, item_id=item_id
         )

@@ -14,7 +14,6 @@ from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from gateway.serving import ReadService
 from recsys_shared.parameters import documented, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, Recommendations
-from recsys_shared.web import model_response
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -53,7 +52,7 @@ async def popular_items(request: Request) -> Response:
     await authorize_client(request)
     query = query_model(request, RecommendationQuery)
     reads: ReadService = request.state.reads
-    return model_response(await reads.popular(query))
+    return Response(await reads.popular(query), media_type="application/json")
 
 
 @router.get(

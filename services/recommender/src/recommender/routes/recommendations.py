@@ -11,7 +11,6 @@ from fastapi import APIRouter, Request, Response
 from recommender.service import RecommendationService
 from recsys_shared.parameters import documented, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, Recommendations
-from recsys_shared.web import model_response
 
 router = APIRouter(tags=["recommendations"])
 
@@ -25,7 +24,7 @@ async def recommend_for_user(request: Request) -> Response:
     user_id = path_identifier(request, "user_id")
     query = query_model(request, RecommendationQuery)
     service: RecommendationService = request.state.service
-    return model_response(await service.for_user(user_id, query))
+    return Response(await service.for_user(user_id, query), media_type="application/json")
 
 
 @router.get(
@@ -37,4 +36,4 @@ async def similar_items(request: Request) -> Response:
     item_id = path_identifier(request, "item_id")
     query = query_model(request, RecommendationQuery)
     service: RecommendationService = request.state.service
-    return model_response(await service.similar(item_id, query))
+    return Response(await service.similar(item_id, query), media_type="application/json")
