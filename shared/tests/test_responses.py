@@ -1,15 +1,20 @@
-"""The hand-written list JSON is the Recommendations model's JSON, on any input."""
+"""Finishing lists: the hand-written JSON is the Recommendations model's JSON on any input;
+item details are cached per catalogue version; what is served is recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import redis.asyncio as aioredis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_shared.features import ItemDetails
-from recsys_shared.responses import render
+from recsys_shared import keys
+from recsys_shared.features import FeatureReader, ItemDetails
+from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 
 texts = st.text(max_size=40)
@@ -76,3 +81,78 @@ def test_render_writes_the_models_json(
     # The same fields in the same order (the cache swaps the last two of a stored body).
     assert list(json.loads(rendered)) == list(json.loads(expected.model_dump_json()))
     assert rendered.endswith('"cached":false,"cache_age_seconds":null}')
+
+
+async def _title(client: aioredis.Redis, item: str, title: str) -> None:
+    await client.hset(keys.item(item), mapping={"title": title, "categories": '["A"]'})
+
+
+async def test_details_are_kept_while_the_catalogue_version_stays(
+    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+) -> None:
+    cache = ItemDetailsCache(FeatureReader(multiplexed_client))
+    await _title(redis_client, "i1", "Old title")
+
+    assert await cache.get(["i1", "nope"], 1) == [ItemDetails("Old title", '["A"]'), None]
+    await _title(redis_client, "i1", "New title")
+    await redis_client.hset(keys.item("nope"), mapping={"title": "Now known"})
+
+    # The same catalogue version: nothing is read again, unknown items included.
+    assert await cache.get(["nope", "i1"], 1) == [None, ItemDetails("Old title", '["A"]')]
+    # Any item write bumps the version: everything is read afresh.
+    assert await cache.get(["nope", "i1"], 2) == [
+        ItemDetails("Now known", "[]"),
+        ItemDetails("New title", '["A"]'),
+    ]
+
+
+class GatedReader:
+    """A reader whose answers wait for the test to open the gate: the race, made certain."""
+
+    def __init__(self) -> None:
+        self.titles: dict[str, str] = {}
+        self.gate = asyncio.Event()
+
+    async def item_details(self, item_ids: list[str]) -> list[ItemDetails | None]:
+        answer = [ItemDetails(self.titles[item], "[]") for item in item_ids]
+        await self.gate.wait()
+        return list(answer)
+
+
+async def test_a_read_that_a_newer_version_overtook_is_not_kept() -> None:
+    reader = GatedReader()
+    cache = ItemDetailsCache(reader)  # type: ignore[arg-type]
+    reader.titles["i1"] = "As of version 1"
+    older = asyncio.ensure_future(cache.get(["i1"], 1))
+    await asyncio.sleep(0)  # its read is out
+    reader.titles["i1"] = "As of version 2"
+    newer = asyncio.ensure_future(cache.get(["i1"], 2))
+    await asyncio.sleep(0)
+
+    reader.gate.set()
+
+    assert (await older)[0] == ItemDetails("As of version 1", "[]")
+    assert (await newer)[0] == ItemDetails("As of version 2", "[]")
+    # Version 2's entry is its own read, whichever answer landed last.
+    assert (await cache.get(["i1"], 2))[0] == ItemDetails("As of version 2", "[]")
+
+
+async def test_a_list_is_served_and_recorded(
+    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+) -> None:
+    builder = ResponseBuilder(multiplexed_client, record_ttl_seconds=60)
+    await _title(redis_client, "i1", "One")
+
+    body = Recommendations.model_validate_json(
+        await builder.build([("i1", 0.5), ("i9", 0.25)], Strategy.POPULAR, user_id="u1")
+    )
+
+    assert [(item.item_id, item.title) for item in body.items] == [("i1", "One"), ("i9", None)]
+    record = json.loads(
+        await multiplexed_client.execute("GET", keys.recommendation(body.recommendation_id))
+    )
+    assert (record["user_id"], record["items"], record["strategy"]) == (
+        "u1",
+        ["i1", "i9"],
+        "popular",
+    )

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, Counter, Histogram, Info
 
-__all__ = ["BUILD_INFO", "HTTP_LATENCY", "HTTP_REQUESTS", "REDIS_ERRORS", "REGISTRY"]
+__all__ = [
+    "BUILD_INFO",
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
+    "LOST_RECOMMENDATION_RECORDS",
+    "REDIS_ERRORS",
+    "REGISTRY",
+]
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -42,5 +49,9 @@ REDIS_ERRORS = Counter(
     "redis_errors_total",
     "Redis commands that failed (connection, timeout, out of memory), by error type.",
     ["error"],
+)
+LOST_RECOMMENDATION_RECORDS = Counter(
+    "recsys_recommendation_records_lost_total",
+    "Served lists whose record (for attributing events to them) Redis refused.",
 )
 BUILD_INFO = Info("recsys_build", "Service name and code version of this process.")

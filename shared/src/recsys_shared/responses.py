@@ -13,23 +13,63 @@ forwards against the model.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from recsys_shared import keys
+from recsys_shared import keys, metrics
 from recsys_shared.features import FeatureReader, ItemDetails
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Strategy
 
 _dumps = json.dumps
+# json.dumps of one string, without its Python-level encoder around it (the same C function).
+_string = json.encoder.encode_basestring_ascii
+
+
+def _optional(text: str | None) -> str:
+    return "null" if text is None else _string(text)
+
+
+class ItemDetailsCache:
+    """Item details by id, kept while the catalogue version stays the same.
+
+    The feature-store bumps the catalogue version with every item write, and the recommender
+    reads it with every user's context: a title served from here is never older than that
+    request's view of the catalogue, and a list whose items are all known needs no round trip
+    for its details. Holds at most one entry per item that was ever recommended.
+    """
+
+    MAX_ENTRIES = 500_000
+
+    def __init__(self, reader: FeatureReader) -> None:
+        self.reader = reader
+        self._version: int | None = None
+        self._details: dict[str, ItemDetails | None] = {}
+
+    async def get(
+        self, item_ids: Sequence[str], catalogue_version: int
+    ) -> list[ItemDetails | None]:
+        if catalogue_version != self._version or len(self._details) > self.MAX_ENTRIES:
+            self._version, self._details = catalogue_version, {}
+        # This version's entries: if a newer version replaces them while the read below is
+        # out, its answer lands in the replaced dict and never reaches the newer one.
+        details = self._details
+        missing = [item for item in item_ids if item not in details]
+        if missing:
+            fetched = await self.reader.item_details(missing)
+            details.update(zip(missing, fetched, strict=True))
+        return [details[item] for item in item_ids]
 
 
 class ResponseBuilder:
     def __init__(self, client: MultiplexedRedis, *, record_ttl_seconds: int) -> None:
         self.redis = client
         self.reader = FeatureReader(client)
+        self.details = ItemDetailsCache(self.reader)
         self.record_ttl_seconds = record_ttl_seconds
 
     async def build(
@@ -41,28 +81,20 @@ class ResponseBuilder:
         version: int | None = None,
         user_id: str | None = None,
         item_id: str | None = None,
+        catalogue_version: int | None = None,
     ) -> str:
-        """The list as the JSON of a ``Recommendations``, recorded under a new id."""
+        """The list as the JSON of a ``Recommendations``, recorded under a new id.
+
+        With the ``catalogue_version`` the request read, item details come from the
+        :class:`ItemDetailsCache`; without it, from Redis.
+        """
         recommendation_id = os.urandom(16).hex()
         item_ids = [item for item, _ in ranked]
-        record = {
-            "user_id": user_id,
-            "item_id": item_id,
-            "items": item_ids,
-            "model_version": version,
-            "strategy": strategy.value,
-            "served_at": time.time(),
-        }
-        # Both commands are queued before either reply is awaited: one write, one round trip.
-        record_stored = self.redis.execute(
-            "SET",
-            keys.recommendation(recommendation_id),
-            _dumps(record),
-            "EX",
-            self.record_ttl_seconds,
-        )
-        details = await self.reader.item_details(item_ids)
-        await record_stored
+        self._record(recommendation_id, item_ids, strategy, version, user_id, item_id)
+        if catalogue_version is None:
+            details = await self.reader.item_details(item_ids)
+        else:
+            details = await self.details.get(item_ids, catalogue_version)
         return render(
             [(item, score, found) for (item, score), found in zip(ranked, details, strict=True)],
             strategy=strategy,
@@ -72,6 +104,40 @@ class ResponseBuilder:
             item_id=item_id,
             recommendation_id=recommendation_id,
         )
+
+    def _record(
+        self,
+        recommendation_id: str,
+        item_ids: list[str],
+        strategy: Strategy,
+        version: int | None,
+        user_id: str | None,
+        item_id: str | None,
+    ) -> None:
+        """Keep what was served, to attribute later events to it. Queued, not awaited: Redis
+        runs the commands of a connection in order, so the record is stored before anything
+        this process sends later, and a list is still served when only the record failed."""
+        record = {
+            "user_id": user_id,
+            "item_id": item_id,
+            "items": item_ids,
+            "model_version": version,
+            "strategy": strategy.value,
+            "served_at": time.time(),
+        }
+        stored = self.redis.execute(
+            "SET",
+            keys.recommendation(recommendation_id),
+            _dumps(record),
+            "EX",
+            self.record_ttl_seconds,
+        )
+        asyncio.ensure_future(stored).add_done_callback(_count_lost_record)
+
+
+def _count_lost_record(stored: asyncio.Future[Any]) -> None:
+    if not stored.cancelled() and stored.exception() is not None:
+        metrics.LOST_RECOMMENDATION_RECORDS.inc()
 
 
 def render(
@@ -86,17 +152,17 @@ def render(
 ) -> str:
     """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached)."""
     listed = ",".join(
-        f'{{"item_id":{_dumps(item)},"score":{round(score, 6)!r},'
+        f'{{"item_id":{_string(item)},"score":{round(score, 6)!r},'
         + (
-            f'"title":{_dumps(details.title)},"categories":{details.categories_json}}}'
+            f'"title":{_string(details.title)},"categories":{details.categories_json}}}'
             if details is not None
             else '"title":null,"categories":null}'
         )
         for item, score, details in items
     )
     return (
-        f'{{"user_id":{_dumps(user_id)},"item_id":{_dumps(item_id)},"items":[{listed}],'
+        f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},"items":[{listed}],'
         f'"model_version":{_dumps(version)},"strategy":"{strategy.value}",'
-        f'"fallback_reason":{_dumps(reason)},"recommendation_id":"{recommendation_id}",'
+        f'"fallback_reason":{_optional(reason)},"recommendation_id":"{recommendation_id}",'
         '"cached":false,"cache_age_seconds":null}'
     )

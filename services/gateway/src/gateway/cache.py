@@ -47,6 +47,10 @@ def query_digest(query: RecommendationQuery) -> str:
     return hashlib.blake2b(query.cache_fragment().encode(), digest_size=8).hexdigest()
 
 
+# Bound once: labels() takes a lock and builds a key on every call.
+_HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.labels("miss")
+
+
 class ResponseCache:
     def __init__(self, client: MultiplexedRedis, *, ttl_seconds: int) -> None:
         self.redis = client
@@ -61,7 +65,7 @@ class ResponseCache:
             args=[keys.cache_user_prefix(user_id), digest],
         )
         key = keys.cache_user(user_id, int(version), epoch, digest)
-        metrics.CACHE_REQUESTS.labels("hit" if raw else "miss").inc()
+        (_HITS if raw else _MISSES).inc()
         return Lookup(key=key, version=int(version), entry=raw or None)
 
     def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:

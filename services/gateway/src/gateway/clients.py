@@ -14,10 +14,10 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 from opentelemetry import propagate
@@ -56,6 +56,7 @@ class CircuitBreaker:
         self.reset_seconds = reset_seconds
         self.failures = 0
         self.opened_at: float | None = None
+        metrics.BREAKER_OPEN.labels(name).set(0)  # the series exists before anything fails
 
     def allows(self) -> bool:
         if self.opened_at is None:
@@ -68,9 +69,9 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self.opened_at is not None:
             log.info("circuit to %s closed", self.name)
+            metrics.BREAKER_OPEN.labels(self.name).set(0)
         self.failures = 0
         self.opened_at = None
-        metrics.BREAKER_OPEN.labels(self.name).set(0)
 
     def failed(self) -> None:
         self.failures += 1
@@ -128,9 +129,9 @@ class RecommenderClient:
         ]
         self._next = itertools.cycle(range(len(self.replicas)))
 
-    async def get(self, path: str, params: Mapping[str, str | int]) -> Answer:
-        """Ask replicas in turn until one answers; at most one attempt per replica."""
-        target = f"{path}?{urlencode(params)}"
+    async def get(self, target: str) -> Answer:
+        """``GET target`` (path and query) from the replicas in turn until one answers; at most
+        one attempt per replica."""
         headers = _headers().items()
         start = next(self._next)
         last_error = "every replica's circuit is open"

@@ -37,8 +37,10 @@ def top_k(
     if wanted <= 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     if wanted < n:
-        best = np.argpartition(scores, n - wanted)[n - wanted :]
-        cut = scores[best].min()
+        # Array methods rather than np.argpartition & co: numpy's function wrappers cost more
+        # than the partition of a few thousand scores.
+        best = scores.argpartition(n - wanted)[n - wanted :]
+        cut = scores[best[0]]  # the partition puts the page's lowest score first
         # Rows tied at the cut may be more than the places left: argpartition picks among
         # them arbitrarily, so take the lowest rows, and every page agrees on one order.
         if np.isfinite(cut) and np.count_nonzero(scores >= cut) > wanted:
@@ -47,7 +49,10 @@ def top_k(
         best.sort()  # ties inside the page are ordered by row too: the sort below is stable
     else:
         best = np.arange(n)
-    best = best[np.argsort(-scores[best], kind="stable")]
-    best = best[np.isfinite(scores[best])][offset:]
+    top = scores[best]
+    order = (-top).argsort(kind="stable")
+    best, top = best[order], top[order]
+    finite = np.isfinite(top)  # excluded rows are -inf: they may fill a short page's end
+    best, top = best[finite][offset:], top[finite][offset:]
     ranked_rows = rows[best] if rows is not None else np.asarray(best, dtype=np.int64)
-    return ranked_rows, scores[best].astype(np.float32)
+    return ranked_rows, np.asarray(top, dtype=np.float32)

@@ -73,14 +73,26 @@ class RecommendationService:
             if ranked is not None:
                 metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
                 return await self._respond(
-                    ranked, Strategy.PERSONALIZED, None, model.version, user_id=user_id
+                    ranked,
+                    Strategy.PERSONALIZED,
+                    None,
+                    model.version,
+                    user_id=user_id,
+                    catalogue_version=context.catalogue_version,
                 )
             reason = "unknown_user" if not context.weights else "no_known_items"
         exclude = context.seen if query.exclude_seen else ()
         popular = await self.reader.popular(
             k=query.k, offset=query.offset, category=query.category, exclude=exclude
         )
-        return await self._respond(popular, Strategy.POPULAR, reason, None, user_id=user_id)
+        return await self._respond(
+            popular,
+            Strategy.POPULAR,
+            reason,
+            None,
+            user_id=user_id,
+            catalogue_version=context.catalogue_version,
+        )
 
     async def _personalised(
         self, model: LoadedModel, user_id: str, context: UserContext, query: RecommendationQuery
@@ -91,7 +103,9 @@ class RecommendationService:
         if vector is None:
             return None
         unavailable = await self.catalogue.unavailable(model, context.catalogue_version)
-        exclude = np.concatenate((unavailable, seen_rows)) if query.exclude_seen else unavailable
+        exclude = unavailable
+        if query.exclude_seen and len(seen_rows):
+            exclude = np.concatenate((unavailable, seen_rows)) if len(unavailable) else seen_rows
         candidates = None
         if query.category:
             candidates = await self.catalogue.category(
@@ -157,11 +171,14 @@ class RecommendationService:
             exclude=np.append(unavailable, row),
             candidates=candidates,
         )
-        name = model.items.name
-        ranked = [
-            (name(row), score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
-        ]
-        return await self._respond(ranked, Strategy.SIMILAR, None, model.version, item_id=item_id)
+        return await self._respond(
+            model.named(rows, scores),
+            Strategy.SIMILAR,
+            None,
+            model.version,
+            item_id=item_id,
+            catalogue_version=catalogue_version,
+        )
 
     async def _respond(
         self,
@@ -172,9 +189,16 @@ class RecommendationService:
         *,
         user_id: str | None = None,
         item_id: str | None = None,
+        catalogue_version: int | None = None,
     ) -> str:
         endpoint = "user" if user_id is not None else "item"
         metrics.responses(endpoint, strategy.value, reason or "").inc()
         return await self.responses.build(
-            ranked, strategy, reason=reason, version=version, user_id=user_id, item_id=item_id
+            ranked,
+            strategy,
+            reason=reason,
+            version=version,
+            user_id=user_id,
+            item_id=item_id,
+            catalogue_version=catalogue_version,
         )
