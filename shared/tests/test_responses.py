@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,7 +14,9 @@ from hypothesis import strategies as st
 
 from recsys_shared import keys
 from recsys_shared.features import FeatureReader, ItemDetails
+from recsys_shared.metrics import REGISTRY
 from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.processes import RedisServer
 from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 
@@ -156,3 +159,25 @@ async def test_a_list_is_served_and_recorded(
         ["i1", "i9"],
         "popular",
     )
+
+
+async def test_a_list_is_served_when_redis_refuses_its_record(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    client = MultiplexedRedis(server.url)
+    try:
+        builder = ResponseBuilder(client, record_ttl_seconds=60)
+        await client.execute("HSET", keys.item("i1"), "title", "One", "categories", "[]")
+        await builder.build([("i1", 0.5)], Strategy.POPULAR, catalogue_version=1)  # details kept
+        lost_before = REGISTRY.get_sample_value("recsys_recommendation_records_lost_total") or 0
+        await client.execute("CONFIG", "SET", "maxmemory", "1")  # every write refused: OOM
+
+        body = await builder.build([("i1", 0.5)], Strategy.POPULAR, catalogue_version=1)
+        await client.ping()  # the refused SET's reply has arrived by now (one ordered connection)
+
+        assert Recommendations.model_validate_json(body).items[0].title == "One"
+        lost = REGISTRY.get_sample_value("recsys_recommendation_records_lost_total")
+        assert lost == lost_before + 1
+    finally:
+        await client.execute("CONFIG", "SET", "maxmemory", "0")
+        await client.aclose()
+        server.stop()

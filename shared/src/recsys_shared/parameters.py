@@ -13,6 +13,7 @@ problem is the one every other route answers with.
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -37,11 +38,11 @@ def path_identifier(request: Request, name: str) -> str:
 def query_model(request: Request, model: type[Model]) -> Model:
     """The query string as ``model``: its fields by name, the last value of a repeated one,
     unknown names ignored (as FastAPI does)."""
-    given = request.query_params
+    # Parsed as Starlette parses it, without building its multi-dict.
+    pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    wanted = model.model_fields
     try:
-        return model.model_validate(
-            {name: given[name] for name in model.model_fields if name in given}
-        )
+        return model.model_validate({name: value for name, value in pairs if name in wanted})
     except ValidationError as error:
         raise _located(error, ("query",)) from None
 

@@ -118,10 +118,7 @@ class RecommendationService:
             exclude=exclude,
             candidates=candidates,
         )
-        name = model.items.name
-        return [
-            (name(row), score) for row, score in zip(rows.tolist(), scores.tolist(), strict=True)
-        ]
+        return model.named(rows, scores)
 
     def _user_vector(
         self,
