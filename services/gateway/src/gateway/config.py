@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from recsys_shared.http_client import Origin
 from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServiceSettings
 
 
@@ -56,6 +57,17 @@ class Settings(ServiceSettings):
         if isinstance(value, list):
             return [str(url).strip().rstrip("/") for url in value if str(url).strip()]
         return value
+
+    @field_validator("recommender_urls")
+    @classmethod
+    def _plain_http_origins(cls, urls: list[str]) -> list[str]:
+        # The hot-path client speaks plain HTTP/1.1 to host:port (inside the cluster, behind
+        # its network policies): refuse anything else at start-up, by name.
+        for url in urls:
+            Origin.from_url(url)
+        if not urls:
+            raise ValueError("RECOMMENDER_URLS names no replica")
+        return urls
 
     def _secrets_to_check(self) -> dict[str, str]:
         return {"API_KEYS": self.api_keys.get_secret_value()}

@@ -1,0 +1,20 @@
+"""Gateway settings refuse what the services could not work with, at start-up and by name."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import Settings
+
+
+def test_recommender_urls_are_comma_separated_plain_http_origins() -> None:
+    settings = Settings(recommender_urls="http://r1:8101/, http://r2:8101")
+
+    assert settings.recommender_urls == ["http://r1:8101", "http://r2:8101"]
+
+
+@pytest.mark.parametrize("urls", ["https://r1:8101", "r1:8101", "http://", ""])
+def test_anything_else_is_refused_naming_it(urls: str) -> None:
+    with pytest.raises(ValidationError, match="recommender_urls"):
+        Settings(recommender_urls=urls)
