@@ -129,6 +129,19 @@ async def test_a_close_racing_the_request_is_retried_once_on_a_new_connection(
     assert len(peer.heads) == 3
 
 
+async def test_connections_are_retired_at_their_maximum_age(peer: Peer) -> None:
+    http = HttpClient(timeout=1.0, max_age_seconds=0.2)
+    await http.get(peer.origin, "/")
+    await http.get(peer.origin, "/")  # young enough: the same connection
+    await asyncio.sleep(0.25)
+    await http.get(peer.origin, "/")  # reused once more, then retired
+    await http.get(peer.origin, "/")
+    await http.aclose()
+
+    assert len(peer.heads) == 4
+    assert peer.connections == 2
+
+
 async def test_connection_close_from_the_server_is_honoured(peer: Peer, client: HttpClient) -> None:
     async def close_after_answering(
         _: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes

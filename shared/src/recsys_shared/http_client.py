@@ -27,6 +27,10 @@ import httptools
 #: Idle connections older than this are not reused: uvicorn closes them after 5 s, and a
 #: request racing that close would have to be sent twice.
 IDLE_SECONDS = 4.0
+#: A connection is retired after this long, busy or not: behind one Kubernetes Service,
+#: kube-proxy balances connections, not requests, so a replica that starts later (a scale-up,
+#: a rolling update) only gets traffic on connections opened after it is ready.
+MAX_AGE_SECONDS = 30.0
 
 
 class HttpClientError(Exception):
@@ -74,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.opened_at = asyncio.get_running_loop().time()
         self._body: list[bytes] = []
         self._response: asyncio.Future[HttpResponse] | None = None
         self._received_any = False
@@ -133,8 +138,9 @@ class _Connection(asyncio.Protocol):
 class _Pool:
     """Idle connections of one origin, newest first, and a bound on how many may be open."""
 
-    def __init__(self, origin: Origin, limit: int) -> None:
+    def __init__(self, origin: Origin, limit: int, max_age_seconds: float) -> None:
         self.origin = origin
+        self.max_age_seconds = max_age_seconds
         self.idle: deque[_Connection] = deque()
         self.slots = asyncio.Semaphore(limit)
 
@@ -160,8 +166,11 @@ class _Pool:
         return connection
 
     def release(self, connection: _Connection) -> None:
-        if not connection.closed:
-            connection.idle_since = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        if now - connection.opened_at >= self.max_age_seconds:
+            connection.close()
+        elif not connection.closed:
+            connection.idle_since = now
             self.idle.append(connection)
 
     def close(self) -> None:
@@ -172,9 +181,16 @@ class _Pool:
 class HttpClient:
     """GETs to a few known origins over pooled keep-alive connections."""
 
-    def __init__(self, *, timeout: float, max_connections_per_origin: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        max_connections_per_origin: int = 100,
+        max_age_seconds: float = MAX_AGE_SECONDS,
+    ) -> None:
         self.timeout = timeout
         self.limit = max_connections_per_origin
+        self.max_age_seconds = max_age_seconds
         self._pools: dict[Origin, _Pool] = {}
 
     async def get(
@@ -183,7 +199,7 @@ class HttpClient:
         """``GET target`` (path and query, already percent-encoded) on ``origin``."""
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _Pool(origin, self.limit)
+            pool = self._pools[origin] = _Pool(origin, self.limit, self.max_age_seconds)
         head = _request_head(origin, target, headers)
         try:
             async with asyncio.timeout(self.timeout), pool.slots:
