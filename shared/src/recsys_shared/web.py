@@ -21,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -322,13 +321,6 @@ async def _send_problem(scope: Scope, send: Send, error: RecsysError) -> None:
 
 async def _noop_receive() -> Message:
     return {"type": "http.disconnect"}
-
-
-def model_response(model: BaseModel) -> Response:
-    """A model as JSON, serialised once by pydantic. Routes still declare ``response_model`` for
-    the OpenAPI document; returning a Response skips FastAPI's second validation of a model
-    that is valid by construction."""
-    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def problem_response(

@@ -74,7 +74,6 @@ class DictIndex:
     every request looks up (the user's history) and names (the list it returns)."""
 
     def __init__(self, ids: npt.NDArray[np.str_]) -> None:
-        self.ids = ids
         self._names: list[str] = ids.tolist()
         self._rows = {identifier: row for row, identifier in enumerate(self._names)}
 
