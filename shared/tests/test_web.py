@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import warnings
@@ -422,3 +423,46 @@ def test_settling_the_collector_freezes_start_up_and_collects_young_objects_less
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def _slow_app(scope: Any, receive: Any, send: Any) -> None:
+    await asyncio.sleep(scope["sleep"])
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done"})
+
+
+async def _call(app: Any, sleep: float) -> list[Any]:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "sleep": sleep}
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_only_the_overdue_requests_time_out_and_nothing_is_left_behind() -> None:
+    middleware = web.RequestTimeoutMiddleware(_slow_app, seconds=0.2)
+
+    answers = await asyncio.gather(*(_call(middleware, sleep) for sleep in (0.0, 0.05, 5, 5)))
+
+    statuses = [sent[0]["status"] for sent in answers]
+    assert statuses == [200, 200, 503, 503]
+    assert not middleware._deadlines
+    assert not middleware._expired
+
+
+async def test_a_request_cancelled_by_someone_else_stays_cancelled() -> None:
+    middleware = web.RequestTimeoutMiddleware(_slow_app, seconds=30)
+    request = asyncio.ensure_future(_call(middleware, 5))
+    await asyncio.sleep(0.05)
+
+    request.cancel()  # the server shutting down, say: not a timeout to answer with a 503
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert not middleware._deadlines
