@@ -3,6 +3,7 @@ fallbacks while every recommender is down, and no failed request across model sw
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -10,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from recsys_shared import keys
 from recsys_shared.processes import wait_until
 from recsys_shared.testing import (
     Stack,
@@ -166,3 +169,46 @@ def test_model_swaps_under_concurrent_requests_fail_no_request(
             thread.join()
     assert set(statuses) == {200}, statuses
     assert sum(statuses.values()) > 100
+
+
+def _shedding(url: str) -> bool:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return re.search(r"^recsys_ephemeral_writes_shedding 1.0$", text, re.MULTILINE) is not None
+
+
+def test_near_redis_memory_limit_lists_go_unrecorded_and_events_still_land(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    store = redis.Redis.from_url(stack.redis.url)
+    # Features enough (20 MB) that connection buffers coming and going do not move the ratio.
+    padding = [f"{keys.key('test', 'padding')}:{n}" for n in range(20_000)]
+    with store.pipeline(transaction=False) as pipe:
+        for name in padding:
+            pipe.set(name, "x" * 1000)
+        pipe.execute()
+    used = int(store.info("memory")["used_memory"])
+    store.config_set("maxmemory", int(used / 0.94))  # above the guards' 90 % mark
+    try:
+        serving = [stack.gateway, stack.url("recommender1"), stack.url("recommender2")]
+        wait_until(
+            lambda: all(_shedding(url) for url in serving),
+            timeout=20,
+            what="every serving process to see Redis near its memory limit",
+        )
+        records = len(store.keys(f"{keys.RECOMMENDATION_PREFIX}*"))
+        cached = len(store.keys(f"{keys.CACHE_PREFIX}*"))
+        for offset in range(1, 6):  # distinct queries: computed, not cached
+            body = recommendations(stack, "a2", offset=offset)
+            assert body["strategy"] == "personalized"
+            assert not body["cached"]
+        event = {"events": [{"user_id": "a2", "item_id": "A1", "type": "view"}]}
+        accepted = httpx.post(
+            f"{stack.gateway}/v1/events", json=event, headers=client_headers(), timeout=10
+        )
+        assert accepted.status_code == 202, accepted.text
+        assert len(store.keys(f"{keys.RECOMMENDATION_PREFIX}*")) == records
+        assert len(store.keys(f"{keys.CACHE_PREFIX}*")) == cached
+    finally:
+        store.config_set("maxmemory", 0)
+        store.delete(*padding)
+        store.close()

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.cache import ResponseCache, cached_json, query_digest
 from recsys_shared import keys
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 
@@ -155,3 +156,20 @@ async def test_concurrent_misses_compute_once(multiplexed_client: MultiplexedRed
     assert {result.recommendation_id for result in results} == {"rec-1-m1"}
     assert await cache.single_flight("k", compute) is not None
     assert calls == 2  # after the flight lands, the next miss computes again
+
+
+async def test_no_entry_is_stored_while_redis_is_near_its_memory_limit(
+    multiplexed_client: MultiplexedRedis,
+) -> None:
+    guard = MemoryGuard(multiplexed_client, high_water=0.9)
+    cache = ResponseCache(multiplexed_client, ttl_seconds=60, memory_guard=guard)
+    query = RecommendationQuery(k=5)
+    lookup = await cache.lookup(USER, query)
+
+    guard.observe(0.95)  # as INFO memory would report it near maxmemory
+    cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
+    assert (await cache.lookup(USER, query)).entry is None
+
+    guard.observe(0.5)
+    cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
+    assert (await cache.lookup(USER, query)).entry is not None

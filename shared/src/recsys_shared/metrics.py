@@ -6,14 +6,17 @@ same everywhere so one dashboard and one set of alert rules read every service a
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 
 __all__ = [
     "BUILD_INFO",
+    "EPHEMERAL_WRITES_SHED",
+    "EPHEMERAL_WRITES_SHEDDING",
     "HTTP_LATENCY",
     "HTTP_REQUESTS",
     "LOST_RECOMMENDATION_RECORDS",
     "REDIS_ERRORS",
+    "REDIS_MEMORY_USED_RATIO",
     "REGISTRY",
 ]
 
@@ -53,5 +56,18 @@ REDIS_ERRORS = Counter(
 LOST_RECOMMENDATION_RECORDS = Counter(
     "recsys_recommendation_records_lost_total",
     "Served lists whose record (for attributing events to them) Redis refused.",
+)
+REDIS_MEMORY_USED_RATIO = Gauge(
+    "recsys_redis_memory_used_ratio",
+    "Redis used_memory / maxmemory as this process last read it (0 without a maxmemory).",
+)
+EPHEMERAL_WRITES_SHED = Counter(
+    "recsys_ephemeral_writes_shed_total",
+    "Cache entries and list records not written because Redis was near maxmemory, by kind.",
+    ["kind"],
+)
+EPHEMERAL_WRITES_SHEDDING = Gauge(
+    "recsys_ephemeral_writes_shedding",
+    "1 while this process sheds cache entries and list records (Redis near maxmemory), else 0.",
 )
 BUILD_INFO = Info("recsys_build", "Service name and code version of this process.")

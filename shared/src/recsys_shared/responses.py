@@ -22,6 +22,7 @@ from typing import Any
 
 from recsys_shared import keys, metrics
 from recsys_shared.features import FeatureReader, ItemDetails
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Strategy
 
@@ -66,11 +67,18 @@ class ItemDetailsCache:
 
 
 class ResponseBuilder:
-    def __init__(self, client: MultiplexedRedis, *, record_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        client: MultiplexedRedis,
+        *,
+        record_ttl_seconds: int,
+        memory_guard: MemoryGuard | None = None,
+    ) -> None:
         self.redis = client
         self.reader = FeatureReader(client)
         self.details = ItemDetailsCache(self.reader)
         self.record_ttl_seconds = record_ttl_seconds
+        self.memory_guard = memory_guard
 
     async def build(
         self,
@@ -116,7 +124,10 @@ class ResponseBuilder:
     ) -> None:
         """Keep what was served, to attribute later events to it. Queued, not awaited: Redis
         runs the commands of a connection in order, so the record is stored before anything
-        this process sends later, and a list is still served when only the record failed."""
+        this process sends later, and a list is still served when only the record failed.
+        Skipped while Redis is near its memory limit (see :mod:`recsys_shared.memory_guard`)."""
+        if self.memory_guard is not None and self.memory_guard.shed("record"):
+            return
         record = {
             "user_id": user_id,
             "item_id": item_id,

@@ -82,3 +82,20 @@ class ServiceSettings(BaseSettings):
                     "production refuses to start with it. Set a real secret."
                 )
         return self
+
+
+class ServingSettings(ServiceSettings):
+    """What the processes that serve lists (gateway and recommender) share."""
+
+    recommendation_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long a served list is kept to attribute later events to it.",
+    )
+    ephemeral_writes_max_memory_ratio: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of Redis maxmemory from which cache entries and list records are "
+        "not written, keeping the rest for events and features.",
+    )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 
 from gateway import metrics
 from recsys_shared import keys
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import RecommendationQuery
 
@@ -52,9 +53,12 @@ _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.la
 
 
 class ResponseCache:
-    def __init__(self, client: MultiplexedRedis, *, ttl_seconds: int) -> None:
+    def __init__(
+        self, client: MultiplexedRedis, *, ttl_seconds: int, memory_guard: MemoryGuard | None = None
+    ) -> None:
         self.redis = client
         self.ttl_seconds = ttl_seconds
+        self.memory_guard = memory_guard
         self._lookup = client.script(_LOOKUP)
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
@@ -73,9 +77,12 @@ class ResponseCache:
 
         Queued, not awaited: the answer does not wait for the cache, and a failed store
         (Redis gone) costs only a later miss; the next command on the connection is ordered
-        after it all the same.
+        after it all the same. Skipped while Redis is near its memory limit (see
+        :mod:`recsys_shared.memory_guard`).
         """
         if model_version is None or model_version != lookup.version:
+            return
+        if self.memory_guard is not None and self.memory_guard.shed("cache"):
             return
         # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
         entry = f"{time.time()!r}\n{body}"

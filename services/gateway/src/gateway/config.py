@@ -9,10 +9,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from recsys_shared.http_client import Origin
-from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServiceSettings
+from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServingSettings
 
 
-class Settings(ServiceSettings):
+class Settings(ServingSettings):
     service_name: str = "gateway"
     api_keys: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_API_KEYS),
@@ -35,7 +35,6 @@ class Settings(ServiceSettings):
     max_stream_backlog: int = Field(
         default=1_000_000, ge=0, description="Unapplied events beyond which ingestion answers 503."
     )
-    recommendation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="How long a ranked list is reused for the same query."
     )

@@ -32,6 +32,7 @@ from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
 from recsys_shared.features import FeatureReader
 from recsys_shared.http_client import HttpClient
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import create_multiplexed_redis
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
             record_ttl_seconds=settings.task_record_ttl_seconds,
         )
+        memory_guard = MemoryGuard(
+            reads_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+        )
+        memory_guard.start()
         web.settle_garbage_collector()
         yield {
             "settings": settings,
@@ -88,8 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "reads": ReadService(
                 reads_redis,
                 recommenders,
-                ResponseCache(reads_redis, ttl_seconds=settings.cache_ttl_seconds),
+                ResponseCache(
+                    reads_redis,
+                    ttl_seconds=settings.cache_ttl_seconds,
+                    memory_guard=memory_guard,
+                ),
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
+                memory_guard=memory_guard,
             ),
             "ingestor": EventIngestor(
                 client,
@@ -100,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "tasks": tasks,
             "registry": ModelRegistry(client),
         }
+        await memory_guard.stop()
         tasks.close()
         await recommender_http.aclose()
         await feature_store_http.aclose()

@@ -11,6 +11,7 @@ from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient, segment
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Strategy
@@ -34,11 +35,14 @@ class ReadService:
         cache: ResponseCache,
         *,
         record_ttl_seconds: int,
+        memory_guard: MemoryGuard | None = None,
     ) -> None:
         self.reader = FeatureReader(client)
         self.recommenders = recommenders
         self.cache = cache
-        self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
+        self.responses = ResponseBuilder(
+            client, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
+        )
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:
         """The list as JSON: a cached one (marked cached), or a freshly computed one."""

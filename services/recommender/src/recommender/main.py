@@ -17,6 +17,7 @@ from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_multiplexed_redis
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
@@ -51,11 +52,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads_redis = create_multiplexed_redis(
             settings.redis_dsn, timeout=settings.redis_timeout_seconds
         )
+        memory_guard = MemoryGuard(
+            reads_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+        )
+        memory_guard.start()
         service = RecommendationService(
-            reads_redis, holder, record_ttl_seconds=settings.recommendation_ttl_seconds
+            reads_redis,
+            holder,
+            record_ttl_seconds=settings.recommendation_ttl_seconds,
+            memory_guard=memory_guard,
         )
         web.settle_garbage_collector()
         yield {"redis": client, "holder": holder, "service": service}
+        await memory_guard.stop()
         # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
         # redis-py enters one (its connection checks use timeout(0)): the watcher then loops on
         # and one cancel() would wait forever. Repeat it until the task has ended.

@@ -11,6 +11,7 @@ from recommender.model_store import Floats, Indexes, LoadedModel, ModelHolder
 from recommender.scoring import top_k
 from recsys_shared.errors import UnknownItem
 from recsys_shared.features import FeatureReader, UserContext
+from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Strategy
@@ -55,10 +56,17 @@ class CatalogueFilter:
 
 class RecommendationService:
     def __init__(
-        self, client: MultiplexedRedis, holder: ModelHolder, *, record_ttl_seconds: int
+        self,
+        client: MultiplexedRedis,
+        holder: ModelHolder,
+        *,
+        record_ttl_seconds: int,
+        memory_guard: MemoryGuard | None = None,
     ) -> None:
         self.reader = FeatureReader(client)
-        self.responses = ResponseBuilder(client, record_ttl_seconds=record_ttl_seconds)
+        self.responses = ResponseBuilder(
+            client, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
+        )
         self.holder = holder
         self.catalogue = CatalogueFilter(self.reader)
 

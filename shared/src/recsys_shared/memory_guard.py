@@ -1,0 +1,105 @@
+"""Shedding the writes Redis can do without, before it refuses the ones it cannot.
+
+Redis runs with ``maxmemory-policy noeviction`` (an evicted Celery message or feature would be
+lost data): at ``maxmemory`` it refuses every write, events included. The writes that grow with
+traffic rather than with data are the served-list records (kept for a week, one per computed
+list) and the cached responses, both written at the rate of cache misses: left alone, they are
+what fills the memory, and ingestion stops (503) until their TTLs drain them.
+
+A :class:`MemoryGuard` in each serving process reads ``INFO memory`` every few seconds. At the
+high-water mark (a share of ``maxmemory``) it sheds those writes (each one counted) until use
+falls back below the mark less a margin, so the headroom that remains is the events' and the
+features'. A Redis without ``maxmemory`` is never shed for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Literal
+
+from redis.exceptions import ResponseError
+
+from recsys_shared.metrics import (
+    EPHEMERAL_WRITES_SHED,
+    EPHEMERAL_WRITES_SHEDDING,
+    REDIS_MEMORY_USED_RATIO,
+)
+from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+
+logger = logging.getLogger(__name__)
+
+#: Shedding stops when use is this far below the high-water mark: no flapping at the mark.
+RESUME_MARGIN = 0.05
+
+Ephemeral = Literal["record", "cache"]
+# Bound once: labels() takes a lock and builds a key on every call.
+_SHED = {kind: EPHEMERAL_WRITES_SHED.labels(kind) for kind in ("record", "cache")}
+
+
+def memory_used_ratio(info: str) -> float | None:
+    """``used_memory / maxmemory`` from the text of ``INFO memory``; None without a limit."""
+    fields = dict(
+        line.split(":", 1) for line in info.splitlines() if ":" in line and line[0] != "#"
+    )
+    limit = int(fields.get("maxmemory", "0"))
+    return int(fields["used_memory"]) / limit if limit else None
+
+
+class MemoryGuard:
+    def __init__(
+        self, client: MultiplexedRedis, *, high_water: float, poll_seconds: float = 5.0
+    ) -> None:
+        self.redis = client
+        self.high_water = high_water
+        self.poll_seconds = poll_seconds
+        self.shedding = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Watch in the background (a service's lifespan start)."""
+        self._watcher = asyncio.create_task(self.watch(), name="memory-guard")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+
+    def shed(self, kind: Ephemeral) -> bool:
+        """Whether to skip a write of this kind now (counted when skipped)."""
+        if self.shedding:
+            _SHED[kind].inc()
+        return self.shedding
+
+    def observe(self, ratio: float | None) -> None:
+        REDIS_MEMORY_USED_RATIO.set(ratio or 0.0)
+        if ratio is None:
+            self.shedding = False
+            EPHEMERAL_WRITES_SHEDDING.set(0)
+            return
+        was = self.shedding
+        if ratio >= self.high_water:
+            self.shedding = True
+        elif ratio < self.high_water - RESUME_MARGIN:
+            self.shedding = False
+        if self.shedding != was:
+            EPHEMERAL_WRITES_SHEDDING.set(int(self.shedding))
+            logger.warning(
+                "Redis memory at %.0f%% of maxmemory: %s cache entries and list records",
+                ratio * 100,
+                "shedding" if self.shedding else "writing again",
+            )
+
+    async def check(self) -> None:
+        self.observe(memory_used_ratio(await self.redis.execute("INFO", "memory")))
+
+    async def watch(self) -> None:
+        """Check every ``poll_seconds`` until cancelled; an unreachable Redis keeps the last
+        state (its writes fail on their own), as does one that refuses INFO."""
+        while True:
+            with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS, ResponseError):
+                await self.check()
+            await asyncio.sleep(self.poll_seconds)
