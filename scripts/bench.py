@@ -15,8 +15,9 @@ then measures with wrk (the same load tool for the system and its baseline):
 5. scale: a 100,000-item x 1,000,000-user model in one recommender: memory and p99.
 
 The throughput figures are taken in interleaved rounds and reported as the median ratio (the
-machine's speed drifts from minute to minute). Prints every figure and writes them to
-reports/bench.json. BENCH_SECONDS (10) and BENCH_ROUNDS (3) change the run lengths.
+machine's speed drifts from minute to minute), with how many cores the machine gave before and
+after them (machine_parallelism()). Prints every figure and writes them to
+reports/bench.json. BENCH_SECONDS (10) and BENCH_ROUNDS (5) change the run lengths.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from recsys_shared.testing import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 #: A second gateway that sends to one recommender replica only (see throughput()).
 ONE_REPLICA_GATEWAY = "gateway-one-replica"
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -76,6 +77,32 @@ results: dict[str, Any] = {}
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+#: A fixed CPU-bound loop, run alone and then twice at once (see machine_parallelism()).
+_SPIN = "import time; t = time.perf_counter(); sum(range(30_000_000)); print(time.perf_counter()-t)"
+
+
+def machine_parallelism() -> dict[str, float]:
+    """How many cores the machine gives right now: a fixed loop alone, then two at once. On a
+    shared virtual machine the second core is at times largely someone else's; the system's
+    figures (four processes) suffer from that and the one-process baseline does not, so every
+    run records it beside its ratios."""
+
+    def spin(copies: int) -> list[float]:
+        runs = [
+            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+            for _ in range(copies)
+        ]
+        return [float(run.communicate()[0]) for run in runs]
+
+    alone = min(spin(1)[0] for _ in range(2))
+    together = max(spin(2))
+    return {
+        "loop_alone_s": round(alone, 3),
+        "two_loops_at_once_s": round(together, 3),
+        "cores_available": round(2 * alone / together, 2),
+    }
 
 
 def ensure_wrk() -> str:
@@ -566,7 +593,9 @@ def main() -> None:
             ).json()
             redis.Redis.from_url(server.url).set("bench:baseline", json.dumps(cached))
             baseline.start().wait_healthy(timeout=30)
+            results["machine_before"] = machine_parallelism()
             throughput(stack, f"http://127.0.0.1:{baseline_port}/baseline", users)
+            results["machine_after"] = machine_parallelism()
             scoring(stack)
             freshness(stack, users)
         finally:
@@ -595,6 +624,11 @@ def report(figures: dict[str, Any]) -> None:
     fresh, big = figures["freshness"], figures["scale"]
     say(f"\nbenchmarks — {figures['machine']}, {figures['date']}")
     say(f"  ratios are the median of {ROUNDS} rounds; req/s are those of the median round")
+    before, after = figures["machine_before"], figures["machine_after"]
+    say(
+        f"  cores available (a fixed loop alone vs two at once): {before['cores_available']} "
+        f"before the throughput rounds, {after['cores_available']} after"
+    )
     redis_py = figures["baseline_with_redis_py"]["requests_per_second"]
     say(
         f"  baseline (bare FastAPI + one Redis GET):  {base:>7,} req/s "
