@@ -56,6 +56,8 @@ def _build_app(checks: dict[str, str]) -> FastAPI:
             raise Backpressure("Too far behind.", retry_after=7)
         if thing_id == "throttled":
             raise RateLimited("Slow down.", retry_after=3)
+        if thing_id == "crash":
+            raise RuntimeError("a bug")
         return {"thing_id": thing_id}
 
     @app.post("/events")
@@ -370,6 +372,21 @@ def test_every_response_carries_the_security_headers(client: TestClient) -> None
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_an_unexpected_error_is_a_500_problem_with_the_usual_headers(
+    checks: dict[str, str],
+) -> None:
+    with TestClient(_build_app(checks), raise_server_exceptions=False) as crashing:
+        response = crashing.get("/things/crash", headers={"X-Request-ID": "req-crash-1"})
+
+    body = _assert_problem(response, 500)
+    assert body["request_id"] == "req-crash-1"
+    assert "a bug" not in response.text  # logged, not shown
+    assert response.headers.get_list("x-request-id") == ["req-crash-1"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
 
 
 def test_redis_out_of_memory_is_a_retryable_503() -> None:

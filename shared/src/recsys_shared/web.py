@@ -392,6 +392,11 @@ def _allowed_methods(request: Request) -> set[str]:
     return allowed
 
 
+def _internal_error(error: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=error)
+    return _generic_problem(500, "Internal error", "An unexpected error occurred; it was logged.")
+
+
 def _generic_problem(status: int, title: str, detail: str) -> JSONResponse:
     problem = Problem(
         type="about:blank",
@@ -482,13 +487,18 @@ def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -
     async def on_redis_response_error(request: Request, exc: Exception) -> Response:
         if is_out_of_memory(exc):
             return await on_redis_error(request, exc)
-        return await on_unexpected_error(request, exc)
+        return _internal_error(exc)
 
     async def on_unexpected_error(_: Request, exc: Exception) -> Response:
-        log.error("unhandled error", exc_info=exc)
-        return _generic_problem(
-            500, "Internal error", "An unexpected error occurred; it was logged."
-        )
+        # Starlette answers this one from its outermost layer, past ObservabilityMiddleware:
+        # the headers every other answer gets there are set here.
+        response = _internal_error(exc)
+        request_id = request_id_var.get()
+        if request_id is not None:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        for name, value in _SECURITY_HEADERS:
+            response.headers[name.decode()] = value.decode()
+        return response
 
     app.add_exception_handler(RecsysError, on_recsys_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
