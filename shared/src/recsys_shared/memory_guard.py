@@ -45,7 +45,7 @@ def memory_used_ratio(info: str) -> float | None:
         line.split(":", 1) for line in info.splitlines() if ":" in line and line[0] != "#"
     )
     limit = int(fields.get("maxmemory", "0"))
-    return int(fields["used_memory"]) / limit if limit else None
+    return int(fields.get("used_memory", "0")) / limit if limit else None
 
 
 class MemoryGuard:
