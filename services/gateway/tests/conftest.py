@@ -181,6 +181,7 @@ class Catalogue:
             },
         )
         self.redis.sadd(keys.ITEMS, item_id)
+        self.redis.incr(keys.CATALOGUE_VERSION)  # as the feature-store does with every write
 
     def popular(self, scores: dict[str, float], *, category: str | None = None) -> None:
         self.redis.zadd(keys.popular_in(category) if category else keys.POPULAR, scores)

@@ -383,3 +383,22 @@ def test_a_replica_answering_an_invalid_body_is_failed_over(
         assert response.status_code == 200, response.text
         assert Recommendations.model_validate(response.json()) == answer
     assert REPLICA_A in {request.url.host for request in gateway.recommender.requests}
+
+
+def test_popular_titles_are_kept_per_catalogue_version(
+    gateway: Any, catalogue: Any, store: Any, client_headers: dict[str, str]
+) -> None:
+    catalogue.popular({"p1": 4.0})
+    catalogue.item("p1", title="First")
+
+    def title() -> str | None:
+        response = gateway.client.get("/v1/items/popular", headers=client_headers)
+        assert response.status_code == 200, response.text
+        return Recommendations.model_validate(response.json()).items[0].title
+
+    assert title() == "First"
+    # Written without a version bump (no writer does that): the details come from the cache.
+    store.hset(keys.item("p1"), "title", "Unseen")
+    assert title() == "First"
+    catalogue.item("p1", title="Renamed")  # bumps the catalogue version, as every write does
+    assert title() == "Renamed"

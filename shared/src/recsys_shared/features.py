@@ -103,13 +103,23 @@ class FeatureReader:
         factor of their time and mean nothing on their own. The feature-store keeps unavailable
         items out of these sets, so no filter is needed for them here.
         """
-        source = keys.popular_in(category) if category else keys.POPULAR
-        window = offset + k + len(exclude)
-        flat = await self.redis.execute("ZREVRANGE", source, 0, window - 1, "WITHSCORES")
-        ranked = [(item, float(score)) for item, score in pairs(flat).items()]
-        top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
-        kept = [(item, score / top) for item, score in ranked if item not in exclude]
-        return kept[offset : offset + k]
+        flat = await self.redis.execute(*_top_popular(k, offset, category, exclude))
+        return _popular_page(flat, k, offset, exclude)
+
+    async def popular_and_catalogue_version(
+        self,
+        *,
+        k: int,
+        offset: int = 0,
+        category: str | None = None,
+        exclude: Collection[str] = (),
+    ) -> tuple[list[tuple[str, float]], int]:
+        """:meth:`popular` and the catalogue version in one round trip: with the version, the
+        items' details can come from an ``ItemDetailsCache`` instead of another read."""
+        flat, version = await self.redis.execute_many(
+            [_top_popular(k, offset, category, exclude), ("GET", keys.CATALOGUE_VERSION)]
+        )
+        return _popular_page(flat, k, offset, exclude), int(version or 0)
 
     async def item_details(self, item_ids: Sequence[str]) -> list[ItemDetails | None]:
         """Details of each item, in order; None for an item not in the catalogue."""
@@ -141,3 +151,20 @@ class FeatureReader:
 
     async def category_items(self, category: str) -> set[str]:
         return set(await self.redis.execute("SMEMBERS", keys.category_items(category)))
+
+
+def _top_popular(
+    k: int, offset: int, category: str | None, exclude: Collection[str]
+) -> tuple[str, str, int, int, str]:
+    """The command reading enough of a popular set to page past ``exclude``."""
+    source = keys.popular_in(category) if category else keys.POPULAR
+    return ("ZREVRANGE", source, 0, offset + k + len(exclude) - 1, "WITHSCORES")
+
+
+def _popular_page(
+    flat: list[str], k: int, offset: int, exclude: Collection[str]
+) -> list[tuple[str, float]]:
+    ranked = [(item, float(score)) for item, score in pairs(flat).items()]
+    top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
+    kept = [(item, score / top) for item, score in ranked if item not in exclude]
+    return kept[offset : offset + k]

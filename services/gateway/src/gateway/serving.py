@@ -85,8 +85,12 @@ class ReadService:
 
     async def popular(self, query: RecommendationQuery) -> str:
         """Served here, straight from Redis: it needs no model, so it skips a network hop."""
-        ranked = await self.reader.popular(k=query.k, offset=query.offset, category=query.category)
-        return await self.responses.build(ranked, Strategy.POPULAR)
+        ranked, catalogue_version = await self.reader.popular_and_catalogue_version(
+            k=query.k, offset=query.offset, category=query.category
+        )
+        return await self.responses.build(
+            ranked, Strategy.POPULAR, catalogue_version=catalogue_version
+        )
 
     async def _popular_fallback(
         self,
@@ -97,12 +101,17 @@ class ReadService:
         item_id: str | None = None,
     ) -> str:
         metrics.FALLBACKS.labels(FALLBACK_REASON).inc()
-        ranked = await self.reader.popular(
+        ranked, catalogue_version = await self.reader.popular_and_catalogue_version(
             k=query.k,
             offset=query.offset,
             category=query.category,
             exclude=exclude,
         )
         return await self.responses.build(
-            ranked, Strategy.POPULAR, reason=FALLBACK_REASON, user_id=user_id, item_id=item_id
+            ranked,
+            Strategy.POPULAR,
+            reason=FALLBACK_REASON,
+            user_id=user_id,
+            item_id=item_id,
+            catalogue_version=catalogue_version,
         )
