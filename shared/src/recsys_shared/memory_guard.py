@@ -2,7 +2,7 @@
 
 Redis runs with ``maxmemory-policy noeviction`` (an evicted Celery message or feature would be
 lost data): at ``maxmemory`` it refuses every write, events included. The writes that grow with
-traffic rather than with data are the served-list records (kept for a week, one per computed
+traffic rather than with data are the served-list records (kept for a day, one per computed
 list) and the cached responses, both written at the rate of cache misses: left alone, they are
 what fills the memory, and ingestion stops (503) until their TTLs drain them.
 

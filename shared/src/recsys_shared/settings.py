@@ -88,7 +88,9 @@ class ServingSettings(ServiceSettings):
     """What the processes that serve lists (gateway and recommender) share."""
 
     recommendation_ttl_seconds: int = Field(
-        default=7 * 24 * 3600,
+        # A day: the usual click-attribution window, and a seventh of the memory of a week (one
+        # record, ~350 bytes, per computed list; see docs/deploy.md).
+        default=24 * 3600,
         ge=60,
         description="How long a served list is kept to attribute later events to it.",
     )
