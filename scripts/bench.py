@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from bench_baseline import BASELINE_KEY
 
 from recommender.model_store import load_model
 from recommender.scoring import top_k
@@ -591,7 +592,7 @@ def main() -> None:
                 f"{stack.gateway}/v1/users/{users[0]}/recommendations?k=10",
                 headers=client_headers(),
             ).json()
-            redis.Redis.from_url(server.url).set("bench:baseline", json.dumps(cached))
+            redis.Redis.from_url(server.url).set(BASELINE_KEY, json.dumps(cached))
             baseline.start().wait_healthy(timeout=30)
             results["machine_before"] = machine_parallelism()
             throughput(stack, f"http://127.0.0.1:{baseline_port}/baseline", users)
