@@ -14,8 +14,8 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from recsys_shared import web
 from recsys_shared.errors import Backpressure, UnknownItem
-from recsys_shared.parameters import path_identifier, query_model
-from recsys_shared.schemas import RecommendationQuery
+from recsys_shared.parameters import json_body, path_identifier, query_model
+from recsys_shared.schemas import RecommendationQuery, UserListBatch
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2.*", category=StarletteDeprecationWarning)
@@ -44,6 +44,13 @@ async def plain(request: Request) -> Response:
     return Response(b"{}", media_type="application/json", headers={"X-Own": "1"})
 
 
+@router.post("/batches")
+async def batches(request: Request) -> Response:
+    batch = json_body(await request.body(), UserListBatch)
+    served_by_endpoint.extend(asked.user_id for asked in batch.requests)
+    return Response(",".join(asked.user_id for asked in batch.requests), media_type="text/plain")
+
+
 def _app(*, fast: bool) -> FastAPI:
     app = FastAPI()
 
@@ -65,7 +72,8 @@ def clients() -> Iterator[tuple[TestClient, TestClient]]:
 
 
 def _comparable(response: Any) -> tuple[int, Any, dict[str, str]]:
-    body = response.json() if response.content else None
+    json_answer = response.headers.get("content-type", "").endswith("json")
+    body = response.json() if json_answer else response.text
     if isinstance(body, dict):
         body.pop("request_id", None)
     headers = {
@@ -103,6 +111,45 @@ def test_the_lane_calls_the_endpoint_itself(clients: tuple[TestClient, TestClien
 
     assert fast.get("/lane/things/z9").status_code == 200
     assert served_by_endpoint == ["z9"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"requests":[{"user_id":"u1"},{"user_id":"u2","k":3}]}',
+        b'{"requests":[]}',
+        b'{"requests":[{"user_id":"u1","k":0}]}',
+        b'{"requests":[{"user_id":"u1","bogus":1}]}',
+        b"not json",
+        b"",
+    ],
+)
+def test_post_answers_match_fastapis(clients: tuple[TestClient, TestClient], body: bytes) -> None:
+    fast, through_fastapi = clients
+    headers = {"content-type": "application/json"}
+
+    assert _comparable(fast.post("/lane/batches", content=body, headers=headers)) == _comparable(
+        through_fastapi.post("/lane/batches", content=body, headers=headers)
+    )
+
+
+def test_a_valid_post_is_served_by_its_endpoint(clients: tuple[TestClient, TestClient]) -> None:
+    fast, _ = clients
+    served_by_endpoint.clear()
+
+    answer = fast.post("/lane/batches", json={"requests": [{"user_id": "p1"}, {"user_id": "p2"}]})
+
+    assert (answer.status_code, answer.text) == (200, "p1,p2")
+    assert served_by_endpoint == ["p1", "p2"]
+
+
+def test_an_invalid_post_names_the_field(clients: tuple[TestClient, TestClient]) -> None:
+    fast, _ = clients
+
+    answer = fast.post("/lane/batches", json={"requests": [{"user_id": "ok"}, {"k": 2}]})
+
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["field"] == "requests[1].user_id"
 
 
 @pytest.mark.parametrize("method", ["HEAD", "POST", "DELETE"])
@@ -143,10 +190,10 @@ def test_a_root_path_is_not_part_of_the_match() -> None:
     assert served_by_endpoint == ["r1"]
 
 
-def test_only_get_routes_may_take_the_lane() -> None:
+def test_only_single_method_get_or_post_routes_may_take_the_lane() -> None:
     other = APIRouter()
 
-    @other.post("/write")
+    @other.api_route("/write", methods=["PUT", "POST"])
     async def write(request: Request) -> Response:
         return Response()
 
@@ -156,5 +203,5 @@ def test_only_get_routes_may_take_the_lane() -> None:
         return {}
 
     web.install(app, readiness=readiness, fast_routes=other.routes)
-    with pytest.raises(TypeError, match="Only GET routes"), TestClient(app) as client:
+    with pytest.raises(TypeError, match="Only GET or POST routes"), TestClient(app) as client:
         client.get("/healthz")

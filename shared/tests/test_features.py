@@ -111,6 +111,25 @@ async def test_unknown_user_has_an_empty_context(
     assert list(context.seen) == []
 
 
+async def test_user_contexts_answer_in_the_order_asked(
+    reader: FeatureReader, redis_client: aioredis.Redis
+) -> None:
+    await redis_client.hset(keys.user_items("a"), mapping={"x": "2"})
+    await redis_client.hset(keys.user_meta("a"), mapping={"epoch": "3", "updated_at": "10"})
+    await redis_client.hset(keys.user_items("b"), mapping={"y": "1", "z": "4"})
+    await redis_client.set(keys.CATALOGUE_VERSION, 5)
+
+    contexts = await reader.user_contexts(["b", "nobody", "a", "b"])
+
+    assert contexts == [
+        UserContext(weights={"y": 1.0, "z": 4.0}, catalogue_version=5),
+        UserContext(catalogue_version=5),
+        UserContext(weights={"x": 2.0}, epoch="3", updated_at=10.0, catalogue_version=5),
+        UserContext(weights={"y": 1.0, "z": 4.0}, catalogue_version=5),
+    ]
+    assert await reader.user_contexts([]) == []
+
+
 async def test_item_parses_categories_and_availability(
     reader: FeatureReader, redis_client: aioredis.Redis
 ) -> None:

@@ -88,6 +88,42 @@ async def test_a_get_carries_the_target_and_headers(peer: Peer, client: HttpClie
     assert f"\r\nHost: 127.0.0.1:{peer.origin.port}\r\n".encode() in peer.heads[0]
 
 
+async def echo_body(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes
+) -> bool:
+    """Answers with the request line and the body its Content-Length framed, if any."""
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.startswith(b"Content-Length")
+        ),
+        0,
+    )
+    body = await reader.readexactly(length)
+    writer.write(_response(head.split(b"\r\n", 1)[0] + b"|" + body))
+    return True
+
+
+async def test_a_post_carries_its_body_and_the_connection_stays_usable(
+    peer: Peer, client: HttpClient
+) -> None:
+    peer.behaviour = echo_body
+
+    posted = await client.post(
+        peer.origin, "/batch", b'{"a":"\xc3\xa9"}', headers=[("X-Request-ID", "r2")]
+    )
+    after = await client.get(peer.origin, "/next")
+
+    assert posted.body == b'POST /batch HTTP/1.1|{"a":"\xc3\xa9"}'
+    assert b"\r\nContent-Type: application/json\r\n" in peer.heads[0]
+    assert b"\r\nContent-Length: 10\r\n" in peer.heads[0]
+    assert b"\r\nX-Request-ID: r2\r\n" in peer.heads[0]
+    # The body was framed exactly: the next request on the same connection parses.
+    assert after.body == b"GET /next HTTP/1.1|"
+    assert peer.connections == 1
+
+
 async def test_connections_are_kept_alive_and_reused(peer: Peer, client: HttpClient) -> None:
     for _ in range(5):
         await client.get(peer.origin, "/")

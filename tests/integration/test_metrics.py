@@ -66,6 +66,7 @@ def test_every_service_exports_its_families_and_they_moved(
     assert value(gateway, "http_request_duration_seconds_count") > 0
     assert value(gateway, "recsys_cache_requests_total", result="hit") >= 1
     assert value(gateway, "recsys_cache_requests_total", result="miss") >= 1
+    assert value(gateway, "recsys_recommender_batch_lists_count") >= 2
     assert value(gateway, "recsys_events_received_total", outcome="accepted") > 0
     assert value(gateway, "recsys_events_received_total", outcome="rejected") >= 1
     assert value(gateway, "recsys_event_rejects_total") >= 1

@@ -3,6 +3,7 @@ fallbacks while every recommender is down, and no failed request across model sw
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -97,6 +98,55 @@ def test_a_brand_new_user_is_personalised_after_a_few_events(
     body = recommendations(stack, "newcomer")
     assert body["strategy"] == "personalized"
     assert Counter(item["item_id"][0] for item in body["items"])["A"] >= 8
+
+
+def _batch_counts(stack: Stack) -> tuple[float, float]:
+    """(lists sent, calls made) by the gateway to the recommenders so far."""
+    text = httpx.get(f"{stack.gateway}/metrics", timeout=5).text
+    found = dict(re.findall(r"^recsys_recommender_batch_lists_(sum|count) ([\d.e+]+)$", text, re.M))
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
+
+async def _concurrent_misses(stack: Stack, users: list[str], offset: int) -> list[dict[str, Any]]:
+    limits = httpx.Limits(max_connections=len(users))
+    async with httpx.AsyncClient(
+        base_url=stack.gateway, headers=client_headers(), timeout=10, limits=limits
+    ) as http:
+        responses = await asyncio.gather(
+            *(
+                http.get(f"/v1/users/{user}/recommendations", params={"k": 4, "offset": offset})
+                for user in users
+            )
+        )
+    assert [response.status_code for response in responses] == [200] * len(users)
+    return [response.json() for response in responses]
+
+
+def test_concurrent_misses_share_calls_and_each_gets_its_own_list(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    personalised(stack, "a0")
+    users = [f"{cluster}{index}" for cluster in "ab" for index in range(30)]
+    sent_before, calls_before = _batch_counts(stack)
+    # Pages no other test asks for (k=4): every request is a cache miss.
+    for offset in range(1, 4):
+        lists = asyncio.run(_concurrent_misses(stack, users, offset))
+        for user, body in zip(users, lists, strict=True):
+            assert body["user_id"] == user
+            assert body["strategy"] == "personalized"
+            assert body["cached"] is False
+            # Each list is its own user's: the one a recommender gives for that user alone.
+            alone = httpx.get(
+                f"{stack.url('recommender1')}/users/{user}/recommendations",
+                params={"k": 4, "offset": offset},
+                timeout=10,
+            ).json()
+            assert body["items"] == alone["items"]
+        assert len({body["recommendation_id"] for body in lists}) == len(users)
+    sent, calls = _batch_counts(stack)
+    assert sent - sent_before == 3 * len(users)
+    # Misses that arrive together travel together: fewer calls than lists.
+    assert calls - calls_before < sent - sent_before
 
 
 def test_killed_recommenders_give_marked_fallbacks_and_service_resumes(

@@ -19,12 +19,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 import redis
 from starlette.exceptions import StarletteDeprecationWarning
 
+from gateway.clients import BATCH_TARGET
 from gateway.config import Settings
 from gateway.main import create_app
 from recsys_shared import keys
@@ -67,10 +69,18 @@ class FakeService:
 class MockUpstream:
     """The recommenders' transport, faked like ``httpx.MockTransport``: each GET is handed to
     ``service`` as an ``httpx.Request``; its ``httpx.Response`` comes back as the real client's
-    response, and an httpx error it raises as the real client's error."""
+    response, and an httpx error it raises as the real client's error.
+
+    A batch (``POST /batch/recommendations``) is answered as a recommender answers it, from the
+    same handler: each list asked is handed to ``service`` as the one-user GET the recommender
+    also serves (marked with an ``x-batch-size`` header), and the answers come back as NDJSON;
+    one error fails the whole batch, as it would in the recommender. ``batches`` records the
+    batch bodies; ``batch_route=False`` makes the replica one that predates batches (404)."""
 
     def __init__(self, service: FakeService) -> None:
         self.service = service
+        self.batches: list[dict[str, Any]] = []
+        self.batch_route = True
 
     async def get(
         self, origin: Origin, target: str, headers: Iterable[tuple[str, str]] = ()
@@ -84,6 +94,37 @@ class MockUpstream:
         except httpx.HTTPError as error:
             raise ConnectFailed(str(error)) from error
         return HttpResponse(response.status_code, response.read())
+
+    async def post(
+        self,
+        origin: Origin,
+        target: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> HttpResponse:
+        assert target == BATCH_TARGET, target
+        if not self.batch_route:
+            return HttpResponse(404, b'{"detail":"Not Found"}')
+        batch = json.loads(body)
+        self.batches.append(batch)
+        asked = batch["requests"]
+        lists = []
+        for one in asked:
+            query = {name: value for name, value in one.items() if name != "user_id"}
+            query = {
+                name: str(value).lower() if isinstance(value, bool) else value
+                for name, value in query.items()
+                if value is not None
+            }
+            path = f"/users/{quote(one['user_id'], safe='')}/recommendations"
+            sent = [*headers, ("x-batch-size", str(len(asked)))]
+            response = await self.get(origin, f"{path}?{urlencode(query)}", sent)
+            if response.status != 200:
+                return response
+            lists.append(response.body)
+        return HttpResponse(200, b"\n".join(lists))
 
 
 @dataclass
@@ -141,6 +182,13 @@ def make_gateway(redis_url: str) -> Iterator[Callable[..., Gateway]]:
             return Gateway(client, state, recommender, feature_store, settings)
 
         yield start
+
+
+@pytest.fixture
+def upstream() -> MockUpstream:
+    """The recommenders' fake transport on its own (no gateway), for the recommender client:
+    set ``upstream.service.handler``."""
+    return MockUpstream(FakeService())
 
 
 @pytest.fixture

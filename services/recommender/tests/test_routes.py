@@ -14,7 +14,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from recommender.config import Settings
 from recommender.main import create_app
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.schemas import ModelInfo
+from recsys_shared.schemas import ModelInfo, Recommendations
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
 # falls back to httpx, which is what this workspace pins. The client works the same on both.
@@ -132,6 +132,59 @@ def test_invalid_query_is_a_422_problem(
     same = api.get("/items/A0/similar", params=params)
     assert same.status_code == 422
     assert same.headers["content-type"].startswith(PROBLEM)
+
+
+def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: TestClient) -> None:
+    asked = [
+        {"user_id": "b1", "k": 2},
+        {"user_id": "nobody", "k": 3, "exclude_seen": False},
+        {"user_id": "a0", "k": 4, "offset": 1, "category": "alpha"},
+    ]
+
+    response = api.post("/batch/recommendations", json={"requests": asked})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-ndjson"
+    lists = [Recommendations.model_validate_json(line) for line in response.text.split("\n")]
+    assert [(body.user_id, body.strategy.value, len(body.items)) for body in lists] == [
+        ("b1", "personalized", 2),
+        ("nobody", "popular", 3),
+        ("a0", "personalized", 4),
+    ]
+    alone = api.get(
+        "/users/a0/recommendations", params={"k": 4, "offset": 1, "category": "alpha"}
+    ).json()
+    assert [item.item_id for item in lists[2].items] == [item["item_id"] for item in alone["items"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"requests": []}, "requests"),
+        ({"requests": [{"user_id": "a0"}] * 65}, "requests"),
+        ({"requests": [{"user_id": "a0"}, {"user_id": ""}]}, "requests[1].user_id"),
+        ({"requests": [{"user_id": "a0", "k": 0}]}, "requests[0].k"),
+        ({"requests": [{"user_id": "a0", "sort": "x"}]}, "requests[0].sort"),
+        ({}, "requests"),
+    ],
+)
+def test_an_invalid_batch_is_a_422_problem_naming_the_field(
+    api: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = api.post("/batch/recommendations", json=body)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert field in [error["field"] for error in response.json()["errors"]]
+
+
+def test_a_batch_that_is_not_json_is_a_422_problem(api: TestClient) -> None:
+    response = api.post(
+        "/batch/recommendations", content=b"{not json", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith(PROBLEM)
 
 
 def test_similar_items(api: TestClient, clusters: Any) -> None:

@@ -246,3 +246,61 @@ async def test_events_older_than_the_snapshot_do_not_trigger_a_fold_in(
     expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b0")]
     best = np.argsort(-expected)[:3]
     assert _ids(response) == [clusters.item_ids[row] for row in best]
+
+
+def _without_id(response: Recommendations) -> dict[str, Any]:
+    return response.model_dump(exclude={"recommendation_id"})
+
+
+async def test_a_batch_answers_each_list_as_it_would_be_answered_alone(
+    service: RecommendationService, features: Any, clusters: Any
+) -> None:
+    await features.events("newbie", ["B0", "B4", "B9"], now=clusters.after_snapshot)
+    asked = [
+        ("a0", RecommendationQuery(k=5)),
+        ("stranger", RecommendationQuery(k=3)),  # popular, in the middle of the batch
+        ("b2", RecommendationQuery(k=4, offset=2, exclude_seen=False)),
+        ("newbie", RecommendationQuery(k=5)),  # folded in
+        ("a0", RecommendationQuery(k=3, category="beta")),
+        ("a1", RecommendationQuery(k=2)),
+    ]
+
+    batch = [_parsed(body) for body in await service.for_users(asked)]
+    alone = [_parsed(await service.for_user(user, query)) for user, query in asked]
+
+    assert [_without_id(response) for response in batch] == [
+        _without_id(response) for response in alone
+    ]
+    assert [response.strategy for response in batch] == [
+        Strategy.PERSONALIZED,
+        Strategy.POPULAR,
+        Strategy.PERSONALIZED,
+        Strategy.PERSONALIZED,
+        Strategy.PERSONALIZED,
+        Strategy.PERSONALIZED,
+    ]
+    assert len({response.recommendation_id for response in batch}) == len(asked)
+    for response in batch:
+        await _assert_recorded(features, response)
+
+
+async def test_a_batch_without_a_model_is_all_popular(
+    multiplexed_client: MultiplexedRedis, new_holder: Callable[[], ModelHolder], features: Any
+) -> None:
+    holder = new_holder()
+    await holder.refresh()
+    service = RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
+
+    batch = [
+        _parsed(body)
+        for body in await service.for_users(
+            [("a0", RecommendationQuery(k=2)), ("stranger", RecommendationQuery(k=3))]
+        )
+    ]
+
+    assert [
+        (response.user_id, response.fallback_reason, len(response.items)) for response in batch
+    ] == [
+        ("a0", "no_model", 2),
+        ("stranger", "no_model", 3),
+    ]

@@ -75,19 +75,26 @@ class FeatureReader:
         self._item_details = client.script(_ITEM_DETAILS)
 
     async def user_context(self, user_id: str) -> UserContext:
-        raw_weights, (epoch, updated_at), catalogue_version = await self.redis.execute_many(
-            [
-                ("HGETALL", keys.user_items(user_id)),
-                ("HMGET", keys.user_meta(user_id), "epoch", "updated_at"),
-                ("GET", keys.CATALOGUE_VERSION),
-            ]
-        )
-        return UserContext(
-            weights={item: float(weight) for item, weight in pairs(raw_weights).items()},
-            epoch=epoch,
-            updated_at=float(updated_at or 0.0),
-            catalogue_version=int(catalogue_version or 0),
-        )
+        (context,) = await self.user_contexts((user_id,))
+        return context
+
+    async def user_contexts(self, user_ids: Sequence[str]) -> list[UserContext]:
+        """Several users' contexts in one round trip (a recommender's batch)."""
+        commands: list[tuple[str, ...]] = [("GET", keys.CATALOGUE_VERSION)]
+        for user_id in user_ids:
+            commands.append(("HGETALL", keys.user_items(user_id)))
+            commands.append(("HMGET", keys.user_meta(user_id), "epoch", "updated_at"))
+        raw_version, *replies = await self.redis.execute_many(commands)
+        catalogue_version = int(raw_version or 0)
+        return [
+            UserContext(
+                weights={item: float(weight) for item, weight in pairs(raw_weights).items()},
+                epoch=epoch,
+                updated_at=float(updated_at or 0.0),
+                catalogue_version=catalogue_version,
+            )
+            for raw_weights, (epoch, updated_at) in zip(replies[::2], replies[1::2], strict=True)
+        ]
 
     async def popular(
         self,

@@ -25,6 +25,8 @@ MAX_BATCH_EVENTS: Final = 1000
 MAX_BATCH_ITEMS: Final = 1000
 MAX_K: Final = 100
 MAX_OFFSET: Final = 1000
+#: Users' lists the gateway asks a recommender for in one call (see UserListBatch).
+MAX_BATCH_LISTS: Final = 64
 #: How far in the future a client's clock may be before its timestamps are refused.
 MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 #: Timestamps before this are treated as broken clocks (the epoch, zero values).
@@ -276,6 +278,27 @@ class RecommendationQuery(BaseModel):
 
     def cache_fragment(self) -> str:
         return f"k{self.k}:o{self.offset}:s{int(self.exclude_seen)}:c{self.category or ''}"
+
+
+class UserListRequest(RecommendationQuery):
+    """One user's list in a :class:`UserListBatch`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Identifier
+
+
+class UserListBatch(BaseModel):
+    """Several users' lists asked of a recommender in one call (internal API).
+
+    The gateway coalesces the cache misses of one event-loop turn into one batch, so that
+    under load one HTTP exchange and one matrix product serve many requests. The answer is
+    NDJSON: one ``Recommendations`` per line, in the order asked.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[UserListRequest] = Field(min_length=1, max_length=MAX_BATCH_LISTS)
 
 
 # ── models and training ───────────────────────────────────────────────────────────────────

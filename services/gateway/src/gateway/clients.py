@@ -14,9 +14,9 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -37,12 +37,32 @@ from recsys_shared.schemas import ItemBatch, ItemIn, Recommendations
 log = logging.getLogger(__name__)
 
 
+#: The recommenders' route for several users' lists in one call (``UserListBatch``).
+BATCH_TARGET = "/batch/recommendations"
+
+T = TypeVar("T")
+
+
+class BatchUnsupported(Exception):
+    """The replica predates batches: ask it one list at a time."""
+
+
 class Upstream(Protocol):
     """What the recommender client needs of HTTP: ``recsys_shared.http_client.HttpClient``,
     or a fake transport in tests."""
 
     async def get(
         self, origin: Origin, target: str, headers: Iterable[tuple[str, str]] = ()
+    ) -> HttpResponse: ...
+
+    async def post(
+        self,
+        origin: Origin,
+        target: str,
+        body: bytes,
+        *,
+        content_type: str = ...,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> HttpResponse: ...
 
 
@@ -133,6 +153,29 @@ class RecommenderClient:
         """``GET target`` (path and query) from the replicas in turn until one answers; at most
         one attempt per replica."""
         headers = _headers().items()
+
+        async def send(replica: _Replica) -> HttpResponse:
+            return await self.http.get(replica.origin, target, headers)
+
+        return await self._first_answer(send, _parse_recommendations)
+
+    async def get_batch(self, body: bytes, count: int) -> list[Answer]:
+        """``count`` users' lists for a ``UserListBatch`` body, in the order asked, as
+        :meth:`get` does one. A batch is a read: safe to send again to another replica.
+        Raises :class:`BatchUnsupported` if a replica has no batch route (an older version
+        during a rolling update)."""
+        headers = _headers().items()
+
+        async def send(replica: _Replica) -> HttpResponse:
+            return await self.http.post(replica.origin, BATCH_TARGET, body, headers=headers)
+
+        return await self._first_answer(send, lambda response: _parse_batch(response, count))
+
+    async def _first_answer(
+        self,
+        send: Callable[[_Replica], Awaitable[HttpResponse]],
+        parse: Callable[[HttpResponse], T],
+    ) -> T:
         start = next(self._next)
         last_error = "every replica's circuit is open"
         for offset in range(len(self.replicas)):
@@ -141,7 +184,7 @@ class RecommenderClient:
             if not breaker.allows():
                 continue
             try:
-                response = await self.http.get(replica.origin, target, headers)
+                response = await send(replica)
             except HttpClientError as error:
                 breaker.failed()
                 last_error = f"{replica.url}: {type(error).__name__}"
@@ -153,7 +196,7 @@ class RecommenderClient:
                 metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status)).inc()
                 continue
             try:
-                answer = _parse_recommendations(response)
+                answer = parse(response)
             except UpstreamUnavailable:
                 # A replica that answers garbage is as broken as one that does not answer.
                 breaker.failed()
@@ -170,8 +213,23 @@ def _parse_recommendations(response: HttpResponse) -> Answer:
         raise UnknownItem(_detail(response.body, "Not found."))
     if response.status >= 400:
         raise InvalidInput(_detail(response.body, "The recommender refused the request."))
+    return _answer(response.body)
+
+
+def _parse_batch(response: HttpResponse, count: int) -> list[Answer]:
+    if response.status in (404, 405):
+        raise BatchUnsupported(f"The recommender has no {BATCH_TARGET} route.")
+    if response.status >= 400:
+        raise InvalidInput(_detail(response.body, "The recommender refused the batch."))
+    lines = response.body.split(b"\n")
+    if len(lines) != count:
+        raise UpstreamUnavailable(f"The recommender answered {len(lines)} lists for {count}.")
+    return [_answer(line) for line in lines]
+
+
+def _answer(body: bytes) -> Answer:
     try:
-        return Answer(Recommendations.model_validate_json(response.body), response.body)
+        return Answer(Recommendations.model_validate_json(body), body)
     except ValidationError as error:
         raise UpstreamUnavailable("The recommender answered with an invalid body.") from error
 

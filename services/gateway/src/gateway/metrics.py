@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_RECEIVED = Counter(
     "recsys_events_received_total",
@@ -33,4 +33,9 @@ CACHE_REQUESTS = Counter(
 RATE_LIMITED = Counter(
     "recsys_rate_limited_total",
     "Requests refused with 429 because their API key was over its limit.",
+)
+BATCH_LISTS = Histogram(
+    "recsys_recommender_batch_lists",
+    "Users' lists per call to a recommender (the cache misses of one event-loop turn).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
 )

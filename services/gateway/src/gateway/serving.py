@@ -1,5 +1,5 @@
-"""Read path of the gateway: the response cache, then a recommender; if none answers, popular
-items from Redis."""
+"""Read path of the gateway: the response cache, then a recommender (users' lists in batches,
+see ``gateway.batching``); if none answers, popular items from Redis."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from collections.abc import Collection
 
 from gateway import metrics
+from gateway.batching import UserListBatcher, query_string
 from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient, segment
 from recsys_shared.errors import UpstreamUnavailable
@@ -21,12 +22,6 @@ log = logging.getLogger(__name__)
 FALLBACK_REASON = "recommender_unavailable"
 
 
-def _query_string(query: RecommendationQuery) -> str:
-    """The query as the recommender's routes read it (what urlencode would write, cheaper)."""
-    text = f"k={query.k}&offset={query.offset}&exclude_seen={str(query.exclude_seen).lower()}"
-    return f"{text}&category={segment(query.category)}" if query.category else text
-
-
 class ReadService:
     def __init__(
         self,
@@ -39,6 +34,7 @@ class ReadService:
     ) -> None:
         self.reader = FeatureReader(client)
         self.recommenders = recommenders
+        self.batcher = UserListBatcher(recommenders)
         self.cache = cache
         self.responses = ResponseBuilder(
             client, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
@@ -57,9 +53,7 @@ class ReadService:
         self, user_id: str, query: RecommendationQuery, lookup: Lookup
     ) -> str | bytes:
         try:
-            answer = await self.recommenders.get(
-                f"/users/{segment(user_id)}/recommendations?{_query_string(query)}"
-            )
+            answer = await self.batcher.get(user_id, query)
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
             exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
@@ -71,7 +65,7 @@ class ReadService:
         """The list as JSON, from a recommender, or popular items of the item's kind."""
         try:
             answer = await self.recommenders.get(
-                f"/items/{segment(item_id)}/similar?{_query_string(query)}"
+                f"/items/{segment(item_id)}/similar?{query_string(query)}"
             )
         except UpstreamUnavailable as error:
             log.warning("fallback for similar items: %s", error.detail)

@@ -28,7 +28,7 @@ FOLD_INS = Counter(
 )
 SCORING_SECONDS = Histogram(
     "recsys_scoring_duration_seconds",
-    "Time to score and rank the catalogue for one request.",
+    "Time to score and rank the catalogue for the users of one call (a batch from the gateway).",
     buckets=LATENCY_BUCKETS,
 )
 MODEL_VERSION = Gauge("recsys_model_version", "Model version this replica serves (0: none).")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Strategy
 
 _NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
+#: What a user's ranking leaves out, and the rows it is restricted to (a category), if any.
+_Filters = tuple[Indexes, Indexes | None]
 
 
 class CatalogueFilter:
@@ -72,22 +76,60 @@ class RecommendationService:
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str:
         """The user's list as the JSON of a ``Recommendations``."""
-        context = await self.reader.user_context(user_id)
+        (listed,) = await self.for_users(((user_id, query),))
+        return listed
+
+    async def for_users(self, requests: Sequence[tuple[str, RecommendationQuery]]) -> list[str]:
+        """Each user's list as the JSON of a ``Recommendations``, in the order asked.
+
+        One round trip reads every user's context and one model version scores every user it
+        can personalise for; the others get popular items, each marked with the reason.
+        """
+        contexts = await self.reader.user_contexts([user_id for user_id, _ in requests])
         model = self.holder.current
-        reason = "no_model"
+        ranked: list[list[tuple[str, float]] | None] = [None] * len(requests)
         if model is not None:
             started = time.perf_counter()
-            ranked = await self._personalised(model, user_id, context, query)
-            if ranked is not None:
+            ranked = await self._personalised(model, requests, contexts)
+            if any(page is not None for page in ranked):
                 metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
-                return await self._respond(
-                    ranked,
-                    Strategy.PERSONALIZED,
-                    None,
-                    model.version,
-                    user_id=user_id,
-                    catalogue_version=context.catalogue_version,
+        lists: list[str] = [""] * len(requests)
+        fallbacks: list[int] = []
+        for index, page in enumerate(ranked):
+            if model is None or page is None:
+                fallbacks.append(index)
+                continue
+            lists[index] = await self._respond(
+                page,
+                Strategy.PERSONALIZED,
+                None,
+                model.version,
+                user_id=requests[index][0],
+                catalogue_version=contexts[index].catalogue_version,
+            )
+        if fallbacks:
+            # Each fallback reads the popular set: concurrently, so a batch of new users costs
+            # one round trip, not one each.
+            popular = await asyncio.gather(
+                *(
+                    self._popular_for(model, *requests[index], contexts[index])
+                    for index in fallbacks
                 )
+            )
+            for index, listed in zip(fallbacks, popular, strict=True):
+                lists[index] = listed
+        return lists
+
+    async def _popular_for(
+        self,
+        model: LoadedModel | None,
+        user_id: str,
+        query: RecommendationQuery,
+        context: UserContext,
+    ) -> str:
+        if model is None:
+            reason = "no_model"
+        else:
             reason = "unknown_user" if not context.weights else "no_known_items"
         exclude = context.seen if query.exclude_seen else ()
         popular = await self.reader.popular(
@@ -103,30 +145,49 @@ class RecommendationService:
         )
 
     async def _personalised(
-        self, model: LoadedModel, user_id: str, context: UserContext, query: RecommendationQuery
-    ) -> list[tuple[str, float]] | None:
-        item_ids = list(context.weights)
-        seen_rows, known = model.items.lookup(item_ids)
-        vector = self._user_vector(model, user_id, context, seen_rows, known)
-        if vector is None:
-            return None
-        unavailable = await self.catalogue.unavailable(model, context.catalogue_version)
-        exclude = unavailable
+        self,
+        model: LoadedModel,
+        requests: Sequence[tuple[str, RecommendationQuery]],
+        contexts: Sequence[UserContext],
+    ) -> list[list[tuple[str, float]] | None]:
+        """The ranked page of every user the model can score; None for the others."""
+        ranked: list[list[tuple[str, float]] | None] = [None] * len(requests)
+        for index, ((user_id, query), context) in enumerate(zip(requests, contexts, strict=True)):
+            seen_rows, known = model.items.lookup(list(context.weights))
+            vector = self._user_vector(model, user_id, context, seen_rows, known)
+            if vector is None:
+                continue
+            exclude, candidates = await self._filters(model, query, context, seen_rows)
+            # One product per user, not one for the batch: a matrix product may round
+            # differently, and a list must not depend on what shared its batch (pages of one
+            # user computed apart must agree on one order).
+            rows, scores = top_k(
+                model.item_factors @ vector,
+                k=query.k,
+                offset=query.offset,
+                exclude=exclude,
+                candidates=candidates,
+            )
+            ranked[index] = model.named(rows, scores)
+        return ranked
+
+    async def _filters(
+        self,
+        model: LoadedModel,
+        query: RecommendationQuery,
+        context: UserContext,
+        seen_rows: Indexes,
+    ) -> _Filters:
+        """Rows to leave out (unavailable, and seen if asked) and the category's rows, if any."""
+        exclude = await self.catalogue.unavailable(model, context.catalogue_version)
         if query.exclude_seen and len(seen_rows):
-            exclude = np.concatenate((unavailable, seen_rows)) if len(unavailable) else seen_rows
+            exclude = np.concatenate((exclude, seen_rows)) if len(exclude) else seen_rows
         candidates = None
         if query.category:
             candidates = await self.catalogue.category(
                 model, context.catalogue_version, query.category
             )
-        rows, scores = top_k(
-            model.item_factors @ vector,
-            k=query.k,
-            offset=query.offset,
-            exclude=exclude,
-            candidates=candidates,
-        )
-        return model.named(rows, scores)
+        return exclude, candidates
 
     def _user_vector(
         self,

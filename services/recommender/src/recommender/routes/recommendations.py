@@ -1,7 +1,9 @@
 """The recommender's internal API, called by the gateway.
 
 Parameters are parsed by hand (``recsys_shared.parameters``), as on the gateway's hot routes:
-FastAPI's dependency solver would cost more than scoring a user.
+FastAPI's dependency solver would cost more than scoring a user. The gateway asks for users'
+lists in batches (``POST /batch/recommendations``); the one-user route answers the same list,
+for operators and for a gateway that predates batches.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from recommender.service import RecommendationService
-from recsys_shared.parameters import documented, path_identifier, query_model
-from recsys_shared.schemas import RecommendationQuery, Recommendations
+from recsys_shared.parameters import documented, json_body, path_identifier, query_model
+from recsys_shared.schemas import RecommendationQuery, Recommendations, UserListBatch
 
 router = APIRouter(tags=["recommendations"])
+NDJSON = "application/x-ndjson"
 
 
 @router.get(
@@ -37,3 +40,23 @@ async def similar_items(request: Request) -> Response:
     query = query_model(request, RecommendationQuery)
     service: RecommendationService = request.state.service
     return Response(await service.similar(item_id, query), media_type="application/json")
+
+
+@router.post(
+    "/batch/recommendations",
+    response_class=Response,
+    responses={200: {"content": {NDJSON: {}}, "description": "One Recommendations per line"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": UserListBatch.model_json_schema()}},
+        }
+    },
+)
+async def recommend_for_users(request: Request) -> Response:
+    """Several users' lists in one call: one ``Recommendations`` JSON per line, in the order
+    asked (NDJSON; the rendered JSON holds no line break)."""
+    batch = json_body(await request.body(), UserListBatch)
+    service: RecommendationService = request.state.service
+    lists = await service.for_users([(asked.user_id, asked) for asked in batch.requests])
+    return Response("\n".join(lists), media_type=NDJSON)
