@@ -17,7 +17,7 @@ from recsys_shared.features import FeatureReader, ItemDetails
 from recsys_shared.metrics import REGISTRY
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.processes import RedisServer
-from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render
+from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render, render_record
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 
 texts = st.text(max_size=40)
@@ -84,6 +84,42 @@ def test_render_writes_the_models_json(
     # The same fields in the same order (the cache swaps the last two of a stored body).
     assert list(json.loads(rendered)) == list(json.loads(expected.model_dump_json()))
     assert rendered.endswith('"cached":false,"cache_age_seconds":null}')
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    item_ids=st.lists(st.text(min_size=1, max_size=20), max_size=12),
+    strategy=st.sampled_from(Strategy),
+    version=st.none() | st.integers(min_value=0, max_value=2**40),
+    user_id=st.none() | texts,
+    item_id=st.none() | texts,
+    served_at=st.floats(min_value=0, max_value=4e9),
+)
+def test_a_record_is_what_json_dumps_writes(
+    item_ids: list[str],
+    strategy: Strategy,
+    version: int | None,
+    user_id: str | None,
+    item_id: str | None,
+    served_at: float,
+) -> None:
+    record = {
+        "user_id": user_id,
+        "item_id": item_id,
+        "items": item_ids,
+        "model_version": version,
+        "strategy": strategy.value,
+        "served_at": served_at,
+    }
+
+    assert render_record(
+        item_ids,
+        strategy=strategy,
+        version=version,
+        user_id=user_id,
+        item_id=item_id,
+        served_at=served_at,
+    ) == json.dumps(record, separators=(",", ":"))
 
 
 async def _title(client: aioredis.Redis, item: str, title: str) -> None:

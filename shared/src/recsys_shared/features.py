@@ -16,6 +16,9 @@ from recsys_shared import keys
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Item
 
+# json.dumps of one string, without its Python-level encoder around it (the same C function).
+_json_string = json.encoder.encode_basestring_ascii
+
 
 @dataclass(frozen=True, slots=True)
 class UserContext:
@@ -39,10 +42,17 @@ class UserContext:
 @dataclass(frozen=True, slots=True)
 class ItemDetails:
     """What a list shows of an item. ``categories_json`` is the JSON list as the feature-store
-    stored it (``json.dumps`` of the validated categories), spliced into responses as it is."""
+    stored it (``json.dumps`` of the validated categories), spliced into responses as it is.
+    ``json_tail`` ends the item's JSON in a list (``,"title":…,"categories":[…]}``): written
+    once, where the details are read, not for every list that shows the item."""
 
     title: str
     categories_json: str
+    json_tail: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tail = f',"title":{_json_string(self.title)},"categories":{self.categories_json}}}'
+        object.__setattr__(self, "json_tail", tail)
 
 
 def parse_categories(raw: str | None) -> list[str]:

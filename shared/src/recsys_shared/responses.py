@@ -26,13 +26,20 @@ from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Strategy
 
-_dumps = json.dumps
 # json.dumps of one string, without its Python-level encoder around it (the same C function).
 _string = json.encoder.encode_basestring_ascii
 
 
+#: The end of an item's JSON when the catalogue does not know it (see ItemDetails.json_tail).
+_NO_DETAILS = ',"title":null,"categories":null}'
+
+
 def _optional(text: str | None) -> str:
     return "null" if text is None else _string(text)
+
+
+def _optional_integer(number: int | None) -> str:
+    return "null" if number is None else str(number)
 
 
 class ItemDetailsCache:
@@ -128,20 +135,16 @@ class ResponseBuilder:
         Skipped while Redis is near its memory limit (see :mod:`recsys_shared.memory_guard`)."""
         if self.memory_guard is not None and self.memory_guard.shed("record"):
             return
-        record = {
-            "user_id": user_id,
-            "item_id": item_id,
-            "items": item_ids,
-            "model_version": version,
-            "strategy": strategy.value,
-            "served_at": time.time(),
-        }
+        record = render_record(
+            item_ids,
+            strategy=strategy,
+            version=version,
+            user_id=user_id,
+            item_id=item_id,
+            served_at=time.time(),
+        )
         stored = self.redis.execute(
-            "SET",
-            keys.recommendation(recommendation_id),
-            _dumps(record),
-            "EX",
-            self.record_ttl_seconds,
+            "SET", keys.recommendation(recommendation_id), record, "EX", self.record_ttl_seconds
         )
         asyncio.ensure_future(stored).add_done_callback(_count_lost_record)
 
@@ -163,17 +166,31 @@ def render(
 ) -> str:
     """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached)."""
     listed = ",".join(
-        f'{{"item_id":{_string(item)},"score":{round(score, 6)!r},'
-        + (
-            f'"title":{_string(details.title)},"categories":{details.categories_json}}}'
-            if details is not None
-            else '"title":null,"categories":null}'
-        )
+        f'{{"item_id":{_string(item)},"score":{round(score, 6)!r}'
+        f"{details.json_tail if details is not None else _NO_DETAILS}"
         for item, score, details in items
     )
     return (
         f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},"items":[{listed}],'
-        f'"model_version":{_dumps(version)},"strategy":"{strategy.value}",'
+        f'"model_version":{_optional_integer(version)},"strategy":"{strategy.value}",'
         f'"fallback_reason":{_optional(reason)},"recommendation_id":"{recommendation_id}",'
         '"cached":false,"cache_age_seconds":null}'
+    )
+
+
+def render_record(
+    item_ids: Sequence[str],
+    *,
+    strategy: Strategy,
+    served_at: float,
+    version: int | None = None,
+    user_id: str | None = None,
+    item_id: str | None = None,
+) -> str:
+    """The record of a served list, as ``json.dumps`` of its dict would write it (cheaper)."""
+    return (
+        f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},'
+        f'"items":[{",".join(map(_string, item_ids))}],'
+        f'"model_version":{_optional_integer(version)},'
+        f'"strategy":"{strategy.value}","served_at":{served_at!r}}}'
     )
