@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,13 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from recsys_shared import web
 from recsys_shared.parameters import documented, path_identifier, query_model
-from recsys_shared.schemas import MAX_ID_LENGTH, MAX_K, RecommendationQuery
+from recsys_shared.schemas import (
+    MAX_BATCH_LISTS,
+    MAX_ID_LENGTH,
+    MAX_K,
+    RecommendationQuery,
+    UserListBatch,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -116,3 +123,15 @@ def test_the_document_lists_what_is_validated(client: TestClient) -> None:
     )
     assert k["description"] == RecommendationQuery.model_fields["k"].description
     assert operation["security"] == [{"Key": []}]
+
+
+def test_a_body_is_documented_with_its_nested_models_written_in_place() -> None:
+    extra = documented(body=UserListBatch)
+
+    schema = extra["requestBody"]["content"]["application/json"]["schema"]
+    assert "$ref" not in json.dumps(schema)  # '#/$defs/…' would not resolve in the document
+    asked = schema["properties"]["requests"]
+    assert asked["maxItems"] == MAX_BATCH_LISTS
+    assert set(asked["items"]["properties"]) == {"user_id", *RecommendationQuery.model_fields}
+    assert asked["items"]["required"] == ["user_id"]
+    assert "parameters" not in extra

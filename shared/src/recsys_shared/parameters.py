@@ -65,10 +65,11 @@ def documented(
     *,
     path: dict[str, str] | None = None,
     query: type[BaseModel] | None = None,
+    body: type[BaseModel] | None = None,
     security_scheme: str | None = None,
 ) -> dict[str, Any]:
     """``openapi_extra`` for a hand-parsed route: its path ids (name → description), the
-    fields of its query model, and the security scheme it enforces."""
+    fields of its query model, its JSON body's model, and the security scheme it enforces."""
     parameters: list[dict[str, Any]] = [
         {
             "name": name,
@@ -95,7 +96,32 @@ def documented(
             }
             for name, schema in properties.items()
         ]
-    extra: dict[str, Any] = {"parameters": parameters}
+    extra: dict[str, Any] = {"parameters": parameters} if parameters else {}
+    if body is not None:
+        schema = _inlined(body.model_json_schema())
+        extra["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
     if security_scheme is not None:
         extra["security"] = [{security_scheme: []}]
     return extra
+
+
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` written in place: in the OpenAPI document a
+    ``#/$defs/…`` reference would point at the document's root, where there are none."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

@@ -46,12 +46,7 @@ async def similar_items(request: Request) -> Response:
     "/batch/recommendations",
     response_class=Response,
     responses={200: {"content": {NDJSON: {}}, "description": "One Recommendations per line"}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": UserListBatch.model_json_schema()}},
-        }
-    },
+    openapi_extra=documented(body=UserListBatch),
 )
 async def recommend_for_users(request: Request) -> Response:
     """Several users' lists in one call: one ``Recommendations`` JSON per line, in the order
