@@ -292,8 +292,8 @@ class UserListBatch(BaseModel):
     """Several users' lists asked of a recommender in one call (internal API).
 
     The gateway coalesces the cache misses of one event-loop turn into one batch, so that
-    under load one HTTP exchange and one matrix product serve many requests. The answer is
-    NDJSON: one ``Recommendations`` per line, in the order asked.
+    under load one HTTP exchange and one read of the users' contexts serve many requests.
+    The answer is NDJSON: one ``Recommendations`` per line, in the order asked.
     """
 
     model_config = ConfigDict(extra="forbid")
