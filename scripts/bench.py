@@ -1,6 +1,7 @@
 """`make bench`: the serving targets, each as a ratio against a baseline measured in the same run.
 
-Starts its own redis-server and the whole system (gateway, two recommenders, feature-store,
+Starts its own redis-servers (as `make run`: a durable one, and one without persistence for
+cache entries and list records) and the whole system (gateway, two recommenders, feature-store,
 Celery worker, and a second gateway that uses one recommender only) on free loopback ports,
 loads a synthetic twenty-cluster data set through the public API, trains through the worker,
 then measures with wrk (the same load tool for the system and its baseline):
@@ -225,9 +226,9 @@ def throughput(stack: Stack, baseline_url: str, users: list[str]) -> None:
         runs["baseline_one_redis_get"].append(wrk(baseline_url))
         warm(stack.gateway, hot)
         runs["cached_recommendations"].append(through(stack.gateway, cached_script))
-        forget_cached_lists(stack.redis.url)
+        forget_cached_lists(_cache_url(stack))
         runs["uncached_recommendations"].append(through(one_replica, uncached_script))
-        forget_cached_lists(stack.redis.url)
+        forget_cached_lists(_cache_url(stack))
         runs["uncached_two_replicas"].append(through(stack.gateway, uncached_script))
         figures = ", ".join(
             f"{name} {runs[name][-1]['requests_per_second']:,}/s" for name in FIGURES
@@ -257,7 +258,7 @@ def throughput(stack: Stack, baseline_url: str, users: list[str]) -> None:
     say(f"uncached at half of peak ({rate:,.0f} req/s, open loop, {ROUNDS} runs)…")
     half = []
     for _ in range(ROUNDS):
-        forget_cached_lists(stack.redis.url)
+        forget_cached_lists(_cache_url(stack))
         compact_append_only_file(stack.redis.url)
         half.append(
             without_collector_pauses(lambda: asyncio.run(open_loop(one_replica, users, rate)))
@@ -324,9 +325,14 @@ def warm(gateway: str, users: list[str]) -> None:
             http.get(f"/v1/users/{user}/recommendations?k=10").raise_for_status()
 
 
+def _cache_url(stack: Stack) -> str:
+    """Where the cache entries are: the ephemeral Redis, as in `make run`."""
+    return stack.env.get("EPHEMERAL_REDIS_URL") or stack.redis.url
+
+
 def forget_cached_lists(redis_url: str) -> None:
     """Drop every cached list, so an uncached run does not meet the previous run's entries
-    (5,000 users x 51 pages: a run of ~15,000 requests repeats a few per cent of its own)."""
+    (it repeats a few per cent of its own keys: see MAX_PAGE_OFFSET)."""
     client = redis.Redis.from_url(redis_url)
     cached = list(client.scan_iter(f"{keys.CACHE_PREFIX}*", count=1000))
     for start in range(0, len(cached), 1000):
@@ -568,9 +574,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as directory:
         workdir = Path(directory)
         server = RedisServer(workdir / "redis").start()
+        # Cache entries and list records on a Redis without persistence, as `make run` has it.
+        ephemeral = RedisServer(workdir / "redis-ephemeral", durable=False).start()
         # One API key drives thousands of requests a second here: its rate limit would be the
         # figure measured, so it is off (production keeps the default of 1000/s per key).
-        stack = build_stack(server, workdir, LOG_LEVEL="WARNING", RATE_LIMIT_PER_SECOND="0")
+        stack = build_stack(
+            server,
+            workdir,
+            LOG_LEVEL="WARNING",
+            RATE_LIMIT_PER_SECOND="0",
+            EPHEMERAL_REDIS_URL=ephemeral.url,
+        )
         baseline_port = free_port()
         baseline = ManagedProcess(
             "baseline",
@@ -606,6 +620,7 @@ def main() -> None:
         finally:
             baseline.stop()
             stack.close()
+            ephemeral.stop()
             server.stop()
         scale(workdir)
     report(results)

@@ -1,6 +1,8 @@
 """`make run`: the whole system on one machine, under one supervisor, with prefixed logs.
 
-Uses the Redis at REDIS_URL if it answers, else starts its own (AOF persistence in .data/redis).
+Uses the Redis at REDIS_URL if it answers, else starts its own (AOF persistence in .data/redis),
+and the same for EPHEMERAL_REDIS_URL (default port 6391, no persistence: cache entries and
+served-list records, which need no fsync on every write).
 Starts the feature-store, two recommender replicas, the gateway, the Celery worker and beat;
 restarts any that crash; loads the MovieLens demo unless DEMO=0; Ctrl-C stops everything.
 """
@@ -24,7 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import load_demo, print_examples
 
 from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
-from recsys_shared.settings import DEFAULT_REDIS_URL, DEVELOPMENT_API_KEYS, redact_url
+from recsys_shared.settings import (
+    DEFAULT_EPHEMERAL_REDIS_URL,
+    DEFAULT_REDIS_URL,
+    DEVELOPMENT_API_KEYS,
+    redact_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
@@ -79,21 +86,25 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-def ensure_redis(url: str) -> RedisServer | None:
+def ensure_redis(url: str, *, name: str = "REDIS_URL", durable: bool = True) -> RedisServer | None:
     if redis_answers(url):
-        say(f"using the Redis at {redact_url(url)}")
+        say(f"using the Redis at {redact_url(url)} ({name})")
         return None
     parts = urlsplit(url)
     if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
         raise SystemExit(
-            f"REDIS_URL {redact_url(url)} does not answer, and it is not local to start one."
+            f"{name} {redact_url(url)} does not answer, and it is not local to start one."
         )
-    server = RedisServer(DATA / "redis", port=parts.port or 6379, host="127.0.0.1")
-    say(f"starting redis-server on port {server.port} (AOF in {server.data_dir})")
+    folder = DATA / ("redis" if durable else "redis-ephemeral")
+    server = RedisServer(folder, port=parts.port or 6379, host="127.0.0.1", durable=durable)
+    kept = (
+        f"AOF in {server.data_dir}" if durable else "not persisted: cache entries and list records"
+    )
+    say(f"starting redis-server on port {server.port} ({kept})")
     return server.start()
 
 
-def children(port: int, redis_url: str) -> list[Child]:
+def children(port: int, redis_url: str, ephemeral_url: str) -> list[Child]:
     # Internal ports follow the gateway's: 8000 → 8101, 8102 (recommenders), 8201
     # (feature-store), 8301 (worker metrics); PORT=9000 moves them all to 91xx..93xx.
     recommenders = (port + 101, port + 102)
@@ -101,6 +112,7 @@ def children(port: int, redis_url: str) -> list[Child]:
     common = {
         **os.environ,
         "REDIS_URL": redis_url,
+        "EPHEMERAL_REDIS_URL": ephemeral_url,
         "ARTIFACT_URL": f"file://{DATA / 'artifacts'}",
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
         "API_KEYS": os.environ.get("API_KEYS", DEVELOPMENT_API_KEYS),
@@ -167,8 +179,10 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
     DATA.mkdir(exist_ok=True)
+    ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
     own_redis = ensure_redis(redis_url)
-    running = children(port, redis_url)
+    own_ephemeral = ensure_redis(ephemeral_url, name="EPHEMERAL_REDIS_URL", durable=False)
+    running = children(port, redis_url, ephemeral_url)
     stop = threading.Event()
 
     def shutdown(*_: object) -> None:
@@ -196,8 +210,9 @@ def main() -> None:
         for child in reversed(running):
             if child.process is not None:
                 child.process.stop(timeout=10)
-        if own_redis is not None:
-            own_redis.stop()
+        for server in (own_ephemeral, own_redis):
+            if server is not None:
+                server.stop()
         say("stopped")
 
 

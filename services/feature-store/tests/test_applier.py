@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -10,6 +12,8 @@ import redis.asyncio as aioredis
 from feature_store.applier import ApplyResult, EventApplier
 from feature_store.catalogue import Catalogue
 from recsys_shared import keys
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import create_async_redis
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, StoredEvent
 
 
@@ -330,3 +334,43 @@ async def test_events_from_a_recommendation_count_online_hits_per_version(
         "popular:hits": "1",
     }
     assert await redis_client.hget(keys.drift_types(0), "view") == "5"
+
+
+@pytest.fixture
+async def ephemeral(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, aioredis.Redis]]:
+    """A second redis-server, without persistence: where the served-list records are."""
+    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
+    client = create_async_redis(server.url)
+    yield server, client
+    await client.aclose()
+    server.stop()
+
+
+async def test_records_on_the_ephemeral_redis_attribute_events(
+    redis_client, stream, make_event, ephemeral
+):
+    _, records = ephemeral
+    await records.set(keys.recommendation("r1"), json.dumps({"items": ["i1"], "model_version": 4}))
+    await redis_client.set(keys.recommendation("r1"), json.dumps({"items": [], "model_version": 9}))
+    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=records)
+    event = make_event("u1", "i1").model_copy(update={"recommendation_id": "r1"})
+
+    await applier.apply(await stream.deliver([event]), now=0.0)
+
+    # Read where the records live, not on the main Redis.
+    assert await redis_client.hgetall(keys.drift_hits(0)) == {"4:events": "1", "4:hits": "1"}
+
+
+async def test_an_unreachable_ephemeral_redis_leaves_events_applied_unattributed(
+    redis_client, stream, make_event, ephemeral
+):
+    server, records = ephemeral
+    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=records)
+    server.stop()
+    event = make_event("u1", "i1").model_copy(update={"recommendation_id": "r1"})
+
+    result = await applier.apply(await stream.deliver([event]), now=0.0)
+
+    assert result.applied == 1
+    assert await weights_of(redis_client, "u1") == {"i1": pytest.approx(event.weight)}
+    assert await redis_client.hgetall(keys.drift_hits(0)) == {}

@@ -155,7 +155,8 @@ class ManagedProcess:
 
 
 class RedisServer:
-    """A ``redis-server`` of our own with AOF persistence in ``data_dir``."""
+    """A ``redis-server`` of our own with AOF persistence in ``data_dir``; with
+    ``durable=False``, none (the ephemeral Redis of cache entries and list records)."""
 
     def __init__(
         self,
@@ -165,8 +166,10 @@ class RedisServer:
         host: str = "127.0.0.1",
         extra_args: Sequence[str] = (),
         output: int | IO[bytes] | None = subprocess.DEVNULL,
+        durable: bool = True,
     ) -> None:
         self.data_dir = data_dir
+        self.durable = durable
         self.host = host
         self.port = port or free_port()
         self.extra_args = list(extra_args)
@@ -189,7 +192,7 @@ class RedisServer:
             # Every acknowledged write is on disk before Redis answers: a 2xx for an event
             # means it survives a crash of Redis itself, not only a clean restart.
             "--appendonly",
-            "yes",
+            "yes" if self.durable else "no",
             "--appendfsync",
             "always",
             "--save",

@@ -66,6 +66,15 @@ def create_multiplexed_redis(url: str, *, timeout: float = 2.0) -> MultiplexedRe
     return MultiplexedRedis(url, timeout=timeout)
 
 
+def ephemeral_client(
+    url: str | None, main: MultiplexedRedis, *, timeout: float
+) -> MultiplexedRedis:
+    """Where cache entries and served-list records go: a Redis of their own when
+    ``EPHEMERAL_REDIS_URL`` names one (no fsync on every write there: losing them costs a
+    recomputed list or an unattributed click, not an event), else the main connection."""
+    return MultiplexedRedis(url, timeout=timeout) if url else main
+
+
 def create_redis(
     url: str, *, timeout: float = 5.0, max_connections: int | None = 50
 ) -> redis.Redis:

@@ -80,8 +80,11 @@ class ResponseBuilder:
         *,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        records: MultiplexedRedis | None = None,
     ) -> None:
-        self.redis = client
+        """Details are read on ``client``; records are written on ``records`` (the ephemeral
+        Redis, see ``recsys_shared.redis.ephemeral_client``), or on ``client`` too."""
+        self.redis = records or client
         self.reader = FeatureReader(client)
         self.details = ItemDetailsCache(self.reader)
         self.record_ttl_seconds = record_ttl_seconds

@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Keys `make run` and the docs use in development. Production refuses to start with them.
 DEVELOPMENT_API_KEYS = "dev-client-key:client,dev-admin-key:admin"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
+#: Where `make run` keeps cache entries and list records (a Redis without persistence); the
+#: services themselves keep them on REDIS_URL unless EPHEMERAL_REDIS_URL is set.
+DEFAULT_EPHEMERAL_REDIS_URL = "redis://127.0.0.1:6391/0"
 
 
 class Environment(StrEnum):
@@ -43,6 +46,11 @@ class ServiceSettings(BaseSettings):
 
     environment: Environment = Environment.DEVELOPMENT
     redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    ephemeral_redis_url: SecretStr | None = Field(
+        default=None,
+        description="A Redis for what may be lost: cached lists and served-list records, "
+        "without fsync on every write. Unset: they live on REDIS_URL.",
+    )
     redis_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="A request still running after this gets a 503."
@@ -66,6 +74,10 @@ class ServiceSettings(BaseSettings):
     @property
     def redis_dsn_redacted(self) -> str:
         return redact_url(self.redis_dsn)
+
+    @property
+    def ephemeral_redis_dsn(self) -> str | None:
+        return self.ephemeral_redis_url.get_secret_value() if self.ephemeral_redis_url else None
 
     def _secrets_to_check(self) -> dict[str, str]:
         """Subclasses add their own secrets; each must not be a development placeholder."""

@@ -12,13 +12,17 @@ gateway's dedup marker sees to that within its window.)
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
 from recsys_shared import keys
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 from recsys_shared.schemas import MAX_WEIGHT, EventType, StoredEvent
+
+log = logging.getLogger(__name__)
 
 # ARGV: 14 settings; the batch as one JSON array of
 #   [stream id, user id, item id, weight, timestamp, is-rating (0/1), popularity increment,
@@ -134,8 +138,12 @@ class EventApplier:
         *,
         history_cap: int,
         half_life_days: float,
+        records: aioredis.Redis | None = None,
     ) -> None:
+        """``records`` is where the served-list records are (the ephemeral Redis, when the
+        system has one), read to attribute events; ``client`` by default."""
         self.redis = client
+        self.records = records or client
         self.history_cap = history_cap
         self.half_life_seconds = half_life_days * 86_400
         self._script = client.register_script(_APPLY)
@@ -206,9 +214,16 @@ class EventApplier:
         attributed = [(sid, event) for sid, event in entries if event.recommendation_id]
         if not attributed:
             return {}
-        records = await self.redis.mget(
-            [keys.recommendation(event.recommendation_id or "") for _, event in attributed]
-        )
+        try:
+            records = await self.records.mget(
+                [keys.recommendation(event.recommendation_id or "") for _, event in attributed]
+            )
+        except REDIS_UNAVAILABLE_ERRORS as error:
+            if self.records is self.redis:
+                raise  # the main Redis: the batch is retried, as for any other read
+            # The ephemeral Redis only: the events still apply, unattributed.
+            log.warning("served-list records unreadable (%s): events left unattributed", error)
+            return {}
         served: dict[str, tuple[str, int]] = {}
         for (stream_id, event), raw in zip(attributed, records, strict=True):
             if not raw:

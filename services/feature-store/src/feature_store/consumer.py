@@ -31,7 +31,9 @@ _RETRY_DELAY_SECONDS = 0.5
 
 
 class StreamConsumer:
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(
+        self, client: aioredis.Redis, settings: Settings, *, records: aioredis.Redis | None = None
+    ) -> None:
         self.redis = client
         self.settings = settings
         self.name = settings.consumer_name
@@ -39,6 +41,7 @@ class StreamConsumer:
             client,
             history_cap=settings.history_cap,
             half_life_days=settings.popularity_half_life_days,
+            records=records,
         )
         self.last_batch_at: float = 0.0
         # A blocking read must end before the socket timeout, or every idle read is an error.

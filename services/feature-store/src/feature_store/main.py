@@ -18,6 +18,7 @@ from feature_store.consumer import StreamConsumer
 from feature_store.routes import items, snapshots, users
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.redis import create_async_redis
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         client = web.start_service(settings)
-        consumer = StreamConsumer(client, settings)
+        ephemeral = settings.ephemeral_redis_dsn
+        records = (
+            create_async_redis(ephemeral, timeout=settings.redis_timeout_seconds)
+            if ephemeral
+            else None
+        )
+        consumer = StreamConsumer(client, settings, records=records)
         consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
         consumer_task.add_done_callback(_report_consumer_exit)
         web.settle_garbage_collector()
@@ -66,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         consumer_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer_task
+        if records is not None:
+            await records.aclose()
         await client.aclose()
 
     app = FastAPI(

@@ -23,6 +23,7 @@ from gateway import metrics
 from recsys_shared import keys
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 from recsys_shared.schemas import RecommendationQuery
 
 T = TypeVar("T")
@@ -44,6 +45,10 @@ class Lookup:
     entry: str | None
 
 
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+
+
 def query_digest(query: RecommendationQuery) -> str:
     return hashlib.blake2b(query.cache_fragment().encode(), digest_size=8).hexdigest()
 
@@ -53,10 +58,20 @@ _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.la
 
 
 class ResponseCache:
+    """Entries live on ``entries`` (the ephemeral Redis, see
+    ``recsys_shared.redis.ephemeral_client``) or on ``client``, which holds the active version
+    and the users' epochs."""
+
     def __init__(
-        self, client: MultiplexedRedis, *, ttl_seconds: int, memory_guard: MemoryGuard | None = None
+        self,
+        client: MultiplexedRedis,
+        *,
+        ttl_seconds: int,
+        memory_guard: MemoryGuard | None = None,
+        entries: MultiplexedRedis | None = None,
     ) -> None:
         self.redis = client
+        self.entries = entries or client
         self.ttl_seconds = ttl_seconds
         self.memory_guard = memory_guard
         self._lookup = client.script(_LOOKUP)
@@ -64,13 +79,43 @@ class ResponseCache:
 
     async def lookup(self, user_id: str, query: RecommendationQuery) -> Lookup:
         digest = query_digest(query)
-        version, epoch, raw = await self._lookup(
-            keys=[keys.MODEL_ACTIVE, keys.user_meta(user_id)],
-            args=[keys.cache_user_prefix(user_id), digest],
-        )
-        key = keys.cache_user(user_id, int(version), epoch, digest)
+        if self.entries is self.redis:
+            version, epoch, raw = await self._lookup(
+                keys=[keys.MODEL_ACTIVE, keys.user_meta(user_id)],
+                args=[keys.cache_user_prefix(user_id), digest],
+            )
+            key = keys.cache_user(user_id, int(version), epoch, digest)
+        else:
+            version, epoch = await self.redis.execute_many(
+                [("GET", keys.MODEL_ACTIVE), ("HGET", keys.user_meta(user_id), "epoch")]
+            )
+            key = keys.cache_user(user_id, int(version or 0), epoch or "0", digest)
+            raw = await self._entry(key)
         (_HITS if raw else _MISSES).inc()
-        return Lookup(key=key, version=int(version), entry=raw or None)
+        return Lookup(key=key, version=int(version or 0), entry=raw or None)
+
+    async def _entry(self, key: str) -> str | None:
+        """The entry from the ephemeral Redis; a miss if it cannot answer (losing it costs a
+        recomputed list, not the request)."""
+        try:
+            entry: str | None = await self.entries.execute("GET", key)
+        except REDIS_UNAVAILABLE_ERRORS as error:
+            metrics.UPSTREAM_ERRORS.labels("ephemeral-redis", type(error).__name__).inc()
+            return None
+        return entry
+
+    async def forget_user(self, user_id: str) -> None:
+        """Delete every cached list of the user (erasure): a SCAN over their key prefix."""
+        pattern = _glob_escape(keys.cache_user_prefix(user_id)) + "*"
+        cursor = "0"
+        while True:
+            cursor, found = await self.entries.execute(
+                "SCAN", cursor, "MATCH", pattern, "COUNT", 10_000
+            )
+            if found:
+                await self.entries.execute("DEL", *found)
+            if cursor == "0":
+                return
 
     def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
         """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it.
@@ -86,7 +131,7 @@ class ResponseCache:
             return
         # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
         entry = f"{time.time()!r}\n{body}"
-        self.redis.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
+        self.entries.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
 
     async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """Concurrent misses for one key share one computation, so an expiring hot entry or a

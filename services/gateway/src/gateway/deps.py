@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from gateway.clients import FeatureStoreClient
 from gateway.config import Settings
 from gateway.ingest import EventIngestor
+from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared.features import FeatureReader
 from recsys_shared.registry import ModelRegistry
@@ -47,6 +48,11 @@ async def _registry(request: Request) -> ModelRegistry:
     return registry
 
 
+async def _reads(request: Request) -> ReadService:
+    reads: ReadService = request.state.reads
+    return reads
+
+
 async def _features(request: Request) -> FeatureReader:
     reader: FeatureReader = request.state.features
     return reader
@@ -59,3 +65,4 @@ FeatureStoreDep = Annotated[FeatureStoreClient, Depends(_feature_store)]
 TasksDep = Annotated[TaskQueue, Depends(_tasks)]
 RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
 FeaturesDep = Annotated[FeatureReader, Depends(_features)]
+ReadsDep = Annotated[ReadService, Depends(_reads)]

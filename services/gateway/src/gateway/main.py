@@ -33,7 +33,7 @@ from recsys_shared import code_version, web
 from recsys_shared.features import FeatureReader
 from recsys_shared.http_client import HttpClient
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.redis import create_multiplexed_redis
+from recsys_shared.redis import create_multiplexed_redis, ephemeral_client
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads_redis = create_multiplexed_redis(
             settings.redis_dsn, timeout=settings.redis_timeout_seconds
         )
+        ephemeral_redis = ephemeral_client(
+            settings.ephemeral_redis_dsn, reads_redis, timeout=settings.redis_timeout_seconds
+        )
         recommender_http = HttpClient(
             timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
         )
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             record_ttl_seconds=settings.task_record_ttl_seconds,
         )
         memory_guard = MemoryGuard(
-            reads_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+            ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
         )
         memory_guard.start()
         web.settle_garbage_collector()
@@ -97,9 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reads_redis,
                     ttl_seconds=settings.cache_ttl_seconds,
                     memory_guard=memory_guard,
+                    entries=ephemeral_redis,
                 ),
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
                 memory_guard=memory_guard,
+                records=ephemeral_redis,
             ),
             "ingestor": EventIngestor(
                 client,
@@ -114,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks.close()
         await recommender_http.aclose()
         await feature_store_http.aclose()
+        if ephemeral_redis is not reads_redis:
+            await ephemeral_redis.aclose()
         await reads_redis.aclose()
         await client.aclose()
 

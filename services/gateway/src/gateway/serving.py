@@ -31,13 +31,17 @@ class ReadService:
         *,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        records: MultiplexedRedis | None = None,
     ) -> None:
         self.reader = FeatureReader(client)
         self.recommenders = recommenders
         self.batcher = UserListBatcher(recommenders)
         self.cache = cache
         self.responses = ResponseBuilder(
-            client, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
+            client,
+            record_ttl_seconds=record_ttl_seconds,
+            memory_guard=memory_guard,
+            records=records,
         )
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:

@@ -18,7 +18,11 @@ from recommender.service import RecommendationService
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_multiplexed_redis
+from recsys_shared.redis import (
+    REDIS_UNAVAILABLE_ERRORS,
+    create_multiplexed_redis,
+    ephemeral_client,
+)
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 
@@ -52,8 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads_redis = create_multiplexed_redis(
             settings.redis_dsn, timeout=settings.redis_timeout_seconds
         )
+        ephemeral_redis = ephemeral_client(
+            settings.ephemeral_redis_dsn, reads_redis, timeout=settings.redis_timeout_seconds
+        )
         memory_guard = MemoryGuard(
-            reads_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+            ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
         )
         memory_guard.start()
         service = RecommendationService(
@@ -61,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             holder,
             record_ttl_seconds=settings.recommendation_ttl_seconds,
             memory_guard=memory_guard,
+            records=ephemeral_redis,
         )
         web.settle_garbage_collector()
         yield {"redis": client, "holder": holder, "service": service}
@@ -73,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.wait({watcher}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if ephemeral_redis is not reads_redis:
+            await ephemeral_redis.aclose()
         await reads_redis.aclose()
         await client.aclose()
 

@@ -66,10 +66,14 @@ class RecommendationService:
         *,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        records: MultiplexedRedis | None = None,
     ) -> None:
         self.reader = FeatureReader(client)
         self.responses = ResponseBuilder(
-            client, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
+            client,
+            record_ttl_seconds=record_ttl_seconds,
+            memory_guard=memory_guard,
+            records=records,
         )
         self.holder = holder
         self.catalogue = CatalogueFilter(self.reader)
