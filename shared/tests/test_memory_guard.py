@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recsys_shared import keys
-from recsys_shared.memory_guard import RESUME_MARGIN, MemoryGuard, memory_used_ratio
+from recsys_shared.memory_guard import RESUME_MARGIN, MemoryGuard, memory_used_ratio, serving_guards
 from recsys_shared.metrics import REGISTRY
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.processes import RedisServer
@@ -33,7 +33,8 @@ def test_shedding_starts_at_the_mark_and_stops_only_below_its_margin() -> None:
         states.append(guard.shed("record"))
     assert states == [False, True, True, False, True, False]
     assert _shed("record") == before + 3
-    assert REGISTRY.get_sample_value("recsys_redis_memory_used_ratio") == 0.0  # no limit
+    ratio = REGISTRY.get_sample_value("recsys_redis_memory_used_ratio", {"redis": "main"})
+    assert ratio == 0.0  # no limit
 
 
 async def test_near_maxmemory_records_are_shed_and_events_still_fit(tmp_path: Path) -> None:
@@ -76,3 +77,22 @@ async def test_near_maxmemory_records_are_shed_and_events_still_fit(tmp_path: Pa
 
 def memory_info(text: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def test_with_an_ephemeral_redis_its_guard_sheds_and_the_main_one_is_only_watched() -> None:
+    main, ephemeral = object(), object()
+
+    shedding, watching = serving_guards(main, ephemeral, high_water=0.9)  # type: ignore[arg-type]
+    watching.observe(0.95)  # the main Redis full: not a reason to stop caching elsewhere
+    shedding.observe(0.5)
+
+    assert (shedding.redis, watching.redis) == (ephemeral, main)
+    assert not watching.shedding
+    assert not shedding.shedding
+    assert REGISTRY.get_sample_value("recsys_redis_memory_used_ratio", {"redis": "main"}) == 0.95
+    assert (
+        REGISTRY.get_sample_value("recsys_redis_memory_used_ratio", {"redis": "ephemeral"}) == 0.5
+    )
+    shedding.observe(0.92)
+    assert shedding.shed("cache")
+    assert serving_guards(main, main, high_water=0.9)[0].redis is main  # type: ignore[arg-type]

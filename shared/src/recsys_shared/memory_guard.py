@@ -49,13 +49,24 @@ def memory_used_ratio(info: str) -> float | None:
 
 
 class MemoryGuard:
+    """Watches one Redis's memory; ``sheds=False`` only reports it (the main Redis, when the
+    cache entries and records live on an ephemeral one with a guard of its own)."""
+
     def __init__(
-        self, client: MultiplexedRedis, *, high_water: float, poll_seconds: float = 5.0
+        self,
+        client: MultiplexedRedis,
+        *,
+        high_water: float,
+        poll_seconds: float = 5.0,
+        redis_name: str = "main",
+        sheds: bool = True,
     ) -> None:
         self.redis = client
         self.high_water = high_water
         self.poll_seconds = poll_seconds
+        self.sheds = sheds
         self.shedding = False
+        self._ratio = REDIS_MEMORY_USED_RATIO.labels(redis_name)
         self._watcher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -75,7 +86,9 @@ class MemoryGuard:
         return self.shedding
 
     def observe(self, ratio: float | None) -> None:
-        REDIS_MEMORY_USED_RATIO.set(ratio or 0.0)
+        self._ratio.set(ratio or 0.0)
+        if not self.sheds:
+            return
         if ratio is None:
             self.shedding = False
             EPHEMERAL_WRITES_SHEDDING.set(0)
@@ -103,3 +116,17 @@ class MemoryGuard:
             with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS, ResponseError):
                 await self.check()
             await asyncio.sleep(self.poll_seconds)
+
+
+def serving_guards(
+    main: MultiplexedRedis, ephemeral: MultiplexedRedis, *, high_water: float
+) -> list[MemoryGuard]:
+    """A serving process's guards: first the one that sheds, on the Redis that holds the cache
+    entries and records; then, when that is not the main Redis, a watch of the main one's
+    memory (the events' and features'), so its use is still exported."""
+    if ephemeral is main:
+        return [MemoryGuard(main, high_water=high_water)]
+    return [
+        MemoryGuard(ephemeral, high_water=high_water, redis_name="ephemeral"),
+        MemoryGuard(main, high_water=high_water, sheds=False),
+    ]

@@ -59,7 +59,9 @@ LOST_RECOMMENDATION_RECORDS = Counter(
 )
 REDIS_MEMORY_USED_RATIO = Gauge(
     "recsys_redis_memory_used_ratio",
-    "Redis used_memory / maxmemory as this process last read it (0 without a maxmemory).",
+    "Redis used_memory / maxmemory as this process last read it (0 without a maxmemory), "
+    "by Redis: main, or ephemeral (cached lists and list records, when they live apart).",
+    ["redis"],
 )
 EPHEMERAL_WRITES_SHED = Counter(
     "recsys_ephemeral_writes_shed_total",

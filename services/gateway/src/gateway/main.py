@@ -32,7 +32,7 @@ from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
 from recsys_shared.features import FeatureReader
 from recsys_shared.http_client import HttpClient
-from recsys_shared.memory_guard import MemoryGuard
+from recsys_shared.memory_guard import serving_guards
 from recsys_shared.redis import create_multiplexed_redis, ephemeral_client
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
@@ -82,10 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
             record_ttl_seconds=settings.task_record_ttl_seconds,
         )
-        memory_guard = MemoryGuard(
-            ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+        guards = serving_guards(
+            reads_redis, ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
         )
-        memory_guard.start()
+        for guard in guards:
+            guard.start()
+        memory_guard = guards[0]
         web.settle_garbage_collector()
         yield {
             "settings": settings,
@@ -115,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "tasks": tasks,
             "registry": ModelRegistry(client),
         }
-        await memory_guard.stop()
+        for guard in guards:
+            await guard.stop()
         tasks.close()
         await recommender_http.aclose()
         await feature_store_http.aclose()

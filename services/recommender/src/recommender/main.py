@@ -17,7 +17,7 @@ from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.memory_guard import MemoryGuard
+from recsys_shared.memory_guard import serving_guards
 from recsys_shared.redis import (
     REDIS_UNAVAILABLE_ERRORS,
     create_multiplexed_redis,
@@ -59,10 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ephemeral_redis = ephemeral_client(
             settings.ephemeral_redis_dsn, reads_redis, timeout=settings.redis_timeout_seconds
         )
-        memory_guard = MemoryGuard(
-            ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
+        guards = serving_guards(
+            reads_redis, ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
         )
-        memory_guard.start()
+        for guard in guards:
+            guard.start()
+        memory_guard = guards[0]
         service = RecommendationService(
             reads_redis,
             holder,
@@ -72,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         web.settle_garbage_collector()
         yield {"redis": client, "holder": holder, "service": service}
-        await memory_guard.stop()
+        for guard in guards:
+            await guard.stop()
         # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
         # redis-py enters one (its connection checks use timeout(0)): the watcher then loops on
         # and one cancel() would wait forever. Repeat it until the task has ended.
