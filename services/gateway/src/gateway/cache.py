@@ -3,7 +3,9 @@
 A key names the model version that ranked the list and the user's epoch (bumped by the
 feature-store with every applied event of the user), so a new version or a new event makes the
 old entries unreachable at once; nothing is invalidated by hand, and entries expire with a TTL.
-The lookup reads the active version, the user's epoch and the entry in one Lua call.
+The lookup reads the active version, the user's epoch and the entry in one Lua call; when the
+entries live on the ephemeral Redis (EPHEMERAL_REDIS_URL), the first two come from the main
+Redis and the entry from the other, in two commands.
 
 Only lists ranked by the version the lookup saw are stored: a replica still serving the previous
 version, or any fallback, never fills an entry that the current version's readers would get.
