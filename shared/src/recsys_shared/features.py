@@ -16,8 +16,9 @@ from recsys_shared import keys
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Item
 
-# json.dumps of one string, without its Python-level encoder around it (the same C function).
-_json_string = json.encoder.encode_basestring_ascii
+#: json.dumps of one string, without its Python-level encoder around it (the same C function):
+#: for JSON written by hand on the read path (item details here, lists in ``responses``).
+json_string = json.encoder.encode_basestring_ascii
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class ItemDetails:
     json_tail: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        tail = f',"title":{_json_string(self.title)},"categories":{self.categories_json}}}'
+        tail = f',"title":{json_string(self.title)},"categories":{self.categories_json}}}'
         object.__setattr__(self, "json_tail", tail)
 
 

@@ -189,8 +189,9 @@ class RedisServer:
             str(self.port),
             "--dir",
             str(self.data_dir),
-            # Every acknowledged write is on disk before Redis answers: a 2xx for an event
-            # means it survives a crash of Redis itself, not only a clean restart.
+            # Durable: every acknowledged write is on disk before Redis answers, so a 2xx for an
+            # event survives a crash of Redis itself, not only a clean restart. Not durable
+            # (the ephemeral Redis): nothing is written to disk.
             "--appendonly",
             "yes" if self.durable else "no",
             "--appendfsync",

@@ -14,28 +14,23 @@ forwards against the model.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from recsys_shared import keys, metrics
-from recsys_shared.features import FeatureReader, ItemDetails
+from recsys_shared.features import FeatureReader, ItemDetails, json_string
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.schemas import Strategy
-
-# json.dumps of one string, without its Python-level encoder around it (the same C function).
-_string = json.encoder.encode_basestring_ascii
-
 
 #: The end of an item's JSON when the catalogue does not know it (see ItemDetails.json_tail).
 _NO_DETAILS = ',"title":null,"categories":null}'
 
 
 def _optional(text: str | None) -> str:
-    return "null" if text is None else _string(text)
+    return "null" if text is None else json_string(text)
 
 
 def _optional_integer(number: int | None) -> str:
@@ -169,7 +164,7 @@ def render(
 ) -> str:
     """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached)."""
     listed = ",".join(
-        f'{{"item_id":{_string(item)},"score":{round(score, 6)!r}'
+        f'{{"item_id":{json_string(item)},"score":{round(score, 6)!r}'
         f"{details.json_tail if details is not None else _NO_DETAILS}"
         for item, score, details in items
     )
@@ -193,7 +188,7 @@ def render_record(
     """The record of a served list, as ``json.dumps`` of its dict would write it (cheaper)."""
     return (
         f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},'
-        f'"items":[{",".join(map(_string, item_ids))}],'
+        f'"items":[{",".join(map(json_string, item_ids))}],'
         f'"model_version":{_optional_integer(version)},'
         f'"strategy":"{strategy.value}","served_at":{served_at!r}}}'
     )

@@ -16,29 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 from dataclasses import dataclass
 
 from gateway import metrics
-from gateway.clients import Answer, BatchUnsupported, RecommenderClient, segment
+from gateway.clients import Answer, BatchUnsupported, RecommenderClient, query_string, segment
 from recsys_shared.errors import RecsysError, UpstreamUnavailable
+from recsys_shared.features import json_string
 from recsys_shared.schemas import MAX_BATCH_LISTS, RecommendationQuery
 
 log = logging.getLogger(__name__)
 
 
-def query_string(query: RecommendationQuery) -> str:
-    """The query as the recommender's routes read it (what urlencode would write, cheaper)."""
-    text = f"k={query.k}&offset={query.offset}&exclude_seen={str(query.exclude_seen).lower()}"
-    return f"{text}&category={segment(query.category)}" if query.category else text
-
-
 def _asked(user_id: str, query: RecommendationQuery) -> str:
     """One ``UserListRequest`` as JSON, written directly: the fields were validated already."""
-    category = json.dumps(query.category) if query.category is not None else "null"
+    category = json_string(query.category) if query.category is not None else "null"
     return (
-        f'{{"user_id":{json.dumps(user_id)},"k":{query.k},"offset":{query.offset},'
+        f'{{"user_id":{json_string(user_id)},"k":{query.k},"offset":{query.offset},'
         f'"exclude_seen":{"true" if query.exclude_seen else "false"},"category":{category}}}'
     )
 

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Collection
 
 from gateway import metrics
-from gateway.batching import UserListBatcher, query_string
+from gateway.batching import UserListBatcher
 from gateway.cache import Lookup, ResponseCache, cached_json
-from gateway.clients import RecommenderClient, segment
+from gateway.clients import RecommenderClient, query_string, segment
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import MemoryGuard
