@@ -1,3 +1,3 @@
 """Fixtures every suite shares: a real redis-server per session, a clean database per test."""
 
-pytest_plugins = ["recsys_shared.testing"]
+pytest_plugins = ["recsys_shared.testing.fixtures"]

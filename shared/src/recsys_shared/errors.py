@@ -15,8 +15,10 @@ error deserves::
     ├── AuthenticationRequired        401
     ├── PermissionDenied              403
     ├── RateLimited                   429  carries retry_after
+    ├── StoreError                    500  Redis refused a command; retrying will not help
     └── Unavailable                   503  carries retry_after; safe to retry
-        ├── StoreUnavailable               Redis did not answer in time
+        ├── StoreUnavailable               Redis did not answer in time, or is not serving
+        │   └── StoreOutOfMemory           Redis is at maxmemory and refuses writes
         ├── Backpressure                   ingestion is too far ahead of the consumers
         └── UpstreamUnavailable            another service did not answer in time
 """
@@ -118,6 +120,23 @@ class Unavailable(RetryableError):
 class StoreUnavailable(Unavailable):
     title = "Store unavailable"
     slug = "store-unavailable"
+
+
+class StoreOutOfMemory(StoreUnavailable):
+    title = "Store full"
+    slug = "store-full"
+
+
+class StoreError(RecsysError):
+    """Redis answered a command with an error that a retry will not fix (a wrong type, a
+    script's own error): a bug or a broken deployment, logged and answered as a 500."""
+
+    title = "Store error"
+    slug = "store-error"
+
+    def __init__(self, detail: str, *, code: str = "") -> None:
+        super().__init__(detail)
+        self.code = code
 
 
 class Backpressure(Unavailable):

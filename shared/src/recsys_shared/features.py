@@ -1,8 +1,8 @@
 """Read-only access to the features the feature-store owns (the online-store pattern).
 
 The recommender and the gateway read user histories, popularity and the catalogue through this
-class; only the feature-store writes them. Every method is one Redis round trip, on the
-multiplexed connection of the read path (``recsys_shared.multiplexed``).
+class; only the feature-store writes them. Every method is one round trip (on a cluster, one per
+node it needs: a user's state lives on their partition's slot, the catalogue on its own).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recsys_shared import keys
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import LuaScript, RedisClient
 from recsys_shared.schemas import Item
 
 #: json.dumps of one string, without its Python-level encoder around it (the same C function):
@@ -63,27 +63,15 @@ def parse_categories(raw: str | None) -> list[str]:
     return [str(category) for category in parsed] if isinstance(parsed, list) else []
 
 
-# ARGV: the item key prefix, then item ids. One command for a whole list's titles: a pipeline
-# of one HMGET per item costs the client a packed command and a parsed reply each.
-_ITEM_DETAILS = """
-local rows = {}
-for i = 2, #ARGV do
-  rows[i - 1] = redis.call('HMGET', ARGV[1] .. ARGV[i], 'title', 'categories')
-end
-return rows
-"""
-
-
-def pairs(flat: list[Any]) -> dict[str, str]:
-    """A flat ``[field, value, field, value…]`` reply (HGETALL) as a dict."""
-    fields = iter(flat)
-    return dict(zip(fields, fields, strict=True))
+#: One command for a whole list's titles (``lua/item_details.lua``): a batch of one HMGET per
+#: item costs the client a command and a parsed reply each.
+ITEM_DETAILS = LuaScript.load(__package__, "lua/item_details.lua")
 
 
 class FeatureReader:
-    def __init__(self, client: MultiplexedRedis) -> None:
+    def __init__(self, client: RedisClient, partitions: keys.Partitions) -> None:
         self.redis = client
-        self._item_details = client.script(_ITEM_DETAILS)
+        self.partitions = partitions
 
     async def user_context(self, user_id: str) -> UserContext:
         (context,) = await self.user_contexts((user_id,))
@@ -93,13 +81,16 @@ class FeatureReader:
         """Several users' contexts in one round trip (a recommender's batch)."""
         commands: list[tuple[str, ...]] = [("GET", keys.CATALOGUE_VERSION)]
         for user_id in user_ids:
-            commands.append(("HGETALL", keys.user_items(user_id)))
-            commands.append(("HMGET", keys.user_meta(user_id), "epoch", "updated_at"))
+            partition = self.partitions.of(user_id)
+            commands.append(("HGETALL", partition.user_items(user_id)))
+            commands.append(
+                ("HMGET", partition.user_meta(user_id), keys.META_EPOCH, keys.META_UPDATED_AT)
+            )
         raw_version, *replies = await self.redis.execute_many(commands)
         catalogue_version = int(raw_version or 0)
         return [
             UserContext(
-                weights={item: float(weight) for item, weight in pairs(raw_weights).items()},
+                weights={item: float(weight) for item, weight in raw_weights.items()},
                 epoch=epoch,
                 updated_at=float(updated_at or 0.0),
                 catalogue_version=catalogue_version,
@@ -121,8 +112,8 @@ class FeatureReader:
         factor of their time and mean nothing on their own. The feature-store keeps unavailable
         items out of these sets, so no filter is needed for them here.
         """
-        flat = await self.redis.execute(*_top_popular(k, offset, category, exclude))
-        return _popular_page(flat, k, offset, exclude)
+        ranked = await self.redis.execute(*_top_popular(k, offset, category, exclude))
+        return _popular_page(ranked, k, offset, exclude)
 
     async def popular_and_catalogue_version(
         self,
@@ -134,31 +125,35 @@ class FeatureReader:
     ) -> tuple[list[tuple[str, float]], int]:
         """:meth:`popular` and the catalogue version in one round trip: with the version, the
         items' details can come from an ``ItemDetailsCache`` instead of another read."""
-        flat, version = await self.redis.execute_many(
+        ranked, version = await self.redis.execute_many(
             [_top_popular(k, offset, category, exclude), ("GET", keys.CATALOGUE_VERSION)]
         )
-        return _popular_page(flat, k, offset, exclude), int(version or 0)
+        return _popular_page(ranked, k, offset, exclude), int(version or 0)
 
     async def item_details(self, item_ids: Sequence[str]) -> list[ItemDetails | None]:
         """Details of each item, in order; None for an item not in the catalogue."""
         if not item_ids:
             return []
-        rows = await self._item_details(keys=[], args=[keys.ITEM_PREFIX, *item_ids])
+        rows = await self.redis.run(
+            ITEM_DETAILS,
+            keys=[keys.ITEMS],  # names the catalogue's slot
+            args=[keys.ITEM_PREFIX, keys.ITEM_TITLE, keys.ITEM_CATEGORIES, *item_ids],
+        )
         return [
             ItemDetails(title, categories or "[]") if title is not None else None
             for title, categories in rows
         ]
 
     async def item(self, item_id: str) -> Item | None:
-        raw = pairs(await self.redis.execute("HGETALL", keys.item(item_id)))
+        raw: dict[str, str] = await self.redis.execute("HGETALL", keys.item(item_id))
         if not raw:
             return None
         return Item(
             item_id=item_id,
-            title=raw["title"],
-            categories=parse_categories(raw.get("categories")),
-            available=raw.get("available") == "1",
-            updated_at=raw["updated_at"],
+            title=raw[keys.ITEM_TITLE],
+            categories=parse_categories(raw.get(keys.ITEM_CATEGORIES)),
+            available=raw.get(keys.ITEM_AVAILABLE) == "1",
+            updated_at=raw[keys.ITEM_UPDATED_AT],
         )
 
     async def catalogue_version(self) -> int:
@@ -180,9 +175,9 @@ def _top_popular(
 
 
 def _popular_page(
-    flat: list[str], k: int, offset: int, exclude: Collection[str]
+    reply: list[list[Any]], k: int, offset: int, exclude: Collection[str]
 ) -> list[tuple[str, float]]:
-    ranked = [(item, float(score)) for item, score in pairs(flat).items()]
+    ranked = [(str(item), float(score)) for item, score in reply]
     top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
     kept = [(item, score / top) for item, score in ranked if item not in exclude]
     return kept[offset : offset + k]

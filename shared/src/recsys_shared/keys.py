@@ -1,95 +1,283 @@
-"""Every Redis key, stream, channel and lock name of the system, built in one place.
+"""Every Redis key, stream, channel, lock and hash field of the system, built in one place.
 
 Keys are ``rs:`` + a path joined with ``:``. Identifiers (user, item, category ids) may contain
 ``:``; that is harmless because every key that embeds one puts it last or in a fixed position,
-and nothing ever parses a key back into its parts. Functions for Lua scripts return *prefixes*
-so the script builds per-event keys itself without a literal key string elsewhere.
+and nothing ever parses a key back into its parts.
 
-Who writes what (the online-store pattern): the gateway writes the events stream, dedup markers,
-the response cache and rate-limit counters; the feature-store writes everything under
-``user``, ``item``, ``popular``, ``pipeline``; the retraining-worker writes the model registry and
-drift reports; the recommender writes recommendation records. Everyone else only reads.
+**Where each family lives.** Three Redis deployments hold the system's own keys:
+
+- the *data tier* (``REDIS_URL``: one Redis, or a Redis Cluster): events, features, the
+  catalogue, the model registry, drift counters, locks;
+- the *ephemeral* Redis (``EPHEMERAL_REDIS_URL``, else the data tier): cached lists, served-list
+  records and rate-limit counters, which may be lost;
+- the *broker* (``CELERY_BROKER_URL``, a single node): Celery's queues and results, RedBeat's
+  schedule, and the task records and delivery counts that belong with them.
+
+**Hash tags: one slot per atomic unit.** On a cluster a Lua script may only touch keys of one
+hash slot, so every family that a script writes together carries the same hash tag (the part
+in braces, always the first braces of the key, so a user id with braces in it cannot move it):
+
+- ``{p<n>}``, a *partition*: events are spread over ``EVENT_PARTITIONS`` streams by a hash of
+  the user id; a partition's stream, its dead letters, its users' state and idempotency
+  markers, its erasure tombstones, its per-item popularity and drift counters and its
+  pipeline counters share the tag, so ingesting (markers + ``XADD``) and applying (features +
+  ``XACK``) are each one script on one slot;
+- ``{catalogue}``: items, categories, availability, the catalogue version and the *merged*
+  popularity sets that serving reads (per-partition popularity is summed into them by the
+  feature-store's merger);
+- ``{models}``: the registry (versions, the active pointer, the version sequence).
+
+Everything else (reports, locks, single counters) is one key per slot and needs no tag.
+Who writes what (the online-store pattern): the gateway writes the events streams, markers,
+cached lists and rate-limit counters; the feature-store everything under a partition and the
+catalogue; the retraining-worker the registry and drift reports; the recommenders (and the
+gateway's fallback) the served-list records.
 """
 
 from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
 
 PREFIX = "rs"
 
 
 def key(*parts: str | int) -> str:
-    """Join parts into one namespaced key: ``key("user", "42")`` → ``rs:user:42``."""
+    """Join parts into one namespaced key: ``key("models", "active")`` → ``rs:models:active``."""
     return ":".join((PREFIX, *(str(part) for part in parts)))
 
 
-# ── ingestion ─────────────────────────────────────────────────────────────────────────────
-EVENTS_STREAM = key("events")
-DEAD_LETTER_STREAM = key("events", "dead")
+# ── hash fields (scripts take them as arguments, so no name is written twice) ─────────────
+#: The one field of an events-stream entry: the StoredEvent's JSON.
+EVENT_FIELD = "e"
+#: A dead letter: where it was in the stream, why it could not be applied (a code and a
+#: detail), the entry.
+DEAD_STREAM_ID, DEAD_REASON, DEAD_DETAIL, DEAD_ENTRY = "stream_id", "reason", "detail", "entry"
+#: A user's meta hash: ``epoch`` (bumped by every applied event) and when the last applied.
+META_EPOCH, META_UPDATED_AT = "epoch", "updated_at"
+#: A partition's pipeline counters.
+STAT_ACCEPTED = "accepted"  # events stored by the gateway
+STAT_DUPLICATES = "duplicates"  # events whose (user, event_id) was already stored
+STAT_APPLIED = "applied"  # events applied to the features
+STAT_REDELIVERED = "redelivered"  # deliveries of an entry already applied (not re-applied)
+STAT_DEAD_LETTERS = "dead_letters"  # entries moved to the dead letters
+STAT_ERASED = "erased"  # entries dropped because their user was erased after sending them
+PARTITION_COUNTERS = (
+    STAT_ACCEPTED,
+    STAT_DUPLICATES,
+    STAT_APPLIED,
+    STAT_REDELIVERED,
+    STAT_DEAD_LETTERS,
+    STAT_ERASED,
+)
+#: An item's hash.
+ITEM_TITLE, ITEM_CATEGORIES, ITEM_AVAILABLE, ITEM_UPDATED_AT = (
+    "title",
+    "categories",
+    "available",
+    "updated_at",
+)
+#: A model version's hash: the lineage JSON and the mutable status.
+MODEL_INFO, MODEL_STATUS, MODEL_STATUS_REASON = "info", "status", "status_reason"
+MODEL_ACTIVATED_AT, MODEL_ARTIFACT = "activated_at", "artifact"
+MODEL_REPLACED_BY = "replaced_by"  # set on a retired version: the one activated after it
+
+
+HIT_EVENTS_SUFFIX, HIT_HITS_SUFFIX = ":events", ":hits"
+
+
+def hit_fields(served_by: str) -> tuple[str, str]:
+    """A drift hits hash's two counters for the lists one version (or ``popular``) served:
+    events carrying their recommendation id, and those on an item of the list."""
+    return served_by + HIT_EVENTS_SUFFIX, served_by + HIT_HITS_SUFFIX
+
+
+def user_digest(user_id: str) -> str:
+    """What an erasure tombstone keeps of a user id: 16 bytes of BLAKE2b, in hex."""
+    return hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
+
+
+# ── partitions: the events and everything a script writes with them ──────────────────────
 EVENTS_GROUP = "feature-store"
-DEDUP_PREFIX = key("dedup") + ":"  # + event_id: set by the gateway when an event enters
+USER_ITEMS_SUFFIX, USER_TIMES_SUFFIX = ":items", ":times"
+USER_META_SUFFIX, USER_MARKERS_SUFFIX = ":meta", ":idem"
+#: One idempotency marker: an 8-byte digest of the event_id, then a 4-byte big-endian second.
+MARKER_DIGEST_BYTES, MARKER_BYTES = 8, 12
 
 
-def dedup(event_id: str) -> str:
-    return DEDUP_PREFIX + event_id
+def partition_of(user_id: str, count: int) -> int:
+    """The partition of a user: CRC-32 of the id, stable across processes and machines."""
+    return zlib.crc32(user_id.encode()) % count if count > 1 else 0
 
 
-PIPELINE_STATS = key("pipeline", "stats")  # hash of counters: accepted, applied, rejected:<reason>
-PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of events refused at the door
-# Per-second counters (+ unix second), kept a few minutes: throughput across every replica.
-PIPELINE_ACCEPTED_PREFIX = key("pipeline", "accepted") + ":"
-PIPELINE_APPLIED_PREFIX = key("pipeline", "applied") + ":"
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """The keys of one partition; every one starts with the partition's hash tag."""
+
+    number: int
+    base: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", f"{PREFIX}:{{p{self.number}}}")
+
+    @property
+    def events(self) -> str:
+        """Stream of accepted events, read by the feature-store's consumer group."""
+        return f"{self.base}:events"
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of entries that could not be applied, capped in length, replayable."""
+        return f"{self.base}:dead"
+
+    @property
+    def stats(self) -> str:
+        """Hash of the partition's counters (``PARTITION_COUNTERS``)."""
+        return f"{self.base}:stats"
+
+    @property
+    def users(self) -> str:
+        """Sorted set user → when their last event was received: who exists, and who has
+        been silent for the retention period."""
+        return f"{self.base}:users"
+
+    @property
+    def popular(self) -> str:
+        """Sorted set item → this partition's time-decayed weight (summed by the merger)."""
+        return f"{self.base}:popular"
+
+    @property
+    def popular_dirty(self) -> str:
+        """Set of items whose weight changed since the merger last summed them."""
+        return f"{self.base}:popular:dirty"
+
+    @property
+    def erased(self) -> str:
+        """Hash digest(user id) → when the user was erased: events received before it are
+        dropped when applied. Holds a digest, never the id."""
+        return f"{self.base}:erased"
+
+    @property
+    def heartbeats(self) -> str:
+        """Hash consumer name → when it last finished a read of this partition."""
+        return f"{self.base}:heartbeats"
+
+    @property
+    def user_prefix(self) -> str:
+        """What every per-user key starts with; a script appends the id and a ``USER_*``
+        suffix."""
+        return f"{self.base}:u:"
+
+    def user_items(self, user_id: str) -> str:
+        """Hash item_id → interaction weight (confidence for training)."""
+        return f"{self.base}:u:{user_id}{USER_ITEMS_SUFFIX}"
+
+    def user_times(self, user_id: str) -> str:
+        """Sorted set item_id → time of the latest interaction; caps the history by recency."""
+        return f"{self.base}:u:{user_id}{USER_TIMES_SUFFIX}"
+
+    def user_meta(self, user_id: str) -> str:
+        """Hash with ``META_EPOCH`` and ``META_UPDATED_AT``."""
+        return f"{self.base}:u:{user_id}{USER_META_SUFFIX}"
+
+    def markers(self, user_id: str) -> str:
+        """The user's idempotency markers: one string of ``MARKER_BYTES`` records (an 8-byte
+        digest of an event_id and the second it was stored), oldest first."""
+        return f"{self.base}:u:{user_id}{USER_MARKERS_SUFFIX}"
+
+    def user_keys(self, user_id: str) -> tuple[str, str, str, str]:
+        """Every key that holds the user's own state in this partition."""
+        return (
+            self.user_items(user_id),
+            self.user_times(user_id),
+            self.user_meta(user_id),
+            self.markers(user_id),
+        )
+
+    def accepted(self, second: int) -> str:
+        """Events accepted in one second (kept a few minutes: throughput)."""
+        return f"{self.base}:accepted:{second}"
+
+    def applied(self, second: int) -> str:
+        return f"{self.base}:applied:{second}"
+
+    def drift(self, hour: int) -> DriftBucket:
+        return DriftBucket(f"{self.base}:drift:{hour}")
+
+
+@dataclass(frozen=True, slots=True)
+class DriftBucket:
+    """One hour of a partition's recent-traffic counters, read by the drift monitor."""
+
+    base: str
+
+    @property
+    def items(self) -> str:
+        """Hash item_id → events applied in this hour."""
+        return f"{self.base}:items"
+
+    @property
+    def users(self) -> str:
+        """Hash user_id → events applied in this hour."""
+        return f"{self.base}:users"
+
+    @property
+    def types(self) -> str:
+        """Hash event type → events applied in this hour."""
+        return f"{self.base}:types"
+
+    @property
+    def hits(self) -> str:
+        """Hash of ``hit_fields(version)`` counters: online hit rate per serving version."""
+        return f"{self.base}:hits"
+
+
+@dataclass(frozen=True, slots=True)
+class Partitions:
+    """All the partitions of a deployment (``EVENT_PARTITIONS`` of them)."""
+
+    count: int
+    all: tuple[Partition, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"EVENT_PARTITIONS must be at least 1, not {self.count}.")
+        object.__setattr__(self, "all", tuple(Partition(n) for n in range(self.count)))
+
+    def of(self, user_id: str) -> Partition:
+        return self.all[partition_of(user_id, self.count)]
+
+
 THROUGHPUT_KEY_TTL_SECONDS = 600
+DRIFT_WINDOW_TTL_SECONDS = 48 * 3600
 
 
-def pipeline_accepted(second: int) -> str:
-    return f"{PIPELINE_ACCEPTED_PREFIX}{second}"
+def drift_hour(now: float) -> int:
+    return int(now // 3600)
 
 
-def pipeline_applied(second: int) -> str:
-    return f"{PIPELINE_APPLIED_PREFIX}{second}"
-
-
-CONSUMER_HEARTBEATS = key("pipeline", "heartbeats")  # hash consumer name → last read time
-
-
-# ── users ─────────────────────────────────────────────────────────────────────────────────
-USERS = key("users")  # set of every user id with a history
-USER_PREFIX = key("user") + ":"
-USER_ITEMS_SUFFIX = ":items"
-USER_TIMES_SUFFIX = ":times"
-USER_META_SUFFIX = ":meta"
-
-
-def user_items(user_id: str) -> str:
-    """Hash item_id → interaction weight (confidence for training)."""
-    return USER_PREFIX + user_id + USER_ITEMS_SUFFIX
-
-
-def user_times(user_id: str) -> str:
-    """Sorted set item_id → time of the latest interaction; caps the history by recency."""
-    return USER_PREFIX + user_id + USER_TIMES_SUFFIX
-
-
-def user_meta(user_id: str) -> str:
-    """Hash with ``epoch`` (a counter bumped by every applied event) and ``updated_at``."""
-    return USER_PREFIX + user_id + USER_META_SUFFIX
-
-
-# ── catalogue and popularity ──────────────────────────────────────────────────────────────
-ITEMS = key("items")  # set of every item id in the catalogue
-ITEM_PREFIX = key("item") + ":"
-UNAVAILABLE_ITEMS = key("items", "unavailable")  # deleted or unavailable: never recommended
-CATALOGUE_VERSION = key("items", "version")  # bumped on every catalogue write
-CATEGORY_PREFIX = key("category") + ":"
-POPULAR = key("popular")  # sorted set item → time-decayed popularity
-POPULAR_CATEGORY_PREFIX = key("popular", "category") + ":"
+# ── catalogue and merged popularity: one slot, so an item's write is one script ───────────
+CATALOGUE = f"{PREFIX}:{{catalogue}}"
+ITEM_PREFIX = f"{CATALOGUE}:item:"
+ITEMS = f"{CATALOGUE}:items"  # set of every item id in the catalogue
+UNAVAILABLE_ITEMS = f"{CATALOGUE}:unavailable"  # unavailable or deleted: never recommended
+DELETED_ITEMS = f"{CATALOGUE}:deleted"  # sorted set item → when deleted (pruned later)
+CATALOGUE_VERSION = f"{CATALOGUE}:version"  # bumped on every catalogue write
+CATEGORY_PREFIX = f"{CATALOGUE}:category:"
+POPULAR = f"{CATALOGUE}:popular"  # sorted set item → decayed popularity, every partition
+POPULAR_CATEGORY_PREFIX = f"{CATALOGUE}:popular:category:"
+POPULAR_DIRTY = f"{CATALOGUE}:popular:dirty"  # items whose availability or categories changed
 
 
 def item(item_id: str) -> str:
-    """Hash with ``title``, ``categories`` (JSON list), ``available`` and ``updated_at``."""
+    """Hash with ``ITEM_TITLE``, ``ITEM_CATEGORIES`` (JSON list), ``ITEM_AVAILABLE`` and
+    ``ITEM_UPDATED_AT``."""
     return ITEM_PREFIX + item_id
 
 
 def category_items(category: str) -> str:
+    """Set of the items of a category (any text: it is the key's last part)."""
     return CATEGORY_PREFIX + category
 
 
@@ -97,26 +285,45 @@ def popular_in(category: str) -> str:
     return POPULAR_CATEGORY_PREFIX + category
 
 
-# ── models ────────────────────────────────────────────────────────────────────────────────
-MODEL_VERSION_SEQUENCE = key("model", "sequence")
-MODEL_ACTIVE = key("model", "active")
-MODELS = key("models")  # sorted set version → created_at
+# ── models: the registry, one slot ────────────────────────────────────────────────────────
+MODELS_BASE = f"{PREFIX}:{{models}}"
+MODEL_VERSION_SEQUENCE = f"{MODELS_BASE}:sequence"
+MODEL_ACTIVE = f"{MODELS_BASE}:active"
+MODELS = f"{MODELS_BASE}:versions"  # sorted set version → version
+MODEL_PREFIX = f"{MODELS_BASE}:version:"
+MODEL_SNAPSHOT_PREFIX = f"{MODELS_BASE}:snapshot:"
 MODEL_EVENTS_CHANNEL = key("model", "events")  # pub/sub: a new active version was published
-MODEL_SNAPSHOT_PREFIX = key("model", "snapshot") + ":"
-TRAINING_LOCK = key("lock", "training")
-TASK_DELIVERIES_PREFIX = key("task", "deliveries") + ":"
-TASK_RECORD_PREFIX = key("task", "record") + ":"
-REDBEAT_PREFIX = key("redbeat") + ":"  # RedBeat's schedule entries and its single-beat lock
-SNAPSHOT_LATEST = key("snapshot", "latest")  # JSON of the last snapshot and its quality report
-
-
-MODEL_PREFIX = key("model", "version") + ":"
 
 
 def model(version: int) -> str:
-    """Hash: ``info`` (lineage JSON), ``status``, ``status_reason``, ``activated_at``,
-    ``artifact``."""
+    """Hash: ``MODEL_INFO`` (lineage JSON), ``MODEL_STATUS``, ``MODEL_STATUS_REASON``,
+    ``MODEL_ACTIVATED_AT``, ``MODEL_ARTIFACT``."""
     return f"{MODEL_PREFIX}{version}"
+
+
+def model_for_snapshot(snapshot_id: str) -> str:
+    """Version trained on a snapshot: makes a redelivered training task idempotent."""
+    return MODEL_SNAPSHOT_PREFIX + snapshot_id
+
+
+# ── pipeline, reports and locks: one key each ─────────────────────────────────────────────
+PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of problems at the door
+PIPELINE_REJECTED = key("pipeline", "rejected")  # events refused at the door (a counter)
+DATA_GENERATION = key("pipeline", "generation")  # bumped when users are erased or forgotten
+SNAPSHOT_LATEST = key("snapshot", "latest")  # JSON of the last snapshot and its quality report
+DRIFT_LATEST = key("drift", "latest")  # JSON of the latest drift report
+DRIFT_HISTORY = key("drift", "history")  # list of report JSON, newest first, capped
+DRIFT_HISTORY_LENGTH = 100
+TRAINING_LOCK = key("lock", "training")
+DRIFT_RETRAIN_COOLDOWN = key("lock", "drift-retrain")  # SET NX EX: one trigger per cool-down
+POPULARITY_MERGE_LOCK = key("lock", "popularity-merge")
+HOUSEKEEPING_LOCK = key("lock", "housekeeping")
+
+
+# ── the broker's Redis (CELERY_BROKER_URL): what belongs with Celery's own keys ───────────
+TASK_DELIVERIES_PREFIX = key("task", "deliveries") + ":"
+TASK_RECORD_PREFIX = key("task", "record") + ":"
+REDBEAT_PREFIX = key("redbeat") + ":"  # RedBeat's schedule entries and its single-beat lock
 
 
 def task_record(task_id: str) -> str:
@@ -129,80 +336,42 @@ def task_deliveries(task_id: str) -> str:
     return TASK_DELIVERIES_PREFIX + task_id
 
 
-def model_for_snapshot(snapshot_id: str) -> str:
-    """Version trained on a snapshot: makes a redelivered training task idempotent."""
-    return MODEL_SNAPSHOT_PREFIX + snapshot_id
-
-
-# ── access ────────────────────────────────────────────────────────────────────────────────
+# ── the ephemeral Redis: what may be lost ─────────────────────────────────────────────────
 RATE_LIMIT_PREFIX = key("ratelimit") + ":"
-
-
-def rate_limit(key_id: str, second: int) -> str:
-    """Requests of one API key (its short digest, never the key) in one second."""
-    return f"{RATE_LIMIT_PREFIX}{key_id}:{second}"
-
-
-# ── serving ───────────────────────────────────────────────────────────────────────────────
 RECOMMENDATION_PREFIX = key("rec") + ":"
 CACHE_PREFIX = key("cache") + ":"
 
 
-def recommendation(recommendation_id: str) -> str:
-    """What was recommended, to whom, by which version: attributes later events to it."""
-    return RECOMMENDATION_PREFIX + recommendation_id
+def rate_limit(key_id: str, second: int) -> str:
+    """Requests of one API key (its short digest, never the key) in one second, summed over
+    the gateway replicas."""
+    return f"{RATE_LIMIT_PREFIX}{key_id}:{second}"
+
+
+def user_scope(user_id: str | None) -> str:
+    """``<length>:<id>:`` (``-:`` for no user): no user's scope is a prefix of another's."""
+    return f"{len(user_id)}:{user_id}:" if user_id is not None else "-:"
+
+
+def recommendation(user_id: str | None, recommendation_id: str) -> str:
+    """What was recommended, by which version: attributes later events to it. Under the
+    user it was served to (so erasing the user finds it), or ``-`` for lists served to
+    nobody in particular (similar and popular items)."""
+    return f"{RECOMMENDATION_PREFIX}{user_scope(user_id)}{recommendation_id}"
+
+
+def recommendations_of(user_id: str) -> str:
+    """The prefix of every record served to the user."""
+    return RECOMMENDATION_PREFIX + user_scope(user_id)
 
 
 def cache_user_prefix(user_id: str) -> str:
-    """Every cached response for one user starts with this, so erasing a user finds them.
-    The id is length-prefixed: no user's prefix is a prefix of another user's."""
-    return f"{CACHE_PREFIX}user:{len(user_id)}:{user_id}:"
+    """Every cached list of one user starts with this, so erasing a user finds them."""
+    return f"{CACHE_PREFIX}user:{user_scope(user_id)}"
 
 
-def cache_user(user_id: str, model_version: int | None, epoch: str, query_digest: str) -> str:
-    """A cached list: for this user, ranked by this model version, as of this user epoch, for
-    this query (a digest, so a category with ':' in it cannot shift the fields)."""
-    return f"{cache_user_prefix(user_id)}{model_version or 0}:{epoch}:{query_digest}"
-
-
-# ── drift monitoring ──────────────────────────────────────────────────────────────────────
-# Recent-window counters, one set of hashes per hour bucket (hour = floor(unix time / 3600)),
-# written by the feature-store's apply script (and its Python side for online hits), read by the
-# retraining-worker's drift monitor. Each bucket expires after DRIFT_WINDOW_TTL_SECONDS.
-DRIFT_WINDOW_PREFIX = key("drift", "window") + ":"
-DRIFT_WINDOW_TTL_SECONDS = 48 * 3600
-DRIFT_LATEST = key("drift", "latest")  # JSON of the latest drift report
-DRIFT_HISTORY = key("drift", "history")  # list of report JSON, newest first, capped
-DRIFT_HISTORY_LENGTH = 100
-DRIFT_RETRAIN_COOLDOWN = key("lock", "drift-retrain")  # SET NX EX: one trigger per cool-down
-
-
-def drift_hour(now: float) -> int:
-    return int(now // 3600)
-
-
-def drift_window(hour: int) -> str:
-    """The prefix of one hour bucket's hashes."""
-    return f"{DRIFT_WINDOW_PREFIX}{hour}"
-
-
-def drift_items(hour: int) -> str:
-    """Hash item_id → events applied in this hour."""
-    return drift_window(hour) + ":items"
-
-
-def drift_users(hour: int) -> str:
-    """Hash user_id → events applied in this hour."""
-    return drift_window(hour) + ":users"
-
-
-def drift_types(hour: int) -> str:
-    """Hash event type → events applied in this hour."""
-    return drift_window(hour) + ":types"
-
-
-def drift_hits(hour: int) -> str:
-    """Hash ``<model version>:events`` / ``<model version>:hits`` → events carrying a
-    recommendation id served by that version (``popular`` for fallback lists), and how many of
-    them were on an item of that recommendation."""
-    return drift_window(hour) + ":hits"
+def cache_user(user_id: str, variant: str, query_digest: str) -> str:
+    """A cached list for this user, experiment variant (``-`` outside experiments) and query
+    (a digest, so a category with ':' in it cannot shift the fields). The value names the
+    model version and user epoch it was ranked for, checked on every read."""
+    return f"{cache_user_prefix(user_id)}{variant}:{query_digest}"

@@ -19,15 +19,13 @@ import contextlib
 import logging
 from typing import Literal
 
-from redis.exceptions import ResponseError
-
+from recsys_shared.errors import StoreError, StoreUnavailable
 from recsys_shared.metrics import (
     EPHEMERAL_WRITES_SHED,
     EPHEMERAL_WRITES_SHEDDING,
     REDIS_MEMORY_USED_RATIO,
 )
-from recsys_shared.multiplexed import MultiplexedRedis
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.redis import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +38,8 @@ _SHED = {kind: EPHEMERAL_WRITES_SHED.labels(kind) for kind in ("record", "cache"
 
 
 def memory_used_ratio(info: str) -> float | None:
-    """``used_memory / maxmemory`` from the text of ``INFO memory``; None without a limit."""
+    """``used_memory / maxmemory`` from the text of ``INFO memory``; None without a limit.
+    (On a cluster, each primary's INFO: the fullest one decides.)"""
     fields = dict(
         line.split(":", 1) for line in info.splitlines() if ":" in line and line[0] != "#"
     )
@@ -54,7 +53,7 @@ class MemoryGuard:
 
     def __init__(
         self,
-        client: MultiplexedRedis,
+        client: RedisClient,
         *,
         high_water: float,
         poll_seconds: float = 5.0,
@@ -107,19 +106,23 @@ class MemoryGuard:
             )
 
     async def check(self) -> None:
-        self.observe(memory_used_ratio(await self.redis.execute("INFO", "memory")))
+        ratios = [
+            memory_used_ratio(info) for info in await self.redis.on_primaries("INFO", "memory")
+        ]
+        limited = [ratio for ratio in ratios if ratio is not None]
+        self.observe(max(limited) if limited else None)
 
     async def watch(self) -> None:
         """Check every ``poll_seconds`` until cancelled; an unreachable Redis keeps the last
         state (its writes fail on their own), as does one that refuses INFO."""
         while True:
-            with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS, ResponseError):
+            with contextlib.suppress(StoreUnavailable, StoreError):
                 await self.check()
             await asyncio.sleep(self.poll_seconds)
 
 
 def serving_guards(
-    main: MultiplexedRedis, ephemeral: MultiplexedRedis, *, high_water: float
+    main: RedisClient, ephemeral: RedisClient, *, high_water: float
 ) -> list[MemoryGuard]:
     """A serving process's guards: first the one that sheds, on the Redis that holds the cache
     entries and records; then, when that is not the main Redis, a watch of the main one's

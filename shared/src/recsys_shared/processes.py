@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,6 +32,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too: below the
+    ephemeral range, so neither collides with the kernel's outgoing connections."""
+    generator = random.SystemRandom()
+    for _ in range(200):
+        port = generator.randrange(20_000, 30_000)
+        if _can_bind(port) and _can_bind(port + 10_000):
+            return port
+    raise OSError("No free port pair for a cluster node between 20000 and 40000.")
+
+
+def _can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(

@@ -1,9 +1,11 @@
 """The model registry: every version's lineage and status, and the pointer to the active one.
 
-A version is a Redis hash: ``info`` (the immutable lineage as JSON) plus the mutable ``status``,
-``status_reason`` and ``activated_at``. Activation is one Lua script, so the pointer move, the
-status changes and the notification happen together or not at all. Versions only go up: they
-come from one counter; rolling back means *activating* an older version, not renumbering.
+A version is a Redis hash: ``info`` (the immutable lineage as JSON) plus the mutable status
+fields. Activation is one Lua script (``lua/activate.lua``), so the pointer move, the status
+changes and the notification happen together or not at all. Versions only go up: they come
+from one counter; rolling back means *activating* an older version, not renumbering. Every
+registry key carries the ``{models}`` hash tag, so a publish is one transaction on a cluster
+too.
 """
 
 from __future__ import annotations
@@ -12,88 +14,76 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from recsys_shared import keys
-from recsys_shared.errors import Conflict, UnknownModelVersion
+from recsys_shared.errors import Conflict, StoreError, UnknownModelVersion
+from recsys_shared.redis import Arg, LuaScript, RedisClient
 from recsys_shared.schemas import ModelInfo
 
-# KEYS: active pointer, the version to activate. ARGV: version, now, reason, model key prefix,
-# channel. Returns the previously active version (or false).
-_ACTIVATE = """
-local info = redis.call('HGET', KEYS[2], 'info')
-if not info then return redis.error_reply('UNKNOWN') end
-if not redis.call('HGET', KEYS[2], 'artifact') then return redis.error_reply('NOARTIFACT') end
-local previous = redis.call('GET', KEYS[1])
-if previous and previous ~= ARGV[1] then
-  redis.call('HSET', ARGV[4] .. previous, 'status', 'retired',
-             'status_reason', 'replaced by version ' .. ARGV[1])
-end
-redis.call('HSET', KEYS[2], 'status', 'active', 'status_reason', ARGV[3], 'activated_at', ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[1])
-return previous
-"""
+ACTIVATE = LuaScript.load(__package__, "lua/activate.lua")
+_FIELDS = (
+    keys.MODEL_INFO,
+    keys.MODEL_ARTIFACT,
+    keys.MODEL_STATUS,
+    keys.MODEL_STATUS_REASON,
+    keys.MODEL_ACTIVATED_AT,
+    keys.MODEL_REPLACED_BY,
+)
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _activation_args(version: int, reason: str) -> list[Arg]:
+    return [version, _now(), reason, keys.MODEL_PREFIX, keys.MODEL_EVENTS_CHANNEL, *_FIELDS]
+
+
 class ModelRegistry:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.redis = client
-        self._activate = client.register_script(_ACTIVATE)
 
     async def next_version(self) -> int:
-        return int(await self.redis.incr(keys.MODEL_VERSION_SEQUENCE))
+        return int(await self.redis.execute("INCR", keys.MODEL_VERSION_SEQUENCE))
 
     async def record(self, info: ModelInfo) -> None:
         """Store a version's lineage and status (a candidate, or a rejected one with reasons)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_record(pipe, info)
-            await pipe.execute()
+        await self.redis.execute_many(_record_commands(info), atomic=True)
 
     async def publish(self, info: ModelInfo, *, reason: str) -> None:
         """Record a version and make it the active one, in one transaction: a crash can leave
         the version unrecorded (and it is trained again), never recorded but not published."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self._queue_record(pipe, info)
-            await self._activate(
-                keys=[keys.MODEL_ACTIVE, keys.model(info.version)],
-                args=[info.version, _now(), reason, keys.MODEL_PREFIX, keys.MODEL_EVENTS_CHANNEL],
-                client=pipe,
-            )
-            await pipe.execute()
-
-    @staticmethod
-    def _queue_record(pipe: Any, info: ModelInfo) -> None:
-        fields = {
-            "info": info.model_dump_json(),
-            "status": info.status.value,
-            "status_reason": info.status_reason or "",
-        }
-        if info.artifact_url:
-            fields["artifact"] = info.artifact_url
-        pipe.hset(keys.model(info.version), mapping=fields)
-        pipe.zadd(keys.MODELS, {str(info.version): info.version})
-        pipe.set(keys.model_for_snapshot(info.snapshot_id), info.version)
+        activate: list[Arg] = [
+            "EVAL",
+            ACTIVATE.source,
+            2,
+            keys.MODEL_ACTIVE,
+            keys.model(info.version),
+            *_activation_args(info.version, reason),
+        ]
+        await self.redis.execute_many([*_record_commands(info), activate], atomic=True)
 
     async def drop_artifact(self, version: int) -> None:
         """After garbage collection: the version stays listed but can no longer be activated."""
-        await self.redis.hdel(keys.model(version), "artifact")
+        await self.redis.execute("HDEL", keys.model(version), keys.MODEL_ARTIFACT)
+
+    async def set_checksum(self, version: int, checksum: str) -> None:
+        """After an artifact was rewritten (users erased from it): its new checksum."""
+        info = await self.get(version)
+        info.checksum = checksum
+        await self.redis.execute("HSET", keys.model(version), keys.MODEL_INFO, _lineage_json(info))
 
     async def activate(self, version: int, reason: str) -> int | None:
         """Make ``version`` the one every replica serves; returns the version it replaced."""
         try:
-            previous = await self._activate(
+            previous = await self.redis.run(
+                ACTIVATE,
                 keys=[keys.MODEL_ACTIVE, keys.model(version)],
-                args=[version, _now(), reason, keys.MODEL_PREFIX, keys.MODEL_EVENTS_CHANNEL],
+                args=_activation_args(version, reason),
             )
-        except aioredis.ResponseError as error:
-            if "UNKNOWN" in str(error):
+        except StoreError as error:
+            if error.code == "UNKNOWN":
                 raise UnknownModelVersion(f"Model version {version} does not exist.") from error
-            if "NOARTIFACT" in str(error):
+            if error.code == "NOARTIFACT":
                 raise Conflict(
                     f"Model version {version} has no artifact (rejected or garbage-collected) "
                     "and cannot be activated."
@@ -102,11 +92,11 @@ class ModelRegistry:
         return int(previous) if previous else None
 
     async def active_version(self) -> int | None:
-        raw = await self.redis.get(keys.MODEL_ACTIVE)
+        raw = await self.redis.execute("GET", keys.MODEL_ACTIVE)
         return int(raw) if raw else None
 
     async def get(self, version: int) -> ModelInfo:
-        raw: dict[str, str] = await self.redis.hgetall(keys.model(version))  # type: ignore[assignment]
+        raw: dict[str, str] = await self.redis.execute("HGETALL", keys.model(version))
         if not raw:
             raise UnknownModelVersion(f"Model version {version} does not exist.")
         return _parse(raw)
@@ -116,23 +106,65 @@ class ModelRegistry:
         return await self.get(version) if version is not None else None
 
     async def version_for_snapshot(self, snapshot_id: str) -> int | None:
-        raw = await self.redis.get(keys.model_for_snapshot(snapshot_id))
+        raw = await self.redis.execute("GET", keys.model_for_snapshot(snapshot_id))
         return int(raw) if raw else None
 
+    async def versions(self, *, newest_first: bool = True) -> list[int]:
+        listed: list[str] = await self.redis.execute("ZRANGE", keys.MODELS, 0, -1)
+        numbers = [int(version) for version in listed]
+        return sorted(numbers, reverse=newest_first)
+
     async def list(self, *, newest_first: bool = True) -> list[ModelInfo]:
-        versions: list[str] = await self.redis.zrange(keys.MODELS, 0, -1, desc=newest_first)  # type: ignore[assignment]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for version in versions:
-                pipe.hgetall(keys.model(int(version)))
-            rows = await pipe.execute()
+        versions = await self.versions(newest_first=newest_first)
+        rows = await self.redis.execute_many(
+            [("HGETALL", keys.model(version)) for version in versions]
+        )
         return [_parse(row) for row in rows if row]
+
+    async def forget(self, version: int, snapshot_id: str) -> None:
+        """Remove a version from the registry entirely (pruning beyond what rollback needs)."""
+        await self.redis.execute_many(
+            [
+                ("DEL", keys.model(version)),
+                ("ZREM", keys.MODELS, version),
+                ("DEL", keys.model_for_snapshot(snapshot_id)),
+            ],
+            atomic=True,
+        )
+
+
+def _lineage_json(info: ModelInfo) -> str:
+    # The mutable fields live in their own hash fields; the lineage is what never changes.
+    return info.model_dump_json(
+        exclude={"status", "status_reason", "activated_at", "artifact_url", "replaced_by"}
+    )
+
+
+def _record_commands(info: ModelInfo) -> list[list[Arg]]:
+    fields: list[Arg] = [
+        keys.MODEL_INFO,
+        _lineage_json(info),
+        keys.MODEL_STATUS,
+        info.status.value,
+        keys.MODEL_STATUS_REASON,
+        info.status_reason or "",
+    ]
+    if info.artifact_url:
+        fields += [keys.MODEL_ARTIFACT, info.artifact_url]
+    return [
+        ["HSET", keys.model(info.version), *fields],
+        ["ZADD", keys.MODELS, info.version, info.version],
+        ["SET", keys.model_for_snapshot(info.snapshot_id), info.version],
+    ]
 
 
 def _parse(raw: dict[str, str]) -> ModelInfo:
-    info = json.loads(raw["info"])
-    info["status"] = raw.get("status", info.get("status"))
-    info["status_reason"] = raw.get("status_reason") or None
-    if raw.get("activated_at"):
-        info["activated_at"] = raw["activated_at"]
-    info["artifact_url"] = raw.get("artifact")
+    info: dict[str, Any] = json.loads(raw[keys.MODEL_INFO])
+    info["status"] = raw.get(keys.MODEL_STATUS, info.get("status"))
+    info["status_reason"] = raw.get(keys.MODEL_STATUS_REASON) or None
+    if raw.get(keys.MODEL_ACTIVATED_AT):
+        info["activated_at"] = raw[keys.MODEL_ACTIVATED_AT]
+    if raw.get(keys.MODEL_REPLACED_BY):
+        info["replaced_by"] = int(raw[keys.MODEL_REPLACED_BY])
+    info["artifact_url"] = raw.get(keys.MODEL_ARTIFACT)
     return ModelInfo.model_validate(info)

@@ -22,8 +22,8 @@ from typing import Any
 from recsys_shared import keys, metrics
 from recsys_shared.features import FeatureReader, ItemDetails, json_string
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.multiplexed import MultiplexedRedis
-from recsys_shared.schemas import Strategy
+from recsys_shared.redis import RedisClient
+from recsys_shared.schemas import ServedList, Strategy
 
 #: The end of an item's JSON when the catalogue does not know it (see ItemDetails.json_tail).
 _NO_DETAILS = ',"title":null,"categories":null}'
@@ -71,16 +71,16 @@ class ItemDetailsCache:
 class ResponseBuilder:
     def __init__(
         self,
-        client: MultiplexedRedis,
+        reader: FeatureReader,
+        records: RedisClient,
         *,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
-        records: MultiplexedRedis | None = None,
     ) -> None:
-        """Details are read on ``client``; records are written on ``records`` (the ephemeral
-        Redis, see ``recsys_shared.redis.ephemeral_client``), or on ``client`` too."""
-        self.redis = records or client
-        self.reader = FeatureReader(client)
+        """Details are read through ``reader``; records are written on ``records`` (the
+        ephemeral Redis when there is one)."""
+        self.redis = records
+        self.reader = reader
         self.details = ItemDetailsCache(self.reader)
         self.record_ttl_seconds = record_ttl_seconds
         self.memory_guard = memory_guard
@@ -133,16 +133,20 @@ class ResponseBuilder:
         Skipped while Redis is near its memory limit (see :mod:`recsys_shared.memory_guard`)."""
         if self.memory_guard is not None and self.memory_guard.shed("record"):
             return
-        record = render_record(
-            item_ids,
-            strategy=strategy,
-            version=version,
+        record = ServedList.model_construct(
             user_id=user_id,
             item_id=item_id,
+            items=item_ids,
+            model_version=version,
+            strategy=strategy,
             served_at=time.time(),
         )
         stored = self.redis.execute(
-            "SET", keys.recommendation(recommendation_id), record, "EX", self.record_ttl_seconds
+            "SET",
+            keys.recommendation(user_id, recommendation_id),
+            record.model_dump_json(),
+            "EX",
+            self.record_ttl_seconds,
         )
         asyncio.ensure_future(stored).add_done_callback(_count_lost_record)
 
@@ -173,22 +177,4 @@ def render(
         f'"model_version":{_optional_integer(version)},"strategy":"{strategy.value}",'
         f'"fallback_reason":{_optional(reason)},"recommendation_id":"{recommendation_id}",'
         '"cached":false,"cache_age_seconds":null}'
-    )
-
-
-def render_record(
-    item_ids: Sequence[str],
-    *,
-    strategy: Strategy,
-    served_at: float,
-    version: int | None = None,
-    user_id: str | None = None,
-    item_id: str | None = None,
-) -> str:
-    """The record of a served list, as ``json.dumps`` of its dict would write it (cheaper)."""
-    return (
-        f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},'
-        f'"items":[{",".join(map(json_string, item_ids))}],'
-        f'"model_version":{_optional_integer(version)},'
-        f'"strategy":"{strategy.value}","served_at":{served_at!r}}}'
     )

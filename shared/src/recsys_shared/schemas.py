@@ -43,8 +43,14 @@ TEXT_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
 Identifier = Annotated[
     str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, examples=["42"])
 ]
+#: A category: any text without control characters or surrounding whitespace, as real
+#: catalogues name them ("Science Fiction", "Home & Garden", "(no genres listed)").
+CATEGORY_PATTERN: Final = (
+    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+)
 Category = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=ID_PATTERN, examples=["Drama"])
+    str,
+    Field(min_length=1, max_length=64, pattern=CATEGORY_PATTERN, examples=["Science Fiction"]),
 ]
 
 
@@ -206,6 +212,22 @@ class ItemIn(InputModel):
     available: StrictBool = True
 
 
+class ItemPatch(InputModel):
+    """A partial update: only the fields given change."""
+
+    title: str | None = Field(
+        default=None, min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Heat (1995)"]
+    )
+    categories: list[Category] | None = Field(default=None, max_length=32)
+    available: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ItemPatch:
+        if self.title is None and self.categories is None and self.available is None:
+            raise ValueError("a patch needs at least one of title, categories, available")
+        return self
+
+
 class ItemWithId(ItemIn):
     item_id: Identifier
 
@@ -264,6 +286,19 @@ class Recommendations(BaseModel):
     )
 
 
+class ServedList(BaseModel):
+    """What was served, recorded under its ``recommendation_id`` (the ephemeral Redis, for
+    ``RECOMMENDATION_TTL_SECONDS``), so that later events carrying the id are attributed to the
+    version that ranked it. Read by the feature-store's applier."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    items: list[str]
+    model_version: int | None = None
+    strategy: Strategy
+    served_at: float
+
+
 class RecommendationQuery(BaseModel):
     """The query part of a recommendation request, shared by the gateway and the recommender."""
 
@@ -318,6 +353,9 @@ class ModelInfo(BaseModel):
     version: int
     status: ModelStatus
     status_reason: str | None = None
+    replaced_by: int | None = Field(
+        default=None, description="For a retired version: the version activated after it."
+    )
     algorithm: Algorithm
     params: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
@@ -398,6 +436,36 @@ class SnapshotInfo(BaseModel):
     time_min: float | None
     time_max: float | None
     quality: QualityReport
+
+
+# ── dead letters ──────────────────────────────────────────────────────────────────────────
+class DeadLetterEntry(BaseModel):
+    """A stream entry the feature-store could not apply, kept to be inspected and replayed."""
+
+    id: str = Field(description="The dead letter's own id, in its partition.")
+    partition: int
+    stream_id: str = Field(description="Where the entry was in the events stream.")
+    reason: str = Field(description="Why it could not be applied, e.g. invalid_event.")
+    detail: str = ""
+    entry: str = Field(description="The stream entry as it was (the stored event's JSON).")
+
+
+class DeadLetters(BaseModel):
+    total: int = Field(description="Dead letters kept, over every partition.")
+    by_reason: dict[str, int]
+    entries: list[DeadLetterEntry] = Field(description="Newest first, up to the limit asked.")
+
+
+class ReplayRequest(InputModel):
+    reason: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Replay only the dead letters with this reason."
+    )
+    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many.")
+
+
+class ReplayResult(BaseModel):
+    replayed: int = Field(description="Dead letters put back into the events streams.")
+    skipped: int = Field(description="Dead letters left: no event in them to replay.")
 
 
 # ── drift monitoring ──────────────────────────────────────────────────────────────────────

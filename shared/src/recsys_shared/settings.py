@@ -8,11 +8,13 @@ Outside development, start-up fails on a missing or placeholder secret.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
-from urllib.parse import urlsplit, urlunsplit
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys_shared.keys import Partitions
+from recsys_shared.redis_url import RedisTarget, redact
 
 #: Keys `make run` and the docs use in development. Production refuses to start with them.
 DEVELOPMENT_API_KEYS = "dev-client-key:client,dev-admin-key:admin"
@@ -28,15 +30,8 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    # Host and port as written: ``hostname`` would drop an IPv6 address's brackets.
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+#: The URL with any password replaced, safe to log.
+redact_url = redact
 
 
 class ServiceSettings(BaseSettings):
@@ -45,11 +40,42 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     environment: Environment = Environment.DEVELOPMENT
-    redis_url: SecretStr = SecretStr(DEFAULT_REDIS_URL)
+    redis_url: SecretStr = Field(
+        default=SecretStr(DEFAULT_REDIS_URL),
+        description="The data tier: redis[s]://host:port/db, or a cluster as "
+        "redis[s]+cluster://host:port[,host:port…]; ?ssl_ca_certs=/path trusts a private CA.",
+    )
     ephemeral_redis_url: SecretStr | None = Field(
         default=None,
-        description="A Redis for what may be lost: cached lists and served-list records, "
-        "without fsync on every write. Unset: they live on REDIS_URL.",
+        description="A Redis for what may be lost: cached lists, served-list records and "
+        "rate-limit counters, without fsync on every write. Unset: they live on REDIS_URL.",
+    )
+    celery_broker_url: SecretStr | None = Field(
+        default=None,
+        description="A single Redis for Celery's queues and results, RedBeat and task "
+        "records (kombu has no cluster support). Unset: REDIS_URL, when that is one node.",
+    )
+    event_partitions: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Event streams (each with its users' state) the data tier is split into; "
+        "every service must agree. More than 1 spreads the work over a cluster's shards.",
+    )
+    durable_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Replicas that must have an event before the gateway answers 202 (WAIT); "
+        "0 on a single node, 1 on a cluster with replicas.",
+    )
+    durable_replicas_timeout_ms: int = Field(
+        default=200, ge=1, le=10_000, description="How long the gateway waits for them."
+    )
+    redis_durability_check: Literal["enforce", "warn"] = Field(
+        default="enforce",
+        description="In production, refuse to start when the Redis holding durable state "
+        "could lose or evict acknowledged writes (enforce), or only warn.",
     )
     redis_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     request_timeout_seconds: float = Field(
@@ -73,7 +99,18 @@ class ServiceSettings(BaseSettings):
 
     @property
     def redis_dsn_redacted(self) -> str:
-        return redact_url(self.redis_dsn)
+        return redact(self.redis_dsn)
+
+    @property
+    def broker_dsn(self) -> str:
+        """Where Celery, RedBeat and the task records live."""
+        if self.celery_broker_url is not None:
+            return self.celery_broker_url.get_secret_value()
+        return self.redis_dsn
+
+    @property
+    def partitions(self) -> Partitions:
+        return Partitions(self.event_partitions)
 
     @property
     def ephemeral_redis_dsn(self) -> str | None:
@@ -82,6 +119,22 @@ class ServiceSettings(BaseSettings):
     def _secrets_to_check(self) -> dict[str, str]:
         """Subclasses add their own secrets; each must not be a development placeholder."""
         return {}
+
+    @model_validator(mode="after")
+    def _redis_urls_parse(self) -> Self:
+        target = RedisTarget.from_url(self.redis_dsn)  # a bad URL fails start-up, by name
+        for name, url in (
+            ("EPHEMERAL_REDIS_URL", self.ephemeral_redis_dsn),
+            ("CELERY_BROKER_URL", self.broker_dsn if self.celery_broker_url else None),
+        ):
+            if url is not None and RedisTarget.from_url(url).cluster:
+                raise ValueError(f"{name} must name a single Redis, not a cluster.")
+        if target.cluster and self.celery_broker_url is None:
+            raise ValueError(
+                "REDIS_URL names a cluster: set CELERY_BROKER_URL to a single Redis for Celery "
+                "(kombu has no cluster support)."
+            )
+        return self
 
     @model_validator(mode="after")
     def _enforce_non_default_secrets(self) -> Self:

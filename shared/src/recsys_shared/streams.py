@@ -1,16 +1,18 @@
-"""Where the consumers are in the events stream: what is applied, what is still waiting.
+"""Where the consumers are in a partition's events stream: what is applied, what is waiting.
 
-Used by the feature-store to trim the stream only behind what every consumer group has applied,
-and to name snapshots by the stream position they cover; by the gateway to report lag.
+Used by the feature-store to trim a stream only behind what every consumer group has applied
+and to name snapshots by the positions they cover; by the gateway to report lag, summed over
+the partitions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import redis.asyncio as aioredis
+from typing import Any
 
 from recsys_shared import keys
+from recsys_shared.redis import RedisClient
 
 #: Beyond this many waiting entries, lag is reported as "at least" this (counting is O(n)).
 LAG_COUNT_LIMIT = 100_000
@@ -42,30 +44,31 @@ class StreamPosition:
     groups: int
 
 
-async def stream_position(client: aioredis.Redis) -> StreamPosition:
-    if not await client.exists(keys.EVENTS_STREAM):
-        return StreamPosition(first_unapplied="0-1", lag=0, pending=0, length=0, groups=0)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.xinfo_groups(keys.EVENTS_STREAM)
-        pipe.xlen(keys.EVENTS_STREAM)
-        groups, length = await pipe.execute()
+EMPTY = StreamPosition(first_unapplied="0-1", lag=0, pending=0, length=0, groups=0)
+
+
+async def stream_position(client: RedisClient, stream: str) -> StreamPosition:
+    """Where the consumer groups of one stream are."""
+    exists, length = await client.execute_many([("EXISTS", stream), ("XLEN", stream)])
+    if not exists:
+        return EMPTY
+    groups: list[dict[str, Any]] = await client.execute("XINFO", "GROUPS", stream)
     if not groups:
         return StreamPosition(first_unapplied="0-1", lag=length, pending=0, length=length, groups=0)
     boundaries: list[tuple[int, int]] = []
-    total_lag = 0
-    total_pending = 0
+    total_lag = total_pending = 0
     for group in groups:
-        last_delivered = group["last-delivered-id"]
+        last_delivered = str(group["last-delivered-id"])
         pending = int(group["pending"])
         total_pending += pending
         boundary = parse_stream_id(next_stream_id(last_delivered))
         if pending:
-            summary = await client.xpending(keys.EVENTS_STREAM, group["name"])
+            summary = await client.execute("XPENDING", stream, group["name"])
             # The entries may have been acknowledged since XINFO looked: then none is pending.
-            if summary["min"] is not None:
-                boundary = min(boundary, parse_stream_id(summary["min"]))
+            if summary[1] is not None:
+                boundary = min(boundary, parse_stream_id(summary[1]))
         boundaries.append(boundary)
-        total_lag += pending + await _undelivered(client, group, last_delivered)
+        total_lag += pending + await _undelivered(client, stream, group, last_delivered)
     return StreamPosition(
         first_unapplied=format_stream_id(min(boundaries)),
         lag=total_lag,
@@ -76,12 +79,38 @@ async def stream_position(client: aioredis.Redis) -> StreamPosition:
 
 
 async def _undelivered(
-    client: aioredis.Redis, group: dict[str, object], last_delivered: str
+    client: RedisClient, stream: str, group: dict[str, Any], last_delivered: str
 ) -> int:
     lag = group.get("lag")
     if isinstance(lag, int):  # Redis 7 counts it for us
         return lag
-    waiting = await client.xrange(
-        keys.EVENTS_STREAM, min=f"({last_delivered}", max="+", count=LAG_COUNT_LIMIT
+    waiting = await client.execute(
+        "XRANGE", stream, f"({last_delivered}", "+", "COUNT", LAG_COUNT_LIMIT
     )
     return len(waiting or [])
+
+
+@dataclass(frozen=True, slots=True)
+class PipelinePosition:
+    """Every partition's position, and their totals."""
+
+    partitions: tuple[StreamPosition, ...]
+
+    @property
+    def lag(self) -> int:
+        return sum(position.lag for position in self.partitions)
+
+    @property
+    def pending(self) -> int:
+        return sum(position.pending for position in self.partitions)
+
+    @property
+    def length(self) -> int:
+        return sum(position.length for position in self.partitions)
+
+
+async def pipeline_position(
+    client: RedisClient, partitions: Sequence[keys.Partition]
+) -> PipelinePosition:
+    positions = [await stream_position(client, partition.events) for partition in partitions]
+    return PipelinePosition(tuple(positions))

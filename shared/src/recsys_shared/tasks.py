@@ -11,10 +11,16 @@ MONITORING_QUEUE: Final = "monitoring"
 TRAIN_MODEL: Final = "recsys.train_model"
 #: Compare recent traffic with the active model's training data; may enqueue TRAIN_MODEL.
 CHECK_DRIFT: Final = "recsys.check_drift"
+#: Rewrite snapshots and model artifacts without the users erased since they were written.
+ERASE_FROM_ARTIFACTS: Final = "recsys.erase_from_artifacts"
+#: Prune model versions, artifacts, snapshots and task records beyond what rollback needs.
+PRUNE: Final = "recsys.prune"
 
 TASK_QUEUES: Final[dict[str, str]] = {
     TRAIN_MODEL: TRAINING_QUEUE,
     CHECK_DRIFT: MONITORING_QUEUE,
+    ERASE_FROM_ARTIFACTS: MONITORING_QUEUE,
+    PRUNE: MONITORING_QUEUE,
 }
 
 #: Celery message header carrying the request id of the HTTP call that enqueued a task.

@@ -14,8 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -31,6 +29,8 @@ from recsys_shared.errors import (
     PayloadTooLarge,
     RecsysError,
     RetryableError,
+    StoreError,
+    StoreUnavailable,
     Unavailable,
 )
 from recsys_shared.logging import (
@@ -39,12 +39,7 @@ from recsys_shared.logging import (
     new_request_id,
     request_id_var,
 )
-from recsys_shared.redis import (
-    REDIS_UNAVAILABLE_ERRORS,
-    create_async_redis,
-    is_out_of_memory,
-    store_unavailable,
-)
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import (
     Problem,
     Readiness,
@@ -448,6 +443,12 @@ InvalidInputHook = Callable[[Request, list[dict[str, Any]]], Awaitable[None]]
 def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
     async def on_recsys_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RecsysError)
+        if isinstance(exc, StoreUnavailable):
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+        if isinstance(exc, StoreError):
+            # Redis refused a command a retry will not fix: a bug, logged with its trace.
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+            return _internal_error(exc)
         if exc.status >= 500:
             log.warning("answering %d: %s", exc.status, exc.detail)
         return problem_response(exc)
@@ -485,16 +486,6 @@ def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -
             response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
         return response
 
-    async def on_redis_error(_: Request, exc: Exception) -> Response:
-        log.warning("redis error: %s", type(exc).__name__)
-        metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
-        return problem_response(store_unavailable(exc))
-
-    async def on_redis_response_error(request: Request, exc: Exception) -> Response:
-        if is_out_of_memory(exc):
-            return await on_redis_error(request, exc)
-        return _internal_error(exc)
-
     async def on_unexpected_error(_: Request, exc: Exception) -> Response:
         # Starlette answers this one from its outermost layer, past ObservabilityMiddleware:
         # the headers every other answer gets there are set here.
@@ -509,22 +500,28 @@ def _install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -
     app.add_exception_handler(RecsysError, on_recsys_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    for error_type in REDIS_UNAVAILABLE_ERRORS:
-        app.add_exception_handler(error_type, on_redis_error)
-    app.add_exception_handler(redis.exceptions.ResponseError, on_redis_response_error)
     app.add_exception_handler(Exception, on_unexpected_error)
 
 
 ReadinessCheck = Callable[[Request], Awaitable[dict[str, str]]]
+#: What is wrong with the process itself (a dead background task), or None when it is alive.
+LivenessCheck = Callable[[Request], Awaitable[str | None]]
 
 
-def ops_router(readiness: ReadinessCheck) -> APIRouter:
-    """``/healthz`` (the process answers), ``/readyz`` (its dependencies do), ``/metrics``."""
+def ops_router(readiness: ReadinessCheck, liveness: LivenessCheck | None = None) -> APIRouter:
+    """``/healthz`` (the process works; a failure means "restart me"), ``/readyz`` (its
+    dependencies answer), ``/metrics``."""
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness: the process answers; checks no dependency")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @router.get(
+        "/healthz",
+        summary="Liveness: the process and its background tasks work; a failure means restart",
+    )
+    async def healthz(request: Request) -> Response:
+        problem = await liveness(request) if liveness is not None else None
+        if problem is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "failing", "detail": problem}, status_code=503)
 
     @router.get(
         "/readyz",
@@ -549,6 +546,7 @@ def install(
     app: FastAPI,
     *,
     readiness: ReadinessCheck,
+    liveness: LivenessCheck | None = None,
     max_body_bytes: int = 1_048_576,
     access_log: bool = False,
     on_invalid: InvalidInputHook | None = None,
@@ -561,7 +559,7 @@ def install(
     :class:`FastLane`, inside every middleware here.
     """
     _install_error_handlers(app, on_invalid)
-    app.include_router(ops_router(readiness))
+    app.include_router(ops_router(readiness, liveness))
     if fast_routes:
         app.add_middleware(FastLane, routes=fast_routes, exception_handlers=app.exception_handlers)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
@@ -569,12 +567,16 @@ def install(
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)
 
 
-def start_service(settings: ServiceSettings) -> aioredis.Redis:
+async def start_service(settings: ServiceSettings) -> RedisClient:
     """What every service does first in its lifespan: logs as configured, its build info
-    exported, and its one Redis client for the process."""
+    exported, and its one client of the data tier for the process."""
     configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
     metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
-    return create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+    return await connect(
+        settings.redis_dsn,
+        command_timeout=settings.redis_timeout_seconds,
+        name=settings.service_name,
+    )
 
 
 #: Young-generation collections every this many allocations (CPython's default is 700).
@@ -597,10 +599,10 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
-async def redis_readiness(client: Any) -> str:
+async def redis_readiness(client: RedisClient) -> str:
     """'ok' when Redis answers a PING within its timeout, else what went wrong."""
     try:
         await client.ping()
-    except (*REDIS_UNAVAILABLE_ERRORS, redis.exceptions.ResponseError) as error:  # type: ignore[misc]
-        return f"unreachable: {type(error).__name__}"
+    except (StoreUnavailable, StoreError) as error:
+        return f"unreachable: {error.detail}"
     return "ok"

@@ -28,6 +28,48 @@ class Settings(ServiceSettings):
     )
     claim_interval_seconds: float = Field(default=5.0, gt=0)
     trim_interval_seconds: float = Field(default=2.0, gt=0)
+    consumer_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="/healthz fails when a partition's reader has made no read for this long "
+        "while Redis answers PING (a stuck consumer), so the replica is restarted.",
+    )
+    dead_letters_max: int = Field(
+        default=10_000, ge=100, description="Dead letters kept per partition (oldest go first)."
+    )
+    popularity_merge_seconds: float = Field(
+        default=0.5, gt=0, description="How often partitions' popularity is summed for reads."
+    )
+    popularity_full_merge_seconds: float = Field(
+        default=600.0, gt=0, description="How often every item's popularity is summed again."
+    )
+    housekeeping_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the retention and pruning pass runs."
+    )
+    user_retention_days: float = Field(
+        default=365.0,
+        gt=0,
+        description="A user from whom no event was received for this long is forgotten with "
+        "everything they own (server time of receipt, not the event's own timestamp).",
+    )
+    erasure_tombstone_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an erased user's digest is kept to drop their in-flight events; "
+        "must exceed how long events may wait in the stream and the artifact rewrite period.",
+    )
+    consumer_forget_seconds: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="A consumer (replica) silent this long with nothing pending is removed "
+        "from the consumer groups and the heartbeats.",
+    )
+    deleted_item_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="A deleted item stays unavailable this long (older models may still "
+        "know it), then every trace of it goes.",
+    )
 
     history_cap: int = Field(default=5000, ge=1, description="Most recent items kept per user.")
     popularity_half_life_days: float = Field(default=30.0, gt=0)

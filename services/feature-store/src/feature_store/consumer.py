@@ -1,38 +1,138 @@
-"""The events-stream consumer: reads through a consumer group, applies, dead-letters, trims.
+"""The events consumer: one read loop per partition, through a consumer group.
 
-Delivery is at-least-once (a crash between read and acknowledgement redelivers); the applier makes
-the effect exactly-once. Replicas share the stream through one consumer group; entries a crashed
-replica left pending are claimed with XAUTOCLAIM once idle for ``claim_idle_ms``.
+Delivery is at-least-once (a crash between read and acknowledgement redelivers); the applier
+makes the effect exactly-once. Every replica reads every partition through the partition's
+consumer group, so the replicas share the work; entries a dead replica left pending are claimed
+with ``XAUTOCLAIM`` by any other once idle for ``claim_idle_ms``.
+
+A blocking read holds its connection, so each partition's loop reads on a client of its own;
+everything else goes through the process's shared client. No Redis error ends a loop (out of
+memory, a lost connection, a timeout, a failover): it backs off and reads again, and
+``/healthz`` fails if a loop has made no read for ``consumer_stale_seconds`` while Redis
+answers, so that Kubernetes restarts a stuck replica but not every replica during an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from feature_store import metrics
 from feature_store.applier import EventApplier
 from feature_store.config import Settings
+from feature_store.dead_letters import DeadLetter, dead_letter
 from recsys_shared import keys
 from recsys_shared import metrics as shared_metrics
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.errors import RecsysError, StoreError
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import StoredEvent
-from recsys_shared.streams import stream_position
 
 log = logging.getLogger(__name__)
 
-_RETRY_DELAY_SECONDS = 0.5
+#: Back-off after a failed read or apply: doubling from the first to the last.
+BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+#: Heartbeats (who reads, and when) are written at most this often per partition.
+HEARTBEAT_SECONDS = 2.0
+
+Entry = tuple[str, dict[str, str] | None]
+#: NOGROUP: the stream is gone (flushed, or a Redis restarted without its data); UNBLOCKED:
+#: Redis 7 ends a blocked read with it when the stream is deleted meanwhile.
+_STREAM_LOST = frozenset({"NOGROUP", "UNBLOCKED"})
+
+
+def stream_entries(reply: Any, stream: str) -> list[Entry]:
+    """``XREADGROUP``'s reply as (id, fields) pairs; fields are None for an entry that was
+    deleted while pending."""
+    if not reply:
+        return []
+    entries: dict[str, Any] = reply.get(stream) or {}
+    return [
+        (entry_id, dict(fields) if fields is not None else None)
+        for entry_id, fields in entries.items()
+    ]
+
+
+class PartitionReader:
+    """Reads, applies and acknowledges one partition."""
+
+    def __init__(self, consumer: StreamConsumer, partition: keys.Partition) -> None:
+        self.consumer = consumer
+        self.partition = partition
+        self.last_read_at = 0.0
+        self._last_heartbeat = 0.0
+
+    async def run(self, blocking: RedisClient) -> None:
+        """Consume until cancelled; Redis failures are waited out, never fatal."""
+        failures = 0
+        own_pending = True  # after a restart under the same name, our pending entries first
+        while True:
+            try:
+                await self.consumer.ensure_group(self.partition)
+                count = await self.read_once(blocking, own_pending=own_pending)
+                own_pending = own_pending and count > 0
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                if isinstance(error, StoreError) and error.code in _STREAM_LOST:
+                    self.consumer.forget_group(self.partition)  # recreate, then read again
+                    continue
+                failures += 1
+                self._report(error, failures)
+                # A batch read before the failure may not have been applied: once Redis is
+                # back, our own pending entries come first again, not after a claim timeout.
+                own_pending = True
+                await asyncio.sleep(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS)) - 1])
+
+    def _report(self, error: Exception, failures: int) -> None:
+        shared_metrics.REDIS_ERRORS.labels(type(error).__name__).inc()
+        if isinstance(error, RecsysError) and not isinstance(error, StoreError):
+            log.warning(
+                "partition %d waiting for redis (%s): %s",
+                self.partition.number,
+                type(error).__name__,
+                error.detail,
+            )
+        else:
+            log.error("partition %d reader failed", self.partition.number, exc_info=error)
+        metrics.CONSUMER_FAILURES.labels(type(error).__name__).inc()
+        if failures == len(BACKOFF_SECONDS):
+            log.error("partition %d reader still failing; keeps retrying", self.partition.number)
+
+    async def read_once(self, blocking: RedisClient, *, own_pending: bool = False) -> int:
+        """Read one batch (new entries, or with ``own_pending`` our unacknowledged ones)."""
+        settings = self.consumer.settings
+        stream = self.partition.events
+        command: list[str | int] = [
+            "XREADGROUP", "GROUP", keys.EVENTS_GROUP, self.consumer.name,
+            "COUNT", settings.consumer_batch_size,
+        ]  # fmt: skip
+        if not own_pending:
+            command += ["BLOCK", self.consumer.block_ms]
+        command += ["STREAMS", stream, "0" if own_pending else ">"]
+        entries = stream_entries(await blocking.execute(*command), stream)
+        await self.consumer.process(self.partition, entries)
+        self.last_read_at = time.time()
+        await self._heartbeat()
+        return len(entries)
+
+    async def _heartbeat(self) -> None:
+        metrics.CONSUMER_HEARTBEAT.set(self.last_read_at)
+        if self.last_read_at - self._last_heartbeat < HEARTBEAT_SECONDS:
+            return
+        self._last_heartbeat = self.last_read_at
+        await self.consumer.redis.execute(
+            "HSET", self.partition.heartbeats, self.consumer.name, repr(self.last_read_at)
+        )
 
 
 class StreamConsumer:
     def __init__(
-        self, client: aioredis.Redis, settings: Settings, *, records: aioredis.Redis | None = None
+        self, client: RedisClient, settings: Settings, *, records: RedisClient | None = None
     ) -> None:
         self.redis = client
         self.settings = settings
@@ -43,151 +143,72 @@ class StreamConsumer:
             half_life_days=settings.popularity_half_life_days,
             records=records,
         )
-        self.last_batch_at: float = 0.0
-        # A blocking read must end before the socket timeout, or every idle read is an error.
-        self._block_ms = min(
+        # A blocking read must end before the command timeout, or every idle read is an error.
+        self.block_ms = min(
             settings.consumer_block_ms, int(settings.redis_timeout_seconds * 1000 / 2)
         )
-        self._stopping = asyncio.Event()
-        self._next_claim = 0.0
-        self._next_trim = 0.0
+        self.readers = [PartitionReader(self, partition) for partition in settings.partitions.all]
+        self._groups_ready: set[int] = set()
 
-    def stop(self) -> None:
-        self._stopping.set()
+    @property
+    def last_read_at(self) -> float:
+        """When the slowest partition's reader last finished a read (0: one never did)."""
+        return min(reader.last_read_at for reader in self.readers)
 
     async def run(self) -> None:
-        """Consume until stopped; survives Redis outages by waiting and trying again."""
-        await self._ensure_group()
-        backlog_done = False
-        while not self._stopping.is_set():
-            try:
-                if not backlog_done:
-                    # After a restart under the same name, our own pending entries come first.
-                    backlog_done = await self.consume_once(own_pending=True) == 0
-                else:
-                    await self.consume_once()
-                await self._housekeeping()
-            except REDIS_UNAVAILABLE_ERRORS as error:
-                log.warning("stream consumer waiting for redis: %s", type(error).__name__)
-                shared_metrics.REDIS_ERRORS.labels(type(error).__name__).inc()
-                # A batch read before the outage may not have been applied: once Redis is
-                # back, our own pending entries come first again, not after a claim timeout.
-                backlog_done = False
-                await asyncio.sleep(_RETRY_DELAY_SECONDS)
-            except aioredis.ResponseError as error:
-                # NOGROUP: the next read after the stream is gone; UNBLOCKED: Redis 7 ends a
-                # blocked XREADGROUP with it when the stream is deleted during the read.
-                if not str(error).startswith(("NOGROUP", "UNBLOCKED")):
-                    raise
-                # Redis lost the stream (flushed, or restarted without persistence).
-                await self._ensure_group()
+        """Every partition's reader, each on a blocking client of its own."""
+        clients = [
+            await connect(
+                self.settings.redis_dsn,
+                command_timeout=self.settings.redis_timeout_seconds,
+                name=f"{self.settings.service_name}-reader",
+            )
+            for _ in self.readers
+        ]
+        try:
+            await asyncio.gather(
+                *(reader.run(client) for reader, client in zip(self.readers, clients, strict=True))
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
 
-    async def _ensure_group(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with contextlib.suppress(aioredis.ResponseError):  # BUSYGROUP: already there
-                    await self.redis.xgroup_create(
-                        keys.EVENTS_STREAM, keys.EVENTS_GROUP, id="0", mkstream=True
-                    )
-                return
-            except REDIS_UNAVAILABLE_ERRORS:
-                await asyncio.sleep(_RETRY_DELAY_SECONDS)
+    async def ensure_group(self, partition: keys.Partition) -> None:
+        """The partition's stream and consumer group exist (again, after Redis lost them)."""
+        if partition.number in self._groups_ready:
+            return
+        try:
+            await self.redis.execute(
+                "XGROUP", "CREATE", partition.events, keys.EVENTS_GROUP, "0", "MKSTREAM"
+            )
+        except StoreError as error:
+            if error.code != "BUSYGROUP":
+                raise
+        self._groups_ready.add(partition.number)
 
-    async def consume_once(self, *, own_pending: bool = False) -> int:
-        """Read one batch (new entries, or with ``own_pending`` our unacknowledged ones)."""
-        response = await self.redis.xreadgroup(
-            keys.EVENTS_GROUP,
-            self.name,
-            {keys.EVENTS_STREAM: "0" if own_pending else ">"},
-            count=self.settings.consumer_batch_size,
-            block=None if own_pending else self._block_ms,
-        )
-        entries: list[tuple[str, dict[str, str] | None]] = response[0][1] if response else []  # type: ignore[index,assignment]
-        await self.process(entries)
-        await self._heartbeat()
-        return len(entries)
+    def forget_group(self, partition: keys.Partition) -> None:
+        """After NOGROUP (the stream was lost): create it again before the next read."""
+        self._groups_ready.discard(partition.number)
 
-    async def process(self, entries: list[tuple[str, dict[str, str] | None]]) -> None:
+    async def process(self, partition: keys.Partition, entries: list[Entry]) -> None:
         if not entries:
             return
         started = time.perf_counter()
         valid: list[tuple[str, StoredEvent]] = []
-        dead: list[tuple[str, dict[str, Any], str]] = []
+        dead: list[DeadLetter] = []
         for stream_id, fields in entries:
-            # Trimmed away while pending: nothing left to apply. redis-py returns the entry with
-            # empty fields ({}); a live entry always has at least one field.
-            if not fields:
-                dead.append((stream_id, {}, "entry_deleted"))
+            if fields is None:  # trimmed or deleted while pending: nothing to apply
+                dead.append(DeadLetter(stream_id, "entry_deleted", ""))
                 continue
+            raw = fields.get(keys.EVENT_FIELD, "")
             try:
-                valid.append((stream_id, StoredEvent.model_validate_json(fields.get("e", ""))))
+                valid.append((stream_id, StoredEvent.model_validate_json(raw)))
             except ValidationError as error:
-                dead.append((stream_id, fields, f"invalid_event: {error.errors()[0]['msg']}"))
-        result = await self.applier.apply(valid, now=time.time())
+                dead.append(DeadLetter(stream_id, "invalid_event", raw, error.errors()[0]["msg"]))
+        result = await self.applier.apply(partition, valid, now=time.time())
         if dead:
-            await self._dead_letter(dead)
+            await dead_letter(self.redis, partition, dead, cap=self.settings.dead_letters_max)
         metrics.EVENTS_APPLIED.inc(result.applied)
         metrics.EVENTS_REDELIVERED.inc(result.duplicates)
+        metrics.EVENTS_ERASED.inc(result.erased)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    async def _dead_letter(self, dead: list[tuple[str, dict[str, Any], str]]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for stream_id, fields, reason in dead:
-                pipe.xadd(
-                    keys.DEAD_LETTER_STREAM,
-                    {"stream_id": stream_id, "reason": reason, "entry": str(fields.get("e", ""))},
-                    maxlen=100_000,
-                    approximate=True,
-                )
-                pipe.xack(keys.EVENTS_STREAM, keys.EVENTS_GROUP, stream_id)
-            pipe.hincrby(keys.PIPELINE_STATS, "dead_letters", len(dead))
-            await pipe.execute()
-        for _, _, reason in dead:
-            metrics.DEAD_LETTERS.labels(reason.split(":", 1)[0]).inc()
-        log.warning("moved %d event(s) to the dead-letter stream", len(dead))
-
-    async def claim_stalled(self) -> int:
-        """Take over entries another consumer has left pending for too long."""
-        claimed_total = 0
-        cursor = "0-0"
-        while True:
-            cursor, claimed, *_ = await self.redis.xautoclaim(
-                keys.EVENTS_STREAM,
-                keys.EVENTS_GROUP,
-                self.name,
-                min_idle_time=self.settings.claim_idle_ms,
-                start_id=cursor,
-                count=self.settings.consumer_batch_size,
-            )
-            await self.process([(entry_id, fields) for entry_id, fields in claimed])
-            claimed_total += len(claimed)
-            if cursor == "0-0" or not claimed:
-                break
-        if claimed_total:
-            metrics.EVENTS_CLAIMED.inc(claimed_total)
-            log.info("claimed %d stalled event(s)", claimed_total)
-        return claimed_total
-
-    async def trim(self) -> None:
-        """Drop entries every group has applied; nothing unapplied is ever trimmed."""
-        position = await stream_position(self.redis)
-        metrics.STREAM_LAG.set(position.lag)
-        metrics.STREAM_LENGTH.set(position.length)
-        if position.groups:
-            await self.redis.xtrim(
-                keys.EVENTS_STREAM, minid=position.first_unapplied, approximate=False
-            )
-
-    async def _housekeeping(self) -> None:
-        now = time.monotonic()
-        if now >= self._next_claim:
-            self._next_claim = now + self.settings.claim_interval_seconds
-            await self.claim_stalled()
-        if now >= self._next_trim:
-            self._next_trim = now + self.settings.trim_interval_seconds
-            await self.trim()
-
-    async def _heartbeat(self) -> None:
-        self.last_batch_at = time.time()
-        metrics.CONSUMER_HEARTBEAT.set(self.last_batch_at)
-        await self.redis.hset(keys.CONSUMER_HEARTBEATS, self.name, repr(self.last_batch_at))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from feature_store.catalogue import Catalogue
 from feature_store.config import Settings
+from feature_store.erasure import Eraser
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.redis import RedisClient
 
 
 async def _settings(request: Request) -> Settings:
@@ -19,8 +20,8 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _redis(request: Request) -> aioredis.Redis:
-    client: aioredis.Redis = request.state.redis
+async def _redis(request: Request) -> RedisClient:
+    client: RedisClient = request.state.redis
     return client
 
 
@@ -29,12 +30,18 @@ async def _catalogue(request: Request) -> Catalogue:
     return catalogue
 
 
+async def _eraser(request: Request) -> Eraser:
+    eraser: Eraser = request.state.eraser
+    return eraser
+
+
 async def _store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.state.store
     return store
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+RedisDep = Annotated[RedisClient, Depends(_redis)]
 CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
+EraserDep = Annotated[Eraser, Depends(_eraser)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]

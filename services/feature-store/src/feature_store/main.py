@@ -1,4 +1,5 @@
-"""The feature-store app: HTTP for catalogue writes and snapshots, plus the stream consumer."""
+"""The feature-store app: HTTP for catalogue writes, erasure, dead letters and snapshots, plus
+the partitions' readers and the housekeeping jobs in the background."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -15,34 +16,56 @@ from fastapi import FastAPI, Request
 from feature_store.catalogue import Catalogue
 from feature_store.config import Settings, get_settings
 from feature_store.consumer import StreamConsumer
-from feature_store.routes import items, snapshots, users
+from feature_store.erasure import Eraser
+from feature_store.housekeeping import Housekeeping
+from feature_store.routes import dead_letters, items, snapshots, users
 from recsys_shared import code_version, web
 from recsys_shared.artifacts import ArtifactStore
-from recsys_shared.redis import create_async_redis
+from recsys_shared.durability import check_durability
+from recsys_shared.redis import connect
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 log = logging.getLogger(__name__)
 
-#: A consumer that has not finished a read for this long is stuck, not idle (reads block 1 s).
-CONSUMER_STALE_SECONDS = 30.0
-
 
 async def _readiness(request: Request) -> dict[str, str]:
     checks = {"redis": await web.redis_readiness(request.state.redis)}
-    consumer: StreamConsumer = request.state.consumer
-    task: asyncio.Task[None] = request.state.consumer_task
-    if task.done():
-        checks["consumer"] = "stopped"
-    elif time.time() - consumer.last_batch_at > CONSUMER_STALE_SECONDS:
-        checks["consumer"] = "stale: no completed read recently"
-    else:
-        checks["consumer"] = "ok"
+    problem = _consumer_problem(request)
+    checks["consumer"] = problem or "ok"
     return checks
 
 
-def _report_consumer_exit(task: asyncio.Task[None]) -> None:
+def _consumer_problem(request: Request) -> str | None:
+    task: asyncio.Task[None] = request.state.consumer_task
+    if task.done():
+        return "stopped"
+    consumer: StreamConsumer = request.state.consumer
+    settings: Settings = request.state.settings
+    silent = time.time() - max(consumer.last_read_at, request.state.started_at)
+    if silent > settings.consumer_stale_seconds:
+        return f"stale: no completed read for {silent:.0f} s"
+    return None
+
+
+async def _liveness(request: Request) -> str | None:
+    """Fails when the readers died, or made no read for ``consumer_stale_seconds`` while Redis
+    answers: a stuck replica is restarted, but not every replica during a Redis outage."""
+    problem = _consumer_problem(request)
+    if problem is None or problem == "stopped":
+        return problem
+    redis_state = await web.redis_readiness(request.state.redis)
+    return problem if redis_state == "ok" else None
+
+
+def _background(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    task = asyncio.create_task(coroutine, name=name)
+    task.add_done_callback(_report_exit)
+    return task
+
+
+def _report_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("stream consumer stopped", exc_info=task.exception())
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,31 +73,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        client = web.start_service(settings)
-        ephemeral = settings.ephemeral_redis_dsn
-        records = (
-            create_async_redis(ephemeral, timeout=settings.redis_timeout_seconds)
-            if ephemeral
-            else None
+        client = await web.start_service(settings)
+        await check_durability(
+            client, settings, what="REDIS_URL", replicas=settings.durable_replicas
         )
-        consumer = StreamConsumer(client, settings, records=records)
-        consumer_task = asyncio.create_task(consumer.run(), name="stream-consumer")
-        consumer_task.add_done_callback(_report_consumer_exit)
+        ephemeral_url = settings.ephemeral_redis_dsn
+        ephemeral = (
+            await connect(ephemeral_url, command_timeout=settings.redis_timeout_seconds)
+            if ephemeral_url
+            else client
+        )
+        consumer = StreamConsumer(client, settings, records=ephemeral)
+        eraser = Eraser(client, settings.partitions, ephemeral=ephemeral)
+        housekeeping = Housekeeping(client, settings, consumer, eraser)
+        tasks = [
+            _background(consumer.run(), "stream-consumer"),
+            _background(housekeeping.run(), "housekeeping"),
+        ]
         web.settle_garbage_collector()
         yield {
             "settings": settings,
             "redis": client,
             "catalogue": Catalogue(client),
+            "eraser": eraser,
             "store": ArtifactStore(settings.artifact_url),
             "consumer": consumer,
-            "consumer_task": consumer_task,
+            "consumer_task": tasks[0],
+            "started_at": time.time(),
         }
-        consumer.stop()
-        consumer_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer_task
-        if records is not None:
-            await records.aclose()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if ephemeral is not client:
+            await ephemeral.aclose()
         await client.aclose()
 
     app = FastAPI(
@@ -88,9 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     web.install(
         app,
         readiness=_readiness,
+        liveness=_liveness,
         max_body_bytes=4 * 1024 * 1024,
         request_timeout_seconds=settings.request_timeout_seconds,
     )
-    for router in (items.router, users.router, snapshots.router):
+    for router in (items.router, users.router, snapshots.router, dead_letters.router):
         app.include_router(router)
     return app

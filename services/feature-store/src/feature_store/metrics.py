@@ -29,3 +29,18 @@ CONSUMER_HEARTBEAT = Gauge(
 SNAPSHOTS = Counter(
     "recsys_snapshots_total", "Training snapshots exported, by quality outcome.", ["outcome"]
 )
+CONSUMER_FAILURES = Counter(
+    "recsys_consumer_failures_total",
+    "Reads or applies of a partition that failed and were retried after a back-off, by error.",
+    ["error"],
+)
+EVENTS_ERASED = Counter(
+    "recsys_events_erased_total",
+    "Stream entries dropped because their user was erased after sending them.",
+)
+HOUSEKEEPING_FAILURES = Counter(
+    "recsys_housekeeping_failures_total", "Housekeeping passes that failed, by job.", ["job"]
+)
+USERS_FORGOTTEN = Counter(
+    "recsys_users_forgotten_total", "Users forgotten after the retention period of silence."
+)

@@ -11,12 +11,13 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as aioredis
 
 from feature_store import metrics
 from feature_store.config import Settings
@@ -28,6 +29,7 @@ from recsys_shared.artifacts import (
     npz_bytes,
     snapshot_folder,
 )
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import (
     EARLIEST_TIMESTAMP,
     MAX_CLOCK_SKEW,
@@ -39,105 +41,164 @@ from recsys_shared.streams import stream_position
 
 log = logging.getLogger(__name__)
 
-_SCAN_BATCH = 500
+#: Users read per round trip.
+_USERS_PER_READ = 500
 
 
 @dataclass
 class Interactions:
-    """Column arrays of (user, item, weight, time), with the id tables they index into."""
+    """Column arrays of (user, item, weight, time), with the id tables they index into.
 
-    user_ids: list[str] = field(default_factory=list)
+    Built chunk by chunk as numpy arrays, so the export's memory follows the interactions
+    (about 20 bytes each) rather than Python objects per user or per interaction; only the
+    item table (bounded by the catalogue) is a dict.
+    """
+
+    _user_ids: list[npt.NDArray[np.str_]] = field(default_factory=list)
+    _rows: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    _cols: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    _weights: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    _times: list[npt.NDArray[np.float64]] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-    cols: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
     _item_index: dict[str, int] = field(default_factory=dict)
+    n_users: int = 0
 
-    def add_user(
-        self, user_id: str, weights: dict[str, str], times: list[tuple[str, float]]
-    ) -> None:
-        if not times:
+    def add_users(self, histories: list[tuple[str, dict[str, str], dict[str, float]]]) -> None:
+        """Append users' (id, item → weight, item → time); users without a history are left
+        out."""
+        kept = [history for history in histories if history[2]]
+        if not kept:
             return
-        row = len(self.user_ids)
-        self.user_ids.append(user_id)
-        for item_id, moment in times:
-            col = self._item_index.get(item_id)
-            if col is None:
-                col = self._item_index[item_id] = len(self.item_ids)
-                self.item_ids.append(item_id)
-            self.rows.append(row)
-            self.cols.append(col)
-            self.weights.append(float(weights.get(item_id, 0.0)))
-            self.times.append(moment)
+        rows, cols, weights, times = [], [], [], []
+        for offset, (_, item_weights, item_times) in enumerate(kept):
+            for item_id, moment in item_times.items():
+                col = self._item_index.get(item_id)
+                if col is None:
+                    col = self._item_index[item_id] = len(self.item_ids)
+                    self.item_ids.append(item_id)
+                rows.append(self.n_users + offset)
+                cols.append(col)
+                weights.append(float(item_weights.get(item_id, 0.0)))
+                times.append(float(moment))
+        self._user_ids.append(np.array([user_id for user_id, _, _ in kept], dtype=np.str_))
+        self._rows.append(np.array(rows, dtype=np.int32))
+        self._cols.append(np.array(cols, dtype=np.int32))
+        self._weights.append(np.array(weights, dtype=np.float32))
+        self._times.append(np.array(times, dtype=np.float64))
+        self.n_users += len(kept)
 
-    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+    @property
+    def user_ids(self) -> npt.NDArray[np.str_]:
+        return cast("npt.NDArray[np.str_]", _joined(self._user_ids, np.str_))
+
+    @property
+    def rows(self) -> npt.NDArray[np.int32]:
+        return cast("npt.NDArray[np.int32]", _joined(self._rows, np.int32))
+
+    @property
+    def cols(self) -> npt.NDArray[np.int32]:
+        return cast("npt.NDArray[np.int32]", _joined(self._cols, np.int32))
+
+    @property
+    def weights(self) -> npt.NDArray[np.float32]:
+        return cast("npt.NDArray[np.float32]", _joined(self._weights, np.float32))
+
+    @property
+    def times(self) -> npt.NDArray[np.float64]:
+        return cast("npt.NDArray[np.float64]", _joined(self._times, np.float64))
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for chunk in self._rows)
+
+    def arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {
-            "user_ids": np.array(self.user_ids, dtype=np.str_),
+            "user_ids": self.user_ids,
             "item_ids": np.array(self.item_ids, dtype=np.str_),
-            "rows": np.array(self.rows, dtype=np.int32),
-            "cols": np.array(self.cols, dtype=np.int32),
-            "weights": np.array(self.weights, dtype=np.float32),
-            "times": np.array(self.times, dtype=np.float64),
+            "rows": self.rows,
+            "cols": self.cols,
+            "weights": self.weights,
+            "times": self.times,
         }
 
 
-async def read_interactions(client: aioredis.Redis) -> Interactions:
-    """Every user's history, one user at a time (each read is consistent for its user), in
-    user order, so the same data always produces the same arrays."""
-    # SSCAN may return a member twice while the set grows: a set of ids, sorted once.
-    users = sorted({user_id async for user_id in client.sscan_iter(keys.USERS, count=_SCAN_BATCH)})
+def _joined(chunks: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
+    joined: npt.NDArray[Any] = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
+    return joined
+
+
+async def read_interactions(client: RedisClient, partitions: keys.Partitions) -> Interactions:
+    """Every user's history, partition by partition, a chunk of users at a time (each read is
+    consistent for its user); users in the order of their partition's set, so the same data
+    produces the same arrays."""
     interactions = Interactions()
-    for start in range(0, len(users), _SCAN_BATCH):
-        await _read_users(client, users[start : start + _SCAN_BATCH], interactions)
+    for partition in partitions.all:
+        start = 0
+        while True:
+            users: list[str] = await client.execute(
+                "ZRANGE", partition.users, start, start + _USERS_PER_READ - 1
+            )
+            if users:
+                interactions.add_users(await _histories(client, partition, users))
+            if len(users) < _USERS_PER_READ:
+                break
+            start += _USERS_PER_READ
     return interactions
 
 
-async def _read_users(client: aioredis.Redis, users: list[str], into: Interactions) -> None:
-    if not users:
-        return
-    async with client.pipeline(transaction=False) as pipe:
-        for user_id in users:
-            pipe.hgetall(keys.user_items(user_id))
-            pipe.zrange(keys.user_times(user_id), 0, -1, withscores=True)
-        replies = await pipe.execute()
-    for index, user_id in enumerate(users):
-        into.add_user(user_id, replies[2 * index], replies[2 * index + 1])
+async def _histories(
+    client: RedisClient, partition: keys.Partition, users: list[str]
+) -> list[tuple[str, dict[str, str], dict[str, float]]]:
+    commands: list[tuple[str, ...]] = []
+    for user_id in users:
+        commands.append(("HGETALL", partition.user_items(user_id)))
+        commands.append(("ZRANGE", partition.user_times(user_id), "0", "-1", "WITHSCORES"))
+    replies = await client.execute_many(commands)
+    return [
+        (user_id, replies[2 * index], _scores(replies[2 * index + 1]))
+        for index, user_id in enumerate(users)
+    ]
+
+
+def _scores(reply: Any) -> dict[str, float]:
+    """``ZRANGE … WITHSCORES`` as member → score (a map or pairs, as the protocol gives it)."""
+    if isinstance(reply, dict):
+        return {str(member): float(score) for member, score in reply.items()}
+    return {str(member): float(score) for member, score in reply}
 
 
 def check_quality(
-    interactions: Interactions, stats: dict[str, str], settings: Settings
+    interactions: Interactions, stats: dict[str, int], settings: Settings
 ) -> QualityReport:
     """Refuse to train on data that is too small, too skewed, too dirty or from a broken clock."""
-    n_interactions = len(interactions.rows)
+    n_interactions = len(interactions)
     checks = [
-        _at_least("users", len(interactions.user_ids), settings.min_users),
+        _at_least("users", interactions.n_users, settings.min_users),
         _at_least("items", len(interactions.item_ids), settings.min_items),
         _at_least("interactions", n_interactions, settings.min_interactions),
     ]
     if n_interactions:
-        rows = np.bincount(np.asarray(interactions.rows))
-        cols = np.bincount(np.asarray(interactions.cols))
+        rows = np.bincount(interactions.rows)
+        cols = np.bincount(interactions.cols)
         checks.append(
             _at_most("top_user_share", rows.max() / n_interactions, settings.max_user_share)
         )
         checks.append(
             _at_most("top_item_share", cols.max() / n_interactions, settings.max_item_share)
         )
-        times = np.asarray(interactions.times)
+        times = interactions.times
         latest_allowed = (datetime.now(UTC) + MAX_CLOCK_SKEW).timestamp()
         insane = np.count_nonzero(
             (times > latest_allowed) | (times < EARLIEST_TIMESTAMP.timestamp())
         )
         checks.append(_at_most("insane_timestamp_share", insane / n_interactions, 0.0))
-    received = int(stats.get("accepted", 0)) + int(stats.get("duplicates", 0))
-    rejected = int(stats.get("rejected", 0))
+    received = stats.get(keys.STAT_ACCEPTED, 0) + stats.get(keys.STAT_DUPLICATES, 0)
+    rejected = stats.get("rejected", 0)
     if received + rejected:
         checks.append(
             _at_most("reject_share", rejected / (received + rejected), settings.max_reject_share)
         )
     if received:
-        duplicate_share = int(stats.get("duplicates", 0)) / received
+        duplicate_share = stats.get(keys.STAT_DUPLICATES, 0) / received
         checks.append(_at_most("duplicate_share", duplicate_share, settings.max_duplicate_share))
     return QualityReport(passed=all(check.passed for check in checks), checks=checks)
 
@@ -164,44 +225,67 @@ def _at_most(name: str, value: float, threshold: float) -> QualityCheck:
     )
 
 
-async def snapshot_id(client: aioredis.Redis) -> str:
-    position = await stream_position(client)
-    generation: str = await client.hget(keys.PIPELINE_STATS, "erasures") or "0"  # type: ignore[assignment]
-    return f"{position.first_unapplied}.g{generation}"
+async def pipeline_counters(client: RedisClient, partitions: keys.Partitions) -> dict[str, int]:
+    """Every partition's counters, summed, and the events refused at the door."""
+    replies = await client.execute_many(
+        [("HGETALL", partition.stats) for partition in partitions.all]
+        + [("GET", keys.PIPELINE_REJECTED)]
+    )
+    *per_partition, rejected = replies
+    totals: dict[str, int] = {}
+    for counters in per_partition:
+        for name, value in counters.items():
+            totals[name] = totals.get(name, 0) + int(value)
+    totals["rejected"] = int(rejected or 0)
+    return totals
+
+
+async def snapshot_id(client: RedisClient, partitions: keys.Partitions) -> str:
+    """``<ms>-<crc>.g<generation>``: the newest partition position in milliseconds, a checksum
+    of every partition's position, and the data generation (bumped by erasures and
+    retention), so the same data always gets the same id and newer data a larger one."""
+    positions = [
+        (await stream_position(client, partition.events)).first_unapplied
+        for partition in partitions.all
+    ]
+    generation = str(await client.execute("GET", keys.DATA_GENERATION) or "0")
+    newest = max(int(position.partition("-")[0]) for position in positions)
+    checksum = zlib.crc32(",".join(positions).encode())
+    return f"{newest}-{checksum}.g{generation}"
 
 
 async def take_snapshot(
-    client: aioredis.Redis, store: ArtifactStore, settings: Settings
+    client: RedisClient, store: ArtifactStore, settings: Settings
 ) -> SnapshotInfo:
     """Export the current features as a snapshot, or return the one that already covers them."""
-    snapshot = await snapshot_id(client)
+    partitions = settings.partitions
+    snapshot = await snapshot_id(client, partitions)
     folder = snapshot_folder(snapshot)
     if store.exists(f"{folder}/{MANIFEST}"):
         existing = SnapshotInfo.model_validate(json.loads(store.read_bytes(f"{folder}/{MANIFEST}")))
-        await client.set(keys.SNAPSHOT_LATEST, existing.model_dump_json())
+        await client.execute("SET", keys.SNAPSHOT_LATEST, existing.model_dump_json())
         return existing
     started = time.perf_counter()
     # Taken before reading: any user updated after this moment may be newer than the snapshot,
     # which is how the recommender decides to fold a user's latest events in.
     created_at = datetime.now(UTC)
-    interactions = await read_interactions(client)
-    stats: dict[str, str] = await client.hgetall(keys.PIPELINE_STATS)  # type: ignore[assignment]
-    quality = check_quality(interactions, stats, settings)
+    interactions = await read_interactions(client, partitions)
+    quality = check_quality(interactions, await pipeline_counters(client, partitions), settings)
     times = interactions.times
     info = SnapshotInfo(
         snapshot_id=snapshot,
         url=store.url(folder),
         created_at=created_at,
-        users=len(interactions.user_ids),
+        users=interactions.n_users,
         items=len(interactions.item_ids),
-        interactions=len(interactions.rows),
-        time_min=min(times) if times else None,
-        time_max=max(times) if times else None,
+        interactions=len(interactions),
+        time_min=float(times.min()) if len(times) else None,
+        time_max=float(times.max()) if len(times) else None,
         quality=quality,
     )
     files = {SNAPSHOT_FILE: npz_bytes(**interactions.arrays())}
     await asyncio.to_thread(store.write_bundle, folder, files, info.model_dump(mode="json"))
-    await client.set(keys.SNAPSHOT_LATEST, info.model_dump_json())
+    await client.execute("SET", keys.SNAPSHOT_LATEST, info.model_dump_json())
     metrics.SNAPSHOTS.labels("passed" if quality.passed else "failed").inc()
     log.info(
         "snapshot %s: %d users, %d items, %d interactions in %.1fs, quality %s",

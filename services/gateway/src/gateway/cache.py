@@ -1,11 +1,11 @@
-"""The versioned response cache for user recommendations.
+"""The response cache for user recommendations.
 
-A key names the model version that ranked the list and the user's epoch (bumped by the
-feature-store with every applied event of the user), so a new version or a new event makes the
-old entries unreachable at once; nothing is invalidated by hand, and entries expire with a TTL.
-The lookup reads the active version, the user's epoch and the entry in one Lua call; when the
-entries live on the ephemeral Redis (EPHEMERAL_REDIS_URL), the first two come from the main
-Redis and the entry from the other, in two commands.
+An entry is keyed by the user, the experiment variant and the query, and its value names the
+model version that ranked the list and the user's epoch (bumped by the feature-store with every
+applied event of the user): a lookup reads the active version, the user's epoch and the entry in
+one round trip (two concurrent ones when the entries live on the ephemeral Redis), and uses the
+entry only if both still match. A new version or a new event makes the old entry stale at once;
+nothing is invalidated by hand, a fresher list overwrites it, and entries expire with a TTL.
 
 Only lists ranked by the version the lookup saw are stored: a replica still serving the previous
 version, or any fallback, never fills an entry that the current version's readers would get.
@@ -23,32 +23,26 @@ from typing import Any, TypeVar, cast
 
 from gateway import metrics
 from recsys_shared import keys
+from recsys_shared.errors import StoreUnavailable
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.multiplexed import MultiplexedRedis
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import RecommendationQuery
 
 T = TypeVar("T")
-
-# KEYS: active model pointer, the user's meta hash. ARGV: the user's cache key prefix, the query
-# digest. Returns {version, epoch, cached entry or false}; the key layout is keys.cache_user's.
-_LOOKUP = """
-local version = redis.call('GET', KEYS[1]) or '0'
-local epoch = redis.call('HGET', KEYS[2], 'epoch') or '0'
-local entry = redis.call('GET', ARGV[1] .. version .. ':' .. epoch .. ':' .. ARGV[2])
-return {version, epoch, entry}
-"""
+#: No experiment variant: the active version's lists.
+NO_VARIANT = "-"
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
     key: str
     version: int
+    epoch: str
     entry: str | None
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
+def _stamp(version: int, epoch: str) -> str:
+    return f"{version}:{epoch}:"
 
 
 def query_digest(query: RecommendationQuery) -> str:
@@ -60,80 +54,72 @@ _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.la
 
 
 class ResponseCache:
-    """Entries live on ``entries`` (the ephemeral Redis, see
-    ``recsys_shared.redis.ephemeral_client``) or on ``client``, which holds the active version
-    and the users' epochs."""
+    """Entries live on ``entries`` (the ephemeral Redis when there is one); ``client`` holds
+    the active version and the users' epochs."""
 
     def __init__(
         self,
-        client: MultiplexedRedis,
+        client: RedisClient,
+        partitions: keys.Partitions,
         *,
         ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
-        entries: MultiplexedRedis | None = None,
+        entries: RedisClient | None = None,
     ) -> None:
         self.redis = client
+        self.partitions = partitions
         self.entries = entries or client
         self.ttl_seconds = ttl_seconds
         self.memory_guard = memory_guard
-        self._lookup = client.script(_LOOKUP)
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
-    async def lookup(self, user_id: str, query: RecommendationQuery) -> Lookup:
-        digest = query_digest(query)
+    async def lookup(
+        self, user_id: str, query: RecommendationQuery, *, variant: str = NO_VARIANT
+    ) -> Lookup:
+        key = keys.cache_user(user_id, variant, query_digest(query))
+        state = [
+            ("GET", keys.MODEL_ACTIVE),
+            ("HGET", self.partitions.of(user_id).user_meta(user_id), keys.META_EPOCH),
+        ]
         if self.entries is self.redis:
-            version, epoch, raw = await self._lookup(
-                keys=[keys.MODEL_ACTIVE, keys.user_meta(user_id)],
-                args=[keys.cache_user_prefix(user_id), digest],
-            )
-            key = keys.cache_user(user_id, int(version), epoch, digest)
+            version, epoch, raw = await self.redis.execute_many([*state, ("GET", key)])
         else:
-            version, epoch = await self.redis.execute_many(
-                [("GET", keys.MODEL_ACTIVE), ("HGET", keys.user_meta(user_id), "epoch")]
+            (version, epoch), raw = await asyncio.gather(
+                self.redis.execute_many(state), self._entry(key)
             )
-            key = keys.cache_user(user_id, int(version or 0), epoch or "0", digest)
-            raw = await self._entry(key)
-        (_HITS if raw else _MISSES).inc()
-        return Lookup(key=key, version=int(version or 0), entry=raw or None)
+        lookup = Lookup(key=key, version=int(version or 0), epoch=epoch or "0", entry=None)
+        stamp = _stamp(lookup.version, lookup.epoch)
+        if raw is not None and raw.startswith(stamp):
+            _HITS.inc()
+            return Lookup(lookup.key, lookup.version, lookup.epoch, raw[len(stamp) :])
+        _MISSES.inc()
+        return lookup
 
     async def _entry(self, key: str) -> str | None:
         """The entry from the ephemeral Redis; a miss if it cannot answer (losing it costs a
         recomputed list, not the request)."""
         try:
             entry: str | None = await self.entries.execute("GET", key)
-        except REDIS_UNAVAILABLE_ERRORS as error:
+        except StoreUnavailable as error:
             metrics.UPSTREAM_ERRORS.labels("ephemeral-redis", type(error).__name__).inc()
             return None
         return entry
 
-    async def forget_user(self, user_id: str) -> None:
-        """Delete every cached list of the user (erasure): a SCAN over their key prefix."""
-        pattern = _glob_escape(keys.cache_user_prefix(user_id)) + "*"
-        cursor = "0"
-        while True:
-            cursor, found = await self.entries.execute(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", 10_000
-            )
-            if found:
-                await self.entries.execute("DEL", *found)
-            if cursor == "0":
-                return
-
     def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
         """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it.
 
-        Queued, not awaited: the answer does not wait for the cache, and a failed store
-        (Redis gone) costs only a later miss; the next command on the connection is ordered
-        after it all the same. Skipped while Redis is near its memory limit (see
+        Not awaited: the answer does not wait for the cache, and a failed store (Redis gone)
+        costs only a later miss. Skipped while Redis is near its memory limit (see
         :mod:`recsys_shared.memory_guard`).
         """
         if model_version is None or model_version != lookup.version:
             return
         if self.memory_guard is not None and self.memory_guard.shed("cache"):
             return
-        # "<stored at>\n<the response JSON>": served back as it is, no parsing on a hit.
-        entry = f"{time.time()!r}\n{body}"
-        self.entries.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
+        # "<version>:<epoch>:<stored at>\n<the response JSON>": served back as it is.
+        entry = f"{_stamp(lookup.version, lookup.epoch)}{time.time()!r}\n{body}"
+        stored = self.entries.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
+        asyncio.ensure_future(stored).add_done_callback(_ignore_failure)
 
     async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """Concurrent misses for one key share one computation, so an expiring hot entry or a
@@ -155,6 +141,11 @@ class ResponseCache:
             self._in_flight.pop(key, None)
         future.set_result(result)
         return result
+
+
+def _ignore_failure(stored: asyncio.Future[Any]) -> None:
+    if not stored.cancelled() and stored.exception() is not None:
+        metrics.UPSTREAM_ERRORS.labels("cache", type(stored.exception()).__name__).inc()
 
 
 # The stored JSON ends with these two fields (they are the last of Recommendations), as a

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from opentelemetry import propagate
@@ -32,7 +32,16 @@ from recsys_shared.errors import (
 )
 from recsys_shared.http_client import HttpClientError, HttpResponse, Origin
 from recsys_shared.logging import REQUEST_ID_HEADER, request_id_var
-from recsys_shared.schemas import ItemBatch, ItemIn, RecommendationQuery, Recommendations
+from recsys_shared.schemas import (
+    DeadLetters,
+    ItemBatch,
+    ItemIn,
+    ItemPatch,
+    RecommendationQuery,
+    Recommendations,
+    ReplayRequest,
+    ReplayResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +286,27 @@ class FeatureStoreClient:
 
     async def put_item(self, item_id: str, item: ItemIn) -> None:
         await self._call("PUT", f"/items/{segment(item_id)}", item.model_dump(mode="json"))
+
+    async def patch_item(self, item_id: str, patch: ItemPatch) -> None:
+        try:
+            await self._call(
+                "PATCH",
+                f"/items/{segment(item_id)}",
+                patch.model_dump(mode="json", exclude_none=True),
+            )
+        except NotFound as error:
+            raise UnknownItem(error.detail) from error
+
+    async def dead_letters(self, *, reason: str | None, limit: int) -> DeadLetters:
+        query = {"limit": str(limit), **({"reason": reason} if reason else {})}
+        response = await self._call("GET", f"/dead-letters?{urlencode(query)}")
+        return DeadLetters.model_validate_json(response.content)
+
+    async def replay_dead_letters(self, request: ReplayRequest) -> ReplayResult:
+        response = await self._call(
+            "POST", "/dead-letters/replay", request.model_dump(mode="json", exclude_none=True)
+        )
+        return ReplayResult.model_validate_json(response.content)
 
     async def delete_item(self, item_id: str) -> None:
         try:

@@ -29,11 +29,17 @@ class Settings(ServingSettings):
     )
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    dedup_ttl_seconds: int = Field(
-        default=24 * 3600, ge=60, description="How long an event_id is remembered for idempotency."
+    idempotency_window_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a (user_id, event_id) is remembered: a resend within it is a "
+        "duplicate. About 12-24 bytes of Redis per remembered event.",
     )
     max_stream_backlog: int = Field(
-        default=1_000_000, ge=0, description="Unapplied events beyond which ingestion answers 503."
+        default=1_000_000,
+        ge=0,
+        description="Unapplied events of one partition beyond which its ingestion answers 503.",
     )
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="How long a ranked list is reused for the same query."
@@ -42,6 +48,12 @@ class Settings(ServingSettings):
     broker_visibility_timeout_seconds: int = Field(default=4000, ge=10)
     rate_limit_per_second: int = Field(
         default=1000, ge=0, description="Requests per second per API key; 0 turns the limit off."
+    )
+    rate_limit_sync_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="How often replicas share their counts (on the ephemeral Redis).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=[], description="Comma-separated origins browsers may call the API from."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from gateway.clients import FeatureStoreClient
@@ -13,6 +12,7 @@ from gateway.ingest import EventIngestor
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared.features import FeatureReader
+from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 
 
@@ -23,8 +23,8 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _redis(request: Request) -> aioredis.Redis:
-    client: aioredis.Redis = request.state.redis
+async def _redis(request: Request) -> RedisClient:
+    client: RedisClient = request.state.redis
     return client
 
 
@@ -59,7 +59,7 @@ async def _features(request: Request) -> FeatureReader:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+RedisDep = Annotated[RedisClient, Depends(_redis)]
 IngestorDep = Annotated[EventIngestor, Depends(_ingestor)]
 FeatureStoreDep = Annotated[FeatureStoreClient, Depends(_feature_store)]
 TasksDep = Annotated[TaskQueue, Depends(_tasks)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -30,10 +30,11 @@ from gateway.routes import (
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
+from recsys_shared.durability import check_durability
 from recsys_shared.features import FeatureReader
 from recsys_shared.http_client import HttpClient
 from recsys_shared.memory_guard import serving_guards
-from recsys_shared.redis import create_multiplexed_redis, ephemeral_client
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
@@ -50,82 +51,44 @@ async def _readiness(request: Request) -> dict[str, str]:
     return {"redis": await web.redis_readiness(request.state.redis)}
 
 
+async def _clients(settings: Settings, stack: AsyncExitStack) -> dict[str, RedisClient]:
+    """The Redis clients of the process: the data tier, the ephemeral Redis (or the data
+    tier), the broker, and the ingest's own connection when it waits for replicas."""
+    timeout = settings.redis_timeout_seconds
+
+    async def opened(url: str, name: str) -> RedisClient:
+        client = await connect(url, command_timeout=timeout, name=name)
+        stack.push_async_callback(client.aclose)
+        return client
+
+    main = await web.start_service(settings)
+    stack.push_async_callback(main.aclose)
+    ephemeral_url = settings.ephemeral_redis_dsn
+    return {
+        "main": main,
+        "ephemeral": await opened(ephemeral_url, "gateway-ephemeral") if ephemeral_url else main,
+        "broker": (
+            await opened(settings.broker_dsn, "gateway-broker")
+            if settings.broker_dsn != settings.redis_dsn
+            else main
+        ),
+        # WAIT holds the connection it runs on: the read path must not queue behind it.
+        "ingest": (
+            await opened(settings.redis_dsn, "gateway-ingest")
+            if settings.durable_replicas
+            else main
+        ),
+    }
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     api_keys = ApiKeys(settings.api_keys.get_secret_value())  # fails start-up on a bad spec
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        client = web.start_service(settings)
-        # The read path (cache, rate limit, features) on one multiplexed connection.
-        reads_redis = create_multiplexed_redis(
-            settings.redis_dsn, timeout=settings.redis_timeout_seconds
-        )
-        ephemeral_redis = ephemeral_client(
-            settings.ephemeral_redis_dsn, reads_redis, timeout=settings.redis_timeout_seconds
-        )
-        recommender_http = HttpClient(
-            timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
-        )
-        feature_store_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.feature_store_timeout_seconds),
-        )
-        recommenders = RecommenderClient(
-            recommender_http,
-            settings.recommender_urls,
-            failures=settings.breaker_failures,
-            reset_seconds=settings.breaker_reset_seconds,
-        )
-        tasks = TaskQueue(
-            client,
-            settings.redis_dsn,
-            visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
-            record_ttl_seconds=settings.task_record_ttl_seconds,
-        )
-        guards = serving_guards(
-            reads_redis, ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
-        )
-        for guard in guards:
-            guard.start()
-        memory_guard = guards[0]
-        web.settle_garbage_collector()
-        yield {
-            "settings": settings,
-            "redis": client,
-            "api_keys": api_keys,
-            "rate_limiter": RateLimiter(reads_redis, per_second=settings.rate_limit_per_second),
-            "features": FeatureReader(reads_redis),
-            "reads": ReadService(
-                reads_redis,
-                recommenders,
-                ResponseCache(
-                    reads_redis,
-                    ttl_seconds=settings.cache_ttl_seconds,
-                    memory_guard=memory_guard,
-                    entries=ephemeral_redis,
-                ),
-                record_ttl_seconds=settings.recommendation_ttl_seconds,
-                memory_guard=memory_guard,
-                records=ephemeral_redis,
-            ),
-            "ingestor": EventIngestor(
-                client,
-                dedup_ttl_seconds=settings.dedup_ttl_seconds,
-                max_backlog=settings.max_stream_backlog,
-            ),
-            "feature_store": FeatureStoreClient(feature_store_http, settings.feature_store_url),
-            "tasks": tasks,
-            "registry": ModelRegistry(client),
-        }
-        for guard in guards:
-            await guard.stop()
-        tasks.close()
-        await recommender_http.aclose()
-        await feature_store_http.aclose()
-        if ephemeral_redis is not reads_redis:
-            await ephemeral_redis.aclose()
-        await reads_redis.aclose()
-        await client.aclose()
+        async with AsyncExitStack() as stack:
+            yield await _state(settings, api_keys, stack)
 
     app = FastAPI(
         title="recsys API",
@@ -149,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
@@ -165,3 +128,75 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     return app
+
+
+async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> dict[str, Any]:
+    """Everything the routes use, created once; ``stack`` closes it in reverse order."""
+    clients = await _clients(settings, stack)
+    main, ephemeral = clients["main"], clients["ephemeral"]
+    await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
+    recommender_http = HttpClient(
+        timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
+    )
+    stack.push_async_callback(recommender_http.aclose)
+    feature_store_http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=httpx.Timeout(settings.feature_store_timeout_seconds))
+    )
+    tasks = TaskQueue(
+        clients["broker"],
+        settings.broker_dsn,
+        visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
+        record_ttl_seconds=settings.task_record_ttl_seconds,
+    )
+    stack.callback(tasks.close)
+    guards = serving_guards(main, ephemeral, high_water=settings.ephemeral_writes_max_memory_ratio)
+    for guard in guards:
+        guard.start()
+        stack.push_async_callback(guard.stop)
+    limiter = RateLimiter(
+        ephemeral if settings.ephemeral_redis_dsn else None,
+        per_second=settings.rate_limit_per_second,
+        sync_seconds=settings.rate_limit_sync_seconds,
+    )
+    limiter.start()
+    stack.push_async_callback(limiter.stop)
+    reader = FeatureReader(main, settings.partitions)
+    cache = ResponseCache(
+        main,
+        settings.partitions,
+        ttl_seconds=settings.cache_ttl_seconds,
+        memory_guard=guards[0],
+        entries=ephemeral,
+    )
+    web.settle_garbage_collector()
+    return {
+        "settings": settings,
+        "redis": main,
+        "api_keys": api_keys,
+        "rate_limiter": limiter,
+        "features": reader,
+        "reads": ReadService(
+            reader,
+            RecommenderClient(
+                recommender_http,
+                settings.recommender_urls,
+                failures=settings.breaker_failures,
+                reset_seconds=settings.breaker_reset_seconds,
+            ),
+            cache,
+            records=ephemeral,
+            record_ttl_seconds=settings.recommendation_ttl_seconds,
+            memory_guard=guards[0],
+        ),
+        "ingestor": EventIngestor(
+            clients["ingest"],
+            settings.partitions,
+            window_seconds=settings.idempotency_window_seconds,
+            max_backlog=settings.max_stream_backlog,
+            replicas=settings.durable_replicas,
+            replicas_timeout_ms=settings.durable_replicas_timeout_ms,
+        ),
+        "feature_store": FeatureStoreClient(feature_store_http, settings.feature_store_url),
+        "tasks": tasks,
+        "registry": ModelRegistry(main),
+    }

@@ -7,12 +7,12 @@ import re
 from collections import Counter
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import Request
 
 from gateway import metrics
 from recsys_shared import keys
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.errors import RecsysError
+from recsys_shared.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ async def count_rejects(request: Request, errors: list[dict[str, Any]]) -> None:
     for reason, count in reasons.items():
         metrics.EVENT_REJECTS.labels(reason).inc(count)
     metrics.EVENTS_RECEIVED.labels("rejected").inc(rejected_events)
-    client: aioredis.Redis = request.state.redis
+    client: RedisClient = request.state.redis
+    commands: list[tuple[str | int, ...]] = [
+        ("HINCRBY", keys.PIPELINE_REJECTS, reason, count) for reason, count in reasons.items()
+    ]
+    commands.append(("INCRBY", keys.PIPELINE_REJECTED, rejected_events))
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            for reason, count in reasons.items():
-                pipe.hincrby(keys.PIPELINE_REJECTS, reason, count)
-            pipe.hincrby(keys.PIPELINE_STATS, "rejected", rejected_events)
-            await pipe.execute()
-    except REDIS_UNAVAILABLE_ERRORS as error:
+        await client.execute_many(commands)
+    except RecsysError as error:
         # The client still deserves its 422: counting is best effort.
-        log.warning("could not count rejected events: %s", type(error).__name__)
+        log.warning("could not count rejected events: %s", error.detail)

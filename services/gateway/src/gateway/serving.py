@@ -13,7 +13,7 @@ from gateway.clients import RecommenderClient, query_string, segment
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Strategy
 
@@ -25,23 +25,20 @@ FALLBACK_REASON = "recommender_unavailable"
 class ReadService:
     def __init__(
         self,
-        client: MultiplexedRedis,
+        reader: FeatureReader,
         recommenders: RecommenderClient,
         cache: ResponseCache,
         *,
+        records: RedisClient,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
-        records: MultiplexedRedis | None = None,
     ) -> None:
-        self.reader = FeatureReader(client)
+        self.reader = reader
         self.recommenders = recommenders
         self.batcher = UserListBatcher(recommenders)
         self.cache = cache
         self.responses = ResponseBuilder(
-            client,
-            record_ttl_seconds=record_ttl_seconds,
-            memory_guard=memory_guard,
-            records=records,
+            reader, records, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
         )
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:

@@ -1,4 +1,8 @@
-"""Enqueueing Celery tasks by name and reading their state, without importing worker code."""
+"""Enqueueing Celery tasks by name and reading their state, without importing worker code.
+
+Everything here lives on the broker's Redis (``CELERY_BROKER_URL``): Celery's messages and
+results through kombu, and the records of which task ids this API enqueued.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ from typing import Any
 
 import kombu.exceptions
 import redis
-import redis.asyncio as aioredis
 from celery import Celery
 from celery.result import AsyncResult
 
 from recsys_shared import keys
 from recsys_shared.errors import StoreUnavailable, UnknownTask
 from recsys_shared.logging import request_id_var
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import TaskState
 from recsys_shared.tasks import REQUEST_ID_HEADER, celery_client_config
 
@@ -27,17 +31,17 @@ _BROKER_ERRORS = (
 class TaskQueue:
     def __init__(
         self,
-        client: aioredis.Redis,
-        redis_url: str,
+        broker: RedisClient,
+        broker_url: str,
         *,
         visibility_timeout_seconds: int,
         record_ttl_seconds: int,
     ) -> None:
-        self.redis = client
+        self.redis = broker
         self.record_ttl_seconds = record_ttl_seconds
         self.celery = Celery("gateway", set_as_current=False)
         self.celery.conf.update(
-            celery_client_config(redis_url, visibility_timeout_seconds=visibility_timeout_seconds),
+            celery_client_config(broker_url, visibility_timeout_seconds=visibility_timeout_seconds),
             # Fail fast when the broker is down: the client gets a 503 it can retry.
             task_publish_retry_policy={
                 "max_retries": 2,
@@ -54,11 +58,13 @@ class TaskQueue:
             )
         except _BROKER_ERRORS as error:
             raise StoreUnavailable("The task queue is unavailable; retry shortly.") from error
-        await self.redis.set(keys.task_record(result.id), name, ex=self.record_ttl_seconds)
+        await self.redis.execute(
+            "SET", keys.task_record(result.id), name, "EX", self.record_ttl_seconds
+        )
         return str(result.id)
 
     async def state(self, task_id: str) -> TaskState:
-        if not await self.redis.exists(keys.task_record(task_id)):
+        if not await self.redis.execute("EXISTS", keys.task_record(task_id)):
             raise UnknownTask(f"No task '{task_id}' was enqueued through this API.")
         try:
             return await asyncio.to_thread(self._read_state, task_id)

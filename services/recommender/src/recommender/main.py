@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,14 +15,12 @@ from recommender.config import Settings, get_settings
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
-from recsys_shared import code_version, web
+from recsys_shared import code_version, keys, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.errors import StoreUnavailable
+from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import serving_guards
-from recsys_shared.redis import (
-    REDIS_UNAVAILABLE_ERRORS,
-    create_multiplexed_redis,
-    ephemeral_client,
-)
+from recsys_shared.redis import connect
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
 
@@ -43,51 +41,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
-        client = web.start_service(settings)
-        holder = ModelHolder(
-            client, ArtifactStore(settings.artifact_url), poll_seconds=settings.model_poll_seconds
-        )
-        with contextlib.suppress(*REDIS_UNAVAILABLE_ERRORS):
-            # Serve from the first request if a model exists; the watcher retries otherwise.
-            await holder.refresh()
-        watcher = asyncio.create_task(holder.watch(), name="model-watcher")
-        # Features and records on one multiplexed connection; the registry and its
-        # notifications stay on the pooled client.
-        reads_redis = create_multiplexed_redis(
-            settings.redis_dsn, timeout=settings.redis_timeout_seconds
-        )
-        ephemeral_redis = ephemeral_client(
-            settings.ephemeral_redis_dsn, reads_redis, timeout=settings.redis_timeout_seconds
-        )
-        guards = serving_guards(
-            reads_redis, ephemeral_redis, high_water=settings.ephemeral_writes_max_memory_ratio
-        )
-        for guard in guards:
-            guard.start()
-        memory_guard = guards[0]
-        service = RecommendationService(
-            reads_redis,
-            holder,
-            record_ttl_seconds=settings.recommendation_ttl_seconds,
-            memory_guard=memory_guard,
-            records=ephemeral_redis,
-        )
-        web.settle_garbage_collector()
-        yield {"redis": client, "holder": holder, "service": service}
-        for guard in guards:
-            await guard.stop()
-        # On Python 3.11, asyncio.timeout can swallow a cancellation that lands just before
-        # redis-py enters one (its connection checks use timeout(0)): the watcher then loops on
-        # and one cancel() would wait forever. Repeat it until the task has ended.
-        while not watcher.done():
-            watcher.cancel()
-            await asyncio.wait({watcher}, timeout=1.0)
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        if ephemeral_redis is not reads_redis:
-            await ephemeral_redis.aclose()
-        await reads_redis.aclose()
-        await client.aclose()
+        async with AsyncExitStack() as stack:
+            client = await web.start_service(settings)
+            stack.push_async_callback(client.aclose)
+            notifications = await connect(
+                settings.redis_dsn,
+                command_timeout=settings.redis_timeout_seconds,
+                name="recommender-notifications",
+                channels=[keys.MODEL_EVENTS_CHANNEL],
+            )
+            stack.push_async_callback(notifications.aclose)
+            holder = ModelHolder(
+                client,
+                ArtifactStore(settings.artifact_url),
+                poll_seconds=settings.model_poll_seconds,
+                notifications=notifications,
+            )
+            with contextlib.suppress(StoreUnavailable):
+                # Serve from the first request if a model exists; the watcher retries otherwise.
+                await holder.refresh()
+            watcher = asyncio.create_task(holder.watch(), name="model-watcher")
+            stack.push_async_callback(_cancelled, watcher)
+            ephemeral_url = settings.ephemeral_redis_dsn
+            ephemeral = client
+            if ephemeral_url:
+                ephemeral = await connect(
+                    ephemeral_url, command_timeout=settings.redis_timeout_seconds
+                )
+                stack.push_async_callback(ephemeral.aclose)
+            guards = serving_guards(
+                client, ephemeral, high_water=settings.ephemeral_writes_max_memory_ratio
+            )
+            for guard in guards:
+                guard.start()
+                stack.push_async_callback(guard.stop)
+            service = RecommendationService(
+                FeatureReader(client, settings.partitions),
+                holder,
+                records=ephemeral,
+                record_ttl_seconds=settings.recommendation_ttl_seconds,
+                memory_guard=guards[0],
+            )
+            web.settle_garbage_collector()
+            yield {"redis": client, "holder": holder, "service": service}
 
     app = FastAPI(
         title="recsys recommender",
@@ -106,3 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(model.router)
     return app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

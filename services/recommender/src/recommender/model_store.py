@@ -17,16 +17,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from scipy.sparse import csr_matrix
 
 from recommender import metrics
-from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactError, ArtifactStore, load_npz
+from recsys_shared.errors import StoreUnavailable
 from recsys_shared.foldin import least_squares_fold_in
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
+from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo
 
@@ -181,9 +180,17 @@ class ModelHolder:
     """
 
     def __init__(
-        self, client: aioredis.Redis, store: ArtifactStore, *, poll_seconds: float
+        self,
+        client: RedisClient,
+        store: ArtifactStore,
+        *,
+        poll_seconds: float,
+        notifications: RedisClient | None = None,
     ) -> None:
+        """``notifications``: a client subscribed to the registry's channel (see
+        :meth:`watch`); without one, the holder polls."""
         self.redis = client
+        self.notifications = notifications
         self.registry = ModelRegistry(client)
         self.store = store
         self.poll_seconds = poll_seconds
@@ -237,17 +244,21 @@ class ModelHolder:
     async def watch(self) -> None:
         """Run forever: refresh on every notification, and at least every ``poll_seconds``."""
         while True:
-            pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
                 await self.refresh()
-                while True:
-                    await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=self.poll_seconds
-                    )
-                    await self.refresh()
-            except REDIS_UNAVAILABLE_ERRORS as error:
-                log.warning("model watcher waiting for redis: %s", type(error).__name__)
-                await asyncio.sleep(self.poll_seconds)
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except StoreUnavailable as error:
+                log.warning("model watcher waiting for redis: %s", error.detail)
+            await self._next_notification()
+
+    async def _next_notification(self) -> None:
+        """Until a version is announced, or ``poll_seconds`` pass."""
+        if self.notifications is None:
+            await asyncio.sleep(self.poll_seconds)
+            return
+        try:
+            async with asyncio.timeout(self.poll_seconds):
+                await self.notifications.next_message()
+        except TimeoutError:
+            return
+        except StoreUnavailable:
+            await asyncio.sleep(self.poll_seconds)

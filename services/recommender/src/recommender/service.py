@@ -14,7 +14,7 @@ from recommender.scoring import top_k
 from recsys_shared.errors import UnknownItem
 from recsys_shared.features import FeatureReader, UserContext
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import RecommendationQuery, Strategy
 
@@ -61,19 +61,16 @@ class CatalogueFilter:
 class RecommendationService:
     def __init__(
         self,
-        client: MultiplexedRedis,
+        reader: FeatureReader,
         holder: ModelHolder,
         *,
+        records: RedisClient,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
-        records: MultiplexedRedis | None = None,
     ) -> None:
-        self.reader = FeatureReader(client)
+        self.reader = reader
         self.responses = ResponseBuilder(
-            client,
-            record_ttl_seconds=record_ttl_seconds,
-            memory_guard=memory_guard,
-            records=records,
+            reader, records, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
         )
         self.holder = holder
         self.catalogue = CatalogueFilter(self.reader)
@@ -201,7 +198,12 @@ class RecommendationService:
         seen_rows: Indexes,
         known: np.ndarray,
     ) -> Floats | None:
-        """The trained vector if the model saw all of the user's events, else a fold-in."""
+        """The trained vector if the model saw all of the user's events, else a fold-in.
+
+        A user the feature-store holds nothing of (erased, or forgotten after the retention
+        period) is not personalised from a model's row: the model may predate the erasure."""
+        if context.epoch is None:
+            return None
         row = model.users.get(user_id)
         if row is not None and context.updated_at <= model.trained_through:
             vector: Floats = model.user_factors[row]

@@ -7,7 +7,13 @@ from typing import Any
 from celery import Celery
 
 from recsys_shared import keys
-from recsys_shared.tasks import CHECK_DRIFT, TRAIN_MODEL, celery_client_config
+from recsys_shared.tasks import (
+    CHECK_DRIFT,
+    ERASE_FROM_ARTIFACTS,
+    PRUNE,
+    TRAIN_MODEL,
+    celery_client_config,
+)
 from retraining_worker.config import get_settings
 
 
@@ -15,7 +21,7 @@ def celery_config() -> dict[str, Any]:
     settings = get_settings()
     return {
         **celery_client_config(
-            settings.redis_dsn,
+            settings.broker_dsn,
             visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
         ),
         # Reliability: acknowledge after the task ran, give the message back if the process
@@ -33,7 +39,7 @@ def celery_config() -> dict[str, Any]:
         # Beat through RedBeat: the schedule lives in Redis behind a lock, so a second beat
         # process waits instead of firing every task twice.
         "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.redis_dsn,
+        "redbeat_redis_url": settings.broker_dsn,
         "redbeat_key_prefix": keys.REDBEAT_PREFIX,
         "redbeat_lock_timeout": 60,
         "beat_max_loop_interval": 5,
@@ -46,6 +52,16 @@ def celery_config() -> dict[str, Any]:
             "drift-check": {
                 "task": CHECK_DRIFT,
                 "schedule": settings.drift_check_seconds,
+                "kwargs": {},
+            },
+            "erase-from-artifacts": {
+                "task": ERASE_FROM_ARTIFACTS,
+                "schedule": settings.erasure_rewrite_seconds,
+                "kwargs": {},
+            },
+            "prune": {
+                "task": PRUNE,
+                "schedule": settings.prune_seconds,
                 "kwargs": {},
             },
         },

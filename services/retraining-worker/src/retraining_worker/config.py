@@ -44,6 +44,20 @@ class Settings(ServiceSettings):
         "or the previous one).",
     )
     keep_snapshots: int = Field(default=3, ge=1, description="Snapshot bundles kept.")
+    keep_model_records: int = Field(
+        default=100,
+        ge=2,
+        description="Registry records (lineage, metrics) kept; older versions are forgotten.",
+    )
+    prune_seconds: float = Field(
+        default=3600, gt=0, description="How often old versions and snapshots are pruned."
+    )
+    erasure_rewrite_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often snapshots and artifacts are rewritten without erased users "
+        "(also right after every erasure): the bound on how long an artifact holds one.",
+    )
 
     task_time_limit_seconds: int = Field(default=3600, ge=10)
     broker_visibility_timeout_seconds: int = Field(

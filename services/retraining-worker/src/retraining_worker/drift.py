@@ -1,12 +1,13 @@
 """The drift monitor: recent traffic against the active model's training data. Plain functions.
 
-The feature-store's apply script counts every applied event into hour buckets (items, users,
-event types, online hits per serving version; see ``recsys_shared.keys.drift_window``). A check
-sums the last ``drift_window_hours`` buckets and compares them with what the active model was
-trained on: the item distribution of its snapshot (PSI over the top items plus an "other"
-bucket) and the users and items its id tables know. Past a threshold it enqueues a retrain, at
-most once per cool-down across every monitor (a Redis ``SET NX EX``); the training itself is
-serialised by the training lock. The Celery task only calls :func:`run_drift_check`.
+The feature-store's apply script counts every applied event into hour buckets of its partition
+(items, users, event types, online hits per serving version; see ``recsys_shared.keys``). A
+check sums the last ``drift_window_hours`` buckets of every partition and compares them with
+what the active model was trained on: the item distribution of its snapshot (PSI over the top
+items plus an "other" bucket) and the users and items its id tables know. Past a threshold it
+enqueues a retrain, at most once per cool-down across every monitor (a Redis ``SET NX EX``);
+the training itself is serialised by the training lock. The Celery task only calls
+:func:`run_drift_check`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from recsys_shared import keys
 from recsys_shared.artifacts import (
@@ -35,7 +35,7 @@ from recsys_shared.artifacts import (
     sha256,
     snapshot_folder,
 )
-from recsys_shared.redis import create_async_redis
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
 from retraining_worker import metrics
@@ -104,17 +104,24 @@ class Window:
         return sum(self.types.values())
 
 
-async def read_window(client: aioredis.Redis, *, now: float, hours: int) -> Window:
-    """Sum the hour buckets of the last ``hours`` hours (the current, partial one included)."""
+async def read_window(
+    client: RedisClient, partitions: keys.Partitions, *, now: float, hours: int
+) -> Window:
+    """Sum the hour buckets of the last ``hours`` hours (the current, partial one included)
+    over every partition."""
     last = keys.drift_hour(now)
     window = Window(first_hour=last - hours + 1, hours=hours)
-    async with client.pipeline(transaction=False) as pipe:
-        for hour in range(window.first_hour, last + 1):
-            pipe.hgetall(keys.drift_items(hour))
-            pipe.hgetall(keys.drift_users(hour))
-            pipe.hgetall(keys.drift_types(hour))
-            pipe.hgetall(keys.drift_hits(hour))
-        rows: list[dict[str, str]] = await pipe.execute()
+    commands: list[tuple[str, str]] = []
+    for hour in range(window.first_hour, last + 1):
+        for partition in partitions.all:
+            bucket = partition.drift(hour)
+            commands += [
+                ("HGETALL", bucket.items),
+                ("HGETALL", bucket.users),
+                ("HGETALL", bucket.types),
+                ("HGETALL", bucket.hits),
+            ]
+    rows: list[dict[str, str]] = await client.execute_many(commands)
     hits: Counter[str] = Counter()
     for index in range(0, len(rows), 4):
         items, users, types, hit_counts = rows[index : index + 4]
@@ -124,7 +131,8 @@ async def read_window(client: aioredis.Redis, *, now: float, hours: int) -> Wind
         hits.update({name: int(count) for name, count in hit_counts.items()})
     versions = {name.rpartition(":")[0] for name in hits}
     for version in sorted(versions):
-        served, hit = hits[f"{version}:events"], hits[f"{version}:hits"]
+        events_field, hits_field = keys.hit_fields(version)
+        served, hit = hits[events_field], hits[hits_field]
         window.hits[version] = OnlineHitRate(
             events=served, hits=hit, hit_rate=hit / served if served else None
         )
@@ -257,44 +265,48 @@ def compute_report(
 
 
 async def maybe_trigger(
-    client: aioredis.Redis, report: DriftReport, settings: Settings, send: Send
+    client: RedisClient, report: DriftReport, settings: Settings, send: Send
 ) -> DriftReport:
     """Enqueue one retrain for a report that shows drift, unless a training is running or a
     drift retrain was enqueued within the cool-down (by this monitor or any other)."""
     if report.status != "drift":
         return report
-    if await client.exists(keys.TRAINING_LOCK):
+    if await client.execute("EXISTS", keys.TRAINING_LOCK):
         return report.model_copy(update={"trigger_skipped": "a training is running"})
-    if not await client.set(
-        keys.DRIFT_RETRAIN_COOLDOWN, "pending", nx=True, ex=settings.drift_cooldown_seconds
-    ):
-        holder = await client.get(keys.DRIFT_RETRAIN_COOLDOWN)
-        ttl = int(await client.ttl(keys.DRIFT_RETRAIN_COOLDOWN))
+    taken = await client.execute(
+        "SET", keys.DRIFT_RETRAIN_COOLDOWN, "pending", "NX", "EX", settings.drift_cooldown_seconds
+    )
+    if taken is None:
+        holder, ttl = await client.execute_many(
+            [("GET", keys.DRIFT_RETRAIN_COOLDOWN), ("TTL", keys.DRIFT_RETRAIN_COOLDOWN)]
+        )
         return report.model_copy(
             update={
                 "trigger_skipped": f"cool-down: retrain {holder!s} was enqueued by drift; "
-                f"next trigger possible in {max(ttl, 0)} s"
+                f"next trigger possible in {max(int(ttl), 0)} s"
             }
         )
     try:
         task_id = await asyncio.to_thread(send)
     except BaseException:
-        await client.delete(keys.DRIFT_RETRAIN_COOLDOWN)  # nothing was enqueued
+        await client.execute("DEL", keys.DRIFT_RETRAIN_COOLDOWN)  # nothing was enqueued
         raise
-    await client.set(keys.DRIFT_RETRAIN_COOLDOWN, task_id, xx=True, keepttl=True)
+    await client.execute("SET", keys.DRIFT_RETRAIN_COOLDOWN, task_id, "XX", "KEEPTTL")
     metrics.DRIFT_TRIGGERS.inc()
     log.warning("drift: enqueued retrain %s: %s", task_id, "; ".join(report.reasons))
     return report.model_copy(update={"triggered_task_id": task_id})
 
 
-async def store_report(client: aioredis.Redis, report: DriftReport) -> None:
+async def store_report(client: RedisClient, report: DriftReport) -> None:
     """The latest report in one key, and a history capped at ``DRIFT_HISTORY_LENGTH``."""
     payload = report.model_dump_json()
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.set(keys.DRIFT_LATEST, payload)
-        pipe.lpush(keys.DRIFT_HISTORY, payload)
-        pipe.ltrim(keys.DRIFT_HISTORY, 0, keys.DRIFT_HISTORY_LENGTH - 1)
-        await pipe.execute()
+    await client.execute_many(
+        [
+            ("SET", keys.DRIFT_LATEST, payload),
+            ("LPUSH", keys.DRIFT_HISTORY, payload),
+            ("LTRIM", keys.DRIFT_HISTORY, 0, keys.DRIFT_HISTORY_LENGTH - 1),
+        ]
+    )
 
 
 def export_metrics(report: DriftReport) -> None:
@@ -323,12 +335,11 @@ async def maybe_roll_back(
         return None
     if now - active.activated_at.timestamp() > settings.rollback_window_seconds:
         return None
-    replaced = f"replaced by version {active.version}"
     previous = next(
         (
             info
             for info in await registry.list()
-            if info.status_reason == replaced and info.artifact_url is not None
+            if info.replaced_by == active.version and info.artifact_url is not None
         ),
         None,
     )
@@ -355,7 +366,7 @@ async def maybe_roll_back(
 
 
 async def check_drift(
-    client: aioredis.Redis,
+    client: RedisClient,
     store: ArtifactStore,
     settings: Settings,
     send: Send,
@@ -364,7 +375,9 @@ async def check_drift(
 ) -> DriftReport:
     """One check: window, profile, report, maybe a trigger; the report is stored."""
     active = await ModelRegistry(client).active()
-    window = await read_window(client, now=now, hours=settings.drift_window_hours)
+    window = await read_window(
+        client, settings.partitions, now=now, hours=settings.drift_window_hours
+    )
     profile = await asyncio.to_thread(load_profile, store, active) if active else None
     report = compute_report(window, profile, settings, now=now)
     report = await maybe_trigger(client, report, settings, send)
@@ -379,7 +392,9 @@ async def check_drift(
 
 
 async def run_drift_check(settings: Settings, send: Send, *, now: float) -> DriftReport:
-    client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+    client = await connect(
+        settings.redis_dsn, command_timeout=settings.redis_timeout_seconds, name="drift-monitor"
+    )
     try:
         return await check_drift(
             client, ArtifactStore(settings.artifact_url), settings, send, now=now

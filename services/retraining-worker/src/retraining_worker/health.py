@@ -8,6 +8,7 @@ known failure of Celery on Redis) is reported and restarted instead of trusted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -22,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from recsys_shared.redis import create_redis
+from recsys_shared.errors import RecsysError
+from recsys_shared.redis import connect
 from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
 from retraining_worker.config import Settings
 
@@ -60,7 +62,7 @@ class QueueLengthCollector:
         family = GaugeMetricFamily(
             "recsys_celery_queue_length", "Tasks waiting in a Celery queue.", labels=["queue"]
         )
-        client = create_redis(self.settings.redis_dsn, timeout=1.0)
+        client = redis.Redis.from_url(self.settings.broker_dsn, socket_timeout=1.0)
         try:
             for queue in (TRAINING_QUEUE, MONITORING_QUEUE):
                 family.add_metric([queue], float(client.llen(queue)))
@@ -72,14 +74,28 @@ class QueueLengthCollector:
 
 
 def _readiness(settings: Settings) -> dict[str, str]:
-    client = create_redis(settings.redis_dsn, timeout=1.0)
+    """The data tier (through the services' client) and the broker (through Celery's) answer."""
+    checks = {"redis": asyncio.run(_data_tier(settings))}
+    broker = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1.0)
     try:
-        client.ping()
-        return {"redis": "ok"}
+        broker.ping()
+        checks["broker"] = "ok"
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        return {"redis": f"unreachable: {type(error).__name__}"}
+        checks["broker"] = f"unreachable: {type(error).__name__}"
     finally:
-        client.close()
+        broker.close()
+    return checks
+
+
+async def _data_tier(settings: Settings) -> str:
+    client = await connect(settings.redis_dsn, command_timeout=1.0, name="worker-health")
+    try:
+        await client.ping()
+    except RecsysError as error:
+        return f"unreachable: {error.detail}"
+    finally:
+        await client.aclose()
+    return "ok"
 
 
 def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:

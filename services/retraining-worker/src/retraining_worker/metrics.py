@@ -14,6 +14,10 @@ TRAINING_SECONDS = Histogram(
     "Time to train, evaluate and (when published) fit the served model.",
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
+TRAINING_LOCK_LOST = Counter(
+    "recsys_training_lock_lost_total",
+    "Trainings stopped before publishing because their lock was not renewed in time.",
+)
 TASKS = Counter(
     "recsys_celery_tasks_total",
     "Celery tasks finished in this worker, by task and state.",

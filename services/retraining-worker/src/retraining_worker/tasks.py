@@ -7,18 +7,29 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery import Task
 
 from recsys_shared import keys
+from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.errors import Unavailable
 from recsys_shared.logging import request_id_var
-from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS, create_redis
+from recsys_shared.redis import connect
+from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import Algorithm, TrainingOutcome
-from recsys_shared.tasks import CHECK_DRIFT, REQUEST_ID_HEADER, TRAIN_MODEL
+from recsys_shared.tasks import (
+    CHECK_DRIFT,
+    ERASE_FROM_ARTIFACTS,
+    PRUNE,
+    REQUEST_ID_HEADER,
+    TRAIN_MODEL,
+)
 from retraining_worker import metrics
 from retraining_worker.celery_app import app
-from retraining_worker.config import get_settings
+from retraining_worker.config import Settings, get_settings
 from retraining_worker.drift import run_drift_check
+from retraining_worker.erasure import erase_from_artifacts
+from retraining_worker.pruning import prune
 from retraining_worker.training import TrainingLocked, run_training
 
 log = logging.getLogger(__name__)
@@ -27,13 +38,25 @@ _LOCKED_RETRY_SECONDS = 15
 _TRANSIENT_RETRY_SECONDS = 3
 
 
+#: How long a task's delivery count and record stay on the broker.
+_TASK_RECORD_TTL_SECONDS = 7 * 24 * 3600
+
+
+_BROKER_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _broker(settings: Settings) -> redis.Redis:
+    """The broker's Redis (a single node; Celery's own client library), for the records that
+    belong with Celery's messages."""
+    return redis.Redis.from_url(settings.broker_dsn, socket_timeout=5, decode_responses=True)
+
+
 def _delivery_count(task_id: str) -> int:
     """Count this delivery of the message; a message redelivered too often is given up."""
-    settings = get_settings()
-    client = create_redis(settings.redis_dsn)
+    client = _broker(get_settings())
     try:
         count = int(client.incr(keys.task_deliveries(task_id)))
-        client.expire(keys.task_deliveries(task_id), 7 * 24 * 3600)
+        client.expire(keys.task_deliveries(task_id), _TASK_RECORD_TTL_SECONDS)
     finally:
         client.close()
     return count
@@ -59,7 +82,11 @@ def train_model(
     except TrainingLocked as locked:
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
         raise self.retry(countdown=_LOCKED_RETRY_SECONDS) from locked
-    except (Unavailable, *REDIS_UNAVAILABLE_ERRORS) as transient:  # type: ignore[misc]
+    except (
+        Unavailable,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    ) as transient:
         # The feature-store or Redis did not answer (a restart, a deploy): try again shortly
         # rather than fail a training that will work in a few seconds.
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
@@ -67,10 +94,6 @@ def train_model(
         raise self.retry(countdown=_TRANSIENT_RETRY_SECONDS, max_retries=10) from transient
     metrics.TASKS.labels(TRAIN_MODEL, outcome.status).inc()
     return outcome.model_dump()
-
-
-#: How long the id of a drift-triggered retrain stays followable through GET /v1/tasks/{id}.
-_TASK_RECORD_TTL_SECONDS = 7 * 24 * 3600
 
 
 @app.task(name=CHECK_DRIFT, bind=True)  # type: ignore[untyped-decorator]
@@ -84,7 +107,7 @@ def check_drift(self: Task) -> dict[str, Any]:
         task_id = str(
             app.send_task(TRAIN_MODEL, kwargs={}, headers={REQUEST_ID_HEADER: request_id}).id
         )
-        client = create_redis(settings.redis_dsn)
+        client = _broker(settings)
         try:  # the gateway answers GET /v1/tasks/{id} only for ids it has a record of
             client.set(keys.task_record(task_id), TRAIN_MODEL, ex=_TASK_RECORD_TTL_SECONDS)
         finally:
@@ -94,3 +117,40 @@ def check_drift(self: Task) -> dict[str, Any]:
     report = asyncio.run(run_drift_check(settings, send, now=time.time()))
     metrics.TASKS.labels(CHECK_DRIFT, report.status).inc()
     return report.model_dump(mode="json")
+
+
+@app.task(name=ERASE_FROM_ARTIFACTS)  # type: ignore[untyped-decorator]
+def erase_users_from_artifacts() -> dict[str, Any]:
+    """Rewrite snapshots and model artifacts without the users erased since they were made."""
+    settings = get_settings()
+
+    async def run() -> dict[str, Any]:
+        client = await connect(settings.redis_dsn, command_timeout=settings.redis_timeout_seconds)
+        try:
+            done = await erase_from_artifacts(
+                client, ArtifactStore(settings.artifact_url), settings.partitions
+            )
+        finally:
+            await client.aclose()
+        return {"snapshots": done.snapshots, "models": done.models}
+
+    result = asyncio.run(run())
+    metrics.TASKS.labels(ERASE_FROM_ARTIFACTS, "success").inc()
+    return result
+
+
+@app.task(name=PRUNE)  # type: ignore[untyped-decorator]
+def prune_registry_and_artifacts() -> dict[str, Any]:
+    """Old model versions, artifacts and snapshots beyond what rollback needs."""
+    settings = get_settings()
+
+    async def run() -> None:
+        client = await connect(settings.redis_dsn, command_timeout=settings.redis_timeout_seconds)
+        try:
+            await prune(ModelRegistry(client), ArtifactStore(settings.artifact_url), settings)
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    metrics.TASKS.labels(PRUNE, "success").inc()
+    return {"status": "pruned"}

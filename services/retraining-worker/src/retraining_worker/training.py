@@ -7,10 +7,10 @@ thread so the training lock keeps being renewed while the model fits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -19,7 +19,6 @@ from typing import Any, TypeAlias
 
 import httpx
 import numpy as np
-import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -28,40 +27,35 @@ from recsys_shared.artifacts import (
     IDS_FILE,
     MODEL_FILE,
     SNAPSHOT_FILE,
-    SNAPSHOTS_FOLDER,
     ArtifactStore,
     load_npz,
     model_folder,
     npz_bytes,
-    snapshot_folder,
 )
-from recsys_shared.errors import RecsysError, UpstreamUnavailable
+from recsys_shared.errors import RecsysError, StoreUnavailable, UpstreamUnavailable
 from recsys_shared.foldin import least_squares_fold_in
-from recsys_shared.redis import create_async_redis
+from recsys_shared.locks import RedisLock
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus, SnapshotInfo, TrainingOutcome
-from recsys_shared.streams import parse_stream_id
 from retraining_worker import metrics
 from retraining_worker.config import Settings
 from retraining_worker.data import HoldoutSplit, Interactions, seen_matrix, temporal_split
 from retraining_worker.evaluation import item_popularity, lift, rank_in_batches, ranking_metrics
+from retraining_worker.pruning import prune
 
 log = logging.getLogger(__name__)
 
 Model: TypeAlias = AlternatingLeastSquares | BayesianPersonalizedRanking
 
-_RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 
 class TrainingLocked(RecsysError):
     """Another training holds the lock; the task should try again later."""
+
+
+class TrainingLockLost(TrainingLocked):
+    """The lock expired under this training (renewals failed): another training may run, so
+    this one stops before publishing anything; the task tries again later."""
 
 
 @dataclass(frozen=True)
@@ -214,25 +208,57 @@ def model_bytes(model: Model) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass
+class HeldLock:
+    """The training lock while a training holds it; :meth:`check` before each step that
+    writes, so a training whose lock was lost never publishes."""
+
+    lock: RedisLock
+    lost: bool = False
+
+    def check(self) -> None:
+        if self.lost:
+            raise TrainingLockLost(
+                "The training lock was lost (not renewed in time); stopping this training."
+            )
+
+
 @asynccontextmanager
-async def training_lock(client: aioredis.Redis, ttl_seconds: int) -> AsyncIterator[None]:
-    """Only one training at a time, across every worker; renewed while held."""
-    token = uuid.uuid4().hex
-    if not await client.set(keys.TRAINING_LOCK, token, nx=True, ex=ttl_seconds):
+async def training_lock(client: RedisClient, ttl_seconds: int) -> AsyncIterator[HeldLock]:
+    """Only one training at a time, across every worker; renewed every third of its time to
+    live while held. A renewal that finds the lock gone, or none succeeding for a whole time
+    to live (Redis unreachable), marks it lost."""
+    lock = RedisLock(client, keys.TRAINING_LOCK, ttl_seconds=ttl_seconds)
+    if not await lock.acquire():
         raise TrainingLocked("Another training is running.")
-    renew = client.register_script(_RENEW_LOCK)
+    held = HeldLock(lock)
 
     async def keep_renewing() -> None:
+        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(ttl_seconds / 3)
-            await renew(keys=[keys.TRAINING_LOCK], args=[token, ttl_seconds * 1000])
+            try:
+                if not await lock.renew():
+                    break
+                renewed_at = time.monotonic()
+            except StoreUnavailable as error:
+                log.warning("training lock not renewed: %s", error.detail)
+                if time.monotonic() - renewed_at >= ttl_seconds:
+                    break
+        held.lost = True
+        metrics.TRAINING_LOCK_LOST.inc()
+        log.error("the training lock was lost; this training will not publish")
 
-    renewer = asyncio.create_task(keep_renewing())
+    renewer = asyncio.create_task(keep_renewing(), name="training-lock-renewer")
     try:
-        yield
+        yield held
     finally:
         renewer.cancel()
-        await client.register_script(_RELEASE_LOCK)(keys=[keys.TRAINING_LOCK], args=[token])
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+        if not held.lost:
+            with contextlib.suppress(RecsysError):
+                await lock.release()
 
 
 async def request_snapshot(settings: Settings) -> SnapshotInfo:
@@ -255,16 +281,19 @@ async def run_training(
     shuffle_items: bool = False,
 ) -> TrainingOutcome:
     """Train on the current data and publish the model if it passes the gate."""
-    client = create_async_redis(settings.redis_dsn, timeout=settings.redis_timeout_seconds)
+    client = await connect(
+        settings.redis_dsn, command_timeout=settings.redis_timeout_seconds, name="training"
+    )
     try:
-        async with training_lock(client, settings.lock_ttl_seconds):
-            return await _train_locked(client, settings, algorithm, force, shuffle_items)
+        async with training_lock(client, settings.lock_ttl_seconds) as held:
+            return await _train_locked(client, held, settings, algorithm, force, shuffle_items)
     finally:
         await client.aclose()
 
 
 async def _train_locked(
-    client: aioredis.Redis,
+    client: RedisClient,
+    held: HeldLock,
     settings: Settings,
     algorithm: Algorithm | None,
     force: bool,
@@ -301,12 +330,14 @@ async def _train_locked(
         _train_and_evaluate, data, params, settings, snapshot, version, champion
     )
     info.training_seconds = time.perf_counter() - started
+    held.check()
     if served is not None:
         manifest = await asyncio.to_thread(_write_artifact, store, info, served, data)
         info.artifact_url = store.url(model_folder(version))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
+        held.check()
         await registry.publish(info, reason="passed the gate")
-        await collect_garbage(registry, store, settings)
+        await prune(registry, store, settings)
     else:
         await registry.record(info)
     metrics.TRAINING_RUNS.labels(outcome.status).inc()
@@ -390,32 +421,3 @@ def _write_artifact(
         files,
         {"version": info.version, "algorithm": info.algorithm, "snapshot_id": info.snapshot_id},
     )
-
-
-async def collect_garbage(
-    registry: ModelRegistry, store: ArtifactStore, settings: Settings
-) -> None:
-    """Delete old model artifacts and snapshots. Never the active version's artifact nor the
-    previous one's (the rollback target); versions stay listed with their lineage."""
-    versions = [info for info in await registry.list() if info.artifact_url]
-    active = await registry.active_version()
-    previous = next(
-        (
-            info.version
-            for info in versions
-            if info.version != active and info.status is ModelStatus.RETIRED
-        ),
-        None,
-    )
-    kept = {info.version for info in versions[: settings.keep_model_versions]}
-    for info in versions:
-        if info.version in kept or info.version in (active, previous):
-            continue
-        await asyncio.to_thread(store.delete_tree, model_folder(info.version))
-        await registry.drop_artifact(info.version)
-        log.info("deleted the artifact of version %d", info.version)
-    snapshots = sorted(
-        store.list_dirs(SNAPSHOTS_FOLDER), key=lambda name: parse_stream_id(name.partition(".")[0])
-    )
-    for name in snapshots[: -settings.keep_snapshots]:
-        await asyncio.to_thread(store.delete_tree, snapshot_folder(name))

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Path, Response, status
 
 from feature_store.deps import CatalogueDep
 from recsys_shared.errors import UnknownItem
-from recsys_shared.schemas import Identifier, ItemBatch, ItemIn, ItemsStored, ItemWithId
+from recsys_shared.schemas import (
+    Identifier,
+    ItemBatch,
+    ItemIn,
+    ItemPatch,
+    ItemsStored,
+    ItemWithId,
+)
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -24,6 +31,13 @@ async def put_items(batch: ItemBatch, catalogue: CatalogueDep) -> ItemsStored:
 @router.put("/{item_id}", response_model=ItemsStored, summary="Create or replace one item")
 async def put_item(item_id: ItemIdPath, item: ItemIn, catalogue: CatalogueDep) -> ItemsStored:
     await catalogue.upsert([ItemWithId(item_id=item_id, **item.model_dump())])
+    return ItemsStored(stored=1)
+
+
+@router.patch("/{item_id}", response_model=ItemsStored, summary="Change some fields of an item")
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, catalogue: CatalogueDep) -> ItemsStored:
+    if not await catalogue.patch(item_id, patch):
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
     return ItemsStored(stored=1)
 
 

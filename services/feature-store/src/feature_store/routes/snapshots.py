@@ -24,7 +24,7 @@ async def create_snapshot(redis: RedisDep, store: StoreDep, settings: SettingsDe
     "/latest", response_model=SnapshotInfo, summary="The last snapshot and its quality report"
 )
 async def latest_snapshot(redis: RedisDep) -> SnapshotInfo:
-    raw = await redis.get(keys.SNAPSHOT_LATEST)
+    raw = await redis.execute("GET", keys.SNAPSHOT_LATEST)
     if raw is None:
         raise NotFound("No snapshot has been taken yet.")
     return SnapshotInfo.model_validate_json(raw)

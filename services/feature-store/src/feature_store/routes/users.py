@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from feature_store.deps import CatalogueDep
+from feature_store.deps import EraserDep
 from recsys_shared.schemas import Identifier
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -15,10 +15,10 @@ router = APIRouter(prefix="/users", tags=["users"])
 @router.delete(
     "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Erase a user's history and features (idempotent)",
+    summary="Erase everything the data tier holds of a user (idempotent)",
 )
 async def erase_user(
-    user_id: Annotated[Identifier, Path(description="User id")], catalogue: CatalogueDep
+    user_id: Annotated[Identifier, Path(description="User id")], eraser: EraserDep
 ) -> Response:
-    await catalogue.erase_user(user_id)
+    await eraser.erase(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, status
 
 from gateway.auth import AdminAuth
 from gateway.deps import RedisDep, TasksDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import DriftOverview, DriftReport, TaskAccepted
 from recsys_shared.tasks import CHECK_DRIFT
 
@@ -32,12 +32,11 @@ async def drift(
     return await read_drift(client, limit)
 
 
-async def read_drift(client: aioredis.Redis, limit: int) -> DriftOverview:
+async def read_drift(client: RedisClient, limit: int) -> DriftOverview:
     """What ``GET /v1/drift`` answers; the status page draws it too."""
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.get(keys.DRIFT_LATEST)
-        pipe.lrange(keys.DRIFT_HISTORY, 0, limit - 1)
-        latest, history = await pipe.execute()
+    latest, history = await client.execute_many(
+        [("GET", keys.DRIFT_LATEST), ("LRANGE", keys.DRIFT_HISTORY, 0, limit - 1)]
+    )
     return DriftOverview(
         latest=DriftReport.model_validate_json(latest) if latest else None,
         history=[DriftReport.model_validate_json(entry) for entry in history],

@@ -10,7 +10,7 @@ from gateway.auth import ClientAuth
 from gateway.deps import FeaturesDep, FeatureStoreDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import UnknownItem
-from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemsStored
+from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemPatch, ItemsStored
 
 router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ClientAuth])
 
@@ -39,6 +39,23 @@ async def put_item(
     item_id: ItemIdPath, item: ItemIn, feature_store: FeatureStoreDep, features: FeaturesDep
 ) -> Item:
     await feature_store.put_item(item_id, item)
+    stored = await features.item(item_id)
+    if stored is None:  # deleted by someone else in between
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return stored
+
+
+@router.patch(
+    "/{item_id}",
+    response_model=Item,
+    summary='Change some fields of an item (e.g. {"available": false})',
+    description="Only the fields given change; an unknown item is a 404.",
+    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+)
+async def patch_item(
+    item_id: ItemIdPath, patch: ItemPatch, feature_store: FeatureStoreDep, features: FeaturesDep
+) -> Item:
+    await feature_store.patch_item(item_id, patch)
     stored = await features.item(item_id)
     if stored is None:  # deleted by someone else in between
         raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")

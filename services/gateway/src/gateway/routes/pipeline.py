@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-import redis.asyncio as aioredis
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gateway.auth import AdminAuth
-from gateway.deps import RedisDep
+from gateway.deps import FeatureStoreDep, RedisDep, SettingsDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
-from recsys_shared.schemas import SnapshotInfo
-from recsys_shared.streams import stream_position
+from recsys_shared.redis import RedisClient
+from recsys_shared.schemas import DeadLetters, ReplayRequest, ReplayResult, SnapshotInfo
+from recsys_shared.streams import pipeline_position
 
 router = APIRouter(prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth])
 
@@ -35,13 +36,19 @@ class PipelineStatus(BaseModel):
         description=f"Mean over the last {THROUGHPUT_WINDOW_SECONDS} s"
     )
     throughput: list[ThroughputPoint]
-    counters: dict[str, int]
-    rejects: dict[str, int]
-    stream_length: int
-    consumer_lag: int
-    pending: int
+    counters: dict[str, int] = Field(
+        description="Totals over every partition: accepted, duplicates, applied, redelivered, "
+        "dead_letters, erased; rejected (refused at the door)."
+    )
+    rejects: dict[str, int] = Field(description="Problems found in refused batches, by kind.")
+    partitions: int
+    stream_length: int = Field(description="Entries kept in the streams, every partition.")
+    consumer_lag: int = Field(description="Events accepted and not yet applied.")
+    pending: int = Field(description="Events delivered to a consumer and not yet applied.")
     dead_letters: int
-    consumers: dict[str, float]
+    consumers: dict[str, float] = Field(
+        description="Each consumer's last completed read (the latest over its partitions)."
+    )
     last_snapshot: SnapshotInfo | None
 
 
@@ -51,38 +58,89 @@ class PipelineStatus(BaseModel):
     summary="Ingestion counters, lag, dead letters, last snapshot",
     responses=PROBLEM_RESPONSES,
 )
-async def pipeline_status(redis: RedisDep) -> PipelineStatus:
-    return await read_pipeline_status(redis)
+async def pipeline_status(redis: RedisDep, settings: SettingsDep) -> PipelineStatus:
+    return await read_pipeline_status(redis, settings.partitions)
 
 
-async def read_pipeline_status(redis: aioredis.Redis) -> PipelineStatus:
-    """What ``GET /v1/pipeline`` answers; the status page draws it too."""
-    position = await stream_position(redis)
+async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) -> PipelineStatus:
+    """What ``GET /v1/pipeline`` answers, summed over the partitions; the status page draws
+    it too."""
+    position = await pipeline_position(redis, partitions.all)
     now = int(time.time())
     seconds = list(range(now - THROUGHPUT_WINDOW_SECONDS, now))
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.mget([keys.pipeline_accepted(second) for second in seconds])
-        pipe.mget([keys.pipeline_applied(second) for second in seconds])
-        pipe.hgetall(keys.PIPELINE_STATS)
-        pipe.hgetall(keys.PIPELINE_REJECTS)
-        pipe.xlen(keys.DEAD_LETTER_STREAM)
-        pipe.get(keys.SNAPSHOT_LATEST)
-        pipe.hgetall(keys.CONSUMER_HEARTBEATS)
-        accepted, applied, counters, rejects, dead, snapshot, heartbeats = await pipe.execute()
+    commands: list[tuple[str | int, ...]] = [
+        ("HGETALL", keys.PIPELINE_REJECTS),
+        ("GET", keys.PIPELINE_REJECTED),
+        ("GET", keys.SNAPSHOT_LATEST),
+    ]
+    for partition in partitions.all:
+        commands += [
+            ("HGETALL", partition.stats),
+            ("XLEN", partition.dead_letters),
+            ("HGETALL", partition.heartbeats),
+            ("MGET", *(partition.accepted(second) for second in seconds)),
+            ("MGET", *(partition.applied(second) for second in seconds)),
+        ]
+    rejects, rejected, snapshot, *per_partition = await redis.execute_many(commands)
+    counters: dict[str, int] = dict.fromkeys(keys.PARTITION_COUNTERS, 0)
+    consumers: dict[str, float] = {}
+    accepted = [0] * len(seconds)
+    applied = [0] * len(seconds)
+    dead = 0
+    for index in range(0, len(per_partition), 5):
+        stats, dead_count, heartbeats, ins, outs = per_partition[index : index + 5]
+        for name, value in stats.items():
+            counters[name] = counters.get(name, 0) + int(value)
+        dead += int(dead_count)
+        for name, moment in heartbeats.items():
+            consumers[name] = max(consumers.get(name, 0.0), float(moment))
+        accepted = [total + int(value or 0) for total, value in zip(accepted, ins, strict=True)]
+        applied = [total + int(value or 0) for total, value in zip(applied, outs, strict=True)]
+    counters["rejected"] = int(rejected or 0)
     series = [
-        ThroughputPoint(second=second, accepted=int(inn or 0), applied=int(out or 0))
+        ThroughputPoint(second=second, accepted=inn, applied=out)
         for second, inn, out in zip(seconds, accepted, applied, strict=True)
     ]
     return PipelineStatus(
-        accepted_per_second=sum(point.accepted for point in series) / THROUGHPUT_WINDOW_SECONDS,
-        applied_per_second=sum(point.applied for point in series) / THROUGHPUT_WINDOW_SECONDS,
+        accepted_per_second=sum(accepted) / THROUGHPUT_WINDOW_SECONDS,
+        applied_per_second=sum(applied) / THROUGHPUT_WINDOW_SECONDS,
         throughput=series,
-        counters={name: int(value) for name, value in counters.items()},
+        counters=counters,
         rejects={name: int(value) for name, value in rejects.items()},
+        partitions=partitions.count,
         stream_length=position.length,
         consumer_lag=position.lag,
         pending=position.pending,
-        dead_letters=int(dead),
-        consumers={name: float(moment) for name, moment in heartbeats.items()},
+        dead_letters=dead,
+        consumers=consumers,
         last_snapshot=SnapshotInfo.model_validate_json(snapshot) if snapshot else None,
     )
+
+
+@router.get(
+    "/pipeline/dead-letters",
+    response_model=DeadLetters,
+    summary="Events the feature-store could not apply, newest first, counted by reason",
+    responses=PROBLEM_RESPONSES,
+)
+async def dead_letters(
+    feature_store: FeatureStoreDep,
+    reason: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="Only this reason")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Entries returned")] = 100,
+) -> DeadLetters:
+    return await feature_store.dead_letters(reason=reason, limit=limit)
+
+
+@router.post(
+    "/pipeline/dead-letters/replay",
+    response_model=ReplayResult,
+    summary="Put dead letters back into the events streams, to be applied again",
+    description="An event that still cannot be applied comes back as a dead letter.",
+    responses=PROBLEM_RESPONSES,
+)
+async def replay_dead_letters(
+    feature_store: FeatureStoreDep, request: ReplayRequest | None = None
+) -> ReplayResult:
+    return await feature_store.replay_dead_letters(request or ReplayRequest())

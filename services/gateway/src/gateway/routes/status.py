@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from gateway import status_page as ui
 from gateway.auth import BrowserAdminAuth
-from gateway.deps import RedisDep, RegistryDep
+from gateway.deps import RedisDep, RegistryDep, SettingsDep
 from gateway.errors import PROBLEM_RESPONSES
 from gateway.routes.drift import read_drift
 from gateway.routes.pipeline import THROUGHPUT_WINDOW_SECONDS, PipelineStatus, read_pipeline_status
@@ -45,11 +45,13 @@ _HEADERS = {
     "person navigates to a page.",
     responses=PROBLEM_RESPONSES,
 )
-async def status_page(redis: RedisDep, registry: RegistryDep) -> HTMLResponse:
+async def status_page(
+    redis: RedisDep, registry: RegistryDep, settings: SettingsDep
+) -> HTMLResponse:
     versions, drift, pipeline = await asyncio.gather(
         registry.list(),
         read_drift(redis, keys.DRIFT_HISTORY_LENGTH),
-        read_pipeline_status(redis),
+        read_pipeline_status(redis, settings.partitions),
     )
     process = ui.read_process_metrics()
     now = datetime.now(UTC)

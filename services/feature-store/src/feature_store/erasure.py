@@ -1,0 +1,135 @@
+"""Forgetting users: erasure on request, and users silent for ``USER_RETENTION_DAYS``.
+
+Both go through one script per partition (``lua/forget_user.lua``) that deletes everything
+the data tier holds of the user: features, idempotency markers, membership, drift counts and
+dead letters. An erasure also leaves a tombstone (a digest of the id, never the id) that makes
+the applier drop events the user sent before it, so nothing in flight brings them back; the
+tombstones go after ``ERASURE_TOMBSTONE_DAYS``. The ephemeral Redis's cached lists and
+served-list records of the user go too; snapshots and model artifacts are rewritten by the
+retraining-worker (``recsys.erase_from_artifacts``), and until then no recommender
+personalises a user who has no features (``recommender.service``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+from recsys_shared import keys
+from recsys_shared.redis import Arg, LuaScript, RedisClient
+
+FORGET_USERS = LuaScript.load(__package__, "lua/forget_user.lua")
+_USER_SUFFIXES = (
+    keys.USER_ITEMS_SUFFIX,
+    keys.USER_TIMES_SUFFIX,
+    keys.USER_META_SUFFIX,
+    keys.USER_MARKERS_SUFFIX,
+)
+#: Retention forgets at most this many users of a partition per script call.
+FORGET_BATCH = 200
+
+
+def _layout(partition: keys.Partition, *, now: float, cutoff: float) -> str:
+    hour = keys.drift_hour(now)
+    buckets = range(hour - keys.DRIFT_WINDOW_TTL_SECONDS // 3600 - 1, hour + 1)
+    return json.dumps(
+        {
+            "user_prefix": partition.user_prefix,
+            "suffixes": _USER_SUFFIXES,
+            "erased": partition.erased,
+            "dead": partition.dead_letters,
+            "drift_users": [partition.drift(bucket).users for bucket in buckets],
+            "entry_field": keys.DEAD_ENTRY,
+            "now": now,
+            "cutoff": cutoff,
+        }
+    )
+
+
+class Eraser:
+    def __init__(
+        self, client: RedisClient, partitions: keys.Partitions, *, ephemeral: RedisClient
+    ) -> None:
+        """``ephemeral``: where cached lists and served-list records live (may be ``client``)."""
+        self.redis = client
+        self.partitions = partitions
+        self.ephemeral = ephemeral
+
+    async def erase(self, user_id: str) -> None:
+        """Erase a user now; idempotent. A tombstone is left even for a user with no
+        features yet: their first events may still be in flight."""
+        partition = self.partitions.of(user_id)
+        now = time.time()
+        await self.redis.run(
+            FORGET_USERS,
+            keys=[partition.users],
+            args=[_layout(partition, now=now, cutoff=0), user_id, keys.user_digest(user_id)],
+        )
+        # A new data generation: the next snapshot differs even without new events.
+        await self.redis.execute("INCR", keys.DATA_GENERATION)
+        for prefix in (keys.cache_user_prefix(user_id), keys.recommendations_of(user_id)):
+            await self._delete_matching(prefix)
+
+    async def _delete_matching(self, prefix: str) -> None:
+        found = [name async for name in self.ephemeral.scan(_glob_escape(prefix) + "*")]
+        for start in range(0, len(found), 500):
+            await self.ephemeral.execute("UNLINK", *found[start : start + 500])
+
+    async def forget_silent(self, partition: keys.Partition, *, retention_seconds: float) -> int:
+        """Forget the partition's users who sent nothing for the retention period."""
+        now = time.time()
+        cutoff = now - retention_seconds
+        forgotten = 0
+        while True:
+            silent: list[str] = await self.redis.execute(
+                "ZRANGE", partition.users, "-inf", f"({cutoff!r}", "BYSCORE",
+                "LIMIT", 0, FORGET_BATCH,
+            )  # fmt: skip
+            if not silent:
+                break
+            args: list[Arg] = [_layout(partition, now=now, cutoff=cutoff)]
+            for user_id in silent:
+                args += [user_id, ""]
+            forgotten += int(await self.redis.run(FORGET_USERS, keys=[partition.users], args=args))
+            if len(silent) < FORGET_BATCH:
+                break
+        if forgotten:
+            await self.redis.execute("INCR", keys.DATA_GENERATION)
+        return forgotten
+
+    async def prune_tombstones(self, partition: keys.Partition, *, keep_seconds: float) -> int:
+        """Drop tombstones older than ``keep_seconds``: by then nothing the user sent before
+        the erasure is still in flight, and every artifact has been rewritten."""
+        cutoff = time.time() - keep_seconds
+        stale = [
+            digest
+            async for digest, erased_at in _hash_items(self.redis, partition.erased)
+            if float(erased_at) < cutoff
+        ]
+        if stale:
+            await self.redis.execute("HDEL", partition.erased, *stale)
+        return len(stale)
+
+    async def tombstones(self) -> dict[str, float]:
+        """Every erasure still remembered: user digest → when (the worker's artifact rewrite)."""
+        found: dict[str, float] = {}
+        for partition in self.partitions.all:
+            async for digest, erased_at in _hash_items(self.redis, partition.erased):
+                found[digest] = float(erased_at)
+        return found
+
+
+async def _hash_items(client: RedisClient, name: str) -> AsyncIterator[tuple[str, str]]:
+    cursor = "0"
+    while True:
+        cursor, flat = await client.execute("HSCAN", name, cursor, "COUNT", 1000)
+        fields = iter(flat)
+        for field in fields:
+            yield field, next(fields)
+        if cursor == "0":
+            return
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

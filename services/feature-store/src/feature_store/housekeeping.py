@@ -1,0 +1,180 @@
+"""What keeps the data tier bounded and moving, beside the readers: periodic jobs.
+
+Every replica claims entries a dead consumer left pending and trims what every group applied
+(cheap, per partition). One replica at a time (a lock) merges popularity and does the slow
+pass: users silent for ``USER_RETENTION_DAYS``, tombstones past ``ERASURE_TOMBSTONE_DAYS``,
+consumers gone for ``CONSUMER_FORGET_SECONDS`` and deleted items past
+``DELETED_ITEM_RETENTION_DAYS``. A failed job is logged and tried again at its next tick; no
+failure stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from feature_store import metrics
+from feature_store.config import Settings
+from feature_store.consumer import StreamConsumer
+from feature_store.erasure import Eraser
+from feature_store.merger import PopularityMerger
+from recsys_shared import keys
+from recsys_shared.locks import RedisLock
+from recsys_shared.redis import RedisClient
+from recsys_shared.streams import stream_position
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+
+
+@dataclass
+class Job:
+    name: str
+    every_seconds: float
+    run: Callable[[], Awaitable[Any]]
+    next_at: float = field(default=0.0)
+
+
+class Housekeeping:
+    def __init__(
+        self,
+        client: RedisClient,
+        settings: Settings,
+        consumer: StreamConsumer,
+        eraser: Eraser,
+    ) -> None:
+        self.redis = client
+        self.settings = settings
+        self.consumer = consumer
+        self.eraser = eraser
+        self.partitions = settings.partitions.all
+        self.merger = PopularityMerger(
+            client, settings.partitions, full_every_seconds=settings.popularity_full_merge_seconds
+        )
+        self._slow_lock = RedisLock(client, keys.HOUSEKEEPING_LOCK, ttl_seconds=600)
+        self.jobs = [
+            Job("claim", settings.claim_interval_seconds, self.claim_stalled),
+            Job("trim", settings.trim_interval_seconds, self.trim),
+            Job("merge", settings.popularity_merge_seconds, self.merger.run_once),
+            Job("slow", settings.housekeeping_interval_seconds, self.slow_pass),
+        ]
+
+    async def run(self) -> None:
+        while True:
+            now = time.monotonic()
+            for job in self.jobs:
+                if now >= job.next_at:
+                    job.next_at = now + job.every_seconds
+                    await self._run(job)
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await job.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            metrics.HOUSEKEEPING_FAILURES.labels(job.name).inc()
+            log.warning("housekeeping %s failed (%s): %s", job.name, type(error).__name__, error)
+
+    async def claim_stalled(self) -> int:
+        """Take over entries another consumer has left pending for too long."""
+        claimed_total = 0
+        for partition in self.partitions:
+            await self.consumer.ensure_group(partition)
+            cursor = "0-0"
+            while True:
+                cursor, claimed, *_ = await self.redis.execute(
+                    "XAUTOCLAIM", partition.events, keys.EVENTS_GROUP, self.consumer.name,
+                    self.settings.claim_idle_ms, cursor,
+                    "COUNT", self.settings.consumer_batch_size,
+                )  # fmt: skip
+                entries = [
+                    (entry_id, dict(fields) if fields is not None else None)
+                    for entry_id, fields in (claimed or {}).items()
+                ]
+                await self.consumer.process(partition, entries)
+                claimed_total += len(entries)
+                if cursor == "0-0" or not entries:
+                    break
+        if claimed_total:
+            metrics.EVENTS_CLAIMED.inc(claimed_total)
+            log.info("claimed %d stalled event(s)", claimed_total)
+        return claimed_total
+
+    async def trim(self) -> None:
+        """Drop entries every group has applied; nothing unapplied is ever trimmed."""
+        lag = length = 0
+        for partition in self.partitions:
+            position = await stream_position(self.redis, partition.events)
+            lag += position.lag
+            length += position.length
+            if position.groups and position.length:
+                await self.redis.execute(
+                    "XTRIM", partition.events, "MINID", position.first_unapplied
+                )
+        metrics.STREAM_LAG.set(lag)
+        metrics.STREAM_LENGTH.set(length)
+
+    async def slow_pass(self) -> None:
+        """The bounded-state jobs, by one replica at a time."""
+        if not await self._slow_lock.acquire():
+            return
+        try:
+            settings = self.settings
+            for partition in self.partitions:
+                forgotten = await self.eraser.forget_silent(
+                    partition, retention_seconds=settings.user_retention_days * 86_400
+                )
+                metrics.USERS_FORGOTTEN.inc(forgotten)
+                await self.eraser.prune_tombstones(
+                    partition, keep_seconds=settings.erasure_tombstone_days * 86_400
+                )
+                await self.forget_gone_consumers(partition)
+            await self.forget_deleted_items()
+        finally:
+            await self._slow_lock.release()
+
+    async def forget_gone_consumers(self, partition: keys.Partition) -> None:
+        """Consumers (replicas) silent for ``consumer_forget_seconds`` with nothing pending:
+        out of the group and the heartbeats, so neither grows with every replica ever run."""
+        await self.consumer.ensure_group(partition)
+        listed: list[dict[str, Any]] = await self.redis.execute(
+            "XINFO", "CONSUMERS", partition.events, keys.EVENTS_GROUP
+        )
+        limit_ms = self.settings.consumer_forget_seconds * 1000
+        for consumer in listed:
+            name = str(consumer["name"])
+            if name == self.consumer.name or consumer["pending"] or consumer["idle"] < limit_ms:
+                continue
+            await self.redis.execute(
+                "XGROUP", "DELCONSUMER", partition.events, keys.EVENTS_GROUP, name
+            )
+            await self.redis.execute("HDEL", partition.heartbeats, name)
+            log.info("forgot consumer %s of partition %d", name, partition.number)
+
+    async def forget_deleted_items(self) -> None:
+        """Items deleted longer ago than the retention: out of the unavailable set and every
+        partition's popularity; models trained since never saw them."""
+        cutoff = time.time() - self.settings.deleted_item_retention_days * 86_400
+        old: list[str] = await self.redis.execute(
+            "ZRANGE", keys.DELETED_ITEMS, "-inf", f"({cutoff!r}", "BYSCORE", "LIMIT", 0, 1000
+        )
+        if not old:
+            return
+        await self.redis.execute_many(
+            [
+                ["SREM", keys.UNAVAILABLE_ITEMS, *old],
+                ["ZREM", keys.DELETED_ITEMS, *old],
+                ["ZREM", keys.POPULAR, *old],
+            ],
+            atomic=True,
+        )
+        await self.redis.execute_many(
+            [["ZREM", partition.popular, *old] for partition in self.partitions]
+        )

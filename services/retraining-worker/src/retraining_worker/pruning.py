@@ -1,0 +1,48 @@
+"""What the registry and the artifact store keep: enough to roll back, no more.
+
+After every publish and on a schedule (``PRUNE_SECONDS``): artifacts beyond the newest
+``KEEP_MODEL_VERSIONS`` (never the active version's nor its rollback target's), snapshots
+beyond the newest ``KEEP_SNAPSHOTS``, and registry records (with their snapshot→version keys)
+beyond the newest ``KEEP_MODEL_RECORDS``. Task records and delivery counts expire by their TTL
+on the broker; Celery's results by ``result_expires``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from recsys_shared.artifacts import SNAPSHOTS_FOLDER, ArtifactStore, model_folder, snapshot_folder
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelInfo
+from recsys_shared.streams import parse_stream_id
+from retraining_worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def rollback_target(versions: list[ModelInfo], active: int | None) -> int | None:
+    """The version the active one replaced (a rollback goes there)."""
+    return next((info.version for info in versions if info.replaced_by == active), None)
+
+
+async def prune(registry: ModelRegistry, store: ArtifactStore, settings: Settings) -> None:
+    versions = await registry.list()
+    active = await registry.active_version()
+    protected = {active, rollback_target(versions, active)}
+    with_artifact = [info for info in versions if info.artifact_url]
+    kept = {info.version for info in with_artifact[: settings.keep_model_versions]} | protected
+    for info in with_artifact:
+        if info.version not in kept:
+            await asyncio.to_thread(store.delete_tree, model_folder(info.version))
+            await registry.drop_artifact(info.version)
+            log.info("deleted the artifact of version %d", info.version)
+    for info in versions[settings.keep_model_records :]:
+        if info.version not in protected:
+            await registry.forget(info.version, info.snapshot_id)
+    snapshots = sorted(
+        await asyncio.to_thread(store.list_dirs, SNAPSHOTS_FOLDER),
+        key=lambda name: parse_stream_id(name.partition(".")[0]),
+    )
+    for name in snapshots[: -settings.keep_snapshots]:
+        await asyncio.to_thread(store.delete_tree, snapshot_folder(name))

@@ -1,0 +1,45 @@
+"""Test tooling shared by every suite, and by the benchmarks that start whole systems.
+
+Not part of the services' runtime: installed with the ``testing`` extra (pytest and friends).
+``fixtures`` holds the pytest fixtures (registered by the root ``conftest.py``), ``tiers`` the
+Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
+``stack`` the whole system as real processes, ``data`` the synthetic data sets.
+"""
+
+from __future__ import annotations
+
+from recsys_shared.testing.data import taste_clusters
+from recsys_shared.testing.stack import (
+    ADMIN_KEY,
+    API_KEYS,
+    CLIENT_KEY,
+    SERVICES,
+    Stack,
+    admin_headers,
+    build_stack,
+    client_headers,
+    own_stack,
+    start_all,
+    wait_for_applied,
+    wait_for_task,
+)
+from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
+
+__all__ = [
+    "ADMIN_KEY",
+    "API_KEYS",
+    "CLIENT_KEY",
+    "SERVICES",
+    "DataTier",
+    "Stack",
+    "admin_headers",
+    "build_stack",
+    "client_headers",
+    "cluster_tier",
+    "own_stack",
+    "single_tier",
+    "start_all",
+    "taste_clusters",
+    "wait_for_applied",
+    "wait_for_task",
+]

@@ -1,0 +1,69 @@
+"""Pytest fixtures shared by every suite (registered by the root ``conftest.py``).
+
+Tests that touch Redis get a real ``redis-server`` started for the session on a free port, and
+a clean database per test; ``data_tier`` runs a test once on a single Redis and once on a local
+3-master Redis Cluster (with a standalone broker), which starts once per session when first
+asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.redis_cluster import RedisCluster
+from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Three masters, no replicas (the chaos test starts its own cluster with replicas)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), replicas_per_master=0).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The standalone Redis for Celery beside a cluster."""
+    server = RedisServer(tmp_path_factory.mktemp("broker")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def data_tier(request: pytest.FixtureRequest) -> DataTier:
+    """A clean data tier: a single Redis, then a 3-master cluster."""
+    if request.param == "single":
+        tier = single_tier(request.getfixturevalue("redis_server"))
+    else:
+        tier = cluster_tier(
+            request.getfixturevalue("redis_cluster"), request.getfixturevalue("broker_server")
+        )
+    tier.flush()
+    return tier
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's single Redis, emptied."""
+    single_tier(redis_server).flush()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """The services' client on a clean single Redis."""
+    client = await connect(redis_url)
+    yield client
+    await client.aclose()
