@@ -1,5 +1,6 @@
 """A whole system per test module, shared by the cross-service suites (integration, browser):
-real redis-server, services and a Celery worker, and one model trained on two taste clusters."""
+real Redis (one node, or a 3-master cluster with a broker beside it), services and a Celery
+worker, and one model trained on two taste clusters."""
 
 from __future__ import annotations
 
@@ -8,34 +9,40 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from recsys_shared.processes import RedisServer
 from recsys_shared.testing import (
+    DataTier,
     Stack,
     admin_headers,
     build_stack,
     client_headers,
+    cluster_tier,
+    single_tier,
+    start_all,
     taste_clusters,
     wait_for_applied,
     wait_for_task,
 )
 
-SERVICES = ("feature-store", "recommender1", "recommender2", "gateway", "worker")
+
+@pytest.fixture(scope="module", params=["single"])
+def tier(request: pytest.FixtureRequest) -> DataTier:
+    """The data tier of the module's system: a single Redis unless the module asks for both
+    (``pytestmark = pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True)``)."""
+    if request.param == "cluster":
+        data = cluster_tier(
+            request.getfixturevalue("redis_cluster"), request.getfixturevalue("broker_server")
+        )
+    else:
+        data = single_tier(request.getfixturevalue("redis_server"))
+    data.flush()
+    return data
 
 
 @pytest.fixture(scope="module")
-def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import redis
-
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
-    system = build_stack(redis_server, tmp_path_factory.mktemp("stack"))
+def stack(tier: DataTier, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    system = build_stack(tier, tmp_path_factory.mktemp("stack"))
     try:
-        for name in SERVICES:
-            system.start(name, wait=False)
-        for name in SERVICES:
-            system.processes[name].wait_healthy(timeout=90)
-        yield system
+        yield start_all(system)
     finally:
         system.close()
 

@@ -6,23 +6,33 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 
 from recsys_shared import keys
 from recsys_shared.features import FeatureReader, ItemDetails, UserContext, parse_categories
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
+
+PARTITIONS = keys.Partitions(3)
+
+
+def user_items(user_id: str) -> str:
+    return PARTITIONS.of(user_id).user_items(user_id)
+
+
+def user_meta(user_id: str) -> str:
+    return PARTITIONS.of(user_id).user_meta(user_id)
 
 
 @pytest.fixture
-def reader(multiplexed_client: MultiplexedRedis) -> FeatureReader:
-    return FeatureReader(multiplexed_client)
+def reader(redis_client: RedisClient) -> FeatureReader:
+    return FeatureReader(redis_client, PARTITIONS)
 
 
 @pytest.fixture
-async def popular(redis_client: aioredis.Redis) -> dict[str, float]:
+def popular(inspector: redis.Redis) -> dict[str, float]:
     scores = {"a": 40.0, "b": 20.0, "c": 10.0, "d": 5.0, "e": 4.0}
-    await redis_client.zadd(keys.POPULAR, scores)
-    await redis_client.zadd(keys.popular_in("Drama"), {"c": 8.0, "e": 2.0})
+    inspector.zadd(keys.POPULAR, scores)
+    inspector.zadd(keys.popular_in("Drama"), {"c": 8.0, "e": 2.0})
     return scores
 
 
@@ -76,18 +86,25 @@ async def test_popular_within_a_category(reader: FeatureReader, popular: dict[st
     assert await reader.popular(k=5, category="Comedy") == []
 
 
+async def test_a_category_with_spaces_and_punctuation_is_read_as_it_is(
+    reader: FeatureReader, inspector: redis.Redis
+) -> None:
+    inspector.zadd(keys.popular_in("Home & Garden: Tools"), {"h": 3.0})
+    inspector.zadd(keys.popular_in("Home"), {"x": 9.0})
+
+    assert await reader.popular(k=5, category="Home & Garden: Tools") == [("h", 1.0)]
+
+
 async def test_popular_without_data_is_empty(reader: FeatureReader) -> None:
     assert await reader.popular(k=10) == []
 
 
 async def test_user_context_reads_weights_epoch_and_versions(
-    reader: FeatureReader, redis_client: aioredis.Redis
+    reader: FeatureReader, inspector: redis.Redis
 ) -> None:
-    await redis_client.hset(keys.user_items("u:1"), mapping={"a": "3.5", "b": "1"})
-    await redis_client.hset(
-        keys.user_meta("u:1"), mapping={"epoch": "7", "updated_at": "1714564800.25"}
-    )
-    await redis_client.set(keys.CATALOGUE_VERSION, 12)
+    inspector.hset(user_items("u:1"), mapping={"a": "3.5", "b": "1"})
+    inspector.hset(user_meta("u:1"), mapping={"epoch": "7", "updated_at": "1714564800.25"})
+    inspector.set(keys.CATALOGUE_VERSION, 12)
 
     context = await reader.user_context("u:1")
 
@@ -101,9 +118,9 @@ async def test_user_context_reads_weights_epoch_and_versions(
 
 
 async def test_unknown_user_has_an_empty_context(
-    reader: FeatureReader, redis_client: aioredis.Redis
+    reader: FeatureReader, inspector: redis.Redis
 ) -> None:
-    await redis_client.hset(keys.user_items("u"), mapping={"a": "1"})
+    inspector.hset(user_items("u"), mapping={"a": "1"})
 
     context = await reader.user_context("someone-else")
 
@@ -112,12 +129,12 @@ async def test_unknown_user_has_an_empty_context(
 
 
 async def test_user_contexts_answer_in_the_order_asked(
-    reader: FeatureReader, redis_client: aioredis.Redis
+    reader: FeatureReader, inspector: redis.Redis
 ) -> None:
-    await redis_client.hset(keys.user_items("a"), mapping={"x": "2"})
-    await redis_client.hset(keys.user_meta("a"), mapping={"epoch": "3", "updated_at": "10"})
-    await redis_client.hset(keys.user_items("b"), mapping={"y": "1", "z": "4"})
-    await redis_client.set(keys.CATALOGUE_VERSION, 5)
+    inspector.hset(user_items("a"), mapping={"x": "2"})
+    inspector.hset(user_meta("a"), mapping={"epoch": "3", "updated_at": "10"})
+    inspector.hset(user_items("b"), mapping={"y": "1", "z": "4"})
+    inspector.set(keys.CATALOGUE_VERSION, 5)
 
     contexts = await reader.user_contexts(["b", "nobody", "a", "b"])
 
@@ -131,10 +148,10 @@ async def test_user_contexts_answer_in_the_order_asked(
 
 
 async def test_item_parses_categories_and_availability(
-    reader: FeatureReader, redis_client: aioredis.Redis
+    reader: FeatureReader, inspector: redis.Redis
 ) -> None:
     updated = datetime(2024, 5, 1, 12, tzinfo=UTC)
-    await redis_client.hset(
+    inspector.hset(
         keys.item("i1"),
         mapping={
             "title": "Toy Story (1995)",
@@ -143,7 +160,7 @@ async def test_item_parses_categories_and_availability(
             "updated_at": updated.isoformat(),
         },
     )
-    await redis_client.hset(
+    inspector.hset(
         keys.item("i2"),
         mapping={"title": "Gone", "available": "0", "updated_at": updated.isoformat()},
     )
@@ -159,11 +176,9 @@ async def test_item_parses_categories_and_availability(
 
 
 async def test_item_details_are_in_order_with_none_for_unknown_items(
-    reader: FeatureReader, redis_client: aioredis.Redis
+    reader: FeatureReader, inspector: redis.Redis
 ) -> None:
-    await redis_client.hset(
-        keys.item("i1"), mapping={"title": "One", "categories": json.dumps(["A"])}
-    )
+    inspector.hset(keys.item("i1"), mapping={"title": "One", "categories": json.dumps(["A"])})
 
     details = await reader.item_details(["nope", "i1"])
 
@@ -171,9 +186,9 @@ async def test_item_details_are_in_order_with_none_for_unknown_items(
     assert await reader.item_details([]) == []
 
 
-async def test_catalogue_sets(reader: FeatureReader, redis_client: aioredis.Redis) -> None:
-    await redis_client.sadd(keys.UNAVAILABLE_ITEMS, "x", "y")
-    await redis_client.sadd(keys.category_items("Drama"), "a")
+async def test_catalogue_sets(reader: FeatureReader, inspector: redis.Redis) -> None:
+    inspector.sadd(keys.UNAVAILABLE_ITEMS, "x", "y")
+    inspector.sadd(keys.category_items("Drama"), "a")
 
     assert await reader.unavailable_items() == {"x", "y"}
     assert await reader.category_items("Drama") == {"a"}

@@ -1,7 +1,8 @@
-"""Redis key names: namespaced, and never shared by two different users or kinds."""
+"""Redis key names: namespaced, never shared by two users or kinds, and on the right slot."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 from hypothesis import given
@@ -9,22 +10,38 @@ from hypothesis import strategies as st
 
 from recsys_shared import keys
 
+PARTITION = keys.Partition(3)
 PER_USER: dict[str, Callable[[str], str]] = {
-    "items": keys.user_items,
-    "times": keys.user_times,
-    "meta": keys.user_meta,
+    "items": PARTITION.user_items,
+    "times": PARTITION.user_times,
+    "meta": PARTITION.user_meta,
+    "markers": PARTITION.markers,
     "cache": keys.cache_user_prefix,
+    "records": keys.recommendations_of,
 }
 
 # Ids built from the pieces keys are made of, so that near-collisions are actually tried.
 _USER_IDS = st.one_of(
     st.lists(
-        st.sampled_from(["a", ":", "items", "times", "meta", "user", "cache", "rs", "0"]),
+        st.sampled_from(
+            ["a", ":", "items", "times", "meta", "idem", "u", "cache", "rs", "0", "{", "}", "1"]
+        ),
         min_size=1,
         max_size=6,
     ).map("".join),
     st.text(min_size=1, max_size=20),
 )
+
+
+def hash_tag(key: str) -> str:
+    """The part of a key Redis Cluster hashes: between the first '{' and the next '}', when
+    that is not empty (the cluster specification's rule)."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
 
 
 @given(_USER_IDS, st.sampled_from(sorted(PER_USER)), _USER_IDS, st.sampled_from(sorted(PER_USER)))
@@ -35,13 +52,73 @@ def test_per_user_keys_never_collide(first: str, kind: str, second: str, other: 
 
 
 @given(_USER_IDS)
-def test_per_user_keys_start_with_the_namespace(user_id: str) -> None:
-    for build in PER_USER.values():
-        assert build(user_id).startswith("rs:")
-    assert keys.user_items(user_id).startswith(keys.USER_PREFIX)
-    assert keys.user_items(user_id).endswith(keys.USER_ITEMS_SUFFIX)
-    assert keys.user_times(user_id).endswith(keys.USER_TIMES_SUFFIX)
-    assert keys.user_meta(user_id).endswith(keys.USER_META_SUFFIX)
+def test_a_users_keys_share_their_partitions_slot_whatever_the_id(user_id: str) -> None:
+    partition = keys.Partitions(12).of(user_id)
+    written_together = [
+        *partition_user_keys(partition, user_id),
+        partition.events,
+        partition.users,
+        partition.popular,
+        partition.popular_dirty,
+        partition.erased,
+        partition.stats,
+        partition.dead_letters,
+        partition.accepted(1714564800),
+        partition.drift(476_268).users,
+    ]
+
+    assert {hash_tag(key) for key in written_together} == {f"p{partition.number}"}
+    assert all(key.startswith("rs:") for key in written_together)
+
+
+def partition_user_keys(partition: keys.Partition, user_id: str) -> list[str]:
+    return [
+        partition.user_items(user_id),
+        partition.user_times(user_id),
+        partition.user_meta(user_id),
+        partition.markers(user_id),
+    ]
+
+
+@given(_USER_IDS, st.integers(1, 64))
+def test_a_user_always_lands_in_the_same_partition(user_id: str, count: int) -> None:
+    number = keys.partition_of(user_id, count)
+
+    assert 0 <= number < count
+    assert number == zlib.crc32(user_id.encode()) % count or count == 1
+    assert keys.Partitions(count).of(user_id).number == number
+
+
+def test_users_spread_over_the_partitions() -> None:
+    counts = [0] * 12
+    for n in range(12_000):
+        counts[keys.partition_of(f"user-{n}", 12)] += 1
+
+    assert min(counts) > 800  # 1,000 each on average
+
+
+def test_the_catalogue_and_the_registry_each_have_one_slot() -> None:
+    catalogue = [
+        keys.item("x{p1}"),
+        keys.ITEMS,
+        keys.UNAVAILABLE_ITEMS,
+        keys.DELETED_ITEMS,
+        keys.CATALOGUE_VERSION,
+        keys.category_items("Science Fiction"),
+        keys.POPULAR,
+        keys.popular_in("Home & Garden"),
+        keys.POPULAR_DIRTY,
+    ]
+    registry = [
+        keys.MODEL_ACTIVE,
+        keys.MODELS,
+        keys.MODEL_VERSION_SEQUENCE,
+        keys.model(7),
+        keys.model_for_snapshot("1-0.g0"),
+    ]
+
+    assert {hash_tag(key) for key in catalogue} == {"catalogue"}
+    assert {hash_tag(key) for key in registry} == {"models"}
 
 
 def test_every_key_constant_and_function_is_namespaced() -> None:
@@ -50,12 +127,12 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         for name, value in vars(keys).items()
         if name.isupper()
         and isinstance(value, str)
-        and name not in {"PREFIX", "EVENTS_GROUP"}
-        and not name.endswith("_SUFFIX")
+        and name not in {"PREFIX", "EVENTS_GROUP", "EVENT_FIELD"}
+        and not name.endswith(("_SUFFIX", "_FIELD"))
+        and not name.startswith(("DEAD_", "META_", "STAT_", "ITEM_", "MODEL_", "HIT_"))
     ]
     built = [
         keys.key("x"),
-        keys.dedup("e"),
         keys.item("i"),
         keys.category_items("c"),
         keys.popular_in("c"),
@@ -63,10 +140,10 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         keys.task_record("t"),
         keys.task_deliveries("t"),
         keys.model_for_snapshot("1-0"),
-        keys.recommendation("r"),
-        keys.cache_user("u", 3, "7", "k10"),
-        keys.pipeline_accepted(1714564800),
-        keys.pipeline_applied(1714564800),
+        keys.recommendation("u", "r"),
+        keys.recommendation(None, "r"),
+        keys.cache_user("u", "-", "k10"),
+        keys.rate_limit("k", 1714564800),
     ]
 
     assert len(constants) > 20
@@ -80,50 +157,26 @@ def test_key_joins_parts_under_the_prefix() -> None:
 
 
 def test_prefixes_are_what_the_builders_start_with() -> None:
-    assert keys.dedup("e1") == keys.DEDUP_PREFIX + "e1"
-    assert keys.dedup("e1") == keys.DEDUP_PREFIX + "e1"
     assert keys.item("i1") == keys.ITEM_PREFIX + "i1"
     assert keys.model(12) == keys.MODEL_PREFIX + "12"
     assert keys.popular_in("Drama").startswith(keys.POPULAR_CATEGORY_PREFIX)
+    assert PARTITION.user_items("u").startswith(PARTITION.user_prefix)
+    assert PARTITION.user_items("u").endswith(keys.USER_ITEMS_SUFFIX)
+    assert PARTITION.markers("u").endswith(keys.USER_MARKERS_SUFFIX)
 
 
-def test_distinct_key_families_do_not_share_names() -> None:
-    singletons = {
-        keys.EVENTS_STREAM,
-        keys.DEAD_LETTER_STREAM,
-        keys.USERS,
-        keys.ITEMS,
-        keys.UNAVAILABLE_ITEMS,
-        keys.CATALOGUE_VERSION,
-        keys.POPULAR,
-        keys.MODELS,
-        keys.MODEL_ACTIVE,
-        keys.MODEL_VERSION_SEQUENCE,
-        keys.MODEL_EVENTS_CHANNEL,
-        keys.TRAINING_LOCK,
-        keys.SNAPSHOT_LATEST,
-        keys.PIPELINE_STATS,
-        keys.PIPELINE_REJECTS,
-        keys.pipeline_accepted(1714564800),
-        keys.pipeline_applied(1714564800),
-        keys.CONSUMER_HEARTBEATS,
-    }
-
-    assert len(singletons) == 18
-    assert keys.model(1) not in singletons
-    assert keys.model(1) != keys.model(11)
-
-
-@given(
-    _USER_IDS,
-    st.none() | st.integers(1, 10**6),
-    st.integers(0, 10**9).map(str),
-    st.sampled_from(["k10:o0:s1:c", "k5:o5:s0:cDrama"]),
-)
-def test_cache_keys_live_under_the_user_prefix(
-    user_id: str, version: int | None, epoch: str, query: str
-) -> None:
-    cache_key = keys.cache_user(user_id, version, epoch, query)
+@given(_USER_IDS, st.sampled_from(["-", "control", "b"]), st.sampled_from(["ab12", "cd34"]))
+def test_cache_keys_live_under_the_user_prefix(user_id: str, variant: str, digest: str) -> None:
+    cache_key = keys.cache_user(user_id, variant, digest)
 
     assert cache_key.startswith(keys.cache_user_prefix(user_id))
-    assert cache_key.endswith(f":{epoch}:{query}")
+    assert cache_key.endswith(f":{variant}:{digest}")
+
+
+def test_user_digests_are_fixed_length_and_keep_no_id() -> None:
+    digest = keys.user_digest("alice@example.com")
+
+    assert len(digest) == 32
+    assert "alice" not in digest
+    assert digest == keys.user_digest("alice@example.com")
+    assert digest != keys.user_digest("alice@example.org")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from recsys_shared import keys
+from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import RESUME_MARGIN, MemoryGuard, memory_used_ratio, serving_guards
 from recsys_shared.metrics import REGISTRY
-from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.processes import RedisServer
+from recsys_shared.redis import connect
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import Recommendations, Strategy
 
@@ -39,9 +40,11 @@ def test_shedding_starts_at_the_mark_and_stops_only_below_its_margin() -> None:
 
 async def test_near_maxmemory_records_are_shed_and_events_still_fit(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
-    client = MultiplexedRedis(server.url)
+    client = await connect(server.url)
     guard = MemoryGuard(client, high_water=0.9)
-    builder = ResponseBuilder(client, record_ttl_seconds=60, memory_guard=guard)
+    builder = ResponseBuilder(
+        FeatureReader(client, keys.Partitions(1)), client, record_ttl_seconds=60, memory_guard=guard
+    )
     try:
         # Features enough that a few kilobytes of connection buffers do not move the ratio.
         await client.execute_many([("SET", f"feature:{n}", "x" * 1000) for n in range(5000)])
@@ -57,10 +60,12 @@ async def test_near_maxmemory_records_are_shed_and_events_still_fit(tmp_path: Pa
 
         assert guard.shedding
         assert body.items[0].item_id == "i1"  # the list is still served
-        assert await client.execute("EXISTS", keys.recommendation(body.recommendation_id)) == 0
+        assert (
+            await client.execute("EXISTS", keys.recommendation("u1", body.recommendation_id)) == 0
+        )
         assert _shed("record") == shed_before + 1
         # The headroom is left for what must not be lost: an event still goes in.
-        assert await client.execute("XADD", keys.EVENTS_STREAM, "*", "event", "{}")
+        assert await client.execute("XADD", keys.Partition(0).events, "*", "e", "{}")
 
         await client.execute("CONFIG", "SET", "maxmemory", "0")
         await guard.check()
@@ -69,7 +74,9 @@ async def test_near_maxmemory_records_are_shed_and_events_still_fit(tmp_path: Pa
         )
         await client.ping()
         assert not guard.shedding
-        assert await client.execute("EXISTS", keys.recommendation(kept.recommendation_id)) == 1
+        assert (
+            await client.execute("EXISTS", keys.recommendation("u1", kept.recommendation_id)) == 1
+        )
     finally:
         await client.aclose()
         server.stop()

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from recsys_shared import keys
 from recsys_shared.errors import Conflict, UnknownModelVersion
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
+from recsys_shared.testing import eventually
 
 
 @pytest.fixture
-def registry(redis_client: aioredis.Redis) -> ModelRegistry:
+def registry(redis_client: RedisClient) -> ModelRegistry:
     return ModelRegistry(redis_client)
 
 
-async def _next_message(pubsub: Any) -> dict[str, Any]:
+@pytest.fixture
+async def subscriber(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client subscribed to the registry's notifications, as the recommenders have one."""
+    client = await connect(redis_url, channels=[keys.MODEL_EVENTS_CHANNEL])
+
+    async def subscribed() -> object:
+        counts = await client.execute("PUBSUB", "NUMSUB", keys.MODEL_EVENTS_CHANNEL)
+        return counts.get(keys.MODEL_EVENTS_CHANNEL)
+
+    # Subscribed once its connection is up: wait for Redis to count the subscriber.
+    await eventually(subscribed)
+    yield client
+    await client.aclose()
+
+
+async def _next_message(subscriber: RedisClient) -> str:
     async with asyncio.timeout(5):
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-            if message is not None:
-                return dict(message)
+        return await subscriber.next_message()
 
 
 async def test_next_version_strictly_increases(registry: ModelRegistry) -> None:
@@ -77,41 +91,46 @@ async def test_publishing_a_newer_version_retires_the_previous_one(
 
 
 async def test_rollback_activates_an_older_version_and_notifies(
-    registry: ModelRegistry, redis_client: aioredis.Redis, make_model_info: Any
+    registry: ModelRegistry, subscriber: RedisClient, make_model_info: Any
 ) -> None:
     await registry.publish(make_model_info(1), reason="first")
     await registry.publish(make_model_info(2), reason="second")
-    pubsub: Any = redis_client.pubsub()
-    await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
-    try:
-        replaced = await registry.activate(1, "rollback: v2 regressed")
-        message = await _next_message(pubsub)
-    finally:
-        await pubsub.aclose()
+    assert [await _next_message(subscriber), await _next_message(subscriber)] == ["1", "2"]
+
+    replaced = await registry.activate(1, "rollback: v2 regressed")
+    message = await _next_message(subscriber)
 
     assert replaced == 2
-    assert message["channel"] == keys.MODEL_EVENTS_CHANNEL
-    assert message["data"] == "1"
+    assert message == "1"
     assert await registry.active_version() == 1
     rolled_back, retired = await registry.get(1), await registry.get(2)
     assert rolled_back.status is ModelStatus.ACTIVE
     assert rolled_back.status_reason == "rollback: v2 regressed"
+    assert rolled_back.replaced_by is None
     assert retired.status is ModelStatus.RETIRED
     assert retired.status_reason == "replaced by version 1"
+    assert retired.replaced_by == 1
 
 
 async def test_publish_notifies_subscribers(
-    registry: ModelRegistry, redis_client: aioredis.Redis, make_model_info: Any
+    registry: ModelRegistry, subscriber: RedisClient, make_model_info: Any
 ) -> None:
-    pubsub: Any = redis_client.pubsub()
-    await pubsub.subscribe(keys.MODEL_EVENTS_CHANNEL)
-    try:
-        await registry.publish(make_model_info(7), reason="first")
-        message = await _next_message(pubsub)
-    finally:
-        await pubsub.aclose()
+    await registry.publish(make_model_info(7), reason="first")
 
-    assert message["data"] == "7"
+    assert await _next_message(subscriber) == "7"
+
+
+async def test_versions_can_be_forgotten_with_their_snapshot_key(
+    registry: ModelRegistry, make_model_info: Any
+) -> None:
+    await registry.record(make_model_info(1, snapshot_id="s-1"))
+    await registry.record(make_model_info(2, snapshot_id="s-2"))
+
+    await registry.forget(1, "s-1")
+
+    assert [info.version for info in await registry.list()] == [2]
+    assert await registry.version_for_snapshot("s-1") is None
+    assert await registry.version_for_snapshot("s-2") == 2
 
 
 async def test_activating_the_active_version_again_keeps_it_active(

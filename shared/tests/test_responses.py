@@ -8,17 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_shared import keys
 from recsys_shared.features import FeatureReader, ItemDetails
 from recsys_shared.metrics import REGISTRY
-from recsys_shared.multiplexed import MultiplexedRedis
 from recsys_shared.processes import RedisServer
-from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render, render_record
-from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render
+from recsys_shared.schemas import Recommendations, ScoredItem, ServedList, Strategy
+from recsys_shared.testing import eventually
+
+PARTITIONS = keys.Partitions(1)
 
 texts = st.text(max_size=40)
 categories = st.lists(st.text(min_size=1, max_size=12), max_size=4)
@@ -86,55 +89,19 @@ def test_render_writes_the_models_json(
     assert rendered.endswith('"cached":false,"cache_age_seconds":null}')
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    item_ids=st.lists(st.text(min_size=1, max_size=20), max_size=12),
-    strategy=st.sampled_from(Strategy),
-    version=st.none() | st.integers(min_value=0, max_value=2**40),
-    user_id=st.none() | texts,
-    item_id=st.none() | texts,
-    served_at=st.floats(min_value=0, max_value=4e9),
-)
-def test_a_record_is_what_json_dumps_writes(
-    item_ids: list[str],
-    strategy: Strategy,
-    version: int | None,
-    user_id: str | None,
-    item_id: str | None,
-    served_at: float,
-) -> None:
-    record = {
-        "user_id": user_id,
-        "item_id": item_id,
-        "items": item_ids,
-        "model_version": version,
-        "strategy": strategy.value,
-        "served_at": served_at,
-    }
-
-    assert render_record(
-        item_ids,
-        strategy=strategy,
-        version=version,
-        user_id=user_id,
-        item_id=item_id,
-        served_at=served_at,
-    ) == json.dumps(record, separators=(",", ":"))
-
-
-async def _title(client: aioredis.Redis, item: str, title: str) -> None:
-    await client.hset(keys.item(item), mapping={"title": title, "categories": '["A"]'})
+def _title(client: redis.Redis, item: str, title: str) -> None:
+    client.hset(keys.item(item), mapping={"title": title, "categories": '["A"]'})
 
 
 async def test_details_are_kept_while_the_catalogue_version_stays(
-    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+    redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    cache = ItemDetailsCache(FeatureReader(multiplexed_client))
-    await _title(redis_client, "i1", "Old title")
+    cache = ItemDetailsCache(FeatureReader(redis_client, PARTITIONS))
+    _title(inspector, "i1", "Old title")
 
     assert await cache.get(["i1", "nope"], 1) == [ItemDetails("Old title", '["A"]'), None]
-    await _title(redis_client, "i1", "New title")
-    await redis_client.hset(keys.item("nope"), mapping={"title": "Now known"})
+    _title(inspector, "i1", "New title")
+    inspector.hset(keys.item("nope"), mapping={"title": "Now known"})
 
     # The same catalogue version: nothing is read again, unknown items included.
     assert await cache.get(["nope", "i1"], 1) == [None, ItemDetails("Old title", '["A"]')]
@@ -176,43 +143,62 @@ async def test_a_read_that_a_newer_version_overtook_is_not_kept() -> None:
     assert (await cache.get(["i1"], 2))[0] == ItemDetails("As of version 2", "[]")
 
 
-async def test_a_list_is_served_and_recorded(
-    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+async def test_a_list_is_served_and_recorded_under_its_user(
+    redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    builder = ResponseBuilder(multiplexed_client, record_ttl_seconds=60)
-    await _title(redis_client, "i1", "One")
+    builder = ResponseBuilder(
+        FeatureReader(redis_client, PARTITIONS), redis_client, record_ttl_seconds=60
+    )
+    _title(inspector, "i1", "One")
 
     body = Recommendations.model_validate_json(
         await builder.build([("i1", 0.5), ("i9", 0.25)], Strategy.POPULAR, user_id="u1")
     )
+    name = keys.recommendation("u1", body.recommendation_id)
+    await eventually(lambda: redis_client.execute("EXISTS", name))
 
     assert [(item.item_id, item.title) for item in body.items] == [("i1", "One"), ("i9", None)]
-    record = json.loads(
-        await multiplexed_client.execute("GET", keys.recommendation(body.recommendation_id))
+    record = ServedList.model_validate_json(inspector.get(name) or "")
+    assert (record.user_id, record.items, record.strategy) == ("u1", ["i1", "i9"], "popular")
+    assert name.startswith(keys.recommendations_of("u1"))
+    assert 0 < inspector.ttl(name) <= 60
+
+
+async def test_a_list_served_to_nobody_in_particular_is_recorded_apart(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    builder = ResponseBuilder(
+        FeatureReader(redis_client, PARTITIONS), redis_client, record_ttl_seconds=60
     )
-    assert (record["user_id"], record["items"], record["strategy"]) == (
-        "u1",
-        ["i1", "i9"],
-        "popular",
+
+    body = Recommendations.model_validate_json(
+        await builder.build([("i1", 0.5)], Strategy.SIMILAR, item_id="i0", version=3)
     )
+    name = keys.recommendation(None, body.recommendation_id)
+    await eventually(lambda: redis_client.execute("EXISTS", name))
+
+    record = ServedList.model_validate_json(inspector.get(name) or "")
+    assert (record.user_id, record.item_id, record.model_version) == (None, "i0", 3)
 
 
 async def test_a_list_is_served_when_redis_refuses_its_record(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
-    client = MultiplexedRedis(server.url)
+    client = await connect(server.url)
     try:
-        builder = ResponseBuilder(client, record_ttl_seconds=60)
+        builder = ResponseBuilder(FeatureReader(client, PARTITIONS), client, record_ttl_seconds=60)
         await client.execute("HSET", keys.item("i1"), "title", "One", "categories", "[]")
         await builder.build([("i1", 0.5)], Strategy.POPULAR, catalogue_version=1)  # details kept
         lost_before = REGISTRY.get_sample_value("recsys_recommendation_records_lost_total") or 0
         await client.execute("CONFIG", "SET", "maxmemory", "1")  # every write refused: OOM
 
         body = await builder.build([("i1", 0.5)], Strategy.POPULAR, catalogue_version=1)
-        await client.ping()  # the refused SET's reply has arrived by now (one ordered connection)
 
+        async def counted() -> bool:
+            lost = REGISTRY.get_sample_value("recsys_recommendation_records_lost_total")
+            return lost == lost_before + 1
+
+        await eventually(counted)
         assert Recommendations.model_validate_json(body).items[0].title == "One"
-        lost = REGISTRY.get_sample_value("recsys_recommendation_records_lost_total")
-        assert lost == lost_before + 1
     finally:
         await client.execute("CONFIG", "SET", "maxmemory", "0")
         await client.aclose()

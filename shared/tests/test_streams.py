@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys_shared import keys
+from recsys_shared.redis import RedisClient
 from recsys_shared.streams import (
     StreamPosition,
     format_stream_id,
@@ -18,7 +19,7 @@ from recsys_shared.streams import (
     stream_position,
 )
 
-STREAM = keys.EVENTS_STREAM
+STREAM = keys.Partition(0).events
 GROUP = keys.EVENTS_GROUP
 
 _POSITIONS = st.tuples(st.integers(0, 2**48), st.integers(0, 2**32))
@@ -49,35 +50,41 @@ def test_next_stream_id_is_the_smallest_id_above(
     assert not position < other < following
 
 
-async def _add(client: aioredis.Redis, count: int) -> list[str]:
-    return [str(await client.xadd(STREAM, {"n": str(n)})) for n in range(count)]
+def _add(client: redis.Redis, count: int) -> list[str]:
+    return [str(client.xadd(STREAM, {"n": str(n)})) for n in range(count)]
 
 
-async def _deliver(client: aioredis.Redis, count: int, group: str = GROUP) -> list[str]:
-    reply: Any = await client.xreadgroup(group, "consumer-1", {STREAM: ">"}, count=count)
+def _deliver(client: redis.Redis, count: int, group: str = GROUP) -> list[str]:
+    reply: Any = client.xreadgroup(group, "consumer-1", {STREAM: ">"}, count=count)
     return [entry_id for _, entries in reply for entry_id, _ in entries]
 
 
-async def test_no_stream_means_nothing_to_apply(redis_client: aioredis.Redis) -> None:
-    assert await stream_position(redis_client) == StreamPosition(
+async def test_no_stream_means_nothing_to_apply(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    assert await stream_position(redis_client, STREAM) == StreamPosition(
         first_unapplied="0-1", lag=0, pending=0, length=0, groups=0
     )
 
 
-async def test_without_groups_every_entry_is_lag(redis_client: aioredis.Redis) -> None:
-    await _add(redis_client, 3)
+async def test_without_groups_every_entry_is_lag(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    _add(inspector, 3)
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position == StreamPosition(first_unapplied="0-1", lag=3, pending=0, length=3, groups=0)
 
 
-async def test_delivered_but_unacked_entries_are_pending(redis_client: aioredis.Redis) -> None:
-    ids = await _add(redis_client, 5)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    delivered = await _deliver(redis_client, 3)
+async def test_delivered_but_unacked_entries_are_pending(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    ids = _add(inspector, 5)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    delivered = _deliver(inspector, 3)
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert delivered == ids[:3]
     assert position.pending == 3
@@ -86,14 +93,16 @@ async def test_delivered_but_unacked_entries_are_pending(redis_client: aioredis.
     assert (position.length, position.groups) == (5, 1)
 
 
-async def test_first_unapplied_is_the_smallest_pending_id(redis_client: aioredis.Redis) -> None:
-    ids = await _add(redis_client, 5)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    await _deliver(redis_client, 4)
+async def test_first_unapplied_is_the_smallest_pending_id(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    ids = _add(inspector, 5)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    _deliver(inspector, 4)
     # Acked out of order: the oldest unacked entry bounds what is applied.
-    await redis_client.xack(STREAM, GROUP, ids[0], ids[2])
+    inspector.xack(STREAM, GROUP, ids[0], ids[2])
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position.first_unapplied == ids[1]
     assert position.pending == 2
@@ -101,14 +110,15 @@ async def test_first_unapplied_is_the_smallest_pending_id(redis_client: aioredis
 
 
 async def test_after_acking_all_delivered_entries_only_undelivered_ones_lag(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
+    inspector: redis.Redis,
 ) -> None:
-    ids = await _add(redis_client, 5)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    delivered = await _deliver(redis_client, 3)
-    await redis_client.xack(STREAM, GROUP, *delivered)
+    ids = _add(inspector, 5)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    delivered = _deliver(inspector, 3)
+    inspector.xack(STREAM, GROUP, *delivered)
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position.pending == 0
     assert position.lag == 2
@@ -117,26 +127,28 @@ async def test_after_acking_all_delivered_entries_only_undelivered_ones_lag(
     assert parse_stream_id(position.first_unapplied) <= parse_stream_id(ids[3])
 
 
-async def test_all_acked_means_no_lag(redis_client: aioredis.Redis) -> None:
-    ids = await _add(redis_client, 5)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 10))
+async def test_all_acked_means_no_lag(redis_client: RedisClient, inspector: redis.Redis) -> None:
+    ids = _add(inspector, 5)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    inspector.xack(STREAM, GROUP, *_deliver(inspector, 10))
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position == StreamPosition(
         first_unapplied=next_stream_id(ids[-1]), lag=0, pending=0, length=5, groups=1
     )
 
 
-async def test_the_slowest_group_bounds_what_is_applied(redis_client: aioredis.Redis) -> None:
-    ids = await _add(redis_client, 4)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    await redis_client.xgroup_create(STREAM, "auditor", id="0")
-    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 10))
-    await redis_client.xack(STREAM, "auditor", *await _deliver(redis_client, 1, group="auditor"))
+async def test_the_slowest_group_bounds_what_is_applied(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    ids = _add(inspector, 4)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    inspector.xgroup_create(STREAM, "auditor", id="0")
+    inspector.xack(STREAM, GROUP, *_deliver(inspector, 10))
+    inspector.xack(STREAM, "auditor", *_deliver(inspector, 1, group="auditor"))
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position.groups == 2
     assert position.first_unapplied == next_stream_id(ids[0])
@@ -145,13 +157,14 @@ async def test_the_slowest_group_bounds_what_is_applied(redis_client: aioredis.R
 
 
 async def test_a_group_created_at_the_end_counts_only_new_entries(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
+    inspector: redis.Redis,
 ) -> None:
-    ids = await _add(redis_client, 3)
-    await redis_client.xgroup_create(STREAM, GROUP, id="$")
-    newer = await _add(redis_client, 2)
+    ids = _add(inspector, 3)
+    inspector.xgroup_create(STREAM, GROUP, id="$")
+    newer = _add(inspector, 2)
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position.lag == 2
     assert position.first_unapplied == next_stream_id(ids[-1])
@@ -160,15 +173,15 @@ async def test_a_group_created_at_the_end_counts_only_new_entries(
 
 @pytest.mark.parametrize("deleted", [1, 3])
 async def test_undelivered_entries_are_counted_after_deletions(
-    redis_client: aioredis.Redis, deleted: int
+    redis_client: RedisClient, inspector: redis.Redis, deleted: int
 ) -> None:
     # Deleting entries makes Redis stop counting a group's lag itself (it reports none).
-    ids = await _add(redis_client, 6)
-    await redis_client.xgroup_create(STREAM, GROUP, id="0")
-    await redis_client.xack(STREAM, GROUP, *await _deliver(redis_client, 2))
-    await redis_client.xdel(STREAM, ids[deleted + 1])
+    ids = _add(inspector, 6)
+    inspector.xgroup_create(STREAM, GROUP, id="0")
+    inspector.xack(STREAM, GROUP, *_deliver(inspector, 2))
+    inspector.xdel(STREAM, ids[deleted + 1])
 
-    position = await stream_position(redis_client)
+    position = await stream_position(redis_client, STREAM)
 
     assert position.lag == 3
     assert position.length == 5

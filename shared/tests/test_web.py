@@ -389,20 +389,36 @@ def test_an_unexpected_error_is_a_500_problem_with_the_usual_headers(
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_redis_out_of_memory_is_a_retryable_503() -> None:
-    import redis as redis_errors
+def test_redis_errors_become_the_contracts_errors() -> None:
+    import glide
 
-    from recsys_shared.redis import is_out_of_memory, store_unavailable
+    from recsys_shared.errors import StoreError, StoreOutOfMemory, StoreUnavailable
+    from recsys_shared.redis import translated
 
-    error = redis_errors.exceptions.OutOfMemoryError(
-        "command not allowed when used memory > 'maxmemory'."
+    full = translated(
+        glide.RequestError("OOM command not allowed when used memory > 'maxmemory'."), timeout=2
     )
-    assert is_out_of_memory(error)
-    problem = store_unavailable(error)
-    assert problem.status == 503
-    assert problem.retry_after >= 1
-    assert "memory limit" in problem.detail
-    assert not is_out_of_memory(redis_errors.exceptions.ResponseError("WRONGTYPE"))
+    in_script = translated(
+        glide.RequestError(
+            "An error was signalled by the server: - ResponseError: OOM command not allowed"
+        ),
+        timeout=2,
+    )
+    late = translated(glide.TimeoutError("timed out"), timeout=2)
+    gone = translated(glide.ConnectionError("connection refused"), timeout=2)
+    failing_over = translated(glide.RequestError("CLUSTERDOWN The cluster is down"), timeout=2)
+    wrong = translated(glide.RequestError("WRONGTYPE: Operation against a key"), timeout=2)
+
+    for error in (full, in_script):
+        assert isinstance(error, StoreOutOfMemory)
+        assert (error.status, error.retry_after) == (503, 5)
+        assert "memory limit" in error.detail
+    for error in (late, gone, failing_over):
+        assert isinstance(error, StoreUnavailable)
+        assert not isinstance(error, StoreOutOfMemory)
+        assert (error.status, error.retry_after) == (503, 1)
+    assert isinstance(wrong, StoreError)
+    assert (wrong.status, wrong.code) == (500, "WRONGTYPE")
 
 
 def test_a_request_running_past_the_timeout_gets_a_503_problem() -> None:

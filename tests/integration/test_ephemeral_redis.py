@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,14 @@ def test_a_served_list_is_recorded_apart_and_its_click_attributed(
             "/v1/events", json={"events": [{"user_id": "u0", "item_id": "m1", "type": "like"}]}
         ).raise_for_status()
         wait_for_applied(stack.gateway)
-        served = http.get("/v1/users/stranger/recommendations").json()
+        served: dict[str, Any] = {}
+
+        def listed() -> bool:  # popularity is merged over the partitions a moment later
+            nonlocal served
+            served = http.get("/v1/users/stranger/recommendations").json()
+            return bool(served["items"])
+
+        wait_until(listed, timeout=10, what="the liked item in the popular list")
         assert served["strategy"] == "popular"
         click = {
             "user_id": "stranger",
@@ -55,7 +63,7 @@ def test_a_served_list_is_recorded_apart_and_its_click_attributed(
         http.post("/v1/events", json={"events": [click]}).raise_for_status()
         wait_for_applied(stack.gateway)
 
-    record = keys.recommendation(served["recommendation_id"])
+    record = keys.recommendation("stranger", served["recommendation_id"])
     main = redis.Redis.from_url(stack.redis.url, decode_responses=True)
     apart = redis.Redis.from_url(ephemeral.url, decode_responses=True)
     try:
@@ -64,7 +72,7 @@ def test_a_served_list_is_recorded_apart_and_its_click_attributed(
 
         def attributed() -> bool:
             hits = {}
-            for key in main.scan_iter(keys.DRIFT_WINDOW_PREFIX + "*:hits"):
+            for key in main.scan_iter("rs:{p0}:drift:*:hits"):
                 hits.update(main.hgetall(key))
             return hits.get("popular:events") == "1" and hits.get("popular:hits") == "1"
 

@@ -18,7 +18,10 @@ from recsys_shared.testing import (
     taste_clusters,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module"),
+]
 
 
 def _get(stack: Stack, path: str, **params: object) -> httpx.Response:

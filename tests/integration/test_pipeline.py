@@ -12,30 +12,56 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from collections import Counter
+
 import httpx
 import pytest
-import redis
 
 from recsys_shared import keys
 from recsys_shared.processes import wait_until
-from recsys_shared.testing import Stack, client_headers, own_stack, wait_for_applied
+from recsys_shared.testing import (
+    Stack,
+    build_stack,
+    client_headers,
+    cluster_tier,
+    own_stack,
+    start_all,
+    wait_for_applied,
+)
 
 pytestmark = pytest.mark.integration
 
 TIMESTAMP = datetime(2024, 5, 1, tzinfo=UTC).isoformat()
+OPTIONS = {
+    "CONSUMER_BATCH_SIZE": "50",
+    "CLAIM_IDLE_MS": "500",
+    "CLAIM_INTERVAL_SECONDS": "0.5",
+    "REDIS_TIMEOUT_SECONDS": "0.5",
+}
 
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[Stack]:
-    with own_stack(
-        tmp_path,
-        ("gateway",),
-        CONSUMER_BATCH_SIZE="50",
-        CLAIM_IDLE_MS="500",
-        CLAIM_INTERVAL_SECONDS="0.5",
-        REDIS_TIMEOUT_SECONDS="0.5",
-    ) as stack:
+    """The gateway on a redis-server of its own (tests that kill Redis)."""
+    with own_stack(tmp_path, ("gateway",), **OPTIONS) as stack:
         yield stack
+
+
+@pytest.fixture(params=["single", "cluster"])
+def any_system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The gateway on a Redis of its own, then on the session's 3-master cluster."""
+    if request.param == "single":
+        yield request.getfixturevalue("system")
+        return
+    tier = cluster_tier(
+        request.getfixturevalue("redis_cluster"), request.getfixturevalue("broker_server")
+    )
+    tier.flush()
+    stack = build_stack(tier, tmp_path, **OPTIONS)
+    try:
+        yield start_all(stack, ("gateway",))
+    finally:
+        stack.close()
 
 
 def views(prefix: str, users: int, items: int) -> list[dict[str, object]]:
@@ -83,29 +109,41 @@ def post(
 
 
 def assert_applied_exactly_once(stack: Stack, prefix: str, users: int, items: int) -> None:
-    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    partitions = keys.Partitions(stack.tier.partitions)
+    client = stack.tier.inspector()
     try:
         for user in range(users):
             user_id = f"{prefix}u{user}"
-            weights = client.hgetall(keys.user_items(user_id))
+            partition = partitions.of(user_id)
+            weights = client.hgetall(partition.user_items(user_id))
             assert len(weights) == items, (user_id, len(weights))
             assert {float(value) for value in weights.values()} == {1.0}, user_id
-            assert int(client.hget(keys.user_meta(user_id), "epoch") or 0) == items, user_id
-        scores = dict(client.zrange(keys.POPULAR, 0, -1, withscores=True))
+            epoch = client.hget(partition.user_meta(user_id), keys.META_EPOCH)
+            assert int(epoch or 0) == items, user_id
+        # Each item's popularity, summed over the partitions, counts every view once.
+        scores: Counter[str] = Counter()
+        for partition in partitions.all:
+            scores.update(dict(client.zrange(partition.popular, 0, -1, withscores=True)))
         assert len({round(score / scores["i0"], 6) for score in scores.values()}) == 1
     finally:
         client.close()
 
 
 def applied_count(stack: Stack) -> int:
-    client = redis.Redis.from_url(stack.redis.url)
+    client = stack.tier.inspector()
     try:
-        return int(client.hget(keys.PIPELINE_STATS, "applied") or 0)
+        return sum(
+            int(client.hget(partition.stats, keys.STAT_APPLIED) or 0)
+            for partition in keys.Partitions(stack.tier.partitions).all
+        )
     finally:
         client.close()
 
 
-def test_kill_9_of_the_consumer_mid_stream_applies_every_event_exactly_once(system: Stack) -> None:
+def test_kill_9_of_the_consumer_mid_stream_applies_every_event_exactly_once(
+    any_system: Stack,
+) -> None:
+    system = any_system
     users, items = 100, 100
     sent = post(system, views("k", users, items))
     assert sent == {"accepted": users * items, "duplicates": 0}

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from recsys_shared import keys
 from recsys_shared.processes import wait_until
@@ -24,7 +23,10 @@ from recsys_shared.testing import (
     wait_for_task,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module"),
+]
 
 
 def recommendations(stack: Stack, user: str, **params: Any) -> dict[str, Any]:
@@ -232,15 +234,16 @@ def _shedding(url: str) -> bool:
 def test_near_redis_memory_limit_lists_go_unrecorded_and_events_still_land(
     stack: Stack, trained: dict[str, object]
 ) -> None:
-    store = redis.Redis.from_url(stack.redis.url)
+    store = stack.tier.inspector()
     # Features enough (20 MB) that connection buffers coming and going do not move the ratio.
     padding = [f"{keys.key('test', 'padding')}:{n}" for n in range(20_000)]
     with store.pipeline(transaction=False) as pipe:
         for name in padding:
             pipe.set(name, "x" * 1000)
         pipe.execute()
-    used = int(store.info("memory")["used_memory"])
-    store.config_set("maxmemory", int(used / 0.94))  # above the guards' 90 % mark
+    primaries = stack.tier.primaries()
+    for primary in primaries:  # every primary above the guards' 90 % mark
+        primary.config_set("maxmemory", int(int(primary.info("memory")["used_memory"]) / 0.94))
     try:
         serving = [stack.gateway, stack.url("recommender1"), stack.url("recommender2")]
         wait_until(
@@ -248,8 +251,8 @@ def test_near_redis_memory_limit_lists_go_unrecorded_and_events_still_land(
             timeout=20,
             what="every serving process to see Redis near its memory limit",
         )
-        records = len(store.keys(f"{keys.RECOMMENDATION_PREFIX}*"))
-        cached = len(store.keys(f"{keys.CACHE_PREFIX}*"))
+        records = _count(stack, keys.RECOMMENDATION_PREFIX)
+        cached = _count(stack, keys.CACHE_PREFIX)
         for offset in range(1, 6):  # distinct queries: computed, not cached
             body = recommendations(stack, "a2", offset=offset)
             assert body["strategy"] == "personalized"
@@ -259,9 +262,18 @@ def test_near_redis_memory_limit_lists_go_unrecorded_and_events_still_land(
             f"{stack.gateway}/v1/events", json=event, headers=client_headers(), timeout=10
         )
         assert accepted.status_code == 202, accepted.text
-        assert len(store.keys(f"{keys.RECOMMENDATION_PREFIX}*")) == records
-        assert len(store.keys(f"{keys.CACHE_PREFIX}*")) == cached
+        assert _count(stack, keys.RECOMMENDATION_PREFIX) == records
+        assert _count(stack, keys.CACHE_PREFIX) == cached
     finally:
-        store.config_set("maxmemory", 0)
-        store.delete(*padding)
+        for primary in primaries:
+            primary.config_set("maxmemory", 0)
+            primary.close()
+        with store.pipeline(transaction=False) as pipe:
+            for name in padding:
+                pipe.delete(name)
+            pipe.execute()
         store.close()
+
+
+def _count(stack: Stack, prefix: str) -> int:
+    return sum(key.startswith(prefix) for key in stack.tier.every_key())

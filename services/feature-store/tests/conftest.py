@@ -1,7 +1,11 @@
-"""Fixtures for the feature-store tests: events, a real stream with its consumer group, settings.
+"""Fixtures for the feature-store tests: events, a real partition stream with its consumer
+group, settings.
 
 Everything runs against the session's real redis-server (``redis_client``/``redis_url`` from
-``recsys_shared.testing``), because the applier and the catalogue are Lua scripts.
+``recsys_shared.testing``), because the applier, the catalogue, dead letters and erasure are
+Lua scripts. The services' own client (``redis_client``) writes and reads the streams as the
+gateway and the consumer do; tests look inside with a blocking redis-py client
+(``sync_redis``).
 """
 
 from __future__ import annotations
@@ -16,15 +20,22 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from feature_store.applier import EventApplier
 from feature_store.config import Settings
+from feature_store.consumer import StreamConsumer, stream_entries
+from feature_store.erasure import Eraser
+from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
+from recsys_shared.errors import StoreError
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import EventType, StoredEvent
 
 #: A sane event time: a day ago, well inside what the snapshot quality check accepts.
 BASE_TS = float(int(time.time()) - 86_400)
+#: The default deployment: one partition, which holds every user.
+PARTITIONS = keys.Partitions(1)
+P0 = PARTITIONS.all[0]
 
 
 @pytest.fixture
@@ -34,7 +45,8 @@ def base_ts() -> float:
 
 @pytest.fixture
 def make_event() -> Callable[..., StoredEvent]:
-    """``make_event(user, item, type="view", value=None, ts=None, event_id=None)``."""
+    """``make_event(user, item, type="view", value=None, ts=None, event_id=None,
+    received_at=None)``."""
     counter = itertools.count(1)
 
     def make(
@@ -45,6 +57,7 @@ def make_event() -> Callable[..., StoredEvent]:
         value: float | None = None,
         ts: float | None = None,
         event_id: str | None = None,
+        received_at: float | None = None,
     ) -> StoredEvent:
         number = next(counter)
         return StoredEvent(
@@ -54,35 +67,46 @@ def make_event() -> Callable[..., StoredEvent]:
             type=EventType(type),
             value=value,
             ts=BASE_TS + number if ts is None else ts,
-            received_at=time.time(),
+            received_at=time.time() if received_at is None else received_at,
         )
 
     return make
 
 
 class Stream:
-    """The real events stream and the feature-store's consumer group, as the gateway fills it."""
+    """One partition's real events stream and the feature-store's consumer group, as the
+    gateway fills it."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, partition: keys.Partition = P0) -> None:
         self.redis = client
+        self.partition = partition
+        self.name = partition.events
 
     async def create_group(self) -> None:
-        await self.redis.xgroup_create(keys.EVENTS_STREAM, keys.EVENTS_GROUP, id="0", mkstream=True)
+        try:
+            await self.redis.execute(
+                "XGROUP", "CREATE", self.name, keys.EVENTS_GROUP, "0", "MKSTREAM"
+            )
+        except StoreError as error:
+            if error.code != "BUSYGROUP":
+                raise
 
     async def add(self, event: StoredEvent) -> str:
         """XADD one event exactly as the gateway's ingest script does."""
-        return await self.add_raw({"e": event.model_dump_json(exclude_none=True)})
+        return await self.add_raw({keys.EVENT_FIELD: event.model_dump_json(exclude_none=True)})
 
     async def add_raw(self, fields: dict[str, str]) -> str:
-        stream_id: str = await self.redis.xadd(keys.EVENTS_STREAM, fields)  # type: ignore[arg-type]
+        flat = [part for pair in fields.items() for part in pair]
+        stream_id: str = await self.redis.execute("XADD", self.name, "*", *flat)
         return stream_id
 
     async def read(self, consumer: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
         """XREADGROUP new entries as ``consumer``: they become pending for it."""
-        response = await self.redis.xreadgroup(
-            keys.EVENTS_GROUP, consumer, {keys.EVENTS_STREAM: ">"}, count=count
-        )
-        return response[0][1] if response else []
+        reply = await self.redis.execute(
+            "XREADGROUP", "GROUP", keys.EVENTS_GROUP, consumer, "COUNT", count,
+            "STREAMS", self.name, ">",
+        )  # fmt: skip
+        return [(entry_id, fields or {}) for entry_id, fields in stream_entries(reply, self.name)]
 
     async def deliver(
         self, events: list[StoredEvent], consumer: str = "reader"
@@ -93,36 +117,50 @@ class Stream:
             await self.add(event)
         entries = await self.read(consumer)
         assert len(entries) == len(events)
-        return [(stream_id, StoredEvent.model_validate_json(f["e"])) for stream_id, f in entries]
+        return [
+            (stream_id, StoredEvent.model_validate_json(fields[keys.EVENT_FIELD]))
+            for stream_id, fields in entries
+        ]
 
     async def pending(self) -> int:
-        summary = await self.redis.xpending(keys.EVENTS_STREAM, keys.EVENTS_GROUP)
-        return int(summary["pending"])
+        summary = await self.redis.execute("XPENDING", self.name, keys.EVENTS_GROUP)
+        return int(summary[0])
 
     async def pending_ids(self, consumer: str | None = None) -> list[str]:
-        rows = await self.redis.xpending_range(
-            keys.EVENTS_STREAM,
-            keys.EVENTS_GROUP,
-            min="-",
-            max="+",
-            count=10_000,
-            consumername=consumer,
-        )
-        return [row["message_id"] for row in rows]
+        command: list[str | int] = ["XPENDING", self.name, keys.EVENTS_GROUP, "-", "+", 10_000]
+        if consumer is not None:
+            command.append(consumer)
+        return [row[0] for row in await self.redis.execute(*command)]
+
+    async def ids(self) -> list[str]:
+        return list((await self.redis.execute("XRANGE", self.name, "-", "+")) or {})
 
     async def dead_letters(self) -> list[dict[str, str]]:
-        return [fields for _, fields in await self.redis.xrange(keys.DEAD_LETTER_STREAM)]
+        reply = await self.redis.execute("XRANGE", self.partition.dead_letters, "-", "+")
+        return [dict(pairs) for pairs in (reply or {}).values()]
 
 
 @pytest.fixture
-async def stream(redis_client: aioredis.Redis) -> Stream:
+async def stream(redis_client: RedisClient) -> Stream:
     helper = Stream(redis_client)
     await helper.create_group()
     return helper
 
 
 @pytest.fixture
-def applier(redis_client: aioredis.Redis) -> EventApplier:
+def make_stream(redis_client: RedisClient) -> Callable[[keys.Partition], Awaitable[Stream]]:
+    """``await make_stream(partition)``: another partition's stream, its group created."""
+
+    async def make(partition: keys.Partition) -> Stream:
+        helper = Stream(redis_client, partition)
+        await helper.create_group()
+        return helper
+
+    return make
+
+
+@pytest.fixture
+def applier(redis_client: RedisClient) -> EventApplier:
     return EventApplier(redis_client, history_cap=100, half_life_days=30)
 
 
@@ -141,26 +179,58 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def dump_state(redis_client: aioredis.Redis) -> Callable[[], Awaitable[dict[str, Any]]]:
+def consumer(redis_client: RedisClient, settings: Settings, stream: Stream) -> StreamConsumer:
+    # ``stream`` first: the consumer group exists before anything reads.
+    return StreamConsumer(redis_client, settings)
+
+
+@pytest.fixture
+def housekeeping(
+    redis_client: RedisClient, settings: Settings, consumer: StreamConsumer
+) -> Housekeeping:
+    eraser = Eraser(redis_client, settings.partitions, ephemeral=redis_client)
+    return Housekeeping(redis_client, settings, consumer, eraser)
+
+
+@pytest.fixture
+def read_once() -> Callable[..., Awaitable[int]]:
+    """``await read_once(consumer, own_pending=False)``: one read of the only partition, on
+    the client the consumer was made with; how many entries it read."""
+
+    async def read(consumer: StreamConsumer, *, own_pending: bool = False) -> int:
+        [reader] = consumer.readers
+        return await reader.read_once(consumer.redis, own_pending=own_pending)
+
+    return read
+
+
+def is_pipeline_counter(name: str) -> bool:
+    """A partition's counters (totals, and events per second): they count deliveries."""
+    base = name.split("}", 1)[0] + "}"
+    return name == f"{base}:stats" or name.startswith((f"{base}:applied:", f"{base}:accepted:"))
+
+
+@pytest.fixture
+def dump_state(sync_redis: redis.Redis) -> Callable[[], Awaitable[dict[str, Any]]]:
     """Every key's value (not TTLs), to prove an operation changed nothing. The pipeline's
     own counters are left out: counting a redelivery is the point of them."""
 
     async def dump() -> dict[str, Any]:
         state: dict[str, Any] = {}
-        async for name in redis_client.scan_iter(count=1000):
-            if name.startswith(keys.key("pipeline")):
+        for name in sync_redis.scan_iter(count=1000):
+            if is_pipeline_counter(name):
                 continue
-            kind = await redis_client.type(name)
+            kind = sync_redis.type(name)
             if kind == "hash":
-                state[name] = await redis_client.hgetall(name)
+                state[name] = sync_redis.hgetall(name)
             elif kind == "zset":
-                state[name] = await redis_client.zrange(name, 0, -1, withscores=True)
+                state[name] = sync_redis.zrange(name, 0, -1, withscores=True)
             elif kind == "set":
-                state[name] = await redis_client.smembers(name)
+                state[name] = sync_redis.smembers(name)
             elif kind == "string":
-                state[name] = await redis_client.get(name)
+                state[name] = sync_redis.get(name)
             elif kind == "stream":
-                state[name] = await redis_client.xrange(name)
+                state[name] = sync_redis.xrange(name)
             else:  # pragma: no cover - the feature-store writes no other types
                 state[name] = kind
         return state

@@ -1,33 +1,50 @@
-"""EventApplier: one Lua script applies a batch to histories and popularity and acknowledges it."""
+"""EventApplier: one Lua script applies a partition's batch to histories and popularity and
+acknowledges it."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 
 from feature_store.applier import ApplyResult, EventApplier
 from feature_store.catalogue import Catalogue
+from feature_store.erasure import Eraser
+from feature_store.merger import PopularityMerger
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
-from recsys_shared.redis import create_async_redis
-from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, StoredEvent
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, ServedList, StoredEvent
+
+P0 = keys.Partitions(1).all[0]
 
 
-async def weights_of(client: aioredis.Redis, user: str) -> dict[str, float]:
-    raw = await client.hgetall(keys.user_items(user))
+def weights_of(client: redis.Redis, user: str, partition: keys.Partition = P0) -> dict[str, float]:
+    raw = client.hgetall(partition.user_items(user))
     return {item: float(weight) for item, weight in raw.items()}
 
 
-async def times_of(client: aioredis.Redis, user: str) -> list[tuple[str, float]]:
-    return await client.zrange(keys.user_times(user), 0, -1, withscores=True)
+def times_of(
+    client: redis.Redis, user: str, partition: keys.Partition = P0
+) -> list[tuple[str, float]]:
+    return client.zrange(partition.user_times(user), 0, -1, withscores=True)
+
+
+def users_of(client: redis.Redis, partition: keys.Partition = P0) -> set[str]:
+    return set(client.zrange(partition.users, 0, -1))
+
+
+async def merge_popularity(client: RedisClient, partitions: keys.Partitions) -> None:
+    """What the merger does in the background: sum every partition into the merged sets."""
+    merger = PopularityMerger(client, partitions, full_every_seconds=600)
+    await merger.merge(await merger._every_item())
 
 
 async def test_batch_updates_history_meta_users_popularity_and_acks(
-    redis_client, stream, applier, make_event, base_ts
+    redis_client, sync_redis, stream, applier, make_event, base_ts
 ):
     await Catalogue(redis_client).upsert(
         [
@@ -43,31 +60,38 @@ async def test_batch_updates_history_meta_users_popularity_and_acks(
     entries = await stream.deliver(events)
     assert await stream.pending() == 3
 
-    result = await applier.apply(entries, now=12_345.5)
+    result = await applier.apply(P0, entries, now=12_345.5)
 
     assert result == ApplyResult(applied=3, duplicates=0)
-    assert await weights_of(redis_client, "u1") == {"i1": 1.0, "i2": 2.0}
-    assert await weights_of(redis_client, "u2") == {"i1": 5.0}
-    assert await times_of(redis_client, "u1") == [("i1", base_ts), ("i2", base_ts + 10)]
-    assert await times_of(redis_client, "u2") == [("i1", base_ts + 20)]
-    assert await redis_client.hgetall(keys.user_meta("u1")) == {
-        "epoch": "2",
-        "updated_at": "12345.5",
-    }
-    assert await redis_client.hget(keys.user_meta("u2"), "epoch") == "1"
-    assert await redis_client.smembers(keys.USERS) == {"u1", "u2"}
+    assert weights_of(sync_redis, "u1") == {"i1": 1.0, "i2": 2.0}
+    assert weights_of(sync_redis, "u2") == {"i1": 5.0}
+    assert times_of(sync_redis, "u1") == [("i1", base_ts), ("i2", base_ts + 10)]
+    assert times_of(sync_redis, "u2") == [("i1", base_ts + 20)]
+    assert sync_redis.hgetall(P0.user_meta("u1")) == {"epoch": "2", "updated_at": "12345.5"}
+    assert sync_redis.hget(P0.user_meta("u2"), "epoch") == "1"
+    # Who exists, scored by when their latest event was received (the retention clock).
+    assert sync_redis.zrange(P0.users, 0, -1, withscores=True) == [
+        ("u1", pytest.approx(events[1].received_at)),
+        ("u2", pytest.approx(events[2].received_at)),
+    ]
 
+    # Popularity lands in the partition's own set, the items marked for the merger …
     i1 = applier.popularity_increment(events[0]) + applier.popularity_increment(events[2])
     i2 = applier.popularity_increment(events[1])
-    assert await redis_client.zscore(keys.POPULAR, "i1") == pytest.approx(i1, rel=1e-12)
-    assert await redis_client.zscore(keys.POPULAR, "i2") == pytest.approx(i2, rel=1e-12)
+    assert sync_redis.zscore(P0.popular, "i1") == pytest.approx(i1, rel=1e-12)
+    assert sync_redis.zscore(P0.popular, "i2") == pytest.approx(i2, rel=1e-12)
+    assert sync_redis.smembers(P0.popular_dirty) == {"i1", "i2"}
+    assert not sync_redis.exists(keys.POPULAR)
+
+    # … and serving reads the merged sets, categories included.
+    await merge_popularity(redis_client, keys.Partitions(1))
+    assert sync_redis.zscore(keys.POPULAR, "i1") == pytest.approx(i1, rel=1e-12)
+    assert sync_redis.zscore(keys.POPULAR, "i2") == pytest.approx(i2, rel=1e-12)
     for category in ("drama", "comedy"):
-        assert await redis_client.zrange(keys.popular_in(category), 0, -1, withscores=True) == [
+        assert sync_redis.zrange(keys.popular_in(category), 0, -1, withscores=True) == [
             ("i1", pytest.approx(i1, rel=1e-12))
         ]
-    category_sets = [
-        name async for name in redis_client.scan_iter(match=keys.POPULAR_CATEGORY_PREFIX + "*")
-    ]
+    category_sets = list(sync_redis.scan_iter(match=keys.POPULAR_CATEGORY_PREFIX + "*"))
     assert sorted(category_sets) == sorted([keys.popular_in("comedy"), keys.popular_in("drama")])
 
     assert await stream.pending() == 0
@@ -87,24 +111,24 @@ async def test_popularity_increment_grows_with_time_and_weight(applier, make_eve
 
 
 async def test_older_event_never_overwrites_a_newer_time(
-    redis_client, stream, applier, make_event, base_ts
+    sync_redis, stream, applier, make_event, base_ts
 ):
     newer = make_event("u1", "i1", EventType.VIEW, ts=base_ts + 100)
     older = make_event("u1", "i1", EventType.VIEW, ts=base_ts)
-    await applier.apply(await stream.deliver([newer]), now=1.0)
-    await applier.apply(await stream.deliver([older]), now=2.0)
-    assert await times_of(redis_client, "u1") == [("i1", base_ts + 100)]
+    await applier.apply(P0, await stream.deliver([newer]), now=1.0)
+    await applier.apply(P0, await stream.deliver([older]), now=2.0)
+    assert times_of(sync_redis, "u1") == [("i1", base_ts + 100)]
     # The older event still counts for the weight and the epoch.
-    assert await weights_of(redis_client, "u1") == {"i1": 2.0}
-    assert await redis_client.hget(keys.user_meta("u1"), "epoch") == "2"
+    assert weights_of(sync_redis, "u1") == {"i1": 2.0}
+    assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "2"
 
     latest = make_event("u1", "i1", EventType.VIEW, ts=base_ts + 200)
-    await applier.apply(await stream.deliver([latest]), now=3.0)
-    assert await times_of(redis_client, "u1") == [("i1", base_ts + 200)]
+    await applier.apply(P0, await stream.deliver([latest]), now=3.0)
+    assert times_of(sync_redis, "u1") == [("i1", base_ts + 200)]
 
 
 async def test_older_event_in_the_same_batch_keeps_the_newer_time(
-    redis_client, stream, applier, make_event, base_ts
+    sync_redis, stream, applier, make_event, base_ts
 ):
     entries = await stream.deliver(
         [
@@ -112,58 +136,59 @@ async def test_older_event_in_the_same_batch_keeps_the_newer_time(
             make_event("u1", "i1", ts=base_ts + 10),
         ]
     )
-    await applier.apply(entries, now=1.0)
-    assert await times_of(redis_client, "u1") == [("i1", base_ts + 50)]
+    await applier.apply(P0, entries, now=1.0)
+    assert times_of(sync_redis, "u1") == [("i1", base_ts + 50)]
 
 
 async def test_redelivered_events_change_nothing_and_count_as_duplicates(
-    redis_client, stream, applier, make_event, dump_state
+    redis_client, sync_redis, stream, applier, make_event, dump_state
 ):
     await Catalogue(redis_client).upsert([ItemWithId(item_id="i1", title="t", categories=["c"])])
     entries = await stream.deliver(
         [make_event("u1", "i1", EventType.LIKE), make_event("u2", "i1", EventType.CLICK)]
     )
-    assert await applier.apply(entries, now=100.0) == ApplyResult(applied=2, duplicates=0)
+    assert await applier.apply(P0, entries, now=100.0) == ApplyResult(applied=2, duplicates=0)
     before = await dump_state()
 
     # Delivered again (e.g. claimed by another replica): only acknowledged, never re-counted,
     # not even the updated_at stamp moves.
-    assert await applier.apply(entries, now=200.0) == ApplyResult(applied=0, duplicates=2)
+    assert await applier.apply(P0, entries, now=200.0) == ApplyResult(applied=0, duplicates=2)
 
     assert await dump_state() == before
     assert await stream.pending() == 0
+    assert sync_redis.hgetall(P0.stats) == {"applied": "2", "redelivered": "2"}
 
 
 async def test_the_same_entry_twice_in_one_batch_applies_once(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
     [entry] = await stream.deliver([make_event("u1", "i1", EventType.PURCHASE)])
-    assert await applier.apply([entry, entry], now=1.0) == ApplyResult(applied=1, duplicates=1)
-    assert await weights_of(redis_client, "u1") == {"i1": 5.0}
-    assert await redis_client.hget(keys.user_meta("u1"), "epoch") == "1"
+    assert await applier.apply(P0, [entry, entry], now=1.0) == ApplyResult(applied=1, duplicates=1)
+    assert weights_of(sync_redis, "u1") == {"i1": 5.0}
+    assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "1"
     assert await stream.pending() == 0
 
 
 async def test_a_partly_redelivered_batch_applies_only_the_new_entries(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
     first = await stream.deliver([make_event("u1", "i1", EventType.CLICK)])
-    await applier.apply(first, now=1.0)
+    await applier.apply(P0, first, now=1.0)
     second = await stream.deliver([make_event("u1", "i1", EventType.CLICK)])
 
-    assert await applier.apply(first + second, now=2.0) == ApplyResult(applied=1, duplicates=1)
+    assert await applier.apply(P0, first + second, now=2.0) == ApplyResult(applied=1, duplicates=1)
 
-    assert await weights_of(redis_client, "u1") == {"i1": 4.0}
-    assert await redis_client.hget(keys.user_meta("u1"), "epoch") == "2"
+    assert weights_of(sync_redis, "u1") == {"i1": 4.0}
+    assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "2"
     assert await stream.pending() == 0
 
 
 async def test_rating_replaces_the_weight_and_other_types_accumulate_up_to_the_cap(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
     async def apply(*events):
-        await applier.apply(await stream.deliver(list(events)), now=1.0)
-        return (await weights_of(redis_client, "u1"))["i1"]
+        await applier.apply(P0, await stream.deliver(list(events)), now=1.0)
+        return weights_of(sync_redis, "u1")["i1"]
 
     assert await apply(make_event("u1", "i1", EventType.VIEW)) == 1.0
     assert await apply(make_event("u1", "i1", EventType.CLICK)) == 3.0
@@ -177,36 +202,37 @@ async def test_rating_replaces_the_weight_and_other_types_accumulate_up_to_the_c
 
 
 async def test_history_cap_evicts_the_oldest_item_from_times_and_weights(
-    redis_client, stream, make_event, base_ts
+    redis_client, sync_redis, stream, make_event, base_ts
 ):
     capped = EventApplier(redis_client, history_cap=3, half_life_days=30)
     first = [make_event("u1", f"i{n}", EventType.CLICK, ts=base_ts + n) for n in (1, 2, 3)]
-    await capped.apply(await stream.deliver(first), now=1.0)
-    assert [item for item, _ in await times_of(redis_client, "u1")] == ["i1", "i2", "i3"]
+    await capped.apply(P0, await stream.deliver(first), now=1.0)
+    assert [item for item, _ in times_of(sync_redis, "u1")] == ["i1", "i2", "i3"]
 
-    await capped.apply(await stream.deliver([make_event("u1", "i4", ts=base_ts + 4)]), now=2.0)
+    await capped.apply(P0, await stream.deliver([make_event("u1", "i4", ts=base_ts + 4)]), now=2.0)
 
-    assert [item for item, _ in await times_of(redis_client, "u1")] == ["i2", "i3", "i4"]
-    assert await weights_of(redis_client, "u1") == {"i2": 2.0, "i3": 2.0, "i4": 1.0}
+    assert [item for item, _ in times_of(sync_redis, "u1")] == ["i2", "i3", "i4"]
+    assert weights_of(sync_redis, "u1") == {"i2": 2.0, "i3": 2.0, "i4": 1.0}
 
     # Touching i2 again makes it the newest, so i3 is the next one to go.
     await capped.apply(
+        P0,
         await stream.deliver(
             [make_event("u1", "i2", ts=base_ts + 5), make_event("u1", "i5", ts=base_ts + 6)]
         ),
         now=3.0,
     )
-    assert [item for item, _ in await times_of(redis_client, "u1")] == ["i4", "i2", "i5"]
-    assert set(await weights_of(redis_client, "u1")) == {"i4", "i2", "i5"}
+    assert [item for item, _ in times_of(sync_redis, "u1")] == ["i4", "i2", "i5"]
+    assert set(weights_of(sync_redis, "u1")) == {"i4", "i2", "i5"}
 
     # An event older than the whole history is evicted at once, from both structures.
-    await capped.apply(await stream.deliver([make_event("u1", "i0", ts=base_ts)]), now=4.0)
-    assert [item for item, _ in await times_of(redis_client, "u1")] == ["i4", "i2", "i5"]
-    assert set(await weights_of(redis_client, "u1")) == {"i4", "i2", "i5"}
+    await capped.apply(P0, await stream.deliver([make_event("u1", "i0", ts=base_ts)]), now=4.0)
+    assert [item for item, _ in times_of(sync_redis, "u1")] == ["i4", "i2", "i5"]
+    assert set(weights_of(sync_redis, "u1")) == {"i4", "i2", "i5"}
 
 
 async def test_unavailable_items_get_no_popularity_but_count_as_seen(
-    redis_client, stream, applier, make_event
+    redis_client, sync_redis, stream, applier, make_event
 ):
     catalogue = Catalogue(redis_client)
     await catalogue.upsert(
@@ -217,7 +243,7 @@ async def test_unavailable_items_get_no_popularity_but_count_as_seen(
         ]
     )
     assert await catalogue.delete("gone")
-    assert await redis_client.smembers(keys.UNAVAILABLE_ITEMS) == {"off", "gone"}
+    assert sync_redis.smembers(keys.UNAVAILABLE_ITEMS) == {"off", "gone"}
 
     entries = await stream.deliver(
         [
@@ -226,15 +252,17 @@ async def test_unavailable_items_get_no_popularity_but_count_as_seen(
             make_event("u1", "on", EventType.PURCHASE),
         ]
     )
-    assert await applier.apply(entries, now=1.0) == ApplyResult(applied=3, duplicates=0)
+    assert await applier.apply(P0, entries, now=1.0) == ApplyResult(applied=3, duplicates=0)
+    await merge_popularity(redis_client, keys.Partitions(1))
 
-    assert await weights_of(redis_client, "u1") == {"off": 5.0, "gone": 5.0, "on": 5.0}
-    assert await redis_client.zrange(keys.POPULAR, 0, -1) == ["on"]
-    assert await redis_client.zrange(keys.popular_in("drama"), 0, -1) == ["on"]
+    assert weights_of(sync_redis, "u1") == {"off": 5.0, "gone": 5.0, "on": 5.0}
+    # What serving reads leaves them out (the partition keeps counting, should one come back).
+    assert sync_redis.zrange(keys.POPULAR, 0, -1) == ["on"]
+    assert sync_redis.zrange(keys.popular_in("drama"), 0, -1) == ["on"]
 
 
 async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
-    redis_client, stream, applier, make_event, base_ts
+    redis_client, sync_redis, stream, applier, make_event, base_ts
 ):
     await Catalogue(redis_client).upsert([ItemWithId(item_id="i1", title="t", categories=["c"])])
     entries = await stream.deliver(
@@ -243,29 +271,130 @@ async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
             make_event("u2", "i1", EventType.RATING, value=2.5, ts=base_ts + 1),
         ]
     )
-    assert await applier.apply(entries, now=1.0) == ApplyResult(applied=2, duplicates=0)
+    assert await applier.apply(P0, entries, now=1.0) == ApplyResult(applied=2, duplicates=0)
+    await merge_popularity(redis_client, keys.Partitions(1))
 
     for user, ts in (("u1", base_ts), ("u2", base_ts + 1)):
-        assert await weights_of(redis_client, user) == {"i1": 0.0}
-        assert await times_of(redis_client, user) == [("i1", ts)]
-        assert await redis_client.hget(keys.user_meta(user), "epoch") == "1"
-    assert await redis_client.smembers(keys.USERS) == {"u1", "u2"}
-    assert await redis_client.exists(keys.POPULAR, keys.popular_in("c")) == 0
+        assert weights_of(sync_redis, user) == {"i1": 0.0}
+        assert times_of(sync_redis, user) == [("i1", ts)]
+        assert sync_redis.hget(P0.user_meta(user), "epoch") == "1"
+    assert users_of(sync_redis) == {"u1", "u2"}
+    assert sync_redis.exists(P0.popular, P0.popular_dirty) == 0
+    assert sync_redis.exists(keys.POPULAR, keys.popular_in("c")) == 0
     assert await stream.pending() == 0
 
 
-async def test_empty_batch_is_a_no_op(redis_client, applier, dump_state):
+async def test_empty_batch_is_a_no_op(applier, dump_state):
     before = await dump_state()
-    assert await applier.apply([], now=1.0) == ApplyResult(0, 0)
+    assert await applier.apply(P0, [], now=1.0) == ApplyResult(0, 0)
     assert await dump_state() == before
+
+
+# ── partitions ────────────────────────────────────────────────────────────────────────────
+def users_in_every_partition(partitions: keys.Partitions, per_partition: int) -> list[str]:
+    """User ids that land ``per_partition`` in each partition (found by the partition hash)."""
+    found: dict[int, list[str]] = {partition.number: [] for partition in partitions.all}
+    for number in range(10_000):
+        user = f"user-{number}"
+        chosen = found[partitions.of(user).number]
+        if len(chosen) < per_partition:
+            chosen.append(user)
+        if all(len(users) == per_partition for users in found.values()):
+            break
+    return [user for users in found.values() for user in users]
+
+
+async def test_each_partition_applies_its_users_into_its_own_keys_only(
+    redis_client, sync_redis, make_stream, applier, make_event, dump_state
+):
+    partitions = keys.Partitions(4)
+    users = users_in_every_partition(partitions, per_partition=2)
+    streams = {partition.number: await make_stream(partition) for partition in partitions.all}
+    delivered = {
+        partition.number: await streams[partition.number].deliver(
+            [
+                make_event(user, item, EventType.CLICK)
+                for user in users
+                if partitions.of(user) == partition
+                for item in ("shared", f"own-{user}")
+            ]
+        )
+        for partition in partitions.all
+    }
+    chosen = partitions.all[2]
+    before = await dump_state()
+
+    result = await applier.apply(chosen, delivered[chosen.number], now=1.0)
+
+    assert result == ApplyResult(applied=4, duplicates=0)
+    after = await dump_state()
+    changed = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert changed
+    assert all(name.startswith(chosen.base + ":") for name in changed), changed
+    for partition in partitions.all:
+        expected = 0 if partition == chosen else 4
+        assert await streams[partition.number].pending() == expected
+
+    for partition in partitions.all:
+        if partition != chosen:
+            await applier.apply(partition, delivered[partition.number], now=1.0)
+    for user in users:
+        home = partitions.of(user)
+        assert weights_of(sync_redis, user, home) == {"shared": 2.0, f"own-{user}": 2.0}
+        assert user in users_of(sync_redis, home)
+        # No partition but the user's own holds anything of the user.
+        assert {name.split("}")[0] for name in sync_redis.scan_iter(match=f"*:u:{user}:*")} == {
+            home.base.split("}")[0]
+        }
+    # The shared item's popularity is counted where each event landed, summed when merged.
+    per_partition = [sync_redis.zscore(partition.popular, "shared") for partition in partitions.all]
+    assert all(score and score > 0 for score in per_partition)
+    await merge_popularity(redis_client, partitions)
+    assert sync_redis.zscore(keys.POPULAR, "shared") == pytest.approx(sum(per_partition))
+
+    # Redelivered in every partition: acknowledged only, counted as duplicates, nothing moves.
+    settled = await dump_state()
+    for partition in partitions.all:
+        assert await applier.apply(partition, delivered[partition.number], now=2.0) == (
+            ApplyResult(applied=0, duplicates=4)
+        )
+    assert await dump_state() == settled
+    for partition in partitions.all:
+        assert sync_redis.hgetall(partition.stats) == {"applied": "4", "redelivered": "4"}
+
+
+async def test_an_event_received_before_its_users_erasure_is_dropped_and_one_after_applied(
+    redis_client, sync_redis, stream, applier, make_event
+):
+    eraser = Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client)
+    sent_before = make_event("u1", "old", EventType.PURCHASE)
+    other_user = make_event("u2", "old", EventType.PURCHASE)
+    in_flight = await stream.deliver([sent_before, other_user])
+    await eraser.erase("u1")
+    sent_after = make_event("u1", "new", EventType.CLICK)
+    assert sent_after.received_at > sent_before.received_at
+
+    later = await stream.deliver([sent_after])
+    result = await applier.apply(P0, in_flight + later, now=time.time())
+
+    assert result == ApplyResult(applied=2, duplicates=0, erased=1)
+    assert weights_of(sync_redis, "u1") == {"new": 2.0}
+    assert weights_of(sync_redis, "u2") == {"old": 5.0}
+    assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "1"
+    assert sync_redis.zscore(P0.popular, "old") == pytest.approx(
+        applier.popularity_increment(other_user)
+    )
+    assert sync_redis.hget(P0.stats, "erased") == "1"
+    assert await stream.pending() == 0  # the dropped event is acknowledged too
 
 
 # ── drift window counters ─────────────────────────────────────────────────────────────────
 async def test_applied_events_are_counted_in_the_hour_bucket(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
     now = 7_200_000.5  # hour 2000
     hour = keys.drift_hour(now)
+    bucket = P0.drift(hour)
     entries = await stream.deliver(
         [
             make_event("u1", "i1", EventType.VIEW),
@@ -274,42 +403,54 @@ async def test_applied_events_are_counted_in_the_hour_bucket(
         ]
     )
 
-    await applier.apply(entries, now=now)
+    await applier.apply(P0, entries, now=now)
 
     assert hour == 2000
-    assert await redis_client.hgetall(keys.drift_items(hour)) == {"i1": "2", "i2": "1"}
-    assert await redis_client.hgetall(keys.drift_users(hour)) == {"u1": "2", "u2": "1"}
-    assert await redis_client.hgetall(keys.drift_types(hour)) == {
-        "view": "1",
-        "click": "1",
-        "rating": "1",
-    }
-    assert not await redis_client.exists(keys.drift_hits(hour))
-    for name in (keys.drift_items(hour), keys.drift_users(hour), keys.drift_types(hour)):
-        assert 0 < await redis_client.ttl(name) <= keys.DRIFT_WINDOW_TTL_SECONDS
+    assert sync_redis.hgetall(bucket.items) == {"i1": "2", "i2": "1"}
+    assert sync_redis.hgetall(bucket.users) == {"u1": "2", "u2": "1"}
+    assert sync_redis.hgetall(bucket.types) == {"view": "1", "click": "1", "rating": "1"}
+    assert not sync_redis.exists(bucket.hits)
+    for name in (bucket.items, bucket.users, bucket.types):
+        assert 0 < sync_redis.ttl(name) <= keys.DRIFT_WINDOW_TTL_SECONDS
 
 
 async def test_redelivered_events_are_not_counted_twice_in_the_window(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
     entries = await stream.deliver([make_event("u1", "i1"), make_event("u2", "i1")])
-    await applier.apply(entries, now=3_600.0)
-    await applier.apply(entries, now=3_601.0)  # redelivered: acknowledged only
-    await applier.apply(entries[:1] + await stream.deliver([make_event("u3", "i2")]), now=3_602.0)
+    await applier.apply(P0, entries, now=3_600.0)
+    await applier.apply(P0, entries, now=3_601.0)  # redelivered: acknowledged only
+    await applier.apply(
+        P0, entries[:1] + await stream.deliver([make_event("u3", "i2")]), now=3_602.0
+    )
 
-    assert await redis_client.hgetall(keys.drift_items(1)) == {"i1": "2", "i2": "1"}
-    assert await redis_client.hgetall(keys.drift_users(1)) == {"u1": "1", "u2": "1", "u3": "1"}
-    assert await redis_client.hgetall(keys.drift_types(1)) == {"view": "3"}
+    bucket = P0.drift(1)
+    assert sync_redis.hgetall(bucket.items) == {"i1": "2", "i2": "1"}
+    assert sync_redis.hgetall(bucket.users) == {"u1": "1", "u2": "1", "u3": "1"}
+    assert sync_redis.hgetall(bucket.types) == {"view": "3"}
+
+
+def served_list(user_id: str | None, items: list[str], version: int | None) -> str:
+    return ServedList(
+        user_id=user_id,
+        items=items,
+        model_version=version,
+        strategy="personalized" if version is not None else "popular",
+        served_at=time.time(),
+    ).model_dump_json()
 
 
 async def test_events_from_a_recommendation_count_online_hits_per_version(
-    redis_client, stream, applier, make_event
+    sync_redis, stream, applier, make_event
 ):
-    served = {"r1": (["i1", "i2"], 3), "r2": (["i9"], 3), "r3": (["i1"], None)}
-    for rec_id, (items, version) in served.items():
-        await redis_client.set(
-            keys.recommendation(rec_id), json.dumps({"items": items, "model_version": version})
-        )
+    records = {
+        keys.recommendation("u1", "r1"): served_list("u1", ["i1", "i2"], 3),
+        keys.recommendation("u1", "r2"): served_list("u1", ["i9"], 3),
+        keys.recommendation("u2", "r3"): served_list("u2", ["i1"], None),
+        keys.recommendation(None, "r4"): served_list(None, ["i7"], 5),  # similar items
+        keys.recommendation("u1", "r5"): '{"not": "a served list"}',
+    }
+    sync_redis.mset(records)
 
     def attributed(user: str, item: str, rec_id: str) -> StoredEvent:
         return make_event(user, item).model_copy(update={"recommendation_id": rec_id})
@@ -319,58 +460,71 @@ async def test_events_from_a_recommendation_count_online_hits_per_version(
             attributed("u1", "i1", "r1"),  # hit for version 3
             attributed("u1", "i5", "r2"),  # miss for version 3
             attributed("u2", "i1", "r3"),  # hit for the popular fallback
+            attributed("u2", "i7", "r4"),  # hit for version 5, served to nobody in particular
             attributed("u2", "i1", "expired"),  # no record left: not counted
+            attributed("u3", "i1", "r1"),  # another user's list: not theirs to count
+            attributed("u1", "i1", "r5"),  # a record that does not parse: not counted
             make_event("u3", "i1"),  # not from a recommendation
         ]
     )
 
-    await applier.apply(entries, now=0.0)
-    await applier.apply(entries, now=1.0)  # redelivered: counted once
+    await applier.apply(P0, entries, now=0.0)
+    await applier.apply(P0, entries, now=1.0)  # redelivered: counted once
 
-    assert await redis_client.hgetall(keys.drift_hits(0)) == {
+    assert sync_redis.hgetall(P0.drift(0).hits) == {
         "3:events": "2",
         "3:hits": "1",
+        "5:events": "1",
+        "5:hits": "1",
         "popular:events": "1",
         "popular:hits": "1",
     }
-    assert await redis_client.hget(keys.drift_types(0), "view") == "5"
+    assert sync_redis.hget(P0.drift(0).types, "view") == "8"
 
 
 @pytest.fixture
-async def ephemeral(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, aioredis.Redis]]:
+def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A second redis-server, without persistence: where the served-list records are."""
     server = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    client = create_async_redis(server.url)
-    yield server, client
-    await client.aclose()
+    yield server
     server.stop()
+
+
+@pytest.fixture
+async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]:
+    client = await connect(ephemeral_server.url, command_timeout=0.5)
+    yield client
+    await client.aclose()
 
 
 async def test_records_on_the_ephemeral_redis_attribute_events(
-    redis_client, stream, make_event, ephemeral
+    redis_client, sync_redis, stream, make_event, ephemeral_server, ephemeral
 ):
-    _, records = ephemeral
-    await records.set(keys.recommendation("r1"), json.dumps({"items": ["i1"], "model_version": 4}))
-    await redis_client.set(keys.recommendation("r1"), json.dumps({"items": [], "model_version": 9}))
-    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=records)
+    record = keys.recommendation("u1", "r1")
+    with redis.Redis.from_url(ephemeral_server.url) as records:
+        records.set(record, served_list("u1", ["i1"], 4))
+    sync_redis.set(record, served_list("u1", [], 9))
+    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=ephemeral)
     event = make_event("u1", "i1").model_copy(update={"recommendation_id": "r1"})
 
-    await applier.apply(await stream.deliver([event]), now=0.0)
+    await applier.apply(P0, await stream.deliver([event]), now=0.0)
 
     # Read where the records live, not on the main Redis.
-    assert await redis_client.hgetall(keys.drift_hits(0)) == {"4:events": "1", "4:hits": "1"}
+    assert sync_redis.hgetall(P0.drift(0).hits) == {"4:events": "1", "4:hits": "1"}
 
 
+@pytest.mark.parametrize("connected_before", [True, False])
 async def test_an_unreachable_ephemeral_redis_leaves_events_applied_unattributed(
-    redis_client, stream, make_event, ephemeral
+    redis_client, sync_redis, stream, make_event, ephemeral_server, ephemeral, connected_before
 ):
-    server, records = ephemeral
-    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=records)
-    server.stop()
+    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, records=ephemeral)
+    if connected_before:  # lost while in use; else down since the client was made
+        assert await ephemeral.ping()
+    ephemeral_server.stop()
     event = make_event("u1", "i1").model_copy(update={"recommendation_id": "r1"})
 
-    result = await applier.apply(await stream.deliver([event]), now=0.0)
+    result = await applier.apply(P0, await stream.deliver([event]), now=0.0)
 
     assert result.applied == 1
-    assert await weights_of(redis_client, "u1") == {"i1": pytest.approx(event.weight)}
-    assert await redis_client.hgetall(keys.drift_hits(0)) == {}
+    assert weights_of(sync_redis, "u1") == {"i1": pytest.approx(event.weight)}
+    assert sync_redis.hgetall(P0.drift(0).hits) == {}

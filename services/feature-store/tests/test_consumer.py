@@ -1,121 +1,76 @@
-"""StreamConsumer: reads through the group, dead-letters bad entries, claims, re-reads, trims."""
+"""StreamConsumer: reads a partition through the group, dead-letters bad entries, re-reads its
+own pending entries, and keeps reading through every Redis failure."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import redis
+from prometheus_client import REGISTRY
 
-from feature_store.applier import ApplyResult
+from feature_store.config import Settings
 from feature_store.consumer import StreamConsumer
 from recsys_shared import keys
-from recsys_shared.schemas import EventType, StoredEvent
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.schemas import EventType
+
+P0 = keys.Partitions(1).all[0]
 
 
-@pytest.fixture
-def consumer(redis_client, settings, stream) -> StreamConsumer:
-    # ``stream`` first: the consumer group exists before anything reads.
-    return StreamConsumer(redis_client, settings)
-
-
-async def applied_items(client, user: str) -> dict[str, float]:
-    raw = await client.hgetall(keys.user_items(user))
+def applied_items(client: redis.Redis, user: str, partition: keys.Partition = P0) -> dict:
+    raw = client.hgetall(partition.user_items(user))
     return {item: float(weight) for item, weight in raw.items()}
 
 
-async def test_consume_once_applies_valid_and_dead_letters_invalid_entries(
-    redis_client, consumer, stream, make_event
+async def test_a_read_applies_valid_and_dead_letters_invalid_entries(
+    sync_redis, consumer, stream, make_event, read_once
 ):
     good = [make_event("u1", "i1", EventType.CLICK), make_event("u2", "i2", EventType.LIKE)]
     first = await stream.add(good[0])
-    bad_json = await stream.add_raw({"e": "{not json"})
-    missing_fields = await stream.add_raw({"e": json.dumps({"event_id": "x", "user_id": "u9"})})
+    bad_json = await stream.add_raw({keys.EVENT_FIELD: "{not json"})
+    missing_fields = await stream.add_raw(
+        {keys.EVENT_FIELD: json.dumps({"event_id": "x", "user_id": "u9"})}
+    )
     no_event_field = await stream.add_raw({"other": "1"})
     await stream.add(good[1])
 
-    assert await consumer.consume_once() == 5
+    assert await read_once(consumer) == 5
 
-    assert await applied_items(redis_client, "u1") == {"i1": 2.0}
-    assert await applied_items(redis_client, "u2") == {"i2": 4.0}
-    assert await redis_client.exists(keys.user_items("u9")) == 0
-    assert await redis_client.smembers(keys.USERS) == {"u1", "u2"}
+    assert applied_items(sync_redis, "u1") == {"i1": 2.0}
+    assert applied_items(sync_redis, "u2") == {"i2": 4.0}
+    assert sync_redis.exists(P0.user_items("u9")) == 0
+    assert set(sync_redis.zrange(P0.users, 0, -1)) == {"u1", "u2"}
 
     dead = {entry["stream_id"]: entry for entry in await stream.dead_letters()}
     assert set(dead) == {bad_json, missing_fields, no_event_field}
     for entry in dead.values():
-        assert entry["reason"].startswith("invalid_event: ")
-    assert "Field required" in dead[missing_fields]["reason"]
+        assert entry["reason"] == "invalid_event"
+        assert entry["detail"]
+    assert "Field required" in dead[missing_fields]["detail"]
     assert dead[bad_json]["entry"] == "{not json"
     assert first not in dead
 
     assert await stream.pending() == 0
-    stats = await redis_client.hgetall(keys.PIPELINE_STATS)
+    stats = sync_redis.hgetall(P0.stats)
     assert (stats["applied"], stats["redelivered"], stats["dead_letters"]) == ("2", "0", "3")
-    assert await redis_client.hget(keys.CONSUMER_HEARTBEATS, "c1") is not None
-    assert consumer.last_batch_at > 0
+    assert sync_redis.hget(P0.heartbeats, "c1") is not None
+    assert consumer.last_read_at > 0
 
 
-async def test_consume_once_with_nothing_new_reads_nothing(consumer, stream):
-    assert await consumer.consume_once() == 0
-    assert await consumer.consume_once(own_pending=True) == 0
-
-
-async def test_claim_stalled_takes_over_entries_a_dead_consumer_left_pending(
-    redis_client, consumer, settings, stream, make_event
-):
-    events = [make_event(f"u{n}", "i1", EventType.PURCHASE) for n in range(3)]
-    for event in events:
-        await stream.add(event)
-    assert len(await stream.read("dead")) == 3  # delivered, then the consumer died
-    assert len(await stream.pending_ids("dead")) == 3
-
-    patient = StreamConsumer(
-        redis_client, settings.model_copy(update={"consumer_name": "c2", "claim_idle_ms": 60_000})
-    )
-    assert await patient.claim_stalled() == 0  # not idle long enough yet
-    assert len(await stream.pending_ids("dead")) == 3
-    assert await stream.pending_ids("c2") == []
-
-    await asyncio.sleep(settings.claim_idle_ms / 1000 + 0.05)
-    assert await consumer.claim_stalled() == 3
-
-    for n in range(3):
-        assert await applied_items(redis_client, f"u{n}") == {"i1": 5.0}
-    assert await stream.pending() == 0
-    assert await redis_client.hget(keys.PIPELINE_STATS, "applied") == "3"
-    # Nothing is left to claim.
-    await asyncio.sleep(settings.claim_idle_ms / 1000 + 0.05)
-    assert await consumer.claim_stalled() == 0
-
-
-async def test_a_slow_consumer_racing_its_claimer_does_not_apply_twice(
-    redis_client, consumer, settings, stream, make_event, applier, dump_state
-):
-    # "slow" reads a batch and stalls past the claim time; c1 claims and applies it; then "slow"
-    # wakes up and applies its copy of the same entries.
-    for n in range(2):
-        await stream.add(make_event(f"u{n}", "i1", EventType.LIKE))
-    slow_batch = [
-        (stream_id, StoredEvent.model_validate_json(fields["e"]))
-        for stream_id, fields in await stream.read("slow")
-    ]
-    await asyncio.sleep(settings.claim_idle_ms / 1000 + 0.05)
-    assert await consumer.claim_stalled() == 2
-    after_claim = await dump_state()
-
-    assert await applier.apply(slow_batch, now=999.0) == ApplyResult(applied=0, duplicates=2)
-
-    assert await dump_state() == after_claim
-    for n in range(2):
-        assert await applied_items(redis_client, f"u{n}") == {"i1": 4.0}
-        assert await redis_client.hget(keys.user_meta(f"u{n}"), "epoch") == "1"
-    assert await stream.pending() == 0
+async def test_a_read_with_nothing_new_reads_nothing(consumer, stream, read_once):
+    assert await read_once(consumer) == 0
+    assert await read_once(consumer, own_pending=True) == 0
+    assert consumer.last_read_at > 0  # an empty read is still a read: the consumer is alive
 
 
 async def test_own_pending_rereads_this_consumers_unacknowledged_entries(
-    redis_client, consumer, stream, make_event
+    sync_redis, consumer, stream, make_event, read_once
 ):
     for n in range(3):
         await stream.add(make_event("u1", f"i{n}", EventType.VIEW))
@@ -125,78 +80,81 @@ async def test_own_pending_rereads_this_consumers_unacknowledged_entries(
     await stream.add(make_event("u2", "i9", EventType.VIEW))
     await stream.read("other")
 
-    assert await consumer.consume_once() == 0  # nothing new
+    assert await read_once(consumer) == 0  # nothing new
     assert await stream.pending() == 4
 
-    assert await consumer.consume_once(own_pending=True) == 3
+    assert await read_once(consumer, own_pending=True) == 3
 
-    assert await applied_items(redis_client, "u1") == {"i0": 1.0, "i1": 1.0, "i2": 1.0}
-    assert await redis_client.exists(keys.user_items("u2")) == 0
+    assert applied_items(sync_redis, "u1") == {"i0": 1.0, "i1": 1.0, "i2": 1.0}
+    assert sync_redis.exists(P0.user_items("u2")) == 0
     assert await stream.pending_ids("c1") == []
     assert len(await stream.pending_ids("other")) == 1
-    assert await consumer.consume_once(own_pending=True) == 0
+    assert await read_once(consumer, own_pending=True) == 0
 
 
 async def test_an_entry_deleted_while_pending_is_dead_lettered_and_acknowledged(
-    redis_client, consumer, stream, make_event
+    sync_redis, consumer, stream, make_event, read_once
 ):
     kept = await stream.add(make_event("u1", "i1", EventType.VIEW))
     deleted = await stream.add(make_event("u1", "i2", EventType.VIEW))
     await stream.read("c1")
-    await redis_client.xdel(keys.EVENTS_STREAM, deleted)
+    sync_redis.xdel(P0.events, deleted)
 
-    assert await consumer.consume_once(own_pending=True) == 2
+    assert await read_once(consumer, own_pending=True) == 2
 
-    assert await applied_items(redis_client, "u1") == {"i1": 1.0}
+    assert applied_items(sync_redis, "u1") == {"i1": 1.0}
     dead = await stream.dead_letters()
     assert [(entry["stream_id"], entry["reason"]) for entry in dead] == [(deleted, "entry_deleted")]
     assert kept not in {entry["stream_id"] for entry in dead}
     assert await stream.pending() == 0
 
 
-async def test_trim_drops_only_entries_every_group_has_applied(
-    redis_client, consumer, stream, make_event
+async def test_every_partition_is_read_into_its_own_keys(
+    redis_client, sync_redis, settings, make_event
 ):
-    applied_early = [await stream.add(make_event("u1", f"a{n}")) for n in range(4)]
-    assert await consumer.consume_once() == 4
-    stuck = await stream.add(make_event("u2", "s"))
-    await stream.read("dead")  # delivered to a consumer that never acknowledges
-    after = [await stream.add(make_event("u3", f"b{n}")) for n in range(2)]
-    assert await consumer.consume_once() == 2
-    assert await stream.pending_ids() == [stuck]
+    partitions = keys.Partitions(3)
+    consumer = StreamConsumer(redis_client, settings.model_copy(update={"event_partitions": 3}))
+    users = [f"user-{n}" for n in range(12)]
+    assert {partitions.of(user).number for user in users} == {0, 1, 2}
+    for partition in partitions.all:
+        await consumer.ensure_group(partition)
+    for user in users:
+        sync_redis.xadd(
+            partitions.of(user).events,
+            {keys.EVENT_FIELD: make_event(user, "i1", EventType.CLICK).model_dump_json()},
+        )
 
-    await consumer.trim()
+    read = [await reader.read_once(redis_client) for reader in consumer.readers]
 
-    remaining = [stream_id for stream_id, _ in await redis_client.xrange(keys.EVENTS_STREAM)]
-    assert remaining == [stuck, *after]
-    assert not set(applied_early) & set(remaining)
-
-    # Once the stuck entry is claimed and applied, everything may go.
-    await asyncio.sleep(consumer.settings.claim_idle_ms / 1000 + 0.05)
-    assert await consumer.claim_stalled() == 1
-    await consumer.trim()
-    assert await redis_client.xlen(keys.EVENTS_STREAM) == 0
-
-
-async def test_trim_keeps_what_another_group_has_not_read(
-    redis_client, consumer, stream, make_event
-):
-    await stream.add(make_event("u1", "i1"))
-    await redis_client.xgroup_create(keys.EVENTS_STREAM, "another-group", id="0")
-    await stream.add(make_event("u1", "i2"))
-    assert await consumer.consume_once() == 2
-
-    await consumer.trim()
-
-    assert await redis_client.xlen(keys.EVENTS_STREAM) == 2
+    assert read == [
+        sum(1 for user in users if partitions.of(user) == partition) for partition in partitions.all
+    ]
+    for user in users:
+        assert applied_items(sync_redis, user, partitions.of(user)) == {"i1": 2.0}
+    for partition in partitions.all:
+        assert sync_redis.xpending(partition.events, keys.EVENTS_GROUP)["pending"] == 0
+        assert sync_redis.hget(partition.heartbeats, "c1") is not None
 
 
-async def test_trim_without_a_stream_or_group_does_nothing(redis_client, settings, make_event):
-    consumer = StreamConsumer(redis_client, settings)
-    await consumer.trim()  # no stream at all
-    await redis_client.xadd(keys.EVENTS_STREAM, {"e": make_event("u", "i").model_dump_json()})
-    await consumer.trim()  # a stream nobody consumes yet
-    assert await redis_client.xlen(keys.EVENTS_STREAM) == 1
+# ── the read loop ─────────────────────────────────────────────────────────────────────────
+@contextlib.asynccontextmanager
+async def running(consumer: StreamConsumer) -> AsyncIterator[asyncio.Task[None]]:
+    """The consumer's read loops in the background, cancelled at the end as the app's
+    lifespan does (a read that is still blocking included)."""
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def group_exists(client: redis.Redis, partition: keys.Partition = P0) -> bool:
+    if not client.exists(partition.events):
+        return False
+    groups = client.xinfo_groups(partition.events)
+    return any(group["name"] == keys.EVENTS_GROUP for group in groups)
 
 
 @pytest.mark.parametrize(
@@ -207,53 +165,141 @@ async def test_trim_without_a_stream_or_group_does_nothing(redis_client, setting
     ],
 )
 async def test_run_applies_events_and_survives_the_stream_being_deleted(
-    redis_client, settings, make_event, eventually, block_ms
+    redis_client, sync_redis, settings, make_event, eventually, block_ms
 ):
     consumer = StreamConsumer(
-        redis_client,
-        settings.model_copy(
-            update={
-                "consumer_block_ms": block_ms,
-                "claim_interval_seconds": 60.0,
-                "trim_interval_seconds": 60.0,
-            }
-        ),
+        redis_client, settings.model_copy(update={"consumer_block_ms": block_ms})
     )
-    task = asyncio.create_task(consumer.run())
 
     async def applied(user: str) -> bool:
-        return bool(await redis_client.exists(keys.user_items(user)))
+        return bool(sync_redis.exists(P0.user_items(user)))
 
-    async def group_exists() -> bool:
-        if not await redis_client.exists(keys.EVENTS_STREAM):
-            return False
-        groups = await redis_client.xinfo_groups(keys.EVENTS_STREAM)
-        return any(group["name"] == keys.EVENTS_GROUP for group in groups)
+    async def recreated() -> bool:
+        return group_exists(sync_redis)
 
-    try:
-        await eventually(group_exists)
-        await redis_client.xadd(keys.EVENTS_STREAM, {"e": make_event("u1", "i1").model_dump_json()})
+    async with running(consumer) as task:
+        await eventually(recreated)
+        sync_redis.xadd(P0.events, {keys.EVENT_FIELD: make_event("u1", "i1").model_dump_json()})
         await eventually(lambda: applied("u1"))
         await asyncio.sleep(0.1)  # back in its (blocking) read
 
         # Redis loses the stream and its group (a flush, a restart without persistence).
-        await redis_client.delete(keys.EVENTS_STREAM)
+        sync_redis.delete(P0.events)
         await asyncio.sleep(0.05)
         assert not task.done(), task.exception()
-        await redis_client.xadd(keys.EVENTS_STREAM, {"e": make_event("u2", "i1").model_dump_json()})
+        sync_redis.xadd(P0.events, {keys.EVENT_FIELD: make_event("u2", "i1").model_dump_json()})
         await eventually(lambda: applied("u2"), within=block_ms / 1000 + 3.0)
 
         assert not task.done()
-        assert await group_exists()
-        assert await redis_client.xpending(keys.EVENTS_STREAM, keys.EVENTS_GROUP) == {
-            "pending": 0,
-            "min": None,
-            "max": None,
-            "consumers": [],
-        }
-    finally:
-        # As the app's lifespan does: stop, and cancel a read that is still blocking.
-        consumer.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        assert group_exists(sync_redis)
+        assert sync_redis.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to fill up, stop and start again."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_settings(own_redis: RedisServer, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=own_redis.url,
+        redis_timeout_seconds=0.5,
+        consumer_name="c1",
+        consumer_block_ms=50,
+        artifact_url=f"file://{tmp_path / 'artifacts'}",
+        log_json=False,
+    )
+
+
+@pytest.fixture
+async def own_client(own_settings: Settings) -> AsyncIterator[RedisClient]:
+    client = await connect(own_settings.redis_dsn, command_timeout=0.5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def own_inspector(own_redis: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def failures_counted(error: str) -> float:
+    value = REGISTRY.get_sample_value("recsys_consumer_failures_total", {"error": error})
+    return value or 0.0
+
+
+async def test_the_loop_waits_out_redis_at_its_memory_limit_and_then_applies_everything(
+    own_client, own_inspector, own_settings, make_event, eventually
+):
+    events = [make_event(f"u{n}", "i1", EventType.CLICK) for n in range(5)]
+    own_inspector.xgroup_create(P0.events, keys.EVENTS_GROUP, id="0", mkstream=True)
+    for event in events:
+        own_inspector.xadd(P0.events, {keys.EVENT_FIELD: event.model_dump_json()})
+    # Full: every write is refused (noeviction) until there is room again.
+    own_inspector.config_set("maxmemory", 1)
+    refused_before = failures_counted("StoreOutOfMemory")
+    consumer = StreamConsumer(own_client, own_settings)
+
+    async with running(consumer) as task:
+
+        async def refused() -> bool:
+            return failures_counted("StoreOutOfMemory") > refused_before
+
+        await eventually(refused)
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        assert own_inspector.exists(P0.user_items("u0")) == 0
+
+        own_inspector.config_set("maxmemory", 0)
+
+        async def all_applied() -> bool:
+            return all(own_inspector.exists(P0.user_items(event.user_id)) for event in events)
+
+        await eventually(all_applied, within=10.0)
+        assert not task.done()
+        assert own_inspector.hget(P0.stats, "applied") == "5"
+        assert own_inspector.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0
+
+
+async def test_the_loop_waits_out_a_stopped_redis_and_then_applies_everything(
+    own_redis, own_client, own_inspector, own_settings, make_event, eventually
+):
+    consumer = StreamConsumer(own_client, own_settings)
+
+    async def applied(*users: str) -> bool:
+        return all(own_inspector.exists(P0.user_items(user)) for user in users)
+
+    async with running(consumer) as task:
+
+        async def ready() -> bool:
+            return group_exists(own_inspector)
+
+        await eventually(ready)
+        own_inspector.xadd(P0.events, {keys.EVENT_FIELD: make_event("u0", "i1").model_dump_json()})
+        await eventually(lambda: applied("u0"))
+        unavailable_before = failures_counted("StoreUnavailable")
+
+        own_redis.stop()
+
+        async def failing() -> bool:
+            return failures_counted("StoreUnavailable") > unavailable_before
+
+        await eventually(failing)
+        await asyncio.sleep(1.0)
+        assert not task.done(), task.exception()
+
+        own_redis.start()  # same port, same data
+        late = [make_event(f"u{n}", "i2") for n in range(1, 6)]
+        for event in late:
+            own_inspector.xadd(P0.events, {keys.EVENT_FIELD: event.model_dump_json()})
+
+        await eventually(lambda: applied(*(event.user_id for event in late)), within=15.0)
+        assert not task.done()
+        assert own_inspector.hget(P0.stats, "applied") == "6"
+        assert own_inspector.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0

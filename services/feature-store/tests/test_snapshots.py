@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from feature_store.catalogue import Catalogue
 from feature_store.config import Settings
-from feature_store.consumer import StreamConsumer
+from feature_store.erasure import Eraser
 from feature_store.snapshots import (
     Interactions,
     check_quality,
@@ -23,11 +22,14 @@ from recsys_shared import keys
 from recsys_shared.artifacts import MANIFEST, SNAPSHOT_FILE, ArtifactStore, load_npz
 from recsys_shared.schemas import EventType, SnapshotInfo
 
+PARTITIONS = keys.Partitions(1)
+P0 = PARTITIONS.all[0]
+
 # ── read_interactions / arrays ───────────────────────────────────────────────────────────
 
 
 async def test_read_interactions_gives_consistent_arrays(
-    redis_client, stream, applier, make_event, base_ts
+    redis_client, sync_redis, stream, applier, make_event, base_ts
 ):
     events = [
         make_event("u2", "b", EventType.CLICK, ts=base_ts + 1),
@@ -37,8 +39,8 @@ async def test_read_interactions_gives_consistent_arrays(
         make_event("u3", "c", EventType.RATING, value=1.0, ts=base_ts + 5),
         make_event("u3", "a", EventType.RATING, value=4.0, ts=base_ts + 6),
     ]
-    await applier.apply(await stream.deliver(events), now=1.0)
-    await redis_client.sadd(keys.USERS, "ghost")  # listed, but no history: left out
+    await applier.apply(P0, await stream.deliver(events), now=1.0)
+    sync_redis.zadd(P0.users, {"ghost": 1.0})  # listed, but no history: left out
     expected = {
         ("u1", "a"): (5.0, base_ts + 4),
         ("u1", "b"): (5.0, base_ts + 3),
@@ -47,9 +49,11 @@ async def test_read_interactions_gives_consistent_arrays(
         ("u3", "a"): (1.5, base_ts + 6),
     }
 
-    interactions = await read_interactions(redis_client)
+    interactions = await read_interactions(redis_client, PARTITIONS)
     arrays = interactions.arrays()
 
+    # Users by id, whatever order the partition lists them in (by when last heard from).
+    assert sync_redis.zrange(P0.users, 0, -1) == ["ghost", "u2", "u1", "u3"]
     assert list(arrays["user_ids"]) == ["u1", "u2", "u3"]
     assert sorted(arrays["item_ids"]) == ["a", "b", "c"]
     assert arrays["rows"].dtype == np.int32
@@ -78,14 +82,17 @@ async def test_read_interactions_gives_consistent_arrays(
 async def test_read_interactions_is_deterministic_and_empty_without_users(
     redis_client, stream, applier, make_event
 ):
-    empty = await read_interactions(redis_client)
-    assert (empty.user_ids, empty.item_ids, empty.rows) == ([], [], [])
+    empty = await read_interactions(redis_client, PARTITIONS)
+    assert (len(empty.user_ids), len(empty.item_ids), len(empty.rows)) == (0, 0, 0)
+    assert {name: len(array) for name, array in empty.arrays().items()} == dict.fromkeys(
+        ("user_ids", "item_ids", "rows", "cols", "weights", "times"), 0
+    )
 
     await applier.apply(
-        await stream.deliver([make_event(f"u{n}", f"i{n % 3}") for n in range(12)]), now=1.0
+        P0, await stream.deliver([make_event(f"u{n}", f"i{n % 3}") for n in range(12)]), now=1.0
     )
-    first = (await read_interactions(redis_client)).arrays()
-    second = (await read_interactions(redis_client)).arrays()
+    first = (await read_interactions(redis_client, PARTITIONS)).arrays()
+    second = (await read_interactions(redis_client, PARTITIONS)).arrays()
     for name in first:
         np.testing.assert_array_equal(first[name], second[name])
 
@@ -105,14 +112,12 @@ def build(
     interactions = Interactions()
     for user in range(n_users):
         items = [f"i{(user + offset) % n_items}" for offset in range(per_user)]
-        interactions.add_user(
-            f"u{user}", {item: "1" for item in items}, [(item, moment) for item in items]
-        )
+        with_user(interactions, f"u{user}", items, moment)
     return interactions
 
 
 def with_user(interactions: Interactions, user: str, items: list[str], moment: float) -> None:
-    interactions.add_user(user, {item: "1" for item in items}, [(item, moment) for item in items])
+    interactions.add_users([(user, dict.fromkeys(items, "1"), dict.fromkeys(items, moment))])
 
 
 def failures(report) -> list[str]:
@@ -120,7 +125,7 @@ def failures(report) -> list[str]:
 
 
 def test_healthy_data_passes_every_check():
-    stats = {"accepted": "1000", "duplicates": "10", "rejected": "5"}
+    stats = {"accepted": 1000, "duplicates": 10, "rejected": 5}
     report = check_quality(build(), stats, Settings())
     assert report.passed, report.failures
     assert sorted(check.name for check in report.checks) == [
@@ -194,7 +199,7 @@ def _timestamp_from_the_future() -> tuple[Interactions, Settings]:
 )
 def test_each_data_check_fails_on_data_that_breaks_it(make, failed):
     data, settings = make()
-    report = check_quality(data, {"accepted": "100"}, settings)
+    report = check_quality(data, {"accepted": 100}, settings)
     assert not report.passed
     assert failures(report) == [failed]
     check = report.failures[0]
@@ -205,8 +210,8 @@ def test_each_data_check_fails_on_data_that_breaks_it(make, failed):
 @pytest.mark.parametrize(
     ("stats", "failed", "value"),
     [
-        ({"accepted": "70", "rejected": "30"}, "reject_share", 0.3),
-        ({"accepted": "40", "duplicates": "60"}, "duplicate_share", 0.6),
+        ({"accepted": 70, "rejected": 30}, "reject_share", 0.3),
+        ({"accepted": 40, "duplicates": 60}, "duplicate_share", 0.6),
     ],
 )
 def test_each_pipeline_check_fails_on_counters_that_break_it(stats, failed, value):
@@ -216,7 +221,7 @@ def test_each_pipeline_check_fails_on_counters_that_break_it(stats, failed, valu
 
 
 def test_shares_exactly_at_the_limit_pass():
-    stats = {"accepted": "80", "rejected": "20", "duplicates": "0"}
+    stats = {"accepted": 80, "rejected": 20, "duplicates": 0}
     report = check_quality(build(), stats, Settings(max_reject_share=0.2))
     assert report.passed, report.failures
 
@@ -230,16 +235,11 @@ def store(tmp_path: Path) -> ArtifactStore:
 
 
 @pytest.fixture
-def consumer(redis_client, settings, stream) -> StreamConsumer:
-    return StreamConsumer(redis_client, settings)
-
-
-@pytest.fixture
-async def applied_events(stream, consumer, make_event) -> None:
+async def applied_events(stream, consumer, make_event, read_once) -> None:
     for user in ("u1", "u2", "u3"):
         for item in ("a", "b"):
             await stream.add(make_event(user, item, EventType.LIKE))
-    assert await consumer.consume_once() == 6
+    assert await read_once(consumer) == 6
 
 
 def manifest_path(tmp_path: Path, snapshot_id: str) -> Path:
@@ -247,7 +247,9 @@ def manifest_path(tmp_path: Path, snapshot_id: str) -> Path:
 
 
 @pytest.mark.usefixtures("applied_events")
-async def test_take_snapshot_writes_a_verified_bundle(redis_client, store, settings, tmp_path):
+async def test_take_snapshot_writes_a_verified_bundle(
+    redis_client, sync_redis, store, settings, tmp_path
+):
     info = await take_snapshot(redis_client, store, settings)
 
     manifest = json.loads(manifest_path(tmp_path, info.snapshot_id).read_text())
@@ -267,7 +269,7 @@ async def test_take_snapshot_writes_a_verified_bundle(redis_client, store, setti
     assert list(arrays["user_ids"]) == ["u1", "u2", "u3"]
     assert len(arrays["rows"]) == 6
     assert np.all(arrays["weights"] == 4.0)
-    assert SnapshotInfo.model_validate_json(await redis_client.get(keys.SNAPSHOT_LATEST)) == info
+    assert SnapshotInfo.model_validate_json(sync_redis.get(keys.SNAPSHOT_LATEST)) == info
 
 
 @pytest.mark.usefixtures("applied_events")
@@ -293,18 +295,18 @@ async def test_take_snapshot_is_idempotent_while_nothing_changes(
 
 @pytest.mark.usefixtures("applied_events")
 async def test_an_applied_event_makes_a_new_snapshot(
-    redis_client, store, settings, stream, consumer, make_event
+    redis_client, sync_redis, store, settings, stream, consumer, make_event, read_once
 ):
     first = await take_snapshot(redis_client, store, settings)
 
     await stream.add(make_event("u4", "c", EventType.PURCHASE))
-    assert await consumer.consume_once() == 1
+    assert await read_once(consumer) == 1
     second = await take_snapshot(redis_client, store, settings)
 
     assert second.snapshot_id != first.snapshot_id
     assert (second.users, second.items, second.interactions) == (4, 3, 7)
     assert store.exists(f"snapshots/{first.snapshot_id}/{MANIFEST}")
-    latest = SnapshotInfo.model_validate_json(await redis_client.get(keys.SNAPSHOT_LATEST))
+    latest = SnapshotInfo.model_validate_json(sync_redis.get(keys.SNAPSHOT_LATEST))
     assert latest.snapshot_id == second.snapshot_id
 
 
@@ -312,7 +314,7 @@ async def test_an_applied_event_makes_a_new_snapshot(
 async def test_a_user_erasure_makes_a_new_snapshot_without_the_user(redis_client, store, settings):
     first = await take_snapshot(redis_client, store, settings)
 
-    assert await Catalogue(redis_client).erase_user("u2")
+    await Eraser(redis_client, PARTITIONS, ephemeral=redis_client).erase("u2")
     second = await take_snapshot(redis_client, store, settings)
 
     assert second.snapshot_id != first.snapshot_id
@@ -323,13 +325,13 @@ async def test_a_user_erasure_makes_a_new_snapshot_without_the_user(redis_client
 
 
 async def test_snapshot_passes_the_gate_on_healthy_data(
-    redis_client, store, stream, consumer, make_event, redis_url, tmp_path
+    redis_client, sync_redis, store, stream, consumer, make_event, redis_url, read_once
 ):
     for user in range(25):
         for offset in range(5):
             await stream.add(make_event(f"u{user}", f"i{(user + offset) % 20}", EventType.CLICK))
-    assert await consumer.consume_once() == 125
-    await redis_client.hset(keys.PIPELINE_STATS, mapping={"accepted": 125, "duplicates": 0})
+    assert await read_once(consumer) == 125
+    sync_redis.hset(P0.stats, mapping={"accepted": 125, "duplicates": 0})
 
     info = await take_snapshot(redis_client, store, Settings(redis_url=redis_url))
 

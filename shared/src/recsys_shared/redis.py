@@ -43,6 +43,8 @@ _UNAVAILABLE_CODES: Final = frozenset(
     {"LOADING", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS", "BUSY"}
 )
 _WRAPPED_REPLY: Final = "ResponseError: "
+#: How glide words a failed (re)connection it reports as a plain request error.
+_CONNECTION_FAILURES: Final = ("connect failed", "IoError", "Connection refused")
 #: glide's own Rust-side log goes to stderr; its warnings duplicate the errors we raise.
 glide.Logger.set_logger_config(glide.LogLevel.ERROR)
 
@@ -73,7 +75,9 @@ def translated(error: glide.GlideError, *, timeout: float) -> RecsysError:
     """The contract's exception for a glide error."""
     if isinstance(error, glide.TimeoutError):
         return StoreUnavailable(f"Redis did not answer within {timeout:g} s.", retry_after=1)
-    if isinstance(error, glide.ConnectionError | glide.ClosingError):
+    if isinstance(error, glide.ConnectionError | glide.ClosingError) or any(
+        sign in str(error) for sign in _CONNECTION_FAILURES
+    ):
         return StoreUnavailable(f"Redis is not reachable: {error}", retry_after=1)
     code = error_code(error)
     if code == "OOM":

@@ -24,7 +24,10 @@ _SCHEMES = {
     "redis+cluster": (False, True),
     "rediss+cluster": (True, True),
 }
-_KNOWN_OPTIONS = {"ssl_ca_certs"}
+#: ``ssl_ca_certs``: the CA bundle to trust. ``ssl_cert_reqs`` is accepted for Celery's sake
+#: (its Redis backend insists on it for rediss://) and must say that certificates are checked.
+_KNOWN_OPTIONS = {"ssl_ca_certs", "ssl_cert_reqs"}
+_CHECKED = {"required", "cert_required"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,13 @@ class RedisTarget:
             raise ValueError(
                 f"Redis URL '{redact(url)}' has unknown option(s) {sorted(unknown)}; known: "
                 f"{sorted(_KNOWN_OPTIONS)}."
+            )
+        requirement = options.get("ssl_cert_reqs", ["required"])[0].lower()
+        if requirement not in _CHECKED:
+            raise ValueError(
+                f"Redis URL '{redact(url)}': ssl_cert_reqs={requirement} would not check the "
+                "server's certificate; only 'required' is accepted (trust a private CA with "
+                "ssl_ca_certs instead)."
             )
         ca_certs = Path(options["ssl_ca_certs"][0]) if "ssl_ca_certs" in options else None
         if ca_certs is not None and not tls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 TRAINING_QUEUE: Final = "training"
 MONITORING_QUEUE: Final = "monitoring"
@@ -27,11 +28,23 @@ TASK_QUEUES: Final[dict[str, str]] = {
 REQUEST_ID_HEADER: Final = "recsys_request_id"
 
 
-def celery_client_config(redis_url: str, *, visibility_timeout_seconds: int) -> dict[str, object]:
+def celery_url(broker_url: str) -> str:
+    """The broker URL as kombu and Celery's Redis backend want it: over TLS they insist on
+    ``ssl_cert_reqs`` in the URL (our settings may leave it out: certificates are always
+    checked)."""
+    parts = urlsplit(broker_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs=" in parts.query:
+        return broker_url
+    query = "&".join(filter(None, (parts.query, "ssl_cert_reqs=required")))
+    return urlunsplit(parts._replace(query=query))
+
+
+def celery_client_config(broker_url: str, *, visibility_timeout_seconds: int) -> dict[str, object]:
     """Celery settings senders and the worker must agree on: broker, results, routes, format."""
+    url = celery_url(broker_url)
     return {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
+        "broker_url": url,
+        "result_backend": url,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

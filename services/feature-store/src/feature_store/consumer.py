@@ -27,7 +27,7 @@ from feature_store.config import Settings
 from feature_store.dead_letters import DeadLetter, dead_letter
 from recsys_shared import keys
 from recsys_shared import metrics as shared_metrics
-from recsys_shared.errors import RecsysError, StoreError
+from recsys_shared.errors import RecsysError, StoreError, StoreUnavailable
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import StoredEvent
 
@@ -125,9 +125,12 @@ class PartitionReader:
         if self.last_read_at - self._last_heartbeat < HEARTBEAT_SECONDS:
             return
         self._last_heartbeat = self.last_read_at
-        await self.consumer.redis.execute(
-            "HSET", self.partition.heartbeats, self.consumer.name, repr(self.last_read_at)
-        )
+        try:
+            await self.consumer.redis.execute(
+                "HSET", self.partition.heartbeats, self.consumer.name, repr(self.last_read_at)
+            )
+        except StoreUnavailable as error:  # at maxmemory: the next read's heartbeat will do
+            log.debug("heartbeat not written: %s", error.detail)
 
 
 class StreamConsumer:

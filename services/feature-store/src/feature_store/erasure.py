@@ -61,13 +61,15 @@ class Eraser:
         features yet: their first events may still be in flight."""
         partition = self.partitions.of(user_id)
         now = time.time()
-        await self.redis.run(
+        had_data = await self.redis.run(
             FORGET_USERS,
             keys=[partition.users],
             args=[_layout(partition, now=now, cutoff=0), user_id, keys.user_digest(user_id)],
         )
-        # A new data generation: the next snapshot differs even without new events.
-        await self.redis.execute("INCR", keys.DATA_GENERATION)
+        if had_data:
+            # A new data generation: the next snapshot differs even without new events (and
+            # none is taken again for erasing someone it never held).
+            await self.redis.execute("INCR", keys.DATA_GENERATION)
         for prefix in (keys.cache_user_prefix(user_id), keys.recommendations_of(user_id)):
             await self._delete_matching(prefix)
 

@@ -111,14 +111,34 @@ class Interactions:
         return sum(len(chunk) for chunk in self._rows)
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The arrays in a canonical order: users sorted by id, each user's interactions by
+        time, items in the order they first appear. The same data gives the same arrays
+        however it is partitioned, so a training does not depend on the data tier's layout."""
+        user_ids = self.user_ids
+        item_ids = np.array(self.item_ids, dtype=np.str_)
+        user_order = np.argsort(user_ids, kind="stable")
+        user_rank = _ranks(user_order)
+        rows = user_rank[self.rows]
+        times = self.times
+        order = np.lexsort((item_ids[self.cols], times, rows))
+        first_seen = np.unique(self.cols[order], return_index=True)[1]
+        item_order = self.cols[order][np.sort(first_seen)]
+        item_rank = _ranks(item_order)
         return {
-            "user_ids": self.user_ids,
-            "item_ids": np.array(self.item_ids, dtype=np.str_),
-            "rows": self.rows,
-            "cols": self.cols,
-            "weights": self.weights,
-            "times": self.times,
+            "user_ids": user_ids[user_order],
+            "item_ids": item_ids[item_order],
+            "rows": rows[order].astype(np.int32),
+            "cols": item_rank[self.cols[order]].astype(np.int32),
+            "weights": self.weights[order],
+            "times": times[order],
         }
+
+
+def _ranks(order: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+    """Where each original index lands in ``order`` (the inverse permutation)."""
+    ranks = np.empty(len(order), dtype=np.intp)
+    ranks[order] = np.arange(len(order))
+    return ranks
 
 
 def _joined(chunks: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:

@@ -13,6 +13,7 @@ from recsys_shared.tasks import (
     PRUNE,
     TRAIN_MODEL,
     celery_client_config,
+    celery_url,
 )
 from retraining_worker.config import get_settings
 
@@ -39,7 +40,7 @@ def celery_config() -> dict[str, Any]:
         # Beat through RedBeat: the schedule lives in Redis behind a lock, so a second beat
         # process waits instead of firing every task twice.
         "beat_scheduler": "redbeat.RedBeatScheduler",
-        "redbeat_redis_url": settings.broker_dsn,
+        "redbeat_redis_url": celery_url(settings.broker_dsn),
         "redbeat_key_prefix": keys.REDBEAT_PREFIX,
         "redbeat_lock_timeout": 60,
         "beat_max_loop_interval": 5,

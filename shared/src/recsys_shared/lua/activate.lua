@@ -1,3 +1,5 @@
+#!lua
+-- Refused whole at maxmemory, never half a switch.
 -- Make a model version the active one: status changes, the pointer move and the notification
 -- happen together or not at all (recsys_shared.registry).
 -- KEYS: the active pointer, the version's hash (one slot: the registry's).

@@ -1,3 +1,5 @@
+#!lua flags=no-writes
+-- Reads only: runs at maxmemory and on replicas.
 -- Titles and categories of many items in one command (recsys_shared.features).
 -- KEYS: the catalogue's item set (it only names the catalogue's slot).
 -- ARGV: the item key prefix, the title field, the categories field, then item ids.

@@ -24,6 +24,7 @@ from recsys_shared.testing.stack import (
     wait_for_task,
 )
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
+from recsys_shared.testing.waiting import eventually
 
 __all__ = [
     "ADMIN_KEY",
@@ -36,6 +37,7 @@ __all__ = [
     "build_stack",
     "client_headers",
     "cluster_tier",
+    "eventually",
     "own_stack",
     "single_tier",
     "start_all",

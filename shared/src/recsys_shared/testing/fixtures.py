@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
@@ -67,3 +68,12 @@ async def redis_client(redis_url: str) -> AsyncIterator[RedisClient]:
     client = await connect(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def inspector(redis_url: str) -> Iterator[redis.Redis]:
+    """A blocking redis-py client on the same clean Redis as ``redis_client``, for a test to
+    set data up and look inside (text decoded)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()

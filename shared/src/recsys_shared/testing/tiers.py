@@ -47,6 +47,24 @@ class DataTier:
             )
         return redis.Redis.from_url(self.url, decode_responses=True)
 
+    def primaries(self) -> list[redis.Redis]:
+        """A blocking client of each primary (the one server of a single node), for what is
+        per server: memory, configuration, every key."""
+        if self.cluster is not None:
+            return [
+                redis.Redis(host=node.host, port=node.port, decode_responses=True)
+                for node in self.cluster.primaries()
+            ]
+        return [redis.Redis.from_url(self.url, decode_responses=True)]
+
+    def every_key(self) -> list[str]:
+        """Every key of the data tier, from every primary."""
+        found: list[str] = []
+        for client in self.primaries():
+            found += list(client.scan_iter(count=1000))
+            client.close()
+        return found
+
     def broker_inspector(self) -> redis.Redis:
         return redis.Redis.from_url(self.broker_url, decode_responses=True)
 

@@ -1,3 +1,7 @@
+#!lua flags=allow-oom
+-- Runs at maxmemory too: what it writes the gateway already stored, and applying lets the
+-- stream be trimmed, which frees more than applying takes. Atomic either way: a script is
+-- refused whole or runs whole, never stops halfway.
 -- Apply a batch of one partition's events to the features and acknowledge them, atomically
 -- (feature_store.applier). Each entry is acknowledged first, and applied only if that XACK is
 -- the one that removed it from the group's pending list: an entry delivered twice is applied

@@ -1,3 +1,5 @@
+#!lua flags=allow-oom
+-- Runs at maxmemory too: an entry moved here leaves the stream, to be trimmed.
 -- Move entries that cannot be applied to the partition's dead letters and acknowledge them,
 -- together (feature_store.dead_letters).
 -- KEYS[1]: the partition's events stream (every key below shares its hash tag).

@@ -1,3 +1,5 @@
+#!lua flags=allow-oom
+-- Runs at maxmemory too: forgetting frees memory.
 -- Remove every trace of users from one partition (feature_store.erasure): their features,
 -- markers, membership, drift counts and dead letters; for an erasure, also a tombstone that
 -- drops the events they sent before it (a digest of the id, never the id).
@@ -6,24 +8,29 @@
 --          entry_field, now, cutoff}; cutoff > 0 forgets a user only if still silent since
 --          then (retention), 0 forgets unconditionally (erasure).
 -- ARGV[2..]: pairs (user id, digest for the tombstone or '' for none).
--- Returns how many users were forgotten.
+-- Returns how many of them had features, markers or membership to forget (an erasure of a
+-- user the partition never knew changes no snapshot, so it starts no new data generation).
 local L = cjson.decode(ARGV[1])
 local forgotten = 0
-local removed = {}
+local removed, any_removed = {}, false
 for i = 2, #ARGV, 2 do
   local user, digest = ARGV[i], ARGV[i + 1]
   local last = redis.call('ZSCORE', KEYS[1], user)
   if L.cutoff == 0 or (last and tonumber(last) < L.cutoff) then
-    for _, suffix in ipairs(L.suffixes) do redis.call('DEL', L.user_prefix .. user .. suffix) end
+    local deleted = 0
+    for _, suffix in ipairs(L.suffixes) do
+      deleted = deleted + redis.call('DEL', L.user_prefix .. user .. suffix)
+    end
     redis.call('ZREM', KEYS[1], user)
     for _, bucket in ipairs(L.drift_users) do redis.call('HDEL', bucket, user) end
     if digest ~= '' then redis.call('HSET', L.erased, digest, L.now) end
-    removed[user] = true
-    forgotten = forgotten + 1
+    removed[user], any_removed = true, true
+    if last or deleted > 0 then forgotten = forgotten + 1 end
   end
 end
--- Dead letters naming a removed user: their event JSON carries "user_id".
-if forgotten > 0 then
+-- Dead letters naming a removed user (even one with nothing else left): their event JSON
+-- carries "user_id".
+if any_removed then
   local letters = redis.call('XRANGE', L.dead, '-', '+')
   for _, letter in ipairs(letters) do
     local fields = letter[2]

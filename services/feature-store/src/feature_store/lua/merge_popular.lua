@@ -1,3 +1,5 @@
+#!lua
+-- Refused whole at maxmemory; the next merge does it.
 -- Write items' summed popularity into the merged sets serving reads (feature_store.merger).
 -- KEYS[1]: the merged popular set (every key below shares the {catalogue} hash tag).
 -- ARGV[1]: the layout, JSON {unavailable, item_prefix, categories_field,

@@ -1,3 +1,5 @@
+#!lua
+-- Refused whole at maxmemory (a replay adds to the stream).
 -- Put dead letters back into the events stream, each removed from the dead letters in the
 -- same step (feature_store.dead_letters). A replayed event that still cannot be applied comes
 -- back with its reason.

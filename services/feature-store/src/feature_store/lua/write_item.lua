@@ -1,3 +1,5 @@
+#!lua
+-- Refused whole at maxmemory: the client gets a 503 and retries.
 -- Store, change or delete one item (feature_store.catalogue). The item hash, its category
 -- sets, availability, the merged popular sets and the catalogue version move together: an
 -- item made unavailable is out of every popular list in the same instant.

@@ -1,3 +1,5 @@
+#!lua
+-- Refused whole at maxmemory (a 503 and Retry-After): never markers without their events.
 -- Store one partition's share of an events batch, once per (user, event_id) within the
 -- idempotency window (gateway.ingest). Atomic: an error stores nothing of this call.
 -- KEYS[1]: the partition's events stream (every key below shares its hash tag).

@@ -1,0 +1,280 @@
+"""Eraser: erasing a user removes everything the data tier and the ephemeral Redis hold of
+them, leaving only a tombstone (a digest); retention forgets users who went silent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from feature_store.config import Settings
+from feature_store.consumer import StreamConsumer
+from feature_store.dead_letters import DeadLetter, dead_letter
+from feature_store.erasure import FORGET_BATCH, Eraser
+from feature_store.housekeeping import Housekeeping
+from recsys_shared import keys
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.schemas import EventType
+
+PARTITIONS = keys.Partitions(3)
+DAY = 86_400.0
+ERASED = "erase-me"
+#: A neighbour in the same partition, so that everything the partition holds is shared.
+KEPT = next(f"keep-{n}" for n in range(1000) if PARTITIONS.of(f"keep-{n}") == PARTITIONS.of(ERASED))
+OTHER = next(
+    f"other-{n}" for n in range(1000) if PARTITIONS.of(f"other-{n}") != PARTITIONS.of(ERASED)
+)
+
+
+@pytest.fixture
+def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]:
+    client = await connect(ephemeral_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def ephemeral_inspector(ephemeral_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(ephemeral_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def eraser(redis_client, ephemeral) -> Eraser:
+    return Eraser(redis_client, PARTITIONS, ephemeral=ephemeral)
+
+
+@pytest.fixture
+def settings3(settings: Settings) -> Settings:
+    return settings.model_copy(update={"event_partitions": PARTITIONS.count})
+
+
+def everything_in(client: redis.Redis) -> str:
+    """Every key name, field, member and value of a Redis, as one text to search."""
+    texts: list[str] = []
+    for name in client.scan_iter(count=1000):
+        texts.append(name)
+        kind = client.type(name)
+        if kind == "hash":
+            texts += [part for pair in client.hgetall(name).items() for part in pair]
+        elif kind == "zset":
+            texts += client.zrange(name, 0, -1)
+        elif kind == "set":
+            texts += list(client.smembers(name))
+        elif kind == "string":
+            value = client.get(name)
+            texts.append(value if isinstance(value, str) else "")
+        elif kind == "stream":
+            texts += [
+                part
+                for _, fields in client.xrange(name)
+                for pair in fields.items()
+                for part in pair
+            ]
+    return "\n".join(texts)
+
+
+async def fill(redis_client, sync_redis, settings3, make_event, user: str) -> None:
+    """A user as the system leaves them: events applied (and trimmed), idempotency markers,
+    drift counts, dead letters naming them."""
+    partition = PARTITIONS.of(user)
+    consumer = StreamConsumer(redis_client, settings3)
+    await consumer.ensure_group(partition)
+    for item, kind in (("i1", EventType.LIKE), ("i2", EventType.VIEW)):
+        sync_redis.xadd(
+            partition.events, {keys.EVENT_FIELD: make_event(user, item, kind).model_dump_json()}
+        )
+    await consumer.readers[partition.number].read_once(redis_client)
+    housekeeping = Housekeeping(
+        redis_client, settings3, consumer, Eraser(redis_client, PARTITIONS, ephemeral=redis_client)
+    )
+    await housekeeping.trim()
+    sync_redis.set(partition.markers(user), b"\x01" * keys.MARKER_BYTES)
+    await dead_letter(
+        redis_client,
+        partition,
+        [
+            DeadLetter("1-1", "invalid_event", f'{{"user_id": "{user}", "item_id": "i9"}}'),
+            DeadLetter("1-2", "invalid_event", f"not json at all, from {user}"),
+        ],
+        cap=100,
+    )
+
+
+def cache_entries(client: redis.Redis, user: str) -> None:
+    """What the gateway and the recommenders keep of a user on the ephemeral Redis."""
+    client.set(keys.cache_user(user, "-", "q1"), "cached list")
+    client.set(keys.cache_user(user, "variant-b", "q2"), "cached list")
+    client.set(keys.recommendation(user, "r1"), "served list")
+
+
+async def test_erasure_removes_every_trace_of_the_user_and_leaves_only_a_digest(
+    redis_client, sync_redis, settings3, make_event, eraser, ephemeral_inspector
+):
+    for user in (ERASED, KEPT, OTHER):
+        await fill(redis_client, sync_redis, settings3, make_event, user)
+        cache_entries(ephemeral_inspector, user)
+    ephemeral_inspector.set(keys.recommendation(None, "r9"), "similar items, nobody's")
+    assert ERASED in everything_in(sync_redis)
+    assert ERASED in everything_in(ephemeral_inspector)
+
+    await eraser.erase(ERASED)
+
+    assert ERASED not in everything_in(sync_redis)
+    assert ERASED not in everything_in(ephemeral_inspector)
+    # A tombstone holds a digest of the id and when, never the id itself.
+    partition = PARTITIONS.of(ERASED)
+    tombstones = sync_redis.hgetall(partition.erased)
+    assert set(tombstones) == {keys.user_digest(ERASED)}
+    assert float(tombstones[keys.user_digest(ERASED)]) == pytest.approx(time.time(), abs=60)
+    assert sync_redis.get(keys.DATA_GENERATION) == "1"
+    # Everyone else is untouched, their dead letters included.
+    for user in (KEPT, OTHER):
+        home = PARTITIONS.of(user)
+        assert sync_redis.exists(*home.user_keys(user)) == 4
+        assert sync_redis.zscore(home.users, user) is not None
+        assert len(sync_redis.xrange(home.dead_letters)) == 2
+        assert len(list(ephemeral_inspector.scan_iter(match=f"*{user}*"))) == 3
+    assert ephemeral_inspector.exists(keys.recommendation(None, "r9"))
+
+
+async def test_erasure_is_idempotent_and_only_a_user_with_data_starts_a_new_generation(
+    redis_client, sync_redis, settings3, make_event, eraser
+):
+    await fill(redis_client, sync_redis, settings3, make_event, ERASED)
+    await eraser.erase(ERASED)
+    assert sync_redis.get(keys.DATA_GENERATION) == "1"
+
+    await eraser.erase(ERASED)
+    await eraser.erase("never-seen")
+
+    # Nothing left to change in a snapshot: no new generation, no pointless retraining …
+    assert sync_redis.get(keys.DATA_GENERATION) == "1"
+    # … but a tombstone all the same: the first events of a new user may be in flight.
+    assert sync_redis.hexists(PARTITIONS.of("never-seen").erased, keys.user_digest("never-seen"))
+    assert set(await eraser.tombstones()) == {
+        keys.user_digest(ERASED),
+        keys.user_digest("never-seen"),
+    }
+
+
+async def test_erasure_reaches_the_dead_letters_of_a_user_with_nothing_else(
+    redis_client, sync_redis, eraser
+):
+    # Every event the user sent was refused: no features, only dead letters.
+    partition = PARTITIONS.of(ERASED)
+    await dead_letter(
+        redis_client,
+        partition,
+        [
+            DeadLetter("1-1", "invalid_event", f'{{"user_id": "{ERASED}"}}'),
+            DeadLetter("1-2", "invalid_event", f'{{"user_id": "{KEPT}"}}'),
+        ],
+        cap=100,
+    )
+
+    await eraser.erase(ERASED)
+
+    [(_, kept)] = sync_redis.xrange(partition.dead_letters)
+    assert KEPT in kept["entry"]
+    assert sync_redis.get(keys.DATA_GENERATION) is None
+
+
+async def test_erasure_matches_the_users_cached_lists_exactly(eraser, ephemeral_inspector):
+    # Ids with glob characters, and ids that begin with another id.
+    for user in ("fan*", "fanx", "fan", "fan*2", "[x]", "x"):
+        cache_entries(ephemeral_inspector, user)
+
+    await eraser.erase("fan*")
+    await eraser.erase("[x]")
+
+    left = set(ephemeral_inspector.scan_iter())
+    for user in ("fanx", "fan", "fan*2", "x"):
+        assert keys.cache_user(user, "-", "q1") in left
+        assert keys.recommendation(user, "r1") in left
+    assert len(left) == 4 * 3
+
+
+# ── retention ─────────────────────────────────────────────────────────────────────────────
+async def test_retention_forgets_only_users_silent_for_the_period(
+    redis_client, sync_redis, stream, applier, make_event
+):
+    eraser = Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client)
+    [partition] = keys.Partitions(1).all
+    now = time.time()
+    retention = 365 * DAY
+    entries = await stream.deliver(
+        [
+            make_event("silent", "i1", received_at=now - retention - DAY),
+            make_event("also-silent", "i1", received_at=now - retention - 60),
+            make_event("recent", "i1", received_at=now - retention + DAY),
+            # An old event received lately: the clock is the receipt, not the event's time.
+            make_event("late-sender", "i1", ts=now - 2 * retention, received_at=now - 60),
+        ]
+    )
+    await applier.apply(partition, entries, now=now)
+    await dead_letter(
+        redis_client,
+        partition,
+        [DeadLetter("1-1", "invalid_event", '{"user_id": "silent"}')],
+        cap=100,
+    )
+
+    assert await eraser.forget_silent(partition, retention_seconds=retention) == 2
+
+    assert sync_redis.zrange(partition.users, 0, -1) == ["recent", "late-sender"]
+    for user in ("silent", "also-silent"):
+        assert sync_redis.exists(*partition.user_keys(user)) == 0
+    for user in ("recent", "late-sender"):
+        assert sync_redis.exists(partition.user_items(user), partition.user_meta(user)) == 2
+    assert sync_redis.xlen(partition.dead_letters) == 0
+    drift_users = sync_redis.hgetall(partition.drift(keys.drift_hour(now)).users)
+    assert set(drift_users) == {"recent", "late-sender"}
+    assert sync_redis.exists(partition.erased) == 0  # forgetting leaves no tombstone
+    assert sync_redis.get(keys.DATA_GENERATION) == "1"
+
+    assert await eraser.forget_silent(partition, retention_seconds=retention) == 0
+    assert sync_redis.get(keys.DATA_GENERATION) == "1"
+
+
+async def test_retention_works_through_many_silent_users_in_batches(redis_client, sync_redis):
+    eraser = Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client)
+    [partition] = keys.Partitions(1).all
+    old = time.time() - 400 * DAY
+    silent = {f"u{n}": old + n for n in range(2 * FORGET_BATCH + 50)}
+    with sync_redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(partition.users, silent)
+        for user in silent:
+            pipe.hset(partition.user_items(user), "i1", 1)
+        pipe.zadd(partition.users, {"recent": time.time()})
+        pipe.execute()
+
+    assert await eraser.forget_silent(partition, retention_seconds=365 * DAY) == len(silent)
+
+    assert sync_redis.zrange(partition.users, 0, -1) == ["recent"]
+    assert list(sync_redis.scan_iter(match=partition.user_prefix + "*")) == []
+
+
+async def test_old_tombstones_are_pruned(redis_client, sync_redis):
+    eraser = Eraser(redis_client, PARTITIONS, ephemeral=redis_client)
+    first, second, _ = PARTITIONS.all
+    now = time.time()
+    sync_redis.hset(first.erased, mapping={"old": now - 31 * DAY, "young": now - DAY})
+    sync_redis.hset(second.erased, mapping={"older": now - 90 * DAY})
+
+    assert await eraser.prune_tombstones(first, keep_seconds=30 * DAY) == 1
+    assert await eraser.prune_tombstones(second, keep_seconds=30 * DAY) == 1
+
+    assert await eraser.tombstones() == {"young": pytest.approx(now - DAY)}
