@@ -68,9 +68,9 @@ def test_redis_at_its_memory_limit_refuses_writes_visibly_and_evicts_nothing(
     assert int(refused.headers["Retry-After"]) >= 1
     # Nothing that got a 202 was evicted to make room: every accepted event is in the stream.
     stored = {
-        entry["e"].split('"event_id":"')[1].split('"')[0]
+        entry[keys.EVENT_FIELD].split('"event_id":"')[1].split('"')[0]
         for _, entry in redis.Redis.from_url(system.redis.url, decode_responses=True).xrange(
-            keys.EVENTS_STREAM
+            keys.Partition(0).events
         )
     }
     assert set(accepted) <= stored
@@ -180,7 +180,8 @@ def test_redis_restarted_under_ingestion_load_loses_no_acknowledged_event(system
     assert statuses[-1] == 202, "ingestion did not recover"
     wait_for_applied(system.gateway, timeout=60)
     client = redis.Redis.from_url(system.redis.url, decode_responses=True)
-    applied = int(client.hget(keys.PIPELINE_STATS, "applied") or 0)
+    partition = keys.Partition(0)
+    applied = int(client.hget(partition.stats, keys.STAT_APPLIED) or 0)
     assert applied == len(acknowledged)
     # Each acknowledged view is in its user's history exactly once (weight 1 per item).
     by_user: dict[str, int] = {}
@@ -188,5 +189,5 @@ def test_redis_restarted_under_ingestion_load_loses_no_acknowledged_event(system
         worker, _, index = event_id.split("-")
         by_user[f"{worker}u{index}"] = by_user.get(f"{worker}u{index}", 0) + 1
     for user, count in list(by_user.items())[:50]:
-        weights = client.hgetall(keys.user_items(user))
+        weights = client.hgetall(partition.user_items(user))
         assert sum(float(weight) for weight in weights.values()) == count, user

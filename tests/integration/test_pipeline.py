@@ -8,11 +8,10 @@ twice shows up as a weight of 2 or an epoch above the number of events.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-from collections import Counter
 
 import httpx
 import pytest

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -31,6 +32,7 @@ from gateway.config import Settings
 from gateway.main import create_app
 from recsys_shared import keys
 from recsys_shared.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
+from recsys_shared.processes import RedisServer
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
 # falls back to httpx, which is what this workspace pins. The client works the same on both.
@@ -197,6 +199,14 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 
 
 @pytest.fixture
+def ephemeral(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of its own for EPHEMERAL_REDIS_URL (no persistence), as deployed."""
+    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def store(redis_url: str) -> Iterator[redis.Redis]:
     """A blocking client on the gateway's Redis, to arrange and inspect what the gateway sees."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -206,9 +216,11 @@ def store(redis_url: str) -> Iterator[redis.Redis]:
 
 @dataclass
 class Catalogue:
-    """Writes features the way the feature-store lays them out (see ``recsys_shared.keys``)."""
+    """Writes features the way the feature-store lays them out (see ``recsys_shared.keys``);
+    users' state in their partition of ``partitions`` (the gateway's ``EVENT_PARTITIONS``)."""
 
     redis: redis.Redis
+    partitions: keys.Partitions = field(default_factory=lambda: keys.Partitions(1))
 
     def item(
         self,
@@ -222,10 +234,10 @@ class Catalogue:
         self.redis.hset(
             keys.item(item_id),
             mapping={
-                "title": title or f"Title of {item_id}",
-                "categories": json.dumps(categories or []),
-                "available": "1" if available else "0",
-                "updated_at": (updated_at or datetime.now(UTC)).isoformat(),
+                keys.ITEM_TITLE: title or f"Title of {item_id}",
+                keys.ITEM_CATEGORIES: json.dumps(categories or []),
+                keys.ITEM_AVAILABLE: "1" if available else "0",
+                keys.ITEM_UPDATED_AT: (updated_at or datetime.now(UTC)).isoformat(),
             },
         )
         self.redis.sadd(keys.ITEMS, item_id)
@@ -235,7 +247,7 @@ class Catalogue:
         self.redis.zadd(keys.popular_in(category) if category else keys.POPULAR, scores)
 
     def seen(self, user_id: str, items: dict[str, float]) -> None:
-        self.redis.hset(keys.user_items(user_id), mapping=items)
+        self.redis.hset(self.partitions.of(user_id).user_items(user_id), mapping=items)
 
 
 @pytest.fixture

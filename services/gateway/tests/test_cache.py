@@ -1,23 +1,29 @@
-"""The versioned response cache: never a list from an older model version or from before the
-user's latest applied event; one computation for concurrent misses."""
+"""The response cache: never a list from an older model version or from before the user's
+latest applied event (each entry names the version and epoch it was ranked for); one
+computation for concurrent misses."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
+import pytest
 import redis
-import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
-from gateway.cache import ResponseCache, cached_json, query_digest
+from gateway.cache import NO_VARIANT, ResponseCache, cached_json, query_digest
 from recsys_shared import keys
+from recsys_shared.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
+from recsys_shared.testing.waiting import eventually
 
 USER = "u:1"  # a ':' in the id must not confuse the key layout
+PARTITIONS = keys.Partitions(1)
 
 
 def _answer(version: int, item: str = "m1") -> Recommendations:
@@ -64,15 +70,20 @@ def test_a_second_request_is_served_from_the_cache_with_its_age(
     assert 0 < store.ttl(entry) <= gateway.settings.cache_ttl_seconds
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 def test_a_new_event_of_the_user_makes_the_cached_list_unreachable(
-    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+    make_gateway: Any, store: redis.Redis, client_headers: dict[str, str], partitions: int
 ) -> None:
+    gateway = make_gateway(event_partitions=partitions)
     store.set(keys.MODEL_ACTIVE, 3)
     answer = [_answer(3, "before")]
     _serve(gateway, answer)
     assert _get(gateway, client_headers)["items"][0]["item_id"] == "before"
+    assert _get(gateway, client_headers)["cached"] is True
 
-    store.hincrby(keys.user_meta(USER), "epoch", 1)  # what the feature-store does per event
+    # What the feature-store does per applied event of the user (in the user's partition).
+    meta = keys.Partitions(partitions).of(USER).user_meta(USER)
+    store.hincrby(meta, keys.META_EPOCH, 1)
     answer[0] = _answer(3, "after")
 
     body = _get(gateway, client_headers)
@@ -120,28 +131,159 @@ def test_fallback_lists_are_never_cached(
 
 
 async def test_the_lookup_builds_the_key_the_way_keys_py_does(
-    redis_client: aioredis.Redis, multiplexed_client: MultiplexedRedis
+    redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    cache = ResponseCache(multiplexed_client, ttl_seconds=60)
+    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
     query = RecommendationQuery(k=5, category="a:b")
-    await redis_client.set(keys.MODEL_ACTIVE, 7)
-    await redis_client.hset(keys.user_meta(USER), "epoch", 12)
+    inspector.set(keys.MODEL_ACTIVE, 7)
+    inspector.hset(PARTITIONS.of(USER).user_meta(USER), keys.META_EPOCH, 12)
 
     lookup = await cache.lookup(USER, query)
-    assert lookup.key == keys.cache_user(USER, 7, "12", query_digest(query))
-    assert lookup.entry is None
+    assert lookup.key == keys.cache_user(USER, NO_VARIANT, query_digest(query))
+    assert (lookup.version, lookup.epoch, lookup.entry) == (7, "12", None)
 
     cache.store(lookup, 7, _answer(7).model_dump_json())
+    await eventually(lambda: _has_entry(cache, query))
     again = await cache.lookup(USER, query)
     assert again.entry is not None
     body = json.loads(cached_json(again.entry))
     assert body["model_version"] == 7
     assert body["cached"] is True
     assert 0 <= body["cache_age_seconds"] < 5
+    # The stored value names what it was ranked for: "<version>:<epoch>:<stored at>\n<JSON>".
+    assert (inspector.get(lookup.key) or "").startswith("7:12:")
 
 
-async def test_concurrent_misses_compute_once(multiplexed_client: MultiplexedRedis) -> None:
-    cache = ResponseCache(multiplexed_client, ttl_seconds=60)
+async def _has_entry(cache: ResponseCache, query: RecommendationQuery) -> bool:
+    return (await cache.lookup(USER, query)).entry is not None
+
+
+def _entry(version: int | str, epoch: str, body: str) -> str:
+    return f"{version}:{epoch}:{time.time()!r}\n{body}"
+
+
+@pytest.mark.parametrize(
+    ("stamp", "hit"),
+    [
+        (("7", "12"), True),
+        (("6", "12"), False),  # ranked by an older version
+        (("70", "12"), False),  # a version that merely starts with the active one
+        (("7", "11"), False),  # ranked before the user's latest applied event
+        (("7", "1"), False),  # an epoch that is a prefix of the current one
+        (("7", "120"), False),
+    ],
+)
+async def test_an_entry_stamped_with_another_version_or_epoch_is_a_miss(
+    redis_client: RedisClient, inspector: redis.Redis, stamp: tuple[str, str], hit: bool
+) -> None:
+    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
+    query = RecommendationQuery()
+    inspector.set(keys.MODEL_ACTIVE, 7)
+    inspector.hset(PARTITIONS.of(USER).user_meta(USER), keys.META_EPOCH, 12)
+    body = _answer(7).model_dump_json()
+    inspector.set(keys.cache_user(USER, NO_VARIANT, query_digest(query)), _entry(*stamp, body))
+
+    lookup = await cache.lookup(USER, query)
+
+    if hit:
+        # The stamp is cut off: what is left is "<stored at>\n<JSON>", served as it is.
+        assert lookup.entry is not None
+        assert json.loads(cached_json(lookup.entry))["recommendation_id"] == "rec-7-m1"
+    else:
+        assert lookup.entry is None
+
+
+async def test_an_unstamped_entry_and_a_user_without_epoch(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
+    query = RecommendationQuery()
+    key = keys.cache_user(USER, NO_VARIANT, query_digest(query))
+    body = _answer(0).model_dump_json()
+    # An entry in the format before the stamp ("<stored at>\n<JSON>") is never served.
+    inspector.set(key, f"{time.time()!r}\n{body}")
+    assert (await cache.lookup(USER, query)).entry is None
+
+    # No active version and no applied event yet read as version 0 and epoch "0".
+    inspector.set(key, _entry(0, "0", body))
+    lookup = await cache.lookup(USER, query)
+    assert (lookup.version, lookup.epoch) == (0, "0")
+    assert lookup.entry is not None
+
+
+def test_a_stale_entry_is_replaced_by_the_fresh_list(
+    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    store.set(keys.MODEL_ACTIVE, 4)
+    entry_key = keys.cache_user(USER, NO_VARIANT, query_digest(RecommendationQuery()))
+    store.set(entry_key, _entry(3, "0", _answer(3, "stale").model_dump_json()))
+    _serve(gateway, [_answer(4, "fresh")])
+
+    first = _get(gateway, client_headers)
+    second = _get(gateway, client_headers)
+
+    assert (first["cached"], first["items"][0]["item_id"]) == (False, "fresh")
+    assert (second["cached"], second["items"][0]["item_id"]) == (True, "fresh")
+    assert (store.get(entry_key) or "").startswith("4:0:")
+    assert len(gateway.recommender.requests) == 1
+
+
+class _HoldingFirstBatch:
+    """The recommenders' fake transport (conftest's ``MockUpstream``), holding the first
+    batch until ``release`` is set; ``batches`` are those that reached the fake."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self.batches: list[dict[str, Any]] = fake.batches
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get(self, *args: Any, **kwargs: Any) -> HttpResponse:
+        response: HttpResponse = await self.fake.get(*args, **kwargs)
+        return response
+
+    async def post(self, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.release.wait()
+        response: HttpResponse = await self.fake.post(*args, **kwargs)
+        return response
+
+
+@pytest.mark.parametrize("change", ["event", "version"])
+def test_a_miss_after_a_change_does_not_join_a_computation_from_before_it(
+    gateway: Any, store: redis.Redis, change: str
+) -> None:
+    store.set(keys.MODEL_ACTIVE, 3)
+    _serve(gateway, [_answer(3)])
+    reads = gateway.state["reads"]
+    upstream = _HoldingFirstBatch(reads.recommenders.http)
+    reads.recommenders.http = upstream
+
+    async def scenario() -> None:
+        query = RecommendationQuery()
+        before = asyncio.create_task(reads.for_user(USER, query))
+        try:
+            await upstream.entered.wait()  # its list is being computed
+            if change == "event":
+                meta = PARTITIONS.of(USER).user_meta(USER)
+                await reads.cache.redis.execute("HINCRBY", meta, keys.META_EPOCH, 1)
+            else:
+                await reads.cache.redis.execute("SET", keys.MODEL_ACTIVE, 4)
+            # A list asked after the change is computed for it, without waiting for the one
+            # computed before it (a failure waits the 5 s bound, then says so).
+            await asyncio.wait_for(reads.for_user(USER, query), timeout=5)
+            assert len(upstream.batches) == 1  # its own batch; the first one is still held
+        finally:
+            upstream.release.set()
+            await before
+        assert len(upstream.batches) == 2
+
+    gateway.client.portal.call(scenario)
+
+
+async def test_concurrent_misses_compute_once(redis_client: RedisClient) -> None:
+    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
     calls = 0
 
     async def compute() -> Recommendations:
@@ -159,17 +301,24 @@ async def test_concurrent_misses_compute_once(multiplexed_client: MultiplexedRed
 
 
 async def test_no_entry_is_stored_while_redis_is_near_its_memory_limit(
-    multiplexed_client: MultiplexedRedis,
+    redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    guard = MemoryGuard(multiplexed_client, high_water=0.9)
-    cache = ResponseCache(multiplexed_client, ttl_seconds=60, memory_guard=guard)
+    guard = MemoryGuard(redis_client, high_water=0.9)
+    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60, memory_guard=guard)
     query = RecommendationQuery(k=5)
     lookup = await cache.lookup(USER, query)
 
     guard.observe(0.95)  # as INFO memory would report it near maxmemory
+    shed_before = _shed_cache_writes()
     cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
-    assert (await cache.lookup(USER, query)).entry is None
+    # Skipped, not sent: counted as shed, and nothing is in Redis.
+    assert _shed_cache_writes() == shed_before + 1
+    assert inspector.exists(lookup.key) == 0
 
     guard.observe(0.5)
     cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
-    assert (await cache.lookup(USER, query)).entry is not None
+    await eventually(lambda: _has_entry(cache, query))
+
+
+def _shed_cache_writes() -> float:
+    return REGISTRY.get_sample_value("recsys_ephemeral_writes_shed_total", {"kind": "cache"}) or 0.0

@@ -1,29 +1,26 @@
-"""Cache entries and list records on a Redis of their own (EPHEMERAL_REDIS_URL): the lookup
-reads the version and the user's epoch on the main Redis and the entry on the other; erasure
-finds the entries there; and that Redis being down costs cache hits, not answers."""
+"""Cache entries, list records and rate-limit counters on a Redis of their own
+(EPHEMERAL_REDIS_URL): the lookup reads the version and the user's epoch on the main Redis and
+the entry on the other; the replicas share their request counts there; and that Redis being
+down costs cache hits and a shared limit, not answers. (Erasing a user's entries there is the
+feature-store's: its erasure tests.)"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
+from gateway.cache import NO_VARIANT, query_digest
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
-from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
+from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 
 USER = "u:1"
-
-
-@pytest.fixture
-def ephemeral(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    yield server
-    server.stop()
+PARTITIONS = keys.Partitions(1)
 
 
 @pytest.fixture
@@ -56,20 +53,22 @@ def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-def test_entries_live_on_the_ephemeral_redis_keyed_by_the_main_ones_version_and_epoch(
+def test_entries_live_on_the_ephemeral_redis_stamped_with_the_main_ones_version_and_epoch(
     split: Any, store: redis.Redis, entries: redis.Redis, client_headers: dict[str, str]
 ) -> None:
+    meta = PARTITIONS.of(USER).user_meta(USER)
     store.set(keys.MODEL_ACTIVE, 3)
-    store.hset(keys.user_meta(USER), "epoch", "12")
+    store.hset(meta, keys.META_EPOCH, "12")
 
     first, second = _get(split, client_headers), _get(split, client_headers)
 
     assert (first["cached"], second["cached"]) == (False, True)
     [entry] = entries.keys(keys.cache_user_prefix(USER) + "*")
-    assert entry.startswith(keys.cache_user_prefix(USER) + "3:12:")
+    assert entry == keys.cache_user(USER, NO_VARIANT, query_digest(RecommendationQuery()))
+    assert (entries.get(entry) or "").startswith("3:12:")
     assert store.keys(keys.cache_user_prefix(USER) + "*") == []
-    # A new event of the user (a new epoch on the main Redis) makes the entry unreachable.
-    store.hset(keys.user_meta(USER), "epoch", "13")
+    # A new event of the user (a new epoch on the main Redis) makes the entry stale.
+    store.hset(meta, keys.META_EPOCH, "13")
     assert _get(split, client_headers)["cached"] is False
 
 
@@ -82,22 +81,9 @@ def test_a_fallback_is_recorded_on_the_ephemeral_redis(
     body = _get(split, client_headers)
 
     assert body["strategy"] == "popular"
-    assert entries.exists(keys.recommendation(body["recommendation_id"]))
-    assert not store.exists(keys.recommendation(body["recommendation_id"]))
-
-
-def test_erasure_drops_the_users_entries_on_the_ephemeral_redis(
-    split: Any, entries: redis.Redis, admin_headers: dict[str, str]
-) -> None:
-    split.feature_store.handler = lambda request: httpx.Response(204)
-    mine = [keys.cache_user(USER, 3, "7", f"k{index}") for index in range(30)]
-    other = keys.cache_user("u:10", 3, "7", "k1")
-    entries.mset(dict.fromkeys((*mine, other), "{}"))
-
-    assert split.client.delete(f"/v1/users/{USER}", headers=admin_headers).status_code == 204
-
-    assert not any(entries.exists(key) for key in mine)
-    assert entries.exists(other)
+    record = keys.recommendation(USER, body["recommendation_id"])
+    assert entries.exists(record)
+    assert not store.exists(record)
 
 
 def test_with_the_ephemeral_redis_down_lists_are_still_served(
@@ -111,3 +97,23 @@ def test_with_the_ephemeral_redis_down_lists_are_still_served(
     # No cache to read or fill: each request is computed, none fails.
     assert (first["cached"], second["cached"]) == (False, False)
     assert first["strategy"] == "personalized"
+
+
+def test_the_replicas_share_request_counts_on_the_ephemeral_redis(
+    split: Any, store: redis.Redis, entries: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    def counted() -> int:
+        names = entries.keys(keys.RATE_LIMIT_PREFIX + "*")
+        return sum(int(entries.get(name) or 0) for name in names)
+
+    for _ in range(3):
+        split.client.get("/v1/items/popular", headers=client_headers)
+
+    # Synced in the background (every RATE_LIMIT_SYNC_SECONDS), possibly over two seconds.
+    deadline = time.monotonic() + 5
+    while counted() < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counted() == 3
+    # Under a digest of the API key, never the key; nothing on the Redis that fsyncs.
+    assert all(client_headers["X-API-Key"] + ":" not in name for name in entries.keys("*"))
+    assert store.keys(keys.RATE_LIMIT_PREFIX + "*") == []

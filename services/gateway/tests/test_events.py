@@ -10,11 +10,14 @@ from typing import Any
 import pytest
 import redis
 
+from gateway.ingest import marker_digest
 from recsys_shared import keys
 from recsys_shared.processes import free_port
 from recsys_shared.schemas import StoredEvent
 
 PROBLEM = "application/problem+json"
+# The default deployment: one partition (EVENT_PARTITIONS=1); test_ingest.py covers several.
+PARTITION = keys.Partitions(1).all[0]
 
 
 def _event(index: int, **fields: Any) -> dict[str, Any]:
@@ -28,9 +31,18 @@ def _event(index: int, **fields: Any) -> dict[str, Any]:
 
 
 def _stored(store: redis.Redis) -> list[StoredEvent]:
-    entries = store.xrange(keys.EVENTS_STREAM)
-    assert all(set(fields) == {"e"} for _, fields in entries)
-    return [StoredEvent.model_validate_json(fields["e"]) for _, fields in entries]
+    entries = store.xrange(PARTITION.events)
+    assert all(set(fields) == {keys.EVENT_FIELD} for _, fields in entries)
+    return [StoredEvent.model_validate_json(fields[keys.EVENT_FIELD]) for _, fields in entries]
+
+
+def _marked(redis_url: str, user_id: str) -> set[bytes]:
+    """The event_id digests the user's idempotency markers remember (12-byte records)."""
+    with redis.Redis.from_url(redis_url) as raw:
+        blob = raw.get(PARTITION.markers(user_id)) or b""
+    return {
+        blob[at : at + keys.MARKER_DIGEST_BYTES] for at in range(0, len(blob), keys.MARKER_BYTES)
+    }
 
 
 def _post(gateway: Any, headers: dict[str, str], events: list[dict[str, Any]]) -> Any:
@@ -61,7 +73,7 @@ def test_a_valid_batch_is_stored_in_the_stream(
     # Events without a timestamp are stamped with the time they were received.
     assert stored[2].ts == stored[2].received_at
     assert abs(stored[2].received_at - datetime.now(UTC).timestamp()) < 60
-    assert store.hget(keys.PIPELINE_STATS, "accepted") == "3"
+    assert store.hget(PARTITION.stats, keys.STAT_ACCEPTED) == "3"
 
 
 def test_an_event_without_id_gets_one(
@@ -90,8 +102,8 @@ def test_resubmitting_a_batch_counts_duplicates_and_stores_nothing(
 
     assert again.status_code == 202
     assert again.json() == {"accepted": 0, "duplicates": 4}
-    assert store.xlen(keys.EVENTS_STREAM) == 4
-    assert store.hget(keys.PIPELINE_STATS, "duplicates") == "4"
+    assert store.xlen(PARTITION.events) == 4
+    assert store.hget(PARTITION.stats, keys.STAT_DUPLICATES) == "4"
 
     mixed = _post(gateway, client_headers, [_event(3), _event(4)])
     assert mixed.json() == {"accepted": 1, "duplicates": 1}
@@ -108,10 +120,10 @@ def test_the_same_event_id_twice_in_one_batch_is_stored_once(
 
 
 def test_a_batch_with_invalid_events_is_refused_whole(
-    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+    gateway: Any, store: redis.Redis, redis_url: str, client_headers: dict[str, str]
 ) -> None:
     _post(gateway, client_headers, [_event(100)])
-    before = store.xlen(keys.EVENTS_STREAM)
+    before = store.xlen(PARTITION.events)
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     events = [
         _event(0),
@@ -134,8 +146,9 @@ def test_a_batch_with_invalid_events_is_refused_whole(
     assert {"events[1].type", "events[3].timestamp", "events[4].event_id"} <= fields
     assert "[1, 2, 3, 4]" in body["detail"]
     # Nothing of the batch was stored, not even its valid events, nor marked as seen.
-    assert store.xlen(keys.EVENTS_STREAM) == before
-    assert not store.exists(keys.dedup("e0"), keys.dedup("e5"))
+    assert store.xlen(PARTITION.events) == before
+    assert not store.exists(PARTITION.markers("u0"), PARTITION.markers("u2"))
+    assert _marked(redis_url, "u1") == {marker_digest("e100")}
     # A corrected resubmission is accepted in full.
     fixed = _post(gateway, client_headers, [_event(0), _event(5)])
     assert fixed.json() == {"accepted": 2, "duplicates": 0}
@@ -150,7 +163,7 @@ def test_batch_size_is_bounded(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["errors"][0]["field"] == "events"
-    assert store.xlen(keys.EVENTS_STREAM) == 0
+    assert store.xlen(PARTITION.events) == 0
 
 
 @pytest.mark.parametrize(
@@ -173,7 +186,7 @@ def test_malformed_bodies_are_problems(
 
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
-    assert store.xlen(keys.EVENTS_STREAM) == 0
+    assert store.xlen(PARTITION.events) == 0
 
 
 def test_a_body_over_the_limit_is_refused(
@@ -202,7 +215,7 @@ def test_a_body_over_the_limit_is_refused(
         assert response.status_code == 413, response.text
         assert response.headers["content-type"] == PROBLEM
         assert response.json()["status"] == 413
-    assert store.xlen(keys.EVENTS_STREAM) == 0
+    assert store.xlen(PARTITION.events) == 0
     # Under the limit the same gateway accepts.
     small = _post(gateway, client_headers, events[:3])
     assert small.status_code == 202
@@ -227,11 +240,11 @@ def test_redis_unreachable_is_a_503_never_a_202(
 
 
 def test_backpressure_refuses_when_the_backlog_is_full(
-    make_gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+    make_gateway: Any, store: redis.Redis, redis_url: str, client_headers: dict[str, str]
 ) -> None:
     gateway = make_gateway(max_stream_backlog=5)
     assert _post(gateway, client_headers, [_event(index) for index in range(4)]).status_code == 202
-    store.xadd(keys.EVENTS_STREAM, {"e": "{}"})
+    store.xadd(PARTITION.events, {keys.EVENT_FIELD: "{}"})
 
     response = _post(gateway, client_headers, [_event(10), _event(11)])
 
@@ -239,9 +252,11 @@ def test_backpressure_refuses_when_the_backlog_is_full(
     assert response.headers["content-type"] == PROBLEM
     assert response.headers["retry-after"] == "2"
     assert response.json()["type"] == "urn:recsys:problem:backpressure"
-    assert store.xlen(keys.EVENTS_STREAM) == 5
+    assert store.xlen(PARTITION.events) == 5
     # Refused events were not marked as seen, so a retry after the backlog drained stores them.
-    assert not store.exists(keys.dedup("e10"), keys.dedup("e11"))
-    store.xtrim(keys.EVENTS_STREAM, maxlen=0)
+    assert not {marker_digest("e10"), marker_digest("e11")} & (
+        _marked(redis_url, "u1") | _marked(redis_url, "u2")
+    )
+    store.xtrim(PARTITION.events, maxlen=0)
     retried = _post(gateway, client_headers, [_event(10), _event(11)])
     assert retried.json() == {"accepted": 2, "duplicates": 0}

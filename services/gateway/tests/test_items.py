@@ -18,6 +18,18 @@ PROBLEM = "application/problem+json"
 WRITTEN_AT = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
 
 
+def _fields(body: dict[str, Any]) -> dict[str, str]:
+    """An item's hash fields for what a write gives (PUT: everything, PATCH: some)."""
+    fields = {keys.ITEM_UPDATED_AT: WRITTEN_AT.isoformat()}
+    if "title" in body:
+        fields[keys.ITEM_TITLE] = body["title"]
+    if "categories" in body:
+        fields[keys.ITEM_CATEGORIES] = json.dumps(body["categories"])
+    if "available" in body:
+        fields[keys.ITEM_AVAILABLE] = "1" if body["available"] else "0"
+    return fields
+
+
 def _feature_store(store: redis.Redis) -> Any:
     """Stores items as the feature-store does: one hash per item."""
 
@@ -26,16 +38,14 @@ def _feature_store(store: redis.Redis) -> Any:
         if request.method == "PUT" and request.url.path.startswith(prefix):
             item_id = request.url.path.removeprefix(prefix)
             body = json.loads(request.content)
-            store.hset(
-                keys.item(item_id),
-                mapping={
-                    "title": body["title"],
-                    "categories": json.dumps(body["categories"]),
-                    "available": "1" if body["available"] else "0",
-                    "updated_at": WRITTEN_AT.isoformat(),
-                },
-            )
-            return httpx.Response(200, json={"item_id": item_id, **body})
+            store.hset(keys.item(item_id), mapping=_fields(body))
+            return httpx.Response(200, json={"stored": 1})
+        if request.method == "PATCH" and request.url.path.startswith(prefix):
+            item = keys.item(request.url.path.removeprefix(prefix))
+            if not store.exists(item):
+                return httpx.Response(404, json={"detail": "Item is not in the catalogue."})
+            store.hset(item, mapping=_fields(json.loads(request.content)))
+            return httpx.Response(200, json={"stored": 1})
         if request.method == "PUT" and request.url.path == "/items":
             return httpx.Response(200, json={"stored": len(json.loads(request.content)["items"])})
         if request.method == "DELETE" and request.url.path.startswith(prefix):
@@ -96,7 +106,8 @@ def test_put_item_fills_defaults_before_forwarding(
         {},
         {"title": ""},
         {"title": "ok", "unexpected": 1},
-        {"title": "ok", "categories": ["has space"]},
+        {"title": "ok", "categories": [" padded"]},
+        {"title": "ok", "categories": ["x" * 65]},
         {"title": "bad\ncontrol"},
         {"title": "ok", "available": "maybe"},
     ],
@@ -185,6 +196,7 @@ def test_feature_store_down_is_a_503(
     writes = [
         ("PUT", "/v1/items/m1", {"title": "Heat"}),
         ("PUT", "/v1/items", {"items": [{"item_id": "m1", "title": "Heat"}]}),
+        ("PATCH", "/v1/items/m1", {"available": False}),
         ("DELETE", "/v1/items/m1", None),
     ]
 
@@ -226,3 +238,97 @@ def test_an_item_gone_right_after_its_write_is_a_404(
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM
     assert len(gateway.feature_store.requests) == 1
+
+
+def test_categories_are_text_as_real_catalogues_name_them(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    sent = {"title": "Alien", "categories": ["Science Fiction", "(no genres listed)"]}
+
+    response = items_gateway.client.put("/v1/items/m1", json=sent, headers=client_headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["categories"] == sent["categories"]
+
+
+# ── PATCH: some fields ───────────────────────────────────────────────────────────────────
+def test_patch_changes_only_the_fields_given(
+    items_gateway: Any, catalogue: Any, client_headers: dict[str, str]
+) -> None:
+    catalogue.item("m1", title="Heat (1995)", categories=["Crime"])
+
+    response = items_gateway.client.patch(
+        "/v1/items/m1", json={"available": False}, headers=client_headers
+    )
+
+    assert response.status_code == 200, response.text
+    assert Item.model_validate(response.json()) == Item(
+        item_id="m1",
+        title="Heat (1995)",
+        categories=["Crime"],
+        available=False,
+        updated_at=WRITTEN_AT,
+    )
+    [request] = items_gateway.feature_store.requests
+    assert (request.method, request.url.path) == ("PATCH", "/items/m1")
+    # Only what the client gave travels: no defaults that would overwrite other fields.
+    assert json.loads(request.content) == {"available": False}
+    assert request.headers["x-request-id"] == response.headers["x-request-id"]
+
+    renamed = items_gateway.client.patch(
+        "/v1/items/m1", json={"title": "Heat", "categories": ["Drama"]}, headers=client_headers
+    )
+    assert renamed.json()["title"] == "Heat"
+    assert renamed.json()["categories"] == ["Drama"]
+    assert renamed.json()["available"] is False
+
+
+def test_patching_an_unknown_item_is_a_404(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    response = items_gateway.client.patch(
+        "/v1/items/ghost", json={"title": "Boo"}, headers=client_headers
+    )
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"] == "urn:recsys:problem:unknown-item"
+    assert len(items_gateway.feature_store.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"available": None},
+        {"title": None, "categories": None},
+        {"title": ""},
+        {"available": "maybe"},
+        {"categories": [" padded"]},
+        {"available": False, "unexpected": 1},
+        [],
+    ],
+)
+def test_an_empty_or_invalid_patch_never_reaches_the_feature_store(
+    items_gateway: Any, catalogue: Any, client_headers: dict[str, str], body: Any
+) -> None:
+    catalogue.item("m1")
+
+    response = items_gateway.client.patch("/v1/items/m1", json=body, headers=client_headers)
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert items_gateway.feature_store.requests == []
+
+
+def test_an_item_gone_right_after_its_patch_is_a_404(
+    gateway: Any, client_headers: dict[str, str]
+) -> None:
+    gateway.feature_store.handler = lambda request: httpx.Response(200, json={"stored": 1})
+
+    response = gateway.client.patch(
+        "/v1/items/m1", json={"available": False}, headers=client_headers
+    )
+
+    assert response.status_code == 404
+    assert response.json()["type"] == "urn:recsys:problem:unknown-item"

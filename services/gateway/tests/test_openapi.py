@@ -12,6 +12,7 @@ EXPECTED_OPERATIONS = {
     ("put", "/v1/items"),
     ("put", "/v1/items/{item_id}"),
     ("get", "/v1/items/{item_id}"),
+    ("patch", "/v1/items/{item_id}"),
     ("delete", "/v1/items/{item_id}"),
     ("delete", "/v1/users/{user_id}"),
     ("get", "/v1/models"),
@@ -20,6 +21,8 @@ EXPECTED_OPERATIONS = {
     ("post", "/v1/models/{version}/activate"),
     ("get", "/v1/tasks/{task_id}"),
     ("get", "/v1/pipeline"),
+    ("get", "/v1/pipeline/dead-letters"),
+    ("post", "/v1/pipeline/dead-letters/replay"),
     ("get", "/v1/drift"),
     ("post", "/v1/drift/check"),
     ("get", "/v1/status"),
@@ -67,6 +70,7 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
         assert "application/problem+json" in responses["401"]["content"], key
     for key in [
         ("get", "/v1/items/{item_id}"),
+        ("patch", "/v1/items/{item_id}"),
         ("get", "/v1/items/{item_id}/similar"),
         ("post", "/v1/models/{version}/activate"),
         ("get", "/v1/tasks/{task_id}"),

@@ -145,7 +145,7 @@ def test_every_replica_down_serves_popular_items_without_seen_ones(
     # Both replicas were tried once, and what was served is recorded for attribution.
     hosts = sorted(request.url.host for request in gateway.recommender.requests)
     assert hosts == [REPLICA_A, REPLICA_B]
-    record = json.loads(store.get(keys.recommendation(body.recommendation_id)) or "{}")
+    record = json.loads(store.get(keys.recommendation("u1", body.recommendation_id)) or "{}")
     assert record["items"] == ["p2", "p4"]
     assert record["user_id"] == "u1"
 
@@ -172,6 +172,22 @@ def test_the_fallback_pages_and_filters_by_category(
 
     assert response.status_code == 200
     assert [item["item_id"] for item in response.json()["items"]] == ["d3", "d4"]
+
+
+def test_the_fallback_reads_what_users_saw_in_their_partition(
+    make_gateway: Any, catalogue: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    gateway = make_gateway(event_partitions=4)
+    partitions = keys.Partitions(4)
+    catalogue.popular({"p1": 10.0, "p2": 5.0, "p3": 1.0})
+    users = ["u1", "u2", "u3", "u4", "u5", "u6"]
+    assert len({partitions.of(user).number for user in users}) > 1
+    for user in users:
+        store.hset(partitions.of(user).user_items(user), "p1", 1.0)
+
+    for user in users:
+        body = _recommend(gateway, client_headers, user=user).json()
+        assert [item["item_id"] for item in body["items"]] == ["p2", "p3"], user
 
 
 def test_the_breaker_stops_calls_to_a_failing_replica(
@@ -234,7 +250,8 @@ def test_with_every_breaker_open_no_replica_is_called(
         {"k": "ten"},
         {"offset": -1},
         {"offset": 1001},
-        {"category": "has space"},
+        {"category": " padded"},
+        {"category": "x" * 65},
     ],
 )
 def test_query_limits(gateway: Any, client_headers: dict[str, str], params: dict[str, Any]) -> None:
@@ -398,7 +415,7 @@ def test_popular_titles_are_kept_per_catalogue_version(
 
     assert title() == "First"
     # Written without a version bump (no writer does that): the details come from the cache.
-    store.hset(keys.item("p1"), "title", "Unseen")
+    store.hset(keys.item("p1"), keys.ITEM_TITLE, "Unseen")
     assert title() == "First"
     catalogue.item("p1", title="Renamed")  # bumps the catalogue version, as every write does
     assert title() == "Renamed"

@@ -12,8 +12,9 @@ retraining-worker (registry, and the broker for Celery's messages). Per primary,
   without AOF).
 
 In production a failed check stops the service (``REDIS_DURABILITY_CHECK=warn`` only warns);
-elsewhere it warns. A Redis that refuses ``CONFIG`` (most managed ones) cannot be checked: the
-service says so and starts, and the operator answers for the settings.
+elsewhere it warns. A Redis that refuses ``CONFIG`` (most managed ones), or does not answer at
+start-up, cannot be checked: the service says so and starts, and the operator answers for the
+settings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from recsys_shared.errors import RecsysError, StoreError
+from recsys_shared.errors import RecsysError, StoreError, StoreUnavailable
 from recsys_shared.redis import RedisClient
 from recsys_shared.settings import Environment, ServiceSettings
 
@@ -67,6 +68,11 @@ async def check_durability(
             what,
             error.code,
         )
+        return []
+    except StoreUnavailable as error:
+        # A service started while Redis is down still starts: /readyz says so, writes answer
+        # 503. The check is the start-up's; it is not retried.
+        log.warning("%s did not answer; its durability was not checked: %s", what, error.detail)
         return []
     problems = sorted(
         {problem for config in configs for problem in problems_of(config, replicas=replicas)}

@@ -13,13 +13,12 @@ forwards against the model.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from recsys_shared import keys, metrics
+from recsys_shared.background import fire_and_forget
 from recsys_shared.features import FeatureReader, ItemDetails, json_string
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
@@ -127,10 +126,11 @@ class ResponseBuilder:
         user_id: str | None,
         item_id: str | None,
     ) -> None:
-        """Keep what was served, to attribute later events to it. Queued, not awaited: Redis
-        runs the commands of a connection in order, so the record is stored before anything
-        this process sends later, and a list is still served when only the record failed.
-        Skipped while Redis is near its memory limit (see :mod:`recsys_shared.memory_guard`)."""
+        """Keep what was served, to attribute later events to it. Not awaited: the list is
+        served without waiting for its record, and when only the record failed (counted).
+        An event naming the list arrives after a client round trip, by which time the record
+        is written. Skipped while Redis is near its memory limit (see
+        :mod:`recsys_shared.memory_guard`)."""
         if self.memory_guard is not None and self.memory_guard.shed("record"):
             return
         record = ServedList.model_construct(
@@ -148,12 +148,11 @@ class ResponseBuilder:
             "EX",
             self.record_ttl_seconds,
         )
-        asyncio.ensure_future(stored).add_done_callback(_count_lost_record)
+        fire_and_forget(stored, _count_lost_record)
 
 
-def _count_lost_record(stored: asyncio.Future[Any]) -> None:
-    if not stored.cancelled() and stored.exception() is not None:
-        metrics.LOST_RECOMMENDATION_RECORDS.inc()
+def _count_lost_record(_: BaseException) -> None:
+    metrics.LOST_RECOMMENDATION_RECORDS.inc()
 
 
 def render(

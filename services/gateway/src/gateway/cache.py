@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 
 from gateway import metrics
 from recsys_shared import keys
+from recsys_shared.background import fire_and_forget
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
@@ -119,7 +120,7 @@ class ResponseCache:
         # "<version>:<epoch>:<stored at>\n<the response JSON>": served back as it is.
         entry = f"{_stamp(lookup.version, lookup.epoch)}{time.time()!r}\n{body}"
         stored = self.entries.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
-        asyncio.ensure_future(stored).add_done_callback(_ignore_failure)
+        fire_and_forget(stored, _count_failure)
 
     async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """Concurrent misses for one key share one computation, so an expiring hot entry or a
@@ -143,9 +144,8 @@ class ResponseCache:
         return result
 
 
-def _ignore_failure(stored: asyncio.Future[Any]) -> None:
-    if not stored.cancelled() and stored.exception() is not None:
-        metrics.UPSTREAM_ERRORS.labels("cache", type(stored.exception()).__name__).inc()
+def _count_failure(error: BaseException) -> None:
+    metrics.UPSTREAM_ERRORS.labels("cache", type(error).__name__).inc()
 
 
 # The stored JSON ends with these two fields (they are the last of Recommendations), as a

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 from opentelemetry import propagate
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway import metrics
 from recsys_shared.errors import (
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 BATCH_TARGET = "/batch/recommendations"
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class BatchUnsupported(Exception):
@@ -257,6 +258,18 @@ def _detail(body: bytes, default: str) -> str:
     return str(parsed.get("detail", default)) if isinstance(parsed, dict) else default
 
 
+def _parsed(model: type[M], response: httpx.Response) -> M:
+    """A feature-store answer as ``model``: one that does not fit is the feature-store's
+    failure (a 503 for the client), not the gateway's (a 500)."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        metrics.UPSTREAM_ERRORS.labels("feature-store", "invalid-body").inc()
+        raise UpstreamUnavailable(
+            f"The feature-store answered {response.request.url.path} with an invalid body."
+        ) from error
+
+
 class FeatureStoreClient:
     def __init__(self, http: httpx.AsyncClient, url: str) -> None:
         self.http = http
@@ -300,13 +313,13 @@ class FeatureStoreClient:
     async def dead_letters(self, *, reason: str | None, limit: int) -> DeadLetters:
         query = {"limit": str(limit), **({"reason": reason} if reason else {})}
         response = await self._call("GET", f"/dead-letters?{urlencode(query)}")
-        return DeadLetters.model_validate_json(response.content)
+        return _parsed(DeadLetters, response)
 
     async def replay_dead_letters(self, request: ReplayRequest) -> ReplayResult:
         response = await self._call(
             "POST", "/dead-letters/replay", request.model_dump(mode="json", exclude_none=True)
         )
-        return ReplayResult.model_validate_json(response.content)
+        return _parsed(ReplayResult, response)
 
     async def delete_item(self, item_id: str) -> None:
         try:

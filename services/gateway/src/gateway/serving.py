@@ -46,8 +46,11 @@ class ReadService:
         lookup = await self.cache.lookup(user_id, query)
         if lookup.entry is not None:
             return cached_json(lookup.entry)
+        # One flight per entry *as this lookup saw it*: a miss that already sees a newer
+        # version or epoch must not be handed a list being computed before them.
+        flight = f"{lookup.version}:{lookup.epoch}:{lookup.key}"
         return await self.cache.single_flight(
-            lookup.key, lambda: self._compute_for_user(user_id, query, lookup)
+            flight, lambda: self._compute_for_user(user_id, query, lookup)
         )
 
     async def _compute_for_user(

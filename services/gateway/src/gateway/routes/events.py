@@ -19,10 +19,13 @@ router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAut
     response_model=EventsAccepted,
     summary="Send a batch of 1 to 1000 interaction events",
     description=(
-        "202 once every event is durably in the events stream. A batch with any invalid event is "
-        "rejected whole (422, each bad index listed) and nothing of it is stored. Events whose "
-        "`event_id` was seen before are counted under `duplicates` and applied once. 503 with "
-        "`Retry-After` when the store is unavailable or the backlog is full: nothing was accepted."
+        "202 once every event is durably in its partition's events stream. A batch with any "
+        "invalid event is rejected whole (422, each bad index listed) and nothing of it is "
+        "stored. An event whose `event_id` the same user sent within the idempotency window is "
+        "counted under `duplicates` and applied once; events without an `event_id` are never "
+        "deduplicated. 503 with `Retry-After` when the store is unavailable or a partition's "
+        "backlog is full: resend the whole batch. Part of it may have been stored (the detail "
+        "says so); its events with an `event_id` are then recognised as duplicates."
     ),
     responses=PROBLEM_RESPONSES,
 )
