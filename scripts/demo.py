@@ -43,9 +43,8 @@ def catalogue(frame: Any) -> list[dict[str, Any]]:
         name = str(title) if isinstance(title, str) else f"Movie {movie_id}"
         if year == year and year:  # NaN is not equal to itself
             name = f"{name} ({int(year)})"
-        categories = [
-            genre for genre in str(genres).split("|") if genre and genre != "(no genres listed)"
-        ]
+        # As the data has them, "(no genres listed)" included: categories are free text.
+        categories = [genre for genre in str(genres).split("|") if genre]
         items.append({"item_id": str(movie_id), "title": name[:500], "categories": categories})
     return items
 

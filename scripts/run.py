@@ -2,7 +2,10 @@
 
 Uses the Redis at REDIS_URL if it answers, else starts its own (AOF persistence in .data/redis),
 and the same for EPHEMERAL_REDIS_URL (default port 6391, no persistence: cache entries and
-served-list records, which need no fsync on every write).
+served-list records, which need no fsync on every write). With REDIS_CLUSTER=1 the data tier is
+a local Redis Cluster of 3 masters and 3 replicas instead (ports from CLUSTER_BASE_PORT, default
+7000; AOF in .data/cluster), with a standalone Redis for Celery beside it (port 6392, AOF in
+.data/broker), 12 event partitions and every event on a replica before its 202.
 Starts the feature-store, two recommender replicas, the gateway, the Celery worker and beat;
 restarts any that crash; loads the MovieLens demo unless DEMO=0; Ctrl-C stops everything.
 """
@@ -26,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo import load_demo, print_examples
 
 from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
+from recsys_shared.redis_cluster import RedisCluster
+from recsys_shared.redis_url import is_cluster_url
 from recsys_shared.settings import (
     DEFAULT_EPHEMERAL_REDIS_URL,
     DEFAULT_REDIS_URL,
@@ -86,7 +91,9 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-def ensure_redis(url: str, *, name: str = "REDIS_URL", durable: bool = True) -> RedisServer | None:
+def ensure_redis(
+    url: str, *, name: str = "REDIS_URL", durable: bool = True, folder: str | None = None
+) -> RedisServer | None:
     if redis_answers(url):
         say(f"using the Redis at {redact_url(url)} ({name})")
         return None
@@ -95,8 +102,8 @@ def ensure_redis(url: str, *, name: str = "REDIS_URL", durable: bool = True) -> 
         raise SystemExit(
             f"{name} {redact_url(url)} does not answer, and it is not local to start one."
         )
-    folder = DATA / ("redis" if durable else "redis-ephemeral")
-    server = RedisServer(folder, port=parts.port or 6379, host="127.0.0.1", durable=durable)
+    where = DATA / (folder or ("redis" if durable else "redis-ephemeral"))
+    server = RedisServer(where, port=parts.port or 6379, host="127.0.0.1", durable=durable)
     kept = (
         f"AOF in {server.data_dir}" if durable else "not persisted: cache entries and list records"
     )
@@ -104,14 +111,35 @@ def ensure_redis(url: str, *, name: str = "REDIS_URL", durable: bool = True) -> 
     return server.start()
 
 
-def children(port: int, redis_url: str, ephemeral_url: str) -> list[Child]:
+CLUSTER_BROKER_URL = "redis://127.0.0.1:6392/0"
+
+
+def start_cluster() -> tuple[RedisCluster, RedisServer | None, dict[str, str]]:
+    """REDIS_CLUSTER=1: a local cluster (formed once, then restarted from its own files) and a
+    broker beside it; the settings that point the services at them."""
+    base_port = int(os.environ.get("CLUSTER_BASE_PORT", "7000"))
+    cluster = RedisCluster(DATA / "cluster", base_port=base_port, output=subprocess.DEVNULL)
+    say(f"starting a Redis Cluster: 3 masters, 3 replicas on ports {base_port}-{base_port + 5}")
+    cluster.start()
+    broker_url = os.environ.get("CELERY_BROKER_URL", CLUSTER_BROKER_URL)
+    broker = ensure_redis(broker_url, name="CELERY_BROKER_URL", folder="broker")
+    settings = {
+        "REDIS_URL": cluster.url,
+        "CELERY_BROKER_URL": broker_url,
+        "EVENT_PARTITIONS": os.environ.get("EVENT_PARTITIONS", "12"),
+        "DURABLE_REPLICAS": os.environ.get("DURABLE_REPLICAS", "1"),
+    }
+    return cluster, broker, settings
+
+
+def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]:
     # Internal ports follow the gateway's: 8000 → 8101, 8102 (recommenders), 8201
     # (feature-store), 8301 (worker metrics); PORT=9000 moves them all to 91xx..93xx.
     recommenders = (port + 101, port + 102)
     feature_store, worker_metrics = port + 201, port + 301
     common = {
         **os.environ,
-        "REDIS_URL": redis_url,
+        **tier,
         "EPHEMERAL_REDIS_URL": ephemeral_url,
         "ARTIFACT_URL": f"file://{DATA / 'artifacts'}",
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
@@ -175,21 +203,43 @@ def supervise(running: list[Child], stop: threading.Event) -> None:
             child.start()
 
 
-def main() -> None:
-    port = int(os.environ.get("PORT", "8000"))
-    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    DATA.mkdir(exist_ok=True)
-    ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
-    own_redis = ensure_redis(redis_url)
-    own_ephemeral = ensure_redis(ephemeral_url, name="EPHEMERAL_REDIS_URL", durable=False)
-    running = children(port, redis_url, ephemeral_url)
-    stop = threading.Event()
+def stop_on_signals(stop: threading.Event) -> None:
+    """Ctrl-C or SIGTERM sets ``stop``, from a thread of its own: a handler that set the
+    event itself could run while the main thread holds the event's lock (inside ``wait``
+    or ``set``), and a second signal would then deadlock the supervisor."""
+    received: list[int] = []
 
-    def shutdown(*_: object) -> None:
+    def note(signum: int, _: object) -> None:
+        received.append(signum)  # atomic, takes no lock
+
+    def forward() -> None:
+        while not received:
+            time.sleep(0.1)
         stop.set()
 
-    signal.signal(signal.SIGINT, shutdown)
-    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, note)
+    signal.signal(signal.SIGTERM, note)
+    threading.Thread(target=forward, name="signals", daemon=True).start()
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8000"))
+    DATA.mkdir(exist_ok=True)
+    ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
+    cluster: RedisCluster | None = None
+    own: list[RedisServer | None] = []
+    if os.environ.get("REDIS_CLUSTER", "0") == "1":
+        cluster, broker, tier = start_cluster()
+        own.append(broker)
+    else:
+        redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+        # A cluster of the user's own is used as it is (with their CELERY_BROKER_URL).
+        own.append(None if is_cluster_url(redis_url) else ensure_redis(redis_url))
+        tier = {"REDIS_URL": redis_url}
+    own.append(ensure_redis(ephemeral_url, name="EPHEMERAL_REDIS_URL", durable=False))
+    running = children(port, tier, ephemeral_url)
+    stop = threading.Event()
+    stop_on_signals(stop)
     try:
         for child in running:
             child.start()
@@ -204,15 +254,18 @@ def main() -> None:
         if not stop.is_set():
             print_examples(base, demo=os.environ.get("DEMO", "1") != "0")
             say("press Ctrl-C to stop")
-        stop.wait()
+        while not stop.wait(0.5):
+            pass
     finally:
         say("stopping…")
         for child in reversed(running):
             if child.process is not None:
                 child.process.stop(timeout=10)
-        for server in (own_ephemeral, own_redis):
+        for server in reversed(own):
             if server is not None:
                 server.stop()
+        if cluster is not None:
+            cluster.stop()
         say("stopped")
 
 
