@@ -215,6 +215,9 @@ def test_development_and_test_keep_the_documented_keys_and_generate_a_session_se
     assert len(settings.session_key) == 32
     assert settings.session_key == settings.session_key
     assert settings.session_key != other.session_key
+    empty = Settings(_env_file=None, environment=environment, session_secret="")
+    assert empty.session_secret is None
+    assert len(empty.session_key) == 32
     configured = Settings(_env_file=None, session_secret="x" * 40)
     assert configured.session_key == b"x" * 40
 

@@ -71,6 +71,13 @@ class Settings(ServingSettings):
             return self._generated_session_key
         return self.session_secret.get_secret_value().encode()
 
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes SESSION_SECRET= when .env leaves it out: an empty HMAC key would
+        # sign every session with nothing, so it means "unset" (refused in production).
+        return None if value == "" else value
+
     @field_validator("api_keys")
     @classmethod
     def _well_formed_keys(cls, keys: SecretStr) -> SecretStr:
