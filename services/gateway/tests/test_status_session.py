@@ -89,6 +89,10 @@ def test_a_browser_without_a_session_is_sent_to_the_form(gateway: Any) -> None:
 
     assert response.status_code == 303
     assert response.headers["location"] == "/v1/status/login"
+    # A wrong key in the header is a script's mistake: a 401, not a sign-in form.
+    wrong = _page(gateway, **BROWSER, **{"X-API-Key": "wrong"})
+    assert wrong.status_code == 401
+    assert wrong.headers["content-type"] == PROBLEM
 
 
 def test_signing_in_sets_a_session_cookie_that_opens_the_page(gateway: Any) -> None:

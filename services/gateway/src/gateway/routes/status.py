@@ -11,6 +11,7 @@ loaded from elsewhere.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -44,6 +45,8 @@ from recsys_shared.errors import (
     RecsysError,
 )
 from recsys_shared.schemas import Problem
+
+log = logging.getLogger(__name__)
 
 PAGE = COOKIE_PATH
 SIGN_IN = f"{COOKIE_PATH}/login"
@@ -147,8 +150,8 @@ async def status_page(
     try:
         await _viewer(request, settings, key, token)
     except AuthenticationRequired:
-        if not _wants_html(request):
-            raise
+        if key is not None or not _wants_html(request):
+            raise  # a wrong key in the header is a script's mistake, not a page to sign in to
         response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
         if token is not None:
             clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
@@ -262,6 +265,7 @@ async def sign_in(request: Request, settings: SettingsDep) -> Response:
             raise
         page = ui.sign_in_page(action=SIGN_IN, error=refused.detail)
         return HTMLResponse(page, status_code=refused.status, headers=_HEADERS)
+    log.info("status page: signed in with key %s (role %s)", key_id, role)
     sessions = _sessions(settings)
     response = RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
     set_session_cookie(
