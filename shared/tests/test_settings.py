@@ -1,4 +1,5 @@
-"""Settings: secrets never reach logs, and production refuses development placeholders."""
+"""Settings: secrets never reach logs, and production refuses missing, placeholder and short
+secrets, naming the setting and the rule."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from pydantic import ValidationError
 
 from recsys_shared.settings import (
     DEVELOPMENT_API_KEYS,
+    MIN_SECRET_LENGTH,
     Environment,
+    Secret,
     ServiceSettings,
     redact_url,
 )
+
+STRONG = "Yx3NfQ0w9kPz2LmC8vRt5JhA1sDe7GuB"  # 32 characters
 
 
 class KeyedSettings(ServiceSettings):
@@ -20,8 +25,8 @@ class KeyedSettings(ServiceSettings):
 
     api_keys: str = DEVELOPMENT_API_KEYS
 
-    def _secrets_to_check(self) -> dict[str, str]:
-        return {"api_keys": self.api_keys}
+    def _secrets_to_check(self) -> list[Secret]:
+        return [Secret("api_keys", self.api_keys)]
 
 
 @pytest.fixture(autouse=True)
@@ -76,10 +81,45 @@ def test_production_refuses_a_development_secret() -> None:
         KeyedSettings(_env_file=None, environment=Environment.PRODUCTION)
 
 
-@pytest.mark.parametrize("placeholder", ["", "changeme", "changethis", "key-dev-1:client"])
+@pytest.mark.parametrize(
+    "placeholder",
+    ["changeme", "ChangeMe", "changethis", "key-dev-1:client", f"dev-{STRONG}", "password"],
+)
 def test_production_refuses_every_placeholder(placeholder: str) -> None:
-    with pytest.raises(ValidationError, match="development placeholder"):
+    with pytest.raises(ValidationError, match="'api_keys' holds a development placeholder"):
         KeyedSettings(_env_file=None, environment="production", api_keys=placeholder)
+
+
+def test_production_refuses_a_missing_secret() -> None:
+    with pytest.raises(ValidationError, match="'api_keys' is not set; production needs it"):
+        KeyedSettings(_env_file=None, environment="production", api_keys="")
+
+
+@pytest.mark.parametrize("length", [1, 16, MIN_SECRET_LENGTH - 1])
+def test_production_refuses_a_short_secret_naming_the_rule(length: int) -> None:
+    with pytest.raises(ValidationError) as raised:
+        KeyedSettings(_env_file=None, environment="production", api_keys=STRONG[:length])
+
+    message = str(raised.value)
+    assert f"Setting 'api_keys' is {length} characters long" in message
+    assert f"production needs at least {MIN_SECRET_LENGTH}" in message
+    # The refused value is not echoed back (pydantic would show every input in the error).
+    assert "input_value" not in message
+    if length > 1:
+        assert STRONG[:length] not in message
+
+
+def test_every_refused_secret_is_named_at_once() -> None:
+    class TwoSecrets(ServiceSettings):
+        def _secrets_to_check(self) -> list[Secret]:
+            return [Secret("FIRST", "short", "entry 1"), Secret("SECOND", "")]
+
+    with pytest.raises(ValidationError) as raised:
+        TwoSecrets(_env_file=None, environment="production")
+
+    message = str(raised.value)
+    assert "Setting 'FIRST' (entry 1) is 5 characters long" in message
+    assert "Setting 'SECOND' is not set" in message
 
 
 def test_production_refuses_a_placeholder_from_the_environment(
@@ -90,7 +130,7 @@ def test_production_refuses_a_placeholder_from_the_environment(
     with pytest.raises(ValidationError, match="api_keys"):
         KeyedSettings(_env_file=None)
 
-    monkeypatch.setenv("API_KEYS", "k3y-from-vault:client")
+    monkeypatch.setenv("API_KEYS", f"{STRONG}-from-vault")
     assert KeyedSettings(_env_file=None).environment is Environment.PRODUCTION
 
 
@@ -103,9 +143,7 @@ def test_development_and_test_accept_the_placeholder(environment: Environment) -
 
 
 def test_production_builds_with_a_real_secret() -> None:
-    settings = KeyedSettings(
-        _env_file=None, environment="production", api_keys="9f8e7d:client,1a2b3c:admin"
-    )
+    settings = KeyedSettings(_env_file=None, environment="production", api_keys=STRONG)
 
     assert settings.environment is Environment.PRODUCTION
 

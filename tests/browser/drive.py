@@ -2,19 +2,28 @@
 
 Runs in .venv-browser (scripts/ensure-browser.sh), not in the project's venv:
 
-    .venv-browser/bin/python tests/browser/drive.py URL --screenshot out.png
+    STATUS_KEY=… .venv-browser/bin/python tests/browser/drive.py URL --screenshot out.png \
+        --sign-in-key-env STATUS_KEY --sign-out
+
+With ``--sign-in-key-env``, the page is expected to send the browser to a sign-in form: the
+key (read from that environment variable, so it is on no command line) is typed into the
+form's ``key`` field and submitted, as a person would. ``--sign-out`` presses the page's
+"Sign out" button at the end and opens URL again.
 
 Prints one JSON object: the page title, every element with a ``data-testid`` (its
-``data-points`` and ``data-max`` when it has them, and its text), the rows of every table with a
-``data-testid``, the resources the page loaded (it should load none), the browser's console
-errors, and the screenshot's size. Exits non-zero, with the reason on stderr, if the browser
-cannot start or the page does not load.
+``data-points`` and ``data-max`` when it has them, what the browser drew of its sparkline,
+and its text), the rows of every table with a ``data-testid``, the resources the page loaded
+(it should load none), the browser's console errors, the cookies the browser holds (their
+attributes, never their values), where signing in and out led, and the screenshot's size.
+Exits non-zero, with the reason on stderr, if the browser cannot start or the page does not
+load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -50,11 +59,11 @@ for (const element of document.querySelectorAll('[data-testid]')) {
     entry.rows = [...element.querySelectorAll('tbody tr')].map(
       row => [...row.cells].map(cell => cell.textContent.trim()));
   }
-  const svg = element.querySelector('svg');
-  if (svg) {
+  const svg = element.tagName.toLowerCase() === 'svg' ? element : element.querySelector('svg');
+  const line = svg && svg.querySelector('polyline');
+  if (line) {
     const box = svg.getBoundingClientRect();
-    entry.rendered = {width: box.width, height: box.height,
-                      markers: element.querySelectorAll('.marker, .bar').length};
+    entry.rendered = {width: box.width, height: box.height, points: line.points.numberOfItems};
   }
   found[element.dataset.testid] = entry;
 }
@@ -67,6 +76,50 @@ return {
 """
 
 
+def _loaded(driver: webdriver.Chrome, timeout: float) -> None:
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
+def _sign_in(driver: webdriver.Chrome, key: str, timeout: float) -> None:
+    """Type the key into the sign-in form and submit it; wait for the page it leads to."""
+    form = driver.find_element(By.CSS_SELECTOR, '[data-testid="sign-in"]')
+    field = form.find_element(By.NAME, "key")
+    field.send_keys(key)
+    form.find_element(By.TAG_NAME, "button").click()
+    # The sign-in form has neither: wait for the page, or for the form saying why not.
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, '[data-testid="table-models"], [data-testid="sign-in-error"]'
+        )
+    )
+    _loaded(driver, timeout)
+
+
+def _cookies(driver: webdriver.Chrome) -> list[dict[str, object]]:
+    """The cookies the browser holds for the current page: attributes, not values."""
+    return [
+        {name: cookie.get(name) for name in ("name", "path", "httpOnly", "secure", "sameSite")}
+        | {"has_expiry": "expiry" in cookie}
+        for cookie in driver.get_cookies()
+    ]
+
+
+def _sign_out(driver: webdriver.Chrome, url: str, timeout: float) -> dict[str, object]:
+    """Press "Sign out", then open the page again: where each leads, and the cookies left."""
+    driver.find_element(By.XPATH, '//button[normalize-space()="Sign out"]').click()
+    WebDriverWait(driver, timeout).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="sign-in"]')
+    )
+    _loaded(driver, timeout)
+    after = driver.current_url
+    cookies = _cookies(driver)
+    driver.get(url)
+    _loaded(driver, timeout)
+    return {"url": after, "cookies": cookies, "reopened": driver.current_url}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
@@ -76,6 +129,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=1600)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--sign-in-key-env", help="sign in with the key in this variable")
+    parser.add_argument("--sign-out", action="store_true", help="sign out at the end")
     args = parser.parse_args()
 
     profile = Path(tempfile.mkdtemp(prefix="status-page-chromium-"))
@@ -98,9 +153,11 @@ def main() -> int:
         driver.set_page_load_timeout(args.timeout)
         launched = time.monotonic()
         driver.get(args.url)
-        WebDriverWait(driver, args.timeout).until(
-            lambda d: d.execute_script("return document.readyState") == "complete"
-        )
+        _loaded(driver, args.timeout)
+        signed_in_from = None
+        if args.sign_in_key_env:
+            signed_in_from = driver.current_url
+            _sign_in(driver, os.environ[args.sign_in_key_env], args.timeout)
         if not driver.find_elements(By.CSS_SELECTOR, "[data-testid]"):
             sys.stderr.write(f"no data-testid on the page: {driver.page_source[:2000]}\n")
             return 1
@@ -113,6 +170,11 @@ def main() -> int:
         report["console_errors"] = [
             entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
         ]
+        report["url"] = driver.current_url
+        report["signed_in_from"] = signed_in_from
+        report["cookies"] = _cookies(driver)
+        if args.sign_out:
+            report["sign_out"] = _sign_out(driver, args.url, args.timeout)
         report["browser"] = driver.capabilities.get("browserVersion")
         report["screenshot_bytes"] = args.screenshot.stat().st_size
         report["seconds"] = {

@@ -1,4 +1,6 @@
-"""The status page in a real headless browser, against a running system trained on data.
+"""The status page in a real headless browser, against a running system trained on data: the
+browser is sent to the sign-in form, signs in with a viewer key typed into it, sees the page,
+and signs out.
 
 Debian's chromium is driven by Selenium through chromium-driver, from a virtualenv of its own
 (.venv-browser): ``scripts/ensure-browser.sh`` installs both when missing (so ``make test`` works
@@ -15,12 +17,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
 
-from recsys_shared.testing import ADMIN_KEY, Stack, admin_headers, client_headers, wait_for_task
+from recsys_shared.testing import API_KEYS, Stack, admin_headers, client_headers, wait_for_task
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +36,9 @@ SCREENSHOT = (
     else ROOT / "reports" / "status-page.png"
 )
 MAX_SCREENSHOT_BYTES = 400_000
+VIEWER_KEY = "test-viewer-key"
+#: A gateway of its own for the browser, with a viewer key besides the stack's keys.
+GATEWAY = "gateway-status"
 
 
 def _ensure_browser() -> dict[str, str]:
@@ -48,10 +52,10 @@ def _ensure_browser() -> dict[str, str]:
     return found
 
 
-def _traffic(stack: Stack, trained: dict[str, object]) -> None:
+def _traffic(gateway: str) -> None:
     """What an operator would see on a live system: served recommendations (cache misses, then
     hits), fresh events in the last minute, and a drift check."""
-    with httpx.Client(base_url=stack.gateway, timeout=10, headers=client_headers()) as http:
+    with httpx.Client(base_url=gateway, timeout=10, headers=client_headers()) as http:
         for _ in range(2):
             for user in ("a3", "b5", "a7"):
                 response = http.get(f"/v1/users/{user}/recommendations", params={"k": 10})
@@ -60,65 +64,88 @@ def _traffic(stack: Stack, trained: dict[str, object]) -> None:
         assert http.post("/v1/events", json={"events": events}).status_code == 202
         check = http.post("/v1/drift/check", headers=admin_headers())
         assert check.status_code == 202, check.text
-    wait_for_task(stack.gateway, check.json()["task_id"])
+    wait_for_task(gateway, check.json()["task_id"])
     time.sleep(1.1)  # the events' second is complete: the throughput chart draws it
 
 
 def test_the_status_page_shows_the_running_system(stack: Stack, trained: dict[str, object]) -> None:
     browser = _ensure_browser()
-    _traffic(stack, trained)
-    url = f"{stack.gateway}/v1/status?key={quote(ADMIN_KEY)}"
+    stack.start(GATEWAY, env={"API_KEYS": f"{API_KEYS},{VIEWER_KEY}:viewer"})
+    gateway = stack.url(GATEWAY)
+    _traffic(gateway)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
 
     done = subprocess.run(
         [
             browser["BROWSER_PYTHON"],
             str(DRIVE),
-            url,
+            f"{gateway}/v1/status",
             "--screenshot",
             str(SCREENSHOT),
             "--chromium",
             browser["CHROMIUM"],
             "--chromedriver",
             browser["CHROMEDRIVER"],
+            "--sign-in-key-env",
+            "STATUS_KEY",
+            "--sign-out",
         ],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "STATUS_KEY": VIEWER_KEY},
     )
 
     assert done.returncode == 0, f"the browser could not load the page:\n{done.stderr}"
     page = json.loads(done.stdout)
     sys.stderr.write(f"browser {page['browser']}: {page['seconds']}\n")
+    # Sent to the form first, signed in by typing the key: a session cookie, no key in a URL.
+    assert page["signed_in_from"] == f"{gateway}/v1/status/login"
+    assert page["url"] == f"{gateway}/v1/status"
+    assert page["cookies"] == [
+        {
+            "name": "recsys_status_session",
+            "path": "/v1/status",
+            "httpOnly": True,
+            "secure": False,  # plain http on loopback
+            "sameSite": "Strict",
+            "has_expiry": True,
+        }
+    ]
     elements = page["elements"]
     assert page["title"] == "recsys status"
     assert page["resources"] == []  # self-contained: the page fetched nothing
     assert page["console_errors"] == []
-    # Model versions: the one the stack published is listed, and drawn with its baseline.
-    versions = [row[0] for row in elements["table-models"]["rows"]]
-    assert str(trained["version"]) in versions, versions
-    published = next(
-        row for row in elements["table-models"]["rows"] if row[0] == str(trained["version"])
-    )
+    # Model versions: the one the stack published is listed as active, with its precision.
+    rows = elements["table-models"]["rows"]
+    published = next(row for row in rows if row[0] == str(trained["version"]))
     assert published[1] == "active"
-    assert f"{trained['metrics']['precision_at_10']:.3f}" in published[5]  # type: ignore[index]
-    assert elements["chart-model-precision"]["points"] >= 2
-    # Ingestion: the last minute's throughput, with the events just sent.
-    assert elements["chart-ingestion"]["points"] > 0
-    assert elements["chart-ingestion"]["max"] > 0
+    precision = f"{trained['metrics']['precision_at_10']:.3f}"  # type: ignore[index]
+    assert precision in published[5]
+    assert elements["stat-active-version"]["value"] == str(trained["version"])
+    assert elements["stat-active-precision"]["value"] == precision
+    assert elements["spark-model-precision"]["points"] == len(rows)
+    # Ingestion: the last minute's throughput, second by second, with the events just sent.
+    assert elements["spark-accepted"]["points"] == 60
+    assert elements["spark-accepted"]["max"] > 0
     assert elements["stat-lag"]["value"].isdigit()
     # Serving: this gateway's latency per route and its cache lookups.
-    assert elements["chart-latency"]["points"] > 0
-    assert elements["chart-cache"]["points"] > 0
+    assert elements["table-latency"]["rows"]
     assert elements["stat-cache-hit-ratio"]["value"].endswith("%")
-    # Drift: a report with points, or the chart says there is none yet.
-    for chart in ("chart-drift-psi", "chart-hit-rate"):
-        entry = elements[chart]
-        assert entry["points"] > 0 or "no data yet" in entry["text"], (chart, entry)
-    # Every chart is drawn by the browser, with as many markers as it claims.
+    # Drift: a check with values, or the line says there is none yet.
+    for line in ("spark-drift-psi", "spark-hit-rate"):
+        entry = elements[line]
+        assert entry["points"] > 0 or "no data yet" in entry["text"], (line, entry)
+    # Every sparkline is drawn by the browser, with as many points as it claims.
     for name, entry in elements.items():
-        if "points" in entry:
+        if entry.get("points"):
             assert entry["rendered"]["width"] > 0, name
-            assert entry["rendered"]["markers"] == entry["points"], name
+            assert entry["rendered"]["points"] == entry["points"], name
     assert 0 < page["screenshot_bytes"] == SCREENSHOT.stat().st_size <= MAX_SCREENSHOT_BYTES
+    # Signing out drops the cookie; the page then sends the browser to the form again.
+    assert page["sign_out"] == {
+        "url": f"{gateway}/v1/status/login",
+        "cookies": [],
+        "reopened": f"{gateway}/v1/status/login",
+    }

@@ -1,4 +1,5 @@
-"""The OpenAPI document: every /v1 operation, the X-API-Key scheme on each, problem responses."""
+"""The OpenAPI document: every /v1 operation, the X-API-Key scheme and the role it needs on
+each, problem responses."""
 
 from __future__ import annotations
 
@@ -27,6 +28,25 @@ EXPECTED_OPERATIONS = {
     ("post", "/v1/drift/check"),
     ("get", "/v1/status"),
 }
+# The status page's sign-in form and sign-out: browser pages, no key (see test_status.py).
+SIGN_IN_OPERATIONS = {
+    ("get", "/v1/status/login"),
+    ("post", "/v1/status/login"),
+    ("post", "/v1/status/logout"),
+}
+ADMIN_OPERATIONS = {
+    ("delete", "/v1/users/{user_id}"),
+    ("get", "/v1/models"),
+    ("get", "/v1/models/active"),
+    ("post", "/v1/models/retrain"),
+    ("post", "/v1/models/{version}/activate"),
+    ("get", "/v1/tasks/{task_id}"),
+    ("get", "/v1/pipeline"),
+    ("get", "/v1/pipeline/dead-letters"),
+    ("post", "/v1/pipeline/dead-letters/replay"),
+    ("get", "/v1/drift"),
+    ("post", "/v1/drift/check"),
+}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
@@ -48,23 +68,47 @@ def _v1_operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, 
 
 
 def test_every_v1_route_is_documented(gateway: Any) -> None:
-    assert set(_v1_operations(_document(gateway))) == EXPECTED_OPERATIONS
+    assert set(_v1_operations(_document(gateway))) == EXPECTED_OPERATIONS | SIGN_IN_OPERATIONS
 
 
-def test_the_api_key_scheme_is_declared_and_required_everywhere(gateway: Any) -> None:
+def test_the_api_key_scheme_and_its_role_are_required_everywhere(gateway: Any) -> None:
     document = _document(gateway)
     schemes = document["components"]["securitySchemes"]
-    assert {"type": "apiKey", "in": "header", "name": "X-API-Key"}.items() <= next(
-        iter(schemes.values())
-    ).items()
-    [name] = schemes
-    for key, operation in _v1_operations(document).items():
-        assert operation.get("security") == [{name: []}], key
+    [header] = [name for name, scheme in schemes.items() if scheme["in"] == "header"]
+    [cookie] = [name for name, scheme in schemes.items() if scheme["in"] == "cookie"]
+    assert {"type": "apiKey", "in": "header", "name": "X-API-Key"}.items() <= schemes[
+        header
+    ].items()
+    assert schemes[cookie]["name"] == "recsys_status_session"
+    operations = _v1_operations(document)
+    for key in EXPECTED_OPERATIONS - {("get", "/v1/status")}:
+        role = "admin" if key in ADMIN_OPERATIONS else "client"
+        assert operations[key].get("security") == [{header: [role]}], key
+    # The status page: a viewer (or admin) key in the header, or the session of one.
+    assert operations[("get", "/v1/status")]["security"] == [
+        {header: ["viewer"]},
+        {cookie: ["viewer"]},
+    ]
+    for key in SIGN_IN_OPERATIONS:
+        assert "security" not in operations[key], key
+
+
+def test_the_sign_in_form_is_documented(gateway: Any) -> None:
+    operations = _v1_operations(_document(gateway))
+    sign_in = operations[("post", "/v1/status/login")]
+    form = sign_in["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert form["required"] == ["key"]
+    assert {"303", "401", "403", "422"} <= set(sign_in["responses"])
+    assert "text/html" in sign_in["responses"]["401"]["content"]
+    assert "text/html" in operations[("get", "/v1/status")]["responses"]["200"]["content"]
+    assert "400" in operations[("get", "/v1/status")]["responses"]
 
 
 def test_problem_responses_are_documented(gateway: Any) -> None:
     operations = _v1_operations(_document(gateway))
     for key, operation in operations.items():
+        if key in SIGN_IN_OPERATIONS:
+            continue
         responses = operation["responses"]
         assert {"401", "403", "422", "503"} <= set(responses), key
         assert "application/problem+json" in responses["401"]["content"], key

@@ -1,5 +1,6 @@
-"""The operator status page: its chart functions, percentiles from histogram buckets, and the
-route on a real Redis with versions recorded through ``ModelRegistry``."""
+"""The operator status page: sparklines, percentiles from histogram buckets, and the route on a
+real Redis with versions recorded through ``ModelRegistry``. How a browser signs in to it is in
+``test_status_session.py``."""
 
 from __future__ import annotations
 
@@ -13,88 +14,68 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway.status_page import (
-    NO_DATA,
-    bar_chart,
-    histogram_quantile,
-    line_chart,
-    read_process_metrics,
-    table,
-)
+from gateway.status_page.markup import NO_DATA, sparkline, table
+from gateway.status_page.metrics import histogram_quantile, read_process_metrics
 from recsys_shared import keys
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus, OnlineHitRate
 
 PROBLEM = "application/problem+json"
-CHART = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
+LINE = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
+STAT = re.compile(r'data-testid="(stat-[^"]+)" data-value="([^"]*)"')
+POINTS = re.compile(r'<polyline points="([^"]*)"')
 
 
-def _charts(html: str) -> dict[str, tuple[int, float]]:
-    return {name: (int(points), float(top)) for name, points, top in CHART.findall(html)}
+def _lines(html: str) -> dict[str, tuple[int, float]]:
+    return {name: (int(points), float(top)) for name, points, top in LINE.findall(html)}
 
 
-# ── charts ────────────────────────────────────────────────────────────────────────────────
-def test_a_line_chart_draws_one_marker_per_point() -> None:
-    svg = line_chart(
-        {"accepted": [(0, 1.0), (1, 3.0), (2, 2.0)], "applied": [(0, 0.5), (2, 4.0)]},
-        title="Events <per> second",
-        x_label="seconds ago",
-        y_label="events / s",
-        testid="chart-x",
-    )
+def _stats(html: str) -> dict[str, str]:
+    return dict(STAT.findall(html))
 
-    assert svg.count('class="marker"') == 5
-    assert _charts(svg) == {"chart-x": (5, 4.0)}
-    assert svg.count("<polyline") == 2
-    assert "Events &lt;per&gt; second" in svg  # the title, escaped
-    assert "seconds ago" in svg
-    assert "events / s" in svg
+
+# ── sparklines ────────────────────────────────────────────────────────────────────────────
+def test_a_sparkline_draws_one_point_per_value_and_marks_the_last() -> None:
+    svg = sparkline([1.0, 3.0, 2.0, 4.0], testid="spark-x", label="events <per> second")
+
+    assert _lines(svg) == {"spark-x": (4, 4.0)}
+    [points] = POINTS.findall(svg)
+    placed = [tuple(map(float, pair.split(","))) for pair in points.split()]
+    assert len(placed) == 4
+    xs = [x for x, _ in placed]
+    assert xs == sorted(xs)  # oldest first, left to right
+    # Higher values are higher up (smaller y); the largest touches the top padding.
+    assert placed[3][1] < placed[1][1] < placed[2][1] < placed[0][1]
+    assert "<circle" in svg
+    assert f'cx="{placed[3][0]:.1f}"' in svg
+    assert "events &lt;per&gt; second: 4 values, last 4, highest 4" in svg  # escaped
     assert NO_DATA not in svg
 
 
-def test_a_bar_chart_draws_one_bar_per_value_and_skips_missing_ones() -> None:
-    svg = bar_chart(
-        ["v1", "v2", "v3"],
-        {"model": [0.2, 0.25, None], "baseline": [0.1, 0.12, 0.11]},
-        title="precision",
-        x_label="model version",
-        y_label="precision@10",
-        testid="chart-bars",
-    )
+def test_missing_and_non_finite_values_are_left_out() -> None:
+    svg = sparkline([None, 1.0, math.nan, 2.0, math.inf], testid="s", label="l")
 
-    assert svg.count('class="bar"') == 5
-    assert _charts(svg) == {"chart-bars": (5, 0.25)}
-    assert all(label in svg for label in ("v1", "v2", "v3", "model version", "precision@10"))
+    assert _lines(svg) == {"s": (2, 2.0)}
+    assert len(POINTS.findall(svg)[0].split()) == 2
+    assert "nan" not in svg
+    assert "inf" not in svg
 
 
-@pytest.mark.parametrize(
-    "chart",
-    [
-        lambda: line_chart({}, title="t", x_label="x", y_label="y", testid="empty"),
-        lambda: line_chart({"a": []}, title="t", x_label="x", y_label="y", testid="empty"),
-        lambda: bar_chart([], {}, title="t", x_label="x", y_label="y", testid="empty"),
-        lambda: bar_chart(
-            ["v1"], {"a": [None]}, title="t", x_label="x", y_label="y", testid="empty"
-        ),
-    ],
-)
-def test_an_empty_chart_says_there_is_no_data_yet(chart: Any) -> None:
-    svg = chart()
+@pytest.mark.parametrize("values", [[], [None], [None, math.nan]])
+def test_an_empty_sparkline_says_there_is_no_data_yet(values: list[float | None]) -> None:
+    html = sparkline(values, testid="empty", label="l")
 
-    assert NO_DATA in svg
-    assert _charts(svg) == {"empty": (0, 0.0)}
-    assert 'class="marker"' not in svg
-    assert 'class="bar"' not in svg
+    assert NO_DATA in html
+    assert _lines(html) == {"empty": (0, 0.0)}
+    assert "<svg" not in html
 
 
-def test_a_single_point_and_all_zero_values_still_draw() -> None:
-    one = line_chart({"a": [(5, 0.0)]}, title="t", x_label="x", y_label="y", testid="one")
-    zeros = bar_chart(
-        ["a", "b"], {"n": [0.0, 0.0]}, title="t", x_label="x", y_label="y", testid="z"
-    )
+def test_a_single_value_and_all_zeros_still_draw() -> None:
+    one = sparkline([0.5], testid="one", label="l")
+    zeros = sparkline([0.0, 0.0, 0.0], testid="z", label="l")
 
-    assert _charts(one) == {"one": (1, 0.0)}
-    assert _charts(zeros) == {"z": (2, 0.0)}
+    assert _lines(one) == {"one": (1, 0.5)}
+    assert _lines(zeros) == {"z": (3, 0.0)}
     assert "nan" not in one + zeros
 
 
@@ -204,7 +185,7 @@ def seeded(gateway: Any, store: redis.Redis) -> None:
     )
     _run(gateway, registry.record, rejected)
     now = datetime.now(UTC)
-    for hours, psi in ((2, 0.05), (1, 0.3)):
+    for hours, psi, hits in ((2, 0.05, 10), (1, 0.3, 15)):
         report = DriftReport(
             status="ok",
             checked_at=now - timedelta(hours=hours),
@@ -213,33 +194,63 @@ def seeded(gateway: Any, store: redis.Redis) -> None:
             events=100,
             model_version=1,
             psi=psi,
-            hit_rate={"1": OnlineHitRate(events=50, hits=10, hit_rate=0.2)},
+            hit_rate={"1": OnlineHitRate(events=50, hits=hits, hit_rate=hits / 50)},
         )
         store.lpush(keys.DRIFT_HISTORY, report.model_dump_json())
 
 
-def test_the_status_page_needs_a_key(gateway: Any) -> None:
-    for path in ("/v1/status", "/v1/status?key=", "/v1/status?key=wrong"):
-        response = gateway.client.get(path)
-        assert response.status_code == 401, path
-        assert response.headers["content-type"] == PROBLEM
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "Sign in at /v1/status/login, or send a key"),
+        ({"X-API-Key": "wrong"}, "The API key is not valid."),
+        ({"Cookie": "recsys_status_session=forged"}, "session has expired, was altered"),
+    ],
+)
+def test_the_status_page_needs_a_key(gateway: Any, headers: dict[str, str], detail: str) -> None:
+    response = gateway.client.get("/v1/status", headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert detail in response.json()["detail"]
 
 
 def test_the_status_page_refuses_a_client_key(gateway: Any, client_headers: dict[str, str]) -> None:
-    from_header = gateway.client.get("/v1/status", headers=client_headers)
-    from_query = gateway.client.get("/v1/status", params={"key": client_headers["X-API-Key"]})
+    response = gateway.client.get("/v1/status", headers=client_headers)
 
-    for response in (from_header, from_query):
-        assert response.status_code == 403
-        assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"] == "urn:recsys:problem:permission-denied"
+    assert response.status_code == 403
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == "urn:recsys:problem:permission-denied"
+    assert "viewer or admin role" in body["detail"]
 
 
-def test_the_query_key_is_taken_on_the_status_page_only(
-    gateway: Any, admin_headers: dict[str, str]
-) -> None:
-    response = gateway.client.get("/v1/models", params={"key": admin_headers["X-API-Key"]})
-    assert response.status_code == 401
+@pytest.mark.parametrize("path", ["/v1/status", "/v1/status/login"])
+@pytest.mark.parametrize("key", ["ak", "ck", "wrong", ""])
+def test_a_key_in_the_url_is_refused_saying_why(gateway: Any, path: str, key: str) -> None:
+    # Even a valid admin key, and even with the header also set: the URL already leaked it.
+    response = gateway.client.get(
+        path, params={"key": key}, headers={"X-API-Key": "ak"}, follow_redirects=False
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["type"] == "urn:recsys:problem:key-in-url"
+    assert body["title"] == "API key in the URL"
+    for reason in ("URL", "logs", "history", "/v1/status/login", "X-API-Key"):
+        assert reason in body["detail"], reason
+
+
+def test_a_key_in_the_url_is_refused_on_sign_in_too(gateway: Any) -> None:
+    response = gateway.client.post(
+        "/v1/status/login?key=ak",
+        data={"key": "ak"},
+        headers={"Sec-Fetch-Site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 400
+    assert "set-cookie" not in response.headers
 
 
 @pytest.mark.usefixtures("seeded")
@@ -253,32 +264,47 @@ def test_the_status_page_shows_the_system(
     posted = gateway.client.post("/v1/events", json={"events": events}, headers=client_headers)
     assert posted.status_code == 202
 
-    by_header = gateway.client.get("/v1/status", headers=admin_headers)
-    by_query = gateway.client.get("/v1/status", params={"key": admin_headers["X-API-Key"]})
+    response = gateway.client.get("/v1/status", headers=admin_headers)
 
-    for response in (by_header, by_query):
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"].startswith("text/html")
-        assert response.headers["cache-control"] == "no-store"
-        assert "default-src 'none'" in response.headers["content-security-policy"]
-    html = by_query.text
-    # Self-contained: nothing is fetched from anywhere.
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["cache-control"] == "no-store"
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "form-action 'self'" in policy
+    html = response.text
+    # Self-contained: nothing is fetched from anywhere, and no script.
     assert "<script" not in html
-    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "http://" not in html
     assert "https://" not in html
+    # Signed in by the header: no session to end, so no sign-out button.
+    assert "/v1/status/logout" not in html
     # The table lists both versions with their lineage and the gate's reason.
     assert 'data-rows="2"' in html
     for text in ("snap-1", "snap-2", "precision below baseline", "first model", "0.210 vs 0.100"):
         assert text in html, text
-    charts = _charts(html)
-    assert charts["chart-model-precision"] == (4, pytest.approx(0.21))  # 2 versions x 2 bars
-    assert charts["chart-drift-psi"] == (2, pytest.approx(0.3))
-    assert charts["chart-hit-rate"] == (2, pytest.approx(0.2))
+    stats = _stats(html)
+    assert stats["stat-active-version"] == "1"
+    assert stats["stat-active-precision"] == "0.210"
+    assert stats["stat-baseline-precision"] == "0.100"
+    assert stats["stat-drift-checks"] == "2"
+    assert stats["stat-drift-psi"] == "0.300"  # the latest check's
+    assert stats["stat-hit-rate"] == "30.0%"
+    assert stats["stat-lag"].isdigit()
+    lines = _lines(html)
+    assert lines["spark-model-precision"] == (2, pytest.approx(0.21))  # v1 0.21, v2 0.05
+    assert lines["spark-baseline-precision"] == (2, pytest.approx(0.1))
+    assert lines["spark-drift-psi"] == (2, pytest.approx(0.3))
+    assert lines["spark-hit-rate"] == (2, pytest.approx(0.3))
     # Accepted and applied for each whole second of the last 60 (the 4 events above may still
     # be in the current second, which is not drawn yet).
-    assert charts["chart-ingestion"][0] == 120
-    assert charts["chart-latency"][0] > 0  # the requests above went through this process
-    assert {"chart-cache"} <= set(charts)
+    assert lines["spark-accepted"][0] == 60
+    assert lines["spark-applied"][0] == 60
+    # The requests above went through this process: its latency table has rows.
+    rows = re.search(r'data-testid="table-latency" data-rows="(\d+)"', html)
+    assert rows is not None
+    assert int(rows.group(1)) > 0
+    assert "POST /v1/events" in html
 
 
 def test_the_status_page_of_an_empty_system_says_no_data(
@@ -287,7 +313,8 @@ def test_the_status_page_of_an_empty_system_says_no_data(
     response = gateway.client.get("/v1/status", headers=admin_headers)
 
     assert response.status_code == 200
-    charts = _charts(response.text)
-    assert charts["chart-model-precision"] == (0, 0.0)
-    assert charts["chart-drift-psi"] == (0, 0.0)
+    lines = _lines(response.text)
+    assert lines["spark-model-precision"] == (0, 0.0)
+    assert lines["spark-drift-psi"] == (0, 0.0)
+    assert _stats(response.text)["stat-active-version"] == "none"
     assert NO_DATA in response.text

@@ -2,13 +2,14 @@
 
 Each service subclasses :class:`ServiceSettings` once and exposes a cached ``get_settings()``
 that is injected as a dependency, so tests override it instead of editing the environment.
-Outside development, start-up fails on a missing or placeholder secret.
+In production, start-up fails on a secret that is missing, a development placeholder, or
+shorter than :data:`MIN_SECRET_LENGTH` characters.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal, Self
+from typing import Literal, NamedTuple, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
 #: Where `make run` keeps cache entries and list records (a Redis without persistence); the
 #: services themselves keep them on REDIS_URL unless EPHEMERAL_REDIS_URL is set.
 DEFAULT_EPHEMERAL_REDIS_URL = "redis://127.0.0.1:6391/0"
+#: Production refuses shorter secrets: 32 characters of ``secrets.token_urlsafe(24)`` already
+#: hold 192 random bits, beyond guessing however many requests an attacker sends.
+MIN_SECRET_LENGTH = 32
+_PLACEHOLDERS = frozenset({"changethis", "changeme", "change-me", "secret", "password"})
 
 
 class Environment(StrEnum):
@@ -34,10 +39,42 @@ class Environment(StrEnum):
 redact_url = redact
 
 
+class Secret(NamedTuple):
+    """One secret a service holds: the setting it comes from and, for a setting that holds
+    several (the gateway's API_KEYS), which one of them it is."""
+
+    setting: str
+    value: str
+    part: str = ""
+
+
+def secret_problem(secret: Secret) -> str | None:
+    """Why production refuses ``secret``, naming the setting and the rule; None if it is fine."""
+    where = f"Setting '{secret.setting}'" + (f" ({secret.part})" if secret.part else "")
+    if not secret.value:
+        return f"{where} is not set; production needs it."
+    if "dev-" in secret.value or secret.value.lower() in _PLACEHOLDERS:
+        return (
+            f"{where} holds a development placeholder; production refuses to start with it. "
+            "Set a real secret."
+        )
+    if len(secret.value) < MIN_SECRET_LENGTH:
+        return (
+            f"{where} is {len(secret.value)} characters long; production needs at least "
+            f"{MIN_SECRET_LENGTH} (for example the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+        )
+    return None
+
+
 class ServiceSettings(BaseSettings):
     """What every process needs: where Redis is, how to log, which environment it runs in."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a refused setting's error would otherwise print every input, the
+    # secrets among them, into the log of the process that failed to start.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Environment = Environment.DEVELOPMENT
     redis_url: SecretStr = Field(
@@ -116,9 +153,10 @@ class ServiceSettings(BaseSettings):
     def ephemeral_redis_dsn(self) -> str | None:
         return self.ephemeral_redis_url.get_secret_value() if self.ephemeral_redis_url else None
 
-    def _secrets_to_check(self) -> dict[str, str]:
-        """Subclasses add their own secrets; each must not be a development placeholder."""
-        return {}
+    def _secrets_to_check(self) -> list[Secret]:
+        """Subclasses list their own secrets; production checks each with
+        :func:`secret_problem`."""
+        return []
 
     @model_validator(mode="after")
     def _redis_urls_parse(self) -> Self:
@@ -140,12 +178,13 @@ class ServiceSettings(BaseSettings):
     def _enforce_non_default_secrets(self) -> Self:
         if self.environment is not Environment.PRODUCTION:
             return self
-        for name, value in self._secrets_to_check().items():
-            if not value or "dev-" in value or value in {"changethis", "changeme"}:
-                raise ValueError(
-                    f"Setting '{name}' holds a development placeholder; "
-                    "production refuses to start with it. Set a real secret."
-                )
+        problems = [
+            problem
+            for secret in self._secrets_to_check()
+            if (problem := secret_problem(secret)) is not None
+        ]
+        if problems:
+            raise ValueError(" ".join(problems))
         return self
 
 

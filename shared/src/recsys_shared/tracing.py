@@ -3,17 +3,22 @@
 When on, every request a service answers is a span, and every call the gateway makes to the
 recommenders and the feature-store through httpx carries the trace context, so one request
 is one trace across services. Spans go to an OTLP/HTTP collector in batches
-(``OTEL_BSP_SCHEDULE_DELAY`` and the other standard OTEL_* variables apply).
+(``OTEL_BSP_SCHEDULE_DELAY`` and the other standard OTEL_* variables apply). No span carries
+a query string: ``recsys_shared.trace_redaction`` replaces them before anything exports it.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from recsys_shared.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +36,37 @@ def setup_tracing(app: FastAPI, settings: ServiceSettings) -> bool:
         return False
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider = tracer_provider(settings.service_name, BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    HTTPXClientInstrumentor().instrument(tracer_provider=provider)
+    instrument(app, provider)
     log.info("tracing to %s", endpoint)
     return True
+
+
+def tracer_provider(service_name: str, exporting: SpanProcessor) -> TracerProvider:
+    """A provider whose spans reach ``exporting`` with their query strings redacted."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from recsys_shared.trace_redaction import QueryRedactor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(QueryRedactor())
+    provider.add_span_processor(exporting)
+    return provider
+
+
+def instrument(app: FastAPI, provider: TracerProvider) -> None:
+    """Spans for the requests ``app`` answers and for every httpx request of the process."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from recsys_shared.trace_redaction import server_request_hook
+
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=provider, server_request_hook=server_request_hook
+    )
+    HTTPXClientInstrumentor().instrument(tracer_provider=provider)

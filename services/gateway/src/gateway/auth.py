@@ -1,4 +1,10 @@
-"""API keys with roles, kept only as hashes and compared in constant time."""
+"""API keys with roles, kept only as hashes and compared in constant time.
+
+Three roles: ``client`` (the API an application calls), ``admin`` (also users, models, tasks,
+pipeline, drift) and ``viewer`` (the status page and nothing else). An admin may do what
+the other two may. The OpenAPI document names the role each operation needs in its
+security requirement (OpenAPI 3.1 allows role names there for API key schemes).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import hmac
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from gateway.rate_limit import RateLimiter
@@ -17,6 +23,35 @@ from recsys_shared.errors import AuthenticationRequired, PermissionDenied
 class Role(StrEnum):
     CLIENT = "client"
     ADMIN = "admin"
+    VIEWER = "viewer"
+
+    def may(self, required: Role) -> bool:
+        """Whether a key of this role may do what ``required`` may: admins may do anything."""
+        return self is required or self is Role.ADMIN
+
+
+_NEEDS = {
+    Role.CLIENT: "This operation needs an API key with the client or admin role",
+    Role.ADMIN: "This operation needs an API key with the admin role",
+    Role.VIEWER: "The status page needs an API key with the viewer or admin role",
+}
+
+
+def parse_api_keys(spec: str) -> list[tuple[str, Role]]:
+    """``key:role,key:role`` as (key, role) pairs; a key may itself hold a colon."""
+    parsed: list[tuple[str, Role]] = []
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        key, separator, role = entry.rpartition(":")
+        if not separator or not key:
+            raise ValueError("API_KEYS entries must look like key:role")
+        try:
+            parsed.append((key, Role(role)))
+        except ValueError as error:
+            roles = ", ".join(Role)
+            raise ValueError(f"API_KEYS role '{role}' is not one of {roles}") from error
+    if not parsed:
+        raise ValueError("API_KEYS holds no key")
+    return parsed
 
 
 def _digest(key: str) -> bytes:
@@ -24,27 +59,21 @@ def _digest(key: str) -> bytes:
 
 
 class ApiKeys:
-    """Parsed from ``key:role,key:role``; the plain keys are not kept."""
+    """Parsed from ``key:role,key:role``; the plain keys are not kept.
+
+    A key is known by its *id*, the first 16 hex digits of its SHA-256: rate limits, logs and
+    the status page's sessions name a key by it, never by the key itself."""
 
     def __init__(self, spec: str) -> None:
-        self._hashes: list[tuple[bytes, Role]] = []
-        for entry in filter(None, (part.strip() for part in spec.split(","))):
-            key, separator, role = entry.rpartition(":")
-            if not separator or not key:
-                raise ValueError("API_KEYS entries must look like key:role")
-            try:
-                self._hashes.append((_digest(key), Role(role)))
-            except ValueError as error:
-                raise ValueError(f"API_KEYS role '{role}' is not one of client, admin") from error
-        if not self._hashes:
-            raise ValueError("API_KEYS holds no key")
+        self._hashes = [(_digest(key), role) for key, role in parse_api_keys(spec)]
+        self._roles_by_id = {digest.hex()[:16]: role for digest, role in self._hashes}
 
     def role_of(self, key: str | None) -> Role | None:
         identified = self.identify(key)
         return identified[0] if identified else None
 
     def identify(self, key: str | None) -> tuple[Role, str] | None:
-        """The key's role and a short, non-secret name for it (for rate limits and logs)."""
+        """The key's role and its id."""
         if not key:
             return None
         candidate = _digest(key)
@@ -55,16 +84,19 @@ class ApiKeys:
                 found = (role, digest.hex()[:16])
         return found
 
+    def role_of_id(self, key_id: str) -> Role | None:
+        """The role of the key with this id, or None once the key is no longer configured."""
+        return self._roles_by_id.get(key_id)
+
 
 API_KEY_HEADER = "X-API-Key"
-_api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Your API key")
+api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Your API key")
 #: The name the OpenAPI document gives the scheme, for routes that check keys by hand.
-SECURITY_SCHEME = _api_key_header.scheme_name
+SECURITY_SCHEME = api_key_header.scheme_name
 
 
 async def authorize(request: Request, key: str | None, *, required: Role = Role.CLIENT) -> Role:
-    """The key's role, once it is known, allowed ``required`` and within its rate limit.
-    Admins may do what clients do."""
+    """The key's role, once it is known, allowed ``required`` and within its rate limit."""
     keys: ApiKeys = request.state.api_keys
     identified = keys.identify(key)
     if identified is None:
@@ -74,8 +106,13 @@ async def authorize(request: Request, key: str | None, *, required: Role = Role.
             else "The API key is not valid."
         )
     role, key_id = identified
-    if required is Role.ADMIN and role is not Role.ADMIN:
-        raise PermissionDenied("This operation needs an API key with the admin role.")
+    return await admit(request, role, key_id, required=required)
+
+
+async def admit(request: Request, role: Role, key_id: str, *, required: Role) -> Role:
+    """``role`` if it may do what ``required`` may, counted against the key's rate limit."""
+    if not role.may(required):
+        raise PermissionDenied(f"{_NEEDS[required]}; this key's role is '{role}'.")
     limiter: RateLimiter = request.state.rate_limiter
     await limiter.check(key_id)
     return role
@@ -87,34 +124,18 @@ async def authorize_client(request: Request) -> Role:
 
 
 async def require_client(
-    request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+    request: Request, key: Annotated[str | None, Depends(api_key_header)]
 ) -> Role:
     return await authorize(request, key)
 
 
 async def require_admin(
-    request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+    request: Request, key: Annotated[str | None, Depends(api_key_header)]
 ) -> Role:
     return await authorize(request, key, required=Role.ADMIN)
 
 
-async def require_admin_in_browser(
-    request: Request,
-    header: Annotated[str | None, Depends(_api_key_header)],
-    key: Annotated[
-        str | None,
-        Query(
-            description="The API key, for a page opened in a browser (which sends no "
-            "X-API-Key header on navigation); the header wins when both are given."
-        ),
-    ] = None,
-) -> Role:
-    """Admin, with the key in the X-API-Key header or in ``?key=``: only for pages a person
-    opens in a browser (GET /v1/status), never for the API, where a key in a URL would end up
-    in histories and proxy logs. The same keys, hashes, roles and rate limit apply."""
-    return await authorize(request, header if header is not None else key, required=Role.ADMIN)
-
-
-ClientAuth = Depends(require_client)
-AdminAuth = Depends(require_admin)
-BrowserAdminAuth = Depends(require_admin_in_browser)
+#: The roles named in the OpenAPI security requirement of a hand-parsed client route.
+CLIENT_ROLES = (Role.CLIENT.value,)
+ClientAuth = Security(require_client, scopes=list(CLIENT_ROLES))
+AdminAuth = Security(require_admin, scopes=[Role.ADMIN.value])

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from gateway.auth import parse_api_keys
 from recsys_shared.http_client import Origin
-from recsys_shared.settings import DEVELOPMENT_API_KEYS, ServingSettings
+from recsys_shared.settings import DEVELOPMENT_API_KEYS, Secret, ServingSettings
 
 
 class Settings(ServingSettings):
     service_name: str = "gateway"
     api_keys: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_API_KEYS),
-        description="Comma-separated key:role pairs; roles are client and admin.",
+        description="Comma-separated key:role pairs; roles are client, admin and viewer (the "
+        "status page only). Production refuses keys shorter than 32 characters.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the status page's session cookies (HMAC-SHA256); at least 32 "
+        "characters, required in production. Unset elsewhere: each process generates one at "
+        "start-up, so sessions end when it stops and are not shared between replicas.",
+    )
+    session_max_age_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="How long a status-page sign-in lasts.",
     )
     recommender_urls: Annotated[list[str], NoDecode] = Field(
         default=["http://127.0.0.1:8101"], description="Comma-separated recommender replicas."
@@ -59,6 +74,27 @@ class Settings(ServingSettings):
         default=[], description="Comma-separated origins browsers may call the API from."
     )
     access_log: bool = False
+    _generated_session_key: bytes = PrivateAttr(default_factory=lambda: secrets.token_bytes(32))
+
+    @property
+    def session_key(self) -> bytes:
+        """SESSION_SECRET, or the key this process generated when it is unset."""
+        if self.session_secret is None:
+            return self._generated_session_key
+        return self.session_secret.get_secret_value().encode()
+
+    @field_validator("session_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes SESSION_SECRET= when .env leaves it out: an empty HMAC key would
+        # sign every session with nothing, so it means "unset" (refused in production).
+        return None if value == "" else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _well_formed_keys(cls, keys: SecretStr) -> SecretStr:
+        parse_api_keys(keys.get_secret_value())  # raises, naming the entry's problem
+        return keys
 
     @field_validator("recommender_urls", "cors_origins", mode="before")
     @classmethod
@@ -80,8 +116,16 @@ class Settings(ServingSettings):
             raise ValueError("RECOMMENDER_URLS names no replica")
         return urls
 
-    def _secrets_to_check(self) -> dict[str, str]:
-        return {"API_KEYS": self.api_keys.get_secret_value()}
+    def _secrets_to_check(self) -> list[Secret]:
+        keys = parse_api_keys(self.api_keys.get_secret_value())
+        session = self.session_secret.get_secret_value() if self.session_secret else ""
+        return [
+            *(
+                Secret("API_KEYS", key, f"key {index} of {len(keys)}, role {role}")
+                for index, (key, role) in enumerate(keys, start=1)
+            ),
+            Secret("SESSION_SECRET", session),
+        ]
 
 
 @lru_cache

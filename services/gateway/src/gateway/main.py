@@ -42,8 +42,9 @@ DESCRIPTION = """
 The public API of the recsys reference recommendation system.
 
 Authenticate with the `X-API-Key` header. Keys have a role: `client` (recommendations, events,
-catalogue) or `admin` (also users, models, tasks, pipeline). Errors are RFC 9457 problem
-details (`application/problem+json`).
+catalogue), `viewer` (the status page only) or `admin` (everything: also users, models, tasks,
+pipeline, drift); each operation's security requirement names the role it needs. Errors are
+RFC 9457 problem details (`application/problem+json`).
 """
 
 

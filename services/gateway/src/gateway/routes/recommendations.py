@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from gateway.auth import SECURITY_SCHEME, authorize_client
+from gateway.auth import CLIENT_ROLES, SECURITY_SCHEME, authorize_client
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from gateway.serving import ReadService
 from recsys_shared.parameters import documented, path_identifier, query_model
@@ -29,7 +29,10 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
     ),
     responses=PROBLEM_RESPONSES,
     openapi_extra=documented(
-        path={"user_id": "User id"}, query=RecommendationQuery, security_scheme=SECURITY_SCHEME
+        path={"user_id": "User id"},
+        query=RecommendationQuery,
+        security_scheme=SECURITY_SCHEME,
+        roles=CLIENT_ROLES,
     ),
 )
 async def recommendations_for_user(request: Request) -> Response:
@@ -46,7 +49,9 @@ async def recommendations_for_user(request: Request) -> Response:
     response_model=Recommendations,
     summary="Time-decayed popular items, overall or in a category",
     responses=PROBLEM_RESPONSES,
-    openapi_extra=documented(query=RecommendationQuery, security_scheme=SECURITY_SCHEME),
+    openapi_extra=documented(
+        query=RecommendationQuery, security_scheme=SECURITY_SCHEME, roles=CLIENT_ROLES
+    ),
 )
 async def popular_items(request: Request) -> Response:
     await authorize_client(request)
@@ -61,7 +66,10 @@ async def popular_items(request: Request) -> Response:
     summary="Items similar to an item",
     responses={**PROBLEM_RESPONSES, **NOT_FOUND},
     openapi_extra=documented(
-        path={"item_id": "Item id"}, query=RecommendationQuery, security_scheme=SECURITY_SCHEME
+        path={"item_id": "Item id"},
+        query=RecommendationQuery,
+        security_scheme=SECURITY_SCHEME,
+        roles=CLIENT_ROLES,
     ),
 )
 async def similar_items(request: Request) -> Response:

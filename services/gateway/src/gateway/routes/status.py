@@ -1,267 +1,293 @@
-"""The operator status page (admin): the system at a glance, as HTML a browser opens.
+"""The operator status page (viewer or admin): the system at a glance, as HTML a browser opens.
 
-A person opens it by navigating to it, and a browser sends no ``X-API-Key`` header on
-navigation, so this route alone also takes the key as ``?key=`` (see
-``gateway.auth.require_admin_in_browser``); the key must still have the admin role. The page is
-rendered on the server with inline SVG charts (``gateway.status_page``): no script runs and
-nothing is loaded from elsewhere.
+A person signs in once at ``/v1/status/login`` with a key in the form body and gets a signed
+session cookie for ``/v1/status`` only (``gateway.status_page.session``); a script sends the
+key in the ``X-API-Key`` header as everywhere else. A key in the URL (``?key=``) is refused
+with a 400 that says why: URLs end up in proxies' logs, traces and browser histories. The
+page is rendered on the server (``gateway.status_page``): no script runs and nothing is
+loaded from elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import logging
+from typing import Annotated, Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, Request, Security
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import APIKeyCookie
 
-from gateway import status_page as ui
-from gateway.auth import BrowserAdminAuth
+from gateway.auth import ApiKeys, Role, admit, api_key_header, authorize
+from gateway.config import Settings
 from gateway.deps import RedisDep, RegistryDep, SettingsDep
 from gateway.errors import PROBLEM_RESPONSES
 from gateway.routes.drift import read_drift
-from gateway.routes.pipeline import THROUGHPUT_WINDOW_SECONDS, PipelineStatus, read_pipeline_status
+from gateway.routes.pipeline import read_pipeline_status
+from gateway.status_page import markup as ui
+from gateway.status_page import sections
+from gateway.status_page.metrics import read_process_metrics
+from gateway.status_page.session import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    Sessions,
+    clear_session_cookie,
+    cookie_is_secure,
+    from_this_site,
+    set_session_cookie,
+)
 from recsys_shared import code_version, keys
-from recsys_shared.schemas import DriftReport, ModelInfo
+from recsys_shared.errors import (
+    AuthenticationRequired,
+    InvalidInput,
+    PermissionDenied,
+    RecsysError,
+)
+from recsys_shared.schemas import Problem
 
-router = APIRouter(prefix="/v1", tags=["status"], dependencies=[BrowserAdminAuth])
+log = logging.getLogger(__name__)
 
-PRECISION = "precision_at_10"
-MAX_VERSIONS = 20  # newest versions drawn and listed
-MAX_ROUTES = 10  # busiest routes in the latency chart
-# The page holds no secret but its URL may hold the key: never store it, never refer it on.
+PAGE = COOKIE_PATH
+SIGN_IN = f"{COOKIE_PATH}/login"
+SIGN_OUT = f"{COOKIE_PATH}/logout"
+MAX_VERSIONS = 20  # newest versions listed
+MAX_KEY_LENGTH = 1024
+_FORM = "application/x-www-form-urlencoded"
 _HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 
 
+class KeyInUrl(RecsysError):
+    status = 400
+    title = "API key in the URL"
+    slug = "key-in-url"
+
+
+async def _refuse_key_in_url(request: Request) -> None:
+    if "key" in request.query_params:
+        raise KeyInUrl(
+            "The status page does not take an API key in the URL (?key=): proxies' logs, "
+            "traces and the browser's history keep URLs. Sign in at "
+            f"{SIGN_IN} (the key goes in a form body) or send the X-API-Key header, and "
+            "replace the key if that URL was shared or logged."
+        )
+
+
+router = APIRouter(prefix=PAGE, tags=["status"], dependencies=[Depends(_refuse_key_in_url)])
+
+session_cookie = APIKeyCookie(
+    name=COOKIE_NAME,
+    auto_error=False,
+    description=f"The status page's session, set by signing in at POST {SIGN_IN}.",
+)
+_VIEWER = [Role.VIEWER.value]
+HeaderKey = Annotated[str | None, Security(api_key_header, scopes=_VIEWER)]
+SessionToken = Annotated[str | None, Security(session_cookie, scopes=_VIEWER)]
+
+_BOTH = {"application/problem+json": {}, "text/html": {"schema": {"type": "string"}}}
+_KEY_IN_URL: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": Problem,
+        "content": {"application/problem+json": {}},
+        "description": "An API key in the URL (`?key=`): refused, the problem says why",
+    }
+}
+
+
+def _sessions(settings: Settings) -> Sessions:
+    return Sessions(settings.session_key, settings.session_max_age_seconds)
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def _viewer(request: Request, settings: Settings, key: str | None, token: str | None) -> Role:
+    """The role of the key in the header (it wins) or of the session's key."""
+    if key is not None:
+        return await authorize(request, key, required=Role.VIEWER)
+    if token is None:
+        raise AuthenticationRequired(
+            f"Sign in at {SIGN_IN}, or send a key with the viewer or admin role in the "
+            "X-API-Key header."
+        )
+    key_id = _sessions(settings).key_id(token)
+    api_keys: ApiKeys = request.state.api_keys
+    role = api_keys.role_of_id(key_id) if key_id else None
+    if key_id is None or role is None:
+        raise AuthenticationRequired(
+            "The status page's session has expired, was altered, or its key is no longer "
+            f"configured; sign in again at {SIGN_IN}."
+        )
+    return await admit(request, role, key_id, required=Role.VIEWER)
+
+
 @router.get(
-    "/status",
+    "",
     response_class=HTMLResponse,
-    summary="Status page for operators: models, drift, ingestion, cache, latency (HTML)",
-    description="Open it in a browser as `/v1/status?key=<admin key>`; the `key` query "
-    "parameter is accepted on this route only, because a browser sends no header when a "
-    "person navigates to a page.",
-    responses=PROBLEM_RESPONSES,
+    summary="Status page: models, drift, ingestion, cache, latency (HTML; viewer or admin)",
+    description=f"For a browser: sign in at `{SIGN_IN}` first (the session cookie then "
+    "authenticates); scripts send the `X-API-Key` header. A browser (`Accept: text/html`) "
+    "without a valid session is sent to the sign-in form.",
+    responses={
+        **PROBLEM_RESPONSES,
+        **_KEY_IN_URL,
+        303: {"description": "A browser without a valid session: sent to the sign-in form"},
+    },
 )
 async def status_page(
-    redis: RedisDep, registry: RegistryDep, settings: SettingsDep
-) -> HTMLResponse:
+    request: Request,
+    settings: SettingsDep,
+    redis: RedisDep,
+    registry: RegistryDep,
+    key: HeaderKey = None,
+    token: SessionToken = None,
+) -> Response:
+    try:
+        await _viewer(request, settings, key, token)
+    except AuthenticationRequired:
+        if key is not None or not _wants_html(request):
+            raise  # a wrong key in the header is a script's mistake, not a page to sign in to
+        response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
+        if token is not None:
+            clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
+        return response
     versions, drift, pipeline = await asyncio.gather(
         registry.list(),
         read_drift(redis, keys.DRIFT_HISTORY_LENGTH),
         read_pipeline_status(redis, settings.partitions),
     )
-    process = ui.read_process_metrics()
-    now = datetime.now(UTC)
     html = ui.page(
         title="recsys status",
-        subtitle=f"{now:%Y-%m-%d %H:%M:%S} UTC · gateway {code_version()} · reload to refresh",
+        subtitle=sections.subtitle(code_version()),
         sections=[
-            _models_section(versions[:MAX_VERSIONS]),
-            _drift_section(drift.history),
-            _ingestion_section(pipeline),
-            _serving_section(process),
+            sections.models(versions[:MAX_VERSIONS]),
+            sections.drift(drift.history),
+            sections.ingestion(pipeline),
+            sections.serving(read_process_metrics()),
         ],
+        sign_out=SIGN_OUT if key is None else None,
     )
     return HTMLResponse(html, headers=_HEADERS)
 
 
-def _metric(metrics: dict[str, float]) -> str:
-    value = metrics.get(PRECISION)
-    return f"{value:.3f}" if value is not None else "—"
+@router.get(
+    "/login",
+    response_class=HTMLResponse,
+    summary="The status page's sign-in form (HTML)",
+    responses={
+        **_KEY_IN_URL,
+        303: {"description": "Already signed in: sent to the status page"},
+    },
+)
+async def sign_in_form(request: Request, settings: SettingsDep) -> Response:
+    # The cookie is read by hand: this form needs no authentication, it only skips itself
+    # for a browser that is signed in already.
+    token = request.cookies.get(COOKIE_NAME)
+    api_keys: ApiKeys = request.state.api_keys
+    key_id = _sessions(settings).key_id(token) if token else None
+    if key_id is not None and api_keys.role_of_id(key_id) is not None:
+        return RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
+    return HTMLResponse(ui.sign_in_page(action=SIGN_IN), headers=_HEADERS)
 
 
-def _models_section(versions: list[ModelInfo]) -> str:
-    rows = [
-        [
-            str(info.version),
-            info.status.value,
-            info.status_reason or "",
-            str(info.algorithm),
-            ui.clock(info.created_at),
-            f"{_metric(info.metrics)} vs {_metric(info.baseline_metrics)}",
-            info.snapshot_id,
-        ]
-        for info in versions
-    ]
-    oldest_first = list(reversed(versions))
-    chart = ui.bar_chart(
-        [f"v{info.version}" for info in oldest_first],
-        {
-            "model": [info.metrics.get(PRECISION) for info in oldest_first],
-            "popularity baseline": [info.baseline_metrics.get(PRECISION) for info in oldest_first],
-        },
-        title="Offline precision@10 per model version",
-        x_label="model version",
-        y_label="precision@10",
-        testid="chart-model-precision",
-        value_format=lambda value: f"{value:.3f}",
-    )
-    return ui.section(
-        "Model versions",
-        '<div class="row"><div class="grow">',
-        ui.table(
-            [
-                "version",
-                "status",
-                "reason",
-                "algorithm",
-                "created (UTC)",
-                "precision@10 vs baseline",
-                "snapshot",
-            ],
-            rows,
-            testid="table-models",
-        ),
-        "</div>",
-        chart,
-        "</div>",
-        note="Newest first. Precision@10 on the time-ordered holdout, beside the popularity "
-        "baseline on the same holdout: the gate publishes a version only when it beats it.",
-    )
-
-
-def _overall_hit_rate(report: DriftReport) -> float | None:
-    events = sum(rate.events for rate in report.hit_rate.values())
-    hits = sum(rate.hits for rate in report.hit_rate.values())
-    return hits / events if events else None
-
-
-def _drift_section(history: list[DriftReport]) -> str:
-    oldest_first = sorted(history, key=lambda report: report.checked_at)
-    psi = [
-        (report.checked_at.timestamp(), report.psi)
-        for report in oldest_first
-        if report.psi is not None
-    ]
-    hit_rate = [
-        (report.checked_at.timestamp(), rate)
-        for report in oldest_first
-        if (rate := _overall_hit_rate(report)) is not None
-    ]
-
-    def when(stamp: float) -> str:
-        return datetime.fromtimestamp(stamp, UTC).strftime("%m-%d %H:%M")
-
-    latest = oldest_first[-1] if oldest_first else None
-    stats = [
-        ui.stat("checks kept", str(len(history)), testid="stat-drift-checks"),
-        ui.stat("latest status", latest.status if latest else "—", testid="stat-drift-status"),
-    ]
-    if latest and latest.reasons:
-        stats.append(ui.stat("why", "; ".join(latest.reasons), testid="stat-drift-reasons"))
-    return ui.section(
-        "Drift and online hit rate",
-        f'<div class="stats">{"".join(stats)}</div>',
-        '<div class="row">',
-        ui.line_chart(
-            {"PSI of item popularity": psi},
-            title="Drift: PSI per check",
-            x_label="check time (UTC)",
-            y_label="PSI",
-            testid="chart-drift-psi",
-            x_format=when,
-        ),
-        ui.line_chart(
-            {"online hit rate": hit_rate},
-            title="Online hit rate per check",
-            x_label="check time (UTC)",
-            y_label="hits / events with a recommendation",
-            testid="chart-hit-rate",
-            x_format=when,
-        ),
-        "</div>",
-        note="One point per drift check of the retraining-worker (its recent window against "
-        "the active model's training data). Hit rate: events on an item of a recommendation "
-        "they carry the id of, over all versions serving in the window.",
-    )
-
-
-def _ingestion_section(pipeline: PipelineStatus) -> str:
-    newest = pipeline.throughput[-1].second if pipeline.throughput else 0
-    accepted = [(point.second - newest, point.accepted) for point in pipeline.throughput]
-    applied = [(point.second - newest, point.applied) for point in pipeline.throughput]
-    stats = [
-        ui.stat("consumer lag (events)", str(pipeline.consumer_lag), testid="stat-lag"),
-        ui.stat("pending (unacked)", str(pipeline.pending), testid="stat-pending"),
-        ui.stat("dead letters", str(pipeline.dead_letters), testid="stat-dead-letters"),
-        ui.stat(
-            "accepted / s (mean)", f"{pipeline.accepted_per_second:.1f}", testid="stat-accepted"
-        ),
-        ui.stat("applied / s (mean)", f"{pipeline.applied_per_second:.1f}", testid="stat-applied"),
-        ui.stat("stream length", str(pipeline.stream_length), testid="stat-stream"),
-    ]
-    snapshot = pipeline.last_snapshot
-    if snapshot is not None:
-        stats.append(ui.stat("last snapshot", ui.clock(snapshot.created_at), testid="stat-snap"))
-    return ui.section(
-        "Ingestion",
-        f'<div class="stats">{"".join(stats)}</div>',
-        ui.line_chart(
-            {"accepted": accepted, "applied": applied},
-            title=f"Events per second, last {THROUGHPUT_WINDOW_SECONDS} s",
-            x_label="seconds ago",
-            y_label="events / s",
-            testid="chart-ingestion",
-            x_format=lambda value: f"{-value:.0f}",
-            width=1200,
-            height=200,
-        ),
-        note="Accepted: taken in by any gateway replica. Applied: written to the features by "
-        "the feature-store's consumers. Lag: stream entries not yet delivered to a consumer.",
-    )
-
-
-def _serving_section(process: ui.ProcessMetrics) -> str:
-    ratio = process.cache_hit_ratio
-    results = sorted(process.cache)
-    cache_chart = ui.bar_chart(
-        results,
-        {"lookups": [float(process.cache[result]) for result in results]},
-        title="Response cache lookups by result",
-        x_label="result",
-        y_label="lookups",
-        testid="chart-cache",
-        width=330,
-    )
-    routes = process.latency[:MAX_ROUTES]
-    latency_chart = ui.bar_chart(
-        [f"{entry.method} {entry.route}" for entry in routes],
-        {
-            f"p{round(q * 100)}": [
-                None if (value := entry.percentiles[q]) is None else value * 1000
-                for entry in routes
-            ]
-            for q in ui.PERCENTILES
-        },
-        title="Request latency per route (busiest first)",
-        x_label="route",
-        y_label="milliseconds",
-        testid="chart-latency",
-        value_format=lambda value: f"{value:.1f} ms",
-        width=860,
-    )
-    return ui.section(
-        "Serving (this gateway process)",
-        '<div class="stats">'
-        + ui.stat(
-            "cache hit ratio",
-            f"{ratio:.1%}" if ratio is not None else "no lookups yet",
-            testid="stat-cache-hit-ratio",
+async def _form_key(request: Request) -> str:
+    """The ``key`` field of a URL-encoded form body."""
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    fields: dict[str, list[str]] = {}
+    if content_type == _FORM:
+        try:
+            fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=8)
+        except ValueError:
+            fields = {}
+    key = (fields.get("key") or [""])[0]
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(
+            f"The sign-in needs the API key in the 'key' field of an {_FORM} body "
+            f"(1 to {MAX_KEY_LENGTH} characters).",
+            errors=[{"field": "key", "message": "a key of 1 to 1024 characters is required"}],
         )
-        + ui.stat(
-            "requests measured",
-            str(sum(entry.count for entry in process.latency)),
-            testid="stat-requests",
-        )
-        + "</div>",
-        '<div class="row">',
-        cache_chart,
-        latency_chart,
-        "</div>",
-        note="From this gateway process's own Prometheus metrics since it started (other "
-        "replicas keep their own): recsys_cache_requests_total, and percentiles interpolated "
-        "from the buckets of http_request_duration_seconds.",
+    return key
+
+
+@router.post(
+    "/login",
+    status_code=303,
+    response_class=RedirectResponse,
+    response_description="Signed in: the session cookie in `Set-Cookie`, the page in `Location`",
+    summary="Sign in to the status page with a viewer or admin key (form body)",
+    description="Sets the session cookie (HttpOnly, SameSite=Strict, Path=/v1/status, Secure "
+    "over https) and sends the browser to the page. Accepted only from this gateway's own "
+    "form: the browser's `Sec-Fetch-Site` (or `Origin`) must say so.",
+    responses={
+        **{
+            status: {**PROBLEM_RESPONSES[status], "content": _BOTH}
+            for status in (401, 403, 422, 429)
+        },
+        **_KEY_IN_URL,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                _FORM: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["key"],
+                        "properties": {
+                            "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH}
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def sign_in(request: Request, settings: SettingsDep) -> Response:
+    api_keys: ApiKeys = request.state.api_keys
+    try:
+        if not from_this_site(request):
+            raise PermissionDenied(
+                "Sign-in is accepted from this gateway's own form only (Sec-Fetch-Site or "
+                "Origin); scripts send the X-API-Key header instead."
+            )
+        identified = api_keys.identify(await _form_key(request))
+        if identified is None:
+            raise AuthenticationRequired("The API key is not valid.")
+        role, key_id = identified
+        await admit(request, role, key_id, required=Role.VIEWER)
+    except (AuthenticationRequired, PermissionDenied, InvalidInput) as refused:
+        if not _wants_html(request):
+            raise
+        page = ui.sign_in_page(action=SIGN_IN, error=refused.detail)
+        return HTMLResponse(page, status_code=refused.status, headers=_HEADERS)
+    log.info("status page: signed in with key %s (role %s)", key_id, role)
+    sessions = _sessions(settings)
+    response = RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
+    set_session_cookie(
+        response,
+        sessions.issue(key_id),
+        max_age=sessions.max_age_seconds,
+        secure=cookie_is_secure(request, settings.environment),
     )
+    return response
+
+
+@router.post(
+    "/logout",
+    status_code=303,
+    response_class=RedirectResponse,
+    response_description="Signed out: the cookie deleted, the sign-in form in `Location`",
+    summary="Sign out of the status page (deletes the session cookie)",
+    responses={403: PROBLEM_RESPONSES[403], **_KEY_IN_URL},
+)
+async def sign_out(request: Request, settings: SettingsDep) -> Response:
+    if not from_this_site(request):
+        raise PermissionDenied("Sign-out is accepted from this gateway's own page only.")
+    response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
+    clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
+    return response
