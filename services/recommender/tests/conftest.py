@@ -6,6 +6,9 @@ separates the clusters cleanly, so "the right cluster" is something a test can a
 
 Times: the features are written at ``FEATURES_AT``; the model's snapshot was taken at
 ``SNAPSHOT_AT`` (after them); events a test applies "later" use ``AFTER_SNAPSHOT``.
+
+The users are spread over ``PARTITIONS`` (three event partitions), so every read of a user's
+features goes to their own partition's keys, as in a partitioned deployment.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
 
 from feature_store.applier import EventApplier
 from feature_store.catalogue import Catalogue
+from feature_store.erasure import Eraser
+from feature_store.merger import PopularityMerger
 from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactStore, model_folder, npz_bytes
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.features import FeatureReader
+from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import EventType, ItemWithId, ModelInfo, ModelStatus, StoredEvent
 
@@ -44,6 +49,8 @@ AFTER_SNAPSHOT = FEATURES_AT + 20.0
 #: In the catalogue (category "alpha") but never seen by the model.
 NEW_ITEM = "Anew"
 CATEGORY = {"a": "alpha", "b": "beta"}
+#: The event partitions of the tests' deployment (``EVENT_PARTITIONS=3``).
+PARTITIONS = keys.Partitions(3)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ def write_model(
 
 
 @pytest.fixture
-def registry(redis_client: aioredis.Redis) -> ModelRegistry:
+def registry(redis_client: RedisClient) -> ModelRegistry:
     return ModelRegistry(redis_client)
 
 
@@ -176,7 +183,7 @@ async def model_v1(write_model: WriteModel, registry: ModelRegistry) -> ModelInf
 
 @pytest.fixture
 def new_holder(
-    redis_client: aioredis.Redis, artifact_store: ArtifactStore
+    redis_client: RedisClient, artifact_store: ArtifactStore
 ) -> Callable[[], ModelHolder]:
     return lambda: ModelHolder(redis_client, artifact_store, poll_seconds=0.2)
 
@@ -191,16 +198,23 @@ async def holder(model_v1: ModelInfo, new_holder: Callable[[], ModelHolder]) -> 
 
 class Features:
     """Writes through the feature-store's own classes, as its consumer and API would: events go
-    into the real stream, are read through the consumer group, and are applied."""
+    into their user's partition stream, are read through the consumer group and applied, and
+    popularity is merged over the partitions as the feature-store's merger does."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, partitions: keys.Partitions = PARTITIONS) -> None:
         self.redis = client
+        self.partitions = partitions
         self.catalogue = Catalogue(client)
         self.applier = EventApplier(client, history_cap=100, half_life_days=7.0)
+        self.merger = PopularityMerger(client, partitions, full_every_seconds=600)
+        self.eraser = Eraser(client, partitions, ephemeral=client)
         self._sequence = 0
 
-    async def create_group(self) -> None:
-        await self.redis.xgroup_create(keys.EVENTS_STREAM, keys.EVENTS_GROUP, id="0", mkstream=True)
+    async def create_groups(self) -> None:
+        for partition in self.partitions.all:
+            await self.redis.execute(
+                "XGROUP", "CREATE", partition.events, keys.EVENTS_GROUP, "0", "MKSTREAM"
+            )
 
     async def events(
         self,
@@ -211,7 +225,8 @@ class Features:
         event_type: EventType = EventType.LIKE,
         value: float | None = None,
     ) -> None:
-        """Apply one event per item for the user, as if applied at ``now``."""
+        """Apply one event per item for the user, as if received and applied at ``now``."""
+        partition = self.partitions.of(user_id)
         events = []
         for item_id in item_ids:
             self._sequence += 1
@@ -227,13 +242,23 @@ class Features:
                 )
             )
         for event in events:
-            await self.redis.xadd(keys.EVENTS_STREAM, {"e": event.model_dump_json()})
-        response = await self.redis.xreadgroup(
-            keys.EVENTS_GROUP, "tests", {keys.EVENTS_STREAM: ">"}, count=len(events)
+            await self.redis.execute(
+                "XADD", partition.events, "*", keys.EVENT_FIELD, event.model_dump_json()
+            )
+        reply = await self.redis.execute(
+            "XREADGROUP", "GROUP", keys.EVENTS_GROUP, "tests", "COUNT", len(events),
+            "STREAMS", partition.events, ">",
+        )  # fmt: skip
+        stream_ids = list(reply[partition.events])
+        result = await self.applier.apply(
+            partition, list(zip(stream_ids, events, strict=True)), now=now
         )
-        stream_ids = [stream_id for stream_id, _ in response[0][1]]
-        result = await self.applier.apply(list(zip(stream_ids, events, strict=True)), now=now)
         assert result.applied == len(events)
+        await self.merger.run_once()
+
+    async def erase(self, user_id: str) -> None:
+        """Erase the user as ``DELETE /v1/users/{id}`` does."""
+        await self.eraser.erase(user_id)
 
     async def upsert(self, item_id: str, *, categories: list[str], available: bool = True) -> None:
         await self.catalogue.upsert(
@@ -247,18 +272,19 @@ class Features:
             ]
         )
 
-    async def recorded(self, recommendation_id: str) -> dict[str, Any]:
-        raw = await self.redis.get(keys.recommendation(recommendation_id))
+    async def recorded(self, recommendation_id: str, user_id: str | None = None) -> dict[str, Any]:
+        """The served-list record of a list served to ``user_id`` (None: to nobody)."""
+        raw = await self.redis.execute("GET", keys.recommendation(user_id, recommendation_id))
         assert raw is not None, "the served list was not recorded"
         record: dict[str, Any] = json.loads(raw)
         return record
 
 
 @pytest.fixture
-async def features(redis_client: aioredis.Redis, clusters: Clusters) -> Features:
+async def features(redis_client: RedisClient, clusters: Clusters) -> Features:
     """The catalogue (plus ``NEW_ITEM``) and every user's history, applied before the snapshot."""
     writer = Features(redis_client)
-    await writer.create_group()
+    await writer.create_groups()
     await writer.catalogue.upsert(
         [
             ItemWithId(item_id=item, title=f"Item {item}", categories=[CATEGORY[item[0].lower()]])
@@ -270,8 +296,22 @@ async def features(redis_client: aioredis.Redis, clusters: Clusters) -> Features
     return writer
 
 
+NewService = Callable[[ModelHolder], RecommendationService]
+
+
+@pytest.fixture
+def new_service(redis_client: RedisClient) -> NewService:
+    """A service around a holder, reading features and writing records on the test's Redis."""
+    return lambda holder: RecommendationService(
+        FeatureReader(redis_client, PARTITIONS),
+        holder,
+        records=redis_client,
+        record_ttl_seconds=3600,
+    )
+
+
 @pytest.fixture
 def service(
-    multiplexed_client: MultiplexedRedis, holder: ModelHolder, features: Features
+    new_service: NewService, holder: ModelHolder, features: Features
 ) -> RecommendationService:
-    return RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
+    return new_service(holder)

@@ -1,9 +1,12 @@
-"""Loading a model version from its artifact, and keeping the active version in memory."""
+"""Loading a model version from its artifact, and keeping the active version in memory (on
+every announcement of the registry's channel, or by polling)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from prometheus_client import REGISTRY
 
 from recommender.model_store import ModelHolder, load_model
+from recsys_shared import keys
 from recsys_shared.artifacts import (
     IDS_FILE,
     MODEL_FILE,
@@ -21,8 +25,10 @@ from recsys_shared.artifacts import (
     model_folder,
     npz_bytes,
 )
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo
+from recsys_shared.testing import eventually
 
 
 def _sample(name: str) -> float:
@@ -251,3 +257,62 @@ async def test_rollback_away_from_a_broken_version_clears_its_error(
     await holder.refresh()
     assert holder.serving_version == holder.active_version == 1
     assert holder.last_error is None
+
+
+# ── the watcher: notifications, and polling without them ──────────────────────────────────
+@asynccontextmanager
+async def _watching(holder: ModelHolder) -> AsyncIterator[ModelHolder]:
+    """``holder.watch()`` running in the background for the block."""
+    watcher = asyncio.create_task(holder.watch())
+    try:
+        yield holder
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def _serving(holder: ModelHolder, version: int) -> Callable[[], Awaitable[bool]]:
+    async def serving() -> bool:
+        return holder.serving_version == version
+
+    return serving
+
+
+async def test_the_watcher_learns_of_a_new_version_from_the_channel(
+    model_v1: ModelInfo,
+    redis_client: RedisClient,
+    redis_url: str,
+    artifact_store: ArtifactStore,
+    registry: ModelRegistry,
+    write_model: Callable[..., ModelInfo],
+) -> None:
+    notifications = await connect(redis_url, channels=[keys.MODEL_EVENTS_CHANNEL])
+    # Polls a minute apart: only the notification can bring version 2 within the wait.
+    holder = ModelHolder(redis_client, artifact_store, poll_seconds=60, notifications=notifications)
+    try:
+        async with _watching(holder):
+            await eventually(_serving(holder, 1))
+            await registry.publish(write_model(2), reason="test")
+            await eventually(_serving(holder, 2), within=10)
+            # A rollback is announced the same way.
+            await registry.activate(1, reason="rollback")
+            await eventually(_serving(holder, 1), within=10)
+    finally:
+        await notifications.aclose()
+    assert holder.active_version == 1
+
+
+async def test_without_notifications_the_watcher_polls(
+    model_v1: ModelInfo,
+    new_holder: Callable[[], ModelHolder],
+    registry: ModelRegistry,
+    write_model: Callable[..., ModelInfo],
+) -> None:
+    holder = new_holder()  # no notifications client; polls every 0.2 s
+    assert holder.notifications is None
+    async with _watching(holder):
+        await eventually(_serving(holder, 1))
+        await registry.publish(write_model(2), reason="test")
+        await eventually(_serving(holder, 2), within=10)
+    assert holder.active_version == 2

@@ -1,28 +1,31 @@
-"""The HTTP API through the real app: lifespan, model watcher, problem details."""
+"""The HTTP API through the real app: lifespan, model watcher, problem details.
+
+The app runs in the test's own event loop (``httpx.ASGITransport`` around the lifespan), not
+in Starlette's ``TestClient`` thread: glide reads every client's replies on the event loop
+that made its first client, so a test that set Redis up with its own client and then blocked
+that loop on a ``TestClient`` call would wait forever for the app's replies.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
-from starlette.exceptions import StarletteDeprecationWarning
 
 from recommender.config import Settings
 from recommender.main import create_app
+from recsys_shared import keys
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.schemas import ModelInfo, Recommendations
-
-# Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
-# falls back to httpx, which is what this workspace pins. The client works the same on both.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
+from recsys_shared.testing import eventually
 
 PROBLEM = "application/problem+json"
+#: As the features fixture writes them (conftest.PARTITIONS; test modules cannot import it).
+PARTITIONS = keys.Partitions(3)
 
 
 @pytest.fixture(autouse=True)
@@ -35,49 +38,57 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def _app_client(redis_url: str, store: ArtifactStore) -> TestClient:
+@asynccontextmanager
+async def _app_client(redis_url: str, store: ArtifactStore) -> AsyncIterator[httpx.AsyncClient]:
+    """The app started (its lifespan run), and a client sending it requests."""
     settings = Settings(
-        redis_url=redis_url, artifact_url=store.base_url, model_poll_seconds=0.2, log_json=False
+        redis_url=redis_url,
+        artifact_url=store.base_url,
+        model_poll_seconds=0.2,
+        log_json=False,
+        event_partitions=PARTITIONS.count,
     )
-    return TestClient(create_app(settings))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app) as state:
+
+        async def with_state(scope: Any, receive: Any, send: Any) -> None:
+            # What a server does with the lifespan's state: a copy in every request's scope.
+            await app({**scope, "state": dict(state or {})}, receive, send)
+
+        transport = httpx.ASGITransport(app=with_state)
+        async with httpx.AsyncClient(transport=transport, base_url="http://recommender") as client:
+            yield client
 
 
 @pytest.fixture
-def api(
+async def api(
     redis_url: str, artifact_store: ArtifactStore, model_v1: ModelInfo, features: Any
-) -> Iterator[TestClient]:
-    with _app_client(redis_url, artifact_store) as client:
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with _app_client(redis_url, artifact_store) as client:
         yield client
 
 
-def _wait_for(condition: Any, *, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def test_healthz(api: TestClient) -> None:
-    response = api.get("/healthz")
+async def test_healthz(api: httpx.AsyncClient) -> None:
+    response = await api.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert response.headers["x-request-id"]
 
 
-def test_ready_with_the_model_loaded(api: TestClient) -> None:
-    response = api.get("/readyz")
+async def test_ready_with_the_model_loaded(api: httpx.AsyncClient) -> None:
+    response = await api.get("/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"redis": "ok", "model": "ok"}}
 
 
-def test_model_reports_the_serving_version(api: TestClient) -> None:
-    response = api.get("/model")
+async def test_model_reports_the_serving_version(api: httpx.AsyncClient) -> None:
+    response = await api.get("/model")
     assert response.status_code == 200
     assert response.json() == {"serving_version": 1, "active_version": 1, "last_error": None}
 
 
-def test_user_recommendations(api: TestClient, clusters: Any) -> None:
-    response = api.get("/users/a0/recommendations", params={"k": 4})
+async def test_user_recommendations(api: httpx.AsyncClient, clusters: Any) -> None:
+    response = await api.get("/users/a0/recommendations", params={"k": 4})
     assert response.status_code == 200
     body = response.json()
     assert body["strategy"] == "personalized"
@@ -89,20 +100,22 @@ def test_user_recommendations(api: TestClient, clusters: Any) -> None:
     assert body["recommendation_id"]
 
 
-def test_user_recommendations_with_a_category_and_offset(api: TestClient, clusters: Any) -> None:
-    response = api.get(
+async def test_user_recommendations_with_a_category_and_offset(
+    api: httpx.AsyncClient, clusters: Any
+) -> None:
+    response = await api.get(
         "/users/a0/recommendations", params={"k": 3, "offset": 2, "category": "beta"}
     )
     assert response.status_code == 200
     served = [item["item_id"] for item in response.json()["items"]]
     assert len(served) == 3
     assert set(served) <= clusters.cluster_items("b")
-    first = api.get("/users/a0/recommendations", params={"k": 5, "category": "beta"}).json()
+    first = (await api.get("/users/a0/recommendations", params={"k": 5, "category": "beta"})).json()
     assert [item["item_id"] for item in first["items"]][2:] == served
 
 
-def test_unknown_user_gets_popular(api: TestClient) -> None:
-    body = api.get("/users/nobody/recommendations").json()
+async def test_unknown_user_gets_popular(api: httpx.AsyncClient) -> None:
+    body = (await api.get("/users/nobody/recommendations")).json()
     assert body["strategy"] == "popular"
     assert body["fallback_reason"] == "unknown_user"
     assert body["model_version"] is None
@@ -116,32 +129,34 @@ def test_unknown_user_gets_popular(api: TestClient) -> None:
         ({"k": 101}, "k"),
         ({"offset": -1}, "offset"),
         ({"offset": 1001}, "offset"),
-        ({"category": "has space"}, "category"),
+        # Inner spaces are allowed ("Science Fiction"), surrounding whitespace is not.
+        ({"category": " padded"}, "category"),
+        ({"category": "tab\there"}, "category"),
     ],
 )
-def test_invalid_query_is_a_422_problem(
-    api: TestClient, params: dict[str, Any], field: str
+async def test_invalid_query_is_a_422_problem(
+    api: httpx.AsyncClient, params: dict[str, Any], field: str
 ) -> None:
-    response = api.get("/users/a0/recommendations", params=params)
+    response = await api.get("/users/a0/recommendations", params=params)
     assert response.status_code == 422
     assert response.headers["content-type"].startswith(PROBLEM)
     problem = response.json()
     assert problem["status"] == 422
     assert problem["type"] == "urn:recsys:problem:invalid-input"
     assert any(field in error["field"] for error in problem["errors"])
-    same = api.get("/items/A0/similar", params=params)
+    same = await api.get("/items/A0/similar", params=params)
     assert same.status_code == 422
     assert same.headers["content-type"].startswith(PROBLEM)
 
 
-def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: TestClient) -> None:
+async def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: httpx.AsyncClient) -> None:
     asked = [
         {"user_id": "b1", "k": 2},
         {"user_id": "nobody", "k": 3, "exclude_seen": False},
         {"user_id": "a0", "k": 4, "offset": 1, "category": "alpha"},
     ]
 
-    response = api.post("/batch/recommendations", json={"requests": asked})
+    response = await api.post("/batch/recommendations", json={"requests": asked})
 
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -151,8 +166,10 @@ def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: TestClient) -> No
         ("nobody", "popular", 3),
         ("a0", "personalized", 4),
     ]
-    alone = api.get(
-        "/users/a0/recommendations", params={"k": 4, "offset": 1, "category": "alpha"}
+    alone = (
+        await api.get(
+            "/users/a0/recommendations", params={"k": 4, "offset": 1, "category": "alpha"}
+        )
     ).json()
     assert [item.item_id for item in lists[2].items] == [item["item_id"] for item in alone["items"]]
 
@@ -168,18 +185,18 @@ def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: TestClient) -> No
         ({}, "requests"),
     ],
 )
-def test_an_invalid_batch_is_a_422_problem_naming_the_field(
-    api: TestClient, body: dict[str, Any], field: str
+async def test_an_invalid_batch_is_a_422_problem_naming_the_field(
+    api: httpx.AsyncClient, body: dict[str, Any], field: str
 ) -> None:
-    response = api.post("/batch/recommendations", json=body)
+    response = await api.post("/batch/recommendations", json=body)
 
     assert response.status_code == 422
     assert response.headers["content-type"].startswith(PROBLEM)
     assert field in [error["field"] for error in response.json()["errors"]]
 
 
-def test_a_batch_that_is_not_json_is_a_422_problem(api: TestClient) -> None:
-    response = api.post(
+async def test_a_batch_that_is_not_json_is_a_422_problem(api: httpx.AsyncClient) -> None:
+    response = await api.post(
         "/batch/recommendations", content=b"{not json", headers={"content-type": "application/json"}
     )
 
@@ -187,8 +204,8 @@ def test_a_batch_that_is_not_json_is_a_422_problem(api: TestClient) -> None:
     assert response.headers["content-type"].startswith(PROBLEM)
 
 
-def test_similar_items(api: TestClient, clusters: Any) -> None:
-    response = api.get("/items/B1/similar", params={"k": 5})
+async def test_similar_items(api: httpx.AsyncClient, clusters: Any) -> None:
+    response = await api.get("/items/B1/similar", params={"k": 5})
     assert response.status_code == 200
     body = response.json()
     assert body["strategy"] == "similar"
@@ -198,8 +215,8 @@ def test_similar_items(api: TestClient, clusters: Any) -> None:
     assert set(served) <= clusters.cluster_items("b")
 
 
-def test_similar_of_an_unknown_item_is_a_404_problem(api: TestClient) -> None:
-    response = api.get("/items/no-such-item/similar")
+async def test_similar_of_an_unknown_item_is_a_404_problem(api: httpx.AsyncClient) -> None:
+    response = await api.get("/items/no-such-item/similar")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith(PROBLEM)
     problem = response.json()
@@ -209,23 +226,25 @@ def test_similar_of_an_unknown_item_is_a_404_problem(api: TestClient) -> None:
     assert problem["request_id"] == response.headers["x-request-id"]
 
 
-def test_similar_of_an_item_the_model_has_not_learned(api: TestClient, clusters: Any) -> None:
-    body = api.get(f"/items/{clusters.new_item}/similar").json()
+async def test_similar_of_an_item_the_model_has_not_learned(
+    api: httpx.AsyncClient, clusters: Any
+) -> None:
+    body = (await api.get(f"/items/{clusters.new_item}/similar")).json()
     assert body["strategy"] == "popular"
     assert body["fallback_reason"] == "item_not_in_model"
 
 
-def test_without_a_model_the_app_serves_popular_items(
+async def test_without_a_model_the_app_serves_popular_items(
     redis_url: str, artifact_store: ArtifactStore, features: Any
 ) -> None:
-    with _app_client(redis_url, artifact_store) as client:
-        assert client.get("/model").json() == {
+    async with _app_client(redis_url, artifact_store) as client:
+        assert (await client.get("/model")).json() == {
             "serving_version": None,
             "active_version": None,
             "last_error": None,
         }
-        assert client.get("/readyz").status_code == 200
-        body = client.get("/users/a0/recommendations").json()
+        assert (await client.get("/readyz")).status_code == 200
+        body = (await client.get("/users/a0/recommendations")).json()
         assert body["strategy"] == "popular"
         assert body["fallback_reason"] == "no_model"
 
@@ -236,10 +255,15 @@ async def test_the_watcher_loads_a_newly_published_version(
     model_v1: ModelInfo,
     write_model: Any,
     registry: Any,
+    features: Any,
 ) -> None:
-    with _app_client(redis_url, artifact_store) as client:
-        assert client.get("/model").json()["serving_version"] == 1
+    async with _app_client(redis_url, artifact_store) as client:
+        assert (await client.get("/model")).json()["serving_version"] == 1
         await registry.publish(write_model(2), reason="test")
-        _wait_for(lambda: client.get("/model").json()["serving_version"] == 2)
-        body = client.get("/users/a1/recommendations").json()
+
+        async def serving_v2() -> bool:
+            return bool((await client.get("/model")).json()["serving_version"] == 2)
+
+        await eventually(serving_v2)
+        body = (await client.get("/users/a1/recommendations")).json()
         assert body["model_version"] == 2

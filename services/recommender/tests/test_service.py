@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import EventType, RecommendationQuery, Recommendations, Strategy
 
 
@@ -26,7 +26,7 @@ def _ids(response: Recommendations) -> list[str]:
 
 
 async def _assert_recorded(features: Any, response: Recommendations) -> None:
-    record = await features.recorded(response.recommendation_id)
+    record = await features.recorded(response.recommendation_id, response.user_id)
     assert record["items"] == _ids(response)
     assert record["user_id"] == response.user_id
     assert record["model_version"] == response.model_version
@@ -147,27 +147,27 @@ async def test_a_category_unknown_to_the_catalogue_returns_nothing(
 
 
 async def test_an_unknown_user_gets_popular_items(
-    service: RecommendationService, features: Any, redis_client: aioredis.Redis
+    service: RecommendationService, features: Any, redis_client: RedisClient
 ) -> None:
     response = _parsed(await service.for_user("stranger", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "unknown_user"
     assert response.model_version is None
-    expected = await redis_client.zrevrange(keys.POPULAR, 0, 4)
+    expected = await redis_client.execute("ZRANGE", keys.POPULAR, 0, 4, "REV")
     assert _ids(response) == expected
     assert response.items[0].score == pytest.approx(1.0)
     await _assert_recorded(features, response)
 
 
 async def test_without_a_model_users_get_popular_items(
-    multiplexed_client: MultiplexedRedis,
+    new_service: Callable[[ModelHolder], RecommendationService],
     new_holder: Callable[[], ModelHolder],
     features: Any,
     clusters: Any,
 ) -> None:
     holder = new_holder()
     await holder.refresh()
-    service = RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
+    service = new_service(holder)
     response = _parsed(await service.for_user("a0", RecommendationQuery(k=50)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"
@@ -285,11 +285,13 @@ async def test_a_batch_answers_each_list_as_it_would_be_answered_alone(
 
 
 async def test_a_batch_without_a_model_is_all_popular(
-    multiplexed_client: MultiplexedRedis, new_holder: Callable[[], ModelHolder], features: Any
+    new_service: Callable[[ModelHolder], RecommendationService],
+    new_holder: Callable[[], ModelHolder],
+    features: Any,
 ) -> None:
     holder = new_holder()
     await holder.refresh()
-    service = RecommendationService(multiplexed_client, holder, record_ttl_seconds=3600)
+    service = new_service(holder)
 
     batch = [
         _parsed(body)
@@ -304,3 +306,82 @@ async def test_a_batch_without_a_model_is_all_popular(
         ("a0", "no_model", 2),
         ("stranger", "no_model", 3),
     ]
+
+
+# ── users whose features are gone (erased, or forgotten after the retention period) ────────
+async def test_an_erased_user_is_not_personalised_from_the_models_row(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    model = holder.current
+    assert model is not None
+    await features.erase("a0")
+    assert model.users.get("a0") is not None  # the model still knows them: it predates it
+
+    alone = _parsed(await service.for_user("a0", RecommendationQuery(k=5)))
+    batch = [
+        _parsed(body)
+        for body in await service.for_users(
+            [("a1", RecommendationQuery(k=5)), ("a0", RecommendationQuery(k=5))]
+        )
+    ]
+
+    for response in (alone, batch[1]):
+        assert response.strategy is Strategy.POPULAR
+        assert response.fallback_reason == "unknown_user"
+        assert response.model_version is None
+    assert batch[0].strategy is Strategy.PERSONALIZED  # the others of the batch are not affected
+
+
+async def test_a_forgotten_user_is_not_personalised_from_the_models_row(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    model = holder.current
+    assert model is not None
+    partition = features.partitions.of("b3")
+    # Every user's last event is an hour old: a retention of a minute forgets them all.
+    assert await features.eraser.forget_silent(partition, retention_seconds=60) > 0
+    assert model.users.get("b3") is not None
+
+    response = _parsed(await service.for_user("b3", RecommendationQuery(k=5)))
+
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "unknown_user"
+
+
+async def test_an_erased_user_who_comes_back_is_folded_in_from_the_new_events_only(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    model = holder.current
+    assert model is not None
+    await features.erase("a0")
+    # Received after the erasure (events sent before it are dropped), on the other cluster.
+    liked = ["B0", "B4", "B9"]
+    await features.events("a0", liked, now=time.time() + 1.0)
+
+    response = _parsed(await service.for_user("a0", RecommendationQuery(k=5)))
+
+    assert response.strategy is Strategy.PERSONALIZED
+    assert response.model_version == 1
+    assert set(_ids(response)) <= clusters.cluster_items("b") - set(liked)
+    rows, _ = model.items.lookup(liked)
+    vector = model.fold_in(rows, np.full(len(rows), 4.0, dtype=np.float32))  # a like weighs 4
+    expected = model.item_factors @ vector
+    for item in response.items:
+        row = clusters.item_ids.index(item.item_id)
+        assert item.score == pytest.approx(float(expected[row]), abs=1e-5)
+
+
+async def test_an_erased_user_who_comes_back_with_only_a_negative_rating_gets_popular_items(
+    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+) -> None:
+    await features.erase("a0")
+    await features.events(
+        "a0", ["A0"], now=time.time() + 1.0, event_type=EventType.RATING, value=1.0
+    )
+
+    response = _parsed(await service.for_user("a0", RecommendationQuery(k=5)))
+
+    # Nothing positive to fold in, and the model's row is of the erased user.
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == "no_known_items"
+    assert "A0" not in _ids(response)

@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 
 from recommender.model_store import ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
 from recsys_shared.errors import UnknownItem
-from recsys_shared.multiplexed import MultiplexedRedis
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
 
@@ -81,12 +80,12 @@ async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_categ
     service: RecommendationService,
     features: Any,
     clusters: Any,
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
 ) -> None:
     new_item = clusters.new_item
     # Make the new item popular itself: it must still not be recommended as similar to itself.
     await features.events("fan", [new_item] * 3, now=clusters.after_snapshot)
-    popular_alpha = await redis_client.zrevrange(keys.popular_in("alpha"), 0, -1)
+    popular_alpha = await redis_client.execute("ZRANGE", keys.popular_in("alpha"), 0, -1, "REV")
     assert new_item in popular_alpha
     response = _parsed(await service.similar(new_item, RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
@@ -100,12 +99,12 @@ async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_categ
 
 
 async def test_without_a_model_a_catalogued_item_gets_popular_items(
-    multiplexed_client: MultiplexedRedis,
+    new_service: Callable[[ModelHolder], RecommendationService],
     new_holder: Callable[[], ModelHolder],
     features: Any,
     clusters: Any,
 ) -> None:
-    service = RecommendationService(multiplexed_client, new_holder(), record_ttl_seconds=3600)
+    service = new_service(new_holder())
     response = _parsed(await service.similar("B2", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"

@@ -1,4 +1,7 @@
-"""The drift monitor: PSI, the report against a real Redis and a tiny model on disk, the trigger."""
+"""The drift monitor: PSI, the report against a real Redis and a tiny model on disk, the trigger.
+
+The window is counted as the feature-store's apply script counts it: each event in the hour
+bucket of its user's partition, over ``PARTITIONS`` (``EVENT_PARTITIONS=3``)."""
 
 from __future__ import annotations
 
@@ -7,23 +10,26 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
 
 from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, SNAPSHOT_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus
+from recsys_shared.testing import DataTier
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.drift import (
     check_drift,
     psi,
     psi_from_shares,
+    read_window,
 )
 
 NOW = 1_700_003_600.0 + 1800  # half past an hour
 HOUR = keys.drift_hour(NOW)
 SNAPSHOT_ID = "1700000000000-0"
+PARTITIONS = keys.Partitions(3)
 
 
 # ── PSI ───────────────────────────────────────────────────────────────────────────────────
@@ -75,13 +81,14 @@ def drift_settings(settings: Settings) -> Settings:
             "drift_unknown_share_threshold": 0.3,
             "drift_cooldown_seconds": 600,
             "drift_top_items": 10,
+            "event_partitions": PARTITIONS.count,
         }
     )
 
 
 @pytest.fixture
 async def active_model(
-    redis_client: aioredis.Redis, clusters: Interactions, drift_settings: Settings
+    redis_client: RedisClient, clusters: Interactions, drift_settings: Settings
 ) -> ModelInfo:
     """Version 1, trained on the ``clusters`` snapshot: the snapshot bundle and the model's id
     tables written with the ArtifactStore as the feature-store and training write them."""
@@ -118,21 +125,26 @@ async def active_model(
 
 
 async def record_window(
-    client: aioredis.Redis,
+    client: RedisClient,
     events: list[tuple[str, str, str]],
     *,
     hour: int = HOUR,
     hits: dict[str, int] | None = None,
+    hits_partition: keys.Partition = PARTITIONS.all[-1],
 ) -> None:
-    """Count (user, item, type) events into an hour bucket as the feature-store's script does."""
-    async with client.pipeline(transaction=False) as pipe:
-        for user, item, kind in events:
-            pipe.hincrby(keys.drift_users(hour), user, 1)
-            pipe.hincrby(keys.drift_items(hour), item, 1)
-            pipe.hincrby(keys.drift_types(hour), kind, 1)
-        for name, count in (hits or {}).items():
-            pipe.hincrby(keys.drift_hits(hour), name, count)
-        await pipe.execute()
+    """Count (user, item, type) events into the hour bucket of each user's partition, as the
+    feature-store's script does; ``hits`` (hit-rate counters) into ``hits_partition``'s."""
+    commands: list[tuple[str, str, str, int]] = []
+    for user, item, kind in events:
+        bucket = PARTITIONS.of(user).drift(hour)
+        commands += [
+            ("HINCRBY", bucket.users, user, 1),
+            ("HINCRBY", bucket.items, item, 1),
+            ("HINCRBY", bucket.types, kind, 1),
+        ]
+    for name, count in (hits or {}).items():
+        commands.append(("HINCRBY", hits_partition.drift(hour).hits, name, count))
+    await client.execute_many(commands)
 
 
 def like_training(data: Interactions, repeat: int = 1) -> list[tuple[str, str, str]]:
@@ -160,14 +172,14 @@ class Sender:
 
 
 async def run(
-    client: aioredis.Redis, settings: Settings, send: Sender, now: float = NOW
+    client: RedisClient, settings: Settings, send: Sender, now: float = NOW
 ) -> DriftReport:
     return await check_drift(client, ArtifactStore(settings.artifact_url), settings, send, now=now)
 
 
 # ── the report ────────────────────────────────────────────────────────────────────────────
 async def test_traffic_like_the_training_data_is_ok(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     clusters: Interactions,
     drift_settings: Settings,
     active_model: ModelInfo,
@@ -181,7 +193,7 @@ async def test_traffic_like_the_training_data_is_ok(
         hits={"1:events": 40, "1:hits": 10, "popular:events": 10, "popular:hits": 1},
     )
     await record_window(redis_client, new_traffic(1000), hour=HOUR - 3)
-    await redis_client.hincrby(keys.drift_types(HOUR), "view", 160)
+    await redis_client.execute("HINCRBY", PARTITIONS.all[1].drift(HOUR).types, "view", 160)
     send = Sender()
 
     report = await run(redis_client, drift_settings, send)
@@ -204,7 +216,7 @@ async def test_traffic_like_the_training_data_is_ok(
 
 
 async def test_new_users_and_items_are_drift(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     clusters: Interactions,
     drift_settings: Settings,
     active_model: ModelInfo,
@@ -223,7 +235,7 @@ async def test_new_users_and_items_are_drift(
 
 
 async def test_a_shift_among_known_items_is_caught_by_psi_alone(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     clusters: Interactions,
     drift_settings: Settings,
     active_model: ModelInfo,
@@ -248,7 +260,7 @@ async def test_a_shift_among_known_items_is_caught_by_psi_alone(
 
 
 async def test_too_few_events_never_trigger(
-    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+    redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
     await record_window(redis_client, new_traffic(99))
     send = Sender()
@@ -259,11 +271,11 @@ async def test_too_few_events_never_trigger(
     assert report.unknown_item_share == 1.0  # still reported, only not acted on
     assert report.triggered_task_id is None
     assert send.sent == []
-    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
 
 
 async def test_without_an_active_model_there_is_no_verdict(
-    redis_client: aioredis.Redis, drift_settings: Settings
+    redis_client: RedisClient, drift_settings: Settings
 ) -> None:
     await record_window(redis_client, new_traffic(500))
     send = Sender()
@@ -277,7 +289,7 @@ async def test_without_an_active_model_there_is_no_verdict(
 
 
 async def test_a_garbage_collected_snapshot_still_reports_unknown_shares(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     clusters: Interactions,
     drift_settings: Settings,
     active_model: ModelInfo,
@@ -294,7 +306,7 @@ async def test_a_garbage_collected_snapshot_still_reports_unknown_shares(
 
 # ── the trigger and the history ───────────────────────────────────────────────────────────
 async def test_drift_triggers_one_retrain_per_cool_down(
-    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+    redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
     await record_window(redis_client, new_traffic(500))
     send = Sender()
@@ -311,17 +323,17 @@ async def test_drift_triggers_one_retrain_per_cool_down(
     assert "cool-down" in second.trigger_skipped
     assert "task-1" in second.trigger_skipped
     assert other_monitor.triggered_task_id is None
-    assert await redis_client.get(keys.DRIFT_RETRAIN_COOLDOWN) == "task-1"
-    assert 0 < await redis_client.ttl(keys.DRIFT_RETRAIN_COOLDOWN) <= 600
+    assert await redis_client.execute("GET", keys.DRIFT_RETRAIN_COOLDOWN) == "task-1"
+    assert 0 < await redis_client.execute("TTL", keys.DRIFT_RETRAIN_COOLDOWN) <= 600
 
     # After the cool-down, drift that persists triggers again.
-    await redis_client.delete(keys.DRIFT_RETRAIN_COOLDOWN)
+    await redis_client.execute("DEL", keys.DRIFT_RETRAIN_COOLDOWN)
     third = await run(redis_client, drift_settings, send, now=NOW + 700)
     assert third.triggered_task_id == "task-2"
 
 
 async def test_below_the_thresholds_nothing_is_enqueued(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     clusters: Interactions,
     drift_settings: Settings,
     active_model: ModelInfo,
@@ -336,14 +348,14 @@ async def test_below_the_thresholds_nothing_is_enqueued(
     assert report.status == "ok"
     assert report.unknown_user_share == pytest.approx(0.2)
     assert send.sent == []
-    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
 
 
 async def test_no_trigger_while_a_training_runs(
-    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+    redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
     await record_window(redis_client, new_traffic(500))
-    await redis_client.set(keys.TRAINING_LOCK, "someone", ex=60)
+    await redis_client.execute("SET", keys.TRAINING_LOCK, "someone", "EX", 60)
     send = Sender()
 
     report = await run(redis_client, drift_settings, send)
@@ -351,11 +363,11 @@ async def test_no_trigger_while_a_training_runs(
     assert report.status == "drift"
     assert report.trigger_skipped == "a training is running"
     assert send.sent == []
-    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
 
 
 async def test_a_failed_enqueue_releases_the_cool_down(
-    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+    redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
     await record_window(redis_client, new_traffic(500))
 
@@ -365,19 +377,19 @@ async def test_a_failed_enqueue_releases_the_cool_down(
     with pytest.raises(ConnectionError):
         await run(redis_client, drift_settings, broken)  # type: ignore[arg-type]
 
-    assert not await redis_client.exists(keys.DRIFT_RETRAIN_COOLDOWN)
+    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
     assert (await run(redis_client, drift_settings, Sender())).triggered_task_id == "task-1"
 
 
 async def test_reports_are_kept_newest_first_in_a_capped_history(
-    redis_client: aioredis.Redis, drift_settings: Settings, active_model: ModelInfo
+    redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
     await record_window(redis_client, new_traffic(10))
     for offset in range(keys.DRIFT_HISTORY_LENGTH + 5):
         await run(redis_client, drift_settings, Sender(), now=NOW + offset)
 
-    history = await redis_client.lrange(keys.DRIFT_HISTORY, 0, -1)
-    latest = DriftReport.model_validate_json(await redis_client.get(keys.DRIFT_LATEST))
+    history = await redis_client.execute("LRANGE", keys.DRIFT_HISTORY, 0, -1)
+    latest = DriftReport.model_validate_json(await redis_client.execute("GET", keys.DRIFT_LATEST))
 
     assert len(history) == keys.DRIFT_HISTORY_LENGTH
     assert DriftReport.model_validate_json(history[0]) == latest
@@ -388,7 +400,7 @@ async def test_reports_are_kept_newest_first_in_a_capped_history(
 
 
 # ── automatic rollback ────────────────────────────────────────────────────────────────────
-async def _promote(redis_client: aioredis.Redis, tmp_path: object) -> ModelRegistry:
+async def _promote(redis_client: RedisClient, tmp_path: object) -> ModelRegistry:
     registry = ModelRegistry(redis_client)
     for version in (1, 2):
         await registry.record(
@@ -424,7 +436,7 @@ def _report(hits: dict[str, tuple[int, int]]) -> DriftReport:
 
 
 async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
-    redis_client: aioredis.Redis, drift_settings: Settings, tmp_path: object
+    redis_client: RedisClient, drift_settings: Settings, tmp_path: object
 ) -> None:
     from retraining_worker.drift import maybe_roll_back
 
@@ -454,7 +466,7 @@ async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
     ],
 )
 async def test_no_rollback_without_a_clear_loss(
-    redis_client: aioredis.Redis,
+    redis_client: RedisClient,
     drift_settings: Settings,
     tmp_path: object,
     hits: dict[str, tuple[int, int]],
@@ -474,7 +486,7 @@ async def test_no_rollback_without_a_clear_loss(
 
 
 async def test_an_old_promotion_is_not_rolled_back(
-    redis_client: aioredis.Redis, drift_settings: Settings, tmp_path: object
+    redis_client: RedisClient, drift_settings: Settings, tmp_path: object
 ) -> None:
     from retraining_worker.drift import maybe_roll_back
 
@@ -488,3 +500,115 @@ async def test_an_old_promotion_is_not_rolled_back(
         )
         is None
     )
+
+
+async def _chain(redis_client: RedisClient, *activations: int) -> ModelRegistry:
+    """Versions 1..max recorded with artifacts, then activated in the order given."""
+    registry = ModelRegistry(redis_client)
+    for version in range(1, max(activations) + 1):
+        await registry.record(
+            ModelInfo(
+                version=version,
+                status=ModelStatus.CANDIDATE,
+                algorithm="als",
+                created_at=datetime.now(UTC),
+                snapshot_id=f"{version}-0.g0",
+                artifact_url=f"file:///nowhere/v{version}",
+            )
+        )
+    for version in activations:
+        await registry.activate(version, "test")
+    return registry
+
+
+async def _roll_back(
+    registry: ModelRegistry, hits: dict[str, tuple[int, int]], settings: Settings
+) -> str | None:
+    from retraining_worker.drift import maybe_roll_back
+
+    active = await registry.active()
+    assert active is not None
+    return await maybe_roll_back(
+        registry, _report(hits), active, settings, now=datetime.now(UTC).timestamp()
+    )
+
+
+async def test_a_rollback_goes_to_the_version_the_active_one_replaced(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2, 3)
+    assert (await registry.get(2)).replaced_by == 3
+    assert (await registry.get(1)).replaced_by == 2
+
+    # 1 did best of all, but 3 replaced 2: the comparison and the rollback are with 2.
+    reason = await _roll_back(
+        registry, {"1": (300, 150), "2": (300, 60), "3": (300, 30)}, drift_settings
+    )
+
+    assert reason is not None
+    assert "version 3" in reason
+    assert "version 2" in reason
+    assert await registry.active_version() == 2
+
+
+async def test_after_a_reactivation_the_rollback_goes_to_the_version_replaced_last(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    # 3 replaced 2, was rolled back to 1 by hand, then activated again: it replaced 1 last
+    # (2 still names 3 as its successor, from the first time).
+    registry = await _chain(redis_client, 1, 2, 3, 1, 3)
+    assert (await registry.get(1)).replaced_by == 3
+
+    reason = await _roll_back(
+        registry, {"1": (300, 60), "2": (300, 10), "3": (300, 30)}, drift_settings
+    )
+
+    assert reason is not None
+    assert "version 1" in reason
+    assert await registry.active_version() == 1
+
+
+async def test_no_rollback_to_a_version_whose_artifact_was_pruned(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2)
+    await registry.drop_artifact(1)
+
+    assert await _roll_back(registry, {"1": (300, 60), "2": (300, 1)}, drift_settings) is None
+    assert await registry.active_version() == 2
+
+
+# ── partitions ────────────────────────────────────────────────────────────────────────────
+async def test_the_window_sums_the_hour_buckets_of_every_partition(data_tier: DataTier) -> None:
+    redis_client = await connect(data_tier.url)  # partitions on several masters of a cluster
+    try:
+        await _sum_every_partition(redis_client)
+    finally:
+        await redis_client.aclose()
+
+
+async def _sum_every_partition(redis_client: RedisClient) -> None:
+    for number, partition in enumerate(PARTITIONS.all):
+        for hour in (HOUR - 1, HOUR, HOUR - 5):  # the last is outside a 2-hour window
+            bucket = partition.drift(hour)
+            await redis_client.execute_many(
+                [
+                    ("HINCRBY", bucket.items, "everywhere", number + 1),
+                    ("HINCRBY", bucket.items, f"only-in-p{number}", 1),
+                    ("HINCRBY", bucket.users, f"user-of-p{number}", number + 2),
+                    ("HINCRBY", bucket.types, "view", number + 2),
+                    ("HINCRBY", bucket.hits, "1:events", 10),
+                    ("HINCRBY", bucket.hits, "1:hits", number),
+                ]
+            )
+
+    window = await read_window(redis_client, PARTITIONS, now=NOW, hours=2)
+
+    assert window.items == {"everywhere": 2 * 6, "only-in-p0": 2, "only-in-p1": 2, "only-in-p2": 2}
+    assert window.users == {"user-of-p0": 4, "user-of-p1": 6, "user-of-p2": 8}
+    assert window.types == {"view": 2 * 9}
+    assert window.events == 18
+    assert window.hits["1"].model_dump() == {"events": 60, "hits": 6, "hit_rate": 0.1}
+    # A monitor told of one partition reads that one only: the sum is over partitions.
+    alone = await read_window(redis_client, keys.Partitions(1), now=NOW, hours=2)
+    assert alone.items == {"everywhere": 2, "only-in-p0": 2}

@@ -1,9 +1,11 @@
-"""The worker's health server: liveness, readiness against real Redis, Prometheus metrics."""
+"""The worker's health server: liveness, readiness against real Redis (the data tier and the
+broker), Prometheus metrics."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from recsys_shared.processes import free_port
 from retraining_worker.config import Settings
 from retraining_worker.health import start_health_server
 
-StartServer = Callable[[str], str]
+StartServer = Callable[..., str]
 
 
 @pytest.fixture
@@ -25,9 +27,14 @@ def start_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[St
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     servers: list[ThreadingHTTPServer] = []
 
-    def start(redis_url: str) -> str:
+    def start(redis_url: str, broker_url: str | None = None) -> str:
         port = free_port()
-        settings = Settings(redis_url=redis_url, metrics_host="127.0.0.1", metrics_port=port)
+        settings = Settings(
+            redis_url=redis_url,
+            celery_broker_url=broker_url,
+            metrics_host="127.0.0.1",
+            metrics_port=port,
+        )
         server = start_health_server(settings)
         assert server is not None
         servers.append(server)
@@ -52,7 +59,7 @@ def test_health_endpoints(start_server: StartServer, redis_url: str) -> None:
     assert health.json() == {"status": "ok"}
     assert ready.status_code == 200
     assert ready.headers["content-type"] == "application/json"
-    assert ready.json() == {"status": "ready", "checks": {"redis": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "broker": "ok"}}
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain")
     assert missing.status_code == 404
@@ -69,8 +76,32 @@ def test_not_ready_without_redis(start_server: StartServer) -> None:
     body = ready.json()
     assert body["status"] == "not_ready"
     assert body["checks"]["redis"].startswith("unreachable")
+    assert body["checks"]["broker"].startswith("unreachable")  # the same Redis by default
     # Liveness does not depend on Redis: the process is alive.
     assert health.status_code == 200
+
+
+def test_not_ready_without_the_broker(start_server: StartServer, redis_url: str) -> None:
+    base = start_server(redis_url, broker_url=f"redis://127.0.0.1:{free_port()}/0")
+
+    with httpx.Client(base_url=base, timeout=10) as http:
+        ready = http.get("/readyz")
+
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["redis"] == "ok"
+    assert checks["broker"].startswith("unreachable")
+
+
+def test_concurrent_readiness_probes_all_answer(start_server: StartServer, redis_url: str) -> None:
+    # Each probe runs the data tier's client on an event loop of its own thread: one probe
+    # ending must not leave another without the loop that reads its replies.
+    base = start_server(redis_url)
+
+    with httpx.Client(base_url=base, timeout=10) as http, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: http.get("/readyz").status_code, range(24)))
+
+    assert statuses == [200] * 24
 
 
 def test_no_server_when_the_port_is_zero() -> None:

@@ -198,7 +198,8 @@ class RecommendationService:
         seen_rows: Indexes,
         known: np.ndarray,
     ) -> Floats | None:
-        """The trained vector if the model saw all of the user's events, else a fold-in.
+        """The trained vector if the model saw all of the user's events, else a fold-in of
+        the positive ones (None without any).
 
         A user the feature-store holds nothing of (erased, or forgotten after the retention
         period) is not personalised from a model's row: the model may predate the erasure."""
@@ -211,7 +212,8 @@ class RecommendationService:
         weights = np.fromiter(context.weights.values(), dtype=np.float32, count=len(known))[known]
         positive = weights > 0
         if not positive.any():
-            return model.user_factors[row] if row is not None else None
+            # Not the model's row either: it may be of the same id before an erasure.
+            return None
         metrics.FOLD_INS.inc()
         return model.fold_in(seen_rows[positive], weights[positive])
 

@@ -40,6 +40,7 @@ from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
 from retraining_worker import metrics
 from retraining_worker.config import Settings
+from retraining_worker.pruning import rollback_target
 
 log = logging.getLogger(__name__)
 
@@ -335,15 +336,8 @@ async def maybe_roll_back(
         return None
     if now - active.activated_at.timestamp() > settings.rollback_window_seconds:
         return None
-    previous = next(
-        (
-            info
-            for info in await registry.list()
-            if info.replaced_by == active.version and info.artifact_url is not None
-        ),
-        None,
-    )
-    if previous is None:
+    previous = rollback_target(await registry.list(), active.version)
+    if previous is None or previous.artifact_url is None:
         return None
     mine, theirs = (
         report.hit_rate.get(str(active.version)),

@@ -73,9 +73,15 @@ class QueueLengthCollector:
         yield family
 
 
+#: One probe's event loop at a time: glide reads every client's replies on the loop that made
+#: the first one, so a probe whose loop closes would leave a concurrent one unanswered forever.
+_DATA_TIER_PROBE = threading.Lock()
+
+
 def _readiness(settings: Settings) -> dict[str, str]:
     """The data tier (through the services' client) and the broker (through Celery's) answer."""
-    checks = {"redis": asyncio.run(_data_tier(settings))}
+    with _DATA_TIER_PROBE:
+        checks = {"redis": asyncio.run(_data_tier(settings))}
     broker = redis.Redis.from_url(settings.broker_dsn, socket_timeout=1.0)
     try:
         broker.ping()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 from recsys_shared.artifacts import SNAPSHOTS_FOLDER, ArtifactStore, model_folder, snapshot_folder
 from recsys_shared.registry import ModelRegistry
@@ -21,15 +22,23 @@ from retraining_worker.config import Settings
 log = logging.getLogger(__name__)
 
 
-def rollback_target(versions: list[ModelInfo], active: int | None) -> int | None:
-    """The version the active one replaced (a rollback goes there)."""
-    return next((info.version for info in versions if info.replaced_by == active), None)
+def rollback_target(versions: list[ModelInfo], active: int | None) -> ModelInfo | None:
+    """The version the active one replaced (a rollback goes there). A version activated more
+    than once leaves several that name it as their successor: it replaced the one of them
+    that was active last."""
+    replaced = [info for info in versions if active is not None and info.replaced_by == active]
+    return max(replaced, key=_activated_at, default=None)
+
+
+def _activated_at(info: ModelInfo) -> datetime:
+    return info.activated_at or datetime.min.replace(tzinfo=UTC)
 
 
 async def prune(registry: ModelRegistry, store: ArtifactStore, settings: Settings) -> None:
     versions = await registry.list()
     active = await registry.active_version()
-    protected = {active, rollback_target(versions, active)}
+    target = rollback_target(versions, active)
+    protected = {active, target.version if target else None}
     with_artifact = [info for info in versions if info.artifact_url]
     kept = {info.version for info in with_artifact[: settings.keep_model_versions]} | protected
     for info in with_artifact:

@@ -1,0 +1,234 @@
+"""Erased users out of the snapshots and model artifacts written before their erasure.
+
+Tombstones are left by the feature-store's own eraser, in the partitions of the erased users
+(``EVENT_PARTITIONS=3``); snapshots and models are written as the feature-store and the
+training write them; a rewritten model is loaded by the recommender's own loader. Each test
+runs on a single Redis and on a 3-master cluster (the partitions' tombstones on other slots
+than the registry's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from feature_store.erasure import Eraser
+from recommender.model_store import load_model
+from recsys_shared import keys
+from recsys_shared.artifacts import (
+    IDS_FILE,
+    MODEL_FILE,
+    SNAPSHOT_FILE,
+    ArtifactStore,
+    load_npz,
+    model_folder,
+    npz_bytes,
+    snapshot_folder,
+)
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus, QualityReport, SnapshotInfo
+from recsys_shared.testing import DataTier
+from retraining_worker.config import Settings
+from retraining_worker.data import Interactions
+from retraining_worker.erasure import ErasureRewrite, erase_from_artifacts
+from retraining_worker.training import TrainingParams, _write_artifact, fit
+
+PARTITIONS = keys.Partitions(3)
+#: Erased: users of both taste clusters, in two different partitions.
+ERASED = ("u3", "u41")
+#: The snapshot every model was trained on, and one of the second cluster only.
+SNAPSHOT_ID, SECOND_HALF_ID = "1700000000000-0.g0", "1700000000500-0.g1"
+
+
+def _arrays(data: Interactions) -> dict[str, Any]:
+    return {
+        "user_ids": data.user_ids,
+        "item_ids": data.item_ids,
+        "rows": data.rows,
+        "cols": data.cols,
+        "weights": data.weights,
+        "times": data.times,
+    }
+
+
+def _triples(arrays: dict[str, Any]) -> set[tuple[str, str, float, float]]:
+    """Every interaction by ids, whatever the row numbers."""
+    return {
+        (str(arrays["user_ids"][row]), str(arrays["item_ids"][col]), float(weight), float(time))
+        for row, col, weight, time in zip(
+            arrays["rows"], arrays["cols"], arrays["weights"], arrays["times"], strict=True
+        )
+    }
+
+
+def _write_snapshot(store: ArtifactStore, snapshot_id: str, data: Interactions) -> None:
+    """As the feature-store writes one: the arrays, and the SnapshotInfo as the manifest."""
+    folder = snapshot_folder(snapshot_id)
+    info = SnapshotInfo(
+        snapshot_id=snapshot_id,
+        url=store.url(folder),
+        created_at=datetime.now(UTC),
+        users=data.shape[0],
+        items=data.shape[1],
+        interactions=len(data),
+        time_min=float(data.times.min()),
+        time_max=float(data.times.max()),
+        quality=QualityReport(passed=True, checks=[]),
+    )
+    store.write_bundle(
+        folder, {SNAPSHOT_FILE: npz_bytes(**_arrays(data))}, json.loads(info.model_dump_json())
+    )
+
+
+def _second_half(data: Interactions) -> Interactions:
+    """Users 30-59 only (renumbered), with every item."""
+    keep = data.rows >= 30
+    return Interactions(
+        user_ids=data.user_ids[30:],
+        item_ids=data.item_ids,
+        rows=(data.rows[keep] - 30).astype(np.int32),
+        cols=data.cols[keep],
+        weights=data.weights[keep],
+        times=data.times[keep],
+    )
+
+
+@pytest.fixture
+async def redis_client(data_tier: DataTier) -> AsyncIterator[RedisClient]:
+    """The services' client on the data tier of the test (a single Redis, then a cluster)."""
+    client = await connect(data_tier.url)
+    yield client
+    await client.aclose()
+
+
+class Written:
+    """What the test wrote before the erasure, to compare with what the rewrite left."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.models: dict[int, ModelInfo] = {}
+        self.user_factors: dict[int, dict[str, np.ndarray]] = {}
+        self.item_factors: dict[int, np.ndarray] = {}
+
+
+@pytest.fixture
+async def written(redis_client: RedisClient, clusters: Interactions, settings: Settings) -> Written:
+    """Two snapshots, an ALS version (active), a BPR version and a rejected one."""
+    store = ArtifactStore(settings.artifact_url)
+    registry = ModelRegistry(redis_client)
+    before = Written()
+    for snapshot_id, data in ((SNAPSHOT_ID, clusters), (SECOND_HALF_ID, _second_half(clusters))):
+        _write_snapshot(store, snapshot_id, data)
+        before.snapshots[snapshot_id] = _arrays(data)
+    algorithms: tuple[Algorithm, ...] = ("bpr", "als")
+    for version, algorithm in enumerate(algorithms, start=1):
+        model = fit(TrainingParams.from_settings(settings, algorithm), clusters)
+        info = ModelInfo(
+            version=version,
+            status=ModelStatus.CANDIDATE,
+            algorithm=algorithm,
+            created_at=datetime.now(UTC),
+            snapshot_id=SNAPSHOT_ID,
+            artifact_url=store.url(model_folder(version)),
+        )
+        manifest = _write_artifact(store, info, model, clusters)
+        info.checksum = manifest["files"][MODEL_FILE]["sha256"]
+        await registry.publish(info, reason="test")
+        before.models[version] = info
+        factors = np.asarray(model.user_factors)
+        before.user_factors[version] = {
+            str(user): factors[row] for row, user in enumerate(clusters.user_ids)
+        }
+        before.item_factors[version] = np.asarray(model.item_factors)
+    await registry.record(
+        ModelInfo(
+            version=3,
+            status=ModelStatus.REJECTED,
+            algorithm="als",
+            created_at=datetime.now(UTC),
+            snapshot_id=SNAPSHOT_ID,
+        )
+    )
+    return before
+
+
+async def _erase(redis_client: RedisClient, *users: str) -> None:
+    eraser = Eraser(redis_client, PARTITIONS, ephemeral=redis_client)
+    for user in users:
+        await eraser.erase(user)
+
+
+async def test_erased_users_leave_every_snapshot_and_model(
+    redis_client: RedisClient, settings: Settings, written: Written, clusters: Interactions
+) -> None:
+    store = ArtifactStore(settings.artifact_url)
+    registry = ModelRegistry(redis_client)
+    await _erase(redis_client, *ERASED)
+    assert len({PARTITIONS.of(user).number for user in ERASED}) == 2
+
+    done = await erase_from_artifacts(redis_client, store, PARTITIONS)
+
+    assert done == ErasureRewrite(snapshots=2, models=2)
+    # Snapshots: the same interactions, without the erased users'; the manifest says so.
+    for snapshot_id, arrays in written.snapshots.items():
+        manifest, files = store.read_bundle(snapshot_folder(snapshot_id))  # checksums verified
+        after = load_npz(files[SNAPSHOT_FILE])
+        expected = {triple for triple in _triples(arrays) if triple[0] not in ERASED}
+        assert _triples(after) == expected
+        assert not set(ERASED) & set(after["user_ids"].tolist())
+        assert after["rows"].max() < len(after["user_ids"])
+        assert manifest["users"] == len(after["user_ids"])
+        assert manifest["interactions"] == len(expected)
+        assert manifest["snapshot_id"] == snapshot_id
+    # Models: the erased users' rows gone, every other row and the items as they were; the
+    # registry's checksum is the new file's; the recommender loads it and knows them no more.
+    for version, before in written.models.items():
+        manifest, files = store.read_bundle(model_folder(version))
+        info = await registry.get(version)
+        assert info.checksum == manifest["files"][MODEL_FILE]["sha256"] != before.checksum
+        loaded = load_model(store, info)
+        assert loaded.version == version
+        assert len(loaded.users) == len(written.user_factors[version]) - len(ERASED)
+        for user in ERASED:
+            assert loaded.users.get(user) is None
+        for user, factors in written.user_factors[version].items():
+            row = loaded.users.get(user)
+            if user not in ERASED:
+                assert row is not None
+                np.testing.assert_array_equal(loaded.model.user_factors[row], factors)
+        np.testing.assert_array_equal(loaded.model.item_factors, written.item_factors[version])
+        item_ids = load_npz(files[IDS_FILE])["item_ids"].tolist()
+        assert item_ids == clusters.item_ids.tolist()
+        assert [loaded.items.name(row) for row in range(len(loaded.items))] == item_ids
+    assert (await registry.get(3)).checksum is None  # no artifact: nothing to rewrite
+
+
+async def test_a_second_pass_and_a_pass_without_tombstones_rewrite_nothing(
+    redis_client: RedisClient, settings: Settings, written: Written
+) -> None:
+    store = ArtifactStore(settings.artifact_url)
+
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
+    untouched = store.read_bytes(f"{model_folder(2)}/manifest.json")
+    assert json.loads(untouched)["files"][MODEL_FILE]["sha256"] == written.models[2].checksum
+
+    await _erase(redis_client, "u7")
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(1, 2)
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
+
+
+async def test_a_user_in_no_artifact_rewrites_nothing(
+    redis_client: RedisClient, settings: Settings, written: Written
+) -> None:
+    store = ArtifactStore(settings.artifact_url)
+    await _erase(redis_client, "never-seen")
+
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
+    registry = ModelRegistry(redis_client)
+    assert (await registry.get(1)).checksum == written.models[1].checksum

@@ -1,0 +1,119 @@
+"""Pruning: what the registry and the artifact store keep is enough to roll back, no more."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+
+from recsys_shared import keys
+from recsys_shared.artifacts import ArtifactStore, model_folder
+from recsys_shared.redis import RedisClient
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelInfo, ModelStatus
+from retraining_worker.config import Settings
+from retraining_worker.pruning import prune
+
+
+async def _versions(
+    registry: ModelRegistry, store: ArtifactStore, count: int, *, rejected: tuple[int, ...] = ()
+) -> None:
+    """Versions 1..count recorded; each has an artifact unless it was rejected."""
+    for version in range(1, count + 1):
+        has_artifact = version not in rejected
+        if has_artifact:
+            store.write_bundle(model_folder(version), {"model.npz": b"x"}, {"version": version})
+        await registry.record(
+            ModelInfo(
+                version=version,
+                status=ModelStatus.CANDIDATE if has_artifact else ModelStatus.REJECTED,
+                algorithm="als",
+                created_at=datetime.now(UTC),
+                snapshot_id=f"{version}-0.g0",
+                artifact_url=store.url(model_folder(version)) if has_artifact else None,
+            )
+        )
+
+
+def _artifacts(store: ArtifactStore, count: int) -> set[int]:
+    return {v for v in range(1, count + 1) if store.exists(f"{model_folder(v)}/manifest.json")}
+
+
+async def _with_artifact(registry: ModelRegistry) -> set[int]:
+    return {info.version for info in await registry.list() if info.artifact_url}
+
+
+async def test_pruning_keeps_recent_artifacts_the_active_and_its_rollback_target(
+    redis_client: RedisClient, tmp_path: Path
+) -> None:
+    settings = Settings(redis_url="redis://unused", keep_model_versions=2, keep_snapshots=1)
+    store = ArtifactStore(f"file://{tmp_path}")
+    registry = ModelRegistry(redis_client)
+    await _versions(registry, store, 6)
+    await registry.activate(2, "old favourite")
+    await registry.activate(1, "rolled back")  # 1 is active, 2 the one it replaced
+    for name in ("1-0.g0", "5-0.g0", "10-0.g0"):
+        store.write_bytes(f"snapshots/{name}/manifest.json", b"{}")
+
+    await prune(registry, store, settings)
+
+    assert await _with_artifact(registry) == {1, 2, 5, 6}
+    assert _artifacts(store, 6) == {1, 2, 5, 6}
+    assert store.list_dirs("snapshots") == ["10-0.g0"]  # by stream id, not by name
+    assert len(await registry.list()) == 6  # lineage stays listed
+
+
+async def test_records_beyond_the_limit_are_forgotten_but_never_the_rollback_pair(
+    redis_client: RedisClient, inspector: redis.Redis, tmp_path: Path
+) -> None:
+    settings = Settings(
+        redis_url="redis://unused",
+        keep_model_versions=2,
+        keep_model_records=3,
+        keep_snapshots=2,
+    )
+    store = ArtifactStore(f"file://{tmp_path}")
+    registry = ModelRegistry(redis_client)
+    await _versions(registry, store, 8, rejected=(7,))
+    await registry.activate(2, "old favourite")
+    await registry.activate(1, "rolled back")
+    for name in ("1-0.g0", "5-0.g0", "10-0.g0", "9-1.g2"):
+        store.write_bytes(f"snapshots/{name}/manifest.json", b"{}")
+
+    await prune(registry, store, settings)
+
+    # Artifacts: the two newest that have one (8, 6; 7 was rejected), the active, its target.
+    assert await _with_artifact(registry) == {1, 2, 6, 8}
+    assert _artifacts(store, 8) == {1, 2, 6, 8}
+    # Records: the three newest (the rejected one too), the active and its target.
+    assert await registry.versions() == [8, 7, 6, 2, 1]
+    for forgotten in (3, 4, 5):
+        assert not inspector.exists(keys.model(forgotten))
+        assert not inspector.exists(keys.model_for_snapshot(f"{forgotten}-0.g0"))
+    assert inspector.get(keys.model_for_snapshot("8-0.g0")) == "8"
+    assert await registry.active_version() == 1
+    assert store.list_dirs("snapshots") == ["10-0.g0", "9-1.g2"]
+
+    # Once pruned, pruning again removes nothing more.
+    await prune(registry, store, settings)
+    assert await registry.versions() == [8, 7, 6, 2, 1]
+    assert _artifacts(store, 8) == {1, 2, 6, 8}
+
+
+async def test_a_reactivated_version_keeps_the_one_it_replaced_last(
+    redis_client: RedisClient, tmp_path: Path
+) -> None:
+    settings = Settings(redis_url="redis://unused", keep_model_versions=2)
+    store = ArtifactStore(f"file://{tmp_path}")
+    registry = ModelRegistry(redis_client)
+    await _versions(registry, store, 4)  # 4: a newer candidate, never activated
+    # 3 replaced 2, was rolled back to 1, then activated again: a rollback now goes to 1
+    # (2 still names 3 as its successor, from the first time).
+    for version in (1, 2, 3, 1, 3):
+        await registry.activate(version, "test")
+
+    await prune(registry, store, settings)
+
+    assert _artifacts(store, 4) == {1, 3, 4}
+    assert await registry.activate(1, "the rollback target can still be activated") == 3
