@@ -142,6 +142,7 @@ class FaultScript:
             if served
             else f"version {target} not served within 60 s"
         )
+        self.log(outcome)
         self.faults.append(Fault("model swap", start, time.time(), outcome, served))
         return restore
 
@@ -212,6 +213,7 @@ class FaultScript:
             f"pid {pid} killed; back (healthz) after {healthy - killed:.1f} s, ready (model "
             f"loaded) after {ready - killed:.1f} s, pid {listener_pid(port)}"
         )
+        self.log(outcome)
         return Fault("replica kill", start, ready, outcome, True)
 
 

@@ -117,7 +117,7 @@ def spike_check(environment: Environment, script: FaultScript, faults: list[Faul
     )
     message = (
         f"steady p99 {spike.steady_p99_ms:.0f} ms before the faults, max {spike.max_p99_ms:.0f} "
-        f"ms during them (+{spike.increase_ms:.0f} ms, {spike.factor:.1f}x); {per_fault}"
+        f"ms during them ({spike.increase_ms:+.0f} ms, {spike.factor:.1f}x); {per_fault}"
     )
     return Check("p99 spike", True, message, gated=False)
 
