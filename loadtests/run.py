@@ -95,18 +95,23 @@ def api_keys(keys: Sequence[str]) -> str:
     return ",".join(f"{key}:{role}" for key, role in roles.items())
 
 
+def run_time(args: argparse.Namespace) -> int:
+    """Locust's --run-time, in seconds."""
+    if args.scenario == "resilience":
+        # The resilience shape ends the run once its faults are over; this is a safety net.
+        return int(args.baseline + args.cooldown + 1800)
+    return int(args.duration)
+
+
 def locust_command(args: argparse.Namespace, prefix: Path, keys: Sequence[str]) -> list[str]:
-    resilience = args.scenario == "resilience"
-    # The resilience shape ends the run once its faults are over; --run-time is a safety net.
-    run_time = args.baseline + args.cooldown + 1800 if resilience else args.duration
     command = [
         str(VENV / "bin" / "locust"), "-f", str(HERE / "locustfile.py"), "--headless",
         "--host", args.host, "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
-        "--run-time", f"{run_time}s", "--stop-timeout", "10", "--only-summary",
+        "--run-time", f"{run_time(args)}s", "--stop-timeout", "10", "--only-summary",
         "--csv", str(prefix), "--csv-full-history", "--html", f"{prefix}.html",
         "--workload", args.workload, "--client-keys", ",".join(keys),
     ]  # fmt: skip
-    if resilience:
+    if args.scenario == "resilience":
         command += ["--baseline", str(args.baseline), "--cooldown", str(args.cooldown)]
         command += ["--swap", args.swap]
     if args.workers:
@@ -147,20 +152,25 @@ def run_locust(args: argparse.Namespace, keys: Sequence[str]) -> int:
     worker += ["--master-port", str(args.master_port)]
     seen: list[str] = []
     with log_path.open("w", encoding="utf-8") as log:
-        quiet: dict[str, Any] = {
+        common: dict[str, Any] = {
             "cwd": ROOT,
             "env": env,
             "stdin": subprocess.DEVNULL,
             "stderr": subprocess.STDOUT,
         }
-        master = subprocess.Popen(command, stdout=subprocess.PIPE, **quiet)
-        workers = [subprocess.Popen(worker, stdout=log, **quiet) for _ in range(args.workers)]
+        master = subprocess.Popen(command, stdout=subprocess.PIPE, **common)
+        workers = [subprocess.Popen(worker, stdout=log, **common) for _ in range(args.workers)]
         assert master.stdout is not None
         tee = threading.Thread(target=_tee, args=(master.stdout, log, seen), daemon=True)
         tee.start()
-        status = _wait(master, float(command[command.index("--run-time") + 1][:-1]) + 120)
-        for process in workers:  # they quit when the master does
-            _wait(process, 30)
+        try:
+            status = _wait(master, run_time(args) + 120)
+            for process in workers:  # they quit when the master does
+                _wait(process, 30)
+        except BaseException:  # Ctrl-C here: leave no Locust behind
+            for process in (master, *workers):
+                _wait(process, 0)
+            raise
         tee.join(timeout=10)
     if (status == EXIT_MISSED and not seen) or status not in (0, EXIT_MISSED):
         raise NotRun(f"locust failed (status {status}); its output is in {log_path}")

@@ -47,7 +47,7 @@ class System:
         self.api = Api(host, key, timeout=5)
         self.reports = reports
         self.ready_timeout = ready_timeout
-        self.api_keys = api_keys  # API_KEYS of a system started here
+        self.api_keys = api_keys  # API_KEYS of a system started here, unless API_KEYS is set
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = reports / "system.log"
         self._log: TextIO | None = None
@@ -77,7 +77,8 @@ class System:
         subprocess.run(["make", "--no-print-directory", "setup"], cwd=ROOT, check=True)
         self.reports.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("w", encoding="utf-8")
-        environment = {"PORT": "8000", "PYTHONUNBUFFERED": "1", "API_KEYS": self.api_keys}
+        environment = {"PORT": "8000", "PYTHONUNBUFFERED": "1"}
+        environment["API_KEYS"] = os.environ.get("API_KEYS") or self.api_keys  # yours first
         self.process = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "python"), "scripts/run.py"],
             cwd=ROOT,
