@@ -17,7 +17,11 @@ PyYAML come from deploy/requirements-check.txt). For every file, which is one
    named probe ports, ServiceMonitor selectors and ports;
 3. the deployment rules of this repository: restricted security contexts, requests and
    limits, liveness and readiness probes, writable emptyDirs only on /tmp, a startup probe
-   on the recommender, one beat replica with the Recreate strategy.
+   on the recommender, one beat replica with the Recreate strategy;
+4. what the rendering exposes: an Ingress routes /v1 (Prefix) and nothing else, unless the
+   settings (ConfigMap recsys-config) say DOCS_ENABLED=true, and then exactly /v1 and the
+   docs' paths; a rendering with ENVIRONMENT=production denies all traffic by default (a
+   NetworkPolicy selecting every pod, for ingress and egress).
 
 Prints one line per file and every problem found; exits 1 if there is any.
 """
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +54,10 @@ SERVING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 Obj = dict[str, Any]
 #: The only path where a pod may write to an emptyDir (the root filesystem is read-only).
 WRITABLE_PATH = "/tmp"  # noqa: S108 - a mount point inside the container, not a temp file
+#: What the Ingress may route: the API, and the gateway's docs when DOCS_ENABLED=true.
+API_PATHS = {"/v1"}
+DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
+SETTINGS = "recsys-config"
 
 
 def load(path: Path) -> list[Obj]:
@@ -107,22 +116,31 @@ def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
     return True
 
 
+@functools.cache
+def schema_problems(document: str, version: str) -> tuple[str, ...]:
+    """The schema problems of one object, given as JSON: the renderings of one overlay share
+    most of their objects, and each distinct object is validated once per run."""
+    obj = json.loads(document)
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        path = "/".join(str(part) for part in error.path)
+        return (f"{ident(obj)}: schema: {path}: {error.message}",)
+    except kubernetes_validate.SchemaNotFoundError:
+        return (
+            f"{ident(obj)}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
+            f"in Kubernetes {version}",
+        )
+    return ()
+
+
 def check_schemas(objects: list[Obj], version: str) -> list[str]:
-    problems = []
-    for obj in objects:
-        if str(obj.get("apiVersion", "")).startswith(CRD_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            path = "/".join(str(part) for part in error.path)
-            problems.append(f"{ident(obj)}: schema: {path}: {error.message}")
-        except kubernetes_validate.SchemaNotFoundError:
-            problems.append(
-                f"{ident(obj)}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
-                f"in Kubernetes {version}"
-            )
-    return problems
+    return [
+        problem
+        for obj in objects
+        if not str(obj.get("apiVersion", "")).startswith(CRD_GROUPS)
+        for problem in schema_problems(json.dumps(obj, sort_keys=True), version)
+    ]
 
 
 def check_references(objects: list[Obj], external: set[str]) -> list[str]:
@@ -289,6 +307,61 @@ def check_rules(objects: list[Obj]) -> list[str]:
     return problems
 
 
+def settings(objects: list[Obj]) -> dict[str, str]:
+    """The services' settings: the ConfigMap recsys-config (its name has kustomize's hash)."""
+    for obj in objects:
+        name = str(obj.get("metadata", {}).get("name", ""))
+        if obj.get("kind") == "ConfigMap" and (name == SETTINGS or name.startswith(SETTINGS + "-")):
+            return {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
+    return {}
+
+
+def denies_by_default(policy: Obj) -> bool:
+    spec = policy.get("spec", {}) or {}
+    return (
+        not (spec.get("podSelector") or {})
+        and {"Ingress", "Egress"} <= set(spec.get("policyTypes") or [])
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )
+
+
+def check_exposure(objects: list[Obj]) -> list[str]:
+    problems: list[str] = []
+    config = settings(objects)
+    docs = config.get("DOCS_ENABLED", "false").lower() == "true"
+    wanted = API_PATHS | DOCS_PATHS if docs else API_PATHS
+    for obj in objects:
+        if obj.get("kind") != "Ingress":
+            continue
+        paths = {
+            path.get("path", "/"): path.get("pathType")
+            for rule in obj["spec"].get("rules", []) or []
+            for path in (rule.get("http") or {}).get("paths", []) or []
+        }
+        if obj["spec"].get("defaultBackend"):
+            problems.append(f"{ident(obj)}: a defaultBackend routes every path")
+        extra = sorted(set(paths) - wanted)
+        if extra:
+            docs_paths = not docs and DOCS_PATHS & set(extra)
+            because = " (the docs' paths need DOCS_ENABLED=true)" if docs_paths else ""
+            problems.append(f"{ident(obj)}: routes {extra}, only {sorted(wanted)}{because}")
+        missing = sorted(wanted - set(paths))
+        if missing:
+            problems.append(f"{ident(obj)}: does not route {missing}")
+        for path in API_PATHS & set(paths):
+            if paths[path] != "Prefix":
+                problems.append(f"{ident(obj)}: {path} is {paths[path]}, not Prefix")
+    if config.get("ENVIRONMENT") == "production" and not any(
+        obj.get("kind") == "NetworkPolicy" and denies_by_default(obj) for obj in objects
+    ):
+        problems.append(
+            "ENVIRONMENT=production without a default-deny NetworkPolicy "
+            "(include components/network-policies)"
+        )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubernetes-version", default="1.30.0")
@@ -314,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             *check_schemas(objects, args.kubernetes_version),
             *check_references(objects, external),
             *check_rules(objects),
+            *check_exposure(objects),
         ]
         crds = sum(str(o.get("apiVersion", "")).startswith(CRD_GROUPS) for o in objects)
         if problems:
