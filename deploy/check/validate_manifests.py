@@ -18,10 +18,8 @@ PyYAML come from deploy/requirements-check.txt). For every file, which is one
 3. the deployment rules of this repository: restricted security contexts, requests and
    limits, liveness and readiness probes, writable emptyDirs only on /tmp, a startup probe
    on the recommender, one beat replica with the Recreate strategy;
-4. what the rendering exposes: an Ingress routes /v1 (Prefix) and nothing else, unless the
-   settings (ConfigMap recsys-config) say DOCS_ENABLED=true, and then exactly /v1 and the
-   docs' paths; a rendering with ENVIRONMENT=production denies all traffic by default (a
-   NetworkPolicy selecting every pod, for ingress and egress).
+4. what the rendering exposes (exposure.py): the Ingress paths and, in production, a
+   default-deny NetworkPolicy.
 
 Prints one line per file and every problem found; exits 1 if there is any.
 """
@@ -39,6 +37,7 @@ from typing import Any
 import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
+from exposure import check_exposure  # beside this file: the script's folder is on sys.path
 
 # kubernetes-validate reads and parses the schema files again for every object; they never
 # change within a run, so parse each once (most of the time of a run otherwise).
@@ -54,10 +53,6 @@ SERVING_KINDS = {"Deployment", "StatefulSet", "DaemonSet"}
 Obj = dict[str, Any]
 #: The only path where a pod may write to an emptyDir (the root filesystem is read-only).
 WRITABLE_PATH = "/tmp"  # noqa: S108 - a mount point inside the container, not a temp file
-#: What the Ingress may route: the API, and the gateway's docs when DOCS_ENABLED=true.
-API_PATHS = {"/v1"}
-DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
-SETTINGS = "recsys-config"
 
 
 def load(path: Path) -> list[Obj]:
@@ -304,61 +299,6 @@ def check_rules(objects: list[Obj]) -> list[str]:
                 problems.append(f"{ident(obj)}: beat must run exactly 1 replica")
             if (obj["spec"].get("strategy") or {}).get("type") != "Recreate":
                 problems.append(f"{ident(obj)}: beat must use the Recreate strategy")
-    return problems
-
-
-def settings(objects: list[Obj]) -> dict[str, str]:
-    """The services' settings: the ConfigMap recsys-config (its name has kustomize's hash)."""
-    for obj in objects:
-        name = str(obj.get("metadata", {}).get("name", ""))
-        if obj.get("kind") == "ConfigMap" and (name == SETTINGS or name.startswith(SETTINGS + "-")):
-            return {str(k): str(v) for k, v in (obj.get("data") or {}).items()}
-    return {}
-
-
-def denies_by_default(policy: Obj) -> bool:
-    spec = policy.get("spec", {}) or {}
-    return (
-        not (spec.get("podSelector") or {})
-        and {"Ingress", "Egress"} <= set(spec.get("policyTypes") or [])
-        and not spec.get("ingress")
-        and not spec.get("egress")
-    )
-
-
-def check_exposure(objects: list[Obj]) -> list[str]:
-    problems: list[str] = []
-    config = settings(objects)
-    docs = config.get("DOCS_ENABLED", "false").lower() == "true"
-    wanted = API_PATHS | DOCS_PATHS if docs else API_PATHS
-    for obj in objects:
-        if obj.get("kind") != "Ingress":
-            continue
-        paths = {
-            path.get("path", "/"): path.get("pathType")
-            for rule in obj["spec"].get("rules", []) or []
-            for path in (rule.get("http") or {}).get("paths", []) or []
-        }
-        if obj["spec"].get("defaultBackend"):
-            problems.append(f"{ident(obj)}: a defaultBackend routes every path")
-        extra = sorted(set(paths) - wanted)
-        if extra:
-            docs_paths = not docs and DOCS_PATHS & set(extra)
-            because = " (the docs' paths need DOCS_ENABLED=true)" if docs_paths else ""
-            problems.append(f"{ident(obj)}: routes {extra}, only {sorted(wanted)}{because}")
-        missing = sorted(wanted - set(paths))
-        if missing:
-            problems.append(f"{ident(obj)}: does not route {missing}")
-        for path in API_PATHS & set(paths):
-            if paths[path] != "Prefix":
-                problems.append(f"{ident(obj)}: {path} is {paths[path]}, not Prefix")
-    if config.get("ENVIRONMENT") == "production" and not any(
-        obj.get("kind") == "NetworkPolicy" and denies_by_default(obj) for obj in objects
-    ):
-        problems.append(
-            "ENVIRONMENT=production without a default-deny NetworkPolicy "
-            "(include components/network-policies)"
-        )
     return problems
 
 
