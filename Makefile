@@ -57,12 +57,15 @@ loadtest: ## Locust, headless, against HOST (starts the system if needed); fails
 loadtest-resilience: ## Model swap and a replica kill under load: zero 5xx, p99 spike reported
 	$(PYTHON) loadtests/run.py --scenario resilience
 
-up: ## Build the images and start the whole system with Docker Compose (needs .env)
+# REDIS_CLUSTER=1 make up: the data on compose's Redis Cluster (profile cluster, 3 masters and
+# 3 replicas) through deploy/compose/cluster.yml. `down` names both so it stops either system.
+COMPOSE_CLUSTER := -f docker-compose.yml -f deploy/compose/cluster.yml --profile cluster
+up: ## Build the images and start the system with Docker Compose (needs .env; REDIS_CLUSTER=1)
 	@test -f .env || { echo "No .env: cp .env.example .env, then set its secrets"; exit 1; }
-	docker compose up --build --detach --wait
+	docker compose $(if $(filter 1,$(REDIS_CLUSTER)),$(COMPOSE_CLUSTER)) up --build --detach --wait
 
 down: ## Stop the Docker Compose system; its volumes (Redis, artifacts) are kept
-	docker compose down
+	docker compose $(COMPOSE_CLUSTER) down
 
 check-rules: ## promtool: check the Prometheus config and rules, run the alert unit tests
 	scripts/check-rules.sh

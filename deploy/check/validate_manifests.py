@@ -17,7 +17,9 @@ PyYAML come from deploy/requirements-check.txt). For every file, which is one
    named probe ports, ServiceMonitor selectors and ports;
 3. the deployment rules of this repository: restricted security contexts, requests and
    limits, liveness and readiness probes, writable emptyDirs only on /tmp, a startup probe
-   on the recommender, one beat replica with the Recreate strategy.
+   on the recommender, one beat replica with the Recreate strategy;
+4. what the rendering exposes (exposure.py): the Ingress paths and, in production, a
+   default-deny NetworkPolicy.
 
 Prints one line per file and every problem found; exits 1 if there is any.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +37,7 @@ from typing import Any
 import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
+from exposure import check_exposure  # beside this file: the script's folder is on sys.path
 
 # kubernetes-validate reads and parses the schema files again for every object; they never
 # change within a run, so parse each once (most of the time of a run otherwise).
@@ -107,22 +111,31 @@ def selector_matches(selector: Obj | None, labels: dict[str, str]) -> bool:
     return True
 
 
+@functools.cache
+def schema_problems(document: str, version: str) -> tuple[str, ...]:
+    """The schema problems of one object, given as JSON: the renderings of one overlay share
+    most of their objects, and each distinct object is validated once per run."""
+    obj = json.loads(document)
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        path = "/".join(str(part) for part in error.path)
+        return (f"{ident(obj)}: schema: {path}: {error.message}",)
+    except kubernetes_validate.SchemaNotFoundError:
+        return (
+            f"{ident(obj)}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
+            f"in Kubernetes {version}",
+        )
+    return ()
+
+
 def check_schemas(objects: list[Obj], version: str) -> list[str]:
-    problems = []
-    for obj in objects:
-        if str(obj.get("apiVersion", "")).startswith(CRD_GROUPS):
-            continue
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            path = "/".join(str(part) for part in error.path)
-            problems.append(f"{ident(obj)}: schema: {path}: {error.message}")
-        except kubernetes_validate.SchemaNotFoundError:
-            problems.append(
-                f"{ident(obj)}: no schema for {obj.get('apiVersion')} {obj.get('kind')} "
-                f"in Kubernetes {version}"
-            )
-    return problems
+    return [
+        problem
+        for obj in objects
+        if not str(obj.get("apiVersion", "")).startswith(CRD_GROUPS)
+        for problem in schema_problems(json.dumps(obj, sort_keys=True), version)
+    ]
 
 
 def check_references(objects: list[Obj], external: set[str]) -> list[str]:
@@ -314,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             *check_schemas(objects, args.kubernetes_version),
             *check_references(objects, external),
             *check_rules(objects),
+            *check_exposure(objects),
         ]
         crds = sum(str(o.get("apiVersion", "")).startswith(CRD_GROUPS) for o in objects)
         if problems:

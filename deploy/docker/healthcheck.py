@@ -2,7 +2,9 @@
 
 ``python /app/healthcheck.py http://127.0.0.1:8000/healthz`` succeeds when the URL answers 2xx.
 ``python /app/healthcheck.py beat`` (worker image only) succeeds when Celery beat holds its
-RedBeat lock in Redis, which beat renews every few seconds while it runs.
+RedBeat lock, which beat renews every few seconds while it runs. The lock lives where the
+worker's Celery app puts RedBeat (its ``redbeat_redis_url``, else its broker): the standalone
+broker Redis (``CELERY_BROKER_URL``) when the data is on a cluster.
 Only the standard library and what the image already has: no curl in a slim image.
 """
 
@@ -27,7 +29,6 @@ def beat_holds_lock() -> bool:
     import redis
 
     from retraining_worker.celery_app import app
-    from retraining_worker.config import get_settings
 
     # RedBeat's own rule for the lock key (redbeat.schedulers.RedBeatConfig), without building
     # a RedBeatConfig, which logs deprecation notices on every call.
@@ -35,9 +36,10 @@ def beat_holds_lock() -> bool:
     lock_key = app.conf.get("redbeat_lock_key") or f"{prefix}:lock"
     if not lock_key.startswith(prefix):
         lock_key = prefix + lock_key
-    client = redis.Redis.from_url(
-        get_settings().redis_dsn, socket_timeout=2, socket_connect_timeout=2
-    )
+    # Read from the app's configuration, not from a setting's name, so the check follows
+    # wherever the worker's configuration puts RedBeat.
+    url = app.conf.get("redbeat_redis_url") or app.conf.broker_url
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         return bool(client.exists(lock_key))
     except redis.RedisError:

@@ -1,0 +1,55 @@
+"""The images' health check (deploy/docker/healthcheck.py), run as the containers run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import redis
+
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy/docker/healthcheck.py"
+
+
+def healthcheck(*args: str, **env: str) -> int:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    ).returncode
+
+
+def redbeat_lock_key() -> str:
+    """The lock beat holds, by RedBeat's own rule for the worker's configuration."""
+    from redbeat.schedulers import RedBeatConfig
+
+    from retraining_worker.celery_app import app
+
+    # RedBeat warns that it will stop reading broker_transport_options (the worker's
+    # configuration, not this check's concern).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return str(RedBeatConfig(app).lock_key)
+
+
+@pytest.mark.integration
+def test_beat_is_healthy_exactly_while_its_lock_is_held(redis_url: str) -> None:
+    # Celery's broker given explicitly, as compose and Kubernetes do: RedBeat lives beside it.
+    where = {"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+    assert healthcheck("beat", **where) == 1
+    client = redis.Redis.from_url(redis_url)
+    client.set(redbeat_lock_key(), "beat-1", px=60_000)
+    assert healthcheck("beat", **where) == 0
+    client.delete(redbeat_lock_key())
+    client.close()
+    assert healthcheck("beat", **where) == 1
+
+
+def test_only_loopback_urls_are_checked() -> None:
+    assert healthcheck("http://example.com/healthz") != 0
+    assert healthcheck("http://127.0.0.1:9/healthz") == 1  # nothing listens on the discard port
