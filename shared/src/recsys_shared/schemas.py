@@ -400,7 +400,7 @@ class HybridRecipe(_EaseFields):
     item, so items with few or no interactions still get scores and neighbours."""
 
     algorithm: Literal["hybrid"] = "hybrid"
-    content_weight: float = Field(default=0.1, ge=0, le=10)
+    content_weight: float = Field(default=0.01, ge=0, le=10)
     content_neighbours: int = Field(default=50, ge=1, le=500)
 
 

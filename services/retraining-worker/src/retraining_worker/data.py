@@ -161,3 +161,42 @@ def seen_matrix(data: Interactions, mask: npt.NDArray[np.bool_], users: Ints) ->
         shape=data.shape,
     )
     return seen[users]
+
+
+def per_user_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
+    """Each user's most recent ``holdout_fraction`` of interactions held out (by time, ties
+    by item), to be predicted from the rest: a validation split with every active user in it.
+
+    Targets are the held-out items with positive weight that the user had not touched before.
+    """
+    order = np.lexsort((data.cols, data.times, data.rows))
+    train = np.ones(len(data), dtype=bool)
+    boundaries = np.flatnonzero(np.diff(data.rows[order])) + 1
+    for group in np.split(order, boundaries) if len(order) else []:
+        held = int(len(group) * holdout_fraction)
+        if held and len(group) - held >= 1:
+            train[group[len(group) - held :]] = False
+    users: list[int] = []
+    targets: list[set[int]] = []
+    later = np.flatnonzero(~train & (data.weights > 0))
+    earlier_items: dict[int, set[int]] = {}
+    for row, col in zip(data.rows[train].tolist(), data.cols[train].tolist(), strict=True):
+        earlier_items.setdefault(row, set()).add(col)
+    wanted: dict[int, set[int]] = {}
+    for row, col in zip(data.rows[later].tolist(), data.cols[later].tolist(), strict=True):
+        if col not in earlier_items.get(row, set()):
+            wanted.setdefault(row, set()).add(col)
+    for row in sorted(wanted):
+        users.append(row)
+        targets.append(wanted[row])
+    revealed = data.matrix(train, signed=True)
+    user_rows = np.asarray(users, dtype=np.int32)
+    held_times = data.times[~train]
+    return HoldoutSplit(
+        train=train,
+        revealed_mask=train,
+        users=user_rows,
+        revealed=revealed[user_rows] if len(user_rows) else revealed[:0],
+        targets=targets,
+        cut_time=float(held_times.min()) if len(held_times) else 0.0,
+    )

@@ -77,7 +77,7 @@ def suggest(trial: optuna.Trial, algorithm: Algorithm) -> Recipe:
     return HybridRecipe(
         **common,
         **ease,
-        content_weight=trial.suggest_float("hybrid.content_weight", 0.01, 1.0, log=True),
+        content_weight=trial.suggest_float("hybrid.content_weight", 0.001, 0.3, log=True),
         content_neighbours=trial.suggest_categorical("hybrid.content_neighbours", (20, 50, 100)),
     )
 
