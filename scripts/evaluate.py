@@ -36,11 +36,11 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import catalogue, movielens  # noqa: E402
+from demo import catalogue, movielens
 
-from recsys_shared.processes import RedisServer, wait_until  # noqa: E402
-from recsys_shared.schemas import EventType, Recipe, event_weight  # noqa: E402
-from recsys_shared.testing import (  # noqa: E402
+from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.schemas import EventType, Recipe, event_weight
+from recsys_shared.testing import (
     admin_headers,
     build_stack,
     client_headers,
@@ -78,7 +78,9 @@ def replay_split(frame: Any) -> ReplaySplit:
     return ReplaySplit(sent, targets)
 
 
-def list_metrics(lists: dict[str, list[str]], targets: dict[str, set[str]], n_items: int) -> dict[str, float]:
+def list_metrics(
+    lists: dict[str, list[str]], targets: dict[str, set[str]], n_items: int
+) -> dict[str, float]:
     """precision, recall and NDCG at K, and coverage, over the users with targets."""
     precision = recall = ndcg = 0.0
     discounts = 1.0 / np.log2(np.arange(2, K + 2))
@@ -140,15 +142,24 @@ def offline(split: ReplaySplit, movies: list[dict[str, Any]]) -> dict[str, dict[
 
     def lists_of(scores: np.ndarray) -> dict[str, list[str]]:
         ranked = top_k_excluding(scores.astype(np.float32), seen, K)
-        return {user: [str(item_ids[i]) for i in row if i >= 0] for user, row in zip(users, ranked, strict=True)}
+        return {
+            user: [str(item_ids[i]) for i in row if i >= 0]
+            for user, row in zip(users, ranked, strict=True)
+        }
 
     counts = np.bincount(data.cols, minlength=data.shape[1]).astype(np.float32)
-    table = {"popularity": list_metrics(lists_of(np.tile(counts, (len(rows), 1))), split.targets, len(item_ids))}
+    table = {
+        "popularity": list_metrics(
+            lists_of(np.tile(counts, (len(rows), 1))), split.targets, len(item_ids)
+        )
+    }
     recipes: dict[str, Recipe] = dict(DEFAULTS)
     for name, recipe in recipes.items():
         started = time.perf_counter()
         model = fit(recipe, TrainingSet(training_matrix(data, recipe), content, 2, 42))
-        scores = np.concatenate([model.score(history[start : start + 256]) for start in range(0, len(rows), 256)])
+        scores = np.concatenate(
+            [model.score(history[start : start + 256]) for start in range(0, len(rows), 256)]
+        )
         table[name] = {
             **list_metrics(lists_of(scores), split.targets, len(item_ids)),
             "fit_seconds": time.perf_counter() - started,
@@ -157,7 +168,9 @@ def offline(split: ReplaySplit, movies: list[dict[str, Any]]) -> dict[str, dict[
 
 
 # ── replay through the public API ───────────────────────────────────────────────────────────
-def _send(http: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+def _send(
+    http: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str]
+) -> httpx.Response:
     for _ in range(60):
         response = http.request(method, path, json=body, headers=headers)
         if response.status_code not in (429, 503):
@@ -215,10 +228,18 @@ def _replay_on(stack: Any, split: ReplaySplit, movies: list[dict[str, Any]]) -> 
     figures: dict[str, Any] = {}
     with httpx.Client(base_url=gateway, timeout=120) as http:
         for start in range(0, len(movies), 1000):
-            _send(http, "PUT", "/v1/items", {"items": movies[start : start + 1000]}, client_headers())
+            _send(
+                http, "PUT", "/v1/items", {"items": movies[start : start + 1000]}, client_headers()
+            )
         events = _events(split.sent)
         for start in range(0, len(events), 1000):
-            _send(http, "POST", "/v1/events", {"events": events[start : start + 1000]}, client_headers())
+            _send(
+                http,
+                "POST",
+                "/v1/events",
+                {"events": events[start : start + 1000]},
+                client_headers(),
+            )
         wait_for_applied(gateway, timeout=600)
         print(f"replay: {len(movies)} movies and {len(events)} ratings sent", flush=True)
         started = time.perf_counter()
@@ -226,7 +247,8 @@ def _replay_on(stack: Any, split: ReplaySplit, movies: list[dict[str, Any]]) -> 
         result = wait_for_task(gateway, task, timeout=900)
         figures["first_training_seconds"] = time.perf_counter() - started
         outcome = result.get("result") or {}
-        assert isinstance(outcome, dict) and outcome.get("status") == "published", result
+        if not isinstance(outcome, dict) or outcome.get("status") != "published":
+            raise SystemExit(f"the first training did not publish: {result}")
         version = int(outcome["version"])
         wait_until(_served_everywhere(stack, version), timeout=120, interval=0.2, what="the model")
         figures["search_seconds"] = outcome.get("search_seconds")
@@ -234,7 +256,9 @@ def _replay_on(stack: Any, split: ReplaySplit, movies: list[dict[str, Any]]) -> 
         lists: dict[str, list[str]] = {}
         strategies: dict[str, int] = {}
         for user in split.targets:
-            body = http.get(f"/v1/users/{user}/recommendations", params={"k": K}, headers=client_headers()).json()
+            body = http.get(
+                f"/v1/users/{user}/recommendations", params={"k": K}, headers=client_headers()
+            ).json()
             lists[user] = [item["item_id"] for item in body["items"]]
             strategies[body["strategy"]] = strategies.get(body["strategy"], 0) + 1
         figures["metrics"] = list_metrics(lists, split.targets, len(movies))
@@ -259,9 +283,18 @@ def _timed_refit(http: httpx.Client, stack: Any) -> dict[str, Any]:
     task = _send(http, "POST", "/v1/models/retrain", {}, admin_headers()).json()["task_id"]
     result = wait_for_task(stack.gateway, task, timeout=300)
     outcome = result.get("result") or {}
-    assert isinstance(outcome, dict) and outcome.get("status") == "published", result
-    wait_until(_served_everywhere(stack, int(outcome["version"])), timeout=120, interval=0.05, what="the refit")
-    return {"selection": outcome.get("selection"), "trigger_to_served_seconds": time.perf_counter() - started}
+    if not isinstance(outcome, dict) or outcome.get("status") != "published":
+        raise SystemExit(f"the refit did not publish: {result}")
+    wait_until(
+        _served_everywhere(stack, int(outcome["version"])),
+        timeout=120,
+        interval=0.05,
+        what="the refit",
+    )
+    return {
+        "selection": outcome.get("selection"),
+        "trigger_to_served_seconds": time.perf_counter() - started,
+    }
 
 
 # ── report ──────────────────────────────────────────────────────────────────────────────────
@@ -275,7 +308,8 @@ def table(rows: dict[str, dict[str, float]]) -> str:
         ratio = values["precision_at_10"] / base if base else math.inf
         lines.append(
             f"| {name} | {values['precision_at_10']:.4f} | {ratio:.2f}× | "
-            f"{values['recall_at_10']:.4f} | {values['ndcg_at_10']:.4f} | {values['coverage']:.3f} |"
+            f"{values['recall_at_10']:.4f} | {values['ndcg_at_10']:.4f} | "
+            f"{values['coverage']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -288,9 +322,15 @@ def main() -> None:
     frame = movielens()
     movies = catalogue(frame)
     split = replay_split(frame)
-    print(f"MovieLens: {len(split.sent)} ratings sent, {len(split.targets)} users evaluated", flush=True)
+    print(
+        f"MovieLens: {len(split.sent)} ratings sent, {len(split.targets)} users evaluated",
+        flush=True,
+    )
     rows = offline(split, movies)
-    print("\nOffline, the replay split (each recipe's default parameters):\n" + table(rows), flush=True)
+    print(
+        "\nOffline, the replay split (each recipe's default parameters):\n" + table(rows),
+        flush=True,
+    )
     figures: dict[str, Any] = {"offline": rows}
     if not arguments.offline:
         with tempfile.TemporaryDirectory(prefix="recsys-evaluate-") as workdir:
@@ -304,14 +344,22 @@ def main() -> None:
         )
         print(f"\nwinner: {replayed['winner']}")
         print(f"strategies served: {replayed['strategies']}")
-        print(f"search: {replayed['search_seconds']:.1f}s; first training: {replayed['first_training_seconds']:.1f}s")
+        print(
+            f"search: {replayed['search_seconds']:.1f}s; first training: {replayed['first_training_seconds']:.1f}s"
+        )
         refit = replayed["refit"]
-        print(f"refit ({refit['selection']}): trigger -> served by every recommender {refit['trigger_to_served_seconds']:.1f}s")
+        print(
+            f"refit ({refit['selection']}): trigger -> served by every recommender {refit['trigger_to_served_seconds']:.1f}s"
+        )
         ratio = measured["precision_at_10"] / base
         print(f"replay precision@10 = {ratio:.2f}x popularity (target >= 1.8x)")
     if arguments.json:
         arguments.json.write_text(json.dumps(figures, indent=2, default=str))
-    if not arguments.offline and figures["replay"]["metrics"]["precision_at_10"] < 1.8 * rows["popularity"]["precision_at_10"]:
+    if (
+        not arguments.offline
+        and figures["replay"]["metrics"]["precision_at_10"]
+        < 1.8 * rows["popularity"]["precision_at_10"]
+    ):
         sys.exit(1)
 
 

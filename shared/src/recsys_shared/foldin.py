@@ -82,9 +82,9 @@ class ConfidenceWeighting:
         return cls(
             scheme=str(arrays["scheme"]),
             item_idf=np.asarray(arrays["item_idf"], dtype=np.float32),
-            average_length=float(arrays["average_length"]),  # type: ignore[arg-type]
-            k1=float(arrays["k1"]),  # type: ignore[arg-type]
-            b=float(arrays["b"]),  # type: ignore[arg-type]
+            average_length=float(arrays["average_length"]),
+            k1=float(arrays["k1"]),
+            b=float(arrays["b"]),
         )
 
 

@@ -22,12 +22,14 @@ from feature_store import metrics
 from feature_store.config import Settings
 from recsys_shared import keys
 from recsys_shared.artifacts import (
+    CATALOGUE_FILE,
     MANIFEST,
     SNAPSHOT_FILE,
     ArtifactStore,
     npz_bytes,
     snapshot_folder,
 )
+from recsys_shared.features import parse_categories
 from recsys_shared.schemas import (
     EARLIEST_TIMESTAMP,
     MAX_CLOCK_SKEW,
@@ -103,6 +105,30 @@ async def _read_users(client: aioredis.Redis, users: list[str], into: Interactio
         replies = await pipe.execute()
     for index, user_id in enumerate(users):
         into.add_user(user_id, replies[2 * index], replies[2 * index + 1])
+
+
+async def read_catalogue(client: aioredis.Redis) -> dict[str, npt.NDArray[np.generic]]:
+    """The catalogue's item metadata as the arrays of ``CATALOGUE_FILE``, in item order, for
+    the worker's content model (items nobody interacted with included)."""
+    items = sorted({item async for item in client.sscan_iter(keys.ITEMS, count=_SCAN_BATCH)})
+    titles: list[str] = []
+    flat: list[str] = []
+    offsets = [0]
+    for start in range(0, len(items), _SCAN_BATCH):
+        async with client.pipeline(transaction=False) as pipe:
+            for item_id in items[start : start + _SCAN_BATCH]:
+                pipe.hmget(keys.item(item_id), "title", "categories")
+            replies = await pipe.execute()
+        for title, categories in replies:
+            titles.append(title or "")
+            flat.extend(parse_categories(categories))
+            offsets.append(len(flat))
+    return {
+        "item_ids": np.array(items, dtype=np.str_),
+        "titles": np.array(titles, dtype=np.str_),
+        "category_offsets": np.array(offsets, dtype=np.int64),
+        "categories": np.array(flat, dtype=np.str_),
+    }
 
 
 def check_quality(
@@ -199,7 +225,10 @@ async def take_snapshot(
         time_max=max(times) if times else None,
         quality=quality,
     )
-    files = {SNAPSHOT_FILE: npz_bytes(**interactions.arrays())}
+    files = {
+        SNAPSHOT_FILE: npz_bytes(**interactions.arrays()),
+        CATALOGUE_FILE: npz_bytes(**await read_catalogue(client)),
+    }
     await asyncio.to_thread(store.write_bundle, folder, files, info.model_dump(mode="json"))
     await client.set(keys.SNAPSHOT_LATEST, info.model_dump_json())
     metrics.SNAPSHOTS.labels("passed" if quality.passed else "failed").inc()

@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             record_ttl_seconds=settings.recommendation_ttl_seconds,
             memory_guard=memory_guard,
             records=ephemeral_redis,
+            ranking=settings.ranking(),
         )
         web.settle_garbage_collector()
         yield {"redis": client, "holder": holder, "service": service}

@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 
 from recsys_shared.schemas import Algorithm
+
+ALGORITHMS: tuple[Algorithm, ...] = ("als", "bpr", "item_knn", "ease", "hybrid")
 from recsys_shared.settings import ServiceSettings
 
 
@@ -33,7 +35,7 @@ class Settings(ServiceSettings):
         description="A search's time budget, the final fits included (a share goes to them).",
     )
     search_algorithms: list[Algorithm] = Field(
-        default_factory=lambda: ["als", "bpr", "item_knn", "ease", "hybrid"],
+        default_factory=lambda: list(ALGORITHMS),
         min_length=1,
         description="The algorithms a search tries.",
     )

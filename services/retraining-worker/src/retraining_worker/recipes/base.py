@@ -46,7 +46,10 @@ class TrainingSet:
 class FittedRecipe(Protocol):
     """A trained model of one recipe."""
 
-    recipe: Recipe
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe it was fitted from."""
+        ...
 
     def score(self, history: csr_matrix) -> Floats:
         """Scores of every item for each row of ``history`` (users' stored signed weights)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import optuna
 
@@ -108,7 +109,7 @@ def search(
     candidates: list[Candidate] = []
 
     def trial_objective(trial: optuna.Trial) -> float:
-        algorithm: Algorithm = trial.suggest_categorical("algorithm", tuple(algorithms))
+        algorithm = cast(Algorithm, trial.suggest_categorical("algorithm", tuple(algorithms)))
         recipe = suggest(trial, algorithm)
         started = time.perf_counter()
         scores = objective(recipe)
