@@ -91,3 +91,17 @@ class ConfidenceWeighting:
 def signed_history(weights: Floats, negative_weight: float) -> Floats:
     """Stored weights as a recipe counts them: negative evidence scaled by its share."""
     return np.where(weights < 0, weights * negative_weight, weights).astype(np.float32)
+
+
+def als_negatives(matrix: csr_matrix, alpha: float) -> csr_matrix:
+    """Negative weights as implicit's ALS reads negative evidence, before its ``alpha`` scaling.
+
+    implicit takes a negative entry as preference 0 with confidence ``alpha·|c|``, and an
+    unobserved item already has confidence 1: a negative entry must exceed that to say more
+    than "not seen". So ``−w`` becomes ``−(1/alpha + w)``: confidence ``1 + alpha·w``.
+    """
+    negative = matrix.data < 0
+    if negative.any():
+        matrix = matrix.copy()
+        matrix.data[negative] = matrix.data[negative] - np.float32(1.0 / alpha)
+    return matrix

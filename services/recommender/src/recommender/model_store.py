@@ -33,7 +33,12 @@ from recsys_shared.artifacts import (
     ItemItemArrays,
     load_npz,
 )
-from recsys_shared.foldin import ConfidenceWeighting, least_squares_fold_in, signed_history
+from recsys_shared.foldin import (
+    ConfidenceWeighting,
+    als_negatives,
+    least_squares_fold_in,
+    signed_history,
+)
 from recsys_shared.redis import REDIS_UNAVAILABLE_ERRORS
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import FACTOR_ALGORITHMS, ModelInfo
@@ -152,6 +157,7 @@ class LoadedModel:
         if isinstance(self.model, AlternatingLeastSquares):
             if self.confidence is not None:
                 history = self.confidence.apply(history)
+            history = als_negatives(history, float(self.model.alpha))
             vector: Floats = self.model.recalculate_user(0, history)
             return vector
         positive = signed > 0  # BPR: positive evidence only

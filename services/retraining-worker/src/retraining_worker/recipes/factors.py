@@ -15,7 +15,12 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from scipy.sparse import csr_matrix
 
 from recsys_shared.artifacts import CONFIDENCE_FILE, MODEL_FILE, npz_bytes
-from recsys_shared.foldin import ConfidenceWeighting, least_squares_fold_in, signed_history
+from recsys_shared.foldin import (
+    ConfidenceWeighting,
+    als_negatives,
+    least_squares_fold_in,
+    signed_history,
+)
 from recsys_shared.schemas import AlsRecipe, BprRecipe
 from retraining_worker.recipes.base import Floats, TrainingSet
 
@@ -42,6 +47,7 @@ class AlsModel:
                 matrix, recipe.confidence, k1=recipe.bm25_k1, b=recipe.bm25_b
             )
             matrix = confidence.apply(matrix)
+        matrix = als_negatives(matrix, recipe.alpha)
         # implicit reads a negative confidence as "preference 0 with that confidence": the
         # negative evidence of a low rating.
         model = AlternatingLeastSquares(
@@ -57,7 +63,9 @@ class AlsModel:
 
     def history(self, history: csr_matrix) -> csr_matrix:
         matrix = _signed(history, self.recipe.negative_weight)
-        return self.confidence.apply(matrix) if self.confidence is not None else matrix
+        if self.confidence is not None:
+            matrix = self.confidence.apply(matrix)
+        return als_negatives(matrix, self.recipe.alpha)
 
     def score(self, history: csr_matrix) -> Floats:
         if not history.shape[0]:

@@ -7,10 +7,12 @@ content model's neighbours, weighted, so items with few or no interactions still
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+from implicit.utils import ParameterWarning
 from scipy.sparse import csr_matrix
 
 from recsys_shared.artifacts import MODEL_FILE, ItemItemArrays
@@ -49,7 +51,10 @@ class ItemItemModel:
 def fit_item_knn(recipe: ItemKnnRecipe, data: TrainingSet) -> ItemItemModel:
     kind = CosineRecommender if recipe.similarity == "cosine" else BM25Recommender
     model = kind(K=recipe.neighbours, num_threads=data.threads)
-    model.fit(data.positives, show_progress=False)
+    with warnings.catch_warnings():
+        # implicit converts its own intermediate COO matrix to CSR and warns about it.
+        warnings.simplefilter("ignore", ParameterWarning)
+        model.fit(data.positives, show_progress=False)
     similarity = csr_matrix(model.similarity, dtype=np.float32)
     similarity.setdiag(0)  # an item is not its own neighbour (it is seen, anyway)
     similarity.eliminate_zeros()
