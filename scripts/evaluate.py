@@ -345,11 +345,13 @@ def main() -> None:
         print(f"\nwinner: {replayed['winner']}")
         print(f"strategies served: {replayed['strategies']}")
         print(
-            f"search: {replayed['search_seconds']:.1f}s; first training: {replayed['first_training_seconds']:.1f}s"
+            f"search: {replayed['search_seconds']:.1f}s; "
+            f"first training: {replayed['first_training_seconds']:.1f}s"
         )
         refit = replayed["refit"]
         print(
-            f"refit ({refit['selection']}): trigger -> served by every recommender {refit['trigger_to_served_seconds']:.1f}s"
+            f"refit ({refit['selection']}): trigger -> served by every recommender "
+            f"{refit['trigger_to_served_seconds']:.1f}s"
         )
         ratio = measured["precision_at_10"] / base
         print(f"replay precision@10 = {ratio:.2f}x popularity (target >= 1.8x)")

@@ -90,7 +90,9 @@ def event_weight(event_type: EventType, value: float | None) -> float:
     counts is each recipe's choice (its ``negative_weight``), tuned at the gate.
     """
     if event_type is EventType.RATING:
-        return min(max((value or 0.0) - RATING_NEUTRAL, -MAX_WEIGHT), MAX_WEIGHT)
+        if value is None:  # validation refuses it; a stored one says nothing either way
+            return 0.0
+        return min(max(value - RATING_NEUTRAL, -MAX_WEIGHT), MAX_WEIGHT)
     return EVENT_WEIGHTS[event_type]
 
 

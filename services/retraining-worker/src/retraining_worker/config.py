@@ -7,9 +7,9 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 
 from recsys_shared.schemas import Algorithm
+from recsys_shared.settings import ServiceSettings
 
 ALGORITHMS: tuple[Algorithm, ...] = ("als", "bpr", "item_knn", "ease", "hybrid")
-from recsys_shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
