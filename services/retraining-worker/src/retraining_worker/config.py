@@ -118,7 +118,8 @@ class Settings(ServiceSettings):
     def search_budget_seconds(self) -> float:
         """The search's share of the budget: the rest is for judging the winner on the
         holdout and fitting the served model."""
-        return self.training_budget_seconds * 0.7
+        # Never most of the task's hard time limit either: the task would be killed.
+        return min(self.training_budget_seconds * 0.7, self.task_time_limit_seconds * 0.5)
 
     @model_validator(mode="after")
     def _visibility_outlasts_time_limit(self) -> Settings:
