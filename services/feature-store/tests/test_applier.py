@@ -233,7 +233,7 @@ async def test_unavailable_items_get_no_popularity_but_count_as_seen(
     assert await redis_client.zrange(keys.popular_in("drama"), 0, -1) == ["on"]
 
 
-async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
+async def test_low_and_neutral_ratings_mark_the_item_seen_without_popularity(
     redis_client, stream, applier, make_event, base_ts
 ):
     await Catalogue(redis_client).upsert([ItemWithId(item_id="i1", title="t", categories=["c"])])
@@ -245,8 +245,9 @@ async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
     )
     assert await applier.apply(entries, now=1.0) == ApplyResult(applied=2, duplicates=0)
 
-    for user, ts in (("u1", base_ts), ("u2", base_ts + 1)):
-        assert await weights_of(redis_client, user) == {"i1": 0.0}
+    # A low rating is stored as negative evidence; exactly neutral weighs nothing.
+    for user, ts, weight in (("u1", base_ts, -1.5), ("u2", base_ts + 1, 0.0)):
+        assert await weights_of(redis_client, user) == {"i1": weight}
         assert await times_of(redis_client, user) == [("i1", ts)]
         assert await redis_client.hget(keys.user_meta(user), "epoch") == "1"
     assert await redis_client.smembers(keys.USERS) == {"u1", "u2"}
