@@ -282,17 +282,19 @@ _VALUES = st.none() | st.floats(allow_nan=False)
 
 
 @given(st.sampled_from(list(EventType)), _VALUES)
-def test_event_weight_is_never_negative(event_type: EventType, value: float | None) -> None:
-    assert event_weight(event_type, value) >= 0.0
+def test_event_weight_is_bounded(event_type: EventType, value: float | None) -> None:
+    assert -MAX_WEIGHT <= event_weight(event_type, value) <= MAX_WEIGHT
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6))
-def test_rating_weight_is_value_above_neutral(value: float) -> None:
+def test_rating_weight_is_signed_distance_from_neutral(value: float) -> None:
     weight = event_weight(EventType.RATING, value)
 
-    assert weight == min(max(value - RATING_NEUTRAL, 0.0), MAX_WEIGHT)
-    if value <= RATING_NEUTRAL:
-        assert weight == 0.0
+    assert weight == min(max(value - RATING_NEUTRAL, -MAX_WEIGHT), MAX_WEIGHT)
+    # A low rating is negative evidence, not dropped: lower ratings weigh more against.
+    if value < RATING_NEUTRAL:
+        assert weight < 0.0
+        assert event_weight(EventType.RATING, value - 0.5) <= weight
 
 
 @given(st.sampled_from([t for t in EventType if t is not EventType.RATING]), _VALUES)

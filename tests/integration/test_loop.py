@@ -119,7 +119,14 @@ def test_the_registry_records_the_version_with_its_lineage(
     info = active.json()
     assert info["version"] == trained["version"]
     assert info["status"] == "active"
-    assert info["algorithm"] == "als"
+    # The first training searched the recipes: the winner's recipe is the lineage, with every
+    # candidate it was chosen from.
+    assert info["selection"]["mode"] == "search"
+    candidates = info["selection"]["candidates"]
+    assert len(candidates) >= 2
+    assert info["recipe"] == candidates[0]["recipe"]
+    assert info["algorithm"] == info["recipe"]["algorithm"]
+    assert info["selection"]["reason"]
     assert info["metrics"]["precision_at_10"] == trained["metrics"]["precision_at_10"]  # type: ignore[index]
     assert info["data"]["users"] == 80
     assert len(info["checksum"]) == 64

@@ -57,7 +57,10 @@ def task_state(stack: Stack, task_id: str) -> str:
 
 
 def test_kill_9_of_the_worker_mid_training_publishes_exactly_once(system: Stack) -> None:
-    task = httpx.post(f"{system.gateway}/v1/models/retrain", json={}, headers=admin_headers())
+    # The configured (slow) ALS recipe, not a search: a search would outlast the time limit.
+    task = httpx.post(
+        f"{system.gateway}/v1/models/retrain", json={"search": False}, headers=admin_headers()
+    )
     task_id = task.json()["task_id"]
     wait_until(
         lambda: task_state(system, task_id) == "STARTED",

@@ -261,7 +261,7 @@ async def test_unavailable_items_get_no_popularity_but_count_as_seen(
     assert sync_redis.zrange(keys.popular_in("drama"), 0, -1) == ["on"]
 
 
-async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
+async def test_low_and_neutral_ratings_mark_the_item_seen_without_popularity(
     redis_client, sync_redis, stream, applier, make_event, base_ts
 ):
     await Catalogue(redis_client).upsert([ItemWithId(item_id="i1", title="t", categories=["c"])])
@@ -274,8 +274,9 @@ async def test_zero_weight_rating_marks_the_item_seen_without_popularity(
     assert await applier.apply(P0, entries, now=1.0) == ApplyResult(applied=2, duplicates=0)
     await merge_popularity(redis_client, keys.Partitions(1))
 
-    for user, ts in (("u1", base_ts), ("u2", base_ts + 1)):
-        assert weights_of(sync_redis, user) == {"i1": 0.0}
+    # A low rating is stored as negative evidence; exactly neutral weighs nothing.
+    for user, ts, weight in (("u1", base_ts, -1.5), ("u2", base_ts + 1, 0.0)):
+        assert weights_of(sync_redis, user) == {"i1": weight}
         assert times_of(sync_redis, user) == [("i1", ts)]
         assert sync_redis.hget(P0.user_meta(user), "epoch") == "1"
     assert users_of(sync_redis) == {"u1", "u2"}

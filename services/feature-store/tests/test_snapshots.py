@@ -45,7 +45,7 @@ async def test_read_interactions_gives_consistent_arrays(
         ("u1", "a"): (5.0, base_ts + 4),
         ("u1", "b"): (5.0, base_ts + 3),
         ("u2", "b"): (2.0, base_ts + 1),
-        ("u3", "c"): (0.0, base_ts + 5),
+        ("u3", "c"): (-1.5, base_ts + 5),  # a low rating: negative evidence
         ("u3", "a"): (1.5, base_ts + 6),
     }
 

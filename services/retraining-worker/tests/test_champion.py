@@ -3,55 +3,53 @@ a publish: ``test_pruning.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from recsys_shared.schemas import SnapshotInfo
 from retraining_worker.config import Settings
-from retraining_worker.data import Interactions, temporal_split
+from retraining_worker.data import Interactions
+from retraining_worker.judging import Bench, gate
+from retraining_worker.selection import Plan, configured_recipe
 from retraining_worker.training import (
     Champion,
-    TrainingParams,
+    Snapshot,
     _train_and_evaluate,
-    evaluate,
     evaluate_champion,
-    fit,
-    gate,
 )
 
 PRECISION = "precision_at_5"
 
 
+def _bench(data: Interactions, settings: Settings) -> Bench:
+    return Bench.build(data, settings.holdout_fraction, settings, content=None, features=None)
+
+
 def test_the_same_recipe_needs_no_second_fit(clusters: Interactions, settings: Settings) -> None:
-    params = TrainingParams.from_settings(settings, None)
-    split = temporal_split(clusters, settings.holdout_fraction)
-    assert evaluate_champion(Champion(1, params), params, clusters, split, 5) is None
+    recipe = configured_recipe(settings, "als")
+    assert evaluate_champion(Champion(1, recipe), recipe, _bench(clusters, settings)) is None
 
 
 def test_another_recipe_is_fitted_on_the_same_window(
     clusters: Interactions, settings: Settings
 ) -> None:
-    params = TrainingParams.from_settings(settings, None)
-    split = temporal_split(clusters, settings.holdout_fraction)
-    champion = Champion(1, replace(params, algorithm="bpr"))
-    scores = evaluate_champion(champion, params, clusters, split, settings.evaluation_k)
+    recipe = configured_recipe(settings, "als")
+    bench = _bench(clusters, settings)
+    champion = Champion(1, configured_recipe(settings, "bpr"))
+    scores = evaluate_champion(champion, recipe, bench)
     assert scores is not None
-    assert (
-        scores["evaluated_users"]
-        == evaluate(fit(params, clusters, split.train), clusters, split, settings.evaluation_k)[
-            "evaluated_users"
-        ]
-    )
+    assert scores["evaluated_users"] == bench.judge(recipe)["evaluated_users"]
+    assert scores != bench.judge(recipe)
 
 
 def test_a_challenger_worse_than_the_champion_is_rejected(
     clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
 ) -> None:
-    good = TrainingParams.from_settings(settings, None)
-    champion = Champion(version=3, params=good)
+    good = configured_recipe(settings, "als")
+    champion = Champion(version=3, recipe=good)
     # A crippled recipe: one factor, one iteration, heavy regularisation.
-    weak = replace(good, factors=1, iterations=1, regularization=1000.0)
+    weak = settings.model_copy(update={"factors": 2, "iterations": 1, "regularization": 1000.0})
 
-    outcome, info, served = _train_and_evaluate(clusters, weak, settings, snapshot, 4, champion)
+    outcome, info, served = _train_and_evaluate(
+        Snapshot(clusters, None, None), Plan(algorithm="als"), None, weak, snapshot, 4, champion
+    )
 
     assert outcome.status == "rejected"
     assert served is None

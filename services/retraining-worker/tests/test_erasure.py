@@ -37,7 +37,10 @@ from recsys_shared.testing import DataTier
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.erasure import ErasureRewrite, erase_from_artifacts
-from retraining_worker.training import TrainingParams, _write_artifact, fit
+from retraining_worker.recipes import TrainingSet, fit
+from retraining_worker.recipes.weighting import training_matrix
+from retraining_worker.selection import configured_recipe
+from retraining_worker.training import Snapshot, _write_artifact
 
 PARTITIONS = keys.Partitions(3)
 #: Erased: users of both taste clusters, in two different partitions.
@@ -128,7 +131,8 @@ async def written(redis_client: RedisClient, clusters: Interactions, settings: S
         before.snapshots[snapshot_id] = _arrays(data)
     algorithms: tuple[Algorithm, ...] = ("bpr", "als")
     for version, algorithm in enumerate(algorithms, start=1):
-        model = fit(TrainingParams.from_settings(settings, algorithm), clusters)
+        recipe = configured_recipe(settings, algorithm)
+        model = fit(recipe, TrainingSet(training_matrix(clusters, recipe), None, 1, 42))
         info = ModelInfo(
             version=version,
             status=ModelStatus.CANDIDATE,
@@ -137,15 +141,15 @@ async def written(redis_client: RedisClient, clusters: Interactions, settings: S
             snapshot_id=SNAPSHOT_ID,
             artifact_url=store.url(model_folder(version)),
         )
-        manifest = _write_artifact(store, info, model, clusters)
+        manifest = _write_artifact(store, info, model, Snapshot(clusters, None, None))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         await registry.publish(info, reason="test")
         before.models[version] = info
-        factors = np.asarray(model.user_factors)
+        factors = np.asarray(model.model.user_factors)  # type: ignore[attr-defined]
         before.user_factors[version] = {
             str(user): factors[row] for row, user in enumerate(clusters.user_ids)
         }
-        before.item_factors[version] = np.asarray(model.item_factors)
+        before.item_factors[version] = np.asarray(model.model.item_factors)  # type: ignore[attr-defined]
     await registry.record(
         ModelInfo(
             version=3,

@@ -28,12 +28,8 @@ from recsys_shared.schemas import QualityReport, SnapshotInfo
 from recsys_shared.testing import eventually
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
-from retraining_worker.training import (
-    TrainingLocked,
-    TrainingLockLost,
-    run_training,
-    training_lock,
-)
+from retraining_worker.lock import TrainingLocked, TrainingLockLost, training_lock
+from retraining_worker.training import run_training
 
 LOCK_LOST = "recsys_training_lock_lost_total"
 
@@ -228,6 +224,9 @@ def training_settings(
             "redis_url": redis_url,
             "feature_store_url": feature_store.url,
             "lock_ttl_seconds": 5,  # renewed every 5/3 s
+            # The first training searches recipes: a short search, well inside the test.
+            "training_budget_seconds": 5,
+            "search_max_trials": 3,
         }
     )
 

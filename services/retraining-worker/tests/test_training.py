@@ -23,29 +23,25 @@ from recsys_shared.artifacts import (
 from recsys_shared.schemas import Algorithm, ModelStatus, SnapshotInfo
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions, temporal_split
-from retraining_worker.training import (
-    TrainingParams,
-    _train_and_evaluate,
-    _write_artifact,
-    evaluate,
-    evaluate_popularity,
-    fit,
-    gate,
-)
+from retraining_worker.judging import Bench, gate
+from retraining_worker.recipes import fit
+from retraining_worker.recipes.factors import AlsModel, BprModel
+from retraining_worker.selection import Plan, configured_recipe
+from retraining_worker.training import Snapshot, _train_and_evaluate, _write_artifact
 
 PRECISION = "precision_at_5"
+ALS = Plan(search=False, algorithm="als")
+
+
+def _bench(data: Interactions, settings: Settings) -> Bench:
+    return Bench.build(data, settings.holdout_fraction, settings, content=None, features=None)
 
 
 def _judge(
-    data: Interactions, settings: Settings, algorithm: Algorithm | None = None
+    data: Interactions, settings: Settings, algorithm: Algorithm = "als"
 ) -> tuple[dict[str, float], dict[str, float]]:
-    params = TrainingParams.from_settings(settings, algorithm)
-    split = temporal_split(data, settings.holdout_fraction)
-    model = fit(params, data, split.train)
-    return (
-        evaluate(model, data, split, settings.evaluation_k),
-        evaluate_popularity(data, split, settings.evaluation_k),
-    )
+    bench = _bench(data, settings)
+    return bench.judge(configured_recipe(settings, algorithm)), bench.popularity()
 
 
 # ── ALS against the popularity baseline ─────────────────────────────────────────────────
@@ -76,14 +72,15 @@ def test_als_evaluation_is_deterministic(clusters: Interactions, settings: Setti
 
 
 def test_bpr_trains_and_evaluates(clusters: Interactions, settings: Settings) -> None:
-    params = TrainingParams.from_settings(settings, "bpr")
-    split = temporal_split(clusters, settings.holdout_fraction)
+    bench = _bench(clusters, settings)
+    recipe = configured_recipe(settings, "bpr")
 
-    model = fit(params, clusters, split.train)
-    scores = evaluate(model, clusters, split, settings.evaluation_k)
+    model = fit(recipe, bench.training_set(recipe, bench.split.train))
+    scores = bench.score(model)
 
-    assert isinstance(model, BayesianPersonalizedRanking)
-    assert model.item_factors.shape[0] == clusters.shape[1]
+    assert isinstance(model, BprModel)
+    assert isinstance(model.model, BayesianPersonalizedRanking)
+    assert model.model.item_factors.shape[0] == clusters.shape[1]
     assert set(scores) == {
         "precision_at_5",
         "recall_at_5",
@@ -91,23 +88,24 @@ def test_bpr_trains_and_evaluates(clusters: Interactions, settings: Settings) ->
         "map_at_5",
         "coverage",
         "evaluated_users",
+        "novelty",
+        "intra_list_diversity",
     }
-    assert scores["evaluated_users"] == len(split.users) > 0
+    assert scores["evaluated_users"] == len(bench.split.users) > 0
     for name, value in scores.items():
-        if name != "evaluated_users":
+        if name not in ("evaluated_users", "novelty"):
             assert 0.0 <= value <= 1.0, name
+    assert scores["novelty"] > 0
 
 
-def test_training_params_from_settings(settings: Settings) -> None:
-    default = TrainingParams.from_settings(settings, None)
-    overridden = TrainingParams.from_settings(settings, "bpr")
+def test_configured_recipes_take_the_settings(settings: Settings) -> None:
+    als = configured_recipe(settings, "als")
+    bpr = configured_recipe(settings, "bpr")
 
-    assert default.algorithm == "als"
-    assert overridden.algorithm == "bpr"
-    assert default.factors == 8
-    assert default.threads == 1
-    assert "threads" not in default.public()
-    assert default.public()["iterations"] == 10
+    assert als.algorithm == "als"
+    assert bpr.algorithm == "bpr"
+    assert als.factors == 8
+    assert als.iterations == 10
 
 
 # ── gate ─────────────────────────────────────────────────────────────────────────────────
@@ -151,9 +149,9 @@ def test_gate_requires_the_minimum_lift(
 def test_train_and_evaluate_then_write_artifact(
     clusters: Interactions, settings: Settings, snapshot: SnapshotInfo, tmp_path: Path
 ) -> None:
-    params = TrainingParams.from_settings(settings, None)
-
-    outcome, info, served = _train_and_evaluate(clusters, params, settings, snapshot, 7)
+    outcome, info, served = _train_and_evaluate(
+        Snapshot(clusters, None, None), ALS, None, settings, snapshot, 7
+    )
 
     assert outcome.status == "published"
     assert outcome.reasons == []
@@ -164,11 +162,14 @@ def test_train_and_evaluate_then_write_artifact(
     assert info.metrics[PRECISION] > info.baseline_metrics[PRECISION]
     assert info.data["interactions"] == len(clusters)
     assert info.data["holdout_cut_time"] == temporal_split(clusters, 0.2).cut_time
-    assert isinstance(served, AlternatingLeastSquares)
-    assert served.item_factors.shape == (clusters.shape[1], settings.factors)
+    assert info.selection is not None
+    assert info.selection.mode == "requested"
+    assert info.recipe == configured_recipe(settings, "als")
+    assert isinstance(served, AlsModel)
+    assert served.model.item_factors.shape == (clusters.shape[1], settings.factors)
 
     store = ArtifactStore(f"file://{tmp_path / 'store'}")
-    manifest = _write_artifact(store, info, served, clusters)
+    manifest = _write_artifact(store, info, served, Snapshot(clusters, None, None))
 
     folder = model_folder(7)
     assert store.exists(f"{folder}/{MANIFEST}")
@@ -182,8 +183,8 @@ def test_train_and_evaluate_then_write_artifact(
     assert len(files[MODEL_FILE]) == manifest["files"][MODEL_FILE]["bytes"]
 
     loaded = AlternatingLeastSquares.load(io.BytesIO(files[MODEL_FILE]))
-    np.testing.assert_array_equal(loaded.item_factors, served.item_factors)
-    np.testing.assert_array_equal(loaded.user_factors, served.user_factors)
+    np.testing.assert_array_equal(loaded.item_factors, served.model.item_factors)
+    np.testing.assert_array_equal(loaded.user_factors, served.model.user_factors)
     ids = load_npz(files[IDS_FILE])
     np.testing.assert_array_equal(ids["user_ids"], clusters.user_ids)
     np.testing.assert_array_equal(ids["item_ids"], clusters.item_ids)
@@ -192,24 +193,32 @@ def test_train_and_evaluate_then_write_artifact(
 def test_served_model_is_fit_on_all_the_data(
     clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
 ) -> None:
-    params = TrainingParams.from_settings(settings, None)
+    _, _, served = _train_and_evaluate(
+        Snapshot(clusters, None, None), ALS, None, settings, snapshot, 1
+    )
 
-    _, _, served = _train_and_evaluate(clusters, params, settings, snapshot, 1)
-
-    assert served is not None
-    everything = fit(params, clusters)
-    only_train = fit(params, clusters, temporal_split(clusters, 0.2).train)
-    np.testing.assert_allclose(served.item_factors, everything.item_factors, rtol=1e-5)
-    assert not np.allclose(served.item_factors, only_train.item_factors)
+    assert isinstance(served, AlsModel)
+    recipe = configured_recipe(settings, "als")
+    bench = _bench(clusters, settings)
+    everything = fit(recipe, bench.training_set(recipe))
+    only_train = fit(recipe, bench.training_set(recipe, bench.split.train))
+    assert isinstance(everything, AlsModel)
+    assert isinstance(only_train, AlsModel)
+    factors = served.model.item_factors
+    np.testing.assert_allclose(factors, everything.model.item_factors, rtol=1e-5)
+    assert not np.allclose(factors, only_train.model.item_factors)
 
 
 def test_train_and_evaluate_rejects_noise(
     clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
 ) -> None:
-    params = TrainingParams.from_settings(settings, None)
-
     outcome, info, served = _train_and_evaluate(
-        clusters.shuffled(settings.random_seed), params, settings, snapshot, 2
+        Snapshot(clusters.shuffled(settings.random_seed), None, None),
+        ALS,
+        None,
+        settings,
+        snapshot,
+        2,
     )
 
     assert served is None
@@ -227,10 +236,11 @@ def test_train_and_evaluate_without_evaluated_users(
     data = make_interactions(
         rows=[0, 0, 1, 1, 2, 2], cols=[0, 1, 1, 2, 2, 0], times=[1, 5, 2, 6, 3, 7]
     )
-    params = TrainingParams.from_settings(settings, None)
     holdout = settings.model_copy(update={"holdout_fraction": 0.5})
 
-    outcome, info, served = _train_and_evaluate(data, params, holdout, snapshot, 3)
+    outcome, info, served = _train_and_evaluate(
+        Snapshot(data, None, None), ALS, None, holdout, snapshot, 3
+    )
 
     assert served is None
     assert outcome.status == "rejected"

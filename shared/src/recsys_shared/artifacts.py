@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,23 @@ import fsspec
 import numpy as np
 import numpy.typing as npt
 from fsspec.implementations.local import LocalFileSystem
+from scipy.sparse import csr_matrix
 
 from recsys_shared.errors import RecsysError
 
 MANIFEST = "manifest.json"
-#: A model version's folder holds the model as implicit's ``save()`` wrote it, and its id tables.
+#: A model version's folder holds the model and its id tables. For a factor recipe (ALS, BPR)
+#: the model is as implicit's ``save()`` wrote it; for an item-item recipe (item-kNN, EASE,
+#: hybrid) it holds the arrays of :class:`ItemItemArrays`. The id tables also hold
+#: ``item_counts``: how many training users touched each item (0: a cold, catalogue-only item).
 MODEL_FILE = "model.npz"
 IDS_FILE = "ids.npz"
+#: Optional: the content model's neighbours (:class:`SparseArrays` over the model's items),
+#: present when the snapshot carried item metadata.
+CONTENT_FILE = "content.npz"
+#: Optional, ALS with BM25/TF-IDF confidence: ``item_idf`` and ``average_length``, so that
+#: fresh events are folded in with the weighting the model was trained with.
+CONFIDENCE_FILE = "confidence.npz"
 
 
 def model_folder(version: int) -> str:
@@ -34,6 +45,10 @@ def model_folder(version: int) -> str:
 #: A training snapshot's folder (written by the feature-store, read by the worker) and its file.
 SNAPSHOTS_FOLDER = "snapshots"
 SNAPSHOT_FILE = "interactions.npz"
+#: Optional in a snapshot: the catalogue's item metadata, for content models. Arrays:
+#: ``item_ids``, ``titles``, ``category_offsets`` (n + 1) and ``categories`` (item i's
+#: categories are ``categories[category_offsets[i]:category_offsets[i + 1]]``).
+CATALOGUE_FILE = "catalogue.npz"
 
 
 def snapshot_folder(snapshot_id: str) -> str:
@@ -142,3 +157,54 @@ def load_npz(data: bytes) -> dict[str, npt.NDArray[Any]]:
     """Arrays from npz bytes; refuses pickled objects."""
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return {name: archive[name] for name in archive.files}
+
+
+def sparse_arrays(prefix: str, matrix: csr_matrix) -> dict[str, npt.NDArray[Any]]:
+    """A CSR matrix as named arrays for an npz (no pickles: scipy's own format pickles none
+    either, but it is one file per matrix)."""
+    return {
+        f"{prefix}_data": matrix.data.astype(np.float32),
+        f"{prefix}_indices": matrix.indices.astype(np.int32),
+        f"{prefix}_indptr": matrix.indptr.astype(np.int64),
+        f"{prefix}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def sparse_from(prefix: str, arrays: dict[str, npt.NDArray[Any]]) -> csr_matrix:
+    shape = tuple(int(size) for size in arrays[f"{prefix}_shape"])
+    return csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]),
+        shape=shape,
+    )
+
+
+@dataclass(frozen=True)
+class ItemItemArrays:
+    """An item-item model: a user's scores are their weighted history times this matrix.
+
+    The matrix is ``block`` (dense, over the items ``columns``: EASE on the most popular
+    items) plus ``sparse`` (over every item: item-kNN neighbours, or the hybrid's weighted
+    content neighbours). Either part may be empty.
+    """
+
+    columns: npt.NDArray[np.int64]
+    block: npt.NDArray[np.float32]
+    sparse: csr_matrix
+
+    def to_npz(self) -> bytes:
+        return npz_bytes(
+            columns=self.columns, block=self.block, **sparse_arrays("sparse", self.sparse)
+        )
+
+    @classmethod
+    def from_npz(cls, data: bytes) -> ItemItemArrays:
+        arrays = load_npz(data)
+        try:
+            columns = arrays["columns"].astype(np.int64)
+            block = arrays["block"].astype(np.float32)
+            sparse = sparse_from("sparse", arrays)
+        except (KeyError, ValueError) as error:
+            raise ArtifactError(f"Not an item-item model: {error}") from error
+        if block.shape != (len(columns), len(columns)) or sparse.shape[0] != sparse.shape[1]:
+            raise ArtifactError("Item-item model: block or sparse matrix of the wrong shape.")
+        return cls(columns=columns, block=block, sparse=sparse)

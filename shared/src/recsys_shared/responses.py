@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from recsys_shared import keys, metrics
 from recsys_shared.background import fire_and_forget
@@ -26,6 +26,8 @@ from recsys_shared.schemas import ServedList, Strategy
 
 #: The end of an item's JSON when the catalogue does not know it (see ItemDetails.json_tail).
 _NO_DETAILS = ',"title":null,"categories":null}'
+#: The marker of an item in an exploration slot (ScoredItem.exploration).
+_EXPLORATION = ',"exploration":true'
 
 
 def _optional(text: str | None) -> str:
@@ -94,11 +96,13 @@ class ResponseBuilder:
         user_id: str | None = None,
         item_id: str | None = None,
         catalogue_version: int | None = None,
+        explored: Collection[str] = (),
     ) -> str:
         """The list as the JSON of a ``Recommendations``, recorded under a new id.
 
         With the ``catalogue_version`` the request read, item details come from the
-        :class:`ItemDetailsCache`; without it, from Redis.
+        :class:`ItemDetailsCache`; without it, from Redis. Items in ``explored`` are marked
+        as exploration slots.
         """
         recommendation_id = os.urandom(16).hex()
         item_ids = [item for item, _ in ranked]
@@ -115,6 +119,7 @@ class ResponseBuilder:
             user_id=user_id,
             item_id=item_id,
             recommendation_id=recommendation_id,
+            explored=explored,
         )
 
     def _record(
@@ -164,10 +169,13 @@ def render(
     version: int | None = None,
     user_id: str | None = None,
     item_id: str | None = None,
+    explored: Collection[str] = (),
 ) -> str:
-    """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached)."""
+    """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached).
+    An item in ``explored`` carries ``"exploration":true``; the others leave the field out."""
     listed = ",".join(
         f'{{"item_id":{json_string(item)},"score":{round(score, 6)!r}'
+        f"{_EXPLORATION if explored and item in explored else ''}"
         f"{details.json_tail if details is not None else _NO_DETAILS}"
         for item, score, details in items
     )

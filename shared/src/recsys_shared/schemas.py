@@ -19,6 +19,7 @@ from pydantic import (
     StrictBool,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 MAX_ID_LENGTH: Final = 128
 MAX_BATCH_EVENTS: Final = 1000
@@ -81,16 +82,24 @@ EVENT_WEIGHTS: Final[dict[EventType, float]] = {
     EventType.LIKE: 4.0,
     EventType.PURCHASE: 5.0,
 }
-#: A rating at or below this says "not for me": the item counts as seen but carries no weight.
+#: A rating above this says "more of this", below it "not for me": a rating's weight is its
+#: distance from this point, so a low rating is negative evidence (still seen, never dropped).
 RATING_NEUTRAL: Final = 2.5
 #: Cap on one user-item weight so that a bot clicking one item all day cannot dominate training.
 MAX_WEIGHT: Final = 20.0
 
 
 def event_weight(event_type: EventType, value: float | None) -> float:
-    """Confidence that the user likes the item, as training uses it."""
+    """Signed confidence that the user likes the item, as the feature-store stores it.
+
+    Positive for every interaction but a low rating; a rating below ``RATING_NEUTRAL`` is
+    negative (the further below, the more), exactly neutral is 0. How much a negative weight
+    counts is each recipe's choice (its ``negative_weight``), tuned at the gate.
+    """
     if event_type is EventType.RATING:
-        return min(max((value or 0.0) - RATING_NEUTRAL, 0.0), MAX_WEIGHT)
+        if value is None:  # validation refuses it; a stored one says nothing either way
+            return 0.0
+        return min(max(value - RATING_NEUTRAL, -MAX_WEIGHT), MAX_WEIGHT)
     return EVENT_WEIGHTS[event_type]
 
 
@@ -213,18 +222,29 @@ class ItemIn(InputModel):
 
 
 class ItemPatch(InputModel):
-    """A partial update: only the fields given change."""
+    """A partial update: only the fields given change (at least one; none may be null)."""
 
-    title: str | None = Field(
-        default=None, min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Heat (1995)"]
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"minProperties": 1}
     )
-    categories: list[Category] | None = Field(default=None, max_length=32)
-    available: StrictBool | None = None
+
+    title: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Heat (1995)"]),
+        ]
+        | SkipJsonSchema[None]
+    ) = None
+    categories: Annotated[list[Category], Field(max_length=32)] | SkipJsonSchema[None] = None
+    available: StrictBool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> ItemPatch:
-        if self.title is None and self.categories is None and self.available is None:
+        if not self.model_fields_set:
             raise ValueError("a patch needs at least one of title, categories, available")
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null: leave a field out to keep it")
         return self
 
 
@@ -253,6 +273,9 @@ class Strategy(StrEnum):
     PERSONALIZED = "personalized"
     SIMILAR = "similar"
     POPULAR = "popular"
+    #: By item metadata (categories, titles): a user whose events are all on items without
+    #: interactions, or similar items of such an item.
+    CONTENT = "content"
 
 
 class ScoredItem(BaseModel):
@@ -264,6 +287,11 @@ class ScoredItem(BaseModel):
     score: float
     title: str | None = None
     categories: list[str] | None = None
+    exploration: Literal[True] | None = Field(
+        default=None,
+        description="Present (true) on an item placed in an exploration slot: a catalogued "
+        "item nobody has interacted with yet, chosen by content; absent otherwise.",
+    )
 
 
 class Recommendations(BaseModel):
@@ -344,7 +372,109 @@ class ModelStatus(StrEnum):
     RETIRED = "retired"
 
 
-Algorithm = Literal["als", "bpr"]
+Algorithm = Literal["als", "bpr", "item_knn", "ease", "hybrid"]
+#: Recipes whose model is user and item factors (a user is a vector); the others are
+#: item-item (a user is their history, scored through an item × item matrix).
+FACTOR_ALGORITHMS: Final[frozenset[str]] = frozenset({"als", "bpr"})
+
+
+class RecipeBase(BaseModel):
+    """What every recipe decides about its data: how old and how negative evidence counts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    half_life_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="An interaction's weight halves with every this many days between it and "
+        "the user's latest one; null: no decay.",
+    )
+    negative_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How much a negative weight (a low rating) counts against an item, as a "
+        "share of its magnitude; 0 ignores negative evidence (the item stays seen).",
+    )
+
+
+class AlsRecipe(RecipeBase):
+    """implicit's ALS on confidence-weighted interactions."""
+
+    algorithm: Literal["als"] = "als"
+    factors: int = Field(default=32, ge=2, le=1024)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=1.0, gt=0)
+    iterations: int = Field(default=15, ge=1, le=500)
+    confidence: Literal["none", "bm25", "tfidf"] = Field(
+        default="none", description="Weighting of the user × item matrix before ALS."
+    )
+    bm25_k1: float = Field(default=100.0, gt=0)
+    bm25_b: float = Field(default=0.8, ge=0, le=1)
+
+
+class BprRecipe(RecipeBase):
+    """implicit's Bayesian personalised ranking (positive interactions only)."""
+
+    algorithm: Literal["bpr"] = "bpr"
+    factors: int = Field(default=64, ge=2, le=1024)
+    learning_rate: float = Field(default=0.01, gt=0)
+    regularization: float = Field(default=0.01, ge=0)
+    iterations: int = Field(default=100, ge=1, le=1000)
+
+
+class ItemKnnRecipe(RecipeBase):
+    """implicit's item-item nearest neighbours (``CosineRecommender``/``BM25Recommender``)."""
+
+    algorithm: Literal["item_knn"] = "item_knn"
+    similarity: Literal["cosine", "bm25"] = "cosine"
+    neighbours: int = Field(default=100, ge=1, le=2000)
+
+
+class _EaseFields(RecipeBase):
+    l2: float = Field(default=300.0, gt=0)
+    max_items: int = Field(
+        default=2000, ge=10, le=20_000, description="The model covers the most popular N items."
+    )
+
+
+class EaseRecipe(_EaseFields):
+    """EASE (Steck, 2019): a closed-form item-item model on the most popular items."""
+
+    algorithm: Literal["ease"] = "ease"
+
+
+class HybridRecipe(_EaseFields):
+    """EASE blended with a content model (categories and title words) on every catalogued
+    item, so items with few or no interactions still get scores and neighbours."""
+
+    algorithm: Literal["hybrid"] = "hybrid"
+    content_weight: float = Field(default=0.01, ge=0, le=10)
+    content_neighbours: int = Field(default=50, ge=1, le=500)
+
+
+Recipe = Annotated[
+    AlsRecipe | BprRecipe | ItemKnnRecipe | EaseRecipe | HybridRecipe,
+    Field(discriminator="algorithm"),
+]
+
+
+class Candidate(BaseModel):
+    """One recipe tried by a search, with its metrics on the validation slice."""
+
+    recipe: Recipe
+    metrics: dict[str, float] = Field(default_factory=dict)
+    seconds: float = Field(description="Fit and evaluation time.")
+
+
+class Selection(BaseModel):
+    """How a version's recipe was chosen: a search, a refit of the last winner, or asked."""
+
+    mode: Literal["search", "refit", "requested"]
+    reason: str = Field(description="Why this recipe was trained (for a search: why it won).")
+    candidates: list[Candidate] = Field(default_factory=list, description="Best first.")
+    seconds: float = Field(default=0.0, description="Time the search took.")
+    validation_cut_time: float | None = None
 
 
 class ModelInfo(BaseModel):
@@ -357,7 +487,13 @@ class ModelInfo(BaseModel):
         default=None, description="For a retired version: the version activated after it."
     )
     algorithm: Algorithm
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The recipe's fields, flat (see ``recipe``)."
+    )
+    recipe: Recipe | None = Field(
+        default=None, description="The recipe trained: what a refit trains again."
+    )
+    selection: Selection | None = None
     created_at: datetime
     activated_at: datetime | None = None
     snapshot_id: str
@@ -376,9 +512,16 @@ class ModelInfo(BaseModel):
 
 class RetrainRequest(InputModel):
     algorithm: Algorithm | None = Field(
-        default=None, description="Defaults to the worker's setting."
+        default=None,
+        description="Train this recipe kind (searching its parameters if `search`); "
+        "default: the last winner's recipe, or a search when there is none.",
     )
     force: StrictBool = Field(default=False, description="Train even if no new data arrived.")
+    search: StrictBool | None = Field(
+        default=None,
+        description="Search recipes and their parameters within the training budget; default: "
+        "only when no version has a winning recipe yet (otherwise the last winner is refitted).",
+    )
 
 
 class TrainingOutcome(BaseModel):
@@ -388,6 +531,9 @@ class TrainingOutcome(BaseModel):
     snapshot_id: str | None = None
     version: int | None = None
     reasons: list[str] = Field(default_factory=list)
+    recipe: Recipe | None = None
+    selection: str | None = Field(default=None, description="search, refit or requested.")
+    search_seconds: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
     champion_metrics: dict[str, float] = Field(default_factory=dict)

@@ -23,12 +23,14 @@ from feature_store import metrics
 from feature_store.config import Settings
 from recsys_shared import keys
 from recsys_shared.artifacts import (
+    CATALOGUE_FILE,
     MANIFEST,
     SNAPSHOT_FILE,
     ArtifactStore,
     npz_bytes,
     snapshot_folder,
 )
+from recsys_shared.features import parse_categories
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import (
     EARLIEST_TIMESTAMP,
@@ -186,6 +188,32 @@ def _scores(reply: Any) -> dict[str, float]:
     return {str(member): float(score) for member, score in reply}
 
 
+async def read_catalogue(client: RedisClient) -> dict[str, npt.NDArray[np.generic]]:
+    """The catalogue's item metadata as the arrays of ``CATALOGUE_FILE``, in item order, for
+    the worker's content model (items nobody interacted with included)."""
+    items = sorted(await client.execute("SMEMBERS", keys.ITEMS))
+    titles: list[str] = []
+    flat: list[str] = []
+    offsets = [0]
+    for start in range(0, len(items), _USERS_PER_READ):
+        replies = await client.execute_many(
+            [
+                ("HMGET", keys.item(item_id), keys.ITEM_TITLE, keys.ITEM_CATEGORIES)
+                for item_id in items[start : start + _USERS_PER_READ]
+            ]
+        )
+        for title, categories in replies:
+            titles.append(title or "")
+            flat.extend(parse_categories(categories))
+            offsets.append(len(flat))
+    return {
+        "item_ids": np.array(items, dtype=np.str_),
+        "titles": np.array(titles, dtype=np.str_),
+        "category_offsets": np.array(offsets, dtype=np.int64),
+        "categories": np.array(flat, dtype=np.str_),
+    }
+
+
 def check_quality(
     interactions: Interactions, stats: dict[str, int], settings: Settings
 ) -> QualityReport:
@@ -303,7 +331,10 @@ async def take_snapshot(
         time_max=float(times.max()) if len(times) else None,
         quality=quality,
     )
-    files = {SNAPSHOT_FILE: npz_bytes(**interactions.arrays())}
+    files = {
+        SNAPSHOT_FILE: npz_bytes(**interactions.arrays()),
+        CATALOGUE_FILE: npz_bytes(**await read_catalogue(client)),
+    }
     await asyncio.to_thread(store.write_bundle, folder, files, info.model_dump(mode="json"))
     await client.execute("SET", keys.SNAPSHOT_LATEST, info.model_dump_json())
     metrics.SNAPSHOTS.labels("passed" if quality.passed else "failed").inc()

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from pydantic import Field
 
+from recommender.ranking import RankingOptions
 from recsys_shared.settings import ServingSettings
 
 
@@ -16,6 +17,34 @@ class Settings(ServingSettings):
         gt=0,
         description="Registry poll interval, a fallback for missed notifications.",
     )
+    exploration_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Share of a user's first page given to cold items (no interactions yet), "
+        "chosen by content and marked `exploration`; 0.1 of k=10 is one slot.",
+    )
+    similar_exploration_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=0.5,
+        description="The same for similar-items lists: cold items like the item take this "
+        "share of the first page.",
+    )
+    mmr_lambda: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="MMR diversity re-ranking: relevance's weight against similarity to the "
+        "items already listed (1: no diversity); unset: off.",
+    )
+
+    def ranking(self) -> RankingOptions:
+        return RankingOptions(
+            exploration_share=self.exploration_share,
+            similar_exploration_share=self.similar_exploration_share,
+            mmr_lambda=self.mmr_lambda,
+        )
 
 
 @lru_cache

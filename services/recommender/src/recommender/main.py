@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 records=ephemeral,
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
                 memory_guard=guards[0],
+                ranking=settings.ranking(),
             )
             web.settle_garbage_collector()
             yield {"redis": client, "holder": holder, "service": service}

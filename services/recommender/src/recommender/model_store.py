@@ -22,12 +22,25 @@ from implicit.cpu.bpr import BayesianPersonalizedRanking
 from scipy.sparse import csr_matrix
 
 from recommender import metrics
-from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactError, ArtifactStore, load_npz
+from recommender.recipes import ColdStartParts, cold_start_parts, item_item_arrays
+from recsys_shared.artifacts import (
+    IDS_FILE,
+    MODEL_FILE,
+    ArtifactError,
+    ArtifactStore,
+    ItemItemArrays,
+    load_npz,
+)
 from recsys_shared.errors import StoreUnavailable
-from recsys_shared.foldin import least_squares_fold_in
+from recsys_shared.foldin import (
+    ConfidenceWeighting,
+    als_negatives,
+    least_squares_fold_in,
+    signed_history,
+)
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import ModelInfo
+from recsys_shared.schemas import FACTOR_ALGORITHMS, ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +107,11 @@ class DictIndex:
 
 @dataclass(frozen=True, slots=True)
 class LoadedModel:
+    """A version in memory. A factor recipe (ALS, BPR) has ``user_factors``/``item_factors``;
+    an item-item recipe (item-kNN, EASE, hybrid) has ``item_item`` and empty factor arrays.
+    ``content`` (the content model's neighbours) and ``cold`` (rows of items no training user
+    touched) serve cold start; see :mod:`recommender.ranking`."""
+
     info: ModelInfo
     users: IdIndex
     items: DictIndex
@@ -102,10 +120,18 @@ class LoadedModel:
     unit_item_factors: Floats
     model: Any  # an implicit model, used for its exact fold-in (recalculate_user)
     loaded_at: float
+    item_item: ItemItemArrays | None = None
+    content: csr_matrix | None = None
+    cold: npt.NDArray[np.bool_] | None = None
+    confidence: ConfidenceWeighting | None = None
 
     @property
     def version(self) -> int:
         return self.info.version
+
+    @property
+    def negative_weight(self) -> float:
+        return self.info.recipe.negative_weight if self.info.recipe is not None else 0.0
 
     @property
     def trained_through(self) -> float:
@@ -120,15 +146,21 @@ class LoadedModel:
         ]
 
     def fold_in(self, item_rows: Indexes, weights: Floats) -> Floats:
-        """A fresh user vector from their interactions, against the fixed item factors."""
+        """A fresh user vector from their (signed, stored) weights, against the fixed item
+        factors, weighted as the recipe was trained."""
         n_items = self.item_factors.shape[0]
+        signed = signed_history(weights, self.negative_weight)
         history = csr_matrix(
-            (weights, (np.zeros(len(item_rows), dtype=np.int32), item_rows)), shape=(1, n_items)
+            (signed, (np.zeros(len(item_rows), dtype=np.int32), item_rows)), shape=(1, n_items)
         )
         if isinstance(self.model, AlternatingLeastSquares):
+            if self.confidence is not None:
+                history = self.confidence.apply(history)
+            history = als_negatives(history, float(self.model.alpha))
             vector: Floats = self.model.recalculate_user(0, history)
             return vector
-        return least_squares_fold_in(self.item_factors, item_rows, weights)
+        positive = signed > 0  # BPR: positive evidence only
+        return least_squares_fold_in(self.item_factors, item_rows[positive], signed[positive])
 
 
 def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
@@ -137,13 +169,16 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
         raise ArtifactError(f"Model version {info.version} has no artifact.")
     folder = info.artifact_url.removeprefix(store.base_url + "/")
     _, files = store.read_bundle(folder)
-    model_class = (
-        AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
-    )
     try:
-        model = model_class.load(io.BytesIO(files[MODEL_FILE]))
         ids = load_npz(files[IDS_FILE])
         user_ids, item_ids = ids["user_ids"], ids["item_ids"]
+        extras = cold_start_parts(files, ids, len(item_ids))
+        if info.algorithm not in FACTOR_ALGORITHMS:
+            return _item_item_model(info, files, user_ids, item_ids, extras)
+        model_class = (
+            AlternatingLeastSquares if info.algorithm == "als" else BayesianPersonalizedRanking
+        )
+        model = model_class.load(io.BytesIO(files[MODEL_FILE]))
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError) as error:
         # Whole and checksummed, yet not a model: refused like any broken artifact.
         raise ArtifactError(f"Model version {info.version} cannot be read: {error}") from error
@@ -165,10 +200,36 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
         unit_item_factors=np.ascontiguousarray(item_factors / norms, dtype=np.float32),
         model=model,
         loaded_at=time.time(),
+        content=extras.content,
+        cold=extras.cold,
+        confidence=extras.confidence,
     )
     if len(loaded.items) != item_factors.shape[0] or len(loaded.users) != user_factors.shape[0]:
         raise ArtifactError(f"Model version {info.version}: id tables do not match the factors.")
     return loaded
+
+
+def _item_item_model(
+    info: ModelInfo,
+    files: dict[str, bytes],
+    user_ids: npt.NDArray[np.str_],
+    item_ids: npt.NDArray[np.str_],
+    extras: ColdStartParts,
+) -> LoadedModel:
+    no_factors = np.empty((0, 0), dtype=np.float32)
+    return LoadedModel(
+        info=info,
+        users=IdIndex(user_ids),
+        items=DictIndex(item_ids),
+        user_factors=no_factors,
+        item_factors=no_factors,
+        unit_item_factors=no_factors,
+        model=None,
+        loaded_at=time.time(),
+        item_item=item_item_arrays(files, len(item_ids), info.version),
+        content=extras.content,
+        cold=extras.cold,
+    )
 
 
 class ModelHolder:

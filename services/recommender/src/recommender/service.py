@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from recommender import metrics
-from recommender.model_store import Floats, Indexes, LoadedModel, ModelHolder
-from recommender.scoring import top_k
+from recommender.model_store import Indexes, LoadedModel, ModelHolder
+from recommender.ranking import RankingOptions, ranked_page, similar_scores, user_scores
 from recsys_shared.errors import UnknownItem
 from recsys_shared.features import FeatureReader, UserContext
 from recsys_shared.memory_guard import MemoryGuard
@@ -21,6 +21,8 @@ from recsys_shared.schemas import RecommendationQuery, Strategy
 _NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
 #: What a user's ranking leaves out, and the rows it is restricted to (a category), if any.
 _Filters = tuple[Indexes, Indexes | None]
+#: A user's ranked page, the strategy that ranked it, and the items in exploration slots.
+_Page = tuple[list[tuple[str, float]], Strategy, frozenset[str]]
 
 
 class CatalogueFilter:
@@ -67,8 +69,10 @@ class RecommendationService:
         records: RedisClient,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        ranking: RankingOptions | None = None,
     ) -> None:
         self.reader = reader
+        self.ranking = ranking or RankingOptions()
         self.responses = ResponseBuilder(
             reader, records, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
         )
@@ -88,7 +92,7 @@ class RecommendationService:
         """
         contexts = await self.reader.user_contexts([user_id for user_id, _ in requests])
         model = self.holder.current
-        ranked: list[list[tuple[str, float]] | None] = [None] * len(requests)
+        ranked: list[_Page | None] = [None] * len(requests)
         if model is not None:
             started = time.perf_counter()
             ranked = await self._personalised(model, requests, contexts)
@@ -100,13 +104,15 @@ class RecommendationService:
             if model is None or page is None:
                 fallbacks.append(index)
                 continue
+            items, strategy, explored = page
             lists[index] = await self._respond(
-                page,
-                Strategy.PERSONALIZED,
+                items,
+                strategy,
                 None,
                 model.version,
                 user_id=requests[index][0],
                 catalogue_version=contexts[index].catalogue_version,
+                explored=explored,
             )
         if fallbacks:
             # Each fallback reads the popular set: concurrently, so a batch of new users costs
@@ -150,26 +156,42 @@ class RecommendationService:
         model: LoadedModel,
         requests: Sequence[tuple[str, RecommendationQuery]],
         contexts: Sequence[UserContext],
-    ) -> list[list[tuple[str, float]] | None]:
+    ) -> list[_Page | None]:
         """The ranked page of every user the model can score; None for the others."""
-        ranked: list[list[tuple[str, float]] | None] = [None] * len(requests)
+        ranked: list[_Page | None] = [None] * len(requests)
         for index, ((user_id, query), context) in enumerate(zip(requests, contexts, strict=True)):
-            seen_rows, known = model.items.lookup(list(context.weights))
-            vector = self._user_vector(model, user_id, context, seen_rows, known)
-            if vector is None:
+            if context.epoch is None:
+                # The feature-store holds nothing of the user (erased, or forgotten after
+                # the retention period): never personalised from a model that may predate it.
                 continue
-            exclude, candidates = await self._filters(model, query, context, seen_rows)
+            seen_rows, known = model.items.lookup(list(context.weights))
+            weights = np.fromiter(context.weights.values(), dtype=np.float32, count=len(known))
+            row = model.users.get(user_id)
+            fresh = row is None or context.updated_at > model.trained_through
             # One product per user, not one for the batch: a matrix product may round
             # differently, and a list must not depend on what shared its batch (pages of one
             # user computed apart must agree on one order).
-            rows, scores = top_k(
-                model.item_factors @ vector,
+            scores = user_scores(model, row, fresh, seen_rows, weights[known])
+            if scores is None:
+                continue
+            if fresh and scores.strategy is Strategy.PERSONALIZED:
+                metrics.FOLD_INS.inc()
+            exclude, candidates = await self._filters(model, query, context, seen_rows)
+            rows, values, explored = ranked_page(
+                model,
+                scores,
                 k=query.k,
                 offset=query.offset,
                 exclude=exclude,
                 candidates=candidates,
+                options=self.ranking,
+                share=self.ranking.exploration_share,
             )
-            ranked[index] = model.named(rows, scores)
+            ranked[index] = (
+                model.named(rows, values),
+                scores.strategy,
+                frozenset(model.items.name(row) for row in explored),
+            )
         return ranked
 
     async def _filters(
@@ -190,33 +212,6 @@ class RecommendationService:
             )
         return exclude, candidates
 
-    def _user_vector(
-        self,
-        model: LoadedModel,
-        user_id: str,
-        context: UserContext,
-        seen_rows: Indexes,
-        known: np.ndarray,
-    ) -> Floats | None:
-        """The trained vector if the model saw all of the user's events, else a fold-in of
-        the positive ones (None without any).
-
-        A user the feature-store holds nothing of (erased, or forgotten after the retention
-        period) is not personalised from a model's row: the model may predate the erasure."""
-        if context.epoch is None:
-            return None
-        row = model.users.get(user_id)
-        if row is not None and context.updated_at <= model.trained_through:
-            vector: Floats = model.user_factors[row]
-            return vector
-        weights = np.fromiter(context.weights.values(), dtype=np.float32, count=len(known))[known]
-        positive = weights > 0
-        if not positive.any():
-            # Not the model's row either: it may be of the same id before an erasure.
-            return None
-        metrics.FOLD_INS.inc()
-        return model.fold_in(seen_rows[positive], weights[positive])
-
     async def similar(self, item_id: str, query: RecommendationQuery) -> str:
         """Items like ``item_id``, as the JSON of a ``Recommendations``."""
         model = self.holder.current
@@ -232,26 +227,37 @@ class RecommendationService:
             )
             reason = "no_model" if model is None else "item_not_in_model"
             return await self._respond(popular, Strategy.POPULAR, reason, None, item_id=item_id)
+        scores = similar_scores(model, row)
+        if scores is None:  # outside an item-item model's items, and no content to go by
+            popular = await self.reader.popular(
+                k=query.k, offset=query.offset, category=query.category, exclude=(item_id,)
+            )
+            return await self._respond(
+                popular, Strategy.POPULAR, "item_not_in_model", None, item_id=item_id
+            )
         catalogue_version = await self.reader.catalogue_version()
         unavailable = await self.catalogue.unavailable(model, catalogue_version)
         candidates = None
         if query.category:
             candidates = await self.catalogue.category(model, catalogue_version, query.category)
-        unit = model.unit_item_factors
-        rows, scores = top_k(
-            unit @ unit[row],
+        rows, values, explored = ranked_page(
+            model,
+            scores,
             k=query.k,
             offset=query.offset,
             exclude=np.append(unavailable, row),
             candidates=candidates,
+            options=self.ranking,
+            share=self.ranking.similar_exploration_share,
         )
         return await self._respond(
-            model.named(rows, scores),
-            Strategy.SIMILAR,
+            model.named(rows, values),
+            scores.strategy,
             None,
             model.version,
             item_id=item_id,
             catalogue_version=catalogue_version,
+            explored=frozenset(model.items.name(row) for row in explored),
         )
 
     async def _respond(
@@ -264,6 +270,7 @@ class RecommendationService:
         user_id: str | None = None,
         item_id: str | None = None,
         catalogue_version: int | None = None,
+        explored: frozenset[str] = frozenset(),
     ) -> str:
         endpoint = "user" if user_id is not None else "item"
         metrics.responses(endpoint, strategy.value, reason or "").inc()
@@ -275,4 +282,5 @@ class RecommendationService:
             user_id=user_id,
             item_id=item_id,
             catalogue_version=catalogue_version,
+            explored=explored,
         )

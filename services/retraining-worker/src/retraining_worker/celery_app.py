@@ -45,10 +45,17 @@ def celery_config() -> dict[str, Any]:
         "redbeat_lock_timeout": 60,
         "beat_max_loop_interval": 5,
         "beat_schedule": {
+            # Frequent: refit the last winning recipe on the new data.
             "scheduled-retrain": {
                 "task": TRAIN_MODEL,
                 "schedule": settings.scheduled_retrain_seconds,
                 "kwargs": {},
+            },
+            # Slow: search recipes again, in case the data now favours another.
+            "scheduled-search": {
+                "task": TRAIN_MODEL,
+                "schedule": settings.scheduled_search_seconds,
+                "kwargs": {"search": True},
             },
             "drift-check": {
                 "task": CHECK_DRIFT,

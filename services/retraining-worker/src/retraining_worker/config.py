@@ -9,13 +9,18 @@ from pydantic import Field, model_validator
 from recsys_shared.schemas import Algorithm
 from recsys_shared.settings import ServiceSettings
 
+ALGORITHMS: tuple[Algorithm, ...] = ("als", "bpr", "item_knn", "ease", "hybrid")
+
 
 class Settings(ServiceSettings):
     service_name: str = "retraining-worker"
     feature_store_url: str = "http://127.0.0.1:8201"
     feature_store_timeout_seconds: float = Field(default=300.0, gt=0)
 
-    algorithm: Algorithm = "als"
+    algorithm: Algorithm = Field(
+        default="als",
+        description="The recipe trained when no search runs and there is no winner to refit.",
+    )
     factors: int = Field(default=64, ge=2, le=1024)
     regularization: float = Field(default=0.05, ge=0)
     alpha: float = Field(default=1.0, gt=0)
@@ -23,6 +28,26 @@ class Settings(ServiceSettings):
     learning_rate: float = Field(default=0.01, gt=0, description="BPR only.")
     random_seed: int = 42
     training_threads: int = Field(default=0, ge=0, description="0: every core.")
+
+    training_budget_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="A search's time budget, the final fits included (a share goes to them).",
+    )
+    search_algorithms: list[Algorithm] = Field(
+        default_factory=lambda: list(ALGORITHMS),
+        min_length=1,
+        description="The algorithms a search tries.",
+    )
+    search_max_trials: int = Field(
+        default=0, ge=0, description="Cap on a search's trials; 0: as many as the budget allows."
+    )
+    scheduled_search_seconds: float = Field(
+        default=7 * 24 * 3600, gt=0, description="Beat period of the full search."
+    )
+    content_neighbours: int = Field(
+        default=50, ge=1, le=500, description="Content neighbours kept per item for cold start."
+    )
 
     holdout_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="The most recent share of interactions held out."
@@ -102,6 +127,13 @@ class Settings(ServiceSettings):
     rollback_min_events: int = Field(
         default=200, ge=1, description="Attributed events each version needs before judging."
     )
+
+    @property
+    def search_budget_seconds(self) -> float:
+        """The search's share of the budget: the rest is for judging the winner on the
+        holdout and fitting the served model."""
+        # Never most of the task's hard time limit either: the task would be killed.
+        return min(self.training_budget_seconds * 0.7, self.task_time_limit_seconds * 0.5)
 
     @model_validator(mode="after")
     def _visibility_outlasts_time_limit(self) -> Settings:

@@ -46,19 +46,53 @@ class Interactions:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def matrix(self, mask: npt.NDArray[np.bool_] | None = None) -> csr_matrix:
-        """User × item confidence matrix of the positive interactions (optionally a subset)."""
-        rows, cols, weights = self.rows, self.cols, self.weights
+    def matrix(
+        self,
+        mask: npt.NDArray[np.bool_] | None = None,
+        *,
+        signed: bool = False,
+        weights: Floats | None = None,
+    ) -> csr_matrix:
+        """User × item matrix of the interactions (optionally a subset): only the positive
+        weights, or with ``signed`` the negative ones too (low ratings). ``weights`` replaces
+        the stored weights (e.g. decayed by age)."""
+        rows, cols = self.rows, self.cols
+        values = self.weights if weights is None else weights
         if mask is not None:
-            rows, cols, weights = rows[mask], cols[mask], weights[mask]
-        positive = weights > 0
+            rows, cols, values = rows[mask], cols[mask], values[mask]
+        kept = values != 0 if signed else values > 0
         matrix = csr_matrix(
-            (weights[positive], (rows[positive], cols[positive])),
-            shape=self.shape,
-            dtype=np.float32,
+            (values[kept], (rows[kept], cols[kept])), shape=self.shape, dtype=np.float32
         )
         matrix.sum_duplicates()
         return matrix
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> Interactions:
+        """The interactions under ``mask``, on the same id tables (a validation split)."""
+        return Interactions(
+            self.user_ids,
+            self.item_ids,
+            self.rows[mask],
+            self.cols[mask],
+            self.weights[mask],
+            self.times[mask],
+        )
+
+    def with_items(self, item_ids: npt.NDArray[np.str_]) -> Interactions:
+        """The same interactions with ``item_ids`` not yet known appended to the item table
+        (catalogued items nobody interacted with: content models can still place them)."""
+        known = set(self.item_ids.tolist())
+        extra = [item for item in item_ids.tolist() if item not in known]
+        if not extra:
+            return self
+        return Interactions(
+            self.user_ids,
+            np.concatenate((self.item_ids, np.asarray(extra, dtype=np.str_))),
+            self.rows,
+            self.cols,
+            self.weights,
+            self.times,
+        )
 
     def shuffled(self, seed: int) -> Interactions:
         """The same interactions with items reassigned at random: a model of noise, for tests
@@ -106,7 +140,8 @@ def temporal_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
         revealed_mask[group[:half]] = True
         users.append(int(data.rows[group[0]]))
         targets.append({int(col) for col in data.cols[group[half:]]})
-    revealed = data.matrix(revealed_mask)
+    # What serving would read of each user: every stored weight, negative ones too.
+    revealed = data.matrix(revealed_mask, signed=True)
     user_rows = np.asarray(users, dtype=np.int32)
     return HoldoutSplit(
         train=train,
@@ -126,3 +161,42 @@ def seen_matrix(data: Interactions, mask: npt.NDArray[np.bool_], users: Ints) ->
         shape=data.shape,
     )
     return seen[users]
+
+
+def per_user_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
+    """Each user's most recent ``holdout_fraction`` of interactions held out (by time, ties
+    by item), to be predicted from the rest: a validation split with every active user in it.
+
+    Targets are the held-out items with positive weight that the user had not touched before.
+    """
+    order = np.lexsort((data.cols, data.times, data.rows))
+    train = np.ones(len(data), dtype=bool)
+    boundaries = np.flatnonzero(np.diff(data.rows[order])) + 1
+    for group in np.split(order, boundaries) if len(order) else []:
+        held = int(len(group) * holdout_fraction)
+        if held and len(group) - held >= 1:
+            train[group[len(group) - held :]] = False
+    users: list[int] = []
+    targets: list[set[int]] = []
+    later = np.flatnonzero(~train & (data.weights > 0))
+    earlier_items: dict[int, set[int]] = {}
+    for row, col in zip(data.rows[train].tolist(), data.cols[train].tolist(), strict=True):
+        earlier_items.setdefault(row, set()).add(col)
+    wanted: dict[int, set[int]] = {}
+    for row, col in zip(data.rows[later].tolist(), data.cols[later].tolist(), strict=True):
+        if col not in earlier_items.get(row, set()):
+            wanted.setdefault(row, set()).add(col)
+    for row in sorted(wanted):
+        users.append(row)
+        targets.append(wanted[row])
+    revealed = data.matrix(train, signed=True)
+    user_rows = np.asarray(users, dtype=np.int32)
+    held_times = data.times[~train]
+    return HoldoutSplit(
+        train=train,
+        revealed_mask=train,
+        users=user_rows,
+        revealed=revealed[user_rows] if len(user_rows) else revealed[:0],
+        targets=targets,
+        cut_time=float(held_times.min()) if len(held_times) else 0.0,
+    )

@@ -1,4 +1,5 @@
-"""Offline ranking metrics at k, for a model and for the popularity baseline."""
+"""Offline metrics at k, for a recipe and for the popularity baseline: accuracy (precision,
+recall, NDCG, MAP) and beyond it (coverage, novelty, intra-list diversity)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,38 @@ def lift(challenger: float, baseline: float) -> float:
     if baseline <= 0:
         return math.inf if challenger > 0 else 0.0
     return challenger / baseline - 1.0
+
+
+def novelty(
+    ranked: npt.NDArray[np.int64], popularity: npt.NDArray[np.float32], users: int
+) -> float:
+    """Mean self-information of the listed items, −log2(share of training users who touched
+    the item): higher means less obvious items (an untouched item counts as touched once)."""
+    listed = ranked[ranked >= 0]
+    if not len(listed) or users <= 0:
+        return 0.0
+    share = np.maximum(popularity[listed], 1.0) / users
+    return float(np.mean(-np.log2(np.minimum(share, 1.0))))
+
+
+def intra_list_diversity(ranked: npt.NDArray[np.int64], item_vectors: csr_matrix) -> float:
+    """Mean over lists of 1 − the mean cosine similarity of their pairs of items, with items
+    described by ``item_vectors`` (rows of unit length: content, or who interacted)."""
+    diversities = []
+    for row in ranked:
+        items = row[row >= 0]
+        if len(items) < 2:
+            continue
+        vectors = item_vectors[items]
+        similarity = (vectors @ vectors.T).toarray()
+        pairs = len(items) * (len(items) - 1)
+        diversities.append(1.0 - (similarity.sum() - np.trace(similarity)) / pairs)
+    return float(np.mean(diversities)) if diversities else 0.0
+
+
+def unit_rows(matrix: csr_matrix) -> csr_matrix:
+    """Rows scaled to unit length (empty rows stay empty)."""
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    scaled: csr_matrix = csr_matrix(matrix.multiply(1.0 / norms[:, None]), dtype=np.float32)
+    return scaled

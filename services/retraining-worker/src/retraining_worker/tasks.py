@@ -29,8 +29,9 @@ from retraining_worker.celery_app import app
 from retraining_worker.config import Settings, get_settings
 from retraining_worker.drift import run_drift_check
 from retraining_worker.erasure import erase_from_artifacts
+from retraining_worker.lock import TrainingLocked
 from retraining_worker.pruning import prune
-from retraining_worker.training import TrainingLocked, run_training
+from retraining_worker.training import run_training
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,11 @@ def _delivery_count(task_id: str) -> int:
 
 @app.task(name=TRAIN_MODEL, bind=True, max_retries=40)  # type: ignore[untyped-decorator]
 def train_model(
-    self: Task, algorithm: Algorithm | None = None, force: bool = False, shuffle_items: bool = False
+    self: Task,
+    algorithm: Algorithm | None = None,
+    force: bool = False,
+    shuffle_items: bool = False,
+    search: bool | None = None,
 ) -> dict[str, Any]:
     request_id_var.set((self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id)
     settings = get_settings()
@@ -77,7 +82,13 @@ def train_model(
         ).model_dump()
     try:
         outcome = asyncio.run(
-            run_training(settings, algorithm=algorithm, force=force, shuffle_items=shuffle_items)
+            run_training(
+                settings,
+                algorithm=algorithm,
+                force=force,
+                shuffle_items=shuffle_items,
+                search=search,
+            )
         )
     except TrainingLocked as locked:
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()

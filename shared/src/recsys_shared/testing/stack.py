@@ -116,6 +116,9 @@ def build_stack(tier: DataTier | RedisServer, workdir: Path, **overrides: str) -
         "RECOMMENDER_URLS": f"{stack.url('recommender1')},{stack.url('recommender2')}",
         "MODEL_POLL_SECONDS": "0.5",
         "POPULARITY_MERGE_SECONDS": "0.2",
+        # A first training searches recipes: a few trials, not the demo's two minutes.
+        "TRAINING_BUDGET_SECONDS": "20",
+        "SEARCH_MAX_TRIALS": "6",
         "LOG_JSON": "true",
         "PYTHONUNBUFFERED": "1",
         **overrides,
