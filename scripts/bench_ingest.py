@@ -1,14 +1,17 @@
-"""`make bench-ingest`: events/s through the gateway and applied by the feature-store, end to end.
+"""`make bench-ingest`: events/s accepted and applied end to end, on one shard and on a cluster.
 
-Starts its own redis-server (AOF, appendfsync always: the durability the API promises), gateway
-and feature-store on free loopback ports. Measures, in the same run:
+Two systems, one after the other in the same run, each started as `make run` starts it (every
+service, the Celery worker and beat, the ephemeral Redis) on its own Redis:
 
-- the baseline: raw XADD of the same stored-event payloads into the same Redis, pipelined
-  1000 per round trip, from one client;
-- end to end: batches of 1000 events POSTed to /v1/events by concurrent clients, until every
-  event is applied by the feature-store's consumer; with the consumer lag sampled over time.
+1. one shard: a single redis-server (AOF, appendfsync always), one event partition;
+2. a cluster: 3 masters with a replica each (as `REDIS_CLUSTER=1 make run`: 12 partitions, every
+   event on a replica before its 202, i.e. ``WAIT``), and the standalone broker.
 
-Prints the figures and writes them to reports/bench-ingest.json.
+For each: batches of 1,000 events POSTed to /v1/events by concurrent clients until every event
+is applied by the feature-store, then the consumer lag drained; and the CPU seconds each process
+spent per 1,000 events (utime + stime from /proc, children included: the Celery pool). The raw
+``XADD`` baseline (the same stored-event payloads, pipelined, into the same single Redis) is
+measured first. Prints the figures; writes reports/bench-ingest.json.
 """
 
 from __future__ import annotations
@@ -20,21 +23,36 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
-from recsys_shared.testing import build_stack, client_headers
+from recsys_shared.redis_cluster import RedisCluster
+from recsys_shared.testing import (
+    DataTier,
+    Stack,
+    build_stack,
+    client_headers,
+    cluster_tier,
+    single_tier,
+    start_all,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 BATCH = 1000
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "4"))
 TARGET = 20_000
+SERVICES = ("feature-store", "recommender1", "recommender2", "gateway", "worker", "beat")
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def bodies(count: int) -> list[bytes]:
@@ -74,7 +92,7 @@ def raw_xadd_rate(url: str, count: int) -> float:
         for _ in range(0, count, BATCH):
             with client.pipeline(transaction=False) as pipe:
                 for _ in range(BATCH):
-                    pipe.xadd("bench:raw", {"e": payload})
+                    pipe.xadd("bench:raw", {keys.EVENT_FIELD: payload})
                 pipe.execute()
         elapsed = time.perf_counter() - started
         client.delete("bench:raw")
@@ -106,84 +124,165 @@ async def send_all(gateway: str, payloads: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def applied(url: str) -> int:
-    client = redis.Redis.from_url(url)
+def applied(tier: DataTier) -> int:
+    client = tier.inspector()
     try:
-        return int(client.hget(keys.PIPELINE_STATS, "applied") or 0)
+        return sum(
+            int(client.hget(partition.stats, keys.STAT_APPLIED) or 0)
+            for partition in keys.Partitions(tier.partitions).all
+        )
     finally:
         client.close()
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as workdir:
-        server = RedisServer(Path(workdir) / "redis").start()
-        # Bulk ingestion: 2,000 events a consumer batch (the service default, 500, keeps each
-        # apply script short, for the read latency of everything else sharing Redis).
-        stack = build_stack(
-            server,
-            Path(workdir),
-            LOG_LEVEL="WARNING",
-            CONSUMER_BATCH_SIZE=os.environ.get("BENCH_CONSUMER_BATCH", "2000"),
-        )
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and of its children that it has waited for, plus its live
+    children's (the Celery pool, a uvicorn process's own threads are in its own figures)."""
+    total = 0.0
+    for each in [pid, *_children(pid)]:
         try:
-            stack.start("gateway")
-            stack.start("feature-store")
-            payloads = bodies(EVENTS)
-            baseline = raw_xadd_rate(server.url, EVENTS)
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        # After the name: state is fields[0]; utime, stime, cutime, cstime are 14-17 (1-based).
+        total += sum(int(value) for value in fields[11:15]) / TICKS
+    return total
 
-            lag: list[tuple[float, int]] = []
-            started = time.perf_counter()
-            send_seconds = asyncio.run(send_all(stack.gateway, payloads))
-            while applied(server.url) < EVENTS:
-                lag.append((time.perf_counter() - started, EVENTS - applied(server.url)))
-                time.sleep(0.1)
-            total_seconds = time.perf_counter() - started
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.exists():
+            for child in children.read_text().split():
+                found += [int(child), *_children(int(child))]
+    return found
+
+
+@dataclass
+class Run:
+    name: str
+    accepted_per_second: float
+    end_to_end_per_second: float
+    drain_seconds: float
+    max_lag: int
+    cpu_per_thousand: dict[str, float]
+
+
+def measure(name: str, stack: Stack, redis_pids: dict[str, int], payloads: list[bytes]) -> Run:
+    pids = {service: stack.processes[service].pid for service in SERVICES}
+    pids.update(redis_pids)
+    before = {process: cpu_seconds(pid) for process, pid in pids.items()}
+    lag = 0
+    started = time.perf_counter()
+    send_seconds = asyncio.run(send_all(stack.gateway, payloads))
+    while (done := applied(stack.tier)) < EVENTS:
+        lag = max(lag, EVENTS - done)
+        time.sleep(0.05)
+    total_seconds = time.perf_counter() - started
+    spent = {process: cpu_seconds(pid) - before[process] for process, pid in pids.items()}
+    return Run(
+        name=name,
+        accepted_per_second=EVENTS / send_seconds,
+        end_to_end_per_second=EVENTS / total_seconds,
+        drain_seconds=total_seconds - send_seconds,
+        max_lag=lag,
+        cpu_per_thousand={process: 1000 * value / EVENTS for process, value in spent.items()},
+    )
+
+
+@contextmanager
+def system(tier: DataTier, workdir: Path, ephemeral: RedisServer) -> Iterator[Stack]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = build_stack(
+        tier, workdir, LOG_LEVEL="WARNING", EPHEMERAL_REDIS_URL=ephemeral.url, **_make_run(tier)
+    )
+    try:
+        yield start_all(stack, SERVICES)
+    finally:
+        stack.close()
+
+
+def _make_run(tier: DataTier) -> dict[str, str]:
+    """What `make run` sets beyond the defaults: on a cluster, every event on a replica."""
+    return {"DURABLE_REPLICAS": "1"} if tier.cluster is not None else {}
+
+
+def main() -> None:
+    payloads = bodies(EVENTS)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
+        workdir = Path(folder)
+        ephemeral = RedisServer(workdir / "ephemeral", durable=False).start()
+        server = RedisServer(workdir / "redis").start()
+        try:
+            baseline = raw_xadd_rate(server.url, EVENTS)
+            with system(single_tier(server), workdir / "single", ephemeral) as stack:
+                redis_pids = {"redis": server.process.pid}  # type: ignore[union-attr]
+                runs.append(measure("one shard (a single Redis)", stack, redis_pids, payloads))
         finally:
-            stack.close()
             server.stop()
-    accepted_rate = EVENTS / send_seconds
-    end_to_end = EVENTS / total_seconds
-    results = {
+        redis.Redis.from_url(ephemeral.url).flushall()
+        cluster = RedisCluster(workdir / "cluster").start()
+        broker = RedisServer(workdir / "broker").start()
+        try:
+            tier = cluster_tier(cluster, broker)
+            tier.partitions = 12
+            with system(tier, workdir / "cluster-run", ephemeral) as stack:
+                redis_pids = {
+                    f"redis node {index}": node.process.pid  # type: ignore[union-attr]
+                    for index, node in enumerate(cluster.nodes)
+                }
+                runs.append(measure("3 masters + 3 replicas", stack, redis_pids, payloads))
+        finally:
+            broker.stop()
+            cluster.stop()
+            ephemeral.stop()
+    report(baseline, runs)
+
+
+def report(baseline: float, runs: list[Run]) -> None:
+    results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
         "events": EVENTS,
         "batch": BATCH,
         "concurrency": CONCURRENCY,
-        "consumer_batch": int(os.environ.get("BENCH_CONSUMER_BATCH", "2000")),
         "raw_xadd_events_per_second": round(baseline),
-        "accepted_events_per_second": round(accepted_rate),
-        "end_to_end_events_per_second": round(end_to_end),
-        "end_to_end_vs_raw_xadd": round(end_to_end / baseline, 3),
-        "max_lag_events": max((value for _, value in lag), default=0),
-        "seconds_to_drain_after_last_accept": round(total_seconds - send_seconds, 2),
         "target_events_per_second": TARGET,
-        "lag_over_time": [
-            (round(moment, 2), value) for moment, value in lag[:: max(1, len(lag) // 20)]
+        "runs": [
+            {
+                "name": run.name,
+                "accepted_events_per_second": round(run.accepted_per_second),
+                "end_to_end_events_per_second": round(run.end_to_end_per_second),
+                "seconds_to_drain_after_last_accept": round(run.drain_seconds, 2),
+                "max_lag_events": run.max_lag,
+                "cpu_seconds_per_1000_events": {
+                    process: round(value, 4) for process, value in run.cpu_per_thousand.items()
+                },
+            }
+            for run in runs
         ],
     }
-    rows = [
-        ("raw XADD baseline (same Redis, pipelined)", results["raw_xadd_events_per_second"], ""),
-        ("accepted through the gateway", results["accepted_events_per_second"], ""),
-        (
-            "end to end (accepted and applied)",
-            results["end_to_end_events_per_second"],
-            f"  = {results['end_to_end_vs_raw_xadd']:.2f}× raw XADD   (target ≥ {TARGET:,})",
-        ),
-    ]
     print(f"ingestion benchmark — {results['machine']}, {results['date']}")
-    for label, rate, note in rows:
-        print(f"  {label + ':':<44}{rate:>9,} events/s{note}")
-    print(
-        f"  max consumer lag: {results['max_lag_events']:,} events; drained "
-        f"{results['seconds_to_drain_after_last_accept']} s after the last 202"
-    )
-    print(
-        "  lag over time (s, events): " + ", ".join(f"{t}:{v}" for t, v in results["lag_over_time"])
-    )
-    report = ROOT / "reports" / "bench-ingest.json"
-    report.parent.mkdir(exist_ok=True)
-    report.write_text(json.dumps(results, indent=2))
-    print(f"  written to {report.relative_to(ROOT)}")
+    print(f"  raw XADD baseline (one Redis, pipelined): {baseline:>10,.0f} events/s")
+    for run in runs:
+        print(f"  {run.name}:")
+        print(f"    accepted through the gateway:   {run.accepted_per_second:>10,.0f} events/s")
+        print(
+            f"    end to end (accepted, applied): {run.end_to_end_per_second:>10,.0f} events/s"
+            f"   (target ≥ {TARGET:,} on one shard)"
+        )
+        print(f"    max lag {run.max_lag:,} events, drained {run.drain_seconds:.2f} s after")
+        busy = sorted(run.cpu_per_thousand.items(), key=lambda kv: -kv[1])
+        print(
+            "    CPU s per 1,000 events: "
+            + ", ".join(f"{process} {value:.3f}" for process, value in busy if value >= 0.0005)
+        )
+    path = ROOT / "reports" / "bench-ingest.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"  written to {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

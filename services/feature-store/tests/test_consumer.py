@@ -14,11 +14,11 @@ import redis
 from prometheus_client import REGISTRY
 
 from feature_store.config import Settings
-from feature_store.consumer import StreamConsumer
+from feature_store.consumer import StreamConsumer, parsed
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
-from recsys_shared.schemas import EventType
+from recsys_shared.schemas import EventType, StoredEvent
 
 P0 = keys.Partitions(1).all[0]
 
@@ -303,3 +303,28 @@ async def test_the_loop_waits_out_a_stopped_redis_and_then_applies_everything(
         assert not task.done()
         assert own_inspector.hget(P0.stats, "applied") == "6"
         assert own_inspector.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0
+
+
+def test_a_batch_is_parsed_whole_and_a_bad_entry_is_found_alone() -> None:
+    good = StoredEvent(
+        event_id="e1", user_id="u1", item_id="i1", type=EventType.VIEW, ts=1.0, received_at=2.0
+    ).model_dump_json()
+    entries = [
+        ("1-0", {keys.EVENT_FIELD: good}),
+        ("2-0", {keys.EVENT_FIELD: "{},{}"}),  # two JSON values: would shift a joined array
+        ("3-0", None),
+        ("4-0", {keys.EVENT_FIELD: good}),
+        ("5-0", {keys.EVENT_FIELD: "not json"}),
+    ]
+
+    valid, dead = parsed(entries)
+    whole, none_dead = parsed([entries[0], entries[3]])
+
+    assert [stream_id for stream_id, _ in valid] == ["1-0", "4-0"]
+    assert {(letter.stream_id, letter.reason) for letter in dead} == {
+        ("2-0", "invalid_event"),
+        ("3-0", "entry_deleted"),
+        ("5-0", "invalid_event"),
+    }
+    assert [event.user_id for _, event in whole] == ["u1", "u1"]
+    assert none_dead == []
