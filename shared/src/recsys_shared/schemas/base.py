@@ -1,0 +1,90 @@
+"""Building blocks of the contract: identifiers, categories, timestamps, limits, inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+)
+
+MAX_ID_LENGTH: Final = 128
+MAX_BATCH_EVENTS: Final = 1000
+MAX_BATCH_ITEMS: Final = 1000
+MAX_K: Final = 100
+MAX_OFFSET: Final = 1000
+#: Users' lists the gateway asks a recommender for in one call (see UserListBatch).
+MAX_BATCH_LISTS: Final = 64
+#: How far in the future a client's clock may be before its timestamps are refused.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+#: Timestamps before this are treated as broken clocks (the epoch, zero values).
+EARLIEST_TIMESTAMP: Final = datetime(1990, 1, 1, tzinfo=UTC)
+
+
+#: An id: no whitespace, no control characters, no "/" (it must fit in one URL path segment).
+#: One pattern is both the rule the services enforce (pydantic's Rust regex) and the one the
+#: OpenAPI document publishes, so a client's validator and ours always agree.
+ID_PATTERN: Final = r"^[^\s/\x00-\x1f\x7f-\x9f]+$"
+#: Free text (titles): anything but control characters.
+TEXT_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
+
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, examples=["42"])
+]
+#: A category: any text without control characters or surrounding whitespace, as real
+#: catalogues name them ("Science Fiction", "Home & Garden", "(no genres listed)").
+CATEGORY_PATTERN: Final = (
+    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+)
+Category = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=CATEGORY_PATTERN, examples=["Science Fiction"]),
+]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # JSON true/false would otherwise be read as 1.0/0.0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+
+def _rfc3339_only(value: Any) -> Any:
+    # Pydantic would also take numbers as Unix times; the contract says RFC 3339 text.
+    # A string of digits too: Pydantic reads "1714564800" as a Unix time.
+    if not isinstance(value, str | datetime) or (isinstance(value, str) and _is_number(value)):
+        raise ValueError("must be an RFC 3339 date-time string, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _sane_timestamp(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2024-05-01T12:00:00Z")
+    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise ValueError(f"is in the future beyond the allowed clock skew of {MAX_CLOCK_SKEW}")
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError(f"is before {EARLIEST_TIMESTAMP.date()}, which no real event is")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(_sane_timestamp)]
+
+
+class InputModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

@@ -1,0 +1,79 @@
+"""The item catalogue: items in, items out, partial updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from recsys_shared.schemas.base import (
+    MAX_BATCH_ITEMS,
+    TEXT_PATTERN,
+    Category,
+    Identifier,
+    InputModel,
+)
+
+
+# ── catalogue ─────────────────────────────────────────────────────────────────────────────
+class ItemIn(InputModel):
+    title: str = Field(
+        min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Toy Story (1995)"]
+    )
+    categories: list[Category] = Field(default_factory=list, max_length=32)
+    available: StrictBool = True
+
+
+class ItemPatch(InputModel):
+    """A partial update: only the fields given change (at least one; none may be null)."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"minProperties": 1}
+    )
+
+    title: (
+        Annotated[
+            str,
+            Field(min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Heat (1995)"]),
+        ]
+        | SkipJsonSchema[None]
+    ) = None
+    categories: Annotated[list[Category], Field(max_length=32)] | SkipJsonSchema[None] = None
+    available: StrictBool | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ItemPatch:
+        if not self.model_fields_set:
+            raise ValueError("a patch needs at least one of title, categories, available")
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null: leave a field out to keep it")
+        return self
+
+
+class ItemWithId(ItemIn):
+    item_id: Identifier
+
+
+class ItemBatch(InputModel):
+    items: list[ItemWithId] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str
+    categories: list[str]
+    available: bool
+    updated_at: datetime
+
+
+class ItemsStored(BaseModel):
+    stored: int

@@ -1,0 +1,130 @@
+"""Interaction events: as a client sends them, and as they sit in the events streams."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from recsys_shared.schemas.base import MAX_BATCH_EVENTS, Identifier, InputModel, Number, Timestamp
+
+
+class EventType(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    ADD_TO_CART = "add_to_cart"
+    PURCHASE = "purchase"
+    LIKE = "like"
+    RATING = "rating"
+
+
+#: Confidence each kind of interaction adds to a user-item pair (ratings use RATING_NEUTRAL).
+EVENT_WEIGHTS: Final[dict[EventType, float]] = {
+    EventType.VIEW: 1.0,
+    EventType.CLICK: 2.0,
+    EventType.ADD_TO_CART: 3.0,
+    EventType.LIKE: 4.0,
+    EventType.PURCHASE: 5.0,
+}
+#: A rating above this says "more of this", below it "not for me": a rating's weight is its
+#: distance from this point, so a low rating is negative evidence (still seen, never dropped).
+RATING_NEUTRAL: Final = 2.5
+#: Cap on one user-item weight so that a bot clicking one item all day cannot dominate training.
+MAX_WEIGHT: Final = 20.0
+
+
+def event_weight(event_type: EventType, value: float | None) -> float:
+    """Signed confidence that the user likes the item, as the feature-store stores it.
+
+    Positive for every interaction but a low rating; a rating below ``RATING_NEUTRAL`` is
+    negative (the further below, the more), exactly neutral is 0. How much a negative weight
+    counts is each recipe's choice (its ``negative_weight``), tuned at the gate.
+    """
+    if event_type is EventType.RATING:
+        if value is None:  # validation refuses it; a stored one says nothing either way
+            return 0.0
+        return min(max(value - RATING_NEUTRAL, -MAX_WEIGHT), MAX_WEIGHT)
+    return EVENT_WEIGHTS[event_type]
+
+
+class EventIn(InputModel):
+    """One interaction as a client sends it."""
+
+    # The cross-field rule, published in the schema too: a rating carries a numeric value.
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "rating"}}, "required": ["type"]},
+            "then": {"required": ["value"], "properties": {"value": {"type": "number"}}},
+        },
+    )
+
+    event_id: Identifier | None = Field(
+        default=None, description="Makes resubmission idempotent; assigned when absent."
+    )
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    value: Number | None = Field(default=None, description="Finite; required for `rating`.")
+    timestamp: Timestamp | None = Field(default=None, description="RFC 3339; defaults to now.")
+    recommendation_id: Identifier | None = Field(
+        default=None, description="The recommendation this interaction came from, if any."
+    )
+
+    @model_validator(mode="after")
+    def _rating_needs_value(self) -> EventIn:
+        if self.type is EventType.RATING and self.value is None:
+            raise ValueError("a 'rating' event needs a 'value'")
+        return self
+
+
+class EventBatch(InputModel):
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events newly stored in the stream.")
+    duplicates: int = Field(description="Events whose event_id was already stored; not re-applied.")
+
+
+class StoredEvent(BaseModel):
+    """An event as it sits in the Redis stream: normalised, with an id and a time."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    event_id: Identifier
+    user_id: Identifier
+    item_id: Identifier
+    type: EventType
+    value: float | None = None
+    ts: float = Field(description="Event time, seconds since the Unix epoch.")
+    recommendation_id: Identifier | None = None
+    received_at: float
+
+    @property
+    def weight(self) -> float:
+        return event_weight(self.type, self.value)
+
+    @classmethod
+    def from_input(cls, event: EventIn, *, event_id: str, now: datetime) -> StoredEvent:
+        moment = event.timestamp or now
+        # Every field comes from an EventIn that was validated a moment ago (the event id too:
+        # the client's, checked as an Identifier, or a uuid): no second validation pass.
+        return cls.model_construct(
+            event_id=event_id,
+            user_id=event.user_id,
+            item_id=event.item_id,
+            type=event.type,
+            value=event.value,
+            ts=moment.timestamp(),
+            recommendation_id=event.recommendation_id,
+            received_at=now.timestamp(),
+        )

@@ -1,0 +1,236 @@
+"""Model versions and training: recipes, the registry's lineage, tasks, snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+)
+
+from recsys_shared.schemas.base import InputModel
+
+
+# ── models and training ───────────────────────────────────────────────────────────────────
+class ModelStatus(StrEnum):
+    CANDIDATE = "candidate"
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+
+
+Algorithm = Literal["als", "bpr", "item_knn", "ease", "hybrid"]
+#: Recipes whose model is user and item factors (a user is a vector); the others are
+#: item-item (a user is their history, scored through an item × item matrix).
+FACTOR_ALGORITHMS: Final[frozenset[str]] = frozenset({"als", "bpr"})
+
+
+class RecipeBase(BaseModel):
+    """What every recipe decides about its data: how old and how negative evidence counts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    half_life_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="An interaction's weight halves with every this many days between it and "
+        "the user's latest one; null: no decay.",
+    )
+    negative_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How much a negative weight (a low rating) counts against an item, as a "
+        "share of its magnitude; 0 ignores negative evidence (the item stays seen).",
+    )
+
+
+class AlsRecipe(RecipeBase):
+    """implicit's ALS on confidence-weighted interactions."""
+
+    algorithm: Literal["als"] = "als"
+    factors: int = Field(default=32, ge=2, le=1024)
+    regularization: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=1.0, gt=0)
+    iterations: int = Field(default=15, ge=1, le=500)
+    confidence: Literal["none", "bm25", "tfidf"] = Field(
+        default="none", description="Weighting of the user × item matrix before ALS."
+    )
+    bm25_k1: float = Field(default=100.0, gt=0)
+    bm25_b: float = Field(default=0.8, ge=0, le=1)
+
+
+class BprRecipe(RecipeBase):
+    """implicit's Bayesian personalised ranking (positive interactions only)."""
+
+    algorithm: Literal["bpr"] = "bpr"
+    factors: int = Field(default=64, ge=2, le=1024)
+    learning_rate: float = Field(default=0.01, gt=0)
+    regularization: float = Field(default=0.01, ge=0)
+    iterations: int = Field(default=100, ge=1, le=1000)
+
+
+class ItemKnnRecipe(RecipeBase):
+    """implicit's item-item nearest neighbours (``CosineRecommender``/``BM25Recommender``)."""
+
+    algorithm: Literal["item_knn"] = "item_knn"
+    similarity: Literal["cosine", "bm25"] = "cosine"
+    neighbours: int = Field(default=100, ge=1, le=2000)
+
+
+class _EaseFields(RecipeBase):
+    l2: float = Field(default=300.0, gt=0)
+    max_items: int = Field(
+        default=2000, ge=10, le=20_000, description="The model covers the most popular N items."
+    )
+
+
+class EaseRecipe(_EaseFields):
+    """EASE (Steck, 2019): a closed-form item-item model on the most popular items."""
+
+    algorithm: Literal["ease"] = "ease"
+
+
+class HybridRecipe(_EaseFields):
+    """EASE blended with a content model (categories and title words) on every catalogued
+    item, so items with few or no interactions still get scores and neighbours."""
+
+    algorithm: Literal["hybrid"] = "hybrid"
+    content_weight: float = Field(default=0.01, ge=0, le=10)
+    content_neighbours: int = Field(default=50, ge=1, le=500)
+
+
+Recipe = Annotated[
+    AlsRecipe | BprRecipe | ItemKnnRecipe | EaseRecipe | HybridRecipe,
+    Field(discriminator="algorithm"),
+]
+
+
+class Candidate(BaseModel):
+    """One recipe tried by a search, with its metrics on the validation slice."""
+
+    recipe: Recipe
+    metrics: dict[str, float] = Field(default_factory=dict)
+    seconds: float = Field(description="Fit and evaluation time.")
+
+
+class Selection(BaseModel):
+    """How a version's recipe was chosen: a search, a refit of the last winner, or asked."""
+
+    mode: Literal["search", "refit", "requested"]
+    reason: str = Field(description="Why this recipe was trained (for a search: why it won).")
+    candidates: list[Candidate] = Field(default_factory=list, description="Best first.")
+    seconds: float = Field(default=0.0, description="Time the search took.")
+    validation_cut_time: float | None = None
+
+
+class ModelInfo(BaseModel):
+    """A registry entry: everything known about one model version (its lineage)."""
+
+    version: int
+    status: ModelStatus
+    status_reason: str | None = None
+    replaced_by: int | None = Field(
+        default=None, description="For a retired version: the version activated after it."
+    )
+    algorithm: Algorithm
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The recipe's fields, flat (see ``recipe``)."
+    )
+    recipe: Recipe | None = Field(
+        default=None, description="The recipe trained: what a refit trains again."
+    )
+    selection: Selection | None = None
+    created_at: datetime
+    activated_at: datetime | None = None
+    snapshot_id: str
+    data: dict[str, Any] = Field(default_factory=dict, description="Statistics of the snapshot.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    champion_version: int | None = Field(
+        default=None, description="The active model it was compared with, on the same holdout."
+    )
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_url: str | None = None
+    checksum: str | None = None
+    code_version: str = "unknown"
+    training_seconds: float | None = None
+
+
+class RetrainRequest(InputModel):
+    algorithm: Algorithm | None = Field(
+        default=None,
+        description="Train this recipe kind (searching its parameters if `search`); "
+        "default: the last winner's recipe, or a search when there is none.",
+    )
+    force: StrictBool = Field(default=False, description="Train even if no new data arrived.")
+    search: StrictBool | None = Field(
+        default=None,
+        description="Search recipes and their parameters within the training budget; default: "
+        "only when no version has a winning recipe yet (otherwise the last winner is refitted).",
+    )
+
+
+class TrainingOutcome(BaseModel):
+    """What a training task did: the result the task stores for ``GET /v1/tasks/{id}``."""
+
+    status: Literal["published", "rejected", "refused", "unchanged", "abandoned"]
+    snapshot_id: str | None = None
+    version: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+    recipe: Recipe | None = None
+    selection: str | None = Field(default=None, description="search, refit or requested.")
+    search_seconds: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    baseline_metrics: dict[str, float] = Field(default_factory=dict)
+    champion_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+
+
+class TaskState(BaseModel):
+    task_id: str
+    state: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class QualityCheck(BaseModel):
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    detail: str
+
+
+class QualityReport(BaseModel):
+    passed: bool
+    checks: list[QualityCheck]
+
+    @property
+    def failures(self) -> list[QualityCheck]:
+        return [check for check in self.checks if not check.passed]
+
+
+class SnapshotInfo(BaseModel):
+    """A training snapshot the feature-store exported: where it is and what it holds."""
+
+    snapshot_id: str = Field(
+        description="The first stream id not yet applied when it was taken (everything before it "
+        "is included), and the data generation, bumped by user erasures: '<stream id>.g<n>'."
+    )
+    url: str
+    created_at: datetime
+    users: int
+    items: int
+    interactions: int
+    time_min: float | None
+    time_max: float | None
+    quality: QualityReport

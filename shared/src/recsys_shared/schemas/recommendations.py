@@ -1,0 +1,110 @@
+"""Recommendation lists, the queries for them, and the records of what was served."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+)
+
+from recsys_shared.schemas.base import MAX_BATCH_LISTS, MAX_K, MAX_OFFSET, Category, Identifier
+
+
+# ── recommendations ───────────────────────────────────────────────────────────────────────
+class Strategy(StrEnum):
+    PERSONALIZED = "personalized"
+    SIMILAR = "similar"
+    POPULAR = "popular"
+    #: By item metadata (categories, titles): a user whose events are all on items without
+    #: interactions, or similar items of such an item.
+    CONTENT = "content"
+
+
+class ScoredItem(BaseModel):
+    # Unknown fields are refused: the gateway forwards a recommender's list as the JSON it
+    # validated, so nothing unchecked may ride along.
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str
+    score: float
+    title: str | None = None
+    categories: list[str] | None = None
+    exploration: Literal[True] | None = Field(
+        default=None,
+        description="Present (true) on an item placed in an exploration slot: a catalogued "
+        "item nobody has interacted with yet, chosen by content; absent otherwise.",
+    )
+
+
+class Recommendations(BaseModel):
+    """A list of items with its provenance, as the public API returns it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = None
+    item_id: str | None = None
+    items: list[ScoredItem]
+    model_version: int | None = Field(description="The model that ranked these; null for popular.")
+    strategy: Strategy
+    fallback_reason: str | None = Field(
+        default=None, description="Why a fallback strategy answered, e.g. unknown_user."
+    )
+    recommendation_id: str = Field(description="Send back on events to measure online quality.")
+    cached: bool = False
+    cache_age_seconds: float | None = Field(
+        default=None, description="How old the cached entry is; null when freshly computed."
+    )
+
+
+class ServedList(BaseModel):
+    """What was served, recorded under its ``recommendation_id`` (the ephemeral Redis, for
+    ``RECOMMENDATION_TTL_SECONDS``), so that later events carrying the id are attributed to the
+    version that ranked it. Read by the feature-store's applier."""
+
+    user_id: str | None = None
+    item_id: str | None = None
+    items: list[str]
+    model_version: int | None = None
+    strategy: Strategy
+    served_at: float
+
+
+class RecommendationQuery(BaseModel):
+    """The query part of a recommendation request, shared by the gateway and the recommender."""
+
+    k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return")
+    offset: int = Field(
+        default=0, ge=0, le=MAX_OFFSET, description="How many of the best items to skip (paging)"
+    )
+    exclude_seen: bool = Field(
+        default=True, description="Leave out items the user already interacted with"
+    )
+    category: Category | None = Field(default=None, description="Only items of this category")
+
+    def cache_fragment(self) -> str:
+        return f"k{self.k}:o{self.offset}:s{int(self.exclude_seen)}:c{self.category or ''}"
+
+
+class UserListRequest(RecommendationQuery):
+    """One user's list in a :class:`UserListBatch`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Identifier
+
+
+class UserListBatch(BaseModel):
+    """Several users' lists asked of a recommender in one call (internal API).
+
+    The gateway coalesces the cache misses of one event-loop turn into one batch, so that
+    under load one HTTP exchange and one read of the users' contexts serve many requests.
+    The answer is NDJSON: one ``Recommendations`` per line, in the order asked.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[UserListRequest] = Field(min_length=1, max_length=MAX_BATCH_LISTS)
