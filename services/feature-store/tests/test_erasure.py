@@ -3,6 +3,7 @@ them, leaving only a tombstone (a digest); retention forgets users who went sile
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from recsys_shared import keys
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import EventType
+from recsys_shared.testing import eventually
 
 PARTITIONS = keys.Partitions(3)
 DAY = 86_400.0
@@ -205,6 +207,42 @@ async def test_erasure_matches_the_users_cached_lists_exactly(eraser, ephemeral_
         assert keys.cache_user(user, "-", "q1") in left
         assert keys.recommendation(user, "r1") in left
     assert len(left) == 4 * 3
+
+
+async def test_lists_stored_just_after_the_erasure_are_swept_once_more(
+    redis_client, ephemeral, ephemeral_inspector
+):
+    eraser = Eraser(redis_client, PARTITIONS, ephemeral=ephemeral, resweep_seconds=0.2)
+    await eraser.erase(ERASED)
+    # A list ranked from features read just before the erasure, stored once it answered.
+    cache_entries(ephemeral_inspector, ERASED)
+    cache_entries(ephemeral_inspector, KEPT)
+
+    await eventually(lambda: _nothing_of(ephemeral_inspector, ERASED), within=5)
+    assert len(list(ephemeral_inspector.scan_iter(match=f"*{KEPT}*"))) == 3
+    await eraser.aclose()
+
+
+async def test_closing_cancels_the_second_sweeps_still_waiting(redis_client, ephemeral):
+    eraser = Eraser(redis_client, PARTITIONS, ephemeral=ephemeral, resweep_seconds=3600)
+    await eraser.erase(ERASED)
+    assert _sweeps_waiting() == 1
+
+    await eraser.aclose()  # returns now, not in an hour
+
+    assert _sweeps_waiting() == 0
+
+
+def _sweeps_waiting() -> int:
+    return sum(
+        1
+        for task in asyncio.all_tasks()
+        if task.get_name() == "erasure-resweep" and not task.done()
+    )
+
+
+async def _nothing_of(client: redis.Redis, user: str) -> bool:
+    return user not in everything_in(client)
 
 
 # ── retention ─────────────────────────────────────────────────────────────────────────────

@@ -1,9 +1,14 @@
 """The OpenAPI document: every /v1 operation, the X-API-Key scheme and the role it needs on
-each, problem responses."""
+each, problem responses; none of it served with ``DOCS_ENABLED=false``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import pytest
+
+from gateway.config import Settings
 
 EXPECTED_OPERATIONS = {
     ("post", "/v1/events"),
@@ -129,3 +134,34 @@ def test_operations_routes_are_public(gateway: Any) -> None:
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {"redis": "ok"}}
     assert "recsys_" in gateway.client.get("/metrics").text
+
+
+DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+
+
+def test_the_documentation_is_served_by_default(gateway: Any) -> None:
+    for path in DOCS_PATHS:
+        response = gateway.client.get(path)
+        assert response.status_code == 200, path
+    assert gateway.settings.docs_enabled is True
+
+
+@pytest.mark.parametrize("path", DOCS_PATHS)
+def test_docs_disabled_answers_404_and_the_api_still_works(
+    make_gateway: Callable[..., Any], path: str, client_headers: dict[str, str]
+) -> None:
+    gateway = make_gateway(docs_enabled=False)
+
+    response = gateway.client.get(path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "swagger" not in response.text.lower()
+    # Only the documentation is gone: the API and the operations routes answer as before.
+    assert gateway.client.get("/healthz").status_code == 200
+    assert gateway.client.get("/v1/models", headers=client_headers).status_code == 403
+
+
+def test_docs_enabled_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCS_ENABLED", "false")
+    assert Settings().docs_enabled is False

@@ -58,6 +58,14 @@ class Settings(ServiceSettings):
         description="How long an erased user's digest is kept to drop their in-flight events; "
         "must exceed how long events may wait in the stream and the artifact rewrite period.",
     )
+    erasure_resweep_seconds: float = Field(
+        default=40.0,
+        ge=0,
+        description="An erased user's cached lists and served-list records are swept again "
+        "this long after the erasure: a list computed from features read just before it may "
+        "be stored after it. Above the serving services' REQUEST_TIMEOUT_SECONDS; 0: no "
+        "second sweep.",
+    )
     consumer_forget_seconds: float = Field(
         default=24 * 3600.0,
         gt=0,

@@ -5,19 +5,26 @@ the data tier holds of the user: features, idempotency markers, membership, drif
 dead letters. An erasure also leaves a tombstone (a digest of the id, never the id) that makes
 the applier drop events the user sent before it, so nothing in flight brings them back; the
 tombstones go after ``ERASURE_TOMBSTONE_DAYS``. The ephemeral Redis's cached lists and
-served-list records of the user go too; snapshots and model artifacts are rewritten by the
-retraining-worker (``recsys.erase_from_artifacts``), and until then no recommender
-personalises a user who has no features (``recommender.service``).
+served-list records of the user go too, and once more ``ERASURE_RESWEEP_SECONDS`` later: a
+list computed from features read just before the erasure is recorded (and cached) without
+waiting for the answer, so its write may land after the first sweep. Snapshots and model
+artifacts are rewritten by the retraining-worker (``recsys.erase_from_artifacts``), and until
+then no recommender personalises a user who has no features (``recommender.service``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from recsys_shared import keys
+from recsys_shared.errors import StoreError, StoreUnavailable
 from recsys_shared.redis import Arg, LuaScript, RedisClient
+
+log = logging.getLogger(__name__)
 
 FORGET_USERS = LuaScript.load(__package__, "lua/forget_user.lua")
 _USER_SUFFIXES = (
@@ -49,12 +56,20 @@ def _layout(partition: keys.Partition, *, now: float, cutoff: float) -> str:
 
 class Eraser:
     def __init__(
-        self, client: RedisClient, partitions: keys.Partitions, *, ephemeral: RedisClient
+        self,
+        client: RedisClient,
+        partitions: keys.Partitions,
+        *,
+        ephemeral: RedisClient,
+        resweep_seconds: float = 0.0,
     ) -> None:
-        """``ephemeral``: where cached lists and served-list records live (may be ``client``)."""
+        """``ephemeral``: where cached lists and served-list records live (may be ``client``);
+        ``resweep_seconds``: when to sweep them once more after an erasure (0: never)."""
         self.redis = client
         self.partitions = partitions
         self.ephemeral = ephemeral
+        self.resweep_seconds = resweep_seconds
+        self._resweeps: set[asyncio.Task[None]] = set()
 
     async def erase(self, user_id: str) -> None:
         """Erase a user now; idempotent. A tombstone is left even for a user with no
@@ -70,8 +85,30 @@ class Eraser:
             # A new data generation: the next snapshot differs even without new events (and
             # none is taken again for erasing someone it never held).
             await self.redis.execute("INCR", keys.DATA_GENERATION)
+        await self._sweep(user_id)
+        if self.resweep_seconds > 0:
+            task = asyncio.create_task(self._sweep_later(user_id), name="erasure-resweep")
+            self._resweeps.add(task)
+            task.add_done_callback(self._resweeps.discard)
+
+    async def _sweep(self, user_id: str) -> None:
+        """The user's cached lists and served-list records, off the ephemeral Redis."""
         for prefix in (keys.cache_user_prefix(user_id), keys.recommendations_of(user_id)):
             await self._delete_matching(prefix)
+
+    async def _sweep_later(self, user_id: str) -> None:
+        await asyncio.sleep(self.resweep_seconds)
+        try:
+            await self._sweep(user_id)
+        except (StoreUnavailable, StoreError) as error:
+            # What is left expires with its TTL (RECOMMENDATION_TTL_SECONDS at most).
+            log.warning("second sweep after an erasure failed: %s", error.detail)
+
+    async def aclose(self) -> None:
+        """Cancel the second sweeps still waiting (the process is stopping)."""
+        for task in self._resweeps:
+            task.cancel()
+        await asyncio.gather(*self._resweeps, return_exceptions=True)
 
     async def _delete_matching(self, prefix: str) -> None:
         found = [name async for name in self.ephemeral.scan(_glob_escape(prefix) + "*")]

@@ -84,7 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else client
         )
         consumer = StreamConsumer(client, settings, records=ephemeral)
-        eraser = Eraser(client, settings.partitions, ephemeral=ephemeral)
+        eraser = Eraser(
+            client,
+            settings.partitions,
+            ephemeral=ephemeral,
+            resweep_seconds=settings.erasure_resweep_seconds,
+        )
         housekeeping = Housekeeping(client, settings, consumer, eraser)
         tasks = [
             _background(consumer.run(), "stream-consumer"),
@@ -106,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await eraser.aclose()
         if ephemeral is not client:
             await ephemeral.aclose()
         await client.aclose()

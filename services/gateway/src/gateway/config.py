@@ -74,6 +74,11 @@ class Settings(ServingSettings):
         default=[], description="Comma-separated origins browsers may call the API from."
     )
     access_log: bool = False
+    docs_enabled: bool = Field(
+        default=True,
+        description="Serve the API documentation (/docs, /redoc, /openapi.json). The "
+        "Kubernetes base and compose turn it off: a public API need not publish its map.",
+    )
     _generated_session_key: bytes = PrivateAttr(default_factory=lambda: secrets.token_bytes(32))
 
     @property

@@ -91,12 +91,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             yield await _state(settings, api_keys, stack)
 
+    # DOCS_ENABLED=false: the documentation's paths are not routes at all, so they answer 404.
+    docs = settings.docs_enabled
     app = FastAPI(
         title="recsys API",
         version=code_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         telemetry=FASTAPI_TELEMETRY_OFF,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     setup_tracing(app, settings)
     web.install(

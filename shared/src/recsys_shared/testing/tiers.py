@@ -47,15 +47,15 @@ class DataTier:
             )
         return redis.Redis.from_url(self.url, decode_responses=True)
 
-    def primaries(self) -> list[redis.Redis]:
+    def primaries(self, *, decode: bool = True) -> list[redis.Redis]:
         """A blocking client of each primary (the one server of a single node), for what is
-        per server: memory, configuration, every key."""
+        per server: memory, configuration, every key. ``decode=False`` for binary values."""
         if self.cluster is not None:
             return [
-                redis.Redis(host=node.host, port=node.port, decode_responses=True)
+                redis.Redis(host=node.host, port=node.port, decode_responses=decode)
                 for node in self.cluster.primaries()
             ]
-        return [redis.Redis.from_url(self.url, decode_responses=True)]
+        return [redis.Redis.from_url(self.url, decode_responses=decode)]
 
     def every_key(self) -> list[str]:
         """Every key of the data tier, from every primary."""
