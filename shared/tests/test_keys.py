@@ -119,6 +119,13 @@ def test_the_catalogue_and_the_registry_each_have_one_slot() -> None:
 
     assert {hash_tag(key) for key in catalogue} == {"catalogue"}
     assert {hash_tag(key) for key in registry} == {"models"}
+    experiments = [
+        keys.EXPERIMENT_SEQUENCE,
+        keys.EXPERIMENT_RUNNING,
+        keys.EXPERIMENTS,
+        keys.experiment("7"),
+    ]
+    assert {hash_tag(key) for key in experiments} == {"experiments"}
 
 
 def test_every_key_constant_and_function_is_namespaced() -> None:
@@ -128,8 +135,11 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         if name.isupper()
         and isinstance(value, str)
         and name not in {"PREFIX", "EVENTS_GROUP", "EVENT_FIELD"}
+        and name not in {"EXPERIMENT_DEFINITION", "EXPERIMENT_STATE"}  # hash fields
         and not name.endswith(("_SUFFIX", "_FIELD"))
-        and not name.startswith(("DEAD_", "META_", "STAT_", "ITEM_", "MODEL_", "HIT_"))
+        and not name.startswith(
+            ("DEAD_", "META_", "STAT_", "ITEM_", "MODEL_", "HIT_", "VARIANT_", "SHADOW_")
+        )
     ]
     built = [
         keys.key("x"),
@@ -144,6 +154,9 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         keys.recommendation(None, "r"),
         keys.cache_user("u", "-", "k10"),
         keys.rate_limit("k", 1714564800),
+        keys.experiment("7"),
+        keys.Partitions(4).of("u").experiment("7"),
+        keys.Partitions(4).of("u").user_lists("u"),
     ]
 
     assert len(constants) > 20

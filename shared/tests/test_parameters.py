@@ -132,6 +132,10 @@ def test_a_body_is_documented_with_its_nested_models_written_in_place() -> None:
     assert "$ref" not in json.dumps(schema)  # '#/$defs/…' would not resolve in the document
     asked = schema["properties"]["requests"]
     assert asked["maxItems"] == MAX_BATCH_LISTS
-    assert set(asked["items"]["properties"]) == {"user_id", *RecommendationQuery.model_fields}
+    assert set(asked["items"]["properties"]) == {
+        "user_id",
+        "arm",
+        *RecommendationQuery.model_fields,
+    }
     assert asked["items"]["required"] == ["user_id"]
     assert "parameters" not in extra

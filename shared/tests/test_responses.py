@@ -47,6 +47,7 @@ def _details(found: tuple[str, list[str]] | None) -> ItemDetails | None:
     version=st.none() | st.integers(min_value=0, max_value=2**40),
     user_id=st.none() | texts,
     item_id=st.none() | texts,
+    variant=st.none() | st.sampled_from(["control", "canary", "treatment-2"]),
 )
 def test_render_writes_the_models_json(
     items: list[Any],
@@ -55,6 +56,7 @@ def test_render_writes_the_models_json(
     version: int | None,
     user_id: str | None,
     item_id: str | None,
+    variant: str | None,
 ) -> None:
     rendered = render(
         [(item, score, _details(found)) for item, score, found in items],
@@ -64,6 +66,7 @@ def test_render_writes_the_models_json(
         user_id=user_id,
         item_id=item_id,
         recommendation_id="0" * 32,
+        variant=variant,
     )
     expected = Recommendations(
         user_id=user_id,
@@ -81,6 +84,7 @@ def test_render_writes_the_models_json(
         strategy=strategy,
         fallback_reason=reason,
         recommendation_id="0" * 32,
+        variant=variant,
     )
 
     assert Recommendations.model_validate_json(rendered) == expected

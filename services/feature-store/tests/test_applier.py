@@ -15,6 +15,7 @@ from feature_store.catalogue import Catalogue
 from feature_store.erasure import Eraser
 from feature_store.merger import PopularityMerger
 from recsys_shared import keys
+from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, ServedList, StoredEvent
@@ -529,3 +530,91 @@ async def test_an_unreachable_ephemeral_redis_leaves_events_applied_unattributed
     assert result.applied == 1
     assert weights_of(sync_redis, "u1") == {"i1": pytest.approx(event.weight)}
     assert sync_redis.hgetall(P0.drift(0).hits) == {}
+
+
+# ── experiments: attribution to variants, exactly once ─────────────────────────────────────
+def experiment_list(user: str, items: list[str], version: int, variant: str) -> str:
+    return ServedList(
+        user_id=user,
+        items=items,
+        model_version=version,
+        strategy="personalized",
+        served_at=time.time(),
+        experiment="7",
+        variant=variant,
+    ).model_dump_json()
+
+
+async def test_experiment_lists_attribute_events_to_variants_once_however_redelivered(
+    redis_client, sync_redis, stream, make_event
+):
+    lists = ExperimentLists(redis_client, keys.Partitions(1))
+    served = {  # recommendation id → (user, items, version, variant)
+        "r1.7": ("u1", ["i1", "i2"], 3, "control"),
+        "r2.7": ("u2", ["i3"], 4, "canary"),
+    }
+    for rid, (user, items, version, variant) in served.items():
+        await lists.record(user, "7", [(rid, experiment_list(user, items, version, variant))])
+    # The shadow ranked u1's request too.
+    await lists.record(
+        "u1", "7", [("r1.7:shadow", experiment_list("u1", ["i2", "i9"], 5, "shadow"))]
+    )
+    applier = EventApplier(redis_client, history_cap=100, half_life_days=30, experiment_lists=lists)
+
+    def on(user: str, item: str, rid: str, kind: str = "click") -> StoredEvent:
+        return make_event(user, item, kind).model_copy(update={"recommendation_id": rid})
+
+    entries = await stream.deliver(
+        [
+            on("u1", "i1", "r1.7"),  # control: a click; the shadow's list lacks i1
+            on("u1", "i2", "r1.7", "purchase"),  # control: a conversion; a shadow hit
+            on("u1", "i7", "r1.7"),  # control: an event off the list
+            on("u2", "i3", "r2.7", "purchase"),  # canary: a conversion
+            on("u3", "i1", "r1.7"),  # another user's list: not theirs to count
+            on("u2", "i3", "gone.7"),  # no such list (expired): not counted
+        ]
+    )
+    expected = {
+        "control:events": "3",
+        "control:clicks": "2",
+        "control:conversions": "1",
+        "shadow:events": "3",
+        "shadow:clicks": "1",
+        "shadow:conversions": "1",
+        "canary:events": "1",
+        "canary:clicks": "1",
+        "canary:conversions": "1",
+    }
+
+    assert (await applier.apply(P0, entries, now=0.0)).applied == 6
+    assert sync_redis.hgetall(P0.experiment("7")) == expected
+
+    # Redelivered: by the same reader after a crash, and claimed by another replica.
+    assert (await applier.apply(P0, entries, now=1.0)).duplicates == 6
+    claimed = await stream.deliver([on("u2", "i3", "r2.7")], consumer="slow")
+    sync_redis.xclaim(P0.events, keys.EVENTS_GROUP, "fast", 0, [claimed[0][0]])
+    assert (await applier.apply(P0, claimed, now=2.0)).applied == 1  # the claimer applies it
+    assert (await applier.apply(P0, claimed, now=3.0)).duplicates == 1  # the slow one wakes up
+    expected.update({"canary:events": "2", "canary:clicks": "2"})
+    assert sync_redis.hgetall(P0.experiment("7")) == expected
+    # Counted on the data tier with the features, never on records that may be shed.
+    assert sync_redis.hgetall(P0.drift(0).hits) == {
+        "3:events": "3",
+        "3:hits": "2",
+        "4:events": "2",
+        "4:hits": "2",
+    }
+
+
+async def test_a_list_ranked_before_its_users_erasure_is_not_kept(redis_client, sync_redis):
+    lists = ExperimentLists(redis_client, keys.Partitions(1))
+    ranked_at = time.time()
+    await Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client).erase("u1")
+    await lists.record(
+        "u1", "7", [("r1.7", experiment_list("u1", ["i1"], 3, "control"))], ranked_at=ranked_at
+    )
+    assert sync_redis.exists(P0.user_lists("u1")) == 0
+    await lists.record("u1", "7", [("r2.7", experiment_list("u1", ["i1"], 3, "control"))])
+    assert sync_redis.hkeys(P0.user_lists("u1")) == ["r2.7"]  # served after: kept
+    await Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client).erase("u1")
+    assert sync_redis.exists(P0.user_lists("u1")) == 0

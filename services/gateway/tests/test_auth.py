@@ -46,6 +46,10 @@ V1_ROUTES = {
     ("POST", "/v1/pipeline/dead-letters/replay"),
     ("GET", "/v1/drift"),
     ("POST", "/v1/drift/check"),
+    ("GET", "/v1/experiments"),
+    ("POST", "/v1/experiments"),
+    ("GET", "/v1/experiments/1"),
+    ("POST", "/v1/experiments/1/stop"),
     ("GET", "/v1/status"),
 }
 # The status page's sign-in form and sign-out: no key needed (see test_status.py).
@@ -65,6 +69,10 @@ ADMIN_ROUTES = {
     ("POST", "/v1/pipeline/dead-letters/replay"),
     ("GET", "/v1/drift"),
     ("POST", "/v1/drift/check"),
+    ("GET", "/v1/experiments"),
+    ("POST", "/v1/experiments"),
+    ("GET", "/v1/experiments/1"),
+    ("POST", "/v1/experiments/1/stop"),
     ("DELETE", "/v1/users/x"),
 }
 TEMPLATE_VALUES = {
@@ -72,6 +80,7 @@ TEMPLATE_VALUES = {
     "{item_id}": "i1",
     "{version}": "1",
     "{task_id}": "x",
+    "{experiment_id}": "1",
 }
 
 

@@ -31,6 +31,10 @@ EXPECTED_OPERATIONS = {
     ("post", "/v1/pipeline/dead-letters/replay"),
     ("get", "/v1/drift"),
     ("post", "/v1/drift/check"),
+    ("get", "/v1/experiments"),
+    ("post", "/v1/experiments"),
+    ("get", "/v1/experiments/{experiment_id}"),
+    ("post", "/v1/experiments/{experiment_id}/stop"),
     ("get", "/v1/status"),
 }
 # The status page's sign-in form and sign-out: browser pages, no key (see test_status.py).
@@ -51,6 +55,10 @@ ADMIN_OPERATIONS = {
     ("post", "/v1/pipeline/dead-letters/replay"),
     ("get", "/v1/drift"),
     ("post", "/v1/drift/check"),
+    ("get", "/v1/experiments"),
+    ("post", "/v1/experiments"),
+    ("get", "/v1/experiments/{experiment_id}"),
+    ("post", "/v1/experiments/{experiment_id}/stop"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 

@@ -84,7 +84,14 @@ async def test_ready_with_the_model_loaded(api: httpx.AsyncClient) -> None:
 async def test_model_reports_the_serving_version(api: httpx.AsyncClient) -> None:
     response = await api.get("/model")
     assert response.status_code == 200
-    assert response.json() == {"serving_version": 1, "active_version": 1, "last_error": None}
+    assert response.json() == {
+        "serving_version": 1,
+        "active_version": 1,
+        "last_error": None,
+        "variant_versions": [],
+        "memory_bytes": response.json()["memory_bytes"],
+    }
+    assert response.json()["memory_bytes"] > 0
 
 
 async def test_user_recommendations(api: httpx.AsyncClient, clusters: Any) -> None:
@@ -242,6 +249,8 @@ async def test_without_a_model_the_app_serves_popular_items(
             "serving_version": None,
             "active_version": None,
             "last_error": None,
+            "variant_versions": [],
+            "memory_bytes": 0,
         }
         assert (await client.get("/readyz")).status_code == 200
         body = (await client.get("/users/a0/recommendations")).json()

@@ -129,6 +129,14 @@ class ArtifactStore:
         self.write_bytes(f"{folder}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
         return manifest
 
+    def bundle_bytes(self, folder: str) -> int:
+        """The size of a bundle's files, from its manifest (nothing else is read)."""
+        try:
+            manifest = json.loads(self.read_bytes(f"{folder}/{MANIFEST}"))
+            return sum(int(entry["bytes"]) for entry in manifest["files"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ArtifactError(f"Artifact '{self.url(folder)}' has a broken manifest.") from error
+
     def read_bundle(self, folder: str) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The manifest and every file it names, each verified against its checksum."""
         try:

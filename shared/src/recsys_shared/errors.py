@@ -10,7 +10,8 @@ error deserves::
     ├── NotFound                      404
     │   ├── UnknownItem
     │   ├── UnknownModelVersion
-    │   └── UnknownTask
+    │   ├── UnknownTask
+    │   └── UnknownExperiment
     ├── Conflict                      409  e.g. activating a version that cannot be activated
     ├── AuthenticationRequired        401
     ├── PermissionDenied              403
@@ -20,7 +21,8 @@ error deserves::
         ├── StoreUnavailable               Redis did not answer in time, or is not serving
         │   └── StoreOutOfMemory           Redis is at maxmemory and refuses writes
         ├── Backpressure                   ingestion is too far ahead of the consumers
-        └── UpstreamUnavailable            another service did not answer in time
+        ├── UpstreamUnavailable            another service did not answer in time
+        └── ModelUnavailable               a version cannot be loaded (artifact, memory)
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ class UnknownModelVersion(NotFound):
 class UnknownTask(NotFound):
     title = "Unknown task"
     slug = "unknown-task"
+
+
+class UnknownExperiment(NotFound):
+    title = "Unknown experiment"
+    slug = "unknown-experiment"
 
 
 class Conflict(RecsysError):
@@ -147,3 +154,11 @@ class Backpressure(Unavailable):
 class UpstreamUnavailable(Unavailable):
     title = "Upstream service unavailable"
     slug = "upstream-unavailable"
+
+
+class ModelUnavailable(Unavailable):
+    """A model version cannot be served here: its artifact is missing or broken, or it does
+    not fit the replica's memory bound."""
+
+    title = "Model version unavailable"
+    slug = "model-unavailable"

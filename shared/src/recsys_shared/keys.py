@@ -82,6 +82,7 @@ ITEM_TITLE, ITEM_CATEGORIES, ITEM_AVAILABLE, ITEM_UPDATED_AT = (
 MODEL_INFO, MODEL_STATUS, MODEL_STATUS_REASON = "info", "status", "status_reason"
 MODEL_ACTIVATED_AT, MODEL_ARTIFACT = "activated_at", "artifact"
 MODEL_REPLACED_BY = "replaced_by"  # set on a retired version: the one activated after it
+MODEL_EXPERIMENTS = "experiments"  # JSON list: what experiments did with the version
 
 
 HIT_EVENTS_SUFFIX, HIT_HITS_SUFFIX = ":events", ":hits"
@@ -102,6 +103,8 @@ def user_digest(user_id: str) -> str:
 EVENTS_GROUP = "feature-store"
 USER_ITEMS_SUFFIX, USER_TIMES_SUFFIX = ":items", ":times"
 USER_META_SUFFIX, USER_MARKERS_SUFFIX = ":meta", ":idem"
+#: The lists an experiment served the user, kept on the data tier (never shed) for attribution.
+USER_LISTS_SUFFIX = ":lists"
 #: One idempotency marker: an 8-byte digest of the event_id, then a 4-byte big-endian second.
 MARKER_DIGEST_BYTES, MARKER_BYTES = 8, 12
 
@@ -186,13 +189,20 @@ class Partition:
         digest of an event_id and the second it was stored), oldest first."""
         return f"{self.base}:u:{user_id}{USER_MARKERS_SUFFIX}"
 
-    def user_keys(self, user_id: str) -> tuple[str, str, str, str]:
+    def user_lists(self, user_id: str) -> str:
+        """Hash recommendation_id → ``ServedList`` JSON of the lists served to the user within
+        an experiment (a shadow's under ``<id>:shadow``): at most ``EXPERIMENT_LISTS_PER_USER``
+        fields, expiring ``RECOMMENDATION_TTL_SECONDS`` after the newest."""
+        return f"{self.base}:u:{user_id}{USER_LISTS_SUFFIX}"
+
+    def user_keys(self, user_id: str) -> tuple[str, str, str, str, str]:
         """Every key that holds the user's own state in this partition."""
         return (
             self.user_items(user_id),
             self.user_times(user_id),
             self.user_meta(user_id),
             self.markers(user_id),
+            self.user_lists(user_id),
         )
 
     def accepted(self, second: int) -> str:
@@ -204,6 +214,16 @@ class Partition:
 
     def drift(self, hour: int) -> DriftBucket:
         return DriftBucket(f"{self.base}:drift:{hour}")
+
+    @property
+    def experiment_prefix(self) -> str:
+        return f"{self.base}:experiment:"
+
+    def experiment(self, experiment_id: str) -> str:
+        """Hash ``<variant><VARIANT_*>`` → count, for this partition's users: lists served
+        (added by the gateways) and events attributed to them (by the apply script, exactly
+        once each). Deleted with the experiment."""
+        return f"{self.experiment_prefix}{experiment_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +326,27 @@ def model_for_snapshot(snapshot_id: str) -> str:
     return MODEL_SNAPSHOT_PREFIX + snapshot_id
 
 
+# ── experiments: their definitions, state and exposures, one slot ─────────────────────────
+EXPERIMENTS_BASE = f"{PREFIX}:{{experiments}}"
+EXPERIMENT_SEQUENCE = f"{EXPERIMENTS_BASE}:sequence"
+EXPERIMENT_RUNNING = f"{EXPERIMENTS_BASE}:running"  # the id of the experiment running, if any
+EXPERIMENTS = f"{EXPERIMENTS_BASE}:all"  # sorted set id → when it was created
+EXPERIMENT_PREFIX = f"{EXPERIMENTS_BASE}:experiment:"
+#: An experiment's hash fields: its definition (as created) and its state (as it goes on).
+EXPERIMENT_DEFINITION, EXPERIMENT_STATE = "definition", "state"
+#: Counter suffixes of a variant in a partition's experiment hash: lists served, events
+#: carrying one of its lists' ids, those on an item of the list, purchases among them. Shadow
+#: rankings count as the variant ``shadow`` (``overlap`` sums, in thousandths, the share of the
+#: served list's items the shadow's list also had).
+VARIANT_EXPOSURES, VARIANT_EVENTS, VARIANT_CLICKS = ":exposures", ":events", ":clicks"
+VARIANT_CONVERSIONS, SHADOW_OVERLAP = ":conversions", ":overlap"
+
+
+def experiment(experiment_id: str) -> str:
+    """Hash: ``EXPERIMENT_DEFINITION`` and ``EXPERIMENT_STATE`` (JSON)."""
+    return f"{EXPERIMENT_PREFIX}{experiment_id}"
+
+
 # ── pipeline, reports and locks: one key each ─────────────────────────────────────────────
 PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of problems at the door
 PIPELINE_REJECTED = key("pipeline", "rejected")  # events refused at the door (a counter)
@@ -318,6 +359,7 @@ TRAINING_LOCK = key("lock", "training")
 DRIFT_RETRAIN_COOLDOWN = key("lock", "drift-retrain")  # SET NX EX: one trigger per cool-down
 POPULARITY_MERGE_LOCK = key("lock", "popularity-merge")
 HOUSEKEEPING_LOCK = key("lock", "housekeeping")
+EXPERIMENT_LOCK = key("lock", "experiments")  # one gateway at a time decides
 
 
 # ── the broker's Redis (CELERY_BROKER_URL): what belongs with Celery's own keys ───────────

@@ -28,14 +28,24 @@ _FIELDS = (
     keys.MODEL_ACTIVATED_AT,
     keys.MODEL_REPLACED_BY,
 )
+#: Experiment notes kept per version (the newest).
+MAX_EXPERIMENT_NOTES = 50
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _activation_args(version: int, reason: str) -> list[Arg]:
-    return [version, _now(), reason, keys.MODEL_PREFIX, keys.MODEL_EVENTS_CHANNEL, *_FIELDS]
+def _activation_args(version: int, reason: str, *, rejected_too: bool = False) -> list[Arg]:
+    return [
+        version,
+        _now(),
+        reason,
+        keys.MODEL_PREFIX,
+        keys.MODEL_EVENTS_CHANNEL,
+        *_FIELDS,
+        "1" if rejected_too else "0",
+    ]
 
 
 class ModelRegistry:
@@ -72,13 +82,17 @@ class ModelRegistry:
         info.checksum = checksum
         await self.redis.execute("HSET", keys.model(version), keys.MODEL_INFO, _lineage_json(info))
 
-    async def activate(self, version: int, reason: str) -> int | None:
-        """Make ``version`` the one every replica serves; returns the version it replaced."""
+    async def activate(
+        self, version: int, reason: str, *, rejected_too: bool = False
+    ) -> int | None:
+        """Make ``version`` the one every replica serves; returns the version it replaced.
+        A version the offline gate rejected is refused unless ``rejected_too`` (an online
+        experiment found it better)."""
         try:
             previous = await self.redis.run(
                 ACTIVATE,
                 keys=[keys.MODEL_ACTIVE, keys.model(version)],
-                args=_activation_args(version, reason),
+                args=_activation_args(version, reason, rejected_too=rejected_too),
             )
         except StoreError as error:
             if error.code == "UNKNOWN":
@@ -88,8 +102,24 @@ class ModelRegistry:
                     f"Model version {version} has no artifact (rejected or garbage-collected) "
                     "and cannot be activated."
                 ) from error
+            if error.code == "REJECTED":
+                raise Conflict(
+                    f"Model version {version} was rejected by the offline gate; only an "
+                    "online experiment that finds it better can activate it."
+                ) from error
             raise
         return int(previous) if previous else None
+
+    async def note_experiment(self, version: int, note: str) -> None:
+        """Add to the version's lineage what an experiment did with it (a step, a decision)."""
+        name = keys.model(version)
+        raw = await self.redis.execute("HGET", name, keys.MODEL_EXPERIMENTS)
+        notes: list[str] = json.loads(raw) if raw else []
+        notes = [*notes, f"{_now()} {note}"][-MAX_EXPERIMENT_NOTES:]
+        # Read, then written: only the experiment decider writes notes, under its lock; a
+        # version pruned meanwhile is not brought back as a hash of notes alone.
+        if await self.redis.execute("EXISTS", name):
+            await self.redis.execute("HSET", name, keys.MODEL_EXPERIMENTS, json.dumps(notes))
 
     async def active_version(self) -> int | None:
         raw = await self.redis.execute("GET", keys.MODEL_ACTIVE)
@@ -136,7 +166,14 @@ class ModelRegistry:
 def _lineage_json(info: ModelInfo) -> str:
     # The mutable fields live in their own hash fields; the lineage is what never changes.
     return info.model_dump_json(
-        exclude={"status", "status_reason", "activated_at", "artifact_url", "replaced_by"}
+        exclude={
+            "status",
+            "status_reason",
+            "activated_at",
+            "artifact_url",
+            "replaced_by",
+            "experiment_notes",
+        }
     )
 
 
@@ -167,4 +204,5 @@ def _parse(raw: dict[str, str]) -> ModelInfo:
     if raw.get(keys.MODEL_REPLACED_BY):
         info["replaced_by"] = int(raw[keys.MODEL_REPLACED_BY])
     info["artifact_url"] = raw.get(keys.MODEL_ARTIFACT)
+    info["experiment_notes"] = json.loads(raw.get(keys.MODEL_EXPERIMENTS) or "[]")
     return ModelInfo.model_validate(info)

@@ -19,10 +19,12 @@ from collections.abc import Collection, Sequence
 
 from recsys_shared import keys, metrics
 from recsys_shared.background import fire_and_forget
+from recsys_shared.errors import StoreError, StoreUnavailable
+from recsys_shared.experiments import lists
 from recsys_shared.features import FeatureReader, ItemDetails, json_string
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
-from recsys_shared.schemas import ServedList, Strategy
+from recsys_shared.schemas import ExperimentArm, ServedList, Strategy
 
 #: The end of an item's JSON when the catalogue does not know it (see ItemDetails.json_tail).
 _NO_DETAILS = ',"title":null,"categories":null}'
@@ -77,14 +79,17 @@ class ResponseBuilder:
         *,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        experiment_lists: lists.ExperimentLists | None = None,
     ) -> None:
         """Details are read through ``reader``; records are written on ``records`` (the
-        ephemeral Redis when there is one)."""
+        ephemeral Redis when there is one), an experiment's on ``experiment_lists`` (the data
+        tier: see :mod:`recsys_shared.experiments.lists`)."""
         self.redis = records
         self.reader = reader
         self.details = ItemDetailsCache(self.reader)
         self.record_ttl_seconds = record_ttl_seconds
         self.memory_guard = memory_guard
+        self.experiment_lists = experiment_lists
 
     async def build(
         self,
@@ -97,16 +102,27 @@ class ResponseBuilder:
         item_id: str | None = None,
         catalogue_version: int | None = None,
         explored: Collection[str] = (),
+        arm: ExperimentArm | None = None,
+        recommendation_id: str | None = None,
     ) -> str:
         """The list as the JSON of a ``Recommendations``, recorded under a new id.
 
         With the ``catalogue_version`` the request read, item details come from the
         :class:`ItemDetailsCache`; without it, from Redis. Items in ``explored`` are marked
-        as exploration slots.
+        as exploration slots. A user's list within an experiment (``arm``) carries its
+        variant and is recorded for the experiment (under ``recommendation_id`` if given, made
+        with ``lists.new_id``).
         """
-        recommendation_id = os.urandom(16).hex()
         item_ids = [item for item, _ in ranked]
-        self._record(recommendation_id, item_ids, strategy, version, user_id, item_id)
+        if arm is not None and user_id is not None and self.experiment_lists is not None:
+            recommendation_id = recommendation_id or lists.new_id(arm.experiment)
+            await self._record_for_experiment(
+                recommendation_id, item_ids, strategy, version, user_id, arm
+            )
+        else:
+            arm = None
+            recommendation_id = os.urandom(16).hex()
+            self._record(recommendation_id, item_ids, strategy, version, user_id, item_id)
         if catalogue_version is None:
             details = await self.reader.item_details(item_ids)
         else:
@@ -120,7 +136,40 @@ class ResponseBuilder:
             item_id=item_id,
             recommendation_id=recommendation_id,
             explored=explored,
+            variant=arm.variant if arm is not None else None,
         )
+
+    async def _record_for_experiment(
+        self,
+        recommendation_id: str,
+        item_ids: list[str],
+        strategy: Strategy,
+        version: int | None,
+        user_id: str,
+        arm: ExperimentArm,
+    ) -> None:
+        """Keep what an experiment served, on the data tier and never shed: its decision
+        rests on the events attributed to it. Awaited (one round trip), so an event naming
+        the list always finds it; if it cannot be written the list is served unattributed."""
+        assert self.experiment_lists is not None
+        record = ServedList.model_construct(
+            user_id=user_id,
+            items=item_ids,
+            model_version=version,
+            strategy=strategy,
+            served_at=time.time(),
+            experiment=arm.experiment,
+            variant=arm.variant,
+        )
+        try:
+            await self.experiment_lists.record(
+                user_id,
+                arm.experiment,
+                [(recommendation_id, record.model_dump_json())],
+                ranked_at=record.served_at,
+            )
+        except (StoreUnavailable, StoreError) as error:
+            _count_lost_record(error)
 
     def _record(
         self,
@@ -170,6 +219,7 @@ def render(
     user_id: str | None = None,
     item_id: str | None = None,
     explored: Collection[str] = (),
+    variant: str | None = None,
 ) -> str:
     """The JSON of ``Recommendations(...)`` for these fields, freshly computed (not cached).
     An item in ``explored`` carries ``"exploration":true``; the others leave the field out."""
@@ -183,5 +233,5 @@ def render(
         f'{{"user_id":{_optional(user_id)},"item_id":{_optional(item_id)},"items":[{listed}],'
         f'"model_version":{_optional_integer(version)},"strategy":"{strategy.value}",'
         f'"fallback_reason":{_optional(reason)},"recommendation_id":"{recommendation_id}",'
-        '"cached":false,"cache_age_seconds":null}'
+        f'"variant":{_optional(variant)},"cached":false,"cache_age_seconds":null}}'
     )

@@ -5,6 +5,12 @@ acknowledges each entry (XACK) first and applies it only if that acknowledgement
 that removed it from the group's pending list, so an entry delivered twice (a crash, a claim
 by another replica) is applied once; the acknowledgement *is* the applied marker. An entry sent
 before its user was erased is acknowledged and dropped, so it cannot bring the user back.
+
+An event that names the list it came from (``recommendation_id``) is attributed to the version
+that ranked it (a drift metric, from the records on the ephemeral Redis) and, for a list an
+experiment served, to the experiment's variant (and its shadow's ranking, if any), from the
+lists kept on the data tier (``recsys_shared.experiments.lists``): the same script counts them
+in the partition's experiment hash, so each counts once however often it is delivered.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pydantic import ValidationError
 
 from recsys_shared import keys
 from recsys_shared.errors import StoreUnavailable
+from recsys_shared.experiments.lists import ExperimentLists, is_experiment_id
 from recsys_shared.redis import LuaScript, RedisClient
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ServedList, StoredEvent
 
@@ -28,6 +35,14 @@ APPLY = LuaScript.load(__package__, "lua/apply.lua")
 #: Popularity is stored as weight · 2^((t − epoch) / half-life): ranks by time-decayed weight
 #: without ever rewriting old scores. The epoch keeps exponents small for decades around it.
 POPULARITY_EPOCH = 1_700_000_000.0
+
+
+#: What one event adds to an experiment: (experiment, variant, on an item of the list 0/1,
+#: a purchase of one 0/1).
+Attribution = tuple[str, str, int, int]
+#: The version that served an event's list ('popular' for a fallback) and whether its item
+#: was on it, plus what it adds to experiments.
+_Served = tuple[str, int, list[Attribution]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +60,14 @@ class EventApplier:
         history_cap: int,
         half_life_days: float,
         records: RedisClient | None = None,
+        experiment_lists: ExperimentLists | None = None,
     ) -> None:
         """``records`` is where the served-list records are (the ephemeral Redis, when the
-        system has one), read to attribute events; ``client`` by default."""
+        system has one), read to attribute events; ``client`` by default. Experiments'
+        lists are read from ``experiment_lists`` (none: not attributed to experiments)."""
         self.redis = client
         self.records = records or client
+        self.experiment_lists = experiment_lists
         self.history_cap = history_cap
         self.half_life_seconds = half_life_days * 86_400
 
@@ -65,6 +83,7 @@ class EventApplier:
         if not entries:
             return ApplyResult(0, 0)
         served = await self._served_by(entries)
+        served.update(await self._served_in_experiments(entries))
         digests: dict[str, str] = {}
         batch = [
             (
@@ -76,10 +95,11 @@ class EventApplier:
                 1 if event.type is EventType.RATING else 0,
                 self.popularity_increment(event),
                 event.type.value,
-                *served.get(stream_id, ("", 0)),
+                *served.get(stream_id, _NOT_SERVED)[:2],
                 event.received_at,
                 digests.get(event.user_id)
                 or digests.setdefault(event.user_id, keys.user_digest(event.user_id)),
+                served.get(stream_id, _NOT_SERVED)[2],
             )
             for stream_id, event in entries
         ]
@@ -118,19 +138,25 @@ class EventApplier:
             "applied_field": keys.STAT_APPLIED,
             "redelivered_field": keys.STAT_REDELIVERED,
             "erased_field": keys.STAT_ERASED,
+            "experiment_prefix": partition.experiment_prefix,
+            "variant_events": keys.VARIANT_EVENTS,
+            "variant_clicks": keys.VARIANT_CLICKS,
+            "variant_conversions": keys.VARIANT_CONVERSIONS,
             "second": partition.applied(int(now)),
             "second_ttl": keys.THROUGHPUT_KEY_TTL_SECONDS,
         }
 
-    async def _served_by(
-        self, entries: list[tuple[str, StoredEvent]]
-    ) -> dict[str, tuple[str, int]]:
+    async def _served_by(self, entries: list[tuple[str, StoredEvent]]) -> dict[str, _Served]:
         """For events carrying a recommendation id: the version that served that list
         (``popular`` for a fallback list) and whether the event's item was in it. One MGET, and
         none at all when no event of the batch carries an id; expired records are not counted.
         A list is looked up under the event's user, then as a list served to nobody in
         particular (similar or popular items)."""
-        attributed = [(sid, event) for sid, event in entries if event.recommendation_id]
+        attributed = [
+            (sid, event)
+            for sid, event in entries
+            if event.recommendation_id and not is_experiment_id(event.recommendation_id)
+        ]
         if not attributed:
             return {}
         names: list[str] = []
@@ -145,15 +171,68 @@ class EventApplier:
             # The ephemeral Redis only: the events still apply, unattributed.
             log.warning("served-list records unreadable (%s): events left unattributed", error)
             return {}
-        served: dict[str, tuple[str, int]] = {}
+        served: dict[str, _Served] = {}
         for index, (stream_id, event) in enumerate(attributed):
-            raw = records[2 * index] or records[2 * index + 1]
-            if not raw:
-                continue
-            try:
-                record = ServedList.model_validate_json(raw)
-            except ValidationError:
-                continue
-            version = str(record.model_version) if record.model_version is not None else "popular"
-            served[stream_id] = (version, 1 if event.item_id in record.items else 0)
+            record = _parsed(records[2 * index] or records[2 * index + 1])
+            if record is not None:
+                served[stream_id] = (_served_version(record), _on(record, event), [])
         return served
+
+    async def _served_in_experiments(
+        self, entries: list[tuple[str, StoredEvent]]
+    ) -> dict[str, _Served]:
+        """For events naming a list an experiment served: its variant's attribution, and the
+        shadow's if the request was ranked by one too. Read from the data tier (a failure
+        retries the batch); a list past its window (expired) is not attributed."""
+        by_user: dict[str, list[tuple[str, StoredEvent]]] = {}
+        for stream_id, event in entries:
+            if self.experiment_lists is not None and is_experiment_id(
+                event.recommendation_id or ""
+            ):
+                by_user.setdefault(event.user_id, []).append((stream_id, event))
+        if not by_user or self.experiment_lists is None:
+            return {}
+        found = await self.experiment_lists.served_to_users(
+            {
+                user: [event.recommendation_id or "" for _, event in listed]
+                for user, listed in by_user.items()
+            }
+        )
+        served: dict[str, _Served] = {}
+        for user, listed in by_user.items():
+            for (stream_id, event), (raw, shadow_raw) in zip(listed, found[user], strict=True):
+                record = _parsed(raw)
+                if record is None or record.experiment is None or record.variant is None:
+                    continue
+                attributions = [_attribution(record, event)]
+                shadow = _parsed(shadow_raw)
+                if shadow is not None and shadow.experiment is not None and shadow.variant:
+                    attributions.append(_attribution(shadow, event))
+                served[stream_id] = (_served_version(record), _on(record, event), attributions)
+        return served
+
+
+_NOT_SERVED: _Served = ("", 0, [])
+
+
+def _parsed(raw: str | None) -> ServedList | None:
+    if not raw:
+        return None
+    try:
+        return ServedList.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def _served_version(record: ServedList) -> str:
+    return str(record.model_version) if record.model_version is not None else "popular"
+
+
+def _on(record: ServedList, event: StoredEvent) -> int:
+    return 1 if event.item_id in record.items else 0
+
+
+def _attribution(record: ServedList, event: StoredEvent) -> Attribution:
+    on_list = _on(record, event)
+    purchase = 1 if on_list and event.type is EventType.PURCHASE else 0
+    return (record.experiment or "", record.variant or "", on_list, purchase)

@@ -28,6 +28,7 @@ from feature_store.dead_letters import DeadLetter, dead_letter
 from recsys_shared import keys
 from recsys_shared import metrics as shared_metrics
 from recsys_shared.errors import RecsysError, StoreError, StoreUnavailable
+from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import StoredEvent
 
@@ -175,6 +176,7 @@ class StreamConsumer:
             history_cap=settings.history_cap,
             half_life_days=settings.popularity_half_life_days,
             records=records,
+            experiment_lists=ExperimentLists(client, settings.partitions),
         )
         # A blocking read must end before the command timeout, or every idle read is an error.
         self.block_ms = min(

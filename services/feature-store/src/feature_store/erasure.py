@@ -1,15 +1,16 @@
 """Forgetting users: erasure on request, and users silent for ``USER_RETENTION_DAYS``.
 
 Both go through one script per partition (``lua/forget_user.lua``) that deletes everything
-the data tier holds of the user: features, idempotency markers, membership, drift counts and
-dead letters. An erasure also leaves a tombstone (a digest of the id, never the id) that makes
-the applier drop events the user sent before it, so nothing in flight brings them back; the
-tombstones go after ``ERASURE_TOMBSTONE_DAYS``. The ephemeral Redis's cached lists and
-served-list records of the user go too, and once more ``ERASURE_RESWEEP_SECONDS`` later: a
-list computed from features read just before the erasure is recorded (and cached) without
-waiting for the answer, so its write may land after the first sweep. Snapshots and model
-artifacts are rewritten by the retraining-worker (``recsys.erase_from_artifacts``), and until
-then no recommender personalises a user who has no features (``recommender.service``).
+the data tier holds of the user: features, idempotency markers, the lists experiments served
+them, membership, drift counts and dead letters. An erasure also leaves a tombstone (a digest
+of the id, never the id) that makes the applier drop events the user sent before it, so
+nothing in flight brings them back; the tombstones go after ``ERASURE_TOMBSTONE_DAYS``. The
+ephemeral Redis's cached lists and served-list records of the user go too, and once more
+``ERASURE_RESWEEP_SECONDS`` later: a list computed from features read just before the erasure
+is recorded (and cached) without waiting for the answer, so its write may land after the
+first sweep. Snapshots and model artifacts are rewritten by the retraining-worker
+(``recsys.erase_from_artifacts``), and until then no recommender personalises a user who has
+no features (``recommender.service``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _USER_SUFFIXES = (
     keys.USER_TIMES_SUFFIX,
     keys.USER_META_SUFFIX,
     keys.USER_MARKERS_SUFFIX,
+    keys.USER_LISTS_SUFFIX,
 )
 #: Retention forgets at most this many users of a partition per script call.
 FORGET_BATCH = 200
@@ -92,9 +94,11 @@ class Eraser:
             task.add_done_callback(self._resweeps.discard)
 
     async def _sweep(self, user_id: str) -> None:
-        """The user's cached lists and served-list records, off the ephemeral Redis."""
+        """The user's cached lists and served-list records, off the ephemeral Redis, and the
+        lists experiments served them (a record ranked before the erasure may land after)."""
         for prefix in (keys.cache_user_prefix(user_id), keys.recommendations_of(user_id)):
             await self._delete_matching(prefix)
+        await self.redis.execute("DEL", self.partitions.of(user_id).user_lists(user_id))
 
     async def _sweep_later(self, user_id: str) -> None:
         await asyncio.sleep(self.resweep_seconds)

@@ -23,17 +23,19 @@ from gateway import metrics
 from gateway.clients import Answer, BatchUnsupported, RecommenderClient, query_string, segment
 from recsys_shared.errors import RecsysError, UpstreamUnavailable
 from recsys_shared.features import json_string
-from recsys_shared.schemas import MAX_BATCH_LISTS, RecommendationQuery
+from recsys_shared.schemas import MAX_BATCH_LISTS, ExperimentArm, RecommendationQuery
 
 log = logging.getLogger(__name__)
 
 
-def _asked(user_id: str, query: RecommendationQuery) -> str:
+def _asked(user_id: str, query: RecommendationQuery, arm: ExperimentArm | None) -> str:
     """One ``UserListRequest`` as JSON, written directly: the fields were validated already."""
     category = json_string(query.category) if query.category is not None else "null"
+    pinned = f',"arm":{arm.model_dump_json()}' if arm is not None else ""
     return (
         f'{{"user_id":{json_string(user_id)},"k":{query.k},"offset":{query.offset},'
-        f'"exclude_seen":{"true" if query.exclude_seen else "false"},"category":{category}}}'
+        f'"exclude_seen":{"true" if query.exclude_seen else "false"},"category":{category}'
+        f"{pinned}}}"
     )
 
 
@@ -41,6 +43,7 @@ def _asked(user_id: str, query: RecommendationQuery) -> str:
 class _Waiting:
     user_id: str
     query: RecommendationQuery
+    arm: ExperimentArm | None
     future: asyncio.Future[Answer]
 
 
@@ -54,11 +57,14 @@ class UserListBatcher:
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()  # held, so no batch is collected mid-call
 
-    async def get(self, user_id: str, query: RecommendationQuery) -> Answer:
-        """The user's list from a recommender, sent with the other lists asked for this turn."""
+    async def get(
+        self, user_id: str, query: RecommendationQuery, arm: ExperimentArm | None = None
+    ) -> Answer:
+        """The user's list from a recommender, sent with the other lists asked for this turn
+        (the variant's, with ``arm``)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
-        self._waiting.append(_Waiting(user_id, query, future))
+        self._waiting.append(_Waiting(user_id, query, arm, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -76,7 +82,7 @@ class UserListBatcher:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         metrics.BATCH_LISTS.observe(len(batch))
-        body = '{"requests":[' + ",".join(_asked(a.user_id, a.query) for a in batch) + "]}"
+        body = '{"requests":[' + ",".join(_asked(a.user_id, a.query, a.arm) for a in batch) + "]}"
         try:
             answers = await self.recommenders.get_batch(body.encode(), len(batch))
         except BatchUnsupported:

@@ -75,19 +75,23 @@ class ResponseCache:
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     async def lookup(
-        self, user_id: str, query: RecommendationQuery, *, variant: str = NO_VARIANT
+        self,
+        user_id: str,
+        query: RecommendationQuery,
+        *,
+        variant: str = NO_VARIANT,
+        pinned_version: int | None = None,
     ) -> Lookup:
+        """The entry for the user's list, if still valid. An experiment variant's entries
+        (``variant``) are checked against the version it pins, not the active one."""
         key = keys.cache_user(user_id, variant, query_digest(query))
-        state = [
-            ("GET", keys.MODEL_ACTIVE),
-            ("HGET", self.partitions.of(user_id).user_meta(user_id), keys.META_EPOCH),
-        ]
+        epoch_read = ("HGET", self.partitions.of(user_id).user_meta(user_id), keys.META_EPOCH)
+        state = [("GET", keys.MODEL_ACTIVE), epoch_read] if pinned_version is None else [epoch_read]
         if self.entries is self.redis:
-            version, epoch, raw = await self.redis.execute_many([*state, ("GET", key)])
+            *found, raw = await self.redis.execute_many([*state, ("GET", key)])
         else:
-            (version, epoch), raw = await asyncio.gather(
-                self.redis.execute_many(state), self._entry(key)
-            )
+            found, raw = await asyncio.gather(self.redis.execute_many(state), self._entry(key))
+        version, epoch = found if pinned_version is None else (pinned_version, found[0])
         lookup = Lookup(key=key, version=int(version or 0), epoch=epoch or "0", entry=None)
         stamp = _stamp(lookup.version, lookup.epoch)
         if raw is not None and raw.startswith(stamp):

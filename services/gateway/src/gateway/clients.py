@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from gateway import metrics
 from recsys_shared.errors import (
     InvalidInput,
+    ModelUnavailable,
     NotFound,
     UnknownItem,
     UpstreamUnavailable,
@@ -186,6 +187,30 @@ class RecommenderClient:
             return await self.http.post(replica.origin, BATCH_TARGET, body, headers=headers)
 
         return await self._first_answer(send, lambda response: _parse_batch(response, count))
+
+    async def prepare(self, version: int) -> None:
+        """Have every replica that answers load ``version`` beside the active one (an
+        experiment's variant); raises ``ModelUnavailable`` with the reason if one cannot, and
+        ``UpstreamUnavailable`` if none answers. A replica that is down loads it when it
+        next polls for experiments."""
+        headers = list(_headers().items())
+        answered = 0
+        for replica in self.replicas:
+            try:
+                response = await self.http.post(
+                    replica.origin, f"/models/{version}/prepare", b"", headers=headers
+                )
+            except HttpClientError as error:
+                metrics.UPSTREAM_ERRORS.labels("recommender", type(error).__name__).inc()
+                continue
+            if response.status == 503 and b"model-unavailable" in response.body:
+                raise ModelUnavailable(_detail(response.body, "The version cannot be loaded."))
+            if response.status >= 400:
+                metrics.UPSTREAM_ERRORS.labels("recommender", str(response.status)).inc()
+                continue
+            answered += 1
+        if not answered:
+            raise UpstreamUnavailable(f"No recommender replica could load version {version}.")
 
     async def _first_answer(
         self,

@@ -73,6 +73,37 @@ class Settings(ServingSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default=[], description="Comma-separated origins browsers may call the API from."
     )
+    experiment_refresh_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often a replica re-reads the running experiment: a started, stepped "
+        "or ended experiment reaches every replica's assignment within it.",
+    )
+    experiment_check_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="How often one replica (under a lock) decides what the running "
+        "experiment does next.",
+    )
+    experiment_tau: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="The mSPRT mixture's spread: the size of difference in the metric the "
+        "test is most sensitive to (see docs/experiments.md).",
+    )
+    experiment_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="The chance the always-valid sequence ever excludes the true difference: "
+        "the false-decision rate under continuous monitoring.",
+    )
+    experiment_retention_days: float = Field(
+        default=180, gt=0, description="Ended experiments and their counters are kept this long."
+    )
     access_log: bool = False
     docs_enabled: bool = Field(
         default=True,

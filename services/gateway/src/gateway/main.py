@@ -14,12 +14,14 @@ from gateway.auth import ApiKeys
 from gateway.cache import ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
+from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
 from gateway.rejects import count_rejects
 from gateway.routes import (
     drift,
     events,
+    experiments,
     items,
     models,
     pipeline,
@@ -31,6 +33,7 @@ from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
 from recsys_shared.durability import check_durability
+from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.features import FeatureReader
 from recsys_shared.http_client import HttpClient
 from recsys_shared.memory_guard import serving_guards
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items.router,
         users.router,
         models.router,
+        experiments.router,
         pipeline.router,
         drift.router,
         status.router,
@@ -174,6 +178,18 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         memory_guard=guards[0],
         entries=ephemeral,
     )
+    registry = ModelRegistry(main)
+    experiment_runtime = ExperimentRuntime(
+        ExperimentStore(main, settings.partitions),
+        registry,
+        refresh_seconds=settings.experiment_refresh_seconds,
+        check_seconds=settings.experiment_check_seconds,
+        tau=settings.experiment_tau,
+        alpha=settings.experiment_alpha,
+        retention_days=settings.experiment_retention_days,
+    )
+    experiment_runtime.start()
+    stack.push_async_callback(experiment_runtime.stop)
     web.settle_garbage_collector()
     return {
         "settings": settings,
@@ -193,7 +209,9 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
             records=ephemeral,
             record_ttl_seconds=settings.recommendation_ttl_seconds,
             memory_guard=guards[0],
+            experiments=experiment_runtime,
         ),
+        "experiments": experiment_runtime,
         "ingestor": EventIngestor(
             clients["ingest"],
             settings.partitions,
@@ -204,5 +222,5 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         ),
         "feature_store": FeatureStoreClient(feature_store_http, settings.feature_store_url),
         "tasks": tasks,
-        "registry": ModelRegistry(main),
+        "registry": registry,
     }

@@ -39,3 +39,38 @@ BATCH_LISTS = Histogram(
     "Users' lists per call to a recommender (the cache misses of one event-loop turn).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+
+# ── experiments: the running one's figures, per variant (exported by every replica) ─────────
+_VARIANT = ["experiment", "variant"]
+EXPERIMENT_EXPOSURES = Gauge(
+    "recsys_experiment_exposures",
+    "Lists served to the variant's users since the experiment began (shadow: rankings).",
+    _VARIANT,
+)
+EXPERIMENT_CLICKS = Gauge(
+    "recsys_experiment_clicks",
+    "Events on an item of a list served to the variant (shadow: on an item of its ranking).",
+    _VARIANT,
+)
+EXPERIMENT_CONVERSIONS = Gauge(
+    "recsys_experiment_conversions",
+    "Purchases of an item of a list served to the variant.",
+    _VARIANT,
+)
+EXPERIMENT_RATE = Gauge(
+    "recsys_experiment_rate", "The experiment's metric for the variant (NaN before data).", _VARIANT
+)
+EXPERIMENT_SHARE = Gauge(
+    "recsys_experiment_share", "The variant's traffic share now (shadow: of rankings).", _VARIANT
+)
+EXPERIMENT_PROGRESS = Gauge(
+    "recsys_experiment_progress_ratio",
+    "Time the running experiment has run, as a share of its max_duration_seconds: at 1 it "
+    "ends inconclusive.",
+    ["experiment"],
+)
+EXPERIMENT_DECISIONS = Counter(
+    "recsys_experiment_decisions_total",
+    "Experiments ended, by mode and decision (promoted, rolled_back, stopped, inconclusive).",
+    ["mode", "decision"],
+)

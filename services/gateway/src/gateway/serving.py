@@ -1,5 +1,9 @@
 """Read path of the gateway: the response cache, then a recommender (users' lists in batches,
-see ``gateway.batching``); if none answers, popular items from Redis."""
+see ``gateway.batching``); if none answers, popular items from Redis.
+
+While an experiment runs, a user's list is their variant's (``gateway.experiments``): cached
+under the variant, ranked by the version it pins, and counted as an exposure when served.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,13 @@ from gateway import metrics
 from gateway.batching import UserListBatcher
 from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient, query_string, segment
+from gateway.experiments import ExperimentRuntime
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import RecommendationQuery, Strategy
+from recsys_shared.schemas import ExperimentArm, RecommendationQuery, Strategy
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,10 @@ class ReadService:
         records: RedisClient,
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
+        experiments: ExperimentRuntime | None = None,
     ) -> None:
         self.reader = reader
+        self.experiments = experiments
         self.recommenders = recommenders
         self.batcher = UserListBatcher(recommenders)
         self.cache = cache
@@ -43,27 +50,52 @@ class ReadService:
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:
         """The list as JSON: a cached one (marked cached), or a freshly computed one."""
-        lookup = await self.cache.lookup(user_id, query)
+        arm = self.experiments.arm(user_id) if self.experiments is not None else None
+        if arm is None:
+            lookup = await self.cache.lookup(user_id, query)
+        else:
+            lookup = await self.cache.lookup(
+                user_id,
+                query,
+                variant=f"x{arm.experiment}.{arm.variant}",
+                pinned_version=arm.model_version,
+            )
         if lookup.entry is not None:
+            self._exposed(arm, user_id, served_as_variant=True)
             return cached_json(lookup.entry)
         # One flight per entry *as this lookup saw it*: a miss that already sees a newer
         # version or epoch must not be handed a list being computed before them.
         flight = f"{lookup.version}:{lookup.epoch}:{lookup.key}"
-        return await self.cache.single_flight(
-            flight, lambda: self._compute_for_user(user_id, query, lookup)
+        body, as_variant = await self.cache.single_flight(
+            flight, lambda: self._compute_for_user(user_id, query, lookup, arm)
         )
+        self._exposed(arm, user_id, served_as_variant=as_variant)
+        return body
+
+    def _exposed(self, arm: ExperimentArm | None, user_id: str, *, served_as_variant: bool) -> None:
+        if arm is not None and served_as_variant and self.experiments is not None:
+            self.experiments.exposures.served(arm, user_id)
 
     async def _compute_for_user(
-        self, user_id: str, query: RecommendationQuery, lookup: Lookup
-    ) -> str | bytes:
+        self,
+        user_id: str,
+        query: RecommendationQuery,
+        lookup: Lookup,
+        arm: ExperimentArm | None,
+    ) -> tuple[str | bytes, bool]:
+        """The list, and whether it is the variant's (a fallback is nobody's)."""
         try:
-            answer = await self.batcher.get(user_id, query)
+            answer = await self.batcher.get(user_id, query, arm)
         except UpstreamUnavailable as error:
             log.warning("fallback for user recommendations: %s", error.detail)
             exclude = (await self.reader.user_context(user_id)).seen if query.exclude_seen else ()
-            return await self._popular_fallback(query, exclude=exclude, user_id=user_id)
-        self.cache.store(lookup, answer.recommendations.model_version, answer.body.decode())
-        return answer.body
+            fallback = await self._popular_fallback(query, exclude=exclude, user_id=user_id)
+            return fallback, False
+        served = answer.recommendations
+        as_variant = arm is not None and served.variant == arm.variant
+        if arm is None or as_variant:
+            self.cache.store(lookup, served.model_version, answer.body.decode())
+        return answer.body, as_variant
 
     async def similar(self, item_id: str, query: RecommendationQuery) -> str | bytes:
         """The list as JSON, from a recommender, or popular items of the item's kind."""

@@ -17,6 +17,20 @@ class Settings(ServingSettings):
         gt=0,
         description="Registry poll interval, a fallback for missed notifications.",
     )
+    model_memory_limit_mb: int = Field(
+        default=4096,
+        ge=64,
+        description="Memory the versions held may take together (the active one and a running "
+        "experiment's variants), estimated from their artifacts before loading; a variant that "
+        "does not fit is refused and its users get popular items.",
+    )
+    shadow_cpu_share: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="CPU (a share of one core) shadow experiments may spend ranking off the "
+        "response path; requests beyond it are not shadowed. 0 turns shadow ranking off.",
+    )
     exploration_share: float = Field(
         default=0.0,
         ge=0,

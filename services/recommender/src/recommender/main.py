@@ -15,9 +15,12 @@ from recommender.config import Settings, get_settings
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
+from recommender.variants import VariantModels
 from recsys_shared import code_version, keys, web
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.errors import StoreUnavailable
+from recsys_shared.experiments.lists import ExperimentLists
+from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import serving_guards
 from recsys_shared.redis import connect
@@ -62,6 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await holder.refresh()
             watcher = asyncio.create_task(holder.watch(), name="model-watcher")
             stack.push_async_callback(_cancelled, watcher)
+            variants = VariantModels(
+                holder,
+                ExperimentStore(client, settings.partitions),
+                memory_limit_bytes=settings.model_memory_limit_mb << 20,
+                poll_seconds=settings.model_poll_seconds,
+            )
+            variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
+            stack.push_async_callback(_cancelled, variant_watcher)
             ephemeral_url = settings.ephemeral_redis_dsn
             ephemeral = client
             if ephemeral_url:
@@ -82,9 +93,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
                 memory_guard=guards[0],
                 ranking=settings.ranking(),
+                variants=variants,
+                experiment_lists=ExperimentLists(
+                    client, settings.partitions, ttl_seconds=settings.recommendation_ttl_seconds
+                ),
+                shadow_cpu_share=settings.shadow_cpu_share,
             )
+            if service.shadows is not None:
+                stack.push_async_callback(service.shadows.close)
             web.settle_garbage_collector()
-            yield {"redis": client, "holder": holder, "service": service}
+            yield {"redis": client, "holder": holder, "variants": variants, "service": service}
 
     app = FastAPI(
         title="recsys recommender",

@@ -43,3 +43,24 @@ MODEL_LOAD_SECONDS = Histogram(
 MODEL_LOAD_FAILURES = Counter(
     "recsys_model_load_failures_total", "Model versions that failed to load (previous kept)."
 )
+VARIANT_MODELS = Gauge(
+    "recsys_variant_models", "Experiment versions held in memory beside the active one."
+)
+MODEL_MEMORY_BYTES = Gauge(
+    "recsys_model_memory_bytes",
+    "Estimated memory of the versions held (the active one and experiment variants).",
+)
+VARIANT_LOAD_REFUSALS = Counter(
+    "recsys_variant_load_refusals_total",
+    "Experiment versions not loaded, by reason (memory bound, broken artifact, unknown).",
+    ["reason"],
+)
+SHADOW_RANKINGS = Counter(
+    "recsys_shadow_rankings_total",
+    "Shadow rankings, by outcome: ranked, or skipped (over the CPU budget, not personalised, "
+    "version unavailable, record lost).",
+    ["outcome"],
+)
+SHADOW_SECONDS = Counter(
+    "recsys_shadow_seconds_total", "Time spent ranking for shadow experiments."
+)

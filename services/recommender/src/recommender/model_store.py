@@ -60,6 +60,10 @@ class IdIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self._order.nbytes + self._sorted.nbytes)
+
     def name(self, row: int) -> str:
         return str(self.ids[row])
 

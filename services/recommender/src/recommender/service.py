@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from recommender import metrics
 from recommender.model_store import Indexes, LoadedModel, ModelHolder
 from recommender.ranking import RankingOptions, ranked_page, similar_scores, user_scores
-from recsys_shared.errors import UnknownItem
+from recommender.shadow import ShadowJob, ShadowRanker
+from recommender.variants import VariantModels
+from recsys_shared.errors import ModelUnavailable, UnknownItem
+from recsys_shared.experiments.lists import ExperimentLists
+from recsys_shared.experiments.lists import new_id as new_list_id
 from recsys_shared.features import FeatureReader, UserContext
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import RecommendationQuery, Strategy
+from recsys_shared.schemas import ExperimentArm, RecommendationQuery, Strategy, UserListRequest
 
+log = logging.getLogger(__name__)
+
+#: The fallback reason of a user whose experiment variant cannot be loaded here.
+VARIANT_UNAVAILABLE = "variant_unavailable"
+#: A user and the query for their list (a ``UserListRequest`` may carry an experiment arm).
+Asked = tuple[str, RecommendationQuery]
 _NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
 #: What a user's ranking leaves out, and the rows it is restricted to (a category), if any.
 _Filters = tuple[Indexes, Indexes | None]
@@ -25,38 +37,51 @@ _Filters = tuple[Indexes, Indexes | None]
 _Page = tuple[list[tuple[str, float]], Strategy, frozenset[str]]
 
 
+@dataclass
+class _CatalogueRows:
+    """One version's view of the catalogue at one catalogue version."""
+
+    catalogue_version: int
+    unavailable: Indexes
+    categories: dict[str, Indexes] = field(default_factory=dict)
+
+
 class CatalogueFilter:
     """Model rows that must not be recommended (deleted, unavailable) and rows per category.
 
-    Cached per (catalogue version, model version): one Redis read after each catalogue change,
-    none otherwise, so availability changes apply to the very next request.
+    Cached per model version (the active one and an experiment's variants) and catalogue
+    version: one Redis read per version after each catalogue change, none otherwise, so
+    availability changes apply to the very next request.
     """
+
+    #: Versions whose rows are kept (the active one and an experiment's at most).
+    MAX_VERSIONS = 8
 
     def __init__(self, reader: FeatureReader) -> None:
         self.reader = reader
-        self._stamp: tuple[int, int] | None = None
-        self._unavailable: Indexes = _NO_ROWS
-        self._categories: dict[str, Indexes] = {}
+        self._rows: dict[int, _CatalogueRows] = {}
 
-    async def _sync(self, model: LoadedModel, catalogue_version: int) -> None:
-        stamp = (catalogue_version, model.version)
-        if stamp == self._stamp:
-            return
+    async def _sync(self, model: LoadedModel, catalogue_version: int) -> _CatalogueRows:
+        rows = self._rows.get(model.version)
+        if rows is not None and rows.catalogue_version == catalogue_version:
+            return rows
         unavailable = await self.reader.unavailable_items()
-        rows, _ = model.items.lookup(sorted(unavailable))
-        self._unavailable, self._categories, self._stamp = rows, {}, stamp
+        found, _ = model.items.lookup(sorted(unavailable))
+        if len(self._rows) >= self.MAX_VERSIONS:
+            self._rows.clear()
+        self._rows[model.version] = rows = _CatalogueRows(catalogue_version, found)
+        return rows
 
     async def unavailable(self, model: LoadedModel, catalogue_version: int) -> Indexes:
-        await self._sync(model, catalogue_version)
-        return self._unavailable
+        return (await self._sync(model, catalogue_version)).unavailable
 
     async def category(self, model: LoadedModel, catalogue_version: int, category: str) -> Indexes:
-        await self._sync(model, catalogue_version)
-        rows = self._categories.get(category)
+        categories = (await self._sync(model, catalogue_version)).categories
+        rows = categories.get(category)
         if rows is None:
             members = await self.reader.category_items(category)
             rows, _ = model.items.lookup(sorted(members))
-            self._categories[category] = rows = np.sort(rows)
+            categories[category] = rows = np.sort(rows)
         return rows
 
 
@@ -70,62 +95,121 @@ class RecommendationService:
         record_ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
         ranking: RankingOptions | None = None,
+        variants: VariantModels | None = None,
+        experiment_lists: ExperimentLists | None = None,
+        shadow_cpu_share: float = 0.0,
     ) -> None:
+        """``variants`` and ``experiment_lists`` serve experiments: without them every user
+        gets the active version and no list is tagged with a variant."""
         self.reader = reader
         self.ranking = ranking or RankingOptions()
         self.responses = ResponseBuilder(
-            reader, records, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
+            reader,
+            records,
+            record_ttl_seconds=record_ttl_seconds,
+            memory_guard=memory_guard,
+            experiment_lists=experiment_lists,
         )
         self.holder = holder
+        self.variants = variants
         self.catalogue = CatalogueFilter(self.reader)
+        self.shadows = (
+            ShadowRanker(self._shadow_page, experiment_lists, cpu_share=shadow_cpu_share)
+            if variants is not None and experiment_lists is not None and shadow_cpu_share > 0
+            else None
+        )
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str:
         """The user's list as the JSON of a ``Recommendations``."""
         (listed,) = await self.for_users(((user_id, query),))
         return listed
 
-    async def for_users(self, requests: Sequence[tuple[str, RecommendationQuery]]) -> list[str]:
+    async def for_users(self, requests: Sequence[Asked]) -> list[str]:
         """Each user's list as the JSON of a ``Recommendations``, in the order asked.
 
-        One round trip reads every user's context and one model version scores every user it
-        can personalise for; the others get popular items, each marked with the reason.
+        One round trip reads every user's context; each user is scored by the active version,
+        or by the version their experiment variant pins (``UserListRequest.arm``). Users no
+        version can personalise get popular items, each marked with the reason.
         """
         contexts = await self.reader.user_contexts([user_id for user_id, _ in requests])
-        model = self.holder.current
+        models, reasons = await self._models(requests)
         ranked: list[_Page | None] = [None] * len(requests)
-        if model is not None:
-            started = time.perf_counter()
-            ranked = await self._personalised(model, requests, contexts)
-            if any(page is not None for page in ranked):
-                metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        for ranker, indexes in _grouped(models):
+            pages = await self._personalised(
+                ranker, [requests[i] for i in indexes], [contexts[i] for i in indexes]
+            )
+            for index, page in zip(indexes, pages, strict=True):
+                ranked[index] = page
+        if any(page is not None for page in ranked):
+            metrics.SCORING_SECONDS.observe(time.perf_counter() - started)
         lists: list[str] = [""] * len(requests)
         fallbacks: list[int] = []
         for index, page in enumerate(ranked):
-            if model is None or page is None:
+            chosen = models[index]
+            if chosen is None or page is None:
                 fallbacks.append(index)
                 continue
-            items, strategy, explored = page
-            lists[index] = await self._respond(
-                items,
-                strategy,
-                None,
-                model.version,
-                user_id=requests[index][0],
-                catalogue_version=contexts[index].catalogue_version,
-                explored=explored,
+            lists[index] = await self._respond_ranked(
+                requests[index], contexts[index], chosen, page
             )
         if fallbacks:
             # Each fallback reads the popular set: concurrently, so a batch of new users costs
             # one round trip, not one each.
             popular = await asyncio.gather(
                 *(
-                    self._popular_for(model, *requests[index], contexts[index])
-                    for index in fallbacks
+                    self._popular_for(models[i], *requests[i], contexts[i], reasons[i])
+                    for i in fallbacks
                 )
             )
             for index, listed in zip(fallbacks, popular, strict=True):
                 lists[index] = listed
         return lists
+
+    async def _models(
+        self, requests: Sequence[Asked]
+    ) -> tuple[list[LoadedModel | None], list[str | None]]:
+        """The version that ranks each request, and why there is none where there is none."""
+        models: list[LoadedModel | None] = []
+        reasons: list[str | None] = []
+        for _, query in requests:
+            arm = _arm(query)
+            if arm is None or self.variants is None:
+                models.append(self.holder.current)
+                reasons.append(None)
+                continue
+            try:
+                models.append(await self.variants.get(arm.model_version))
+                reasons.append(None)
+            except ModelUnavailable as error:
+                log.warning("variant %s unavailable: %s", arm.variant, error.detail)
+                models.append(None)
+                reasons.append(VARIANT_UNAVAILABLE)
+        return models, reasons
+
+    async def _respond_ranked(
+        self, asked: Asked, context: UserContext, model: LoadedModel, page: _Page
+    ) -> str:
+        user_id, query = asked
+        items, strategy, explored = page
+        arm = _arm(query)
+        recommendation_id = None
+        if arm is not None and arm.shadow_version is not None and self.shadows is not None:
+            recommendation_id = new_list_id(arm.experiment)
+            self.shadows.submit(
+                ShadowJob(user_id, query, context, arm, recommendation_id, [i for i, _ in items])
+            )
+        return await self._respond(
+            items,
+            strategy,
+            None,
+            model.version,
+            user_id=user_id,
+            catalogue_version=context.catalogue_version,
+            explored=explored,
+            arm=arm,
+            recommendation_id=recommendation_id,
+        )
 
     async def _popular_for(
         self,
@@ -133,10 +217,14 @@ class RecommendationService:
         user_id: str,
         query: RecommendationQuery,
         context: UserContext,
+        reason: str | None = None,
     ) -> str:
-        if model is None:
+        # The variant's list even when it is popular items (a new user): every user assigned
+        # to a variant counts for it. Not when the variant could not be loaded here.
+        arm = _arm(query) if reason is None else None
+        if reason is None and model is None:
             reason = "no_model"
-        else:
+        elif reason is None:
             reason = "unknown_user" if not context.weights else "no_known_items"
         exclude = context.seen if query.exclude_seen else ()
         popular = await self.reader.popular(
@@ -149,12 +237,13 @@ class RecommendationService:
             None,
             user_id=user_id,
             catalogue_version=context.catalogue_version,
+            arm=arm,
         )
 
     async def _personalised(
         self,
         model: LoadedModel,
-        requests: Sequence[tuple[str, RecommendationQuery]],
+        requests: Sequence[Asked],
         contexts: Sequence[UserContext],
     ) -> list[_Page | None]:
         """The ranked page of every user the model can score; None for the others."""
@@ -193,6 +282,15 @@ class RecommendationService:
                 frozenset(model.items.name(row) for row in explored),
             )
         return ranked
+
+    async def _shadow_page(self, job: ShadowJob) -> list[str] | None:
+        """The shadow version's ranking of a request (its item ids); None if it cannot
+        personalise it."""
+        assert self.variants is not None
+        assert job.arm.shadow_version is not None
+        model = await self.variants.get(job.arm.shadow_version)
+        (page,) = await self._personalised(model, [(job.user_id, job.query)], [job.context])
+        return [item for item, _ in page[0]] if page is not None else None
 
     async def _filters(
         self,
@@ -271,6 +369,8 @@ class RecommendationService:
         item_id: str | None = None,
         catalogue_version: int | None = None,
         explored: frozenset[str] = frozenset(),
+        arm: ExperimentArm | None = None,
+        recommendation_id: str | None = None,
     ) -> str:
         endpoint = "user" if user_id is not None else "item"
         metrics.responses(endpoint, strategy.value, reason or "").inc()
@@ -283,4 +383,19 @@ class RecommendationService:
             item_id=item_id,
             catalogue_version=catalogue_version,
             explored=explored,
+            arm=arm,
+            recommendation_id=recommendation_id,
         )
+
+
+def _arm(query: RecommendationQuery) -> ExperimentArm | None:
+    return query.arm if isinstance(query, UserListRequest) else None
+
+
+def _grouped(models: Sequence[LoadedModel | None]) -> list[tuple[LoadedModel, list[int]]]:
+    """The requests each version scores, by index."""
+    groups: dict[int, tuple[LoadedModel, list[int]]] = {}
+    for index, model in enumerate(models):
+        if model is not None:
+            groups.setdefault(id(model), (model, []))[1].append(index)
+    return list(groups.values())

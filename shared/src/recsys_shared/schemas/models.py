@@ -160,6 +160,11 @@ class ModelInfo(BaseModel):
     checksum: str | None = None
     code_version: str = "unknown"
     training_seconds: float | None = None
+    experiment_notes: list[str] = Field(
+        default_factory=list,
+        description="What online experiments did with this version: each canary step, "
+        "promotion or rollback, newest last.",
+    )
 
 
 class RetrainRequest(InputModel):

@@ -54,6 +54,11 @@ class Recommendations(BaseModel):
         default=None, description="Why a fallback strategy answered, e.g. unknown_user."
     )
     recommendation_id: str = Field(description="Send back on events to measure online quality.")
+    variant: str | None = Field(
+        default=None,
+        description="The experiment variant the user is assigned to (control, canary, "
+        "treatment-1…); null outside experiments. `model_version` is the version it serves.",
+    )
     cached: bool = False
     cache_age_seconds: float | None = Field(
         default=None, description="How old the cached entry is; null when freshly computed."
@@ -71,6 +76,8 @@ class ServedList(BaseModel):
     model_version: int | None = None
     strategy: Strategy
     served_at: float
+    experiment: str | None = Field(default=None, description="Served within this experiment…")
+    variant: str | None = Field(default=None, description="…as this variant.")
 
 
 class RecommendationQuery(BaseModel):
@@ -89,12 +96,30 @@ class RecommendationQuery(BaseModel):
         return f"k{self.k}:o{self.offset}:s{int(self.exclude_seen)}:c{self.category or ''}"
 
 
+class ExperimentArm(BaseModel):
+    """Which experiment variant a list is asked for (internal API): the gateway assigns it,
+    the recommender ranks with its pinned version and tags the list for attribution."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
+    variant: str = Field(min_length=1, max_length=20, pattern=r"^[a-z0-9-]+$")
+    model_version: int = Field(ge=1, le=2**53)
+    shadow_version: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**53,
+        description="Also rank the list with this version off the response path (shadow).",
+    )
+
+
 class UserListRequest(RecommendationQuery):
     """One user's list in a :class:`UserListBatch`."""
 
     model_config = ConfigDict(extra="forbid")
 
     user_id: Identifier
+    arm: ExperimentArm | None = None
 
 
 class UserListBatch(BaseModel):

@@ -10,7 +10,7 @@
 -- ARGV[1]: the layout, JSON (key names, field names and settings; see applier.py).
 -- ARGV[2]: the batch, JSON: [[stream id, user, item, weight, ts, is_rating, popularity step,
 --          event type, serving version or '' (attributed events), hit 0/1, received_at,
---          user digest], ...]
+--          user digest, [[experiment, variant, on the list 0/1, purchase 0/1], ...]], ...]
 -- Returns {applied, redelivered, erased}.
 local L = cjson.decode(ARGV[1])
 local stream = KEYS[1]
@@ -18,7 +18,17 @@ local cap, max_weight, now = tonumber(L.history_cap), tonumber(L.max_weight), L.
 local applied, redelivered, erased = 0, 0, 0
 local touched, popularity, received = {}, {}, {}
 local item_events, type_events, rec_events, rec_hits = {}, {}, {}, {}
-local erased_at = {}
+local erased_at, experiments = {}, {}
+
+local function count(experiment, field, by)
+  -- Into the experiment's counters, summed over the batch.
+  local counters = experiments[experiment]
+  if counters == nil then
+    counters = {}
+    experiments[experiment] = counters
+  end
+  counters[field] = (counters[field] or 0) + by
+end
 
 local function erased_since(digest)
   -- When the user was erased (0: never), once per user per batch.
@@ -55,6 +65,12 @@ for _, event in ipairs(cjson.decode(ARGV[2])) do
     if served_by ~= '' then
       rec_events[served_by] = (rec_events[served_by] or 0) + 1
       if event[10] == 1 then rec_hits[served_by] = (rec_hits[served_by] or 0) + 1 end
+    end
+    for _, attribution in ipairs(event[13] or {}) do
+      local experiment, variant = attribution[1], attribution[2]
+      count(experiment, variant .. L.variant_events, 1)
+      count(experiment, variant .. L.variant_clicks, attribution[3])
+      count(experiment, variant .. L.variant_conversions, attribution[4])
     end
     applied = applied + 1
   end
@@ -93,6 +109,11 @@ if applied > 0 then
   redis.call('EXPIRE', L.drift_users, L.drift_ttl)
   redis.call('EXPIRE', L.drift_types, L.drift_ttl)
   if has_recs then redis.call('EXPIRE', L.drift_hits, L.drift_ttl) end
+end
+for experiment, counters in pairs(experiments) do
+  for field, by in pairs(counters) do
+    if by > 0 then redis.call('HINCRBY', L.experiment_prefix .. experiment, field, by) end
+  end
 end
 -- The counters move with the effects, so they stay exact through a crash.
 redis.call('HINCRBY', L.stats, L.applied_field, applied)

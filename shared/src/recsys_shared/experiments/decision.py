@@ -1,0 +1,209 @@
+"""What an experiment does next, from its counters: nothing, a canary step, or an end.
+
+Pure functions of the stored experiment and its counters; the gateway's decider
+(``gateway.experiments``) applies what they return, under a lock, and the registry records
+each step.
+
+- **A/B**: once every variant has ``min_exposures``, a treatment significantly better than the
+  control on the always-valid sequence is *promoted* (the best one, if several are), and when
+  every treatment is significantly worse the experiment is *rolled back* (the control stays).
+- **Canary**: the canary's share climbs ``CANARY_SCHEDULE`` (5% → 25% → 50%); it moves up a
+  step once the canary has served ``min_exposures`` lists at the current one without being
+  significantly worse, and after the last step it is *promoted* (100%). It is *rolled back*
+  as soon as it is significantly worse, at any step: the comparison uses every exposure since
+  the start, and is valid however often it is made.
+- **Shadow**: nothing to decide; it ends when stopped or at its maximum duration.
+
+Any mode still running at ``max_duration_seconds`` ends *inconclusive*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from recsys_shared import keys
+from recsys_shared.experiments.report import successes_and_trials
+from recsys_shared.experiments.statistics import Difference, difference
+from recsys_shared.experiments.store import Counters, variant_names
+from recsys_shared.schemas import (
+    CANARY_SCHEDULE,
+    Decision,
+    ExperimentMode,
+    ExperimentState,
+    ExperimentStep,
+    StoredExperiment,
+)
+
+#: No verdict on fewer trials than this per variant: the large-sample variances the sequence
+#: plugs in are not trustworthy below it.
+MIN_TRIALS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The experiment's new state, and the version to activate (a promotion), if any."""
+
+    state: ExperimentState
+    activate: int | None = None
+
+
+def decide(
+    stored: StoredExperiment, counters: Counters, *, now: datetime, tau: float, alpha: float
+) -> Outcome | None:
+    """What changes now; None if nothing does."""
+    state = stored.state
+    if state.decision is not Decision.RUNNING:
+        return None
+    definition = stored.definition
+    if (now - stored.created_at).total_seconds() >= definition.max_duration_seconds:
+        return _end(
+            stored, now, Decision.INCONCLUSIVE, "reached max_duration_seconds without a decision"
+        )
+    if definition.mode is ExperimentMode.SHADOW:
+        return None
+    names = variant_names(definition.mode, len(definition.variants))
+    exposures = [counters.get(name, keys.VARIANT_EXPOSURES) for name in names]
+    control = successes_and_trials(definition.metric, counters, names[0])
+    comparisons = [
+        _compare(control, successes_and_trials(definition.metric, counters, name), tau, alpha)
+        for name in names[1:]
+    ]
+    if definition.mode is ExperimentMode.CANARY:
+        return _canary(stored, exposures, comparisons[0], now)
+    return _ab(stored, names, exposures, comparisons, now)
+
+
+def _compare(
+    control: tuple[int, int], treatment: tuple[int, int], tau: float, alpha: float
+) -> Difference | None:
+    if min(control[1], treatment[1]) < MIN_TRIALS:
+        return None
+    return difference(control, treatment, tau=tau, alpha=alpha)
+
+
+def stop(stored: StoredExperiment, now: datetime, reason: str) -> Outcome:
+    """An admin's stop: the active version stays whatever it is."""
+    return _end(stored, now, Decision.STOPPED, reason)
+
+
+def _canary(
+    stored: StoredExperiment,
+    exposures: list[int],
+    comparison: Difference | None,
+    now: datetime,
+) -> Outcome | None:
+    state, definition = stored.state, stored.definition
+    canary_version = definition.variants[1].model_version
+    if comparison is not None and comparison.verdict == "worse":
+        return _end(
+            stored,
+            now,
+            Decision.ROLLED_BACK,
+            f"canary (version {canary_version}) significantly worse: "
+            f"{_described(comparison)} after {exposures[1]} of {sum(exposures)} exposures",
+        )
+    started = state.step_started_exposures or [0, 0]
+    if exposures[1] - started[1] < definition.min_exposures:
+        return None
+    share = state.shares[1]
+    following = [step for step in CANARY_SCHEDULE if step > share + 1e-9]
+    if not following or following[0] >= 1.0:
+        return _end(
+            stored,
+            now,
+            Decision.PROMOTED,
+            f"canary (version {canary_version}) completed the schedule not worse: "
+            f"{_described(comparison)}",
+            activate=canary_version,
+        )
+    shares = [1.0 - following[0], following[0]]
+    step = ExperimentStep(
+        at=now,
+        shares=shares,
+        note=f"canary share {share:.0%} → {following[0]:.0%} after {exposures[1]} "
+        f"canary exposures, not worse: {_described(comparison)}",
+    )
+    moved = state.model_copy(
+        update={
+            "shares": shares,
+            "step_started_exposures": exposures,
+            "steps": [*state.steps, step],
+        }
+    )
+    return Outcome(moved)
+
+
+def _ab(
+    stored: StoredExperiment,
+    names: list[str],
+    exposures: list[int],
+    comparisons: list[Difference | None],
+    now: datetime,
+) -> Outcome | None:
+    definition = stored.definition
+    if min(exposures) < definition.min_exposures:
+        return None
+    verdicts = [comparison.verdict if comparison else "undecided" for comparison in comparisons]
+    better = [
+        (comparison.value, index)
+        for index, comparison in enumerate(comparisons, start=1)
+        if comparison is not None and comparison.verdict == "better"
+    ]
+    if better:
+        _, winner = max(better)
+        version = definition.variants[winner].model_version
+        return _end(
+            stored,
+            now,
+            Decision.PROMOTED,
+            f"{names[winner]} (version {version}) significantly better than the control: "
+            f"{_described(comparisons[winner - 1])}",
+            activate=version,
+        )
+    if all(verdict == "worse" for verdict in verdicts):
+        return _end(
+            stored,
+            now,
+            Decision.ROLLED_BACK,
+            "every treatment significantly worse than the control",
+        )
+    return None
+
+
+def _end(
+    stored: StoredExperiment,
+    now: datetime,
+    decision: Decision,
+    reason: str,
+    *,
+    activate: int | None = None,
+) -> Outcome:
+    state = stored.state
+    if decision is Decision.PROMOTED and activate is not None:
+        shares = [0.0] * len(state.shares)
+        shares[[v.model_version for v in stored.definition.variants].index(activate)] = 1.0
+    elif decision is Decision.ROLLED_BACK:
+        shares = [1.0] + [0.0] * (len(state.shares) - 1)
+    else:
+        shares = state.shares
+    step = ExperimentStep(at=now, shares=shares, note=f"{decision.value}: {reason}")
+    ended = state.model_copy(
+        update={
+            "decision": decision,
+            "reason": reason,
+            "shares": shares,
+            "steps": [*state.steps, step],
+            "ended_at": now,
+        }
+    )
+    return Outcome(ended, activate=activate)
+
+
+def _described(comparison: Difference | None) -> str:
+    if comparison is None:
+        return "no data yet"
+    return (
+        f"difference {comparison.value:+.4f} "
+        f"(always-valid 95% interval {comparison.low:+.4f} … {comparison.high:+.4f})"
+    )

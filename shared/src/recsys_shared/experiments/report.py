@@ -1,0 +1,93 @@
+"""An experiment's report: each variant's counts, its rate with an interval, and how it
+compares with the control (see ``statistics``)."""
+
+from __future__ import annotations
+
+from recsys_shared import keys
+from recsys_shared.experiments.statistics import difference, rate, wilson
+from recsys_shared.experiments.store import Counters, variant_names
+from recsys_shared.schemas import (
+    Experiment,
+    ExperimentMetric,
+    ExperimentMode,
+    Interval,
+    ShadowReport,
+    StoredExperiment,
+    VariantReport,
+)
+
+
+def successes_and_trials(
+    metric: ExperimentMetric, counters: Counters, variant: str
+) -> tuple[int, int]:
+    """What the metric counts as a success, out of what."""
+    clicks = counters.get(variant, keys.VARIANT_CLICKS)
+    if metric is ExperimentMetric.HIT_RATE:
+        return clicks, counters.get(variant, keys.VARIANT_EVENTS)
+    exposures = counters.get(variant, keys.VARIANT_EXPOSURES)
+    if metric is ExperimentMetric.CONVERSION:
+        return counters.get(variant, keys.VARIANT_CONVERSIONS), exposures
+    return clicks, exposures
+
+
+def build_report(
+    stored: StoredExperiment, counters: Counters, *, tau: float, alpha: float
+) -> Experiment:
+    definition, state = stored.definition, stored.state
+    names = variant_names(definition.mode, len(definition.variants))
+    served = names[:1] if definition.mode is ExperimentMode.SHADOW else names
+    control = successes_and_trials(definition.metric, counters, names[0])
+    variants = []
+    for index, name in enumerate(served):
+        success, trials = successes_and_trials(definition.metric, counters, name)
+        interval = wilson(success, trials)
+        versus = difference(control, (success, trials), tau=tau, alpha=alpha) if index else None
+        variants.append(
+            VariantReport(
+                name=name,
+                model_version=definition.variants[index].model_version,
+                share=state.shares[index],
+                exposures=counters.get(name, keys.VARIANT_EXPOSURES),
+                events=counters.get(name, keys.VARIANT_EVENTS),
+                clicks=counters.get(name, keys.VARIANT_CLICKS),
+                conversions=counters.get(name, keys.VARIANT_CONVERSIONS),
+                rate=rate(success, trials),
+                interval=Interval(low=interval[0], high=interval[1]) if interval else None,
+                difference=versus.value if versus else None,
+                difference_interval=Interval(low=versus.low, high=versus.high) if versus else None,
+                verdict=versus.verdict if versus else "",
+            )
+        )
+    return Experiment(
+        id=stored.id,
+        name=definition.name,
+        mode=definition.mode,
+        metric=definition.metric,
+        decision=state.decision,
+        reason=state.reason,
+        min_exposures=definition.min_exposures,
+        max_duration_seconds=definition.max_duration_seconds,
+        created_at=stored.created_at,
+        ended_at=state.ended_at,
+        variants=variants,
+        shadow=_shadow(counters, names) if definition.mode is ExperimentMode.SHADOW else None,
+        steps=state.steps,
+    )
+
+
+def _shadow(counters: Counters, names: list[str]) -> ShadowReport:
+    shadow = names[1]
+    rankings = counters.get(shadow, keys.VARIANT_EXPOSURES)
+    overlap = counters.get(shadow, keys.SHADOW_OVERLAP)
+    events, hits = (
+        counters.get(shadow, keys.VARIANT_EVENTS),
+        counters.get(shadow, keys.VARIANT_CLICKS),
+    )
+    return ShadowReport(
+        rankings=rankings,
+        # Overlaps are summed in thousandths: a counter holds integers.
+        overlap=overlap / 1000 / rankings if rankings else None,
+        events=events,
+        hits=hits,
+        hit_rate=rate(hits, events),
+    )

@@ -1,0 +1,78 @@
+"""The statistics that decide an experiment, valid however often they are looked at.
+
+Each variant's rate gets a Wilson 95% interval (for reading). The difference of a treatment's
+rate from the control's gets an *always-valid* confidence sequence: the mixture sequential
+probability ratio test (mSPRT) of Johari, Pekelis and Walsh ("Always valid inference", 2017)
+with a normal mixture N(0, tau²) over the difference. Checked after every exposure if one
+likes, the probability that the sequence ever excludes the true difference is at most alpha:
+declaring "better" or "worse" only when the whole sequence lies above or below 0 keeps the
+false-decision rate at alpha (5% by default) under continuous monitoring, where a fixed-sample
+test checked repeatedly would exceed it many times over. The variances are plugged in from
+the observed rates (the usual large-sample approximation; a decision also needs
+``min_exposures`` per variant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z_95 = 1.959963984540054
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    value: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "undecided"
+
+
+def rate(successes: int, trials: int) -> float | None:
+    return min(successes / trials, 1.0) if trials > 0 else None
+
+
+def wilson(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion."""
+    if trials <= 0:
+        return None
+    p = min(successes / trials, 1.0)
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    spread = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(centre - spread, 0.0), min(centre + spread, 1.0)
+
+
+def _variance(successes: int, trials: int) -> float:
+    # Smoothed, so that 0 or all successes still carry the uncertainty of a few trials.
+    p = (min(successes, trials) + 0.5) / (trials + 1)
+    return p * (1 - p) / trials
+
+
+def difference(
+    control: tuple[int, int],
+    treatment: tuple[int, int],
+    *,
+    tau: float = 0.05,
+    alpha: float = 0.05,
+) -> Difference | None:
+    """The treatment's rate minus the control's, with its always-valid (1 - alpha) confidence
+    sequence; ``control`` and ``treatment`` are (successes, trials)."""
+    (s_a, n_a), (s_b, n_b) = control, treatment
+    if n_a <= 0 or n_b <= 0:
+        return None
+    value = min(s_b / n_b, 1.0) - min(s_a / n_a, 1.0)
+    variance = _variance(s_a, n_a) + _variance(s_b, n_b)
+    tau2 = tau * tau
+    radius = math.sqrt(
+        variance * (variance + tau2) / tau2
+        * (2 * math.log(1 / alpha) + math.log((variance + tau2) / variance))
+    )  # fmt: skip
+    return Difference(value, value - radius, value + radius)

@@ -1,0 +1,157 @@
+"""Tools for experiments on a running system: a deliberately worse version, and a simulated
+population whose hidden tastes decide what it clicks (used by the experiment tests and
+``make experiment-demo``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from recsys_shared.artifacts import IDS_FILE, ArtifactStore, load_npz, model_folder, npz_bytes
+from recsys_shared.redis import connect
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import ModelStatus
+from recsys_shared.testing.stack import admin_headers, client_headers
+
+
+async def _scrambled(
+    redis_url: str, artifact_url: str, source: int, status: ModelStatus, seed: int
+) -> int:
+    client = await connect(redis_url)
+    try:
+        registry = ModelRegistry(client)
+        store = ArtifactStore(artifact_url)
+        info = await registry.get(source)
+        assert info.artifact_url is not None
+        _, files = await asyncio.to_thread(
+            store.read_bundle, info.artifact_url.removeprefix(store.base_url + "/")
+        )
+        ids = load_npz(files[IDS_FILE])
+        # Every row keeps its scores but answers to another item's name: the version ranks
+        # as confidently as before, and is wrong (a worse model of the same shape).
+        ids["item_ids"] = np.random.default_rng(seed).permutation(ids["item_ids"])
+        files[IDS_FILE] = npz_bytes(**ids)
+        version = await registry.next_version()
+        await asyncio.to_thread(
+            store.write_bundle, model_folder(version), files, {"version": version}
+        )
+        scrambled = info.model_copy(
+            update={
+                "version": version,
+                "status": status,
+                "status_reason": "scrambled copy (a test's worse version)",
+                "artifact_url": store.url(model_folder(version)),
+                # The model file is the source's: the same checksum (the manifest has the
+                # new ids file's).
+                "snapshot_id": f"{info.snapshot_id}-scrambled-{version}",
+                "activated_at": None,
+                "replaced_by": None,
+                "experiment_notes": [],
+            }
+        )
+        await registry.record(scrambled)
+        return version
+    finally:
+        await client.aclose()
+
+
+def scrambled_version(
+    redis_url: str,
+    artifact_url: str,
+    source: int,
+    *,
+    status: ModelStatus = ModelStatus.REJECTED,
+    seed: int = 1,
+) -> int:
+    """Register a worse copy of version ``source`` (its items' names shuffled) as a new
+    version with a verified artifact; returns its number."""
+    return asyncio.run(_scrambled(redis_url, artifact_url, source, status, seed))
+
+
+@dataclass
+class Tally:
+    """What a population did, per variant, as the experiment should count it."""
+
+    exposures: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)
+    clicks: dict[str, int] = field(default_factory=dict)
+    conversions: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, set[int | None]] = field(default_factory=dict)
+
+    def add(self, counter: dict[str, int], variant: str) -> None:
+        counter[variant] = counter.get(variant, 0) + 1
+
+
+@dataclass
+class Population:
+    """Users whose hidden taste is the cluster their id starts with (``a12`` likes ``A*``
+    items, see ``taste_clusters``): a user clicks the top of a list when it is to their
+    taste (``p_like``), seldom otherwise (``p_other``), and buys a share of what they
+    click."""
+
+    users: list[str]
+    p_like: float = 0.6
+    p_other: float = 0.05
+    p_purchase: float = 0.2
+    seed: int = 11
+    tally: Tally = field(default_factory=Tally)
+    _random: random.Random = field(init=False)
+    _sent: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def likes(self, user: str, item: str) -> bool:
+        return item[:1].lower() == user[:1].lower()
+
+    def visit(self, http: httpx.Client, user: str) -> dict[str, Any]:
+        """The user asks for their list and maybe clicks its top item (sent as an event with
+        the list's id, twice: a retried request must count once)."""
+        response = http.get(f"/v1/users/{user}/recommendations", headers=client_headers())
+        response.raise_for_status()
+        served: dict[str, Any] = response.json()
+        variant = served.get("variant")
+        if variant is None or not served["items"]:
+            return served
+        tally = self.tally
+        tally.add(tally.exposures, variant)
+        tally.versions.setdefault(variant, set()).add(served["model_version"])
+        top = served["items"][0]["item_id"]
+        chance = self.p_like if self.likes(user, top) else self.p_other
+        if self._random.random() < chance:
+            kind = "purchase" if self._random.random() < self.p_purchase else "click"
+            self._sent += 1
+            event = {
+                "event_id": f"sim-{self.seed}-{self._sent}",
+                "user_id": user,
+                "item_id": top,
+                "type": kind,
+                "recommendation_id": served["recommendation_id"],
+            }
+            for _ in range(2):  # a client retry: the same event_id, counted once
+                sent = http.post("/v1/events", json={"events": [event]}, headers=client_headers())
+                assert sent.status_code == 202, sent.text
+            tally.add(tally.events, variant)
+            tally.add(tally.clicks, variant)
+            if kind == "purchase":
+                tally.add(tally.conversions, variant)
+        return served
+
+    def round(self, http: httpx.Client) -> None:
+        """Every user once, in a random order."""
+        order = list(self.users)
+        self._random.shuffle(order)
+        for user in order:
+            self.visit(http, user)
+
+
+def experiment(http: httpx.Client, experiment_id: str) -> dict[str, Any]:
+    response = http.get(f"/v1/experiments/{experiment_id}", headers=admin_headers())
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body

@@ -1,0 +1,231 @@
+"""Experiments' pure parts: assignment, the always-valid test, the decisions, the request."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from recsys_shared import keys
+from recsys_shared.experiments import decision
+from recsys_shared.experiments.assignment import assign, bucket
+from recsys_shared.experiments.statistics import difference, wilson
+from recsys_shared.experiments.store import Counters
+from recsys_shared.schemas import (
+    Decision,
+    ExperimentIn,
+    ExperimentState,
+    ExperimentStep,
+    StoredExperiment,
+)
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+# ── assignment ──────────────────────────────────────────────────────────────────────────
+def test_assignment_is_sticky_and_within_three_points_of_the_weights() -> None:
+    shares = [0.5, 0.3, 0.2]
+    users = [f"user-{n}" for n in range(10_000)]
+    first = [assign("7", user, shares) for user in users]
+    assert first == [assign("7", user, shares) for user in users]  # the same every time
+    counts = np.bincount(first, minlength=3) / len(users)
+    assert np.all(np.abs(counts - shares) <= 0.03), counts
+
+
+def test_another_experiment_shuffles_the_users() -> None:
+    users = [f"user-{n}" for n in range(2_000)]
+    a = [assign("1", user, [0.5, 0.5]) for user in users]
+    b = [assign("2", user, [0.5, 0.5]) for user in users]
+    agreement = sum(x == y for x, y in zip(a, b, strict=True)) / len(users)
+    assert 0.4 < agreement < 0.6  # independent, not the same split again
+
+
+def test_a_growing_canary_only_takes_users_from_the_control() -> None:
+    users = [f"user-{n}" for n in range(5_000)]
+    steps = [[0.95, 0.05], [0.75, 0.25], [0.5, 0.5]]
+    for before, after in itertools.pairwise(steps):
+        for user in users:
+            if assign("3", user, before) == 1:
+                assert assign("3", user, after) == 1  # a canary user stays on the canary
+
+
+def test_buckets_are_uniform() -> None:
+    positions = np.array([bucket("9", f"u{n}") for n in range(20_000)])
+    histogram, _ = np.histogram(positions, bins=10, range=(0, 1))
+    assert histogram.min() > 1_800
+    assert histogram.max() < 2_200
+
+
+# ── the always-valid test ───────────────────────────────────────────────────────────────
+def _monitored(rng: np.random.Generator, p_control: float, p_treatment: float) -> str:
+    """Alternate users between two variants, checking after every 50: the first verdict."""
+    n = 20_000
+    arms = rng.random(n) < 0.5
+    successes = rng.random(n) < np.where(arms, p_treatment, p_control)
+    for end in range(100, n + 1, 50):
+        treat, ok = arms[:end], successes[:end]
+        control = (int(ok[~treat].sum()), int((~treat).sum()))
+        treatment = (int(ok[treat].sum()), int(treat.sum()))
+        verdict = difference(control, treatment).verdict  # type: ignore[union-attr]
+        if verdict != "undecided":
+            return verdict
+    return "undecided"
+
+
+def test_checked_every_fifty_users_an_a_a_test_rarely_decides() -> None:
+    rng = np.random.default_rng(7)
+    runs = [_monitored(rng, 0.1, 0.1) for _ in range(150)]
+    false_decisions = sum(verdict != "undecided" for verdict in runs) / len(runs)
+    # alpha is 5% however often it is checked; a naive z-test checked 400 times is far above.
+    assert false_decisions <= 0.08, false_decisions
+
+
+def test_a_real_difference_is_found_in_the_right_direction() -> None:
+    rng = np.random.default_rng(8)
+    assert [_monitored(rng, 0.3, 0.1) for _ in range(20)] == ["worse"] * 20
+    assert [_monitored(rng, 0.1, 0.2) for _ in range(20)] == ["better"] * 20
+
+
+def test_wilson_interval_holds_the_rate() -> None:
+    low, high = wilson(30, 100)  # type: ignore[misc]
+    assert low < 0.3 < high
+    assert wilson(0, 0) is None
+    assert wilson(0, 10)[0] == 0.0  # type: ignore[index]
+
+
+# ── decisions ───────────────────────────────────────────────────────────────────────────
+def _experiment(mode: str, variants: list[dict[str, object]], **extra: object) -> StoredExperiment:
+    definition = ExperimentIn.model_validate(
+        {"name": "t", "mode": mode, "variants": variants, "min_exposures": 100, **extra}
+    )
+    shares = definition.shares()
+    return StoredExperiment(
+        id="5",
+        created_at=NOW - timedelta(minutes=5),
+        definition=definition,
+        state=ExperimentState(
+            shares=shares,
+            step_started_exposures=[0] * len(shares),
+            steps=[ExperimentStep(at=NOW, shares=shares, note="started")],
+        ),
+    )
+
+
+def _counters(**figures: tuple[int, int]) -> Counters:
+    """variant=(exposures, clicks)."""
+    values: dict[str, int] = {}
+    for name, (exposures, clicks) in figures.items():
+        values[name + keys.VARIANT_EXPOSURES] = exposures
+        values[name + keys.VARIANT_CLICKS] = clicks
+    return Counters(values)
+
+
+CANARY = [{"model_version": 1}, {"model_version": 2}]
+
+
+def _decide(stored: StoredExperiment, counters: Counters) -> decision.Outcome | None:
+    return decision.decide(stored, counters, now=NOW, tau=0.05, alpha=0.05)
+
+
+def test_a_canary_steps_up_while_not_worse_then_is_promoted() -> None:
+    stored = _experiment("canary", CANARY)
+    assert stored.state.shares == [0.95, 0.05]
+    assert _decide(stored, _counters(control=(1900, 380), canary=(99, 20))) is None  # too few
+    shares_seen = []
+    exposures = [0, 0]
+    for _ in range(3):
+        exposures = [exposures[0] + 1000, exposures[1] + 150]
+        counters = _counters(
+            control=(exposures[0], exposures[0] // 5), canary=(exposures[1], exposures[1] // 5)
+        )
+        outcome = _decide(stored, counters)
+        assert outcome is not None
+        stored = stored.model_copy(update={"state": outcome.state})
+        shares_seen.append(outcome.state.shares[1])
+    assert shares_seen == [0.25, 0.5, 1.0]
+    assert outcome.state.decision is Decision.PROMOTED
+    assert outcome.activate == 2
+    assert [step.note.split()[0] for step in outcome.state.steps] == [
+        "started",
+        "canary",
+        "canary",
+        "promoted:",
+    ]
+
+
+def test_a_worse_canary_is_rolled_back_at_once() -> None:
+    stored = _experiment("canary", CANARY)
+    outcome = _decide(stored, _counters(control=(2000, 600), canary=(60, 2)))
+    assert outcome is not None
+    assert outcome.state.decision is Decision.ROLLED_BACK
+    assert outcome.activate is None
+    assert outcome.state.shares == [1.0, 0.0]
+    assert "significantly worse" in outcome.state.reason
+
+
+def test_ab_promotes_the_significantly_better_treatment() -> None:
+    stored = _experiment(
+        "ab",
+        [
+            {"model_version": 1, "weight": 0.34},
+            {"model_version": 2, "weight": 0.33},
+            {"model_version": 3, "weight": 0.33},
+        ],
+    )
+    undecided = _counters(control=(900, 90), **{"treatment-1": (900, 95), "treatment-2": (90, 9)})
+    assert _decide(stored, undecided) is None  # treatment-2 has too few exposures
+    outcome = _decide(
+        stored,
+        _counters(control=(3000, 300), **{"treatment-1": (3000, 310), "treatment-2": (3000, 600)}),
+    )
+    assert outcome is not None
+    assert outcome.state.decision is Decision.PROMOTED
+    assert outcome.activate == 3
+    assert outcome.state.shares == [0.0, 0.0, 1.0]
+
+
+def test_an_experiment_past_its_duration_is_inconclusive() -> None:
+    stored = _experiment("shadow", CANARY, max_duration_seconds=60)
+    outcome = _decide(stored, _counters(control=(10, 1)))
+    assert outcome is not None
+    assert outcome.state.decision is Decision.INCONCLUSIVE
+    assert outcome.state.ended_at == NOW
+
+
+# ── the request ─────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize(
+    ("mode", "variants", "message"),
+    [
+        ("ab", [{"model_version": 1, "weight": 0.5}, {"model_version": 2, "weight": 0.6}], "sum"),
+        ("ab", [{"model_version": 1, "weight": 1.0}, {"model_version": 2}], "weight above 0"),
+        ("ab", [{"model_version": 1, "weight": 0.5}, {"model_version": 1, "weight": 0.5}], "diff"),
+        ("canary", [{"model_version": 1}, {"model_version": 2, "weight": 1.0}], "below 1"),
+        ("shadow", [{"model_version": 1}, {"model_version": 2, "weight": 0}], "above 0"),
+        ("shadow", [{"model_version": 1}], "at least 2"),
+        ("canary", [{"model_version": 1}, {"model_version": 2}, {"model_version": 3}], "exactly"),
+    ],
+)
+def test_invalid_variants_name_the_field(
+    mode: str, variants: list[dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        ExperimentIn.model_validate({"name": "x", "mode": mode, "variants": variants})
+    (error,) = raised.value.errors()
+    assert error["loc"][0] == "variants"
+    assert message in error["msg"]
+
+
+def test_shares_per_mode() -> None:
+    canary = ExperimentIn.model_validate({"name": "c", "mode": "canary", "variants": CANARY})
+    shadow = ExperimentIn.model_validate(
+        {
+            "name": "s",
+            "mode": "shadow",
+            "variants": [CANARY[0], {"model_version": 2, "weight": 0.3}],
+        }
+    )
+    assert canary.shares() == [0.95, 0.05]
+    assert shadow.shares() == [1.0, 0.3]  # the control serves every list
