@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import StarletteDeprecationWarning
 
 from recsys_shared import web
 from recsys_shared.errors import Backpressure, UnknownItem
-from recsys_shared.parameters import json_body, path_identifier, query_model
+from recsys_shared.fastpath.parameters import json_body, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, UserListBatch
 
 with warnings.catch_warnings():
@@ -205,3 +205,31 @@ def test_only_single_method_get_or_post_routes_may_take_the_lane() -> None:
     web.install(app, readiness=readiness, fast_routes=other.routes)
     with pytest.raises(TypeError, match="Only GET or POST routes"), TestClient(app) as client:
         client.get("/healthz")
+
+
+def test_a_route_with_dependencies_is_refused_at_start_up() -> None:
+    """A copied route with an auth dependency must never be served unauthenticated."""
+
+    async def readiness(_: Request) -> dict[str, str]:
+        return {}
+
+    async def authorise() -> None:
+        raise AssertionError("never reached on the lane")
+
+    guarded = APIRouter(dependencies=[Depends(authorise)])
+
+    @guarded.get("/guarded/{thing_id}")
+    async def guarded_thing(request: Request) -> Response:
+        return Response("{}")
+
+    parsed = APIRouter()
+
+    @parsed.get("/parsed/{thing_id}")
+    async def parsed_thing(thing_id: str) -> Response:
+        return Response(thing_id)
+
+    for routes, message in ((guarded.routes, "dependencies"), (parsed.routes, "parameters")):
+        app = FastAPI()
+        web.install(app, readiness=readiness, fast_routes=routes)
+        with pytest.raises(TypeError, match=message), TestClient(app) as client:
+            client.get("/healthz")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from recsys_shared.http_client import (
+from recsys_shared.fastpath.http_client import (
     ConnectFailed,
     HttpClient,
     Origin,

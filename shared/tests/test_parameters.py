@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import StarletteDeprecationWarning
 
 from recsys_shared import web
-from recsys_shared.parameters import documented, path_identifier, query_model
+from recsys_shared.fastpath.parameters import documented, path_identifier, query_model
 from recsys_shared.schemas import (
     MAX_BATCH_LISTS,
     MAX_ID_LENGTH,

@@ -31,7 +31,7 @@ from gateway.clients import BATCH_TARGET
 from gateway.config import Settings
 from gateway.main import create_app
 from recsys_shared import keys
-from recsys_shared.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
+from recsys_shared.fastpath.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
 from recsys_shared.processes import RedisServer
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from gateway.cache import NO_VARIANT, ResponseCache, cached_json, query_digest
 from recsys_shared import keys
-from recsys_shared.http_client import HttpResponse
+from recsys_shared.fastpath.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy

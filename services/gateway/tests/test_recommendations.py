@@ -14,6 +14,13 @@ import redis
 from recsys_shared import keys
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 
+
+@pytest.fixture(params=[True, False], ids=["fast-lane", "through-fastapi"])
+def gateway(make_gateway: Any, request: pytest.FixtureRequest) -> Any:
+    """Every test here runs twice: with the hot routes on the fast lane (as deployed) and
+    with FAST_LANE=false (every route through FastAPI); the answers must be the same."""
+    return make_gateway(fast_lane=request.param)
+
 PROBLEM = "application/problem+json"
 REPLICA_A = "recommender-a"
 REPLICA_B = "recommender-b"

@@ -25,7 +25,8 @@ in braces, always the first braces of the key, so a user id with braces in it ca
 - ``{catalogue}``: items, categories, availability, the catalogue version and the *merged*
   popularity sets that serving reads (per-partition popularity is summed into them by the
   feature-store's merger);
-- ``{models}``: the registry (versions, the active pointer, the version sequence).
+- ``{models}``: the registry (versions, the active pointer, the version sequence);
+- ``{experiments}``: experiments' definitions and states (their counters are per partition).
 
 Everything else (reports, locks, single counters) is one key per slot and needs no tag.
 Who writes what (the online-store pattern): the gateway writes the events streams, markers,
@@ -63,21 +64,12 @@ STAT_APPLIED = "applied"  # events applied to the features
 STAT_REDELIVERED = "redelivered"  # deliveries of an entry already applied (not re-applied)
 STAT_DEAD_LETTERS = "dead_letters"  # entries moved to the dead letters
 STAT_ERASED = "erased"  # entries dropped because their user was erased after sending them
-PARTITION_COUNTERS = (
-    STAT_ACCEPTED,
-    STAT_DUPLICATES,
-    STAT_APPLIED,
-    STAT_REDELIVERED,
-    STAT_DEAD_LETTERS,
-    STAT_ERASED,
+PARTITION_COUNTERS = tuple(
+    [STAT_ACCEPTED, STAT_DUPLICATES, STAT_APPLIED, STAT_REDELIVERED, STAT_DEAD_LETTERS, STAT_ERASED]
 )
 #: An item's hash.
-ITEM_TITLE, ITEM_CATEGORIES, ITEM_AVAILABLE, ITEM_UPDATED_AT = (
-    "title",
-    "categories",
-    "available",
-    "updated_at",
-)
+ITEM_TITLE, ITEM_CATEGORIES = "title", "categories"
+ITEM_AVAILABLE, ITEM_UPDATED_AT = "available", "updated_at"
 #: A model version's hash: the lineage JSON and the mutable status.
 MODEL_INFO, MODEL_STATUS, MODEL_STATUS_REASON = "info", "status", "status_reason"
 MODEL_ACTIVATED_AT, MODEL_ARTIFACT = "activated_at", "artifact"
@@ -146,13 +138,11 @@ class Partition:
         return f"{self.base}:users"
 
     @property
-    def popular(self) -> str:
-        """Sorted set item → this partition's time-decayed weight (summed by the merger)."""
+    def popular(self) -> str:  # sorted set item → this partition's decayed weight (merged)
         return f"{self.base}:popular"
 
     @property
-    def popular_dirty(self) -> str:
-        """Set of items whose weight changed since the merger last summed them."""
+    def popular_dirty(self) -> str:  # set of items whose weight changed since the last merge
         return f"{self.base}:popular:dirty"
 
     @property
@@ -162,8 +152,7 @@ class Partition:
         return f"{self.base}:erased"
 
     @property
-    def heartbeats(self) -> str:
-        """Hash consumer name → when it last finished a read of this partition."""
+    def heartbeats(self) -> str:  # hash consumer name → when it last finished a read
         return f"{self.base}:heartbeats"
 
     @property
@@ -191,19 +180,14 @@ class Partition:
 
     def user_lists(self, user_id: str) -> str:
         """Hash recommendation_id → ``ServedList`` JSON of the lists served to the user within
-        an experiment (a shadow's under ``<id>:shadow``): at most ``EXPERIMENT_LISTS_PER_USER``
-        fields, expiring ``RECOMMENDATION_TTL_SECONDS`` after the newest."""
+        an experiment (a shadow's under ``<id>:shadow``): at most ``LISTS_PER_USER`` (see
+        ``experiments.lists``), expiring ``RECOMMENDATION_TTL_SECONDS`` after the newest."""
         return f"{self.base}:u:{user_id}{USER_LISTS_SUFFIX}"
 
-    def user_keys(self, user_id: str) -> tuple[str, str, str, str, str]:
+    def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key that holds the user's own state in this partition."""
-        return (
-            self.user_items(user_id),
-            self.user_times(user_id),
-            self.user_meta(user_id),
-            self.markers(user_id),
-            self.user_lists(user_id),
-        )
+        named = (self.user_items, self.user_times, self.user_meta, self.markers, self.user_lists)
+        return tuple(name(user_id) for name in named)
 
     def accepted(self, second: int) -> str:
         """Events accepted in one second (kept a few minutes: throughput)."""
@@ -233,18 +217,15 @@ class DriftBucket:
     base: str
 
     @property
-    def items(self) -> str:
-        """Hash item_id → events applied in this hour."""
+    def items(self) -> str:  # hash item_id → events applied in this hour
         return f"{self.base}:items"
 
     @property
-    def users(self) -> str:
-        """Hash user_id → events applied in this hour."""
+    def users(self) -> str:  # hash user_id → events applied in this hour
         return f"{self.base}:users"
 
     @property
-    def types(self) -> str:
-        """Hash event type → events applied in this hour."""
+    def types(self) -> str:  # hash event type → events applied in this hour
         return f"{self.base}:types"
 
     @property
@@ -326,7 +307,7 @@ def model_for_snapshot(snapshot_id: str) -> str:
     return MODEL_SNAPSHOT_PREFIX + snapshot_id
 
 
-# ── experiments: their definitions, state and exposures, one slot ─────────────────────────
+# ── experiments: their definitions and states, one slot ───────────────────────────────────
 EXPERIMENTS_BASE = f"{PREFIX}:{{experiments}}"
 EXPERIMENT_SEQUENCE = f"{EXPERIMENTS_BASE}:sequence"
 EXPERIMENT_RUNNING = f"{EXPERIMENTS_BASE}:running"  # the id of the experiment running, if any

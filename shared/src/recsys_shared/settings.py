@@ -191,6 +191,11 @@ class ServiceSettings(BaseSettings):
 class ServingSettings(ServiceSettings):
     """What the processes that serve lists (gateway and recommender) share."""
 
+    fast_lane: bool = Field(
+        default=True,
+        description="Serve the hot read routes past FastAPI's router (recsys_shared.fastpath; "
+        "identical answers, measured faster). false: every route goes through FastAPI.",
+    )
     recommendation_ttl_seconds: int = Field(
         # A day: the usual click-attribution window, and a seventh of the memory of a week (one
         # record, ~350 bytes, per computed list; see docs/deploy.md).

@@ -10,6 +10,7 @@ trace of it goes (``feature_store.housekeeping``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -55,6 +56,10 @@ def _flag(available: bool | None) -> str:
     return "" if available is None else "1" if available else "0"
 
 
+#: Item writes sent together by an upsert.
+UPSERT_CHUNK = 200
+
+
 class Catalogue:
     def __init__(self, client: RedisClient) -> None:
         self.redis = client
@@ -82,16 +87,23 @@ class Catalogue:
         return bool(existed)
 
     async def upsert(self, items: Sequence[ItemWithId]) -> None:
-        """Store items; each item's write is atomic on its own."""
+        """Store items; each item's write is atomic on its own. The writes of a chunk are
+        sent together (the client pipelines them on its connection): a catalogue of a
+        thousand items is a few round trips, not a thousand."""
         layout = _layout()
-        for entry in items:
-            await self._write(
-                layout,
-                entry.item_id,
-                "put",
-                title=entry.title,
-                categories=_categories_json(entry.categories),
-                available=_flag(entry.available),
+        for start in range(0, len(items), UPSERT_CHUNK):
+            await asyncio.gather(
+                *(
+                    self._write(
+                        layout,
+                        entry.item_id,
+                        "put",
+                        title=entry.title,
+                        categories=_categories_json(entry.categories),
+                        available=_flag(entry.available),
+                    )
+                    for entry in items[start : start + UPSERT_CHUNK]
+                )
             )
 
     async def patch(self, item_id: str, patch: ItemPatch) -> bool:

@@ -1,6 +1,6 @@
 """HTTP clients for the services behind the gateway: timeouts, safe retries, circuit breakers.
 
-Reads from the recommenders go through ``recsys_shared.http_client`` (they are the hot path;
+Reads from the recommenders go through ``recsys_shared.fastpath.http_client`` (they are the hot path;
 httpx's client layer alone costs more than the rest of the request). Calls to the
 feature-store are rare admin and catalogue writes and use one pooled ``httpx.AsyncClient``.
 Both are created once in the lifespan. Reads are retried on another recommender replica (they
@@ -31,7 +31,7 @@ from recsys_shared.errors import (
     UnknownItem,
     UpstreamUnavailable,
 )
-from recsys_shared.http_client import HttpClientError, HttpResponse, Origin
+from recsys_shared.fastpath.http_client import HttpClientError, HttpResponse, Origin
 from recsys_shared.logging import REQUEST_ID_HEADER, request_id_var
 from recsys_shared.schemas import (
     DeadLetters,
@@ -59,7 +59,7 @@ class BatchUnsupported(Exception):
 
 
 class Upstream(Protocol):
-    """What the recommender client needs of HTTP: ``recsys_shared.http_client.HttpClient``,
+    """What the recommender client needs of HTTP: ``recsys_shared.fastpath.http_client.HttpClient``,
     or a fake transport in tests."""
 
     async def get(

@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
 from gateway.auth import parse_api_keys
-from recsys_shared.http_client import Origin
+from recsys_shared.fastpath.http_client import Origin
 from recsys_shared.settings import DEVELOPMENT_API_KEYS, Secret, ServingSettings
 
 

@@ -34,8 +34,8 @@ from gateway.task_queue import TaskQueue
 from recsys_shared import code_version, web
 from recsys_shared.durability import check_durability
 from recsys_shared.experiments.store import ExperimentStore
+from recsys_shared.fastpath.http_client import HttpClient
 from recsys_shared.features import FeatureReader
-from recsys_shared.http_client import HttpClient
 from recsys_shared.memory_guard import serving_guards
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
@@ -114,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
         on_invalid=count_rejects,
         request_timeout_seconds=settings.request_timeout_seconds,
-        fast_routes=recommendations.router.routes,
+        fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
     if settings.cors_origins:
         # Browsers may call the API only from these origins; none are allowed by default.

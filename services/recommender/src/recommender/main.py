@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app,
         readiness=_readiness,
         request_timeout_seconds=settings.request_timeout_seconds,
-        fast_routes=recommendations.router.routes,
+        fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
     app.include_router(recommendations.router)
     app.include_router(model.router)

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from recommender import metrics
+from recommender.catalogue_filter import CatalogueFilter
 from recommender.model_store import Indexes, LoadedModel, ModelHolder
 from recommender.ranking import RankingOptions, ranked_page, similar_scores, user_scores
 from recommender.shadow import ShadowJob, ShadowRanker
@@ -30,59 +30,10 @@ log = logging.getLogger(__name__)
 VARIANT_UNAVAILABLE = "variant_unavailable"
 #: A user and the query for their list (a ``UserListRequest`` may carry an experiment arm).
 Asked = tuple[str, RecommendationQuery]
-_NO_ROWS: Indexes = np.empty(0, dtype=np.int64)
 #: What a user's ranking leaves out, and the rows it is restricted to (a category), if any.
 _Filters = tuple[Indexes, Indexes | None]
 #: A user's ranked page, the strategy that ranked it, and the items in exploration slots.
 _Page = tuple[list[tuple[str, float]], Strategy, frozenset[str]]
-
-
-@dataclass
-class _CatalogueRows:
-    """One version's view of the catalogue at one catalogue version."""
-
-    catalogue_version: int
-    unavailable: Indexes
-    categories: dict[str, Indexes] = field(default_factory=dict)
-
-
-class CatalogueFilter:
-    """Model rows that must not be recommended (deleted, unavailable) and rows per category.
-
-    Cached per model version (the active one and an experiment's variants) and catalogue
-    version: one Redis read per version after each catalogue change, none otherwise, so
-    availability changes apply to the very next request.
-    """
-
-    #: Versions whose rows are kept (the active one and an experiment's at most).
-    MAX_VERSIONS = 8
-
-    def __init__(self, reader: FeatureReader) -> None:
-        self.reader = reader
-        self._rows: dict[int, _CatalogueRows] = {}
-
-    async def _sync(self, model: LoadedModel, catalogue_version: int) -> _CatalogueRows:
-        rows = self._rows.get(model.version)
-        if rows is not None and rows.catalogue_version == catalogue_version:
-            return rows
-        unavailable = await self.reader.unavailable_items()
-        found, _ = model.items.lookup(sorted(unavailable))
-        if len(self._rows) >= self.MAX_VERSIONS:
-            self._rows.clear()
-        self._rows[model.version] = rows = _CatalogueRows(catalogue_version, found)
-        return rows
-
-    async def unavailable(self, model: LoadedModel, catalogue_version: int) -> Indexes:
-        return (await self._sync(model, catalogue_version)).unavailable
-
-    async def category(self, model: LoadedModel, catalogue_version: int, category: str) -> Indexes:
-        categories = (await self._sync(model, catalogue_version)).categories
-        rows = categories.get(category)
-        if rows is None:
-            members = await self.reader.category_items(category)
-            rows, _ = model.items.lookup(sorted(members))
-            categories[category] = rows = np.sort(rows)
-        return rows
 
 
 class RecommendationService:

@@ -1,7 +1,7 @@
 """Recommendations: for a user, similar to an item, popular.
 
 The read path's hot routes: each takes the ``Request`` and parses its parameters by hand with
-``recsys_shared.parameters`` (FastAPI's dependency solver would cost more than a cache hit), and
+``recsys_shared.fastpath.parameters`` (FastAPI's dependency solver would cost more than a cache hit), and
 declares them for the OpenAPI document from the same models.
 """
 
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from gateway.auth import CLIENT_ROLES, SECURITY_SCHEME, authorize_client
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from gateway.serving import ReadService
-from recsys_shared.parameters import documented, path_identifier, query_model
+from recsys_shared.fastpath.parameters import documented, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, Recommendations
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])

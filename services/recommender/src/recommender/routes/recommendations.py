@@ -1,6 +1,6 @@
 """The recommender's internal API, called by the gateway.
 
-Parameters are parsed by hand (``recsys_shared.parameters``), as on the gateway's hot routes:
+Parameters are parsed by hand (``recsys_shared.fastpath.parameters``), as on the gateway's hot routes:
 FastAPI's dependency solver would cost more than scoring a user. The gateway asks for users'
 lists in batches (``POST /batch/recommendations``); the one-user route answers the same list,
 for operators and for a gateway that predates batches.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from recommender.service import RecommendationService
-from recsys_shared.parameters import documented, json_body, path_identifier, query_model
+from recsys_shared.fastpath.parameters import documented, json_body, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, Recommendations, UserListBatch
 
 router = APIRouter(tags=["recommendations"])

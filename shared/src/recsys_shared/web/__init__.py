@@ -1,0 +1,106 @@
+"""HTTP plumbing every FastAPI service uses: request ids, metrics, problem details, ops routes.
+
+Installed with :func:`install`, once per app. The middleware is plain ASGI (no
+``BaseHTTPMiddleware``), because it sits on every request of the hot path.
+
+Split by concern: ``observability`` (request ids, metrics, the failure log), ``limits``
+(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics);
+the fast lane lives apart, in :mod:`recsys_shared.fastpath`.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
+
+from recsys_shared import code_version, metrics
+from recsys_shared.fastpath.lane import FastLane
+from recsys_shared.logging import configure_logging
+from recsys_shared.redis import RedisClient, connect
+from recsys_shared.settings import ServiceSettings
+from recsys_shared.web.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
+from recsys_shared.web.observability import ObservabilityMiddleware
+from recsys_shared.web.ops import LivenessCheck, ReadinessCheck, ops_router, redis_readiness
+from recsys_shared.web.problems import (
+    PROBLEM_MEDIA_TYPE,
+    InvalidInputHook,
+    install_error_handlers,
+    problem_response,
+    validation_errors,
+)
+
+__all__ = [
+    "GC_YOUNG_THRESHOLD",
+    "PROBLEM_MEDIA_TYPE",
+    "BodySizeLimitMiddleware",
+    "FastLane",
+    "ObservabilityMiddleware",
+    "RequestTimeoutMiddleware",
+    "install",
+    "ops_router",
+    "problem_response",
+    "redis_readiness",
+    "settle_garbage_collector",
+    "start_service",
+    "validation_errors",
+]
+
+
+def install(
+    app: FastAPI,
+    *,
+    readiness: ReadinessCheck,
+    liveness: LivenessCheck | None = None,
+    max_body_bytes: int = 1_048_576,
+    access_log: bool = False,
+    on_invalid: InvalidInputHook | None = None,
+    request_timeout_seconds: float = 30.0,
+    fast_routes: Sequence[BaseRoute] = (),
+) -> None:
+    """Wire the shared middleware, error mapping and ops routes into a service's app.
+
+    ``fast_routes`` (hot GET routes whose endpoints take only the ``Request``) are served by
+    :class:`FastLane`, inside every middleware here.
+    """
+    install_error_handlers(app, on_invalid)
+    app.include_router(ops_router(readiness, liveness))
+    if fast_routes:
+        app.add_middleware(FastLane, routes=fast_routes, exception_handlers=app.exception_handlers)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestTimeoutMiddleware, seconds=request_timeout_seconds)
+    app.add_middleware(ObservabilityMiddleware, access_log=access_log)
+
+
+async def start_service(settings: ServiceSettings) -> RedisClient:
+    """What every service does first in its lifespan: logs as configured, its build info
+    exported, and its one client of the data tier for the process."""
+    configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
+    metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
+    return await connect(
+        settings.redis_dsn,
+        command_timeout=settings.redis_timeout_seconds,
+        name=settings.service_name,
+    )
+
+
+#: Young-generation collections every this many allocations (CPython's default is 700).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """Once start-up is done, before the first request (every service, and the benchmark's
+    baseline, so that its figures compare like with like).
+
+    What start-up allocated (modules, settings, clients) moves to a generation the collector
+    never scans again (``gc.freeze``), and young collections run every 20,000 allocations
+    instead of 700: one request allocates hundreds of short-lived objects that reference
+    counting frees anyway, so the default collects on nearly every request for nothing
+    (+13% cached requests per second at the gateway, measured A/B on the same stack).
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

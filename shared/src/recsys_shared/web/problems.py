@@ -1,0 +1,177 @@
+"""Every error as RFC 9457 problem details: the domain's errors, validation, HTTP errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from recsys_shared import metrics
+from recsys_shared.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    RecsysError,
+    RetryableError,
+    StoreError,
+    StoreUnavailable,
+)
+from recsys_shared.logging import (
+    REQUEST_ID_HEADER,
+    request_id_var,
+)
+from recsys_shared.schemas import (
+    Problem,
+)
+from recsys_shared.web.observability import SECURITY_HEADERS
+
+log = logging.getLogger("recsys.http")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+def problem_response(
+    error: RecsysError, *, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    problem = Problem(
+        type=error.type_uri,
+        title=error.title,
+        status=error.status,
+        detail=error.detail,
+        errors=error.errors,
+        request_id=request_id_var.get(),
+    )
+    all_headers = dict(headers or {})
+    if isinstance(error, RetryableError):
+        all_headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(
+        problem.model_dump(),
+        status_code=error.status,
+        headers=all_headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        methods = getattr(route, "methods", None)
+        if match is not Match.NONE and methods:
+            allowed |= set(methods)
+    return allowed
+
+
+def _internal_error(error: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=error)
+    return _generic_problem(500, "Internal error", "An unexpected error occurred; it was logged.")
+
+
+def _generic_problem(status: int, title: str, detail: str) -> JSONResponse:
+    problem = Problem(
+        type="about:blank",
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request_id_var.get(),
+    )
+    return JSONResponse(problem.model_dump(), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def validation_errors(raw: list[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as the contract lists them: where, which event index, what is wrong."""
+    listed = []
+    for error in raw:
+        location = [part for part in error.get("loc", ()) if part != "body"]
+        entry: dict[str, Any] = {
+            "field": _dotted(location),
+            "message": error.get("msg", "invalid"),
+            "type": error.get("type", "invalid"),
+        }
+        if (
+            len(location) >= 2
+            and location[0] in {"events", "items"}
+            and isinstance(location[1], int)
+        ):
+            entry["index"] = location[1]
+        listed.append(entry)
+    return listed
+
+
+def _dotted(location: list[Any]) -> str:
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+#: Called with the request and the listed errors before a 422 is sent (e.g. to count rejects).
+InvalidInputHook = Callable[[Request, list[dict[str, Any]]], Awaitable[None]]
+
+
+def install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
+    async def on_recsys_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RecsysError)
+        if isinstance(exc, StoreUnavailable):
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+        if isinstance(exc, StoreError):
+            # Redis refused a command a retry will not fix: a bug, logged with its trace.
+            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+            return _internal_error(exc)
+        if exc.status >= 500:
+            log.warning("answering %d: %s", exc.status, exc.detail)
+        return problem_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = validation_errors(list(exc.errors()))
+        if on_invalid is not None:
+            await on_invalid(request, errors)
+        indexes = sorted({e["index"] for e in errors if "index" in e})
+        detail = f"{len(errors)} invalid field(s)"
+        if indexes:
+            detail += f" in entries {indexes}; nothing of the batch was stored"
+        return problem_response(InvalidInput(detail + ".", errors=errors))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == PayloadTooLarge.status:
+            # The body limit found out while streaming: the same problem as a large
+            # Content-Length refused up front.
+            return problem_response(PayloadTooLarge(str(exc.detail)))
+        titles = {
+            400: "Malformed request",
+            404: "Not found",
+            405: "Method not allowed",
+            413: "Payload too large",
+        }
+        title = titles.get(exc.status_code, "HTTP error")
+        response = _generic_problem(exc.status_code, title, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by several routes (GET, PUT, DELETE of one item) allows all of theirs.
+            response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return response
+
+    async def on_unexpected_error(_: Request, exc: Exception) -> Response:
+        # Starlette answers this one from its outermost layer, past ObservabilityMiddleware:
+        # the headers every other answer gets there are set here.
+        response = _internal_error(exc)
+        request_id = request_id_var.get()
+        if request_id is not None:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        for name, value in SECURITY_HEADERS:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+    app.add_exception_handler(RecsysError, on_recsys_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
