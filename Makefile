@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest up down check-deploy check-rules loadtest loadtest-resilience drift-demo evaluate
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest bench-memory soak up down check-deploy check-rules loadtest loadtest-resilience drift-demo evaluate
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ bench: setup ## Serving figures (cache, uncached, p99, scoring, freshness, scale
 
 bench-ingest: setup ## Events/s accepted and applied end to end, beside raw XADD (reports/)
 	$(RUN) scripts/bench_ingest.py
+
+bench-memory: setup ## Redis bytes per remembered event (limit 40), user, item, backlog entry, list
+	$(RUN) scripts/bench_memory.py
+
+soak: setup ## 10 min of steady traffic (SOAK_SECONDS): Redis memory must plateau (reports/)
+	$(RUN) scripts/soak.py
 
 loadtest: ## Locust, headless, against HOST (starts the system if needed); fails on SLO misses
 	$(PYTHON) loadtests/run.py
