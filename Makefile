@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest bench-memory soak up down check-deploy check-rules loadtest loadtest-resilience drift-demo evaluate
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest bench-memory soak up down check-deploy check-rules loadtest loadtest-resilience drift-demo experiment-demo evaluate
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ typecheck: setup ## mypy --strict on the shared package and every service
 
 drift-demo: setup ## MovieLens replayed window by window: drift, retrain, gate, promotion, chart
 	$(RUN) scripts/drift_demo.py
+
+experiment-demo: setup ## Canaries on simulated users: a worse version rolled back, a better one promoted, chart
+	$(RUN) scripts/experiment_demo.py
 
 evaluate: setup ## Quality: MovieLens replayed through the public API, and every recipe offline
 	$(RUN) scripts/evaluate.py --json reports/evaluate.json
