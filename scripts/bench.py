@@ -516,6 +516,8 @@ def scale(workdir: Path) -> None:
             data={"snapshot_created_at": time.time()},
         )
         asyncio.run(_publish(server.url, info))
+        sampled = random.Random(9).sample(range(n_users), 1000)
+        _known_to_the_feature_store([f"u{index}" for index in sampled], server.url)
         env = {
             **os.environ,
             "REDIS_URL": server.url,
@@ -543,7 +545,7 @@ def scale(workdir: Path) -> None:
         load_seconds = time.perf_counter() - loading
         latencies = []
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for index in random.Random(9).sample(range(n_users), 1000):
+            for index in sampled:
                 started = time.perf_counter()
                 response = http.get(f"/users/u{index}/recommendations?k=10")
                 latencies.append((time.perf_counter() - started) * 1000)
@@ -571,6 +573,18 @@ async def _publish(url: str, info: ModelInfo) -> None:
         await ModelRegistry(client).publish(info, reason="benchmark")
     finally:
         await client.aclose()
+
+
+def _known_to_the_feature_store(users: list[str], redis_url: str) -> None:
+    """Users the feature-store holds (an epoch, no newer events): a recommender personalises
+    only users it has features of (an erased or forgotten user is never scored from a model
+    that predates it)."""
+    partitions = keys.Partitions(1)
+    with redis.Redis.from_url(redis_url) as client, client.pipeline() as pipe:
+        for user in users:
+            mapping = {keys.META_EPOCH: 1, keys.META_UPDATED_AT: 0}
+            pipe.hset(partitions.of(user).user_meta(user), mapping=mapping)  # type: ignore[arg-type]
+        pipe.execute()
 
 
 def _rss_megabytes(pid: int) -> int:

@@ -18,7 +18,7 @@ from recsys_shared.metrics import REGISTRY
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.responses import ItemDetailsCache, ResponseBuilder, render
-from recsys_shared.schemas import Recommendations, ScoredItem, ServedList, Strategy
+from recsys_shared.schemas import FallbackReason, Recommendations, ScoredItem, ServedList, Strategy
 from recsys_shared.testing import eventually
 
 PARTITIONS = keys.Partitions(1)
@@ -43,7 +43,7 @@ def _details(found: tuple[str, list[str]] | None) -> ItemDetails | None:
 @given(
     items=st.lists(entries, max_size=12),
     strategy=st.sampled_from(Strategy),
-    reason=st.none() | texts,
+    reason=st.none() | st.sampled_from(FallbackReason),
     version=st.none() | st.integers(min_value=0, max_value=2**40),
     user_id=st.none() | texts,
     item_id=st.none() | texts,

@@ -21,6 +21,7 @@ def gateway(make_gateway: Any, request: pytest.FixtureRequest) -> Any:
     with FAST_LANE=false (every route through FastAPI); the answers must be the same."""
     return make_gateway(fast_lane=request.param)
 
+
 PROBLEM = "application/problem+json"
 REPLICA_A = "recommender-a"
 REPLICA_B = "recommender-b"

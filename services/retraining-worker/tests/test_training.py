@@ -160,8 +160,8 @@ def test_train_and_evaluate_then_write_artifact(
     assert info.snapshot_id == snapshot.snapshot_id
     assert info.metrics == outcome.metrics
     assert info.metrics[PRECISION] > info.baseline_metrics[PRECISION]
-    assert info.data["interactions"] == len(clusters)
-    assert info.data["holdout_cut_time"] == temporal_split(clusters, 0.2).cut_time
+    assert info.data.interactions == len(clusters)
+    assert info.data.holdout_cut_time == temporal_split(clusters, 0.2).cut_time
     assert info.selection is not None
     assert info.selection.mode == "requested"
     assert info.recipe == configured_recipe(settings, "als")

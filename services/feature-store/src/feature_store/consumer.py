@@ -30,7 +30,7 @@ from recsys_shared import metrics as shared_metrics
 from recsys_shared.errors import RecsysError, StoreError, StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.redis import RedisClient, connect
-from recsys_shared.schemas import StoredEvent
+from recsys_shared.schemas import DeadLetterReason, StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def parsed(entries: list[Entry]) -> tuple[list[tuple[str, StoredEvent]], list[De
     gone through one entry at a time, to find which."""
     present = [(stream_id, fields) for stream_id, fields in entries if fields is not None]
     dead = [
-        DeadLetter(stream_id, "entry_deleted", "")  # trimmed or deleted while pending
+        DeadLetter(
+            stream_id, DeadLetterReason.ENTRY_DELETED, ""
+        )  # trimmed or deleted while pending
         for stream_id, fields in entries
         if fields is None
     ]
@@ -83,7 +85,9 @@ def parsed(entries: list[Entry]) -> tuple[list[tuple[str, StoredEvent]], list[De
         try:
             valid.append((stream_id, StoredEvent.model_validate_json(raw)))
         except ValidationError as error:
-            dead.append(DeadLetter(stream_id, "invalid_event", raw, error.errors()[0]["msg"]))
+            dead.append(
+                DeadLetter(stream_id, DeadLetterReason.INVALID_EVENT, raw, error.errors()[0]["msg"])
+            )
     return valid, dead
 
 

@@ -18,12 +18,12 @@ from typing import Any
 from feature_store import metrics
 from recsys_shared import keys
 from recsys_shared.redis import Arg, LuaScript, RedisClient
-from recsys_shared.schemas import DeadLetterEntry, DeadLetters, ReplayResult
+from recsys_shared.schemas import DeadLetterEntry, DeadLetterReason, DeadLetters, ReplayResult
 
 DEAD_LETTER = LuaScript.load(__package__, "lua/dead_letter.lua")
 REPLAY = LuaScript.load(__package__, "lua/replay.lua")
 #: Entry reasons whose entry holds no event to replay.
-_NOTHING_TO_REPLAY = frozenset({"entry_deleted"})
+_NOTHING_TO_REPLAY = frozenset({DeadLetterReason.ENTRY_DELETED.value})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys_shared.schemas import DeadLetterReason
+
 EVENTS_APPLIED = Counter("recsys_events_applied_total", "Events applied to the features.")
 EVENTS_REDELIVERED = Counter(
     "recsys_events_redelivered_total",
@@ -12,6 +14,8 @@ EVENTS_REDELIVERED = Counter(
 DEAD_LETTERS = Counter(
     "recsys_dead_letters_total", "Events moved to the dead-letter stream, by reason.", ["reason"]
 )
+for _reason in DeadLetterReason:  # exported at 0 from start-up: rules see 0, not nothing
+    DEAD_LETTERS.labels(_reason.value)
 EVENTS_CLAIMED = Counter(
     "recsys_events_claimed_total", "Pending events claimed from a stalled consumer."
 )

@@ -1,7 +1,7 @@
 """HTTP clients for the services behind the gateway: timeouts, safe retries, circuit breakers.
 
-Reads from the recommenders go through ``recsys_shared.fastpath.http_client`` (they are the hot path;
-httpx's client layer alone costs more than the rest of the request). Calls to the
+Reads from the recommenders go through ``recsys_shared.fastpath.http_client`` (they are the hot
+path; httpx's client layer alone costs more than the rest of the request). Calls to the
 feature-store are rare admin and catalogue writes and use one pooled ``httpx.AsyncClient``.
 Both are created once in the lifespan. Reads are retried on another recommender replica (they
 are idempotent); writes to the feature-store are not retried here, the client retries them

@@ -43,6 +43,9 @@ from recsys_shared.schemas import (
 
 log = logging.getLogger(__name__)
 
+#: How often the replica that decides looks for experiments past their retention.
+RETENTION_EVERY_SECONDS = 3600.0
+
 
 @dataclass(frozen=True, slots=True)
 class Running:
@@ -130,6 +133,7 @@ class ExperimentRuntime:
         self._lock = RedisLock(store.redis, keys.EXPERIMENT_LOCK, ttl_seconds=30.0)
         self._tasks: list[asyncio.Task[None]] = []
         self._exported: set[tuple[str, str]] = set()
+        self._next_retention = 0.0
 
     def arm(self, user_id: str) -> ExperimentArm | None:
         """The variant the user sees now, if an experiment runs."""
@@ -169,22 +173,22 @@ class ExperimentRuntime:
             await asyncio.sleep(seconds)
 
     async def check(self) -> None:
-        """Decide what the running experiment does next (one replica at a time), export its
-        figures, and forget experiments past their retention."""
+        """Export the running experiment's figures; then, on one replica at a time, decide
+        what it does next and (hourly) forget experiments past their retention."""
         stored = await self.store.running()
-        if stored is None:
-            self._export(None)
-            return
-        counters = await self.store.counters(stored.id)
-        self._export((stored, counters))
+        counters = await self.store.counters(stored.id) if stored is not None else None
+        self._export((stored, counters) if stored is not None and counters is not None else None)
         if not (await self._lock.renew() or await self._lock.acquire()):
             return
-        outcome = decision.decide(
-            stored, counters, now=datetime.now(UTC), tau=self.tau, alpha=self.alpha
-        )
-        if outcome is not None:
-            await self.apply(stored, outcome)
-        await self._forget_old()
+        if stored is not None and counters is not None:
+            outcome = decision.decide(
+                stored, counters, now=datetime.now(UTC), tau=self.tau, alpha=self.alpha
+            )
+            if outcome is not None:
+                await self.apply(stored, outcome)
+        if time.monotonic() >= self._next_retention:
+            self._next_retention = time.monotonic() + RETENTION_EVERY_SECONDS
+            await self._forget_old()
 
     async def apply(self, stored: StoredExperiment, outcome: decision.Outcome) -> bool:
         """Save the new state, then activate a promoted version, and note the step in the

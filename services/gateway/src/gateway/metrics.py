@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys_shared.schemas import FallbackReason
+
 EVENTS_RECEIVED = Counter(
     "recsys_events_received_total",
     "Events received by the gateway, by outcome: accepted, duplicate, rejected.",
@@ -15,6 +17,7 @@ EVENT_REJECTS = Counter(
 FALLBACKS = Counter(
     "recsys_fallbacks_total", "Responses served by a fallback strategy, by reason.", ["reason"]
 )
+FALLBACKS.labels(FallbackReason.RECOMMENDER_UNAVAILABLE.value)  # at 0 from start-up
 UPSTREAM_ERRORS = Counter(
     "recsys_upstream_errors_total",
     "Failed calls to services behind the gateway.",

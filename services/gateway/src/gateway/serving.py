@@ -20,11 +20,11 @@ from recsys_shared.features import FeatureReader
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import ExperimentArm, RecommendationQuery, Strategy
+from recsys_shared.schemas import ExperimentArm, FallbackReason, RecommendationQuery, Strategy
 
 log = logging.getLogger(__name__)
 
-FALLBACK_REASON = "recommender_unavailable"
+FALLBACK_REASON = FallbackReason.RECOMMENDER_UNAVAILABLE
 
 
 class ReadService:

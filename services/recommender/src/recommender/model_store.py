@@ -140,7 +140,7 @@ class LoadedModel:
     @property
     def trained_through(self) -> float:
         """Users updated after this moment have events the model has not seen."""
-        return self.info.data.get("snapshot_created_at", 0.0)  # type: ignore[no-any-return]
+        return self.info.data.snapshot_created_at
 
     def named(self, rows: Indexes, scores: Floats) -> list[tuple[str, float]]:
         """Ranked item rows as (item id, score) pairs."""

@@ -22,12 +22,16 @@ from recsys_shared.features import FeatureReader, UserContext
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.schemas import ExperimentArm, RecommendationQuery, Strategy, UserListRequest
+from recsys_shared.schemas import (
+    ExperimentArm,
+    FallbackReason,
+    RecommendationQuery,
+    Strategy,
+    UserListRequest,
+)
 
 log = logging.getLogger(__name__)
 
-#: The fallback reason of a user whose experiment variant cannot be loaded here.
-VARIANT_UNAVAILABLE = "variant_unavailable"
 #: A user and the query for their list (a ``UserListRequest`` may carry an experiment arm).
 Asked = tuple[str, RecommendationQuery]
 #: What a user's ranking leaves out, and the rows it is restricted to (a category), if any.
@@ -135,7 +139,7 @@ class RecommendationService:
             except ModelUnavailable as error:
                 log.warning("variant %s unavailable: %s", arm.variant, error.detail)
                 models.append(None)
-                reasons.append(VARIANT_UNAVAILABLE)
+                reasons.append(FallbackReason.VARIANT_UNAVAILABLE)
         return models, reasons
 
     async def _respond_ranked(
@@ -174,9 +178,13 @@ class RecommendationService:
         # to a variant counts for it. Not when the variant could not be loaded here.
         arm = _arm(query) if reason is None else None
         if reason is None and model is None:
-            reason = "no_model"
+            reason = FallbackReason.NO_MODEL
         elif reason is None:
-            reason = "unknown_user" if not context.weights else "no_known_items"
+            reason = (
+                FallbackReason.UNKNOWN_USER
+                if not context.weights
+                else FallbackReason.NO_KNOWN_ITEMS
+            )
         exclude = context.seen if query.exclude_seen else ()
         popular = await self.reader.popular(
             k=query.k, offset=query.offset, category=query.category, exclude=exclude
@@ -274,7 +282,7 @@ class RecommendationService:
             popular = await self.reader.popular(
                 k=query.k, offset=query.offset, category=category, exclude=(item_id,)
             )
-            reason = "no_model" if model is None else "item_not_in_model"
+            reason = FallbackReason.NO_MODEL if model is None else FallbackReason.ITEM_NOT_IN_MODEL
             return await self._respond(popular, Strategy.POPULAR, reason, None, item_id=item_id)
         scores = similar_scores(model, row)
         if scores is None:  # outside an item-item model's items, and no content to go by
@@ -282,7 +290,7 @@ class RecommendationService:
                 k=query.k, offset=query.offset, category=query.category, exclude=(item_id,)
             )
             return await self._respond(
-                popular, Strategy.POPULAR, "item_not_in_model", None, item_id=item_id
+                popular, Strategy.POPULAR, FallbackReason.ITEM_NOT_IN_MODEL, None, item_id=item_id
             )
         catalogue_version = await self.reader.catalogue_version()
         unavailable = await self.catalogue.unavailable(model, catalogue_version)

@@ -10,6 +10,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.sparse import csr_matrix
 
+from recsys_shared.schemas import metric_name
+
 
 def ranking_metrics(
     ranked: npt.NDArray[np.int64], targets: Sequence[set[int]], *, k: int, n_items: int
@@ -36,10 +38,10 @@ def ranking_metrics(
     listed = np.unique(ranked[:, :k])
     coverage = len(listed[listed >= 0]) / n_items if n_items else 0.0
     return {
-        f"precision_at_{k}": precision / users,
-        f"recall_at_{k}": recall / users,
-        f"ndcg_at_{k}": ndcg / users,
-        f"map_at_{k}": average_precision / users,
+        metric_name("precision", k): precision / users,
+        metric_name("recall", k): recall / users,
+        metric_name("ndcg", k): ndcg / users,
+        metric_name("map", k): average_precision / users,
         "coverage": coverage,
         "evaluated_users": float(users),
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from recsys_shared.schemas import Recipe
+from recsys_shared.schemas import Recipe, metric_name
 from retraining_worker.config import Settings
 from retraining_worker.data import (
     HoldoutSplit,
@@ -142,7 +142,7 @@ def gate(
     champion: dict[str, float] | None = None,
 ) -> list[str]:
     """Reasons to reject the challenger; empty when it may be published."""
-    key = f"precision_at_{settings.evaluation_k}"
+    key = metric_name("precision", settings.evaluation_k)
     if not metrics_ or not metrics_.get("evaluated_users"):
         return ["no users in the holdout window to evaluate on"]
     challenger, popular = metrics_.get(key, 0.0), baseline.get(key, 0.0)

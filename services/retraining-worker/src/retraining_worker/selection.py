@@ -11,7 +11,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from recsys_shared.schemas import Algorithm, AlsRecipe, BprRecipe, ModelInfo, Recipe, Selection
+from recsys_shared.schemas import (
+    Algorithm,
+    AlsRecipe,
+    BprRecipe,
+    ModelInfo,
+    Recipe,
+    Selection,
+    metric_name,
+)
 from retraining_worker.config import Settings
 from retraining_worker.judging import Bench
 from retraining_worker.recipes import DEFAULTS, describe
@@ -85,7 +93,7 @@ def run_search(
     """Search on a validation slice cut before the holdout; the best candidate wins."""
     started = time.perf_counter()
     validation = bench.validation(settings.holdout_fraction)
-    metric = f"precision_at_{settings.evaluation_k}"
+    metric = metric_name("precision", settings.evaluation_k)
     candidates = search(
         validation.judge,
         algorithms=algorithms,

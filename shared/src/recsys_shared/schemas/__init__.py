@@ -87,10 +87,13 @@ from recsys_shared.schemas.models import (
     SnapshotInfo,
     TaskAccepted,
     TaskState,
+    TrainingData,
     TrainingOutcome,
+    metric_name,
 )
 from recsys_shared.schemas.pipeline import (
     DeadLetterEntry,
+    DeadLetterReason,
     DeadLetters,
     ReplayRequest,
     ReplayResult,
@@ -101,6 +104,7 @@ from recsys_shared.schemas.problems import (
 )
 from recsys_shared.schemas.recommendations import (
     ExperimentArm,
+    FallbackReason,
     RecommendationQuery,
     Recommendations,
     ScoredItem,
@@ -135,6 +139,7 @@ __all__ = [
     "Candidate",
     "Category",
     "DeadLetterEntry",
+    "DeadLetterReason",
     "DeadLetters",
     "Decision",
     "DriftOverview",
@@ -151,6 +156,7 @@ __all__ = [
     "ExperimentMode",
     "ExperimentState",
     "ExperimentStep",
+    "FallbackReason",
     "HybridRecipe",
     "Identifier",
     "InputModel",
@@ -188,6 +194,7 @@ __all__ = [
     "TaskAccepted",
     "TaskState",
     "Timestamp",
+    "TrainingData",
     "TrainingOutcome",
     "UserListBatch",
     "UserListRequest",
@@ -195,4 +202,5 @@ __all__ = [
     "VariantReport",
     "_rfc3339_only",
     "event_weight",
+    "metric_name",
 ]

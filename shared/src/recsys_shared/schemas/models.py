@@ -129,6 +129,32 @@ class Selection(BaseModel):
     validation_cut_time: float | None = None
 
 
+class TrainingData(BaseModel):
+    """What a version was trained on: statistics of its snapshot."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    users: int | None = None
+    items: int | None = None
+    interactions: int | None = None
+    time_min: float | None = Field(default=None, description="The oldest event's time (epoch s).")
+    time_max: float | None = Field(default=None, description="The newest event's time (epoch s).")
+    holdout_cut_time: float | None = Field(
+        default=None, description="Events after this were held out to judge the version."
+    )
+    snapshot_created_at: float = Field(
+        default=0.0,
+        description="When the snapshot was taken: users updated after it have events the "
+        "version has not seen (their vectors are folded in).",
+    )
+    item_metadata: bool = Field(default=False, description="Item categories were used.")
+
+
+def metric_name(measure: Literal["precision", "recall", "ndcg", "map"], k: int) -> str:
+    """A ranking metric's name at a cut-off, as evaluation writes it and readers look it up."""
+    return f"{measure}_at_{k}"
+
+
 class ModelInfo(BaseModel):
     """A registry entry: everything known about one model version (its lineage)."""
 
@@ -149,7 +175,10 @@ class ModelInfo(BaseModel):
     created_at: datetime
     activated_at: datetime | None = None
     snapshot_id: str
-    data: dict[str, Any] = Field(default_factory=dict, description="Statistics of the snapshot.")
+    data: TrainingData = Field(default_factory=TrainingData)
+    evaluation_k: int | None = Field(
+        default=None, description="The cut-off its metrics were measured at (EVALUATION_K)."
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     baseline_metrics: dict[str, float] = Field(default_factory=dict)
     champion_version: int | None = Field(

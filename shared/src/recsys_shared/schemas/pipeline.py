@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import (
@@ -13,13 +14,20 @@ from recsys_shared.schemas.base import InputModel
 
 
 # ── dead letters ──────────────────────────────────────────────────────────────────────────
+class DeadLetterReason(StrEnum):
+    """Why an entry of the events stream could not be applied."""
+
+    INVALID_EVENT = "invalid_event"  # not a stored event (written by something else)
+    ENTRY_DELETED = "entry_deleted"  # trimmed or deleted while pending: nothing to replay
+
+
 class DeadLetterEntry(BaseModel):
     """A stream entry the feature-store could not apply, kept to be inspected and replayed."""
 
     id: str = Field(description="The dead letter's own id, in its partition.")
     partition: int
     stream_id: str = Field(description="Where the entry was in the events stream.")
-    reason: str = Field(description="Why it could not be applied, e.g. invalid_event.")
+    reason: str = Field(description="Why it could not be applied (a DeadLetterReason).")
     detail: str = ""
     entry: str = Field(description="The stream entry as it was (the stored event's JSON).")
 

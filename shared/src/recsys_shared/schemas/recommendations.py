@@ -24,6 +24,17 @@ class Strategy(StrEnum):
     CONTENT = "content"
 
 
+class FallbackReason(StrEnum):
+    """Why a list is popular items rather than the model's."""
+
+    NO_MODEL = "no_model"  # no version has been published yet
+    UNKNOWN_USER = "unknown_user"  # no events of the user, and the model never saw them
+    NO_KNOWN_ITEMS = "no_known_items"  # the user's items are all newer than the model
+    ITEM_NOT_IN_MODEL = "item_not_in_model"  # similar items of an item the model lacks
+    RECOMMENDER_UNAVAILABLE = "recommender_unavailable"  # the gateway's own fallback
+    VARIANT_UNAVAILABLE = "variant_unavailable"  # the user's experiment version is not loaded
+
+
 class ScoredItem(BaseModel):
     # Unknown fields are refused: the gateway forwards a recommender's list as the JSON it
     # validated, so nothing unchecked may ride along.
@@ -50,8 +61,8 @@ class Recommendations(BaseModel):
     items: list[ScoredItem]
     model_version: int | None = Field(description="The model that ranked these; null for popular.")
     strategy: Strategy
-    fallback_reason: str | None = Field(
-        default=None, description="Why a fallback strategy answered, e.g. unknown_user."
+    fallback_reason: FallbackReason | None = Field(
+        default=None, description="Why a fallback strategy answered."
     )
     recommendation_id: str = Field(description="Send back on events to measure online quality.")
     variant: str | None = Field(

@@ -1,8 +1,10 @@
 """Recommendations: for a user, similar to an item, popular.
 
 The read path's hot routes: each takes the ``Request`` and parses its parameters by hand with
-``recsys_shared.fastpath.parameters`` (FastAPI's dependency solver would cost more than a cache hit), and
-declares them for the OpenAPI document from the same models.
+``recsys_shared.fastpath.parameters`` (FastAPI's dependency solver would cost more than a cache
+hit), and declares them for the OpenAPI document from the same models. They are served on the
+fast lane (see ``recsys_shared/fastpath/README.md``), so they take no dependencies: the
+client's key is checked by a call in each endpoint.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The recommender's internal API, called by the gateway.
 
-Parameters are parsed by hand (``recsys_shared.fastpath.parameters``), as on the gateway's hot routes:
-FastAPI's dependency solver would cost more than scoring a user. The gateway asks for users'
+Parameters are parsed by hand (``recsys_shared.fastpath.parameters``), as on the gateway's hot
+routes: FastAPI's dependency solver would cost more than scoring a user. The gateway asks for users'
 lists in batches (``POST /batch/recommendations``); the one-user route answers the same list,
 for operators and for a gateway that predates batches.
 """
