@@ -77,7 +77,8 @@ class MockUpstream:
     same handler: each list asked is handed to ``service`` as the one-user GET the recommender
     also serves (marked with an ``x-batch-size`` header), and the answers come back as NDJSON;
     one error fails the whole batch, as it would in the recommender. ``batches`` records the
-    batch bodies; ``batch_route=False`` makes the replica one that predates batches (404)."""
+    batch bodies; ``batch_route=False`` makes the replica one that predates batches (404).
+    Any other POST (``/models/{version}/prepare``) is handed to ``service`` as it is."""
 
     def __init__(self, service: FakeService) -> None:
         self.service = service
@@ -88,6 +89,9 @@ class MockUpstream:
         self, origin: Origin, target: str, headers: Iterable[tuple[str, str]] = ()
     ) -> HttpResponse:
         request = httpx.Request("GET", f"http://{origin.host}:{origin.port}{target}")
+        return self._send(request, headers)
+
+    def _send(self, request: httpx.Request, headers: Iterable[tuple[str, str]]) -> HttpResponse:
         request.headers.update(dict(headers))
         try:
             response = self.service(request)
@@ -106,7 +110,10 @@ class MockUpstream:
         content_type: str = "application/json",
         headers: Iterable[tuple[str, str]] = (),
     ) -> HttpResponse:
-        assert target == BATCH_TARGET, target
+        if target != BATCH_TARGET:
+            url = f"http://{origin.host}:{origin.port}{target}"
+            request = httpx.Request("POST", url, content=body)
+            return self._send(request, [*headers, ("content-type", content_type)])
         if not self.batch_route:
             return HttpResponse(404, b'{"detail":"Not Found"}')
         batch = json.loads(body)

@@ -8,17 +8,34 @@ import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from gateway.status_page.experiments import MAX_STEPS, Shown, duration
+from gateway.status_page.experiments import section as experiment_section
 from gateway.status_page.markup import NO_DATA, sparkline, table
 from gateway.status_page.metrics import histogram_quantile, read_process_metrics
 from recsys_shared import keys
+from recsys_shared.experiments.report import build_report
+from recsys_shared.experiments.store import Counters
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus, OnlineHitRate
+from recsys_shared.schemas import (
+    DriftReport,
+    ExperimentIn,
+    ExperimentMode,
+    ExperimentState,
+    ExperimentStep,
+    ModelInfo,
+    ModelStatus,
+    OnlineHitRate,
+    StoredExperiment,
+    VariantIn,
+)
 
 PROBLEM = "application/problem+json"
 LINE = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
@@ -318,3 +335,213 @@ def test_the_status_page_of_an_empty_system_says_no_data(
     assert lines["spark-drift-psi"] == (0, 0.0)
     assert _stats(response.text)["stat-active-version"] == "none"
     assert NO_DATA in response.text
+
+
+# ── experiments ───────────────────────────────────────────────────────────────────────────
+TABLE = re.compile(r'<table data-testid="([^"]+)" data-rows="\d+">.*?<tbody>(.*?)</tbody>')
+ROW = re.compile(r"<tr>(.*?)</tr>")
+CELL = re.compile(r"<td>(.*?)</td>")
+
+
+def _tables(html: str) -> dict[str, list[list[str]]]:
+    """Every table's body rows, cells unescaped (an empty table's "no data" row is none)."""
+    tables: dict[str, list[list[str]]] = {}
+    for name, body in TABLE.findall(html):
+        rows = [[unescape(cell) for cell in CELL.findall(row)] for row in ROW.findall(body)]
+        tables[name] = [row for row in rows if row]
+    return tables
+
+
+def _start(gateway: Any, body: dict[str, Any]) -> dict[str, Any]:
+    response = gateway.client.post("/v1/experiments", json=body, headers={"X-API-Key": "ak"})
+    assert response.status_code == 201, response.text
+    experiment: dict[str, Any] = response.json()
+    return experiment
+
+
+@pytest.fixture
+def versions(gateway: Any) -> None:
+    """Versions 1 (active), 2 and 3 (candidates), each with an artifact; the recommenders load
+    whatever an experiment asks for."""
+    registry: ModelRegistry = gateway.state["registry"]
+    _run(gateway, registry.publish, _info(1, ModelStatus.CANDIDATE), reason="first model")
+    for version in (2, 3):
+        _run(gateway, registry.record, _info(version, ModelStatus.CANDIDATE))
+    gateway.recommender.handler = lambda request: httpx.Response(200, json={"prepared": True})
+
+
+def _ab(name: str, control: int, treatment: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "mode": "ab",
+        "metric": "ctr",
+        "variants": [
+            {"model_version": control, "weight": 0.5},
+            {"model_version": treatment, "weight": 0.5},
+        ],
+        "min_exposures": 1000,
+        "max_duration_seconds": 86_400,
+    }
+
+
+@pytest.mark.usefixtures("versions")
+def test_the_status_page_shows_the_running_experiments_figures_and_the_ended_ones(
+    gateway: Any, admin_headers: dict[str, str], store: redis.Redis
+) -> None:
+    ended = _start(gateway, _ab("first try", 1, 2))
+    stopped = gateway.client.post(f"/v1/experiments/{ended['id']}/stop", headers=admin_headers)
+    assert stopped.status_code == 200, stopped.text
+    running = _start(gateway, _ab("<b>ranker</b> & co", 1, 3))
+    # Counters as the gateways (exposures) and the feature-store's apply script (events) keep
+    # them in a partition's hash; started six hours ago.
+    exposures, events, clicks = keys.VARIANT_EXPOSURES, keys.VARIANT_EVENTS, keys.VARIANT_CLICKS
+    counts = {
+        "control": {exposures: 400, events: 50, clicks: 40},
+        "treatment-1": {exposures: 400, events: 70, clicks: 60, keys.VARIANT_CONVERSIONS: 6},
+    }
+    [partition] = gateway.settings.partitions.all
+    for variant, fields in counts.items():
+        for suffix, value in fields.items():
+            store.hset(partition.experiment(running["id"]), variant + suffix, value)
+    started = datetime.now(UTC) - timedelta(hours=6, seconds=30)
+    store.zadd(keys.EXPERIMENTS, {running["id"]: started.timestamp()})
+
+    response = gateway.client.get("/v1/status", headers=admin_headers)
+
+    assert response.status_code == 200, response.text
+    html = response.text
+    assert "<b>ranker</b>" not in html  # escaped like every value on the page
+    stats = _stats(html)
+    assert unescape(stats["stat-experiment-name"]) == "<b>ranker</b> & co"
+    assert stats["stat-experiment-id"] == running["id"]
+    assert stats["stat-experiment-mode"] == "ab"
+    assert stats["stat-experiment-metric"] == "ctr"
+    assert stats["stat-experiment-age"] == "6h of 1d (25%)"
+    assert stats["stat-experiment-decision"] == "running"
+    assert stats["stat-experiment-min-exposures"] == "1000"
+    # The figures are the API's, formatted: rates and intervals in %, differences in points.
+    api = gateway.client.get(f"/v1/experiments/{running['id']}", headers=admin_headers).json()
+    control, treatment = api["variants"]
+    assert (control["rate"], treatment["rate"]) == (0.1, 0.15)
+    low, high = treatment["difference_interval"]["low"], treatment["difference_interval"]["high"]
+    tables = _tables(html)
+    assert tables["table-experiment-variants"] == [
+        [
+            "control", "1", "50%", "400", "50", "40", "0",
+            f"10.00% ({control['interval']['low']:.2%} to {control['interval']['high']:.2%})",
+            "—", "control",
+        ],
+        [
+            "treatment-1", "3", "50%", "400", "70", "60", "6",
+            f"15.00% ({treatment['interval']['low']:.2%} to {treatment['interval']['high']:.2%})",
+            f"+5.00 pts ({low * 100:+.2f} to {high * 100:+.2f})", treatment["verdict"],
+        ],
+    ]  # fmt: skip
+    assert treatment["verdict"] in {"better", "undecided"}
+    [step] = tables["table-experiment-steps"]
+    assert step[1:] == ["50% / 50%", "started"]
+    # The ended experiment, with its decision and why.
+    kept = gateway.client.get(f"/v1/experiments/{ended['id']}", headers=admin_headers).json()
+    assert tables["table-experiments-ended"] == [
+        [
+            ended["id"], "first try", "ab", "ctr", "1 vs 2", "0 / 0",
+            _clock(kept["created_at"]), _clock(kept["ended_at"]),
+            "stopped", "stopped through the admin API",
+        ]
+    ]  # fmt: skip
+
+
+def _clock(moment: str) -> str:
+    return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.usefixtures("versions")
+def test_the_status_page_says_no_experiment_runs_and_lists_the_ended(
+    gateway: Any, admin_headers: dict[str, str]
+) -> None:
+    html = gateway.client.get("/v1/status", headers=admin_headers).text
+    assert _stats(html)["stat-experiment-name"] == "none"
+    assert _tables(html)["table-experiments-ended"] == []
+
+    ended = _start(gateway, _ab("over", 2, 3))
+    gateway.client.post(f"/v1/experiments/{ended['id']}/stop", headers=admin_headers)
+    html = gateway.client.get("/v1/status", headers=admin_headers).text
+
+    assert _stats(html)["stat-experiment-name"] == "none"
+    assert "table-experiment-variants" not in html
+    [row] = _tables(html)["table-experiments-ended"]
+    assert (row[0], row[1], row[4], row[8]) == (ended["id"], "over", "2 vs 3", "stopped")
+
+
+NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
+
+
+def _stored(mode: str, second: VariantIn, steps: list[ExperimentStep], **fields: Any) -> Any:
+    definition = ExperimentIn(
+        name=f"{mode} try",
+        mode=ExperimentMode(mode),
+        variants=[VariantIn(model_version=4), second],
+        **fields,
+    )
+    state = ExperimentState(shares=definition.shares(), steps=steps)
+    return StoredExperiment(
+        id="9", created_at=NOW - timedelta(minutes=90), definition=definition, state=state
+    )
+
+
+def test_a_shadow_experiment_shows_the_shadows_figures() -> None:
+    started = ExperimentStep(at=NOW - timedelta(minutes=90), shares=[1.0, 0.2], note="started")
+    stored = _stored("shadow", VariantIn(model_version=5, weight=0.2), [started], metric="hit_rate")
+    counters = Counters(
+        {
+            "control:exposures": 1000,
+            "control:events": 200,
+            "control:clicks": 30,
+            "shadow:exposures": 150,
+            "shadow:overlap": 90_000,  # thousandths: a mean overlap of 0.6 over 150 rankings
+            "shadow:events": 40,
+            "shadow:clicks": 10,
+        }
+    )
+    report = build_report(stored, counters, tau=0.05, alpha=0.05)
+
+    html = experiment_section(Shown(stored, report), [], now=NOW)
+
+    stats = _stats(html)
+    assert stats["stat-experiment-mode"] == "shadow"
+    assert stats["stat-experiment-age"] == "1h 30m of 7d (1%)"
+    assert stats["stat-shadow-version"] == "5"
+    assert stats["stat-shadow-share"] == "20%"
+    assert stats["stat-shadow-rankings"] == "150"
+    assert stats["stat-shadow-overlap"] == "60.00%"
+    assert stats["stat-shadow-hit-rate"] == "25.00%"
+    # Only the control serves lists: one row, its hit rate 30 of 200 events.
+    [control] = _tables(html)["table-experiment-variants"]
+    assert control[:2] == ["control", "4"]
+    assert control[7].startswith("15.00% (")
+
+
+def test_a_canarys_latest_steps_are_listed_oldest_first() -> None:
+    steps = [
+        ExperimentStep(at=NOW - timedelta(minutes=60 - i), shares=[0.5, 0.5], note=f"step {i}")
+        for i in range(MAX_STEPS + 3)
+    ]
+    stored = _stored("canary", VariantIn(model_version=5), steps)
+    report = build_report(stored, Counters({}), tau=0.05, alpha=0.05)
+
+    html = experiment_section(Shown(stored, report), [Shown(stored, report)], now=NOW)
+
+    rows = _tables(html)["table-experiment-steps"]
+    assert [row[2] for row in rows] == [f"step {i}" for i in range(3, MAX_STEPS + 3)]
+    assert rows[-1][1] == "50% / 50%"
+    # No data yet: no rate, no difference, no verdict.
+    canary = _tables(html)["table-experiment-variants"][1]
+    assert canary[7:] == ["—", "—", "—"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (45, "45s"), (3_661, "1h 1m"), (21_630, "6h"), (90_061, "1d 1h"), (604_800, "7d")],
+)
+def test_durations_show_their_two_largest_units(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown

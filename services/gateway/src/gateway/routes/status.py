@@ -23,10 +23,11 @@ from gateway.auth import ApiKeys, Role, admit, api_key_header, authorize
 from gateway.config import Settings
 from gateway.deps import RedisDep, RegistryDep, SettingsDep
 from gateway.errors import PROBLEM_RESPONSES
+from gateway.experiments import ExperimentRuntime
 from gateway.routes.drift import read_drift
 from gateway.routes.pipeline import read_pipeline_status
+from gateway.status_page import experiments, sections
 from gateway.status_page import markup as ui
-from gateway.status_page import sections
 from gateway.status_page.metrics import read_process_metrics
 from gateway.status_page.session import (
     COOKIE_NAME,
@@ -44,7 +45,7 @@ from recsys_shared.errors import (
     PermissionDenied,
     RecsysError,
 )
-from recsys_shared.schemas import Problem
+from recsys_shared.schemas import Decision, Problem
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ PAGE = COOKIE_PATH
 SIGN_IN = f"{COOKIE_PATH}/login"
 SIGN_OUT = f"{COOKIE_PATH}/logout"
 MAX_VERSIONS = 20  # newest versions listed
+MAX_ENDED_EXPERIMENTS = 5  # latest ended experiments listed
 MAX_KEY_LENGTH = 1024
 _FORM = "application/x-www-form-urlencoded"
 _HEADERS = {
@@ -126,10 +128,34 @@ async def _viewer(request: Request, settings: Settings, key: str | None, token: 
     return await admit(request, role, key_id, required=Role.VIEWER)
 
 
+async def _read_experiments(
+    runtime: ExperimentRuntime,
+) -> tuple[experiments.Shown | None, list[experiments.Shown]]:
+    """The running experiment and the latest ended ones, reported as GET /v1/experiments
+    reports them (from the same store and counters)."""
+    kept = await runtime.store.all()
+    running = next((one for one in kept if one.state.decision is Decision.RUNNING), None)
+    ended = sorted(
+        (one for one in kept if one.state.decision is not Decision.RUNNING),
+        key=lambda one: one.state.ended_at or one.created_at,
+        reverse=True,
+    )[:MAX_ENDED_EXPERIMENTS]
+    shown = ([running] if running is not None else []) + ended
+    counters = await asyncio.gather(*(runtime.store.counters(one.id) for one in shown))
+    views = [
+        experiments.Shown(one, runtime.report(one, counted))
+        for one, counted in zip(shown, counters, strict=True)
+    ]
+    if running is None:
+        return None, views
+    return views[0], views[1:]
+
+
 @router.get(
     "",
     response_class=HTMLResponse,
-    summary="Status page: models, drift, ingestion, cache, latency (HTML; viewer or admin)",
+    summary="Status page: models, experiments, drift, ingestion, cache, latency (HTML; viewer "
+    "or admin)",
     description=f"For a browser: sign in at `{SIGN_IN}` first (the session cookie then "
     "authenticates); scripts send the `X-API-Key` header. A browser (`Accept: text/html`) "
     "without a valid session is sent to the sign-in form.",
@@ -156,16 +182,18 @@ async def status_page(
         if token is not None:
             clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
         return response
-    versions, drift, pipeline = await asyncio.gather(
+    versions, drift, pipeline, (running, ended) = await asyncio.gather(
         registry.list(),
         read_drift(redis, keys.DRIFT_HISTORY_LENGTH),
         read_pipeline_status(redis, settings.partitions),
+        _read_experiments(request.state.experiments),
     )
     html = ui.page(
         title="recsys status",
         subtitle=sections.subtitle(code_version()),
         sections=[
             sections.models(versions[:MAX_VERSIONS]),
+            experiments.section(running, ended),
             sections.drift(drift.history),
             sections.ingestion(pipeline),
             sections.serving(read_process_metrics()),
