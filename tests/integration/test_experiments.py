@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx

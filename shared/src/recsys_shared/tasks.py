@@ -39,6 +39,12 @@ def celery_url(broker_url: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+def restore_interval_seconds(visibility_timeout_seconds: int) -> int:
+    """How often a worker sweeps for the messages of dead workers: a tenth of the visibility
+    timeout, between 1 and 10 seconds."""
+    return max(1, min(10, visibility_timeout_seconds // 10))
+
+
 def celery_client_config(broker_url: str, *, visibility_timeout_seconds: int) -> dict[str, object]:
     """Celery settings senders and the worker must agree on: broker, results, routes, format."""
     url = celery_url(broker_url)
@@ -56,7 +62,20 @@ def celery_client_config(broker_url: str, *, visibility_timeout_seconds: int) ->
         "broker_connection_retry_on_startup": True,
         # A message is invisible to other workers this long after delivery; it must outlast the
         # longest task, or a task still running is delivered a second time.
-        "broker_transport_options": {"visibility_timeout": visibility_timeout_seconds},
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_seconds,
+            # How a message whose worker died comes back: each worker sweeps for messages past
+            # their visibility timeout. kombu's defaults sweep once at start-up, then every
+            # tenth 10 s tick, so a worker restarted at once left the message waiting up to
+            # 100 s more; each tick sweeps now (one ZRANGE), every tenth of the timeout up to
+            # 10 s, so it comes back at most that long after its timeout.
+            "unacked_restore_throttle": 1,
+            "unacked_restore_interval": restore_interval_seconds(visibility_timeout_seconds),
+            # A sweep holds a mutex for milliseconds; one killed while holding it would stop
+            # every worker's sweeps for kombu's default 300 s. Each message is given back in
+            # a transaction of its own, so overlapping sweeps never give one back twice.
+            "unacked_mutex_expire": restore_interval_seconds(visibility_timeout_seconds),
+        },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         "redis_socket_timeout": 10.0,
         "redis_socket_connect_timeout": 5.0,

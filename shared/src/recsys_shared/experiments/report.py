@@ -70,12 +70,14 @@ def build_report(
         created_at=stored.created_at,
         ended_at=state.ended_at,
         variants=variants,
-        shadow=_shadow(counters, names) if definition.mode is ExperimentMode.SHADOW else None,
+        shadow=_shadow(stored, counters, names)
+        if definition.mode is ExperimentMode.SHADOW
+        else None,
         steps=state.steps,
     )
 
 
-def _shadow(counters: Counters, names: list[str]) -> ShadowReport:
+def _shadow(stored: StoredExperiment, counters: Counters, names: list[str]) -> ShadowReport:
     shadow = names[1]
     rankings = counters.get(shadow, keys.VARIANT_EXPOSURES)
     overlap = counters.get(shadow, keys.SHADOW_OVERLAP)
@@ -84,6 +86,8 @@ def _shadow(counters: Counters, names: list[str]) -> ShadowReport:
         counters.get(shadow, keys.VARIANT_CLICKS),
     )
     return ShadowReport(
+        model_version=stored.definition.variants[1].model_version,
+        share=stored.state.shares[1],
         rankings=rankings,
         # Overlaps are summed in thousandths: a counter holds integers.
         overlap=overlap / 1000 / rankings if rankings else None,

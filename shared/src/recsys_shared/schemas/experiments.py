@@ -168,6 +168,8 @@ class VariantReport(BaseModel):
 
 
 class ShadowReport(BaseModel):
+    model_version: int = Field(description="The version ranking off the response path.")
+    share: float = Field(description="The share of requests (cache misses) it ranks.")
     rankings: int = Field(description="Requests the shadow ranked off the response path.")
     overlap: float | None = Field(
         description="Mean share of the served list's items the shadow's list also had."
