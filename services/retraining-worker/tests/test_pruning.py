@@ -9,9 +9,10 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.artifacts import ArtifactStore, model_folder
+from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import ModelInfo, ModelStatus
+from recsys_shared.schemas import ExperimentIn, ModelInfo, ModelStatus
 from retraining_worker.config import Settings
 from retraining_worker.pruning import prune
 
@@ -117,3 +118,26 @@ async def test_a_reactivated_version_keeps_the_one_it_replaced_last(
 
     assert _artifacts(store, 4) == {1, 3, 4}
     assert await registry.activate(1, "the rollback target can still be activated") == 3
+
+
+async def test_a_running_experiments_versions_keep_their_artifacts(
+    redis_client: RedisClient, tmp_path: Path
+) -> None:
+    settings = Settings(redis_url="redis://unused", keep_model_versions=2, keep_snapshots=1)
+    store = ArtifactStore(f"file://{tmp_path}")
+    registry = ModelRegistry(redis_client)
+    await _versions(registry, store, 5)
+    await registry.activate(5, "newest")
+    experiments = ExperimentStore(redis_client, keys.Partitions(1))
+    canary = ExperimentIn.model_validate(
+        {"name": "old", "mode": "canary", "variants": [{"model_version": 5}, {"model_version": 2}]}
+    )
+
+    async def servable(_: int) -> None:
+        return None
+
+    await experiments.create(canary, registry, servable)
+
+    await prune(registry, store, settings)
+
+    assert _artifacts(store, 5) == {2, 4, 5}  # 2 is the canary, though not among the newest

@@ -1,7 +1,8 @@
 """What the registry and the artifact store keep: enough to roll back, no more.
 
 After every publish and on a schedule (``PRUNE_SECONDS``): artifacts beyond the newest
-``KEEP_MODEL_VERSIONS`` (never the active version's nor its rollback target's), snapshots
+``KEEP_MODEL_VERSIONS`` (never the active version's, its rollback target's, nor a running
+experiment's variants'), snapshots
 beyond the newest ``KEEP_SNAPSHOTS``, and registry records (with their snapshot→version keys)
 beyond the newest ``KEEP_MODEL_RECORDS``. Task records and delivery counts expire by their TTL
 on the broker; Celery's results by ``result_expires``.
@@ -13,7 +14,9 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from recsys_shared import keys
 from recsys_shared.artifacts import SNAPSHOTS_FOLDER, ArtifactStore, model_folder, snapshot_folder
+from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo
 from recsys_shared.streams import parse_stream_id
@@ -30,6 +33,15 @@ def rollback_target(versions: list[ModelInfo], active: int | None) -> ModelInfo 
     return max(replaced, key=_activated_at, default=None)
 
 
+async def _experiment_versions(registry: ModelRegistry) -> set[int | None]:
+    """The running experiment's variants: recommenders serve them beside the active one."""
+    # Reading the definition needs no partitions (only the counters are partitioned).
+    running = await ExperimentStore(registry.redis, keys.Partitions(1)).running()
+    if running is None:
+        return set()
+    return {variant.model_version for variant in running.definition.variants}
+
+
 def _activated_at(info: ModelInfo) -> datetime:
     return info.activated_at or datetime.min.replace(tzinfo=UTC)
 
@@ -39,6 +51,7 @@ async def prune(registry: ModelRegistry, store: ArtifactStore, settings: Setting
     active = await registry.active_version()
     target = rollback_target(versions, active)
     protected = {active, target.version if target else None}
+    protected |= await _experiment_versions(registry)
     with_artifact = [info for info in versions if info.artifact_url]
     kept = {info.version for info in with_artifact[: settings.keep_model_versions]} | protected
     for info in with_artifact:
