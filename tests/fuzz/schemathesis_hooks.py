@@ -1,9 +1,14 @@
-"""Schemathesis hooks: the one event rule a JSON Schema cannot state.
+"""Schemathesis hooks: the rules a JSON Schema cannot state.
 
-A timestamp must lie between 1990 and now (plus a few minutes of clock skew): the bound moves
-with the clock, so the schema can only say "date-time". Generated events get a timestamp inside
-the bounds when theirs is outside, so "valid by the schema" also means valid by the contract;
-every other part of each generated body, valid or not, is sent as generated.
+- A timestamp must lie between 1990 and now (plus a few minutes of clock skew): the bound
+  moves with the clock, so the schema can only say "date-time". Generated events get a
+  timestamp inside the bounds when theirs is outside.
+- An experiment's variants must name versions that exist (the fuzzed system has versions 1
+  and 2, see test_api_fuzz.py), each a different one, and their weights must fit the mode (in
+  ``ab`` they sum to 1): cross-field rules. A generated experiment is made to follow them.
+
+So "valid by the schema" also means valid by the contract; every other part of each
+generated body, valid or not, is sent as generated.
 """
 
 from __future__ import annotations
@@ -30,10 +35,44 @@ def _inside_bounds(value: Any) -> Any:
     return "2024-05-01T12:00:00Z"
 
 
+#: The model versions the fuzzed system has.
+VERSIONS = (1, 2)
+
+
+def _weight_in_range(weight: Any) -> bool:
+    return weight is None or (
+        isinstance(weight, int | float) and not isinstance(weight, bool) and 0 <= weight <= 1
+    )
+
+
+def _experiment_rules(body: dict[str, Any]) -> None:
+    variants = body.get("variants")
+    mode = body.get("mode")
+    if mode not in {"ab", "canary", "shadow"} or not isinstance(variants, list):
+        return
+    if len(variants) < 2 or not all(isinstance(variant, dict) for variant in variants):
+        return
+    versions = [variant.get("model_version") for variant in variants]
+    weights = [variant.get("weight") for variant in variants]
+    if not all(isinstance(version, int) for version in versions):
+        return  # a negative case, sent as it is
+    if not all(_weight_in_range(weight) for weight in weights):
+        return
+    del variants[len(VERSIONS) :]  # one variant per existing version
+    for variant, version in zip(variants, VERSIONS, strict=True):
+        variant["model_version"] = version
+    if mode == "ab":
+        variants[0]["weight"] = variants[1]["weight"] = 0.5
+    elif weights[1] is not None and not 0 < weights[1] < 1:
+        variants[1]["weight"] = 0.5
+
+
 @schemathesis.hook
 def map_body(context: Any, body: Any) -> Any:
     if isinstance(body, dict) and isinstance(body.get("events"), list):
         for event in body["events"]:
             if isinstance(event, dict) and "timestamp" in event:
                 event["timestamp"] = _inside_bounds(event["timestamp"])
+    if isinstance(body, dict) and "variants" in body:
+        _experiment_rules(body)
     return body

@@ -19,6 +19,7 @@ import pytest
 
 from recsys_shared.processes import RedisServer
 from recsys_shared.testing import ADMIN_KEY, Stack, build_stack
+from recsys_shared.testing.experiments import small_versions
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +33,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     server = RedisServer(workdir / "redis").start()
     stack = build_stack(server, workdir, LOG_LEVEL="WARNING")
     try:
+        # Versions 1 and 2 (the hooks point generated experiments at them).
+        assert small_versions(server.url, stack.env["ARTIFACT_URL"]) == [1, 2]
         for name in ("feature-store", "recommender1", "recommender2", "gateway"):
             stack.start(name)
         yield stack
@@ -44,6 +47,8 @@ def test_the_gateway_passes_every_schemathesis_check(system: Stack) -> None:
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),
+            "--config-file",
+            str(HERE / "schemathesis.toml"),
             "run",
             f"{system.gateway}/openapi.json",
             "--header",

@@ -5,6 +5,7 @@ population whose hidden tastes decide what it clicks (used by the experiment tes
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,3 +156,53 @@ def experiment(http: httpx.Client, experiment_id: str) -> dict[str, Any]:
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
+
+
+async def _small_versions(redis_url: str, artifact_url: str, count: int) -> list[int]:
+    from datetime import UTC, datetime
+
+    from implicit.cpu.als import AlternatingLeastSquares  # a test tool: the services have it
+    from scipy.sparse import random as sparse_random
+
+    from recsys_shared.artifacts import MODEL_FILE
+    from recsys_shared.schemas import ModelInfo
+
+    client = await connect(redis_url)
+    store = ArtifactStore(artifact_url)
+    registry = ModelRegistry(client)
+    versions = []
+    try:
+        for seed in range(count):
+            interactions = sparse_random(50, 40, density=0.2, format="csr", random_state=seed)
+            model = AlternatingLeastSquares(factors=4, iterations=3, random_state=seed)
+            model.fit(interactions.astype(np.float32), show_progress=False)
+            buffer = io.BytesIO()
+            model.save(buffer)
+            version = await registry.next_version()
+            ids = npz_bytes(
+                user_ids=np.array([f"u{n}" for n in range(50)]),
+                item_ids=np.array([f"i{n}" for n in range(40)]),
+            )
+            files = {MODEL_FILE: buffer.getvalue(), IDS_FILE: ids}
+            store.write_bundle(model_folder(version), files, {"version": version})
+            await registry.record(
+                ModelInfo(
+                    version=version,
+                    status=ModelStatus.CANDIDATE,
+                    algorithm="als",
+                    created_at=datetime.now(UTC),
+                    snapshot_id=f"small-{version}",
+                    artifact_url=store.url(model_folder(version)),
+                )
+            )
+            versions.append(version)
+        await registry.activate(versions[0], "a test's first version")
+        return versions
+    finally:
+        await client.aclose()
+
+
+def small_versions(redis_url: str, artifact_url: str, count: int = 2) -> list[int]:
+    """Register ``count`` small, real ALS versions (50 users ``u*``, 40 items ``i*``) and
+    activate the first: a system with versions to experiment on, in a second."""
+    return asyncio.run(_small_versions(redis_url, artifact_url, count))
