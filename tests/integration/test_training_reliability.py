@@ -24,7 +24,7 @@ from recsys_shared.testing import (
 
 pytestmark = pytest.mark.integration
 
-VISIBILITY_TIMEOUT = 12
+VISIBILITY_TIMEOUT = 14
 
 
 @pytest.fixture

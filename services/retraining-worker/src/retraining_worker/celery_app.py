@@ -17,6 +17,10 @@ from recsys_shared.tasks import (
 )
 from retraining_worker.config import get_settings
 
+#: The longest beat sleeps between looks at its schedule; RedBeat renews its lock on each, and a
+#: beat waiting for the lock tries it this often.
+BEAT_LOOP_SECONDS = 5
+
 
 def celery_config() -> dict[str, Any]:
     settings = get_settings()
@@ -41,9 +45,16 @@ def celery_config() -> dict[str, Any]:
         # process waits instead of firing every task twice.
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": celery_url(settings.broker_dsn),
+        # Beat's own client options, the broker's timeouts: set here, RedBeat stops borrowing
+        # broker_transport_options (a deprecated fallback it warns about on every start).
+        "redbeat_redis_options": {
+            "socket_timeout": 10.0,
+            "socket_connect_timeout": 5.0,
+            "retry_on_timeout": True,
+        },
         "redbeat_key_prefix": keys.REDBEAT_PREFIX,
-        "redbeat_lock_timeout": 60,
-        "beat_max_loop_interval": 5,
+        "redbeat_lock_timeout": settings.beat_lock_timeout_seconds,
+        "beat_max_loop_interval": BEAT_LOOP_SECONDS,
         "beat_schedule": {
             # Frequent: refit the last winning recipe on the new data.
             "scheduled-retrain": {

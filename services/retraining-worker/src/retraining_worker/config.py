@@ -10,6 +10,8 @@ from recsys_shared.schemas import Algorithm
 from recsys_shared.settings import ServiceSettings
 
 ALGORITHMS: tuple[Algorithm, ...] = ("als", "bpr", "item_knn", "ease", "hybrid")
+#: How long a training waits to try again after the feature-store or Redis did not answer.
+TRANSIENT_RETRY_SECONDS = 3
 
 
 class Settings(ServiceSettings):
@@ -96,6 +98,13 @@ class Settings(ServiceSettings):
         default=3, ge=1, description="A task delivered more often is given up."
     )
     lock_ttl_seconds: int = Field(default=60, ge=5)
+    beat_lock_timeout_seconds: int = Field(
+        default=60,
+        ge=10,
+        description="RedBeat's lock, which keeps a second beat waiting: renewed on every beat "
+        "loop (5 s), it lets the waiting beat take over this long (plus one loop) after the "
+        "beat holding it died.",
+    )
     scheduled_retrain_seconds: float = Field(default=6 * 3600, gt=0)
     drift_check_seconds: float = Field(default=300, gt=0, description="Beat period of the check.")
     drift_window_hours: int = Field(
@@ -135,13 +144,26 @@ class Settings(ServiceSettings):
         # Never most of the task's hard time limit either: the task would be killed.
         return min(self.training_budget_seconds * 0.7, self.task_time_limit_seconds * 0.5)
 
+    @property
+    def locked_retry_seconds(self) -> float:
+        """How long a training that found the lock taken waits before it tries again: a
+        quarter of the lock's time to live (15 s by default), so one whose holder died starts
+        soon after the lock has expired."""
+        return self.lock_ttl_seconds / 4
+
     @model_validator(mode="after")
     def _visibility_outlasts_time_limit(self) -> Settings:
-        if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds:
+        # A retry's message is delivered at once and waits in the worker for its countdown,
+        # then runs: Redis must not give it to another worker meanwhile.
+        countdown = max(self.locked_retry_seconds, TRANSIENT_RETRY_SECONDS)
+        if self.broker_visibility_timeout_seconds <= self.task_time_limit_seconds + countdown:
             raise ValueError(
                 "broker_visibility_timeout_seconds "
-                f"({self.broker_visibility_timeout_seconds}) must "
-                f"exceed task_time_limit_seconds ({self.task_time_limit_seconds})"
+                f"({self.broker_visibility_timeout_seconds}) must exceed "
+                f"task_time_limit_seconds ({self.task_time_limit_seconds}) plus the "
+                f"{countdown:g} s a retried training waits (a quarter of lock_ttl_seconds, at "
+                f"least {TRANSIENT_RETRY_SECONDS} s): Redis delivers a message again once it "
+                "has been out that long, and a task still running or waiting would run twice"
             )
         return self
 

@@ -26,7 +26,7 @@ from recsys_shared.tasks import (
 )
 from retraining_worker import metrics
 from retraining_worker.celery_app import app
-from retraining_worker.config import Settings, get_settings
+from retraining_worker.config import TRANSIENT_RETRY_SECONDS, Settings, get_settings
 from retraining_worker.drift import run_drift_check
 from retraining_worker.erasure import erase_from_artifacts
 from retraining_worker.lock import TrainingLocked
@@ -34,10 +34,6 @@ from retraining_worker.pruning import prune
 from retraining_worker.training import run_training
 
 log = logging.getLogger(__name__)
-
-_LOCKED_RETRY_SECONDS = 15
-_TRANSIENT_RETRY_SECONDS = 3
-
 
 #: How long a task's delivery count and record stay on the broker.
 _TASK_RECORD_TTL_SECONDS = 7 * 24 * 3600
@@ -63,6 +59,27 @@ def _delivery_count(task_id: str) -> int:
     return count
 
 
+def _redelivered_too_often(task: Task, name: str) -> str | None:
+    """Why this delivery gives the task up, or None to run it.
+
+    Messages are acknowledged late and given back when their worker dies, so a task that kills
+    its worker (out of memory, a crash in native code) would come back forever. Each delivery
+    is counted; a retry is a delivery of its own, so only the deliveries beyond the retries
+    count against ``MAX_DELIVERIES``.
+    """
+    deliveries = _delivery_count(task.request.id)
+    if deliveries <= get_settings().max_deliveries + task.request.retries:
+        return None
+    log.error("task %s delivered %d times; giving up", task.request.id, deliveries)
+    metrics.TASKS.labels(name, "abandoned").inc()
+    return f"delivered {deliveries} times without finishing"
+
+
+def _abandoned(reason: str) -> dict[str, Any]:
+    """The result of a task given up (a training's is its TrainingOutcome, same two keys)."""
+    return {"status": "abandoned", "reasons": [reason]}
+
+
 @app.task(name=TRAIN_MODEL, bind=True, max_retries=40)  # type: ignore[untyped-decorator]
 def train_model(
     self: Task,
@@ -73,13 +90,8 @@ def train_model(
 ) -> dict[str, Any]:
     request_id_var.set((self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id)
     settings = get_settings()
-    deliveries = _delivery_count(self.request.id)
-    if deliveries > settings.max_deliveries + self.request.retries:
-        log.error("task %s delivered %d times; giving up", self.request.id, deliveries)
-        metrics.TASKS.labels(TRAIN_MODEL, "abandoned").inc()
-        return TrainingOutcome(
-            status="abandoned", reasons=[f"delivered {deliveries} times without finishing"]
-        ).model_dump()
+    if (reason := _redelivered_too_often(self, TRAIN_MODEL)) is not None:
+        return TrainingOutcome(status="abandoned", reasons=[reason]).model_dump()
     try:
         outcome = asyncio.run(
             run_training(
@@ -92,7 +104,7 @@ def train_model(
         )
     except TrainingLocked as locked:
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
-        raise self.retry(countdown=_LOCKED_RETRY_SECONDS) from locked
+        raise self.retry(countdown=settings.locked_retry_seconds) from locked
     except (
         Unavailable,
         redis.exceptions.ConnectionError,
@@ -102,7 +114,7 @@ def train_model(
         # rather than fail a training that will work in a few seconds.
         metrics.TASKS.labels(TRAIN_MODEL, "retry").inc()
         log.warning("training will be retried: %s", transient)
-        raise self.retry(countdown=_TRANSIENT_RETRY_SECONDS, max_retries=10) from transient
+        raise self.retry(countdown=TRANSIENT_RETRY_SECONDS, max_retries=10) from transient
     metrics.TASKS.labels(TRAIN_MODEL, outcome.status).inc()
     return outcome.model_dump()
 
@@ -112,6 +124,8 @@ def check_drift(self: Task) -> dict[str, Any]:
     """Compare recent traffic with the active model's training data; may enqueue a retrain."""
     request_id = (self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id
     request_id_var.set(request_id)
+    if (reason := _redelivered_too_often(self, CHECK_DRIFT)) is not None:
+        return _abandoned(reason)
     settings = get_settings()
 
     def send() -> str:
@@ -130,9 +144,11 @@ def check_drift(self: Task) -> dict[str, Any]:
     return report.model_dump(mode="json")
 
 
-@app.task(name=ERASE_FROM_ARTIFACTS)  # type: ignore[untyped-decorator]
-def erase_users_from_artifacts() -> dict[str, Any]:
+@app.task(name=ERASE_FROM_ARTIFACTS, bind=True)  # type: ignore[untyped-decorator]
+def erase_users_from_artifacts(self: Task) -> dict[str, Any]:
     """Rewrite snapshots and model artifacts without the users erased since they were made."""
+    if (reason := _redelivered_too_often(self, ERASE_FROM_ARTIFACTS)) is not None:
+        return _abandoned(reason)
     settings = get_settings()
 
     async def run() -> dict[str, Any]:
@@ -150,9 +166,11 @@ def erase_users_from_artifacts() -> dict[str, Any]:
     return result
 
 
-@app.task(name=PRUNE)  # type: ignore[untyped-decorator]
-def prune_registry_and_artifacts() -> dict[str, Any]:
+@app.task(name=PRUNE, bind=True)  # type: ignore[untyped-decorator]
+def prune_registry_and_artifacts(self: Task) -> dict[str, Any]:
     """Old model versions, artifacts and snapshots beyond what rollback needs."""
+    if (reason := _redelivered_too_often(self, PRUNE)) is not None:
+        return _abandoned(reason)
     settings = get_settings()
 
     async def run() -> None:
