@@ -209,9 +209,11 @@ def test_served_model_is_fit_on_all_the_data(
     assert not np.allclose(factors, only_train.model.item_factors)
 
 
+@pytest.mark.parametrize("keep_rejected", [True, False])
 def test_train_and_evaluate_rejects_noise(
-    clusters: Interactions, settings: Settings, snapshot: SnapshotInfo
+    clusters: Interactions, settings: Settings, snapshot: SnapshotInfo, keep_rejected: bool
 ) -> None:
+    settings = settings.model_copy(update={"keep_rejected_artifacts": keep_rejected})
     outcome, info, served = _train_and_evaluate(
         Snapshot(clusters.shuffled(settings.random_seed), None, None),
         ALS,
@@ -221,7 +223,8 @@ def test_train_and_evaluate_rejects_noise(
         2,
     )
 
-    assert served is None
+    # Fitted all the same when rejected versions keep an artifact (an experiment may try it).
+    assert (served is not None) is keep_rejected
     assert outcome.status == "rejected"
     assert info.status is ModelStatus.REJECTED
     assert info.status_reason is not None
@@ -242,7 +245,7 @@ def test_train_and_evaluate_without_evaluated_users(
         Snapshot(data, None, None), ALS, None, holdout, snapshot, 3
     )
 
-    assert served is None
+    assert served is not None  # rejected, and kept for an experiment (the default)
     assert outcome.status == "rejected"
     assert outcome.metrics == {}
     assert info.status is ModelStatus.REJECTED

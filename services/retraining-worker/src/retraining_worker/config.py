@@ -71,6 +71,13 @@ class Settings(ServiceSettings):
         "or the previous one).",
     )
     keep_snapshots: int = Field(default=3, ge=1, description="Snapshot bundles kept.")
+    keep_rejected_artifacts: bool = Field(
+        default=True,
+        description="Fit and write a version the offline gate rejected too (recorded as "
+        "rejected, never activated by hand), so an online experiment can try it: offline "
+        "metrics and online behaviour disagree often enough to be worth a canary. Costs one "
+        "fit per rejected training.",
+    )
     keep_model_records: int = Field(
         default=100,
         ge=2,

@@ -182,10 +182,11 @@ async def _train_locked(
         info.artifact_url = store.url(model_folder(version))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         held.check()
+    if served is not None and outcome.status == "published":
         await registry.publish(info, reason="passed the gate")
         await prune(registry, store, settings)
     else:
-        await registry.record(info)
+        await registry.record(info)  # rejected: with an artifact an experiment may try
     metrics.TRAINING_RUNS.labels(outcome.status).inc()
     metrics.TRAINING_SECONDS.observe(info.training_seconds)
     log.info(
@@ -252,8 +253,10 @@ def _train_and_evaluate(
         champion_metrics=champion_scores,
         code_version=code_version(),
     )
-    # The served model: the same recipe on all the data, the holdout window included.
-    served = None if reasons else fit(recipe, bench.training_set(recipe))
+    # The served model: the same recipe on all the data, the holdout window included; for a
+    # rejected recipe too when KEEP_REJECTED_ARTIFACTS (an experiment may try it online).
+    keep = not reasons or settings.keep_rejected_artifacts
+    served = fit(recipe, bench.training_set(recipe)) if keep else None
     outcome = TrainingOutcome(
         status="rejected" if reasons else "published",
         snapshot_id=snapshot.snapshot_id,
