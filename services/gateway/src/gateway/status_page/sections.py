@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from gateway.routes.pipeline import THROUGHPUT_WINDOW_SECONDS, PipelineStatus
 from gateway.status_page import markup as ui
 from gateway.status_page.metrics import PERCENTILES, ProcessMetrics
-from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus
+from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus, metric_name
 
-PRECISION = "precision_at_10"
+#: The cut-off of versions recorded before the registry kept it (the worker's default).
+DEFAULT_K = 10
 MAX_ROUTES = 10  # busiest routes in the latency table
 
 
@@ -18,20 +19,33 @@ def _number(value: float | None, pattern: str = "{:.3f}") -> str:
     return pattern.format(value) if value is not None else "—"
 
 
+def _k(info: ModelInfo | None) -> int:
+    return (info.evaluation_k if info is not None else None) or DEFAULT_K
+
+
+def _precision(info: ModelInfo | None, *, baseline: bool = False) -> float | None:
+    """The version's precision at its own cut-off (or its baseline's)."""
+    if info is None:
+        return None
+    scores = info.baseline_metrics if baseline else info.metrics
+    return scores.get(metric_name("precision", _k(info)))
+
+
 def models(versions: list[ModelInfo]) -> str:
     """Every version listed (newest first) with the active one's precision beside the
     baseline's, and both per version as sparklines (oldest first)."""
     active = next((info for info in versions if info.status is ModelStatus.ACTIVE), None)
     oldest_first = list(reversed(versions))
+    precision_at = f"precision@{_k(active)}"
     model_trend = ui.sparkline(
-        [info.metrics.get(PRECISION) for info in oldest_first],
+        [_precision(info) for info in oldest_first],
         testid="spark-model-precision",
-        label="precision@10 per version",
+        label=f"{precision_at} per version",
     )
     baseline_trend = ui.sparkline(
-        [info.baseline_metrics.get(PRECISION) for info in oldest_first],
+        [_precision(info, baseline=True) for info in oldest_first],
         testid="spark-baseline-precision",
-        label="baseline precision@10 per version",
+        label=f"baseline {precision_at} per version",
     )
     rows = [
         [
@@ -40,8 +54,7 @@ def models(versions: list[ModelInfo]) -> str:
             info.status_reason or "",
             str(info.algorithm),
             ui.clock(info.created_at),
-            f"{_number(info.metrics.get(PRECISION))} vs "
-            f"{_number(info.baseline_metrics.get(PRECISION))}",
+            f"{_number(_precision(info))} vs {_number(_precision(info, baseline=True))}",
             info.snapshot_id,
         ]
         for info in versions
@@ -52,7 +65,7 @@ def models(versions: list[ModelInfo]) -> str:
         "reason",
         "algorithm",
         "created (UTC)",
-        "precision@10 vs baseline",
+        f"{precision_at} vs baseline",
         "snapshot",
     ]
     return ui.section(
@@ -64,14 +77,14 @@ def models(versions: list[ModelInfo]) -> str:
                 testid="stat-active-version",
             ),
             ui.stat(
-                "precision@10 (active)",
-                _number(active.metrics.get(PRECISION) if active else None),
+                f"{precision_at} (active)",
+                _number(_precision(active)),
                 testid="stat-active-precision",
                 trend=model_trend,
             ),
             ui.stat(
                 "popularity baseline",
-                _number(active.baseline_metrics.get(PRECISION) if active else None),
+                _number(_precision(active, baseline=True)),
                 testid="stat-baseline-precision",
                 trend=baseline_trend,
             ),
