@@ -90,8 +90,9 @@ def models(versions: list[ModelInfo]) -> str:
             ),
         ),
         ui.table(headers, rows, testid="table-models"),
-        note="Newest first. Precision at the evaluation cut-off (EVALUATION_K) on the time-ordered holdout, beside the popularity "
-        "baseline on the same holdout: the gate publishes a version only when it beats it. "
+        note="Newest first. Precision at the evaluation cut-off (EVALUATION_K) on the "
+        "time-ordered holdout, beside the popularity baseline on the same holdout: the gate "
+        "publishes a version only when it beats it. "
         "The lines run over the listed versions, oldest first.",
     )
 
