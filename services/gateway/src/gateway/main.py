@@ -35,8 +35,7 @@ from recsys_shared import code_version, web
 from recsys_shared.durability import check_durability
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.fastpath.http_client import HttpClient
-from recsys_shared.features import FeatureReader
-from recsys_shared.memory_guard import serving_guards
+from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
@@ -55,9 +54,11 @@ async def _readiness(request: Request) -> dict[str, str]:
     return {"redis": await web.redis_readiness(request.state.redis)}
 
 
-async def _clients(settings: Settings, stack: AsyncExitStack) -> dict[str, RedisClient]:
-    """The Redis clients of the process: the data tier, the ephemeral Redis (or the data
-    tier), the broker, and the ingest's own connection when it waits for replicas."""
+async def _clients(
+    settings: Settings, stack: AsyncExitStack, main: RedisClient
+) -> dict[str, RedisClient]:
+    """The gateway's Redis clients beside the read path's: the broker, and the ingest's own
+    connection when it waits for replicas."""
     timeout = settings.redis_timeout_seconds
 
     async def opened(url: str, name: str) -> RedisClient:
@@ -65,12 +66,7 @@ async def _clients(settings: Settings, stack: AsyncExitStack) -> dict[str, Redis
         stack.push_async_callback(client.aclose)
         return client
 
-    main = await web.start_service(settings)
-    stack.push_async_callback(main.aclose)
-    ephemeral_url = settings.ephemeral_redis_dsn
     return {
-        "main": main,
-        "ephemeral": await opened(ephemeral_url, "gateway-ephemeral") if ephemeral_url else main,
         "broker": (
             await opened(settings.broker_dsn, "gateway-broker")
             if settings.broker_dsn != settings.redis_dsn
@@ -142,8 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> dict[str, Any]:
     """Everything the routes use, created once; ``stack`` closes it in reverse order."""
-    clients = await _clients(settings, stack)
-    main, ephemeral = clients["main"], clients["ephemeral"]
+    read_path = await start_read_path(settings, stack)
+    main, ephemeral = read_path.main, read_path.ephemeral
+    clients = await _clients(settings, stack, main)
     await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
     recommender_http = HttpClient(
         timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
@@ -159,10 +156,6 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         record_ttl_seconds=settings.task_record_ttl_seconds,
     )
     stack.callback(tasks.close)
-    guards = serving_guards(main, ephemeral, high_water=settings.ephemeral_writes_max_memory_ratio)
-    for guard in guards:
-        guard.start()
-        stack.push_async_callback(guard.stop)
     limiter = RateLimiter(
         ephemeral if settings.ephemeral_redis_dsn else None,
         per_second=settings.rate_limit_per_second,
@@ -170,12 +163,12 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     )
     limiter.start()
     stack.push_async_callback(limiter.stop)
-    reader = FeatureReader(main, settings.partitions)
+    reader = read_path.features
     cache = ResponseCache(
         main,
         settings.partitions,
         ttl_seconds=settings.cache_ttl_seconds,
-        memory_guard=guards[0],
+        memory_guard=read_path.shedding_guard,
         entries=ephemeral,
     )
     registry = ModelRegistry(main)
@@ -208,7 +201,7 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
             cache,
             records=ephemeral,
             record_ttl_seconds=settings.recommendation_ttl_seconds,
-            memory_guard=guards[0],
+            memory_guard=read_path.shedding_guard,
             experiments=experiment_runtime,
         ),
         "experiments": experiment_runtime,

@@ -21,8 +21,7 @@ from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
-from recsys_shared.features import FeatureReader
-from recsys_shared.memory_guard import serving_guards
+from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import connect
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 
@@ -45,8 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
         async with AsyncExitStack() as stack:
-            client = await web.start_service(settings)
-            stack.push_async_callback(client.aclose)
+            read_path = await start_read_path(settings, stack)
+            client = read_path.main
             notifications = await connect(
                 settings.redis_dsn,
                 command_timeout=settings.redis_timeout_seconds,
@@ -73,25 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
             stack.push_async_callback(_cancelled, variant_watcher)
-            ephemeral_url = settings.ephemeral_redis_dsn
-            ephemeral = client
-            if ephemeral_url:
-                ephemeral = await connect(
-                    ephemeral_url, command_timeout=settings.redis_timeout_seconds
-                )
-                stack.push_async_callback(ephemeral.aclose)
-            guards = serving_guards(
-                client, ephemeral, high_water=settings.ephemeral_writes_max_memory_ratio
-            )
-            for guard in guards:
-                guard.start()
-                stack.push_async_callback(guard.stop)
             service = RecommendationService(
-                FeatureReader(client, settings.partitions),
+                read_path.features,
                 holder,
-                records=ephemeral,
+                records=read_path.ephemeral,
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
-                memory_guard=guards[0],
+                memory_guard=read_path.shedding_guard,
                 ranking=settings.ranking(),
                 variants=variants,
                 experiment_lists=ExperimentLists(
