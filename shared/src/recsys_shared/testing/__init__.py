@@ -1,6 +1,8 @@
 """Test tooling shared by every suite, and by the benchmarks that start whole systems.
 
-Not part of the services' runtime: installed with the ``testing`` extra (pytest and friends).
+Not part of the services' runtime: left out of the wheel the images install (with
+``processes`` and ``redis_cluster``, see shared/pyproject.toml); the workspace's editable
+install, which tests, benchmarks and ``make run`` use, has it.
 ``fixtures`` holds the pytest fixtures (registered by the root ``conftest.py``), ``tiers`` the
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``data`` the synthetic data sets.
