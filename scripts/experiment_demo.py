@@ -45,13 +45,18 @@ from recsys_shared.schemas import ModelStatus
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    client_headers,
+    load,
     own_stack,
+    retrain,
     taste_clusters,
     wait_for_applied,
-    wait_for_task,
 )
-from recsys_shared.testing.experiments import Population, experiment, scrambled_version
+from recsys_shared.testing.experiments import (
+    Population,
+    experiment,
+    scrambled_version,
+    settle,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = 4
@@ -144,22 +149,13 @@ def train(
     events: list[dict[str, object]],
 ) -> int:
     """The catalogue and the population's history through the API, then one training."""
-    http.put("/v1/items", json={"items": items}, headers=client_headers()).raise_for_status()
-    for start in range(0, len(events), 1000):
-        batch = {"events": events[start : start + 1000]}
-        http.post("/v1/events", json=batch, headers=client_headers()).raise_for_status()
-    wait_for_applied(stack.gateway, timeout=60)
+    load(stack.gateway, items, events, timeout=60)
     print(
         f"{len(items)} items, {len(events)} events of {CLUSTERS * USERS_PER_CLUSTER} users; "
         "training…"
     )
     clock = time.monotonic()
-    task = http.post("/v1/models/retrain", json={}, headers=admin_headers()).json()["task_id"]
-    state = wait_for_task(stack.gateway, task, timeout=300)
-    result = state.get("result")
-    if not isinstance(result, dict) or result.get("status") != "published":
-        raise SystemExit(f"the first training did not publish a version: {state}")
-    version = int(result["version"])
+    version = int(str(retrain(stack.gateway, timeout=300)["version"]))
     info = http.get("/v1/models/active", headers=admin_headers()).json()
     print(
         f"version {version} trained and active in {time.monotonic() - clock:.0f} s "
@@ -239,7 +235,10 @@ def run_canary(
             http.post(f"/v1/experiments/{experiment_id}/stop", headers=admin_headers())
             raise SystemExit(f"{label}: no decision after {run.visits} visits: {report}")
     run.seconds = time.monotonic() - clock
-    run.report, run.counted_exactly = settled(http, stack, population, experiment_id)
+    # The final report once every event is applied, and whether its counters are exact.
+    wait_for_applied(stack.gateway, timeout=60)
+    settled = settle(http, population, experiment_id)
+    run.report, run.counted_exactly = settled.report, settled.exact
     return run
 
 
@@ -265,34 +264,6 @@ def _point(report: dict[str, Any], seconds: float, visits: int) -> Point:
         low=interval.get("low"),
         high=interval.get("high"),
     )
-
-
-def settled(
-    http: httpx.Client, stack: Stack, population: Population, experiment_id: str
-) -> tuple[dict[str, Any], bool]:
-    """The final report once every event is applied, and whether its counters equal what the
-    population did (exposures are written once per event-loop turn: a moment later)."""
-    wait_for_applied(stack.gateway, timeout=60)
-    tally = population.tally
-    deadline = time.monotonic() + 10
-    while True:
-        report = experiment(http, experiment_id)
-        counted = {
-            v["name"]: (v["exposures"], v["events"], v["clicks"], v["conversions"])
-            for v in report["variants"]
-        }
-        expected = {
-            name: (
-                tally.exposures.get(name, 0),
-                tally.events.get(name, 0),
-                tally.clicks.get(name, 0),
-                tally.conversions.get(name, 0),
-            )
-            for name in counted
-        }
-        if counted == expected or time.monotonic() > deadline:
-            return report, counted == expected
-        time.sleep(0.2)
 
 
 def summarise(http: httpx.Client, run: Canary) -> None:

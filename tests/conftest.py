@@ -6,21 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from recsys_shared.testing import (
     DataTier,
     Stack,
-    admin_headers,
     build_stack,
-    client_headers,
     cluster_tier,
     single_tier,
     start_all,
     taste_clusters,
-    wait_for_applied,
-    wait_for_task,
+    train,
 )
 
 
@@ -39,8 +35,17 @@ def tier(request: pytest.FixtureRequest) -> DataTier:
 
 
 @pytest.fixture(scope="module")
-def stack(tier: DataTier, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    system = build_stack(tier, tmp_path_factory.mktemp("stack"))
+def stack_settings() -> dict[str, str]:
+    """Settings the module's system starts with beyond the stack's own: a module that needs
+    others (a faster schedule, another Redis) overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tier: DataTier, stack_settings: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    system = build_stack(tier, tmp_path_factory.mktemp("stack"), **stack_settings)
     try:
         yield start_all(system)
     finally:
@@ -50,21 +55,4 @@ def stack(tier: DataTier, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="module")
 def trained(stack: Stack) -> dict[str, object]:
     """Load two taste clusters through the API and train one model on them."""
-    items, events = taste_clusters()
-    with httpx.Client(base_url=stack.gateway, timeout=30) as http:
-        stored = http.put("/v1/items", json={"items": items}, headers=client_headers())
-        assert stored.status_code == 200, stored.text
-        for start in range(0, len(events), 500):
-            response = http.post(
-                "/v1/events", json={"events": events[start : start + 500]}, headers=client_headers()
-            )
-            assert response.status_code == 202, response.text
-        wait_for_applied(stack.gateway)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
-        assert task.status_code == 202, task.text
-        result = wait_for_task(stack.gateway, task.json()["task_id"])
-    assert result["state"] == "SUCCESS", result
-    outcome = result["result"]
-    assert isinstance(outcome, dict)
-    assert outcome["status"] == "published", outcome
-    return outcome
+    return train(stack.gateway, *taste_clusters())

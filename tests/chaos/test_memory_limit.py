@@ -25,13 +25,11 @@ from recsys_shared.processes import RedisServer, wait_until
 from recsys_shared.testing import (
     SERVICES,
     Stack,
-    admin_headers,
-    build_stack,
     client_headers,
-    start_all,
+    own_stack,
     taste_clusters,
+    train,
     wait_for_applied,
-    wait_for_task,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,28 +40,18 @@ HEADROOM_BYTES = 1_500_000
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[Stack]:
-    main = RedisServer(tmp_path / "redis").start()
-    ephemeral = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    stack = build_stack(main, tmp_path, EPHEMERAL_REDIS_URL=ephemeral.url)
-    try:
-        yield start_all(stack, SERVICES)
-    finally:
-        stack.close()
-        ephemeral.stop()
-        main.stop()
+def system(ephemeral_server: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+    with own_stack(tmp_path, SERVICES, EPHEMERAL_REDIS_URL=ephemeral_server.url) as stack:
+        yield stack
 
 
-def _train(stack: Stack) -> None:
-    items, events = taste_clusters()
-    with httpx.Client(base_url=stack.gateway, timeout=30) as http:
-        http.put("/v1/items", json={"items": items}, headers=client_headers()).raise_for_status()
-        for start in range(0, len(events), 500):
-            batch = {"events": events[start : start + 500]}
-            http.post("/v1/events", json=batch, headers=client_headers()).raise_for_status()
-        wait_for_applied(stack.gateway)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers()).json()
-    assert wait_for_task(stack.gateway, task["task_id"])["state"] == "SUCCESS"
+def _one_view(stack: Stack) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway}/v1/events",
+        json={"events": [{"user_id": "a1", "item_id": "A1", "type": "view"}]},
+        headers=client_headers(),
+        timeout=10,
+    )
 
 
 class Traffic:
@@ -137,7 +125,7 @@ def _applied(stack: Stack) -> int:
 
 
 def test_a_full_redis_serves_reads_refuses_events_and_recovers_by_itself(system: Stack) -> None:
-    _train(system)
+    train(system.gateway, *taste_clusters())
     admin = redis.Redis.from_url(system.redis.url)
     applied_before = _applied(system)
     pids = {name: process.pid for name, process in system.processes.items()}
@@ -157,12 +145,7 @@ def test_a_full_redis_serves_reads_refuses_events_and_recovers_by_itself(system:
         # Held at its limit: below what it uses now, so that only applying and trimming the
         # backlog (never the connections' buffers coming and going) can make room again.
         admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 100_000)
-        full = httpx.post(
-            f"{system.gateway}/v1/events",
-            json={"events": [{"user_id": "a1", "item_id": "A1", "type": "view"}]},
-            headers=client_headers(),
-            timeout=10,
-        )
+        full = _one_view(system)
         assert full.status_code == 503, full.text
         time.sleep(2)  # reads go on while Redis is full
         consumer.signal_group(signal.SIGCONT)
@@ -178,12 +161,7 @@ def test_a_full_redis_serves_reads_refuses_events_and_recovers_by_itself(system:
     assert all(int(seconds) >= 1 for seconds in traffic.retry_after)
     # Nothing restarted: the consumers apply and trim what waits, under the same limit.
     wait_for_applied(system.gateway, timeout=60, trimmed=True)
-    again = httpx.post(
-        f"{system.gateway}/v1/events",
-        json={"events": [{"user_id": "a1", "item_id": "A1", "type": "view"}]},
-        headers=client_headers(),
-        timeout=10,
-    )
+    again = _one_view(system)
     assert again.status_code == 202, again.text
     wait_for_applied(system.gateway, timeout=30)
     assert _applied(system) - applied_before == traffic.accepted + 1

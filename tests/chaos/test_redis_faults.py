@@ -14,12 +14,11 @@ from recsys_shared import keys
 from recsys_shared.processes import wait_until
 from recsys_shared.testing import (
     Stack,
-    admin_headers,
     client_headers,
     own_stack,
+    retrain,
     taste_clusters,
     wait_for_applied,
-    wait_for_task,
 )
 
 pytestmark = pytest.mark.integration
@@ -119,10 +118,7 @@ def test_the_celery_worker_keeps_consuming_after_a_redis_restart(system: Stack) 
 
     wait_until(accepted, timeout=30, what="ingestion after the Redis restart")
     wait_for_applied(system.gateway, timeout=60)
-    task = httpx.post(f"{system.gateway}/v1/models/retrain", json={}, headers=admin_headers())
-    assert task.status_code == 202, task.text
-    result = wait_for_task(system.gateway, task.json()["task_id"], timeout=120)
-    assert result["state"] == "SUCCESS", result
+    retrain(system.gateway)
     assert httpx.get(f"{system.url('worker')}/healthz", timeout=5).status_code == 200
 
 

@@ -14,7 +14,9 @@ from recsys_shared.testing import (
     admin_headers,
     client_headers,
     own_stack,
+    send_events,
     taste_clusters,
+    train,
     wait_for_applied,
     wait_for_task,
 )
@@ -34,14 +36,6 @@ def system(tmp_path: Path) -> Iterator[Stack]:
         yield stack
 
 
-def send_events(http: httpx.Client, events: list[dict[str, object]]) -> None:
-    for start in range(0, len(events), 500):
-        response = http.post(
-            "/v1/events", json={"events": events[start : start + 500]}, headers=client_headers()
-        )
-        assert response.status_code == 202, response.text
-
-
 def check_drift(http: httpx.Client, gateway: str) -> dict[str, object]:
     task = http.post("/v1/drift/check", headers=admin_headers())
     assert task.status_code == 202, task.text
@@ -54,15 +48,8 @@ def check_drift(http: httpx.Client, gateway: str) -> dict[str, object]:
 
 def test_drift_triggers_exactly_one_retrain(system: Stack) -> None:
     items, events = taste_clusters()
+    train(system.gateway, items, events)
     with httpx.Client(base_url=system.gateway, timeout=30) as http:
-        assert http.put("/v1/items", json={"items": items}, headers=client_headers()).is_success
-        send_events(http, events)
-        wait_for_applied(system.gateway)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
-        trained = wait_for_task(system.gateway, task.json()["task_id"])
-        assert trained["state"] == "SUCCESS", trained
-        assert trained["result"]["status"] == "published", trained  # type: ignore[index]
-
         # Traffic like the training data: no drift (the training events are in the window).
         calm = check_drift(http, system.gateway)
         assert calm["status"] == "ok", calm

@@ -20,17 +20,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def split(tmp_path: Path) -> Iterator[tuple[Stack, RedisServer]]:
-    ephemeral = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    try:
-        with own_stack(
-            tmp_path,
-            ("feature-store", "recommender1", "recommender2", "gateway"),
-            EPHEMERAL_REDIS_URL=ephemeral.url,
-        ) as stack:
-            yield stack, ephemeral
-    finally:
-        ephemeral.stop()
+def split(ephemeral_server: RedisServer, tmp_path: Path) -> Iterator[tuple[Stack, RedisServer]]:
+    with own_stack(
+        tmp_path,
+        ("feature-store", "recommender1", "recommender2", "gateway"),
+        EPHEMERAL_REDIS_URL=ephemeral_server.url,
+    ) as stack:
+        yield stack, ephemeral_server
 
 
 def test_a_served_list_is_recorded_apart_and_its_click_attributed(

@@ -44,12 +44,11 @@ from recsys_shared.testing import (
     DataTier,
     Stack,
     admin_headers,
-    build_stack,
     client_headers,
-    start_all,
+    load,
+    retrain,
     taste_clusters,
     wait_for_applied,
-    wait_for_task,
 )
 from recsys_shared.testing.inspection import Occurrence, occurrences, occurrences_in
 
@@ -67,17 +66,16 @@ IN_FLIGHT = 3
 
 
 @pytest.fixture(scope="module")
-def system(
-    tier: DataTier, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Stack, RedisServer]]:
-    workdir = tmp_path_factory.mktemp("erasure")
-    ephemeral = RedisServer(workdir / "ephemeral", durable=False).start()
-    stack = build_stack(tier, workdir, EPHEMERAL_REDIS_URL=ephemeral.url)
-    try:
-        yield start_all(stack), ephemeral
-    finally:
-        stack.close()
-        ephemeral.stop()
+def ephemeral(tier: DataTier, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The system's ephemeral Redis, a new one with each data tier."""
+    server = RedisServer(tmp_path_factory.mktemp("ephemeral"), durable=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack_settings(ephemeral: RedisServer) -> dict[str, str]:
+    return {"EPHEMERAL_REDIS_URL": ephemeral.url}
 
 
 @dataclass
@@ -93,8 +91,7 @@ class World:
 
 
 @pytest.fixture
-def world(system: tuple[Stack, RedisServer]) -> Iterator[World]:
-    stack, ephemeral = system
+def world(stack: Stack, ephemeral: RedisServer) -> Iterator[World]:
     state = World(
         stack=stack,
         http=httpx.Client(base_url=stack.gateway, timeout=30),
@@ -123,17 +120,6 @@ def _events_of_the_erased_user(count: int, *, prefix: str, kind: str = "like") -
         }
         for n in range(count)
     ]
-
-
-def _train(world: World, **body: object) -> dict[str, Any]:
-    task = world.http.post("/v1/models/retrain", json=body, headers=admin_headers())
-    assert task.status_code == 202, task.text
-    result = wait_for_task(world.stack.gateway, task.json()["task_id"])
-    assert result["state"] == "SUCCESS", result
-    outcome = result["result"]
-    assert isinstance(outcome, dict)
-    assert outcome["status"] == "published", outcome
-    return outcome
 
 
 def _lists(world: World) -> dict[str, dict[str, Any]]:
@@ -194,13 +180,9 @@ def _a_model_and_every_kind_of_trace(world: World) -> dict[str, Any]:
     letter, cached lists and records of them; show that the inspection finds them."""
     items, events = taste_clusters()
     http, partition = world.http, world.partition
-    http.put("/v1/items", json={"items": items}, headers=client_headers()).raise_for_status()
     events += _events_of_the_erased_user(12, prefix="history-")
-    for start in range(0, len(events), 500):
-        batch = {"events": events[start : start + 500]}
-        http.post("/v1/events", json=batch, headers=client_headers()).raise_for_status()
-    wait_for_applied(world.stack.gateway)
-    trained = _train(world)
+    load(world.stack.gateway, items, events)
+    trained = retrain(world.stack.gateway)
     wait_until(
         lambda: len(_personalised(_lists(world))) == 3,
         timeout=30,
@@ -310,7 +292,7 @@ def test_an_erased_user_is_gone_from_every_replica_store_snapshot_and_model(
     _report(world, record_property, "artifacts_rewritten_seconds", time.monotonic() - erased_at)
 
     # The next snapshot and model never held the user.
-    after = _train(world, force=True)
+    after = retrain(world.stack.gateway, force=True)
     versions.append(int(after["version"]))
     assert after["snapshot_id"] != before["snapshot_id"]
     assert not _holders(world.store, versions), _holders(world.store, versions)

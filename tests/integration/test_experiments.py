@@ -25,16 +25,19 @@ import pytest
 from recsys_shared.artifacts import IDS_FILE, model_folder
 from recsys_shared.schemas import ModelStatus
 from recsys_shared.testing import (
-    DataTier,
     Stack,
     admin_headers,
-    build_stack,
     client_headers,
-    start_all,
     taste_clusters,
+    train,
     wait_for_applied,
 )
-from recsys_shared.testing.experiments import Population, experiment, scrambled_version
+from recsys_shared.testing.experiments import (
+    Population,
+    experiment,
+    scrambled_version,
+    settle,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,40 +45,18 @@ CLUSTERS = 4
 
 
 @pytest.fixture(scope="module")
-def stack(tier: DataTier, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The system, deciding experiments every 0.2 s (five times a second, so a test does not
-    wait on the schedule)."""
-    system = build_stack(
-        tier,
-        tmp_path_factory.mktemp("stack"),
-        EXPERIMENT_CHECK_SECONDS="0.2",
-        EXPERIMENT_REFRESH_SECONDS="0.2",
-    )
-    try:
-        yield start_all(system)
-    finally:
-        system.close()
+def stack_settings() -> dict[str, str]:
+    """Experiments decided every 0.2 s (five times a second, so a test does not wait on the
+    schedule)."""
+    return {"EXPERIMENT_CHECK_SECONDS": "0.2", "EXPERIMENT_REFRESH_SECONDS": "0.2"}
 
 
 @pytest.fixture(scope="module")
 def trained(stack: Stack) -> dict[str, object]:
     """Four taste clusters through the API, one model trained on them (the good version)."""
     items, events = taste_clusters(clusters=CLUSTERS, users_per_cluster=50, events_per_user=8)
-    with httpx.Client(base_url=stack.gateway, timeout=30) as http:
-        assert http.put("/v1/items", json={"items": items}, headers=client_headers()).is_success
-        for start in range(0, len(events), 500):
-            batch = {"events": events[start : start + 500]}
-            assert http.post("/v1/events", json=batch, headers=client_headers()).is_success
-        wait_for_applied(stack.gateway)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers()).json()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            state = http.get(f"/v1/tasks/{task['task_id']}", headers=admin_headers()).json()
-            if state["state"] in {"SUCCESS", "FAILURE"}:
-                break
-            time.sleep(0.2)
-    assert state["result"]["status"] == "published", state
-    return {"version": state["result"]["version"], "users": sorted({e["user_id"] for e in events})}
+    outcome = train(stack.gateway, items, events)
+    return {"version": outcome["version"], "users": sorted({e["user_id"] for e in events})}
 
 
 @pytest.fixture(scope="module")
@@ -108,32 +89,8 @@ def run_until_decided(
 def assert_counts_match(stack: Stack, http: httpx.Client, population: Population, eid: str) -> None:
     """The experiment's counters are exactly what the population did."""
     wait_for_applied(stack.gateway)
-    tally = population.tally
-    deadline = time.monotonic() + 10
-    while True:
-        report = experiment(http, eid)
-        counted = {
-            variant["name"]: (
-                variant["exposures"],
-                variant["events"],
-                variant["clicks"],
-                variant["conversions"],
-            )
-            for variant in report["variants"]
-        }
-        expected = {
-            name: (
-                tally.exposures.get(name, 0),
-                tally.events.get(name, 0),
-                tally.clicks.get(name, 0),
-                tally.conversions.get(name, 0),
-            )
-            for name in counted
-        }
-        if counted == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)  # exposures are written at the end of an event-loop turn
-    assert counted == expected
+    settled = settle(http, population, eid)
+    assert settled.counted == settled.expected
 
 
 def model_notes(http: httpx.Client, version: int) -> list[str]:

@@ -33,10 +33,10 @@ from recsys_shared.testing import (
     admin_headers,
     build_stack,
     client_headers,
+    load,
+    retrain,
     start_all,
     taste_clusters,
-    wait_for_applied,
-    wait_for_task,
 )
 from recsys_shared.testing.tls import make_certificates, tls_arguments
 from retraining_worker.celery_app import celery_config
@@ -92,21 +92,9 @@ def test_events_in_a_retrain_and_recommendations_out_over_tls(
 ) -> None:
     server, _, tls_port = tls_redis
     items, events = taste_clusters(users_per_cluster=20)
+    assert load(system.gateway, items, events) == len(events)
+    version = retrain(system.gateway)["version"]
     with httpx.Client(base_url=system.gateway, timeout=30) as http:
-        http.put("/v1/items", json={"items": items}, headers=client_headers()).raise_for_status()
-        accepted = http.post("/v1/events", json={"events": events}, headers=client_headers())
-        assert accepted.status_code == 202, accepted.text
-        assert accepted.json()["accepted"] == len(events)
-        wait_for_applied(system.gateway)
-
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers())
-        assert task.status_code == 202, task.text
-        result = wait_for_task(system.gateway, task.json()["task_id"])
-        assert result["state"] == "SUCCESS", result
-        assert isinstance(result["result"], dict)
-        assert result["result"]["status"] == "published", result
-        version = result["result"]["version"]
-
         listed: dict[str, Any] = {}
 
         def personalised() -> bool:

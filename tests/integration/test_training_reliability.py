@@ -15,10 +15,9 @@ from recsys_shared.processes import wait_until
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    client_headers,
+    load,
     own_stack,
     taste_clusters,
-    wait_for_applied,
     wait_for_task,
 )
 
@@ -46,11 +45,7 @@ def system(tmp_path: Path) -> Iterator[Stack]:
         items, events = taste_clusters(
             clusters=10, users_per_cluster=150, items_per_cluster=100, events_per_user=15
         )
-        with httpx.Client(base_url=stack.gateway, headers=client_headers(), timeout=30) as http:
-            http.put("/v1/items", json={"items": items[:1000]}).raise_for_status()
-            for start in range(0, len(events), 1000):
-                http.post("/v1/events", json={"events": events[start : start + 1000]})
-        wait_for_applied(stack.gateway, timeout=60)
+        load(stack.gateway, items, events, timeout=60)
         yield stack
 
 

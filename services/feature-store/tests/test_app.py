@@ -304,13 +304,6 @@ def test_invalid_dead_letter_requests_are_422_problems(client, method, path, opt
 
 # ── /healthz: restart a stuck replica, not every replica during a Redis outage ────────────
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def own_client(
     own_redis: RedisServer, tmp_path: Path, restore_logging: None
 ) -> Iterator[TestClient]:

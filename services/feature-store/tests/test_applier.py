@@ -4,8 +4,7 @@ acknowledges it."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -482,14 +481,6 @@ async def test_events_from_a_recommendation_count_online_hits_per_version(
         "popular:hits": "1",
     }
     assert sync_redis.hget(P0.drift(0).types, "view") == "8"
-
-
-@pytest.fixture
-def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A second redis-server, without persistence: where the served-list records are."""
-    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -196,14 +196,6 @@ async def test_run_applies_events_and_survives_the_stream_being_deleted(
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own, to fill up, stop and start again."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def own_settings(own_redis: RedisServer, tmp_path: Path) -> Settings:
     return Settings(
         redis_url=own_redis.url,

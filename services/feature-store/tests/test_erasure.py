@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -30,13 +29,6 @@ KEPT = next(f"keep-{n}" for n in range(1000) if PARTITIONS.of(f"keep-{n}") == PA
 OTHER = next(
     f"other-{n}" for n in range(1000) if PARTITIONS.of(f"other-{n}") != PARTITIONS.of(ERASED)
 )
-
-
-@pytest.fixture
-def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -32,7 +31,6 @@ from gateway.config import Settings
 from gateway.main import create_app
 from recsys_shared import keys
 from recsys_shared.fastpath.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
-from recsys_shared.processes import RedisServer
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
 # falls back to httpx, which is what this workspace pins. The client works the same on both.
@@ -203,14 +201,6 @@ def upstream() -> MockUpstream:
 @pytest.fixture
 def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
     return make_gateway()
-
-
-@pytest.fixture
-def ephemeral(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of its own for EPHEMERAL_REDIS_URL (no persistence), as deployed."""
-    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

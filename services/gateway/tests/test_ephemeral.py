@@ -24,8 +24,8 @@ PARTITIONS = keys.Partitions(1)
 
 
 @pytest.fixture
-def split(make_gateway: Any, ephemeral: RedisServer) -> Any:
-    gateway = make_gateway(ephemeral_redis_url=ephemeral.url)
+def split(make_gateway: Any, ephemeral_server: RedisServer) -> Any:
+    gateway = make_gateway(ephemeral_redis_url=ephemeral_server.url)
     answer = Recommendations(
         user_id=USER,
         items=[ScoredItem(item_id="m1", score=0.5)],
@@ -40,8 +40,8 @@ def split(make_gateway: Any, ephemeral: RedisServer) -> Any:
 
 
 @pytest.fixture
-def entries(ephemeral: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(ephemeral.url, decode_responses=True)
+def entries(ephemeral_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(ephemeral_server.url, decode_responses=True)
     yield client
     client.close()
 
@@ -87,10 +87,10 @@ def test_a_fallback_is_recorded_on_the_ephemeral_redis(
 
 
 def test_with_the_ephemeral_redis_down_lists_are_still_served(
-    split: Any, ephemeral: RedisServer, store: redis.Redis, client_headers: dict[str, str]
+    split: Any, ephemeral_server: RedisServer, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
     store.set(keys.MODEL_ACTIVE, 3)
-    ephemeral.stop()
+    ephemeral_server.stop()
 
     first, second = _get(split, client_headers), _get(split, client_headers)
 

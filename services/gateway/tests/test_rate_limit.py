@@ -153,11 +153,11 @@ async def test_a_shared_redis_that_is_down_leaves_the_limit_local_and_the_sync_a
 
 
 async def test_a_full_shared_redis_leaves_the_limit_local(
-    ephemeral: RedisServer,
+    ephemeral_server: RedisServer,
 ) -> None:
-    with redis.Redis.from_url(ephemeral.url) as admin:
+    with redis.Redis.from_url(ephemeral_server.url) as admin:
         admin.config_set("maxmemory", 1)  # every write is refused: OOM
-    client = await connect(ephemeral.url, command_timeout=1)
+    client = await connect(ephemeral_server.url, command_timeout=1)
     limiter = RateLimiter(client, per_second=3)
     try:
         await _early_in_a_second()
@@ -171,14 +171,14 @@ async def test_a_full_shared_redis_leaves_the_limit_local(
 
 @pytest.mark.parametrize("shared", ["down", "full"])
 def test_no_request_fails_because_the_ephemeral_redis_cannot_count(
-    make_gateway: Any, ephemeral: RedisServer, client_headers: dict[str, str], shared: str
+    make_gateway: Any, ephemeral_server: RedisServer, client_headers: dict[str, str], shared: str
 ) -> None:
     if shared == "down":
         url = f"redis://127.0.0.1:{free_port()}/0"
     else:
-        with redis.Redis.from_url(ephemeral.url) as admin:
+        with redis.Redis.from_url(ephemeral_server.url) as admin:
             admin.config_set("maxmemory", 1)
-        url = ephemeral.url
+        url = ephemeral_server.url
     gateway = make_gateway(
         ephemeral_redis_url=url,
         rate_limit_per_second=3,

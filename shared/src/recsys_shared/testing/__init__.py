@@ -5,26 +5,27 @@ Not part of the services' runtime: left out of the wheel the images install (wit
 install, which tests, benchmarks and ``make run`` use, has it.
 ``fixtures`` holds the pytest fixtures (registered by the root ``conftest.py``), ``tiers`` the
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
-``stack`` the whole system as real processes, ``data`` the synthetic data sets.
+``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
+data in, a model trained, waiting on tasks), ``data`` the synthetic data sets.
 """
 
 from __future__ import annotations
 
-from recsys_shared.testing.data import taste_clusters
-from recsys_shared.testing.stack import (
+from recsys_shared.testing.api import (
     ADMIN_KEY,
     API_KEYS,
     CLIENT_KEY,
-    SERVICES,
-    Stack,
     admin_headers,
-    build_stack,
     client_headers,
-    own_stack,
-    start_all,
+    load,
+    retrain,
+    send_events,
+    train,
     wait_for_applied,
     wait_for_task,
 )
+from recsys_shared.testing.data import taste_clusters
+from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 from recsys_shared.testing.waiting import eventually
 
@@ -40,10 +41,14 @@ __all__ = [
     "client_headers",
     "cluster_tier",
     "eventually",
+    "load",
     "own_stack",
+    "retrain",
+    "send_events",
     "single_tier",
     "start_all",
     "taste_clusters",
+    "train",
     "wait_for_applied",
     "wait_for_task",
 ]

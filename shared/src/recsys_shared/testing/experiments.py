@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from recsys_shared.artifacts import IDS_FILE, ArtifactStore, load_npz, model_fol
 from recsys_shared.redis import connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
-from recsys_shared.testing.stack import admin_headers, client_headers
+from recsys_shared.testing.api import admin_headers, client_headers
 
 
 async def _scrambled(
@@ -156,6 +157,54 @@ def experiment(http: httpx.Client, experiment_id: str) -> dict[str, Any]:
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
+
+
+@dataclass
+class Settled:
+    """An experiment's report and its counters beside what the population did, per variant
+    (exposures, events, clicks, conversions)."""
+
+    report: dict[str, Any]
+    counted: dict[str, tuple[int, int, int, int]]
+    expected: dict[str, tuple[int, int, int, int]]
+
+    @property
+    def exact(self) -> bool:
+        return self.counted == self.expected
+
+
+def settle(
+    http: httpx.Client, population: Population, experiment_id: str, *, within: float = 10.0
+) -> Settled:
+    """The experiment's report once its counters equal what ``population`` did, or as it
+    stands after ``within`` seconds. Call it once every event is applied: exposures are
+    written at the end of an event-loop turn, a moment after the list was served."""
+    tally = population.tally
+    deadline = time.monotonic() + within
+    while True:
+        report = experiment(http, experiment_id)
+        counted = {
+            variant["name"]: (
+                variant["exposures"],
+                variant["events"],
+                variant["clicks"],
+                variant["conversions"],
+            )
+            for variant in report["variants"]
+        }
+        expected = {
+            name: (
+                tally.exposures.get(name, 0),
+                tally.events.get(name, 0),
+                tally.clicks.get(name, 0),
+                tally.conversions.get(name, 0),
+            )
+            for name in counted
+        }
+        settled = Settled(report, counted, expected)
+        if settled.exact or time.monotonic() > deadline:
+            return settled
+        time.sleep(0.2)
 
 
 async def _small_versions(redis_url: str, artifact_url: str, count: int) -> list[int]:

@@ -1,14 +1,15 @@
 """Pytest fixtures shared by every suite (registered by the root ``conftest.py``).
 
 Tests that touch Redis get a real ``redis-server`` started for the session on a free port, and
-a clean database per test; ``data_tier`` runs a test once on a single Redis and once on a local
-3-master Redis Cluster (with a standalone broker), which starts once per session when first
-asked for.
+a clean database per test (or, to fill up and stop, a server of their own, and an ephemeral
+one); ``data_tier`` runs a test once on a single Redis and once on a local 3-master Redis
+Cluster (with a standalone broker), which starts once per session when first asked for.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -38,6 +39,23 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 def broker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The standalone Redis for Celery beside a cluster."""
     server = RedisServer(tmp_path_factory.mktemp("broker")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to fill up, stop and start again."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A second redis-server of the test's own for ``EPHEMERAL_REDIS_URL``, without
+    persistence as it is deployed: where cached lists and served-list records live."""
+    server = RedisServer(tmp_path / "ephemeral", durable=False).start()
     yield server
     server.stop()
 

@@ -10,20 +10,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from recsys_shared.processes import (
     ManagedProcess,
     RedisServer,
     free_port,
     uvicorn_argv,
-    wait_until,
 )
+from recsys_shared.testing.api import API_KEYS
 from recsys_shared.testing.tiers import DataTier, single_tier
 
-CLIENT_KEY = "test-client-key"
-ADMIN_KEY = "test-admin-key"
-API_KEYS = f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin"
 SERVICES = ("feature-store", "recommender1", "recommender2", "gateway", "worker")
 _APPS = {
     "feature-store": "feature_store.main:create_app",
@@ -146,37 +141,3 @@ def own_stack(workdir: Path, services: Sequence[str] = (), **overrides: str) -> 
     finally:
         stack.close()
         server.stop()
-
-
-def client_headers() -> dict[str, str]:
-    return {"X-API-Key": CLIENT_KEY}
-
-
-def admin_headers() -> dict[str, str]:
-    return {"X-API-Key": ADMIN_KEY}
-
-
-def wait_for_applied(gateway: str, *, timeout: float = 30.0, trimmed: bool = False) -> None:
-    """Until the feature-store has applied everything the gateway accepted (and, with
-    ``trimmed``, trimmed it from the streams)."""
-
-    def caught_up() -> bool:
-        body = httpx.get(f"{gateway}/v1/pipeline", headers=admin_headers(), timeout=5).json()
-        done = body["consumer_lag"] == 0 and body["pending"] == 0
-        return bool(done and (not trimmed or body["stream_length"] == 0))
-
-    wait_until(caught_up, timeout=timeout, interval=0.1, what="events to be applied")
-
-
-def wait_for_task(gateway: str, task_id: str, *, timeout: float = 120.0) -> dict[str, object]:
-    result: dict[str, object] = {}
-
-    def finished() -> bool:
-        nonlocal result
-        result = httpx.get(
-            f"{gateway}/v1/tasks/{task_id}", headers=admin_headers(), timeout=5
-        ).json()
-        return result.get("state") in {"SUCCESS", "FAILURE"}
-
-    wait_until(finished, timeout=timeout, interval=0.2, what=f"task {task_id}")
-    return result
