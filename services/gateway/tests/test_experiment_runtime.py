@@ -11,7 +11,8 @@ from recsys_shared.experiments import decision
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import Decision, ExperimentIn, ModelInfo, ModelStatus
+from recsys_shared.schemas import Decision, ExperimentIn
+from recsys_shared.testing import model_info
 
 PARTITIONS = keys.Partitions(2)
 
@@ -19,16 +20,7 @@ PARTITIONS = keys.Partitions(2)
 async def _runtime(client: RedisClient, **settings: float) -> ExperimentRuntime:
     registry = ModelRegistry(client)
     for version in (1, 2):
-        await registry.record(
-            ModelInfo(
-                version=version,
-                status=ModelStatus.CANDIDATE,
-                algorithm="als",
-                created_at=datetime.now(UTC),
-                snapshot_id=f"s{version}",
-                artifact_url=f"file:///nowhere/v{version}",
-            )
-        )
+        await registry.record(model_info(version))
     return ExperimentRuntime(
         ExperimentStore(client, PARTITIONS),
         registry,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,22 +12,14 @@ import redis
 from recsys_shared import keys
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo, ModelStatus
+from recsys_shared.testing import model_info
 
 PROBLEM = "application/problem+json"
 
 
 def _info(version: int, status: ModelStatus, **fields: Any) -> ModelInfo:
-    values: dict[str, Any] = {
-        "version": version,
-        "status": status,
-        "algorithm": "als",
-        "created_at": datetime(2024, 1, version, tzinfo=UTC),
-        "snapshot_id": f"snap-{version}",
-        "artifact_url": f"file:///artifacts/v{version}",
-        "metrics": {"ndcg_at_10": 0.1 * version},
-        **fields,
-    }
-    return ModelInfo(**values)
+    fields.setdefault("metrics", {"ndcg_at_10": 0.1 * version})
+    return model_info(version, status, **fields)
 
 
 def _run(gateway: Any, function: Any, *args: Any, **kwargs: Any) -> Any:

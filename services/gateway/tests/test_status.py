@@ -36,6 +36,7 @@ from recsys_shared.schemas import (
     StoredExperiment,
     VariantIn,
 )
+from recsys_shared.testing import model_info
 
 PROBLEM = "application/problem+json"
 LINE = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
@@ -174,18 +175,9 @@ def _run(gateway: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _info(version: int, status: ModelStatus, **fields: Any) -> ModelInfo:
-    values: dict[str, Any] = {
-        "version": version,
-        "status": status,
-        "algorithm": "als",
-        "created_at": datetime(2024, 1, version, tzinfo=UTC),
-        "snapshot_id": f"snap-{version}",
-        "artifact_url": f"file:///artifacts/v{version}",
-        "metrics": {"precision_at_10": 0.2 + 0.01 * version},
-        "baseline_metrics": {"precision_at_10": 0.1},
-        **fields,
-    }
-    return ModelInfo(**values)
+    fields.setdefault("metrics", {"precision_at_10": 0.2 + 0.01 * version})
+    fields.setdefault("baseline_metrics", {"precision_at_10": 0.1})
+    return model_info(version, status, **fields)
 
 
 @pytest.fixture

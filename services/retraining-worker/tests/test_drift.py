@@ -15,8 +15,8 @@ from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, SNAPSHOT_FILE, ArtifactStore, model_folder, npz_bytes
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus
-from recsys_shared.testing import DataTier
+from recsys_shared.schemas import DriftReport, ModelInfo
+from recsys_shared.testing import DataTier, model_info
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.drift import (
@@ -112,14 +112,7 @@ async def active_model(
         {IDS_FILE: npz_bytes(user_ids=clusters.user_ids, item_ids=clusters.item_ids)},
         {"version": 1},
     )
-    info = ModelInfo(
-        version=1,
-        status=ModelStatus.CANDIDATE,
-        algorithm="als",
-        created_at=datetime.now(UTC),
-        snapshot_id=SNAPSHOT_ID,
-        artifact_url=store.url(model_folder(1)),
-    )
+    info = model_info(1, snapshot_id=SNAPSHOT_ID, artifact_url=store.url(model_folder(1)))
     await ModelRegistry(redis_client).publish(info, reason="test")
     return info
 
@@ -403,16 +396,7 @@ async def test_reports_are_kept_newest_first_in_a_capped_history(
 async def _promote(redis_client: RedisClient, tmp_path: object) -> ModelRegistry:
     registry = ModelRegistry(redis_client)
     for version in (1, 2):
-        await registry.record(
-            ModelInfo(
-                version=version,
-                status=ModelStatus.CANDIDATE,
-                algorithm="als",
-                created_at=datetime.now(UTC),
-                snapshot_id=f"{version}-0.g0",
-                artifact_url=f"file:///nowhere/v{version}",
-            )
-        )
+        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
     await registry.activate(1, "first")
     await registry.activate(2, "passed the gate")  # 1 is now retired, replaced by 2
     return registry
@@ -506,16 +490,7 @@ async def _chain(redis_client: RedisClient, *activations: int) -> ModelRegistry:
     """Versions 1..max recorded with artifacts, then activated in the order given."""
     registry = ModelRegistry(redis_client)
     for version in range(1, max(activations) + 1):
-        await registry.record(
-            ModelInfo(
-                version=version,
-                status=ModelStatus.CANDIDATE,
-                algorithm="als",
-                created_at=datetime.now(UTC),
-                snapshot_id=f"{version}-0.g0",
-                artifact_url=f"file:///nowhere/v{version}",
-            )
-        )
+        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
     for version in activations:
         await registry.activate(version, "test")
     return registry

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -12,7 +11,8 @@ from recsys_shared.artifacts import ArtifactStore, model_folder
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import ExperimentIn, ModelInfo, ModelStatus
+from recsys_shared.schemas import ExperimentIn, ModelStatus
+from recsys_shared.testing import model_info
 from retraining_worker.config import Settings
 from retraining_worker.pruning import prune
 
@@ -26,11 +26,9 @@ async def _versions(
         if has_artifact:
             store.write_bundle(model_folder(version), {"model.npz": b"x"}, {"version": version})
         await registry.record(
-            ModelInfo(
-                version=version,
-                status=ModelStatus.CANDIDATE if has_artifact else ModelStatus.REJECTED,
-                algorithm="als",
-                created_at=datetime.now(UTC),
+            model_info(
+                version,
+                ModelStatus.CANDIDATE if has_artifact else ModelStatus.REJECTED,
                 snapshot_id=f"{version}-0.g0",
                 artifact_url=store.url(model_folder(version)) if has_artifact else None,
             )

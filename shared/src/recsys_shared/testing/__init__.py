@@ -6,7 +6,8 @@ install, which tests, benchmarks and ``make run`` use, has it.
 ``fixtures`` holds the pytest fixtures (registered by the root ``conftest.py``), ``tiers`` the
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
-data in, a model trained, waiting on tasks), ``data`` the synthetic data sets.
+data in, a model trained, waiting on tasks), ``data`` the synthetic data sets, ``records``
+registry records of models never trained.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from recsys_shared.testing.api import (
     wait_for_task,
 )
 from recsys_shared.testing.data import taste_clusters
+from recsys_shared.testing.records import model_info
 from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 from recsys_shared.testing.waiting import eventually
@@ -42,6 +44,7 @@ __all__ = [
     "cluster_tier",
     "eventually",
     "load",
+    "model_info",
     "own_stack",
     "retrain",
     "send_events",

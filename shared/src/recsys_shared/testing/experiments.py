@@ -19,6 +19,7 @@ from recsys_shared.redis import connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
 from recsys_shared.testing.api import admin_headers, client_headers
+from recsys_shared.testing.records import model_info
 
 
 async def _scrambled(
@@ -208,13 +209,10 @@ def settle(
 
 
 async def _small_versions(redis_url: str, artifact_url: str, count: int) -> list[int]:
-    from datetime import UTC, datetime
-
     from implicit.cpu.als import AlternatingLeastSquares  # a test tool: the services have it
     from scipy.sparse import random as sparse_random
 
     from recsys_shared.artifacts import MODEL_FILE
-    from recsys_shared.schemas import ModelInfo
 
     client = await connect(redis_url)
     store = ArtifactStore(artifact_url)
@@ -235,11 +233,8 @@ async def _small_versions(redis_url: str, artifact_url: str, count: int) -> list
             files = {MODEL_FILE: buffer.getvalue(), IDS_FILE: ids}
             store.write_bundle(model_folder(version), files, {"version": version})
             await registry.record(
-                ModelInfo(
-                    version=version,
-                    status=ModelStatus.CANDIDATE,
-                    algorithm="als",
-                    created_at=datetime.now(UTC),
+                model_info(
+                    version,
                     snapshot_id=f"small-{version}",
                     artifact_url=store.url(model_folder(version)),
                 )
