@@ -6,13 +6,16 @@ is a fixture here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from recsys_shared.artifacts import SNAPSHOT_FILE, ArtifactStore, npz_bytes, snapshot_folder
 from recsys_shared.schemas import QualityReport, SnapshotInfo
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
@@ -96,16 +99,39 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def snapshot(clusters: Interactions) -> SnapshotInfo:
+def _snapshot_info(snapshot_id: str, url: str, data: Interactions) -> SnapshotInfo:
+    """The feature-store's description of a snapshot holding ``data`` (its checks passed)."""
     return SnapshotInfo(
-        snapshot_id="1700000000000-0",
-        url="file:///nowhere/snapshots/1700000000000-0",
+        snapshot_id=snapshot_id,
+        url=url,
         created_at=datetime.now(UTC),
-        users=clusters.shape[0],
-        items=clusters.shape[1],
-        interactions=len(clusters),
-        time_min=float(clusters.times.min()),
-        time_max=float(clusters.times.max()),
+        users=data.shape[0],
+        items=data.shape[1],
+        interactions=len(data),
+        time_min=float(data.times.min()),
+        time_max=float(data.times.max()),
         quality=QualityReport(passed=True, checks=[]),
     )
+
+
+@pytest.fixture
+def snapshot(clusters: Interactions) -> SnapshotInfo:
+    return _snapshot_info("1700000000000-0", "file:///nowhere/snapshots/1700000000000-0", clusters)
+
+
+WriteSnapshot = Callable[[ArtifactStore, str, Interactions], SnapshotInfo]
+
+
+@pytest.fixture
+def write_snapshot() -> WriteSnapshot:
+    """Write ``data`` as snapshot ``snapshot_id`` the way the feature-store does: its arrays
+    (the Interactions' fields) and its SnapshotInfo as the manifest; returns the info."""
+
+    def write(store: ArtifactStore, snapshot_id: str, data: Interactions) -> SnapshotInfo:
+        folder = snapshot_folder(snapshot_id)
+        info = _snapshot_info(snapshot_id, store.url(folder), data)
+        bundle = {SNAPSHOT_FILE: npz_bytes(**asdict(data))}
+        store.write_bundle(folder, bundle, json.loads(info.model_dump_json()))
+        return info
+
+    return write

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,12 +28,11 @@ from recsys_shared.artifacts import (
     ArtifactStore,
     load_npz,
     model_folder,
-    npz_bytes,
     snapshot_folder,
 )
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus, QualityReport, SnapshotInfo
+from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus
 from recsys_shared.testing import DataTier
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
@@ -42,22 +42,13 @@ from retraining_worker.recipes.weighting import training_matrix
 from retraining_worker.selection import configured_recipe
 from retraining_worker.training import Snapshot, _write_artifact
 
+from .conftest import WriteSnapshot
+
 PARTITIONS = keys.Partitions(3)
 #: Erased: users of both taste clusters, in two different partitions.
 ERASED = ("u3", "u41")
 #: The snapshot every model was trained on, and one of the second cluster only.
 SNAPSHOT_ID, SECOND_HALF_ID = "1700000000000-0.g0", "1700000000500-0.g1"
-
-
-def _arrays(data: Interactions) -> dict[str, Any]:
-    return {
-        "user_ids": data.user_ids,
-        "item_ids": data.item_ids,
-        "rows": data.rows,
-        "cols": data.cols,
-        "weights": data.weights,
-        "times": data.times,
-    }
 
 
 def _triples(arrays: dict[str, Any]) -> set[tuple[str, str, float, float]]:
@@ -68,25 +59,6 @@ def _triples(arrays: dict[str, Any]) -> set[tuple[str, str, float, float]]:
             arrays["rows"], arrays["cols"], arrays["weights"], arrays["times"], strict=True
         )
     }
-
-
-def _write_snapshot(store: ArtifactStore, snapshot_id: str, data: Interactions) -> None:
-    """As the feature-store writes one: the arrays, and the SnapshotInfo as the manifest."""
-    folder = snapshot_folder(snapshot_id)
-    info = SnapshotInfo(
-        snapshot_id=snapshot_id,
-        url=store.url(folder),
-        created_at=datetime.now(UTC),
-        users=data.shape[0],
-        items=data.shape[1],
-        interactions=len(data),
-        time_min=float(data.times.min()),
-        time_max=float(data.times.max()),
-        quality=QualityReport(passed=True, checks=[]),
-    )
-    store.write_bundle(
-        folder, {SNAPSHOT_FILE: npz_bytes(**_arrays(data))}, json.loads(info.model_dump_json())
-    )
 
 
 def _second_half(data: Interactions) -> Interactions:
@@ -121,14 +93,19 @@ class Written:
 
 
 @pytest.fixture
-async def written(redis_client: RedisClient, clusters: Interactions, settings: Settings) -> Written:
+async def written(
+    redis_client: RedisClient,
+    clusters: Interactions,
+    settings: Settings,
+    write_snapshot: WriteSnapshot,
+) -> Written:
     """Two snapshots, an ALS version (active), a BPR version and a rejected one."""
     store = ArtifactStore(settings.artifact_url)
     registry = ModelRegistry(redis_client)
     before = Written()
     for snapshot_id, data in ((SNAPSHOT_ID, clusters), (SECOND_HALF_ID, _second_half(clusters))):
-        _write_snapshot(store, snapshot_id, data)
-        before.snapshots[snapshot_id] = _arrays(data)
+        write_snapshot(store, snapshot_id, data)
+        before.snapshots[snapshot_id] = asdict(data)
     algorithms: tuple[Algorithm, ...] = ("bpr", "als")
     for version, algorithm in enumerate(algorithms, start=1):
         recipe = configured_recipe(settings, algorithm)

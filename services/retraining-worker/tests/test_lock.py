@@ -8,10 +8,8 @@ answering ``POST /snapshots`` with a snapshot bundle written beforehand).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,16 +18,18 @@ import redis
 from prometheus_client import REGISTRY
 
 from recsys_shared import keys
-from recsys_shared.artifacts import SNAPSHOT_FILE, ArtifactStore, npz_bytes, snapshot_folder
+from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.processes import RedisServer, free_port, wait_until
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import QualityReport, SnapshotInfo
+from recsys_shared.schemas import SnapshotInfo
 from recsys_shared.testing import eventually
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.lock import TrainingLocked, TrainingLockLost, training_lock
 from retraining_worker.training import run_training
+
+from .conftest import WriteSnapshot
 
 LOCK_LOST = "recsys_training_lock_lost_total"
 
@@ -182,33 +182,12 @@ class FakeFeatureStore:
 
 
 @pytest.fixture
-def feature_store(clusters: Interactions, settings: Settings) -> Iterator[FakeFeatureStore]:
+def feature_store(
+    clusters: Interactions, settings: Settings, write_snapshot: WriteSnapshot
+) -> Iterator[FakeFeatureStore]:
     """The ``clusters`` snapshot written as the feature-store writes one, and a fake
     feature-store that hands it out."""
-    store = ArtifactStore(settings.artifact_url)
-    folder = snapshot_folder(SNAPSHOT_ID)
-    info = SnapshotInfo(
-        snapshot_id=SNAPSHOT_ID,
-        url=store.url(folder),
-        created_at=datetime.now(UTC),
-        users=clusters.shape[0],
-        items=clusters.shape[1],
-        interactions=len(clusters),
-        time_min=float(clusters.times.min()),
-        time_max=float(clusters.times.max()),
-        quality=QualityReport(passed=True, checks=[]),
-    )
-    arrays = {
-        "user_ids": clusters.user_ids,
-        "item_ids": clusters.item_ids,
-        "rows": clusters.rows,
-        "cols": clusters.cols,
-        "weights": clusters.weights,
-        "times": clusters.times,
-    }
-    store.write_bundle(
-        folder, {SNAPSHOT_FILE: npz_bytes(**arrays)}, json.loads(info.model_dump_json())
-    )
+    info = write_snapshot(ArtifactStore(settings.artifact_url), SNAPSHOT_ID, clusters)
     fake = FakeFeatureStore(info)
     yield fake
     fake.close()
