@@ -17,6 +17,8 @@ from gateway.auth import ApiKeys, Role
 from gateway.config import Settings
 from recsys_shared.settings import DEVELOPMENT_API_KEYS
 
+from .operations import ADMIN, KEYED, SIGN_IN, fill, requests
+
 VIEWER_KEY = "vk"
 STRONG_CLIENT = "Q2xpZW50LWtleS1mb3ItcHJvZHVjdGlvbg"  # 34 characters
 STRONG_ADMIN = "QWRtaW4ta2V5LWZvci1wcm9kdWN0aW9uLQ"
@@ -24,70 +26,10 @@ STRONG_SESSION = "c2Vzc2lvbi1zZWNyZXQtZm9yLXByb2R1Y3Rpb24"
 
 PROBLEM = "application/problem+json"
 
-# Every /v1 operation, with its path parameters filled in.
-V1_ROUTES = {
-    ("POST", "/v1/events"),
-    ("GET", "/v1/users/x/recommendations"),
-    ("GET", "/v1/items/popular"),
-    ("GET", "/v1/items/i1/similar"),
-    ("PUT", "/v1/items"),
-    ("PUT", "/v1/items/i1"),
-    ("GET", "/v1/items/i1"),
-    ("PATCH", "/v1/items/i1"),
-    ("DELETE", "/v1/items/i1"),
-    ("DELETE", "/v1/users/x"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/active"),
-    ("POST", "/v1/models/retrain"),
-    ("POST", "/v1/models/1/activate"),
-    ("GET", "/v1/tasks/x"),
-    ("GET", "/v1/pipeline"),
-    ("GET", "/v1/pipeline/dead-letters"),
-    ("POST", "/v1/pipeline/dead-letters/replay"),
-    ("GET", "/v1/drift"),
-    ("POST", "/v1/drift/check"),
-    ("GET", "/v1/experiments"),
-    ("POST", "/v1/experiments"),
-    ("GET", "/v1/experiments/1"),
-    ("POST", "/v1/experiments/1/stop"),
-    ("GET", "/v1/status"),
-}
-# The status page's sign-in form and sign-out: no key needed (see test_status.py).
-SIGN_IN_ROUTES = {
-    ("GET", "/v1/status/login"),
-    ("POST", "/v1/status/login"),
-    ("POST", "/v1/status/logout"),
-}
-ADMIN_ROUTES = {
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/active"),
-    ("POST", "/v1/models/retrain"),
-    ("POST", "/v1/models/1/activate"),
-    ("GET", "/v1/tasks/x"),
-    ("GET", "/v1/pipeline"),
-    ("GET", "/v1/pipeline/dead-letters"),
-    ("POST", "/v1/pipeline/dead-letters/replay"),
-    ("GET", "/v1/drift"),
-    ("POST", "/v1/drift/check"),
-    ("GET", "/v1/experiments"),
-    ("POST", "/v1/experiments"),
-    ("GET", "/v1/experiments/1"),
-    ("POST", "/v1/experiments/1/stop"),
-    ("DELETE", "/v1/users/x"),
-}
-TEMPLATE_VALUES = {
-    "{user_id}": "x",
-    "{item_id}": "i1",
-    "{version}": "1",
-    "{task_id}": "x",
-    "{experiment_id}": "1",
-}
-
-
-def _fill(path: str) -> str:
-    for template, value in TEMPLATE_VALUES.items():
-        path = path.replace(template, value)
-    return path
+# Every /v1 operation as a request, with its path parameters filled in.
+V1_ROUTES = requests(KEYED)
+SIGN_IN_ROUTES = requests(SIGN_IN)
+ADMIN_ROUTES = requests(ADMIN)
 
 
 # ── ApiKeys ──────────────────────────────────────────────────────────────────────────────
@@ -242,7 +184,7 @@ def test_the_route_list_covers_every_v1_operation(gateway: Any) -> None:
     for module in pkgutil.iter_modules(gateway_routes.__path__):
         router = importlib.import_module(f"gateway.routes.{module.name}").router
         declared |= {
-            (method, _fill(route.path))
+            (method, fill(route.path))
             for route in router.routes
             if isinstance(route, APIRoute)
             for method in route.methods

@@ -10,56 +10,8 @@ import pytest
 
 from gateway.config import Settings
 
-EXPECTED_OPERATIONS = {
-    ("post", "/v1/events"),
-    ("get", "/v1/users/{user_id}/recommendations"),
-    ("get", "/v1/items/popular"),
-    ("get", "/v1/items/{item_id}/similar"),
-    ("put", "/v1/items"),
-    ("put", "/v1/items/{item_id}"),
-    ("get", "/v1/items/{item_id}"),
-    ("patch", "/v1/items/{item_id}"),
-    ("delete", "/v1/items/{item_id}"),
-    ("delete", "/v1/users/{user_id}"),
-    ("get", "/v1/models"),
-    ("get", "/v1/models/active"),
-    ("post", "/v1/models/retrain"),
-    ("post", "/v1/models/{version}/activate"),
-    ("get", "/v1/tasks/{task_id}"),
-    ("get", "/v1/pipeline"),
-    ("get", "/v1/pipeline/dead-letters"),
-    ("post", "/v1/pipeline/dead-letters/replay"),
-    ("get", "/v1/drift"),
-    ("post", "/v1/drift/check"),
-    ("get", "/v1/experiments"),
-    ("post", "/v1/experiments"),
-    ("get", "/v1/experiments/{experiment_id}"),
-    ("post", "/v1/experiments/{experiment_id}/stop"),
-    ("get", "/v1/status"),
-}
-# The status page's sign-in form and sign-out: browser pages, no key (see test_status.py).
-SIGN_IN_OPERATIONS = {
-    ("get", "/v1/status/login"),
-    ("post", "/v1/status/login"),
-    ("post", "/v1/status/logout"),
-}
-ADMIN_OPERATIONS = {
-    ("delete", "/v1/users/{user_id}"),
-    ("get", "/v1/models"),
-    ("get", "/v1/models/active"),
-    ("post", "/v1/models/retrain"),
-    ("post", "/v1/models/{version}/activate"),
-    ("get", "/v1/tasks/{task_id}"),
-    ("get", "/v1/pipeline"),
-    ("get", "/v1/pipeline/dead-letters"),
-    ("post", "/v1/pipeline/dead-letters/replay"),
-    ("get", "/v1/drift"),
-    ("post", "/v1/drift/check"),
-    ("get", "/v1/experiments"),
-    ("post", "/v1/experiments"),
-    ("get", "/v1/experiments/{experiment_id}"),
-    ("post", "/v1/experiments/{experiment_id}/stop"),
-}
+from .operations import ADMIN, KEYED, SIGN_IN
+
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
@@ -81,7 +33,7 @@ def _v1_operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, 
 
 
 def test_every_v1_route_is_documented(gateway: Any) -> None:
-    assert set(_v1_operations(_document(gateway))) == EXPECTED_OPERATIONS | SIGN_IN_OPERATIONS
+    assert set(_v1_operations(_document(gateway))) == KEYED | SIGN_IN
 
 
 def test_the_api_key_scheme_and_its_role_are_required_everywhere(gateway: Any) -> None:
@@ -94,15 +46,15 @@ def test_the_api_key_scheme_and_its_role_are_required_everywhere(gateway: Any) -
     ].items()
     assert schemes[cookie]["name"] == "recsys_status_session"
     operations = _v1_operations(document)
-    for key in EXPECTED_OPERATIONS - {("get", "/v1/status")}:
-        role = "admin" if key in ADMIN_OPERATIONS else "client"
+    for key in KEYED - {("get", "/v1/status")}:
+        role = "admin" if key in ADMIN else "client"
         assert operations[key].get("security") == [{header: [role]}], key
     # The status page: a viewer (or admin) key in the header, or the session of one.
     assert operations[("get", "/v1/status")]["security"] == [
         {header: ["viewer"]},
         {cookie: ["viewer"]},
     ]
-    for key in SIGN_IN_OPERATIONS:
+    for key in SIGN_IN:
         assert "security" not in operations[key], key
 
 
@@ -120,7 +72,7 @@ def test_the_sign_in_form_is_documented(gateway: Any) -> None:
 def test_problem_responses_are_documented(gateway: Any) -> None:
     operations = _v1_operations(_document(gateway))
     for key, operation in operations.items():
-        if key in SIGN_IN_OPERATIONS:
+        if key in SIGN_IN:
             continue
         responses = operation["responses"]
         assert {"401", "403", "422", "503"} <= set(responses), key
