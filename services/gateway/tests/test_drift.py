@@ -9,8 +9,7 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.schemas import DriftOverview, DriftReport, OnlineHitRate
-
-PROBLEM = "application/problem+json"
+from recsys_shared.testing import assert_problem
 
 
 def _report(minutes: int, **fields: Any) -> DriftReport:
@@ -43,8 +42,7 @@ def _store(store: redis.Redis, reports: list[DriftReport]) -> None:
 def test_drift_needs_an_admin_key(gateway: Any, client_headers: dict[str, str]) -> None:
     assert gateway.client.get("/v1/drift").status_code == 401
     refused = gateway.client.get("/v1/drift", headers=client_headers)
-    assert refused.status_code == 403
-    assert refused.headers["content-type"] == PROBLEM
+    assert_problem(refused, 403)
     assert gateway.client.post("/v1/drift/check", headers=client_headers).status_code == 403
 
 

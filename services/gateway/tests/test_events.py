@@ -14,8 +14,8 @@ from gateway.ingest import marker_digest
 from recsys_shared import keys
 from recsys_shared.processes import free_port
 from recsys_shared.schemas import StoredEvent
+from recsys_shared.testing import assert_problem
 
-PROBLEM = "application/problem+json"
 # The default deployment: one partition (EVENT_PARTITIONS=1); test_ingest.py covers several.
 PARTITION = keys.Partitions(1).all[0]
 
@@ -136,8 +136,7 @@ def test_a_batch_with_invalid_events_is_refused_whole(
 
     response = _post(gateway, client_headers, events)
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     body = response.json()
     assert body["status"] == 422
     assert body["type"] == "urn:recsys:problem:invalid-input"
@@ -160,8 +159,7 @@ def test_batch_size_is_bounded(
 ) -> None:
     response = _post(gateway, client_headers, [_event(index) for index in range(count)])
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert response.json()["errors"][0]["field"] == "events"
     assert store.xlen(PARTITION.events) == 0
 
@@ -184,8 +182,7 @@ def test_malformed_bodies_are_problems(
         headers={**client_headers, "Content-Type": "application/json"},
     )
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert store.xlen(PARTITION.events) == 0
 
 
@@ -212,8 +209,7 @@ def test_a_body_over_the_limit_is_refused(
     )
 
     for response in (declared, streamed):
-        assert response.status_code == 413, response.text
-        assert response.headers["content-type"] == PROBLEM
+        assert_problem(response, 413)
         assert response.json()["status"] == 413
     assert store.xlen(PARTITION.events) == 0
     # Under the limit the same gateway accepts.
@@ -230,8 +226,7 @@ def test_redis_unreachable_is_a_503_never_a_202(
 
     response = _post(gateway, client_headers, [_event(0)])
 
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 503)
     assert int(response.headers["retry-after"]) >= 1
     assert response.json()["type"] == "urn:recsys:problem:store-unavailable"
     ready = gateway.client.get("/readyz")
@@ -248,8 +243,7 @@ def test_backpressure_refuses_when_the_backlog_is_full(
 
     response = _post(gateway, client_headers, [_event(10), _event(11)])
 
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 503)
     assert response.headers["retry-after"] == "2"
     assert response.json()["type"] == "urn:recsys:problem:backpressure"
     assert store.xlen(PARTITION.events) == 5

@@ -15,8 +15,8 @@ import redis
 from gateway.ingest import marker_digest
 from recsys_shared import keys
 from recsys_shared.schemas import StoredEvent
+from recsys_shared.testing import assert_problem
 
-PROBLEM = "application/problem+json"
 PARTITIONS = keys.Partitions(4)
 WINDOW = 3600
 
@@ -173,8 +173,7 @@ def test_a_batch_only_partly_stored_asks_for_a_resend(
 
     response = _post(gateway, client_headers, events)
 
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 503)
     assert response.headers["retry-after"] == "2"  # the refusing partition's own advice
     body = response.json()
     assert body["type"] == "urn:recsys:problem:store-unavailable"

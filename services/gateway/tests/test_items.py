@@ -13,6 +13,7 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.schemas import Item
+from recsys_shared.testing import assert_problem
 
 PROBLEM = "application/problem+json"
 WRITTEN_AT = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
@@ -117,8 +118,7 @@ def test_invalid_items_never_reach_the_feature_store(
 ) -> None:
     response = items_gateway.client.put("/v1/items/m1", json=body, headers=client_headers)
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert items_gateway.feature_store.requests == []
 
 
@@ -141,9 +141,7 @@ def test_get_item_reads_redis(gateway: Any, catalogue: Any, client_headers: dict
 def test_get_unknown_item_is_a_404(gateway: Any, client_headers: dict[str, str]) -> None:
     response = gateway.client.get("/v1/items/ghost", headers=client_headers)
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:unknown-item"
+    assert_problem(response, 404, "unknown-item")
 
 
 def test_bulk_put_forwards_the_batch(items_gateway: Any, client_headers: dict[str, str]) -> None:
@@ -167,9 +165,7 @@ def test_delete_item(items_gateway: Any, catalogue: Any, client_headers: dict[st
 
     assert deleted.status_code == 204
     assert deleted.content == b""
-    assert again.status_code == 404
-    assert again.headers["content-type"] == PROBLEM
-    assert again.json()["type"] == "urn:recsys:problem:unknown-item"
+    assert_problem(again, 404, "unknown-item")
     assert [request.url.path for request in items_gateway.feature_store.requests] == [
         "/items/m1",
         "/items/m1",
@@ -222,8 +218,7 @@ def test_a_refusal_of_the_feature_store_is_a_422(
 
     response = gateway.client.put("/v1/items/m1", json={"title": "x"}, headers=client_headers)
 
-    assert response.status_code == 422
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert response.json()["detail"] == "title is too long for the store"
 
 
@@ -235,8 +230,7 @@ def test_an_item_gone_right_after_its_write_is_a_404(
 
     response = gateway.client.put("/v1/items/m1", json={"title": "x"}, headers=client_headers)
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 404)
     assert len(gateway.feature_store.requests) == 1
 
 
@@ -290,9 +284,7 @@ def test_patching_an_unknown_item_is_a_404(
         "/v1/items/ghost", json={"title": "Boo"}, headers=client_headers
     )
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:unknown-item"
+    assert_problem(response, 404, "unknown-item")
     assert len(items_gateway.feature_store.requests) == 1
 
 
@@ -316,8 +308,7 @@ def test_an_empty_or_invalid_patch_never_reaches_the_feature_store(
 
     response = items_gateway.client.patch("/v1/items/m1", json=body, headers=client_headers)
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert items_gateway.feature_store.requests == []
 
 

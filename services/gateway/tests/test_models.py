@@ -12,9 +12,7 @@ import redis
 from recsys_shared import keys
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo, ModelStatus
-from recsys_shared.testing import model_info
-
-PROBLEM = "application/problem+json"
+from recsys_shared.testing import assert_problem, model_info
 
 
 def _info(version: int, status: ModelStatus, **fields: Any) -> ModelInfo:
@@ -49,9 +47,7 @@ def versions(gateway: Any, registry: ModelRegistry) -> None:
 def test_no_active_model_is_a_404(gateway: Any, admin_headers: dict[str, str]) -> None:
     response = gateway.client.get("/v1/models/active", headers=admin_headers)
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:not-found"
+    assert_problem(response, 404, "not-found")
 
 
 @pytest.mark.usefixtures("versions")
@@ -101,9 +97,7 @@ def test_a_rejected_version_cannot_be_activated(
 ) -> None:
     response = gateway.client.post("/v1/models/3/activate", headers=admin_headers)
 
-    assert response.status_code == 409
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:conflict"
+    assert_problem(response, 409, "conflict")
     assert "ndcg below baseline" in response.json()["detail"]
     assert _run(gateway, registry.active_version) == 2
 
@@ -114,8 +108,7 @@ def test_a_version_without_artifact_cannot_be_activated(
 ) -> None:
     response = gateway.client.post("/v1/models/4/activate", headers=admin_headers)
 
-    assert response.status_code == 409
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 409)
     assert _run(gateway, registry.active_version) == 2
     assert _run(gateway, registry.get, 4).status is ModelStatus.CANDIDATE
 
@@ -126,9 +119,7 @@ def test_an_unknown_version_cannot_be_activated(
 ) -> None:
     response = gateway.client.post("/v1/models/99/activate", headers=admin_headers)
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:unknown-model-version"
+    assert_problem(response, 404, "unknown-model-version")
     assert _run(gateway, registry.active_version) == 2
 
 
@@ -138,16 +129,13 @@ def test_activate_validates_the_version(
 ) -> None:
     response = gateway.client.post(f"/v1/models/{version}/activate", headers=admin_headers)
 
-    assert response.status_code == 422
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
 
 
 def test_an_unknown_task_is_a_404(gateway: Any, admin_headers: dict[str, str]) -> None:
     response = gateway.client.get("/v1/tasks/unknown", headers=admin_headers)
 
-    assert response.status_code == 404
-    assert response.headers["content-type"] == PROBLEM
-    assert response.json()["type"] == "urn:recsys:problem:unknown-task"
+    assert_problem(response, 404, "unknown-task")
 
 
 def test_an_invalid_task_id_is_a_422(gateway: Any, admin_headers: dict[str, str]) -> None:

@@ -12,8 +12,8 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.schemas import DeadLetterEntry, DeadLetters, ReplayResult
+from recsys_shared.testing import assert_problem
 
-PROBLEM = "application/problem+json"
 DEAD = DeadLetters(
     total=3,
     by_reason={"invalid_event": 2, "unknown_item": 1},
@@ -76,8 +76,7 @@ def test_dead_letter_queries_are_validated_at_the_gateway(
         "/v1/pipeline/dead-letters", params=params, headers=admin_headers
     )
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert response.json()["errors"][0]["field"] == f"query.{next(iter(params))}"
     assert admin_gateway.feature_store.requests == []
 
@@ -114,8 +113,7 @@ def test_an_invalid_replay_never_reaches_the_feature_store(
         "/v1/pipeline/dead-letters/replay", json=body, headers=admin_headers
     )
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert admin_gateway.feature_store.requests == []
 
 
@@ -148,9 +146,7 @@ def test_a_feature_store_that_fails_or_answers_nonsense_is_a_503(
     replayed = gateway.client.post("/v1/pipeline/dead-letters/replay", headers=admin_headers)
 
     for response in (listed, replayed):
-        assert response.status_code == 503, response.text
-        assert response.headers["content-type"] == PROBLEM
-        assert response.json()["type"] == "urn:recsys:problem:upstream-unavailable"
+        assert_problem(response, 503, "upstream-unavailable")
 
 
 def test_the_status_sums_the_partitions(

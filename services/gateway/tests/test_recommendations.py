@@ -13,6 +13,7 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
+from recsys_shared.testing import assert_problem
 
 
 @pytest.fixture(params=[True, False], ids=["fast-lane", "through-fastapi"])
@@ -317,8 +318,7 @@ def test_similar_items_of_an_item_the_recommender_does_not_know_is_a_404(
 
     response = gateway.client.get("/v1/items/ghost/similar", headers=client_headers)
 
-    assert response.status_code == 404, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 404)
     body = response.json()
     assert body["type"] == "urn:recsys:problem:unknown-item"
     assert body["detail"] == "Item 'ghost' is not known to the model."
@@ -333,8 +333,7 @@ def test_a_4xx_from_the_recommender_is_not_retried_on_another_replica(
 
     response = gateway.client.get("/v1/users/u1/recommendations", headers=client_headers)
 
-    assert response.status_code == 422
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert len(gateway.recommender.requests) == 1
 
 
@@ -349,8 +348,7 @@ def test_similar_items_of_an_uncatalogued_item_while_the_recommender_is_down_is_
 
     response = gateway.client.get("/v1/items/ghost/similar", headers=client_headers)
 
-    assert response.status_code == 503, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 503)
     assert response.headers["retry-after"] == "1"
     assert response.json()["type"] == "urn:recsys:problem:upstream-unavailable"
     assert len(gateway.recommender.requests) == 2

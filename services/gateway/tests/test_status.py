@@ -36,9 +36,8 @@ from recsys_shared.schemas import (
     StoredExperiment,
     VariantIn,
 )
-from recsys_shared.testing import model_info
+from recsys_shared.testing import assert_problem, model_info
 
-PROBLEM = "application/problem+json"
 LINE = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
 STAT = re.compile(r'data-testid="(stat-[^"]+)" data-value="([^"]*)"')
 POINTS = re.compile(r'<polyline points="([^"]*)"')
@@ -219,16 +218,14 @@ def seeded(gateway: Any, store: redis.Redis) -> None:
 def test_the_status_page_needs_a_key(gateway: Any, headers: dict[str, str], detail: str) -> None:
     response = gateway.client.get("/v1/status", headers=headers)
 
-    assert response.status_code == 401
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 401)
     assert detail in response.json()["detail"]
 
 
 def test_the_status_page_refuses_a_client_key(gateway: Any, client_headers: dict[str, str]) -> None:
     response = gateway.client.get("/v1/status", headers=client_headers)
 
-    assert response.status_code == 403
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 403)
     body = response.json()
     assert body["type"] == "urn:recsys:problem:permission-denied"
     assert "viewer or admin role" in body["detail"]
@@ -242,8 +239,7 @@ def test_a_key_in_the_url_is_refused_saying_why(gateway: Any, path: str, key: st
         path, params={"key": key}, headers={"X-API-Key": "ak"}, follow_redirects=False
     )
 
-    assert response.status_code == 400, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 400)
     body = response.json()
     assert body["type"] == "urn:recsys:problem:key-in-url"
     assert body["title"] == "API key in the URL"

@@ -21,8 +21,8 @@ from gateway.status_page.session import (
     from_this_site,
 )
 from recsys_shared.settings import Environment
+from recsys_shared.testing import assert_problem
 
-PROBLEM = "application/problem+json"
 SECRET = "a-session-secret-shared-by-every-replica-0123"
 KEYS = "ck:client,ak:admin,vk:viewer"
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
@@ -91,8 +91,7 @@ def test_a_browser_without_a_session_is_sent_to_the_form(gateway: Any) -> None:
     assert response.headers["location"] == "/v1/status/login"
     # A wrong key in the header is a script's mistake: a 401, not a sign-in form.
     wrong = _page(gateway, **BROWSER, **{"X-API-Key": "wrong"})
-    assert wrong.status_code == 401
-    assert wrong.headers["content-type"] == PROBLEM
+    assert_problem(wrong, 401)
 
 
 def test_signing_in_sets_a_session_cookie_that_opens_the_page(gateway: Any) -> None:
@@ -123,8 +122,7 @@ def test_signing_in_sets_a_session_cookie_that_opens_the_page(gateway: Any) -> N
 def test_an_admin_key_signs_in_and_a_client_key_does_not(gateway: Any) -> None:
     assert _sign_in(gateway, "ak").status_code == 303
     refused = _sign_in(gateway, "ck")
-    assert refused.status_code == 403
-    assert refused.headers["content-type"] == PROBLEM
+    assert_problem(refused, 403)
     assert "viewer or admin role" in refused.json()["detail"]
     assert "set-cookie" not in refused.headers
 
@@ -163,8 +161,7 @@ def test_a_form_without_a_usable_key_is_a_422(gateway: Any, body: bytes, content
         follow_redirects=False,
     )
 
-    assert response.status_code == 422, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 422)
     assert response.json()["errors"][0]["field"] == "key"
 
 
@@ -206,8 +203,7 @@ def test_a_form_post_from_elsewhere_is_refused(
         path, data={"key": "vk"}, headers=headers, follow_redirects=False
     )
 
-    assert response.status_code == 403, response.text
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 403)
     assert "own" in response.json()["detail"]
     assert "set-cookie" not in response.headers
 

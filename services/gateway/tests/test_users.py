@@ -12,8 +12,7 @@ import redis
 
 from recsys_shared import keys
 from recsys_shared.tasks import ERASE_FROM_ARTIFACTS, MONITORING_QUEUE
-
-PROBLEM = "application/problem+json"
+from recsys_shared.testing import assert_problem
 
 
 def _enqueued(store: redis.Redis) -> list[str]:
@@ -58,8 +57,7 @@ def test_erasing_while_the_feature_store_is_down_is_a_503(
 ) -> None:
     response = gateway.client.delete("/v1/users/u1", headers=admin_headers)
 
-    assert response.status_code == 503
-    assert response.headers["content-type"] == PROBLEM
+    assert_problem(response, 503)
     assert "retry-after" in response.headers
     # Nothing is enqueued until the feature-store has erased: a retry does both.
     assert _enqueued(store) == []

@@ -21,9 +21,8 @@ from recommender.main import create_app
 from recsys_shared import keys
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.schemas import ModelInfo, Recommendations
-from recsys_shared.testing import eventually
+from recsys_shared.testing import assert_problem, eventually
 
-PROBLEM = "application/problem+json"
 #: As the features fixture writes them (conftest.PARTITIONS; test modules cannot import it).
 PARTITIONS = keys.Partitions(3)
 
@@ -145,15 +144,13 @@ async def test_invalid_query_is_a_422_problem(
     api: httpx.AsyncClient, params: dict[str, Any], field: str
 ) -> None:
     response = await api.get("/users/a0/recommendations", params=params)
-    assert response.status_code == 422
-    assert response.headers["content-type"].startswith(PROBLEM)
+    assert_problem(response, 422)
     problem = response.json()
     assert problem["status"] == 422
     assert problem["type"] == "urn:recsys:problem:invalid-input"
     assert any(field in error["field"] for error in problem["errors"])
     same = await api.get("/items/A0/similar", params=params)
-    assert same.status_code == 422
-    assert same.headers["content-type"].startswith(PROBLEM)
+    assert_problem(same, 422)
 
 
 async def test_a_batch_is_answered_as_ndjson_in_the_order_asked(api: httpx.AsyncClient) -> None:
@@ -197,8 +194,7 @@ async def test_an_invalid_batch_is_a_422_problem_naming_the_field(
 ) -> None:
     response = await api.post("/batch/recommendations", json=body)
 
-    assert response.status_code == 422
-    assert response.headers["content-type"].startswith(PROBLEM)
+    assert_problem(response, 422)
     assert field in [error["field"] for error in response.json()["errors"]]
 
 
@@ -207,8 +203,7 @@ async def test_a_batch_that_is_not_json_is_a_422_problem(api: httpx.AsyncClient)
         "/batch/recommendations", content=b"{not json", headers={"content-type": "application/json"}
     )
 
-    assert response.status_code == 422
-    assert response.headers["content-type"].startswith(PROBLEM)
+    assert_problem(response, 422)
 
 
 async def test_similar_items(api: httpx.AsyncClient, clusters: Any) -> None:
@@ -224,8 +219,7 @@ async def test_similar_items(api: httpx.AsyncClient, clusters: Any) -> None:
 
 async def test_similar_of_an_unknown_item_is_a_404_problem(api: httpx.AsyncClient) -> None:
     response = await api.get("/items/no-such-item/similar")
-    assert response.status_code == 404
-    assert response.headers["content-type"].startswith(PROBLEM)
+    assert_problem(response, 404)
     problem = response.json()
     assert problem["status"] == 404
     assert problem["type"] == "urn:recsys:problem:unknown-item"

@@ -7,7 +7,7 @@ install, which tests, benchmarks and ``make run`` use, has it.
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
 data in, a model trained, waiting on tasks), ``data`` the synthetic data sets, ``records``
-registry records of models never trained.
+registry records of models never trained, ``problems`` the check of an error answer.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from recsys_shared.testing.api import (
     wait_for_task,
 )
 from recsys_shared.testing.data import taste_clusters
+from recsys_shared.testing.problems import assert_problem
 from recsys_shared.testing.records import model_info
 from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
@@ -39,6 +40,7 @@ __all__ = [
     "DataTier",
     "Stack",
     "admin_headers",
+    "assert_problem",
     "build_stack",
     "client_headers",
     "cluster_tier",
