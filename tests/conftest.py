@@ -23,7 +23,7 @@ from recsys_shared.testing import (
 @pytest.fixture(scope="module", params=["single"])
 def tier(request: pytest.FixtureRequest) -> DataTier:
     """The data tier of the module's system: a single Redis unless the module asks for both
-    (``pytestmark = pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True)``)."""
+    (``EVERY_TIER`` in its ``pytestmark``)."""
     if request.param == "cluster":
         data = cluster_tier(
             request.getfixturevalue("redis_cluster"), request.getfixturevalue("broker_server")

@@ -25,6 +25,7 @@ from recsys_shared.testing import (
     client_headers,
     cluster_tier,
     start_all,
+    view_batch,
     wait_for_applied,
 )
 
@@ -71,15 +72,7 @@ class Senders:
         with httpx.Client(base_url=self.stack.gateway, headers=client_headers(), timeout=5) as http:
             batch = 0
             while not self.stop.is_set():
-                events = [
-                    {
-                        "event_id": f"w{worker}-{batch}-{index}",
-                        "user_id": f"w{worker}u{index}",
-                        "item_id": f"i{batch}",
-                        "type": "view",
-                    }
-                    for index in range(50)
-                ]
+                events = view_batch(f"w{worker}-{batch}", f"w{worker}u", f"i{batch}", 50)
                 while True:  # until acknowledged, even after the senders were told to stop
                     try:
                         status = http.post("/v1/events", json={"events": events}).status_code

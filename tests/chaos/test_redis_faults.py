@@ -18,6 +18,7 @@ from recsys_shared.testing import (
     own_stack,
     retrain,
     taste_clusters,
+    view_batch,
     wait_for_applied,
 )
 
@@ -46,15 +47,7 @@ def test_redis_at_its_memory_limit_refuses_writes_visibly_and_evicts_nothing(
     accepted: list[str] = []
     refused = None
     for batch in range(200):
-        events = [
-            {
-                "event_id": f"m{batch}-{index}",
-                "user_id": f"u{index}",
-                "item_id": f"i{batch}",
-                "type": "view",
-            }
-            for index in range(500)
-        ]
+        events = view_batch(f"m{batch}", "u", f"i{batch}", 500)
         response = post(system, events)
         if response.status_code == 202:
             accepted += [str(event["event_id"]) for event in events]
@@ -138,15 +131,7 @@ def test_redis_restarted_under_ingestion_load_loses_no_acknowledged_event(system
         batch = 0
         with httpx.Client(base_url=system.gateway, headers=client_headers(), timeout=5) as http:
             while not stop.is_set():
-                events = [
-                    {
-                        "event_id": f"w{worker}-b{batch}-{index}",
-                        "user_id": f"w{worker}u{index}",
-                        "item_id": f"i{batch % 50}",
-                        "type": "view",
-                    }
-                    for index in range(100)
-                ]
+                events = view_batch(f"w{worker}-b{batch}", f"w{worker}u", f"i{batch % 50}", 100)
                 try:
                     response = http.post("/v1/events", json={"events": events})
                 except httpx.TransportError:

@@ -50,12 +50,10 @@ from recsys_shared.testing import (
     taste_clusters,
     wait_for_applied,
 )
+from recsys_shared.testing.fixtures import EVERY_TIER
 from recsys_shared.testing.inspection import Occurrence, occurrences, occurrences_in
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module"),
-]
+pytestmark = [pytest.mark.integration, EVERY_TIER]
 
 #: The user erased: a ':' in the id, as keys embed ids, and nothing else in the data
 #: contains it, so any byte sequence holding it is a trace of this user.

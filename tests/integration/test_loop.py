@@ -17,11 +17,9 @@ from recsys_shared.testing import (
     client_headers,
     taste_clusters,
 )
+from recsys_shared.testing.fixtures import EVERY_TIER
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module"),
-]
+pytestmark = [pytest.mark.integration, EVERY_TIER]
 
 
 def _get(stack: Stack, path: str, **params: object) -> httpx.Response:

@@ -22,11 +22,9 @@ from recsys_shared.testing import (
     wait_for_applied,
     wait_for_task,
 )
+from recsys_shared.testing.fixtures import EVERY_TIER
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module"),
-]
+pytestmark = [pytest.mark.integration, EVERY_TIER]
 
 
 def recommendations(stack: Stack, user: str, **params: Any) -> dict[str, Any]:

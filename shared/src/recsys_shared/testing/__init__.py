@@ -25,7 +25,7 @@ from recsys_shared.testing.api import (
     wait_for_applied,
     wait_for_task,
 )
-from recsys_shared.testing.data import taste_clusters
+from recsys_shared.testing.data import taste_clusters, view_batch
 from recsys_shared.testing.problems import assert_problem
 from recsys_shared.testing.records import model_info
 from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
@@ -54,6 +54,7 @@ __all__ = [
     "start_all",
     "taste_clusters",
     "train",
+    "view_batch",
     "wait_for_applied",
     "wait_for_task",
 ]

@@ -56,3 +56,18 @@ def taste_clusters(
                     }
                 )
     return items, events
+
+
+def view_batch(batch: str, users: str, item_id: str, count: int) -> list[dict[str, object]]:
+    """``count`` views of ``item_id``, one by each of the users ``<users>0``, ``<users>1``, …,
+    with the event ids ``<batch>-0``, …: load in which every event is new, so that each one
+    accepted can be looked for afterwards."""
+    return [
+        {
+            "event_id": f"{batch}-{index}",
+            "user_id": f"{users}{index}",
+            "item_id": item_id,
+            "type": "view",
+        }
+        for index in range(count)
+    ]

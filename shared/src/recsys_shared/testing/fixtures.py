@@ -19,6 +19,10 @@ from recsys_shared.redis import RedisClient, connect
 from recsys_shared.redis_cluster import RedisCluster
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 
+#: Runs a cross-service test module once on each data tier (``pytestmark = [..., EVERY_TIER]``):
+#: the parameter of the module-scoped ``tier`` fixture in tests/conftest.py.
+EVERY_TIER = pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module")
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
