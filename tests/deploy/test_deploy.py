@@ -11,7 +11,6 @@ and run the part of the check that must then fail and say why.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from recsys_shared.testing.scripts import run_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check-deploy.sh"
 K8S = ROOT / "deploy" / "k8s"
@@ -34,15 +35,7 @@ CELERY_SERVICES = {"gateway", "worker", "beat"}
 
 
 def run_check(**env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    return run_script(SCRIPT, cwd=ROOT, timeout=900, **env)
 
 
 @dataclass

@@ -8,12 +8,13 @@ rules`` on deploy/monitoring/prometheus/. The second test breaks one alert's thr
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from recsys_shared.testing.scripts import run_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check-rules.sh"
@@ -21,15 +22,7 @@ PROMETHEUS = ROOT / "deploy" / "monitoring" / "prometheus"
 
 
 def run_check(**env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_script(SCRIPT, cwd=ROOT, timeout=600, **env)
 
 
 @pytest.mark.timeout(600)  # the first run on a new machine installs promtool with apt
