@@ -10,12 +10,15 @@ import math
 
 from locust import LoadTestShape
 
-#: What a shape's ``tick`` answers: (users, spawn rate), or None to end the run.
-Tick = tuple[int, float] | None
+#: The load a shape asks for: (users, spawn rate).
+Load = tuple[int, float]
+#: What a shape's ``tick`` answers: the load, or None to end the run.
+Tick = Load | None
 
 
 class SizedShape(LoadTestShape):
-    """Base of the shapes: reads its size from Locust's own options."""
+    """Base of the shapes: reads its size from Locust's own options and ends the run at
+    ``--run-time``; a shape says what load it wants until then (``load_at``)."""
 
     abstract = True
     use_common_options = True
@@ -33,15 +36,23 @@ class SizedShape(LoadTestShape):
         """Seconds since the shape started (Locust's ``get_run_time``, typed)."""
         return float(self.get_run_time())  # type: ignore[no-untyped-call]
 
+    def tick(self) -> Tick:
+        users, rate, run_time = self.size()
+        elapsed = self.elapsed()
+        return None if elapsed >= run_time else self.load_at(elapsed, users, rate, run_time)
+
+    def load_at(self, elapsed: float, users: int, rate: float, run_time: float) -> Load:
+        """(users, spawn rate) ``elapsed`` seconds into a run of ``run_time`` seconds."""
+        raise NotImplementedError
+
 
 class SteadyShape(SizedShape):
     """Ramp up at the spawn rate, then hold ``--users`` until ``--run-time``."""
 
     abstract = True  # until the locustfile picks it
 
-    def tick(self) -> Tick:
-        users, rate, run_time = self.size()
-        return None if self.elapsed() >= run_time else (users, rate)
+    def load_at(self, elapsed: float, users: int, rate: float, run_time: float) -> Load:
+        return users, rate
 
 
 class RampShape(SizedShape):
@@ -49,11 +60,7 @@ class RampShape(SizedShape):
 
     abstract = True  # until the locustfile picks it
 
-    def tick(self) -> Tick:
-        users, rate, run_time = self.size()
-        elapsed = self.elapsed()
-        if elapsed >= run_time:
-            return None
+    def load_at(self, elapsed: float, users: int, rate: float, run_time: float) -> Load:
         return max(1, math.ceil(users * min(1.0, elapsed / (0.8 * run_time)))), rate
 
 
@@ -63,11 +70,7 @@ class SpikeShape(SizedShape):
 
     abstract = True  # until the locustfile picks it
 
-    def tick(self) -> Tick:
-        users, rate, run_time = self.size()
-        elapsed = self.elapsed()
-        if elapsed >= run_time:
-            return None
+    def load_at(self, elapsed: float, users: int, rate: float, run_time: float) -> Load:
         burst = max(rate, float(users))  # the whole spike within about a second
         if 0.4 * run_time <= elapsed < 0.6 * run_time:
             return users, burst
