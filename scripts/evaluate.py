@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import catalogue, movielens
+from demo import batches, catalogue, movielens, rating_events, send
 
 from recsys_shared.processes import RedisServer, wait_until
 from recsys_shared.schemas import EventType, Recipe, event_weight
@@ -168,35 +168,6 @@ def offline(split: ReplaySplit, movies: list[dict[str, Any]]) -> dict[str, dict[
 
 
 # ── replay through the public API ───────────────────────────────────────────────────────────
-def _send(
-    http: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str]
-) -> httpx.Response:
-    for _ in range(60):
-        response = http.request(method, path, json=body, headers=headers)
-        if response.status_code not in (429, 503):
-            response.raise_for_status()
-            return response
-        time.sleep(float(response.headers.get("Retry-After", "1")))
-    response.raise_for_status()
-    return response
-
-
-def _events(sent: Any) -> list[dict[str, Any]]:
-    return [
-        {
-            "event_id": f"replay-{row}",
-            "user_id": str(user),
-            "item_id": str(movie),
-            "type": "rating",
-            "value": float(rating),
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(moment))),
-        }
-        for row, user, movie, rating, moment in zip(
-            sent.rownames, sent.userId, sent.movieId, sent.rating, sent.timestamp, strict=True
-        )
-    ]
-
-
 def _served_everywhere(stack: Any, version: int) -> Callable[[], bool]:
     def check() -> bool:
         for name in ("recommender1", "recommender2"):
@@ -227,23 +198,15 @@ def _replay_on(stack: Any, split: ReplaySplit, movies: list[dict[str, Any]]) -> 
     gateway = stack.gateway
     figures: dict[str, Any] = {}
     with httpx.Client(base_url=gateway, timeout=120) as http:
-        for start in range(0, len(movies), 1000):
-            _send(
-                http, "PUT", "/v1/items", {"items": movies[start : start + 1000]}, client_headers()
-            )
-        events = _events(split.sent)
-        for start in range(0, len(events), 1000):
-            _send(
-                http,
-                "POST",
-                "/v1/events",
-                {"events": events[start : start + 1000]},
-                client_headers(),
-            )
+        for batch in batches(movies):
+            send(http, "PUT", "/v1/items", {"items": batch}, client_headers())
+        events = rating_events(split.sent, prefix="replay")
+        for batch in batches(events):
+            send(http, "POST", "/v1/events", {"events": batch}, client_headers())
         wait_for_applied(gateway, timeout=600)
         print(f"replay: {len(movies)} movies and {len(events)} ratings sent", flush=True)
         started = time.perf_counter()
-        task = _send(http, "POST", "/v1/models/retrain", {}, admin_headers()).json()["task_id"]
+        task = send(http, "POST", "/v1/models/retrain", {}, admin_headers()).json()["task_id"]
         result = wait_for_task(gateway, task, timeout=900)
         figures["first_training_seconds"] = time.perf_counter() - started
         outcome = result.get("result") or {}
@@ -277,10 +240,10 @@ def _timed_refit(http: httpx.Client, stack: Any) -> dict[str, Any]:
     fresh = [
         {"user_id": "refit-probe", "item_id": str(movie), "type": "like"} for movie in (1, 2, 3)
     ]
-    _send(http, "POST", "/v1/events", {"events": fresh}, client_headers())
+    send(http, "POST", "/v1/events", {"events": fresh}, client_headers())
     wait_for_applied(stack.gateway, timeout=60)
     started = time.perf_counter()
-    task = _send(http, "POST", "/v1/models/retrain", {}, admin_headers()).json()["task_id"]
+    task = send(http, "POST", "/v1/models/retrain", {}, admin_headers()).json()["task_id"]
     result = wait_for_task(stack.gateway, task, timeout=300)
     outcome = result.get("result") or {}
     if not isinstance(outcome, dict) or outcome.get("status") != "published":
