@@ -117,11 +117,8 @@ class Traffic:
 
 
 def _applied(stack: Stack) -> int:
-    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
-    try:
+    with stack.redis.inspector() as client:
         return int(client.hget(keys.Partition(0).stats, keys.STAT_APPLIED) or 0)
-    finally:
-        client.close()
 
 
 def test_a_full_redis_serves_reads_refuses_events_and_recovers_by_itself(system: Stack) -> None:

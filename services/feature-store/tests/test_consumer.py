@@ -216,9 +216,8 @@ async def own_client(own_settings: Settings) -> AsyncIterator[RedisClient]:
 
 @pytest.fixture
 def own_inspector(own_redis: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    yield client
-    client.close()
+    with own_redis.inspector() as client:
+        yield client
 
 
 def failures_counted(error: str) -> float:

@@ -40,9 +40,8 @@ async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]
 
 @pytest.fixture
 def ephemeral_inspector(ephemeral_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(ephemeral_server.url, decode_responses=True)
-    yield client
-    client.close()
+    with ephemeral_server.inspector() as client:
+        yield client
 
 
 @pytest.fixture

@@ -41,9 +41,8 @@ def split(make_gateway: Any, ephemeral_server: RedisServer) -> Any:
 
 @pytest.fixture
 def entries(ephemeral_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(ephemeral_server.url, decode_responses=True)
-    yield client
-    client.close()
+    with ephemeral_server.inspector() as client:
+        yield client
 
 
 def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:

@@ -8,8 +8,7 @@ that loop on a ``TestClient`` call would wait forever for the app's replies.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,14 +26,7 @@ from recsys_shared.testing import assert_problem, eventually
 PARTITIONS = keys.Partitions(3)
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """The app's lifespan reconfigures the root logger; put pytest's handlers back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # every test starts the app
 
 
 @asynccontextmanager

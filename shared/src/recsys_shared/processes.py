@@ -240,6 +240,11 @@ class RedisServer:
             host=self.host, port=self.port, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
         )
 
+    def inspector(self) -> redis.Redis:
+        """A redis-py client for a test to set data up and look inside (text decoded); closed
+        by its caller, or by a ``with`` block."""
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
     def ping(self) -> bool:
         client = self._client(0.5)
         try:

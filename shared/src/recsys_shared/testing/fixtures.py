@@ -8,6 +8,7 @@ Cluster (with a standalone broker), which starts once per session when first ask
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -99,3 +100,14 @@ def inspector(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A service's lifespan reconfigures the root logger; put pytest's handlers back after
+    (for a test that starts an app)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
