@@ -211,16 +211,25 @@ async def test_an_unreadable_newer_version_keeps_the_old_one_serving(
     assert "version 2" in holder.last_error
 
 
-async def test_a_repaired_version_is_loaded_after_the_backoff(
+@pytest.fixture
+async def broken_v2(
     holder: ModelHolder,
     registry: ModelRegistry,
     artifact_store: ArtifactStore,
     write_model: Callable[..., ModelInfo],
-) -> None:
+) -> ModelHolder:
+    """Version 2 published with a corrupt artifact, and the holder refreshed once since."""
     info = write_model(2)
     _corrupt(artifact_store, 2)
     await registry.publish(info, reason="test")
     await holder.refresh()
+    return holder
+
+
+async def test_a_repaired_version_is_loaded_after_the_backoff(
+    broken_v2: ModelHolder, write_model: Callable[..., ModelInfo]
+) -> None:
+    holder = broken_v2
     assert holder.serving_version == 1
     write_model(2)  # the artifact is written again, whole
     await asyncio.sleep(1.1)  # the first retry comes after a second
@@ -243,15 +252,9 @@ async def test_rollback_to_an_older_version_is_picked_up(
 
 
 async def test_rollback_away_from_a_broken_version_clears_its_error(
-    holder: ModelHolder,
-    registry: ModelRegistry,
-    artifact_store: ArtifactStore,
-    write_model: Callable[..., ModelInfo],
+    broken_v2: ModelHolder, registry: ModelRegistry
 ) -> None:
-    info = write_model(2)
-    _corrupt(artifact_store, 2)
-    await registry.publish(info, reason="test")
-    await holder.refresh()
+    holder = broken_v2
     assert holder.last_error is not None
     await registry.activate(1, reason="rollback")
     await holder.refresh()
