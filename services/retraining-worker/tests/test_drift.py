@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from recsys_shared import keys
-from recsys_shared.artifacts import IDS_FILE, SNAPSHOT_FILE, ArtifactStore, model_folder, npz_bytes
+from recsys_shared.artifacts import IDS_FILE, ArtifactStore, model_folder, npz_bytes
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo
@@ -25,6 +25,8 @@ from retraining_worker.drift import (
     psi_from_shares,
     read_window,
 )
+
+from .conftest import WriteSnapshot
 
 NOW = 1_700_003_600.0 + 1800  # half past an hour
 HOUR = keys.drift_hour(NOW)
@@ -88,25 +90,15 @@ def drift_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def active_model(
-    redis_client: RedisClient, clusters: Interactions, drift_settings: Settings
+    redis_client: RedisClient,
+    clusters: Interactions,
+    drift_settings: Settings,
+    write_snapshot: WriteSnapshot,
 ) -> ModelInfo:
     """Version 1, trained on the ``clusters`` snapshot: the snapshot bundle and the model's id
     tables written with the ArtifactStore as the feature-store and training write them."""
     store = ArtifactStore(drift_settings.artifact_url)
-    store.write_bundle(
-        f"snapshots/{SNAPSHOT_ID}",
-        {
-            SNAPSHOT_FILE: npz_bytes(
-                user_ids=clusters.user_ids,
-                item_ids=clusters.item_ids,
-                rows=clusters.rows,
-                cols=clusters.cols,
-                weights=clusters.weights,
-                times=clusters.times,
-            )
-        },
-        {"snapshot_id": SNAPSHOT_ID},
-    )
+    write_snapshot(store, SNAPSHOT_ID, clusters)
     store.write_bundle(
         model_folder(1),
         {IDS_FILE: npz_bytes(user_ids=clusters.user_ids, item_ids=clusters.item_ids)},
