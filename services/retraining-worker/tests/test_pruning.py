@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
 from recsys_shared import keys
@@ -15,6 +16,21 @@ from recsys_shared.schemas import ExperimentIn, ModelStatus
 from recsys_shared.testing import model_info
 from retraining_worker.config import Settings
 from retraining_worker.pruning import prune
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(f"file://{tmp_path}")
+
+
+@pytest.fixture
+def registry(redis_client: RedisClient) -> ModelRegistry:
+    return ModelRegistry(redis_client)
+
+
+def _limits(**keep: int) -> Settings:
+    """The worker's settings with these retention limits (``keep_*``)."""
+    return Settings(redis_url="redis://unused", **keep)  # type: ignore[arg-type]
 
 
 async def _versions(
@@ -44,11 +60,9 @@ async def _with_artifact(registry: ModelRegistry) -> set[int]:
 
 
 async def test_pruning_keeps_recent_artifacts_the_active_and_its_rollback_target(
-    redis_client: RedisClient, tmp_path: Path
+    registry: ModelRegistry, store: ArtifactStore
 ) -> None:
-    settings = Settings(redis_url="redis://unused", keep_model_versions=2, keep_snapshots=1)
-    store = ArtifactStore(f"file://{tmp_path}")
-    registry = ModelRegistry(redis_client)
+    settings = _limits(keep_model_versions=2, keep_snapshots=1)
     await _versions(registry, store, 6)
     await registry.activate(2, "old favourite")
     await registry.activate(1, "rolled back")  # 1 is active, 2 the one it replaced
@@ -64,16 +78,13 @@ async def test_pruning_keeps_recent_artifacts_the_active_and_its_rollback_target
 
 
 async def test_records_beyond_the_limit_are_forgotten_but_never_the_rollback_pair(
-    redis_client: RedisClient, inspector: redis.Redis, tmp_path: Path
+    registry: ModelRegistry, store: ArtifactStore, inspector: redis.Redis
 ) -> None:
-    settings = Settings(
-        redis_url="redis://unused",
+    settings = _limits(
         keep_model_versions=2,
         keep_model_records=3,
         keep_snapshots=2,
     )
-    store = ArtifactStore(f"file://{tmp_path}")
-    registry = ModelRegistry(redis_client)
     await _versions(registry, store, 8, rejected=(7,))
     await registry.activate(2, "old favourite")
     await registry.activate(1, "rolled back")
@@ -101,11 +112,9 @@ async def test_records_beyond_the_limit_are_forgotten_but_never_the_rollback_pai
 
 
 async def test_a_reactivated_version_keeps_the_one_it_replaced_last(
-    redis_client: RedisClient, tmp_path: Path
+    registry: ModelRegistry, store: ArtifactStore
 ) -> None:
-    settings = Settings(redis_url="redis://unused", keep_model_versions=2)
-    store = ArtifactStore(f"file://{tmp_path}")
-    registry = ModelRegistry(redis_client)
+    settings = _limits(keep_model_versions=2)
     await _versions(registry, store, 4)  # 4: a newer candidate, never activated
     # 3 replaced 2, was rolled back to 1, then activated again: a rollback now goes to 1
     # (2 still names 3 as its successor, from the first time).
@@ -119,11 +128,9 @@ async def test_a_reactivated_version_keeps_the_one_it_replaced_last(
 
 
 async def test_a_running_experiments_versions_keep_their_artifacts(
-    redis_client: RedisClient, tmp_path: Path
+    redis_client: RedisClient, registry: ModelRegistry, store: ArtifactStore
 ) -> None:
-    settings = Settings(redis_url="redis://unused", keep_model_versions=2, keep_snapshots=1)
-    store = ArtifactStore(f"file://{tmp_path}")
-    registry = ModelRegistry(redis_client)
+    settings = _limits(keep_model_versions=2, keep_snapshots=1)
     await _versions(registry, store, 5)
     await registry.activate(5, "newest")
     experiments = ExperimentStore(redis_client, keys.Partitions(1))
