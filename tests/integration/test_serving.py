@@ -19,6 +19,7 @@ from recsys_shared.testing import (
     Stack,
     admin_headers,
     client_headers,
+    ok_body,
     wait_for_applied,
     wait_for_task,
 )
@@ -34,9 +35,7 @@ def recommendations(stack: Stack, user: str, **params: Any) -> dict[str, Any]:
         headers=client_headers(),
         timeout=10,
     )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return ok_body(response)
 
 
 def personalised(stack: Stack, user: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from recsys_shared.fastpath.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
+from recsys_shared.testing import ok_body
 from recsys_shared.testing.waiting import eventually
 
 USER = "u:1"  # a ':' in the id must not confuse the key layout
@@ -44,10 +45,7 @@ def _serve(gateway: Any, answer: list[Recommendations]) -> None:
 
 
 def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
-    response = gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return ok_body(gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers))
 
 
 def test_a_second_request_is_served_from_the_cache_with_its_age(

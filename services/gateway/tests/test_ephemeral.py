@@ -18,6 +18,7 @@ from gateway.cache import NO_VARIANT, query_digest
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
+from recsys_shared.testing import ok_body
 
 USER = "u:1"
 PARTITIONS = keys.Partitions(1)
@@ -46,10 +47,7 @@ def entries(ephemeral_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
-    response = gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return ok_body(gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers))
 
 
 def test_entries_live_on_the_ephemeral_redis_stamped_with_the_main_ones_version_and_epoch(

@@ -7,11 +7,12 @@ install, which tests, benchmarks and ``make run`` use, has it.
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
 data in, a model trained, waiting on tasks), ``data`` the synthetic data sets, ``records``
-registry records of models never trained, ``problems`` the check of an error answer.
+registry records of models never trained, ``answers`` the checks of an answer (200 or problem).
 """
 
 from __future__ import annotations
 
+from recsys_shared.testing.answers import assert_problem, ok_body
 from recsys_shared.testing.api import (
     ADMIN_KEY,
     API_KEYS,
@@ -26,7 +27,6 @@ from recsys_shared.testing.api import (
     wait_for_task,
 )
 from recsys_shared.testing.data import taste_clusters, view_batch
-from recsys_shared.testing.problems import assert_problem
 from recsys_shared.testing.records import model_info
 from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
@@ -47,6 +47,7 @@ __all__ = [
     "eventually",
     "load",
     "model_info",
+    "ok_body",
     "own_stack",
     "retrain",
     "send_events",

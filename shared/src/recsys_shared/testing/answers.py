@@ -1,4 +1,5 @@
-"""The one check every error test makes: the answer is a problem document (RFC 9457)."""
+"""The checks every API test makes of an answer: a 200 with its JSON body, or a problem
+document (RFC 9457)."""
 
 from __future__ import annotations
 
@@ -19,4 +20,11 @@ def assert_problem(
     body: dict[str, Any] = response.json()
     if problem is not None:
         assert body["type"] == f"urn:recsys:problem:{problem}", body
+    return body
+
+
+def ok_body(response: httpx.Response) -> dict[str, Any]:
+    """``response`` is a 200; its JSON body."""
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
     return body
