@@ -4,7 +4,6 @@ acknowledges it."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -15,8 +14,7 @@ from feature_store.erasure import Eraser
 from feature_store.merger import PopularityMerger
 from recsys_shared import keys
 from recsys_shared.experiments.lists import ExperimentLists
-from recsys_shared.processes import RedisServer
-from recsys_shared.redis import RedisClient, connect
+from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, ServedList, StoredEvent
 
 P0 = keys.Partitions(1).all[0]
@@ -481,13 +479,6 @@ async def test_events_from_a_recommendation_count_online_hits_per_version(
         "popular:hits": "1",
     }
     assert sync_redis.hget(P0.drift(0).types, "view") == "8"
-
-
-@pytest.fixture
-async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = await connect(ephemeral_server.url, command_timeout=0.5)
-    yield client
-    await client.aclose()
 
 
 async def test_records_on_the_ephemeral_redis_attribute_events(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,7 +17,6 @@ from feature_store.erasure import FORGET_BATCH, Eraser
 from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
-from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import EventType
 from recsys_shared.testing import eventually
 
@@ -29,13 +28,6 @@ KEPT = next(f"keep-{n}" for n in range(1000) if PARTITIONS.of(f"keep-{n}") == PA
 OTHER = next(
     f"other-{n}" for n in range(1000) if PARTITIONS.of(f"other-{n}") != PARTITIONS.of(ERASED)
 )
-
-
-@pytest.fixture
-async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = await connect(ephemeral_server.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -65,6 +65,14 @@ def ephemeral_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture
+async def ephemeral(ephemeral_server: RedisServer) -> AsyncIterator[RedisClient]:
+    """The services' client on ``ephemeral_server``, quick to give up when it is stopped."""
+    client = await connect(ephemeral_server.url, command_timeout=0.5)
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture(params=["single", "cluster"])
 def data_tier(request: pytest.FixtureRequest) -> DataTier:
     """A clean data tier: a single Redis, then a 3-master cluster."""
