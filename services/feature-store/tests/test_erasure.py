@@ -71,6 +71,15 @@ def everything_in(client: redis.Redis) -> str:
     return "\n".join(texts)
 
 
+async def invalid_events(redis_client, partition: keys.Partition, *entries: str) -> None:
+    """Dead letters of refused events with these raw entries, ids 1-1, 1-2, … in ``partition``."""
+    letters = [
+        DeadLetter(f"1-{number}", "invalid_event", entry)
+        for number, entry in enumerate(entries, start=1)
+    ]
+    await dead_letter(redis_client, partition, letters, cap=100)
+
+
 async def fill(redis_client, sync_redis, settings3, make_event, user: str) -> None:
     """A user as the system leaves them: events applied (and trimmed), idempotency markers,
     drift counts, dead letters naming them."""
@@ -87,14 +96,11 @@ async def fill(redis_client, sync_redis, settings3, make_event, user: str) -> No
     )
     await housekeeping.trim()
     sync_redis.set(partition.markers(user), b"\x01" * keys.MARKER_BYTES)
-    await dead_letter(
+    await invalid_events(
         redis_client,
         partition,
-        [
-            DeadLetter("1-1", "invalid_event", f'{{"user_id": "{user}", "item_id": "i9"}}'),
-            DeadLetter("1-2", "invalid_event", f"not json at all, from {user}"),
-        ],
-        cap=100,
+        f'{{"user_id": "{user}", "item_id": "i9"}}',
+        f"not json at all, from {user}",
     )
 
 
@@ -160,14 +166,8 @@ async def test_erasure_reaches_the_dead_letters_of_a_user_with_nothing_else(
 ):
     # Every event the user sent was refused: no features, only dead letters.
     partition = PARTITIONS.of(ERASED)
-    await dead_letter(
-        redis_client,
-        partition,
-        [
-            DeadLetter("1-1", "invalid_event", f'{{"user_id": "{ERASED}"}}'),
-            DeadLetter("1-2", "invalid_event", f'{{"user_id": "{KEPT}"}}'),
-        ],
-        cap=100,
+    await invalid_events(
+        redis_client, partition, f'{{"user_id": "{ERASED}"}}', f'{{"user_id": "{KEPT}"}}'
     )
 
     await eraser.erase(ERASED)
@@ -246,12 +246,7 @@ async def test_retention_forgets_only_users_silent_for_the_period(
         ]
     )
     await applier.apply(partition, entries, now=now)
-    await dead_letter(
-        redis_client,
-        partition,
-        [DeadLetter("1-1", "invalid_event", '{"user_id": "silent"}')],
-        cap=100,
-    )
+    await invalid_events(redis_client, partition, '{"user_id": "silent"}')
 
     assert await eraser.forget_silent(partition, retention_seconds=retention) == 2
 
