@@ -91,25 +91,31 @@ def test_activating_an_older_version_rolls_back(
     assert active.json()["version"] == 1
 
 
+def _activation_refused(
+    gateway: Any, registry: ModelRegistry, headers: dict[str, str], version: int, status: int
+) -> dict[str, Any]:
+    """Activating ``version`` is refused with a ``status`` problem and version 2 stays
+    active; the problem."""
+    response = gateway.client.post(f"/v1/models/{version}/activate", headers=headers)
+    problem = assert_problem(response, status)
+    assert _run(gateway, registry.active_version) == 2
+    return problem
+
+
 @pytest.mark.usefixtures("versions")
 def test_a_rejected_version_cannot_be_activated(
     gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
 ) -> None:
-    response = gateway.client.post("/v1/models/3/activate", headers=admin_headers)
-
-    assert_problem(response, 409, "conflict")
-    assert "ndcg below baseline" in response.json()["detail"]
-    assert _run(gateway, registry.active_version) == 2
+    problem = _activation_refused(gateway, registry, admin_headers, 3, 409)
+    assert problem["type"] == "urn:recsys:problem:conflict"
+    assert "ndcg below baseline" in problem["detail"]
 
 
 @pytest.mark.usefixtures("versions")
 def test_a_version_without_artifact_cannot_be_activated(
     gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
 ) -> None:
-    response = gateway.client.post("/v1/models/4/activate", headers=admin_headers)
-
-    assert_problem(response, 409)
-    assert _run(gateway, registry.active_version) == 2
+    _activation_refused(gateway, registry, admin_headers, 4, 409)
     assert _run(gateway, registry.get, 4).status is ModelStatus.CANDIDATE
 
 
@@ -117,10 +123,8 @@ def test_a_version_without_artifact_cannot_be_activated(
 def test_an_unknown_version_cannot_be_activated(
     gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
 ) -> None:
-    response = gateway.client.post("/v1/models/99/activate", headers=admin_headers)
-
-    assert_problem(response, 404, "unknown-model-version")
-    assert _run(gateway, registry.active_version) == 2
+    problem = _activation_refused(gateway, registry, admin_headers, 99, 404)
+    assert problem["type"] == "urn:recsys:problem:unknown-model-version"
 
 
 @pytest.mark.parametrize("version", ["0", "-1", "one", str(2**53 + 1)])
