@@ -199,12 +199,21 @@ def test_the_fallback_reads_what_users_saw_in_their_partition(
         assert [item["item_id"] for item in body["items"]] == ["p2", "p3"], user
 
 
+def _replica_a_failing(
+    make_gateway: Any, *, failures: int, reset_seconds: float
+) -> tuple[Any, Recommendations]:
+    """A gateway whose breaker opens after ``failures`` failures and lets a trial through after
+    ``reset_seconds``, with replica A failing every call; what replica B answers."""
+    gateway = make_gateway(breaker_failures=failures, breaker_reset_seconds=reset_seconds)
+    answer = _answer()
+    gateway.recommender.handler = _failing_on(REPLICA_A, answer)
+    return gateway, answer
+
+
 def test_the_breaker_stops_calls_to_a_failing_replica(
     make_gateway: Any, client_headers: dict[str, str]
 ) -> None:
-    gateway = make_gateway(breaker_failures=2, breaker_reset_seconds=60)
-    answer = _answer()
-    gateway.recommender.handler = _failing_on(REPLICA_A, answer)
+    gateway, answer = _replica_a_failing(make_gateway, failures=2, reset_seconds=60)
 
     for _ in range(10):
         response = _recommend(gateway, client_headers)
@@ -219,9 +228,7 @@ def test_the_breaker_stops_calls_to_a_failing_replica(
 def test_the_breaker_lets_a_trial_through_after_the_reset_time(
     make_gateway: Any, client_headers: dict[str, str]
 ) -> None:
-    gateway = make_gateway(breaker_failures=1, breaker_reset_seconds=0.05)
-    answer = _answer()
-    gateway.recommender.handler = _failing_on(REPLICA_A, answer)
+    gateway, answer = _replica_a_failing(make_gateway, failures=1, reset_seconds=0.05)
     _recommend(gateway, client_headers)
     assert gateway.recommender.calls_to(REPLICA_A) == 1
 
