@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recommender.model_store import ModelHolder
+from recommender.model_store import LoadedModel, ModelHolder
 from recommender.service import RecommendationService
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
@@ -31,6 +31,13 @@ async def _assert_recorded(features: Any, response: Recommendations) -> None:
     assert record["user_id"] == response.user_id
     assert record["model_version"] == response.model_version
     assert record["strategy"] == response.strategy.value
+
+
+@pytest.fixture
+def model(holder: ModelHolder) -> LoadedModel:
+    """The model the holder serves (version 1, trained on the clusters)."""
+    assert holder.current is not None
+    return holder.current
 
 
 async def test_a_user_gets_unseen_items_of_their_own_cluster(
@@ -64,10 +71,8 @@ async def test_every_unseen_item_of_the_cluster_ranks_before_the_other_cluster(
 
 
 async def test_a_trained_user_is_scored_with_their_trained_vector(
-    service: RecommendationService, holder: ModelHolder, clusters: Any
+    service: RecommendationService, model: LoadedModel, clusters: Any
 ) -> None:
-    model = holder.current
-    assert model is not None
     response = _parsed(await service.for_user("b2", RecommendationQuery(k=3)))
     expected = model.item_factors @ model.user_factors[clusters.user_ids.index("b2")]
     for item in response.items:
@@ -236,10 +241,8 @@ async def test_new_events_move_a_known_user_without_retraining(
 
 
 async def test_events_older_than_the_snapshot_do_not_trigger_a_fold_in(
-    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+    service: RecommendationService, model: LoadedModel, features: Any, clusters: Any
 ) -> None:
-    model = holder.current
-    assert model is not None
     # An event the snapshot already included: the trained vector stays authoritative.
     await features.events("b0", ["B11"], now=clusters.snapshot_at - 1.0)
     response = _parsed(await service.for_user("b0", RecommendationQuery(k=3, exclude_seen=False)))
@@ -310,10 +313,8 @@ async def test_a_batch_without_a_model_is_all_popular(
 
 # ── users whose features are gone (erased, or forgotten after the retention period) ────────
 async def test_an_erased_user_is_not_personalised_from_the_models_row(
-    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+    service: RecommendationService, model: LoadedModel, features: Any, clusters: Any
 ) -> None:
-    model = holder.current
-    assert model is not None
     await features.erase("a0")
     assert model.users.get("a0") is not None  # the model still knows them: it predates it
 
@@ -333,10 +334,8 @@ async def test_an_erased_user_is_not_personalised_from_the_models_row(
 
 
 async def test_a_forgotten_user_is_not_personalised_from_the_models_row(
-    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+    service: RecommendationService, model: LoadedModel, features: Any, clusters: Any
 ) -> None:
-    model = holder.current
-    assert model is not None
     partition = features.partitions.of("b3")
     # Every user's last event is an hour old: a retention of a minute forgets them all.
     assert await features.eraser.forget_silent(partition, retention_seconds=60) > 0
@@ -349,10 +348,8 @@ async def test_a_forgotten_user_is_not_personalised_from_the_models_row(
 
 
 async def test_an_erased_user_who_comes_back_is_folded_in_from_the_new_events_only(
-    service: RecommendationService, holder: ModelHolder, features: Any, clusters: Any
+    service: RecommendationService, model: LoadedModel, features: Any, clusters: Any
 ) -> None:
-    model = holder.current
-    assert model is not None
     await features.erase("a0")
     # Received after the erasure (events sent before it are dropped), on the other cluster.
     liked = ["B0", "B4", "B9"]
