@@ -59,6 +59,14 @@ def trained(stack: Stack) -> dict[str, object]:
     return {"version": outcome["version"], "users": sorted({e["user_id"] for e in events})}
 
 
+def worse_copy(stack: Stack, version: int, *, seed: int, candidate: bool = False) -> int:
+    """A scrambled (worse) copy of ``version``, registered as rejected by the gate, or as a
+    candidate that can be activated."""
+    status = ModelStatus.CANDIDATE if candidate else ModelStatus.REJECTED
+    artifacts = stack.env["ARTIFACT_URL"]
+    return scrambled_version(stack.tier.url, artifacts, version, status=status, seed=seed)
+
+
 @pytest.fixture(scope="module")
 def http(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.gateway, timeout=30) as client:
@@ -128,7 +136,7 @@ def test_invalid_experiments_are_refused_by_field(
         ({"mode": "sometimes", "variants": []}, "mode"),
     ]
     # A version whose artifact no longer matches its checksum cannot be a variant.
-    broken = scrambled_version(stack.tier.url, stack.env["ARTIFACT_URL"], good, seed=2)
+    broken = worse_copy(stack, good, seed=2)
     artifacts = Path(stack.env["ARTIFACT_URL"].removeprefix("file://"))
     (artifacts / model_folder(broken) / IDS_FILE).write_bytes(b"not the file it was")
     cases.append(
@@ -153,7 +161,7 @@ def test_shadow_mode_never_changes_what_is_served(
     stack: Stack, http: httpx.Client, trained: dict[str, Any]
 ) -> None:
     good = trained["version"]
-    shadow = scrambled_version(stack.tier.url, stack.env["ARTIFACT_URL"], good, seed=3)
+    shadow = worse_copy(stack, good, seed=3)
     users = trained["users"][::4]
 
     def lists() -> dict[str, list[tuple[str, float]]]:
@@ -214,7 +222,7 @@ def test_a_worse_canary_is_rolled_back_before_a_quarter_of_the_exposures(
 ) -> None:
     good = trained["version"]
     # Rejected by the gate, or as good as: any version with a verified artifact may be tried.
-    worse = scrambled_version(stack.tier.url, stack.env["ARTIFACT_URL"], good, seed=5)
+    worse = worse_copy(stack, good, seed=5)
     population = Population(trained["users"], seed=21)
     started = start(
         http,
@@ -242,9 +250,7 @@ def test_a_better_canary_is_promoted_through_the_schedule(
     stack: Stack, http: httpx.Client, trained: dict[str, Any]
 ) -> None:
     good = trained["version"]
-    worse = scrambled_version(
-        stack.tier.url, stack.env["ARTIFACT_URL"], good, status=ModelStatus.CANDIDATE, seed=9
-    )
+    worse = worse_copy(stack, good, seed=9, candidate=True)
     activated = http.post(f"/v1/models/{worse}/activate", headers=admin_headers())
     assert activated.status_code == 200, activated.text
     population = Population(trained["users"], seed=33)
@@ -271,9 +277,7 @@ def test_ab_assignment_is_sticky_and_within_three_points_and_each_variant_serves
     stack: Stack, http: httpx.Client, trained: dict[str, Any]
 ) -> None:
     good = trained["version"]
-    other = scrambled_version(
-        stack.tier.url, stack.env["ARTIFACT_URL"], good, status=ModelStatus.CANDIDATE, seed=13
-    )
+    other = worse_copy(stack, good, seed=13, candidate=True)
     weights = [0.6, 0.4]
     started = start(
         http,
