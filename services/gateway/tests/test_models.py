@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -91,39 +92,43 @@ def test_activating_an_older_version_rolls_back(
     assert active.json()["version"] == 1
 
 
-def _activation_refused(
-    gateway: Any, registry: ModelRegistry, headers: dict[str, str], version: int, status: int
-) -> dict[str, Any]:
-    """Activating ``version`` is refused with a ``status`` problem and version 2 stays
-    active; the problem."""
-    response = gateway.client.post(f"/v1/models/{version}/activate", headers=headers)
-    problem = assert_problem(response, status)
-    assert _run(gateway, registry.active_version) == 2
-    return problem
+@pytest.fixture
+def refused_activation(
+    gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str], versions: None
+) -> Callable[[int, int], dict[str, Any]]:
+    """Activate a version of ``versions`` and check it is refused with a problem of the given
+    status, version 2 still active; the problem."""
+
+    def refused(version: int, status: int) -> dict[str, Any]:
+        response = gateway.client.post(f"/v1/models/{version}/activate", headers=admin_headers)
+        problem = assert_problem(response, status)
+        assert _run(gateway, registry.active_version) == 2
+        return problem
+
+    return refused
 
 
-@pytest.mark.usefixtures("versions")
 def test_a_rejected_version_cannot_be_activated(
-    gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
+    refused_activation: Callable[[int, int], dict[str, Any]],
 ) -> None:
-    problem = _activation_refused(gateway, registry, admin_headers, 3, 409)
+    problem = refused_activation(3, 409)
     assert problem["type"] == "urn:recsys:problem:conflict"
     assert "ndcg below baseline" in problem["detail"]
 
 
-@pytest.mark.usefixtures("versions")
 def test_a_version_without_artifact_cannot_be_activated(
-    gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
+    gateway: Any,
+    registry: ModelRegistry,
+    refused_activation: Callable[[int, int], dict[str, Any]],
 ) -> None:
-    _activation_refused(gateway, registry, admin_headers, 4, 409)
+    refused_activation(4, 409)
     assert _run(gateway, registry.get, 4).status is ModelStatus.CANDIDATE
 
 
-@pytest.mark.usefixtures("versions")
 def test_an_unknown_version_cannot_be_activated(
-    gateway: Any, registry: ModelRegistry, admin_headers: dict[str, str]
+    refused_activation: Callable[[int, int], dict[str, Any]],
 ) -> None:
-    problem = _activation_refused(gateway, registry, admin_headers, 99, 404)
+    problem = refused_activation(99, 404)
     assert problem["type"] == "urn:recsys:problem:unknown-model-version"
 
 
