@@ -4,7 +4,6 @@ own pending entries, and keeps reading through every Redis failure."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from recsys_shared import keys
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import EventType, StoredEvent
+from recsys_shared.testing import in_background
 
 P0 = keys.Partitions(1).all[0]
 
@@ -137,19 +137,6 @@ async def test_every_partition_is_read_into_its_own_keys(
 
 
 # ── the read loop ─────────────────────────────────────────────────────────────────────────
-@contextlib.asynccontextmanager
-async def running(consumer: StreamConsumer) -> AsyncIterator[asyncio.Task[None]]:
-    """The consumer's read loops in the background, cancelled at the end as the app's
-    lifespan does (a read that is still blocking included)."""
-    task = asyncio.create_task(consumer.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def group_exists(client: redis.Redis, partition: keys.Partition = P0) -> bool:
     if not client.exists(partition.events):
         return False
@@ -177,7 +164,7 @@ async def test_run_applies_events_and_survives_the_stream_being_deleted(
     async def recreated() -> bool:
         return group_exists(sync_redis)
 
-    async with running(consumer) as task:
+    async with in_background(consumer.run()) as task:
         await eventually(recreated)
         sync_redis.xadd(P0.events, {keys.EVENT_FIELD: make_event("u1", "i1").model_dump_json()})
         await eventually(lambda: applied("u1"))
@@ -237,7 +224,7 @@ async def test_the_loop_waits_out_redis_at_its_memory_limit_and_then_applies_eve
     refused_before = failures_counted("StoreOutOfMemory")
     consumer = StreamConsumer(own_client, own_settings)
 
-    async with running(consumer) as task:
+    async with in_background(consumer.run()) as task:
 
         async def refused() -> bool:
             return failures_counted("StoreOutOfMemory") > refused_before
@@ -266,7 +253,7 @@ async def test_the_loop_waits_out_a_stopped_redis_and_then_applies_everything(
     async def applied(*users: str) -> bool:
         return all(own_inspector.exists(P0.user_items(user)) for user in users)
 
-    async with running(consumer) as task:
+    async with in_background(consumer.run()) as task:
 
         async def ready() -> bool:
             return group_exists(own_inspector)

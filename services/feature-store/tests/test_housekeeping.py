@@ -4,7 +4,6 @@ keeps the data tier bounded (gone consumers, deleted items, silent users, old to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 from prometheus_client import REGISTRY
@@ -17,6 +16,7 @@ from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
 from recsys_shared.locks import RedisLock
 from recsys_shared.schemas import EventType, ItemWithId, StoredEvent
+from recsys_shared.testing import in_background
 
 P0 = keys.Partitions(1).all[0]
 DAY = 86_400.0
@@ -242,8 +242,7 @@ async def test_a_failing_job_does_not_stop_the_others(
     sync_redis.zadd(P0.popular, {"i1": 2.0})
     sync_redis.sadd(P0.popular_dirty, "i1")
     failed_before = {job: failures_counted(job) for job in ("claim", "trim")}
-    task = asyncio.create_task(housekeeping.run())
-    try:
+    async with in_background(housekeeping.run()) as task:
 
         async def merged() -> bool:
             return sync_redis.zscore(keys.POPULAR, "i1") == 2.0
@@ -253,7 +252,3 @@ async def test_a_failing_job_does_not_stop_the_others(
         assert not task.done()
         for job, before in failed_before.items():
             assert failures_counted(job) > before
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

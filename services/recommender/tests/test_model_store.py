@@ -4,9 +4,7 @@ every announcement of the registry's channel, or by polling)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from recsys_shared.artifacts import (
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo
-from recsys_shared.testing import eventually
+from recsys_shared.testing import eventually, in_background
 
 
 def _sample(name: str) -> float:
@@ -263,18 +261,6 @@ async def test_rollback_away_from_a_broken_version_clears_its_error(
 
 
 # ── the watcher: notifications, and polling without them ──────────────────────────────────
-@asynccontextmanager
-async def _watching(holder: ModelHolder) -> AsyncIterator[ModelHolder]:
-    """``holder.watch()`` running in the background for the block."""
-    watcher = asyncio.create_task(holder.watch())
-    try:
-        yield holder
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
 def _serving(holder: ModelHolder, version: int) -> Callable[[], Awaitable[bool]]:
     async def serving() -> bool:
         return holder.serving_version == version
@@ -294,7 +280,7 @@ async def test_the_watcher_learns_of_a_new_version_from_the_channel(
     # Polls a minute apart: only the notification can bring version 2 within the wait.
     holder = ModelHolder(redis_client, artifact_store, poll_seconds=60, notifications=notifications)
     try:
-        async with _watching(holder):
+        async with in_background(holder.watch()):
             await eventually(_serving(holder, 1))
             await registry.publish(write_model(2), reason="test")
             await eventually(_serving(holder, 2), within=10)
@@ -314,7 +300,7 @@ async def test_without_notifications_the_watcher_polls(
 ) -> None:
     holder = new_holder()  # no notifications client; polls every 0.2 s
     assert holder.notifications is None
-    async with _watching(holder):
+    async with in_background(holder.watch()):
         await eventually(_serving(holder, 1))
         await registry.publish(write_model(2), reason="test")
         await eventually(_serving(holder, 2), within=10)

@@ -30,7 +30,7 @@ from recsys_shared.testing.data import taste_clusters, view_batch
 from recsys_shared.testing.records import model_info
 from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
-from recsys_shared.testing.waiting import eventually
+from recsys_shared.testing.waiting import eventually, in_background
 
 __all__ = [
     "ADMIN_KEY",
@@ -45,6 +45,7 @@ __all__ = [
     "client_headers",
     "cluster_tier",
     "eventually",
+    "in_background",
     "load",
     "model_info",
     "ok_body",
