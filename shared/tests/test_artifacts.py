@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,37 +73,37 @@ def test_writes_leave_no_partial_files(
     assert on_disk == sorted([*bundle_files, MANIFEST])
 
 
-def test_a_corrupted_file_is_detected(
-    store: ArtifactStore, base: Path, bundle_files: dict[str, bytes]
-) -> None:
-    store.write_bundle(FOLDER, bundle_files, {})
-    path = base / FOLDER / MODEL_FILE
+def _flip_a_byte(path: Path) -> None:
     damaged = bytearray(path.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     path.write_bytes(bytes(damaged))
 
-    with pytest.raises(ArtifactError, match="checksum"):
-        store.read_bundle(FOLDER)
 
-
-def test_a_truncated_file_is_detected(
-    store: ArtifactStore, base: Path, bundle_files: dict[str, bytes]
-) -> None:
-    store.write_bundle(FOLDER, bundle_files, {})
-    path = base / FOLDER / IDS_FILE
+def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-10])
 
-    with pytest.raises(ArtifactError, match="checksum"):
-        store.read_bundle(FOLDER)
 
-
-def test_a_missing_file_is_an_artifact_error(
-    store: ArtifactStore, base: Path, bundle_files: dict[str, bytes]
+@pytest.mark.parametrize(
+    ("damage", "name", "message"),
+    [
+        (_flip_a_byte, MODEL_FILE, "checksum"),
+        (_truncate, IDS_FILE, "checksum"),
+        (Path.unlink, IDS_FILE, "does not exist"),
+    ],
+    ids=["corrupted", "truncated", "missing"],
+)
+def test_a_damaged_file_is_detected(
+    store: ArtifactStore,
+    base: Path,
+    bundle_files: dict[str, bytes],
+    damage: Callable[[Path], None],
+    name: str,
+    message: str,
 ) -> None:
     store.write_bundle(FOLDER, bundle_files, {})
-    (base / FOLDER / IDS_FILE).unlink()
+    damage(base / FOLDER / name)
 
-    with pytest.raises(ArtifactError, match="does not exist"):
+    with pytest.raises(ArtifactError, match=message):
         store.read_bundle(FOLDER)
 
 
