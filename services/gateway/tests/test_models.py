@@ -13,7 +13,7 @@ import redis
 from recsys_shared import keys
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo, ModelStatus
-from recsys_shared.testing import assert_problem, model_info
+from recsys_shared.testing import assert_problem, model_info, view_batch
 
 
 def _info(version: int, status: ModelStatus, **fields: Any) -> ModelInfo:
@@ -156,10 +156,7 @@ def test_an_invalid_task_id_is_a_422(gateway: Any, admin_headers: dict[str, str]
 def test_pipeline_status_counts_ingested_events(
     gateway: Any, client_headers: dict[str, str], admin_headers: dict[str, str]
 ) -> None:
-    events = [
-        {"event_id": f"e{index}", "user_id": "u", "item_id": "i", "type": "view"}
-        for index in range(3)
-    ]
+    events = view_batch("e", "u", "i", 3)
     gateway.client.post("/v1/events", json={"events": events}, headers=client_headers)
     gateway.client.post("/v1/events", json={"events": events[:1]}, headers=client_headers)
 

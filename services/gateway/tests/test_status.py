@@ -36,7 +36,7 @@ from recsys_shared.schemas import (
     StoredExperiment,
     VariantIn,
 )
-from recsys_shared.testing import assert_problem, model_info
+from recsys_shared.testing import assert_problem, model_info, view_batch
 
 LINE = re.compile(r'data-testid="([^"]+)" data-points="(\d+)" data-max="([^"]+)"')
 STAT = re.compile(r'data-testid="(stat-[^"]+)" data-value="([^"]*)"')
@@ -262,10 +262,7 @@ def test_a_key_in_the_url_is_refused_on_sign_in_too(gateway: Any) -> None:
 def test_the_status_page_shows_the_system(
     gateway: Any, admin_headers: dict[str, str], client_headers: dict[str, str]
 ) -> None:
-    events = [
-        {"event_id": f"s{index}", "user_id": "u", "item_id": "i", "type": "view"}
-        for index in range(4)
-    ]
+    events = view_batch("s", "u", "i", 4)
     posted = gateway.client.post("/v1/events", json={"events": events}, headers=client_headers)
     assert posted.status_code == 202
 
