@@ -356,6 +356,7 @@ def main() -> None:
         ratio = measured["precision_at_10"] / base
         print(f"replay precision@10 = {ratio:.2f}x popularity (target >= 1.8x)")
     if arguments.json:
+        arguments.json.parent.mkdir(parents=True, exist_ok=True)
         arguments.json.write_text(json.dumps(figures, indent=2, default=str))
     if (
         not arguments.offline
