@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from threadpoolctl import threadpool_limits
 
 from recommender.config import Settings, get_settings
+from recommender.deps import RecommenderState
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
@@ -24,11 +24,13 @@ from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import connect
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
+from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 
 async def _readiness(request: Request) -> dict[str, str]:
-    holder: ModelHolder = request.state.holder
-    checks = {"redis": await web.redis_readiness(request.state.redis)}
+    state = lifespan_state(request, RecommenderState)
+    holder = state.holder
+    checks = {"redis": await web.redis_readiness(state.redis)}
     if holder.active_version is not None and holder.current is None:
         checks["model"] = holder.last_error or f"loading version {holder.active_version}"
     else:
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
         async with AsyncExitStack() as stack:
@@ -88,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if service.shadows is not None:
                 stack.push_async_callback(service.shadows.close)
             web.settle_garbage_collector()
-            yield {"redis": client, "holder": holder, "variants": variants, "service": service}
+            yield lifespan_state_of(RecommenderState(client, holder, variants, service))
 
     app = FastAPI(
         title="recsys recommender",

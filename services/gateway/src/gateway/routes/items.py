@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from gateway.auth import ClientAuth
-from gateway.deps import FeaturesDep, FeatureStoreDep
+from gateway.deps import GatewayState, StateDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import UnknownItem
 from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemPatch, ItemsStored
@@ -23,8 +23,8 @@ ItemIdPath = Annotated[Identifier, Path(description="Item id")]
     summary="Create or replace up to 1000 items at once (bulk import)",
     responses=PROBLEM_RESPONSES,
 )
-async def put_items(batch: ItemBatch, feature_store: FeatureStoreDep) -> ItemsStored:
-    await feature_store.put_items(batch)
+async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
+    await state.feature_store.put_items(batch)
     return ItemsStored(stored=len(batch.items))
 
 
@@ -35,14 +35,9 @@ async def put_items(batch: ItemBatch, feature_store: FeatureStoreDep) -> ItemsSt
     description="An item with `available: false` is never recommended, from the next request on.",
     responses=PROBLEM_RESPONSES,
 )
-async def put_item(
-    item_id: ItemIdPath, item: ItemIn, feature_store: FeatureStoreDep, features: FeaturesDep
-) -> Item:
-    await feature_store.put_item(item_id, item)
-    stored = await features.item(item_id)
-    if stored is None:  # deleted by someone else in between
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return stored
+async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
+    await state.feature_store.put_item(item_id, item)
+    return await _catalogued(state, item_id)
 
 
 @router.patch(
@@ -52,14 +47,9 @@ async def put_item(
     description="Only the fields given change; an unknown item is a 404.",
     responses={**PROBLEM_RESPONSES, **NOT_FOUND},
 )
-async def patch_item(
-    item_id: ItemIdPath, patch: ItemPatch, feature_store: FeatureStoreDep, features: FeaturesDep
-) -> Item:
-    await feature_store.patch_item(item_id, patch)
-    stored = await features.item(item_id)
-    if stored is None:  # deleted by someone else in between
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return stored
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
+    await state.feature_store.patch_item(item_id, patch)
+    return await _catalogued(state, item_id)
 
 
 @router.get(
@@ -68,11 +58,8 @@ async def patch_item(
     summary="An item of the catalogue",
     responses={**PROBLEM_RESPONSES, **NOT_FOUND},
 )
-async def get_item(item_id: ItemIdPath, features: FeaturesDep) -> Item:
-    item = await features.item(item_id)
-    if item is None:
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return item
+async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
+    return await _catalogued(state, item_id)
 
 
 @router.delete(
@@ -81,6 +68,15 @@ async def get_item(item_id: ItemIdPath, features: FeaturesDep) -> Item:
     summary="Delete an item; it is never recommended again",
     responses={**PROBLEM_RESPONSES, **NOT_FOUND},
 )
-async def delete_item(item_id: ItemIdPath, feature_store: FeatureStoreDep) -> Response:
-    await feature_store.delete_item(item_id)
+async def delete_item(item_id: ItemIdPath, state: StateDep) -> Response:
+    await state.feature_store.delete_item(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _catalogued(state: GatewayState, item_id: str) -> Item:
+    """The item as the catalogue holds it; after a write, a 404 means someone else deleted it
+    in between."""
+    item = await state.features.item(item_id)
+    if item is None:
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return item

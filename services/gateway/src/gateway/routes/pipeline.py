@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gateway.auth import AdminAuth
-from gateway.deps import FeatureStoreDep, RedisDep, SettingsDep
+from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
@@ -58,8 +58,8 @@ class PipelineStatus(BaseModel):
     summary="Ingestion counters, lag, dead letters, last snapshot",
     responses=PROBLEM_RESPONSES,
 )
-async def pipeline_status(redis: RedisDep, settings: SettingsDep) -> PipelineStatus:
-    return await read_pipeline_status(redis, settings.partitions)
+async def pipeline_status(state: StateDep) -> PipelineStatus:
+    return await read_pipeline_status(state.redis, state.settings.partitions)
 
 
 async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) -> PipelineStatus:
@@ -124,13 +124,13 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
     responses=PROBLEM_RESPONSES,
 )
 async def dead_letters(
-    feature_store: FeatureStoreDep,
+    state: StateDep,
     reason: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this reason")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Entries returned")] = 100,
 ) -> DeadLetters:
-    return await feature_store.dead_letters(reason=reason, limit=limit)
+    return await state.feature_store.dead_letters(reason=reason, limit=limit)
 
 
 @router.post(
@@ -141,6 +141,6 @@ async def dead_letters(
     responses=PROBLEM_RESPONSES,
 )
 async def replay_dead_letters(
-    feature_store: FeatureStoreDep, request: ReplayRequest | None = None
+    state: StateDep, request: ReplayRequest | None = None
 ) -> ReplayResult:
-    return await feature_store.replay_dead_letters(request or ReplayRequest())
+    return await state.feature_store.replay_dead_letters(request or ReplayRequest())

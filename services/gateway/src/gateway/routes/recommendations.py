@@ -12,10 +12,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from gateway.auth import CLIENT_ROLES, SECURITY_SCHEME, authorize_client
+from gateway.deps import GatewayState
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
-from gateway.serving import ReadService
 from recsys_shared.fastpath.parameters import documented, path_identifier, query_model
 from recsys_shared.schemas import RecommendationQuery, Recommendations
+from recsys_shared.web.state import lifespan_state
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -41,7 +42,7 @@ async def recommendations_for_user(request: Request) -> Response:
     await authorize_client(request)
     user_id = path_identifier(request, "user_id")
     query = query_model(request, RecommendationQuery)
-    reads: ReadService = request.state.reads
+    reads = lifespan_state(request, GatewayState).reads
     # JSON as it was validated: from the cache, or the recommender's body (see clients.Answer).
     return Response(await reads.for_user(user_id, query), media_type="application/json")
 
@@ -58,7 +59,7 @@ async def recommendations_for_user(request: Request) -> Response:
 async def popular_items(request: Request) -> Response:
     await authorize_client(request)
     query = query_model(request, RecommendationQuery)
-    reads: ReadService = request.state.reads
+    reads = lifespan_state(request, GatewayState).reads
     return Response(await reads.popular(query), media_type="application/json")
 
 
@@ -78,5 +79,5 @@ async def similar_items(request: Request) -> Response:
     await authorize_client(request)
     item_id = path_identifier(request, "item_id")
     query = query_model(request, RecommendationQuery)
-    reads: ReadService = request.state.reads
+    reads = lifespan_state(request, GatewayState).reads
     return Response(await reads.similar(item_id, query), media_type="application/json")
