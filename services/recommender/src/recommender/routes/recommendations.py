@@ -11,8 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from recommender.deps import RecommenderState
-from recsys_shared.fastpath.parameters import documented, json_body, path_identifier, query_model
+from recsys_shared.fastpath.parameters import documented, json_body
 from recsys_shared.schemas import RecommendationQuery, Recommendations, UserListBatch
+from recsys_shared.web.lists import list_response
 from recsys_shared.web.state import lifespan_state
 
 router = APIRouter(tags=["recommendations"])
@@ -25,10 +26,8 @@ NDJSON = "application/x-ndjson"
     openapi_extra=documented(path={"user_id": "User id"}, query=RecommendationQuery),
 )
 async def recommend_for_user(request: Request) -> Response:
-    user_id = path_identifier(request, "user_id")
-    query = query_model(request, RecommendationQuery)
     service = lifespan_state(request, RecommenderState).service
-    return Response(await service.for_user(user_id, query), media_type="application/json")
+    return await list_response(request, "user_id", service.for_user)
 
 
 @router.get(
@@ -37,10 +36,8 @@ async def recommend_for_user(request: Request) -> Response:
     openapi_extra=documented(path={"item_id": "Item id"}, query=RecommendationQuery),
 )
 async def similar_items(request: Request) -> Response:
-    item_id = path_identifier(request, "item_id")
-    query = query_model(request, RecommendationQuery)
     service = lifespan_state(request, RecommenderState).service
-    return Response(await service.similar(item_id, query), media_type="application/json")
+    return await list_response(request, "item_id", service.similar)
 
 
 @router.post(
