@@ -20,11 +20,10 @@ from feature_store.deps import FeatureStoreState
 from feature_store.erasure import Eraser
 from feature_store.housekeeping import Housekeeping
 from feature_store.routes import dead_letters, items, snapshots, users
-from recsys_shared import code_version, web
+from recsys_shared import web
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.durability import check_durability
 from recsys_shared.redis import connect
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 log = logging.getLogger(__name__)
@@ -119,21 +118,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ephemeral.aclose()
         await client.aclose()
 
-    app = FastAPI(
+    return web.create_service_app(
+        settings,
         title="recsys feature-store",
-        version=code_version(),
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[items.router, users.router, snapshots.router, dead_letters.router],
         readiness=_readiness,
         liveness=_liveness,
         max_body_bytes=4 * 1024 * 1024,
-        request_timeout_seconds=settings.request_timeout_seconds,
     )
-    for router in (items.router, users.router, snapshots.router, dead_letters.router):
-        app.include_router(router)
-    return app

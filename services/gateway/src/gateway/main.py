@@ -31,14 +31,13 @@ from gateway.routes import (
 )
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
-from recsys_shared import code_version, web
+from recsys_shared import web
 from recsys_shared.durability import check_durability
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.fastpath.http_client import HttpClient
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 DESCRIPTION = """
@@ -91,26 +90,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             yield lifespan_state_of(await _state(settings, api_keys, stack))
 
-    # DOCS_ENABLED=false: the documentation's paths are not routes at all, so they answer 404.
-    docs = settings.docs_enabled
-    app = FastAPI(
+    app = web.create_service_app(
+        settings,
         title="recsys API",
-        version=code_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[
+            events.router,
+            recommendations.router,
+            items.router,
+            users.router,
+            models.router,
+            experiments.router,
+            pipeline.router,
+            drift.router,
+            status.router,
+        ],
         readiness=_readiness,
+        docs=settings.docs_enabled,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
         on_invalid=count_rejects,
-        request_timeout_seconds=settings.request_timeout_seconds,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
     if settings.cors_origins:
@@ -122,18 +122,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    for router in (
-        events.router,
-        recommendations.router,
-        items.router,
-        users.router,
-        models.router,
-        experiments.router,
-        pipeline.router,
-        drift.router,
-        status.router,
-    ):
-        app.include_router(router)
     return app
 
 

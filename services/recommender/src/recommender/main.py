@@ -16,14 +16,13 @@ from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recommender.variants import VariantModels
-from recsys_shared import code_version, keys, web
+from recsys_shared import keys, web
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import connect
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 
@@ -92,23 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             web.settle_garbage_collector()
             yield lifespan_state_of(RecommenderState(client, holder, variants, service))
 
-    app = FastAPI(
+    return web.create_service_app(
+        settings,
         title="recsys recommender",
-        version=code_version(),
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[recommendations.router, model.router],
         readiness=_readiness,
-        request_timeout_seconds=settings.request_timeout_seconds,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
-    app.include_router(recommendations.router)
-    app.include_router(model.router)
-    return app
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
