@@ -4,7 +4,6 @@ the partitions' readers and the housekeeping jobs in the background."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -22,6 +21,7 @@ from feature_store.housekeeping import Housekeeping
 from feature_store.routes import dead_letters, items, snapshots, users
 from recsys_shared import web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.background import stop_tasks
 from recsys_shared.durability import check_durability
 from recsys_shared.redis import connect
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
@@ -108,11 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 started_at=time.time(),
             )
         )
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(*tasks)
         await eraser.aclose()
         if ephemeral is not client:
             await ephemeral.aclose()

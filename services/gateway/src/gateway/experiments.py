@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from gateway import metrics
 from recsys_shared import keys
-from recsys_shared.background import fire_and_forget
+from recsys_shared.background import fire_and_forget, repeat
 from recsys_shared.errors import RecsysError, StoreUnavailable
 from recsys_shared.experiments import decision
 from recsys_shared.experiments.assignment import assign
@@ -165,12 +165,11 @@ class ExperimentRuntime:
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` every ``seconds``; a failure is logged and tried again next time."""
-        while True:
-            try:
-                await job()
-            except (RecsysError, OSError) as error:
-                log.warning("experiments: %s failed: %s", job.__name__, error)
-            await asyncio.sleep(seconds)
+
+        def failed(error: Exception) -> None:
+            log.warning("experiments: %s failed: %s", job.__name__, error)
+
+        await repeat(job, pause=seconds, survives=(RecsysError, OSError), on_error=failed)
 
     async def check(self) -> None:
         """Export the running experiment's figures; then, on one replica at a time, decide

@@ -18,6 +18,7 @@ from recommender.service import RecommendationService
 from recommender.variants import VariantModels
 from recsys_shared import keys, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.background import stop_tasks
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # Serve from the first request if a model exists; the watcher retries otherwise.
                 await holder.refresh()
             watcher = asyncio.create_task(holder.watch(), name="model-watcher")
-            stack.push_async_callback(_cancelled, watcher)
+            stack.push_async_callback(stop_tasks, watcher)
             variants = VariantModels(
                 holder,
                 ExperimentStore(client, settings.partitions),
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poll_seconds=settings.model_poll_seconds,
             )
             variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
-            stack.push_async_callback(_cancelled, variant_watcher)
+            stack.push_async_callback(stop_tasks, variant_watcher)
             service = RecommendationService(
                 read_path.features,
                 holder,
@@ -100,9 +101,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness=_readiness,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
