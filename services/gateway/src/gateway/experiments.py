@@ -143,6 +143,10 @@ class ExperimentRuntime:
     def report(self, stored: StoredExperiment, counters: Counters) -> Experiment:
         return build_report(stored, counters, tau=self.tau, alpha=self.alpha)
 
+    async def report_now(self, stored: StoredExperiment) -> Experiment:
+        """The experiment as the admin API answers it: with its counters as they are now."""
+        return self.report(stored, await self.store.counters(stored.id))
+
     async def refresh(self) -> None:
         stored = await self.store.running()
         running = stored is not None and stored.state.decision is Decision.RUNNING

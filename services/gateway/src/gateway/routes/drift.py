@@ -14,14 +14,15 @@ from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import DriftOverview, DriftReport, TaskAccepted
 from recsys_shared.tasks import CHECK_DRIFT
 
-router = APIRouter(prefix="/v1", tags=["drift"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["drift"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.get(
     "/drift",
     response_model=DriftOverview,
     summary="The latest drift report and the history of checks, newest first",
-    responses=PROBLEM_RESPONSES,
 )
 async def drift(
     state: StateDep,
@@ -48,7 +49,6 @@ async def read_drift(client: RedisClient, limit: int) -> DriftOverview:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a drift check now; follow it with GET /v1/tasks/{task_id}",
-    responses=PROBLEM_RESPONSES,
 )
 async def check(state: StateDep) -> TaskAccepted:
     return TaskAccepted(task_id=await state.tasks.send(CHECK_DRIFT, {}))

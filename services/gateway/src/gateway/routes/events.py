@@ -10,7 +10,9 @@ from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared.schemas import EventBatch, EventsAccepted
 
-router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAuth])
+router = APIRouter(
+    prefix="/v1/events", tags=["events"], dependencies=[ClientAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.post(
@@ -27,7 +29,6 @@ router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAut
         "backlog is full: resend the whole batch. Part of it may have been stored (the detail "
         "says so); its events with an `event_id` are then recognised as duplicates."
     ),
-    responses=PROBLEM_RESPONSES,
 )
 async def post_events(batch: EventBatch, state: StateDep) -> EventsAccepted:
     result = await state.ingestor.ingest(batch)

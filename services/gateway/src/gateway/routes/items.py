@@ -12,7 +12,9 @@ from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import UnknownItem
 from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemPatch, ItemsStored
 
-router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ClientAuth])
+router = APIRouter(
+    prefix="/v1/items", tags=["items"], dependencies=[ClientAuth], responses=PROBLEM_RESPONSES
+)
 
 ItemIdPath = Annotated[Identifier, Path(description="Item id")]
 
@@ -21,7 +23,6 @@ ItemIdPath = Annotated[Identifier, Path(description="Item id")]
     "",
     response_model=ItemsStored,
     summary="Create or replace up to 1000 items at once (bulk import)",
-    responses=PROBLEM_RESPONSES,
 )
 async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
     await state.feature_store.put_items(batch)
@@ -33,7 +34,6 @@ async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
     response_model=Item,
     summary="Create or replace an item",
     description="An item with `available: false` is never recommended, from the next request on.",
-    responses=PROBLEM_RESPONSES,
 )
 async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
     await state.feature_store.put_item(item_id, item)
@@ -45,7 +45,7 @@ async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
     response_model=Item,
     summary='Change some fields of an item (e.g. {"available": false})',
     description="Only the fields given change; an unknown item is a 404.",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
     await state.feature_store.patch_item(item_id, patch)
@@ -56,7 +56,7 @@ async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> 
     "/{item_id}",
     response_model=Item,
     summary="An item of the catalogue",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
     return await _catalogued(state, item_id)
@@ -66,7 +66,7 @@ async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an item; it is never recommended again",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def delete_item(item_id: ItemIdPath, state: StateDep) -> Response:
     await state.feature_store.delete_item(item_id)

@@ -13,14 +13,15 @@ from recsys_shared.errors import Conflict, NotFound
 from recsys_shared.schemas import ModelInfo, ModelStatus, RetrainRequest, TaskAccepted, TaskState
 from recsys_shared.tasks import TRAIN_MODEL
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["models"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.get(
     "/models",
     response_model=list[ModelInfo],
     summary="Every model version, newest first",
-    responses=PROBLEM_RESPONSES,
 )
 async def list_models(state: StateDep) -> list[ModelInfo]:
     return await state.registry.list()
@@ -30,7 +31,7 @@ async def list_models(state: StateDep) -> list[ModelInfo]:
     "/models/active",
     response_model=ModelInfo,
     summary="The version being served",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def active_model(state: StateDep) -> ModelInfo:
     active = await state.registry.active()
@@ -44,7 +45,6 @@ async def active_model(state: StateDep) -> ModelInfo:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Train a new version now; follow it with GET /v1/tasks/{task_id}",
-    responses=PROBLEM_RESPONSES,
 )
 async def retrain(
     state: StateDep, request: Annotated[RetrainRequest | None, Body()] = None
@@ -58,7 +58,7 @@ async def retrain(
     "/models/{version}/activate",
     response_model=ModelInfo,
     summary="Serve this version: promote a candidate or roll back to an earlier one",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND, **CONFLICT},
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def activate(
     version: Annotated[int, Path(ge=1, le=2**53, description="Model version")],
@@ -76,7 +76,7 @@ async def activate(
     "/tasks/{task_id}",
     response_model=TaskState,
     summary="State and result of an enqueued task",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def task_state(
     task_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],

@@ -16,7 +16,9 @@ from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import DeadLetters, ReplayRequest, ReplayResult, SnapshotInfo
 from recsys_shared.streams import pipeline_position
 
-router = APIRouter(prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 THROUGHPUT_WINDOW_SECONDS = 60
@@ -56,7 +58,6 @@ class PipelineStatus(BaseModel):
     "/pipeline",
     response_model=PipelineStatus,
     summary="Ingestion counters, lag, dead letters, last snapshot",
-    responses=PROBLEM_RESPONSES,
 )
 async def pipeline_status(state: StateDep) -> PipelineStatus:
     return await read_pipeline_status(state.redis, state.settings.partitions)
@@ -121,7 +122,6 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
     "/pipeline/dead-letters",
     response_model=DeadLetters,
     summary="Events the feature-store could not apply, newest first, counted by reason",
-    responses=PROBLEM_RESPONSES,
 )
 async def dead_letters(
     state: StateDep,
@@ -138,7 +138,6 @@ async def dead_letters(
     response_model=ReplayResult,
     summary="Put dead letters back into the events streams, to be applied again",
     description="An event that still cannot be applied comes back as a dead letter.",
-    responses=PROBLEM_RESPONSES,
 )
 async def replay_dead_letters(
     state: StateDep, request: ReplayRequest | None = None

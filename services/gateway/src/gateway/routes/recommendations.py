@@ -22,7 +22,7 @@ from recsys_shared.schemas import RecommendationQuery, Recommendations
 from recsys_shared.web.lists import list_response
 from recsys_shared.web.state import lifespan_state
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], responses=PROBLEM_RESPONSES)
 
 
 def _client_route(path: dict[str, str] | None = None) -> dict[str, Any]:
@@ -45,7 +45,6 @@ def _client_route(path: dict[str, str] | None = None) -> dict[str, Any]:
         "newest events are folded in without a retrain); otherwise popular items, marked as "
         "such in `strategy` and `fallback_reason`. An unknown user is never a 404."
     ),
-    responses=PROBLEM_RESPONSES,
     openapi_extra=_client_route({"user_id": "User id"}),
 )
 async def recommendations_for_user(request: Request) -> Response:
@@ -59,7 +58,6 @@ async def recommendations_for_user(request: Request) -> Response:
     "/items/popular",
     response_model=Recommendations,
     summary="Time-decayed popular items, overall or in a category",
-    responses=PROBLEM_RESPONSES,
     openapi_extra=_client_route(),
 )
 async def popular_items(request: Request) -> Response:
@@ -73,7 +71,7 @@ async def popular_items(request: Request) -> Response:
     "/items/{item_id}/similar",
     response_model=Recommendations,
     summary="Items similar to an item",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
     openapi_extra=_client_route({"item_id": "Item id"}),
 )
 async def similar_items(request: Request) -> Response:

@@ -12,7 +12,9 @@ from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared.schemas import Identifier
 from recsys_shared.tasks import ERASE_FROM_ARTIFACTS
 
-router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1/users", tags=["users"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.delete(
@@ -27,7 +29,6 @@ router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminAuth])
         "user in the background (docs/failure-modes.md gives the bound), and later snapshots "
         "and models never contain them."
     ),
-    responses=PROBLEM_RESPONSES,
 )
 async def erase_user(
     user_id: Annotated[Identifier, Path(description="User id")],
