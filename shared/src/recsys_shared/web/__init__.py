@@ -1,10 +1,12 @@
 """HTTP plumbing every FastAPI service uses: request ids, metrics, problem details, ops routes.
 
-Installed with :func:`install`, once per app. The middleware is plain ASGI (no
-``BaseHTTPMiddleware``), because it sits on every request of the hot path.
+A service builds its app with :func:`create_service_app`, which installs all of it
+(:func:`install`). The middleware is plain ASGI (no ``BaseHTTPMiddleware``), because it sits
+on every request of the hot path.
 
 Split by concern: ``observability`` (request ids, metrics, the failure log), ``limits``
-(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics);
+(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics),
+``state`` (the typed lifespan state routes read), ``lists`` (the hot list routes' answer);
 the fast lane lives apart, in :mod:`recsys_shared.fastpath`.
 """
 
