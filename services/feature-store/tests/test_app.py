@@ -13,11 +13,13 @@ import redis
 from starlette.exceptions import StarletteDeprecationWarning
 
 from feature_store.config import Settings
+from feature_store.deps import FeatureStoreState
 from feature_store.main import create_app
 from recsys_shared import keys
 from recsys_shared.artifacts import MANIFEST
 from recsys_shared.processes import RedisServer
 from recsys_shared.schemas import SnapshotInfo, StoredEvent
+from recsys_shared.web.state import stored_state
 
 # Starlette 1.x warns (an error here) that its TestClient prefers httpx2 over the httpx this
 # workspace pins; the client behaves the same on both.
@@ -327,7 +329,7 @@ def health(client: TestClient) -> tuple[int, dict[str, str]]:
 
 def test_healthz_fails_when_the_consumer_has_stopped(own_client):
     wait_until(lambda: health(own_client)[0] == 200)
-    task = own_client.app_state["consumer_task"]
+    task = stored_state(own_client.app_state, FeatureStoreState).consumer_task
 
     own_client.portal.call(task.cancel)
 

@@ -2,8 +2,9 @@
 transport.
 
 The app is built with ``create_app`` and run by Starlette's ``TestClient`` (which runs the
-lifespan). The lifespan's state dict is kept by the ``TestClient`` in ``client.app_state``;
-requests get a shallow copy of it, so the objects inside are the ones every request uses. After
+lifespan). The lifespan's state (one ``GatewayState``) is kept by the ``TestClient`` in
+``client.app_state``; requests get a shallow copy of it, so the objects inside are the ones every
+request uses. After
 start-up the transports the recommender and feature-store clients hold are swapped for fakes:
 an ``httpx.MockTransport`` for the feature-store, and :class:`MockUpstream` (the same handlers,
 behind the recommender client's ``Upstream`` interface) for the recommenders. The gateway's
@@ -28,9 +29,11 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from gateway.clients import BATCH_TARGET
 from gateway.config import Settings
+from gateway.deps import GatewayState
 from gateway.main import create_app
 from recsys_shared import keys
 from recsys_shared.fastpath.http_client import ConnectFailed, HttpResponse, Origin, RequestTimeout
+from recsys_shared.web.state import stored_state
 
 # Starlette 1.x prefers the httpx2 package for its TestClient and warns (an error here) when it
 # falls back to httpx, which is what this workspace pins. The client works the same on both.
@@ -137,7 +140,7 @@ class MockUpstream:
 @dataclass
 class Gateway:
     client: TestClient
-    state: dict[str, Any]
+    state: GatewayState
     recommender: FakeService
     feature_store: FakeService
     settings: Settings
@@ -174,11 +177,11 @@ def make_gateway(redis_url: str) -> Iterator[Callable[..., Gateway]]:
         def start(**overrides: Any) -> Gateway:
             settings = build_settings(overrides.pop("redis_url", redis_url), **overrides)
             client = stack.enter_context(TestClient(create_app(settings)))
-            state = client.app_state
+            state = stored_state(client.app_state, GatewayState)
             recommender, feature_store = FakeService(), FakeService()
             feature_store_http = httpx.AsyncClient(transport=httpx.MockTransport(feature_store))
-            state["reads"].recommenders.http = MockUpstream(recommender)
-            state["feature_store"].http = feature_store_http
+            state.reads.recommenders.http = MockUpstream(recommender)
+            state.feature_store.http = feature_store_http
 
             def close_fakes() -> None:
                 assert client.portal is not None

@@ -254,7 +254,7 @@ def test_a_miss_after_a_change_does_not_join_a_computation_from_before_it(
 ) -> None:
     store.set(keys.MODEL_ACTIVE, 3)
     _serve(gateway, [_answer(3)])
-    reads = gateway.state["reads"]
+    reads = gateway.state.reads
     upstream = _HoldingFirstBatch(reads.recommenders.http)
     reads.recommenders.http = upstream
 

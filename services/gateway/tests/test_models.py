@@ -28,7 +28,7 @@ def _run(gateway: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
 
 @pytest.fixture
 def registry(gateway: Any) -> ModelRegistry:
-    registry: ModelRegistry = gateway.state["registry"]
+    registry: ModelRegistry = gateway.state.registry
     return registry
 
 

@@ -182,7 +182,7 @@ def _info(version: int, status: ModelStatus, **fields: Any) -> ModelInfo:
 @pytest.fixture
 def seeded(gateway: Any, store: redis.Redis) -> None:
     """Two versions (1 active, 2 rejected by the gate) and two drift reports."""
-    registry: ModelRegistry = gateway.state["registry"]
+    registry: ModelRegistry = gateway.state.registry
     _run(gateway, registry.publish, _info(1, ModelStatus.CANDIDATE), reason="first model")
     rejected = _info(
         2,
@@ -348,7 +348,7 @@ def _start(gateway: Any, body: dict[str, Any]) -> dict[str, Any]:
 def versions(gateway: Any) -> None:
     """Versions 1 (active), 2 and 3 (candidates), each with an artifact; the recommenders load
     whatever an experiment asks for."""
-    registry: ModelRegistry = gateway.state["registry"]
+    registry: ModelRegistry = gateway.state.registry
     _run(gateway, registry.publish, _info(1, ModelStatus.CANDIDATE), reason="first model")
     for version in (2, 3):
         _run(gateway, registry.record, _info(version, ModelStatus.CANDIDATE))

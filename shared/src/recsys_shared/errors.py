@@ -31,11 +31,27 @@ from typing import Any, ClassVar
 
 
 class RecsysError(Exception):
-    """Base of every error the services raise on purpose."""
+    """Base of every error the services raise on purpose.
+
+    A kind declares its HTTP status, title and slug in its class line
+    (``class Gone(RecsysError, status=410, title="Gone", slug="gone")``); one it leaves out is
+    inherited, so an ``UnknownItem`` is a 404 because a ``NotFound`` is.
+    """
 
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
     slug: ClassVar[str] = "internal"
+
+    def __init_subclass__(
+        cls, *, status: int | None = None, title: str | None = None, slug: str | None = None
+    ) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if title is not None:
+            cls.title = title
+        if slug is not None:
+            cls.slug = slug
 
     def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(detail)
@@ -48,60 +64,49 @@ class RecsysError(Exception):
         return f"urn:recsys:problem:{self.slug}"
 
 
-class InvalidInput(RecsysError):
-    status = 422
-    title = "Invalid input"
-    slug = "invalid-input"
+class InvalidInput(RecsysError, status=422, title="Invalid input", slug="invalid-input"):
+    """One or more fields or events are wrong; ``errors`` lists them."""
 
 
-class PayloadTooLarge(RecsysError):
-    status = 413
-    title = "Payload too large"
-    slug = "payload-too-large"
+class PayloadTooLarge(RecsysError, status=413, title="Payload too large", slug="payload-too-large"):
+    """A request body over the service's size limit."""
 
 
-class NotFound(RecsysError):
-    status = 404
-    title = "Not found"
-    slug = "not-found"
+class NotFound(RecsysError, status=404, title="Not found", slug="not-found"):
+    """The thing a request names does not exist."""
 
 
-class UnknownItem(NotFound):
-    title = "Unknown item"
-    slug = "unknown-item"
+class UnknownItem(NotFound, title="Unknown item", slug="unknown-item"):
+    """No item has this id in the catalogue."""
 
 
-class UnknownModelVersion(NotFound):
-    title = "Unknown model version"
-    slug = "unknown-model-version"
+class UnknownModelVersion(NotFound, title="Unknown model version", slug="unknown-model-version"):
+    """The registry holds no model version by this number."""
 
 
-class UnknownTask(NotFound):
-    title = "Unknown task"
-    slug = "unknown-task"
+class UnknownTask(NotFound, title="Unknown task", slug="unknown-task"):
+    """No task record has this id (never enqueued, or expired)."""
 
 
-class UnknownExperiment(NotFound):
-    title = "Unknown experiment"
-    slug = "unknown-experiment"
+class UnknownExperiment(NotFound, title="Unknown experiment", slug="unknown-experiment"):
+    """No experiment has this id."""
 
 
-class Conflict(RecsysError):
-    status = 409
-    title = "Conflict"
-    slug = "conflict"
+class Conflict(RecsysError, status=409, title="Conflict", slug="conflict"):
+    """The request contradicts the current state, e.g. activating a version that cannot be
+    activated."""
 
 
-class AuthenticationRequired(RecsysError):
-    status = 401
-    title = "Authentication required"
-    slug = "authentication-required"
+class AuthenticationRequired(
+    RecsysError, status=401, title="Authentication required", slug="authentication-required"
+):
+    """No API key or session, or one that is not known."""
 
 
-class PermissionDenied(RecsysError):
-    status = 403
-    title = "Permission denied"
-    slug = "permission-denied"
+class PermissionDenied(
+    RecsysError, status=403, title="Permission denied", slug="permission-denied"
+):
+    """The caller is known but its role may not do this."""
 
 
 class RetryableError(RecsysError):
@@ -112,53 +117,41 @@ class RetryableError(RecsysError):
         self.retry_after = retry_after
 
 
-class RateLimited(RetryableError):
-    status = 429
-    title = "Too many requests"
-    slug = "rate-limited"
+class RateLimited(RetryableError, status=429, title="Too many requests", slug="rate-limited"):
+    """The caller's key has used its requests for this second."""
 
 
-class Unavailable(RetryableError):
-    status = 503
-    title = "Service unavailable"
-    slug = "unavailable"
+class Unavailable(RetryableError, status=503, title="Service unavailable", slug="unavailable"):
+    """Not served right now; the same request may succeed after ``retry_after``."""
 
 
-class StoreUnavailable(Unavailable):
-    title = "Store unavailable"
-    slug = "store-unavailable"
+class StoreUnavailable(Unavailable, title="Store unavailable", slug="store-unavailable"):
+    """Redis did not answer in time, or is not serving."""
 
 
-class StoreOutOfMemory(StoreUnavailable):
-    title = "Store full"
-    slug = "store-full"
+class StoreOutOfMemory(StoreUnavailable, title="Store full", slug="store-full"):
+    """Redis is at maxmemory and refuses writes."""
 
 
-class StoreError(RecsysError):
+class StoreError(RecsysError, title="Store error", slug="store-error"):
     """Redis answered a command with an error that a retry will not fix (a wrong type, a
     script's own error): a bug or a broken deployment, logged and answered as a 500."""
-
-    title = "Store error"
-    slug = "store-error"
 
     def __init__(self, detail: str, *, code: str = "") -> None:
         super().__init__(detail)
         self.code = code
 
 
-class Backpressure(Unavailable):
-    title = "Ingestion backlog too large"
-    slug = "backpressure"
+class Backpressure(Unavailable, title="Ingestion backlog too large", slug="backpressure"):
+    """Ingestion is too far ahead of the consumers."""
 
 
-class UpstreamUnavailable(Unavailable):
-    title = "Upstream service unavailable"
-    slug = "upstream-unavailable"
+class UpstreamUnavailable(
+    Unavailable, title="Upstream service unavailable", slug="upstream-unavailable"
+):
+    """Another service did not answer in time."""
 
 
-class ModelUnavailable(Unavailable):
+class ModelUnavailable(Unavailable, title="Model version unavailable", slug="model-unavailable"):
     """A model version cannot be served here: its artifact is missing or broken, or it does
     not fit the replica's memory bound."""
-
-    title = "Model version unavailable"
-    slug = "model-unavailable"

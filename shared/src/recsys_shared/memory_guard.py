@@ -15,10 +15,10 @@ features'. A Redis without ``maxmemory`` is never shed for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Literal
 
+from recsys_shared.background import repeat, stop_tasks
 from recsys_shared.errors import StoreError, StoreUnavailable
 from recsys_shared.metrics import (
     EPHEMERAL_WRITES_SHED,
@@ -73,10 +73,7 @@ class MemoryGuard:
         self._watcher = asyncio.create_task(self.watch(), name="memory-guard")
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await stop_tasks(self._watcher)
 
     def shed(self, kind: Ephemeral) -> bool:
         """Whether to skip a write of this kind now (counted when skipped)."""
@@ -115,10 +112,7 @@ class MemoryGuard:
     async def watch(self) -> None:
         """Check every ``poll_seconds`` until cancelled; an unreachable Redis keeps the last
         state (its writes fail on their own), as does one that refuses INFO."""
-        while True:
-            with contextlib.suppress(StoreUnavailable, StoreError):
-                await self.check()
-            await asyncio.sleep(self.poll_seconds)
+        await repeat(self.check, pause=self.poll_seconds, survives=(StoreUnavailable, StoreError))
 
 
 def serving_guards(

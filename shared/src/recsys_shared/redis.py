@@ -319,33 +319,21 @@ def _configuration(
         # Commands waiting per connection before glide refuses more (its default is 1000).
         "inflight_requests_limit": 20_000,
     }
+    # The two topologies take the same options from twin classes; only a single node has a
+    # database number.
+    kind: type[glide.GlideClusterClientConfiguration] | type[glide.GlideClientConfiguration]
     if target.cluster:
-        cluster = glide.GlideClusterClientConfiguration
-        return cluster(
-            **common,
-            pubsub_subscriptions=cluster.PubSubSubscriptions(
-                channels_and_patterns={cluster.PubSubChannelModes.Exact: set(channels)},
-                callback=None,
-                context=None,
-            )
-            if channels
-            else None,
-            advanced_config=glide.AdvancedGlideClusterClientConfiguration(
-                connection_timeout=milliseconds, tls_config=tls
-            ),
-        )
-    standalone = glide.GlideClientConfiguration
-    return standalone(
-        **common,
-        database_id=target.database or None,
-        pubsub_subscriptions=standalone.PubSubSubscriptions(
-            channels_and_patterns={standalone.PubSubChannelModes.Exact: set(channels)},
+        kind = glide.GlideClusterClientConfiguration
+        advanced = glide.AdvancedGlideClusterClientConfiguration
+    else:
+        kind = glide.GlideClientConfiguration
+        advanced = glide.AdvancedGlideClientConfiguration
+        common["database_id"] = target.database or None
+    common["advanced_config"] = advanced(connection_timeout=milliseconds, tls_config=tls)
+    if channels:
+        common["pubsub_subscriptions"] = kind.PubSubSubscriptions(
+            channels_and_patterns={kind.PubSubChannelModes.Exact: set(channels)},
             callback=None,
             context=None,
         )
-        if channels
-        else None,
-        advanced_config=glide.AdvancedGlideClientConfiguration(
-            connection_timeout=milliseconds, tls_config=tls
-        ),
-    )
+    return kind(**common)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection, Sequence
+from typing import TypedDict, Unpack
 
 from recsys_shared import keys, metrics
 from recsys_shared.background import fire_and_forget
@@ -71,6 +72,23 @@ class ItemDetailsCache:
         return [details[item] for item in item_ids]
 
 
+class ListFields(TypedDict, total=False):
+    """What a list says besides its items, each optional: the fallback ``reason``, the model
+    ``version``, the user or item it is for, the ``catalogue_version`` the request read, the
+    items ``explored`` (in exploration slots), the experiment ``arm`` and a
+    ``recommendation_id`` minted for it beforehand. Declared once, so a caller that adds to a
+    list (a metric, a log line) passes them on as ``**fields`` without repeating them."""
+
+    reason: str | None
+    version: int | None
+    user_id: str | None
+    item_id: str | None
+    catalogue_version: int | None
+    explored: Collection[str]
+    arm: ExperimentArm | None
+    recommendation_id: str | None
+
+
 class ResponseBuilder:
     def __init__(
         self,
@@ -92,18 +110,7 @@ class ResponseBuilder:
         self.experiment_lists = experiment_lists
 
     async def build(
-        self,
-        ranked: list[tuple[str, float]],
-        strategy: Strategy,
-        *,
-        reason: str | None = None,
-        version: int | None = None,
-        user_id: str | None = None,
-        item_id: str | None = None,
-        catalogue_version: int | None = None,
-        explored: Collection[str] = (),
-        arm: ExperimentArm | None = None,
-        recommendation_id: str | None = None,
+        self, ranked: list[tuple[str, float]], strategy: Strategy, **fields: Unpack[ListFields]
     ) -> str:
         """The list as the JSON of a ``Recommendations``, recorded under a new id.
 
@@ -113,6 +120,9 @@ class ResponseBuilder:
         variant and is recorded for the experiment (under ``recommendation_id`` if given, made
         with ``lists.new_id``).
         """
+        user_id, item_id = fields.get("user_id"), fields.get("item_id")
+        version, arm = fields.get("version"), fields.get("arm")
+        recommendation_id = fields.get("recommendation_id")
         item_ids = [item for item, _ in ranked]
         if arm is not None and user_id is not None and self.experiment_lists is not None:
             recommendation_id = recommendation_id or lists.new_id(arm.experiment)
@@ -123,19 +133,19 @@ class ResponseBuilder:
             arm = None
             recommendation_id = os.urandom(16).hex()
             self._record(recommendation_id, item_ids, strategy, version, user_id, item_id)
-        if catalogue_version is None:
+        if (catalogue_version := fields.get("catalogue_version")) is None:
             details = await self.reader.item_details(item_ids)
         else:
             details = await self.details.get(item_ids, catalogue_version)
         return render(
             [(item, score, found) for (item, score), found in zip(ranked, details, strict=True)],
             strategy=strategy,
-            reason=reason,
+            reason=fields.get("reason"),
             version=version,
             user_id=user_id,
             item_id=item_id,
             recommendation_id=recommendation_id,
-            explored=explored,
+            explored=fields.get("explored", ()),
             variant=arm.variant if arm is not None else None,
         )
 

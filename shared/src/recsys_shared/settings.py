@@ -1,6 +1,7 @@
 """Settings base shared by every service.
 
-Each service subclasses :class:`ServiceSettings` once and exposes a cached ``get_settings()``
+Each service subclasses :class:`ServiceSettings` once (through the mixins below that name
+what several services share) and exposes a cached ``get_settings()``
 that is injected as a dependency, so tests override it instead of editing the environment.
 In production, start-up fails on a secret that is missing, a development placeholder, or
 shorter than :data:`MIN_SECRET_LENGTH` characters.
@@ -186,6 +187,25 @@ class ServiceSettings(BaseSettings):
         if problems:
             raise ValueError(" ".join(problems))
         return self
+
+
+class TaskQueueSettings(ServiceSettings):
+    """What the processes that send Celery tasks (the gateway) and run them (the worker) must
+    agree on."""
+
+    broker_visibility_timeout_seconds: int = Field(
+        default=4000,
+        ge=10,
+        description="Must exceed the worker's hard time limit, or Redis redelivers a task that "
+        "is still running.",
+    )
+
+
+class FeatureStoreClientSettings(ServiceSettings):
+    """Where the processes that call the feature-store's HTTP API (the gateway, the worker)
+    find it."""
+
+    feature_store_url: str = "http://127.0.0.1:8201"
 
 
 class ServingSettings(ServiceSettings):

@@ -4,7 +4,6 @@ the partitions' readers and the housekeeping jobs in the background."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -16,33 +15,33 @@ from fastapi import FastAPI, Request
 from feature_store.catalogue import Catalogue
 from feature_store.config import Settings, get_settings
 from feature_store.consumer import StreamConsumer
+from feature_store.deps import FeatureStoreState
 from feature_store.erasure import Eraser
 from feature_store.housekeeping import Housekeeping
 from feature_store.routes import dead_letters, items, snapshots, users
-from recsys_shared import code_version, web
+from recsys_shared import web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.background import stop_tasks
 from recsys_shared.durability import check_durability
 from recsys_shared.redis import connect
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
+from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 log = logging.getLogger(__name__)
 
 
 async def _readiness(request: Request) -> dict[str, str]:
-    checks = {"redis": await web.redis_readiness(request.state.redis)}
-    problem = _consumer_problem(request)
+    state = lifespan_state(request, FeatureStoreState)
+    checks = {"redis": await web.redis_readiness(state.redis)}
+    problem = _consumer_problem(state)
     checks["consumer"] = problem or "ok"
     return checks
 
 
-def _consumer_problem(request: Request) -> str | None:
-    task: asyncio.Task[None] = request.state.consumer_task
-    if task.done():
+def _consumer_problem(state: FeatureStoreState) -> str | None:
+    if state.consumer_task.done():
         return "stopped"
-    consumer: StreamConsumer = request.state.consumer
-    settings: Settings = request.state.settings
-    silent = time.time() - max(consumer.last_read_at, request.state.started_at)
-    if silent > settings.consumer_stale_seconds:
+    silent = time.time() - max(state.consumer.last_read_at, state.started_at)
+    if silent > state.settings.consumer_stale_seconds:
         return f"stale: no completed read for {silent:.0f} s"
     return None
 
@@ -50,10 +49,11 @@ def _consumer_problem(request: Request) -> str | None:
 async def _liveness(request: Request) -> str | None:
     """Fails when the readers died, or made no read for ``consumer_stale_seconds`` while Redis
     answers: a stuck replica is restarted, but not every replica during a Redis outage."""
-    problem = _consumer_problem(request)
+    state = lifespan_state(request, FeatureStoreState)
+    problem = _consumer_problem(state)
     if problem is None or problem == "stopped":
         return problem
-    redis_state = await web.redis_readiness(request.state.redis)
+    redis_state = await web.redis_readiness(state.redis)
     return problem if redis_state == "ok" else None
 
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         client = await web.start_service(settings)
         await check_durability(
             client, settings, what="REDIS_URL", replicas=settings.durable_replicas
@@ -96,41 +96,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _background(housekeeping.run(), "housekeeping"),
         ]
         web.settle_garbage_collector()
-        yield {
-            "settings": settings,
-            "redis": client,
-            "catalogue": Catalogue(client),
-            "eraser": eraser,
-            "store": ArtifactStore(settings.artifact_url),
-            "consumer": consumer,
-            "consumer_task": tasks[0],
-            "started_at": time.time(),
-        }
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        yield lifespan_state_of(
+            FeatureStoreState(
+                settings=settings,
+                redis=client,
+                catalogue=Catalogue(client),
+                eraser=eraser,
+                store=ArtifactStore(settings.artifact_url),
+                consumer=consumer,
+                consumer_task=tasks[0],
+                started_at=time.time(),
+            )
+        )
+        await stop_tasks(*tasks)
         await eraser.aclose()
         if ephemeral is not client:
             await ephemeral.aclose()
         await client.aclose()
 
-    app = FastAPI(
+    return web.create_service_app(
+        settings,
         title="recsys feature-store",
-        version=code_version(),
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[items.router, users.router, snapshots.router, dead_letters.router],
         readiness=_readiness,
         liveness=_liveness,
         max_body_bytes=4 * 1024 * 1024,
-        request_timeout_seconds=settings.request_timeout_seconds,
     )
-    for router in (items.router, users.router, snapshots.router, dead_letters.router):
-        app.include_router(router)
-    return app

@@ -16,8 +16,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
-from gateway.rate_limit import RateLimiter
+from gateway.deps import GatewayState
 from recsys_shared.errors import AuthenticationRequired, PermissionDenied
+from recsys_shared.web.state import lifespan_state
 
 
 class Role(StrEnum):
@@ -97,8 +98,7 @@ SECURITY_SCHEME = api_key_header.scheme_name
 
 async def authorize(request: Request, key: str | None, *, required: Role = Role.CLIENT) -> Role:
     """The key's role, once it is known, allowed ``required`` and within its rate limit."""
-    keys: ApiKeys = request.state.api_keys
-    identified = keys.identify(key)
+    identified = lifespan_state(request, GatewayState).api_keys.identify(key)
     if identified is None:
         raise AuthenticationRequired(
             "A valid API key is required in the X-API-Key header."
@@ -113,8 +113,7 @@ async def admit(request: Request, role: Role, key_id: str, *, required: Role) ->
     """``role`` if it may do what ``required`` may, counted against the key's rate limit."""
     if not role.may(required):
         raise PermissionDenied(f"{_NEEDS[required]}; this key's role is '{role}'.")
-    limiter: RateLimiter = request.state.rate_limiter
-    await limiter.check(key_id)
+    await lifespan_state(request, GatewayState).rate_limiter.check(key_id)
     return role
 
 

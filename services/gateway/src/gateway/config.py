@@ -11,10 +11,16 @@ from pydantic_settings import NoDecode
 
 from gateway.auth import parse_api_keys
 from recsys_shared.fastpath.http_client import Origin
-from recsys_shared.settings import DEVELOPMENT_API_KEYS, Secret, ServingSettings
+from recsys_shared.settings import (
+    DEVELOPMENT_API_KEYS,
+    FeatureStoreClientSettings,
+    Secret,
+    ServingSettings,
+    TaskQueueSettings,
+)
 
 
-class Settings(ServingSettings):
+class Settings(ServingSettings, TaskQueueSettings, FeatureStoreClientSettings):
     service_name: str = "gateway"
     api_keys: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_API_KEYS),
@@ -36,7 +42,6 @@ class Settings(ServingSettings):
     recommender_urls: Annotated[list[str], NoDecode] = Field(
         default=["http://127.0.0.1:8101"], description="Comma-separated recommender replicas."
     )
-    feature_store_url: str = "http://127.0.0.1:8201"
     recommender_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     feature_store_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     breaker_failures: int = Field(
@@ -60,7 +65,6 @@ class Settings(ServingSettings):
         default=300, ge=1, description="How long a ranked list is reused for the same query."
     )
     task_record_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
-    broker_visibility_timeout_seconds: int = Field(default=4000, ge=10)
     rate_limit_per_second: int = Field(
         default=1000, ge=0, description="Requests per second per API key; 0 turns the limit off."
     )

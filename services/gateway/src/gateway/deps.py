@@ -1,68 +1,47 @@
-"""Typed dependencies handed out from the app's lifespan state."""
+"""The gateway's lifespan state, typed, and the dependency that hands it to routes."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from gateway.clients import FeatureStoreClient
-from gateway.config import Settings
+from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
+from gateway.rate_limit import RateLimiter
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared.features import FeatureReader
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
+from recsys_shared.web.state import state_dependency
+
+if TYPE_CHECKING:
+    # gateway.auth reads this state to check keys, and gateway.config parses keys with
+    # gateway.auth: importing either at run time would be circular.
+    from gateway.auth import ApiKeys
+    from gateway.config import Settings
 
 
-async def _settings(request: Request) -> Settings:
-    # From the lifespan state, not a dependency override: FastAPI re-analyses every
-    # dependency of every request while any override is registered.
-    settings: Settings = request.state.settings
-    return settings
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    """Everything the routes use, created once in the lifespan (``gateway.main``)."""
+
+    settings: Settings
+    redis: RedisClient
+    api_keys: ApiKeys
+    rate_limiter: RateLimiter
+    features: FeatureReader
+    reads: ReadService
+    experiments: ExperimentRuntime
+    ingestor: EventIngestor
+    feature_store: FeatureStoreClient
+    tasks: TaskQueue
+    registry: ModelRegistry
 
 
-async def _redis(request: Request) -> RedisClient:
-    client: RedisClient = request.state.redis
-    return client
-
-
-async def _ingestor(request: Request) -> EventIngestor:
-    ingestor: EventIngestor = request.state.ingestor
-    return ingestor
-
-
-async def _feature_store(request: Request) -> FeatureStoreClient:
-    client: FeatureStoreClient = request.state.feature_store
-    return client
-
-
-async def _tasks(request: Request) -> TaskQueue:
-    queue: TaskQueue = request.state.tasks
-    return queue
-
-
-async def _registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.state.registry
-    return registry
-
-
-async def _reads(request: Request) -> ReadService:
-    reads: ReadService = request.state.reads
-    return reads
-
-
-async def _features(request: Request) -> FeatureReader:
-    reader: FeatureReader = request.state.features
-    return reader
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-RedisDep = Annotated[RedisClient, Depends(_redis)]
-IngestorDep = Annotated[EventIngestor, Depends(_ingestor)]
-FeatureStoreDep = Annotated[FeatureStoreClient, Depends(_feature_store)]
-TasksDep = Annotated[TaskQueue, Depends(_tasks)]
-RegistryDep = Annotated[ModelRegistry, Depends(_registry)]
-FeaturesDep = Annotated[FeatureReader, Depends(_features)]
-ReadsDep = Annotated[ReadService, Depends(_reads)]
+# Settings come from here too, not from a dependency override: FastAPI re-analyses every
+# dependency of every request while any override is registered.
+StateDep = Annotated[GatewayState, Depends(state_dependency(GatewayState))]

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from gateway import metrics
 from recsys_shared import keys
-from recsys_shared.background import fire_and_forget
+from recsys_shared.background import fire_and_forget, repeat
 from recsys_shared.errors import RecsysError, StoreUnavailable
 from recsys_shared.experiments import decision
 from recsys_shared.experiments.assignment import assign
@@ -143,6 +143,10 @@ class ExperimentRuntime:
     def report(self, stored: StoredExperiment, counters: Counters) -> Experiment:
         return build_report(stored, counters, tau=self.tau, alpha=self.alpha)
 
+    async def report_now(self, stored: StoredExperiment) -> Experiment:
+        """The experiment as the admin API answers it: with its counters as they are now."""
+        return self.report(stored, await self.store.counters(stored.id))
+
     async def refresh(self) -> None:
         stored = await self.store.running()
         running = stored is not None and stored.state.decision is Decision.RUNNING
@@ -165,12 +169,11 @@ class ExperimentRuntime:
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         """Run ``job`` every ``seconds``; a failure is logged and tried again next time."""
-        while True:
-            try:
-                await job()
-            except (RecsysError, OSError) as error:
-                log.warning("experiments: %s failed: %s", job.__name__, error)
-            await asyncio.sleep(seconds)
+
+        def failed(error: Exception) -> None:
+            log.warning("experiments: %s failed: %s", job.__name__, error)
+
+        await repeat(job, pause=seconds, survives=(RecsysError, OSError), on_error=failed)
 
     async def check(self) -> None:
         """Export the running experiment's figures; then, on one replica at a time, decide

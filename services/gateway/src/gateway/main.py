@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -14,6 +13,7 @@ from gateway.auth import ApiKeys
 from gateway.cache import ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
+from gateway.deps import GatewayState
 from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
@@ -31,14 +31,14 @@ from gateway.routes import (
 )
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
-from recsys_shared import code_version, web
+from recsys_shared import web
 from recsys_shared.durability import check_durability
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.fastpath.http_client import HttpClient
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
+from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 DESCRIPTION = """
 The public API of the recsys reference recommendation system.
@@ -51,7 +51,7 @@ RFC 9457 problem details (`application/problem+json`).
 
 
 async def _readiness(request: Request) -> dict[str, str]:
-    return {"redis": await web.redis_readiness(request.state.redis)}
+    return {"redis": await web.redis_readiness(lifespan_state(request, GatewayState).redis)}
 
 
 async def _clients(
@@ -86,30 +86,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api_keys = ApiKeys(settings.api_keys.get_secret_value())  # fails start-up on a bad spec
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
-            yield await _state(settings, api_keys, stack)
+            yield lifespan_state_of(await _state(settings, api_keys, stack))
 
-    # DOCS_ENABLED=false: the documentation's paths are not routes at all, so they answer 404.
-    docs = settings.docs_enabled
-    app = FastAPI(
+    app = web.create_service_app(
+        settings,
         title="recsys API",
-        version=code_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
-        openapi_url="/openapi.json" if docs else None,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[
+            events.router,
+            recommendations.router,
+            items.router,
+            users.router,
+            models.router,
+            experiments.router,
+            pipeline.router,
+            drift.router,
+            status.router,
+        ],
         readiness=_readiness,
+        docs=settings.docs_enabled,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
         on_invalid=count_rejects,
-        request_timeout_seconds=settings.request_timeout_seconds,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
     if settings.cors_origins:
@@ -121,22 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    for router in (
-        events.router,
-        recommendations.router,
-        items.router,
-        users.router,
-        models.router,
-        experiments.router,
-        pipeline.router,
-        drift.router,
-        status.router,
-    ):
-        app.include_router(router)
     return app
 
 
-async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> dict[str, Any]:
+async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> GatewayState:
     """Everything the routes use, created once; ``stack`` closes it in reverse order."""
     read_path = await start_read_path(settings, stack)
     main, ephemeral = read_path.main, read_path.ephemeral
@@ -184,13 +173,13 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     experiment_runtime.start()
     stack.push_async_callback(experiment_runtime.stop)
     web.settle_garbage_collector()
-    return {
-        "settings": settings,
-        "redis": main,
-        "api_keys": api_keys,
-        "rate_limiter": limiter,
-        "features": reader,
-        "reads": ReadService(
+    return GatewayState(
+        settings=settings,
+        redis=main,
+        api_keys=api_keys,
+        rate_limiter=limiter,
+        features=reader,
+        reads=ReadService(
             reader,
             RecommenderClient(
                 recommender_http,
@@ -204,8 +193,8 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
             memory_guard=read_path.shedding_guard,
             experiments=experiment_runtime,
         ),
-        "experiments": experiment_runtime,
-        "ingestor": EventIngestor(
+        experiments=experiment_runtime,
+        ingestor=EventIngestor(
             clients["ingest"],
             settings.partitions,
             window_seconds=settings.idempotency_window_seconds,
@@ -213,7 +202,7 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
             replicas=settings.durable_replicas,
             replicas_timeout_ms=settings.durable_replicas_timeout_ms,
         ),
-        "feature_store": FeatureStoreClient(feature_store_http, settings.feature_store_url),
-        "tasks": tasks,
-        "registry": registry,
-    }
+        feature_store=FeatureStoreClient(feature_store_http, settings.feature_store_url),
+        tasks=tasks,
+        registry=registry,
+    )

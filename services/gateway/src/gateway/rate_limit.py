@@ -12,13 +12,13 @@ on its own traffic only: a read never turns into an error because Redis refuses 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
 
 from gateway import metrics
 from recsys_shared import keys
+from recsys_shared.background import repeat, stop_tasks
 from recsys_shared.errors import RateLimited, RecsysError
 from recsys_shared.redis import RedisClient
 
@@ -66,18 +66,13 @@ class RateLimiter:
             self._syncer = asyncio.create_task(self._sync_forever(), name="rate-limit-sync")
 
     async def stop(self) -> None:
-        if self._syncer is not None:
-            self._syncer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._syncer
+        await stop_tasks(self._syncer)
 
     async def _sync_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sync_seconds)
-            try:
-                await self.sync()
-            except RecsysError as error:  # the limit stays local until Redis answers again
-                log.debug("rate-limit counters not shared: %s", error.detail)
+        await asyncio.sleep(self.sync_seconds)  # nothing is counted yet at start-up
+        await repeat(
+            self.sync, pause=self.sync_seconds, survives=(RecsysError,), on_error=_kept_local
+        )
 
     async def sync(self) -> None:
         """Add this replica's new counts to the shared totals and read the others' back."""
@@ -94,3 +89,8 @@ class RateLimiter:
             return  # the second is over: its totals no longer matter
         for (key_id, _), total in zip(deltas.items(), replies[::2], strict=True):
             self._others[key_id] = max(int(total) - self._counts[key_id], 0)
+
+
+def _kept_local(error: RecsysError) -> None:
+    # The limit stays local until Redis answers again.
+    log.debug("rate-limit counters not shared: %s", error.detail)

@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import Request
 
 from gateway import metrics
+from gateway.deps import GatewayState
 from recsys_shared import keys
 from recsys_shared.errors import RecsysError
-from recsys_shared.redis import RedisClient
+from recsys_shared.web.state import lifespan_state
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ async def count_rejects(request: Request, errors: list[dict[str, Any]]) -> None:
     for reason, count in reasons.items():
         metrics.EVENT_REJECTS.labels(reason).inc(count)
     metrics.EVENTS_RECEIVED.labels("rejected").inc(rejected_events)
-    client: RedisClient = request.state.redis
+    client = lifespan_state(request, GatewayState).redis
     commands: list[tuple[str | int, ...]] = [
         ("HINCRBY", keys.PIPELINE_REJECTS, reason, count) for reason, count in reasons.items()
     ]

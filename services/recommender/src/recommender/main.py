@@ -6,29 +6,31 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from threadpoolctl import threadpool_limits
 
 from recommender.config import Settings, get_settings
+from recommender.deps import RecommenderState
 from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recommender.variants import VariantModels
-from recsys_shared import code_version, keys, web
+from recsys_shared import keys, web
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.background import stop_tasks
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import connect
-from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
+from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 
 async def _readiness(request: Request) -> dict[str, str]:
-    holder: ModelHolder = request.state.holder
-    checks = {"redis": await web.redis_readiness(request.state.redis)}
+    state = lifespan_state(request, RecommenderState)
+    holder = state.holder
+    checks = {"redis": await web.redis_readiness(state.redis)}
     if holder.active_version is not None and holder.current is None:
         checks["model"] = holder.last_error or f"loading version {holder.active_version}"
     else:
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
         async with AsyncExitStack() as stack:
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # Serve from the first request if a model exists; the watcher retries otherwise.
                 await holder.refresh()
             watcher = asyncio.create_task(holder.watch(), name="model-watcher")
-            stack.push_async_callback(_cancelled, watcher)
+            stack.push_async_callback(stop_tasks, watcher)
             variants = VariantModels(
                 holder,
                 ExperimentStore(client, settings.partitions),
@@ -71,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poll_seconds=settings.model_poll_seconds,
             )
             variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
-            stack.push_async_callback(_cancelled, variant_watcher)
+            stack.push_async_callback(stop_tasks, variant_watcher)
             service = RecommendationService(
                 read_path.features,
                 holder,
@@ -88,28 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if service.shadows is not None:
                 stack.push_async_callback(service.shadows.close)
             web.settle_garbage_collector()
-            yield {"redis": client, "holder": holder, "variants": variants, "service": service}
+            yield lifespan_state_of(RecommenderState(client, holder, variants, service))
 
-    app = FastAPI(
+    return web.create_service_app(
+        settings,
         title="recsys recommender",
-        version=code_version(),
         summary="Serves top-k for users, similar items and popular items from the active model.",
         lifespan=lifespan,
-        telemetry=FASTAPI_TELEMETRY_OFF,
-    )
-    setup_tracing(app, settings)
-    web.install(
-        app,
+        routers=[recommendations.router, model.router],
         readiness=_readiness,
-        request_timeout_seconds=settings.request_timeout_seconds,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
-    app.include_router(recommendations.router)
-    app.include_router(model.router)
-    return app
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -31,6 +31,7 @@ from recsys_shared.artifacts import (
     ItemItemArrays,
     load_npz,
 )
+from recsys_shared.background import repeat
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.foldin import (
     ConfidenceWeighting,
@@ -308,12 +309,12 @@ class ModelHolder:
 
     async def watch(self) -> None:
         """Run forever: refresh on every notification, and at least every ``poll_seconds``."""
-        while True:
-            try:
-                await self.refresh()
-            except StoreUnavailable as error:
-                log.warning("model watcher waiting for redis: %s", error.detail)
-            await self._next_notification()
+        await repeat(
+            self.refresh,
+            pause=self._next_notification,
+            survives=(StoreUnavailable,),
+            on_error=lambda error: log.warning("model watcher waiting for redis: %s", error.detail),
+        )
 
     async def _next_notification(self) -> None:
         """Until a version is announced, or ``poll_seconds`` pass."""

@@ -21,6 +21,7 @@ import time
 from recommender import metrics
 from recommender.model_store import LoadedModel, ModelHolder, load_model
 from recsys_shared.artifacts import ArtifactError
+from recsys_shared.background import repeat
 from recsys_shared.errors import ModelUnavailable, StoreUnavailable, UnknownModelVersion
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.schemas import Decision
@@ -147,9 +148,11 @@ class VariantModels:
         metrics.MODEL_MEMORY_BYTES.set(self.memory_bytes())
 
     async def watch(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except StoreUnavailable as error:
-                log.warning("experiment watcher waiting for redis: %s", error.detail)
-            await asyncio.sleep(self.poll_seconds)
+        await repeat(
+            self.refresh,
+            pause=self.poll_seconds,
+            survives=(StoreUnavailable,),
+            on_error=lambda error: log.warning(
+                "experiment watcher waiting for redis: %s", error.detail
+            ),
+        )

@@ -7,16 +7,15 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 
 from recsys_shared.schemas import Algorithm
-from recsys_shared.settings import ServiceSettings
+from recsys_shared.settings import FeatureStoreClientSettings, TaskQueueSettings
 
 ALGORITHMS: tuple[Algorithm, ...] = ("als", "bpr", "item_knn", "ease", "hybrid")
 #: How long a training waits to try again after the feature-store or Redis did not answer.
 TRANSIENT_RETRY_SECONDS = 3
 
 
-class Settings(ServiceSettings):
+class Settings(TaskQueueSettings, FeatureStoreClientSettings):
     service_name: str = "retraining-worker"
-    feature_store_url: str = "http://127.0.0.1:8201"
     feature_store_timeout_seconds: float = Field(default=300.0, gt=0)
 
     algorithm: Algorithm = Field(
@@ -94,13 +93,6 @@ class Settings(ServiceSettings):
     )
 
     task_time_limit_seconds: int = Field(default=3600, ge=10)
-    broker_visibility_timeout_seconds: int = Field(
-        default=4000,
-        ge=10,
-        description=(
-            "Must exceed the hard time limit, or Redis redelivers a task that is still running."
-        ),
-    )
     max_deliveries: int = Field(
         default=3, ge=1, description="A task delivered more often is given up."
     )

@@ -121,6 +121,30 @@ class HoldoutSplit:
     targets: list[set[int]]
     cut_time: float
 
+    @classmethod
+    def of(
+        cls,
+        data: Interactions,
+        train: npt.NDArray[np.bool_],
+        revealed_mask: npt.NDArray[np.bool_],
+        users: list[int],
+        targets: list[set[int]],
+        cut_time: float,
+    ) -> HoldoutSplit:
+        """The split of ``data`` whose evaluated ``users`` may use what ``revealed_mask``
+        marks."""
+        # What serving would read of each user: every stored weight, negative ones too.
+        revealed = data.matrix(revealed_mask, signed=True)
+        user_rows = np.asarray(users, dtype=np.int32)
+        return cls(
+            train=train,
+            revealed_mask=revealed_mask,
+            users=user_rows,
+            revealed=revealed[user_rows] if len(user_rows) else revealed[:0],
+            targets=targets,
+            cut_time=cut_time,
+        )
+
 
 def temporal_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
     order = np.lexsort((data.rows, data.times))
@@ -140,17 +164,7 @@ def temporal_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
         revealed_mask[group[:half]] = True
         users.append(int(data.rows[group[0]]))
         targets.append({int(col) for col in data.cols[group[half:]]})
-    # What serving would read of each user: every stored weight, negative ones too.
-    revealed = data.matrix(revealed_mask, signed=True)
-    user_rows = np.asarray(users, dtype=np.int32)
-    return HoldoutSplit(
-        train=train,
-        revealed_mask=revealed_mask,
-        users=user_rows,
-        revealed=revealed[user_rows] if len(user_rows) else revealed[:0],
-        targets=targets,
-        cut_time=cut_time,
-    )
+    return HoldoutSplit.of(data, train, revealed_mask, users, targets, cut_time)
 
 
 def seen_matrix(data: Interactions, mask: npt.NDArray[np.bool_], users: Ints) -> csr_matrix:
@@ -189,14 +203,6 @@ def per_user_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
     for row in sorted(wanted):
         users.append(row)
         targets.append(wanted[row])
-    revealed = data.matrix(train, signed=True)
-    user_rows = np.asarray(users, dtype=np.int32)
     held_times = data.times[~train]
-    return HoldoutSplit(
-        train=train,
-        revealed_mask=train,
-        users=user_rows,
-        revealed=revealed[user_rows] if len(user_rows) else revealed[:0],
-        targets=targets,
-        cut_time=float(held_times.min()) if len(held_times) else 0.0,
-    )
+    cut_time = float(held_times.min()) if len(held_times) else 0.0
+    return HoldoutSplit.of(data, train, train, users, targets, cut_time)

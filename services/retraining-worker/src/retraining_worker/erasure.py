@@ -77,17 +77,42 @@ def without_users(
     }
 
 
-def rewrite_snapshot(store: ArtifactStore, name: str, erased: set[str]) -> bool:
-    folder = snapshot_folder(name)
+@dataclass(frozen=True)
+class _ErasedBundle:
+    """A bundle that holds erased users: its metadata (the manifest without its file list,
+    which ``write_bundle`` makes anew), its files, the arrays of the file whose ``user_ids``
+    name its users, and which of them are erased."""
+
+    metadata: dict[str, Any]
+    files: dict[str, bytes]
+    arrays: dict[str, npt.NDArray[Any]]
+    gone: npt.NDArray[np.bool_]
+
+
+def _erased_bundle(
+    store: ArtifactStore, folder: str, ids_file: str, erased: set[str]
+) -> _ErasedBundle | None:
+    """The bundle in ``folder`` if any user its ``ids_file`` names is erased, else None."""
     manifest, files = store.read_bundle(folder)
-    arrays = load_npz(files[SNAPSHOT_FILE])
+    arrays = load_npz(files[ids_file])
     gone = erased_rows(arrays["user_ids"], erased)
     if not gone.any():
-        return False
-    rewritten = without_users(arrays, gone)
+        return None
     metadata = {key: value for key, value in manifest.items() if key != "files"}
-    metadata["users"] = len(rewritten["user_ids"])
-    metadata["interactions"] = len(rewritten["rows"])
+    return _ErasedBundle(metadata, files, arrays, gone)
+
+
+def rewrite_snapshot(store: ArtifactStore, name: str, erased: set[str]) -> bool:
+    folder = snapshot_folder(name)
+    bundle = _erased_bundle(store, folder, SNAPSHOT_FILE, erased)
+    if bundle is None:
+        return False
+    rewritten = without_users(bundle.arrays, bundle.gone)
+    metadata = {
+        **bundle.metadata,
+        "users": len(rewritten["user_ids"]),
+        "interactions": len(rewritten["rows"]),
+    }
     store.write_bundle(folder, {SNAPSHOT_FILE: npz_bytes(**rewritten)}, metadata)
     return True
 
@@ -95,11 +120,10 @@ def rewrite_snapshot(store: ArtifactStore, name: str, erased: set[str]) -> bool:
 def rewrite_model(store: ArtifactStore, version: int, erased: set[str]) -> str | None:
     """The new checksum of the model file when users were taken out, else None."""
     folder = model_folder(version)
-    manifest, files = store.read_bundle(folder)
-    ids = load_npz(files[IDS_FILE])
-    gone = erased_rows(ids["user_ids"], erased)
-    if not gone.any():
+    bundle = _erased_bundle(store, folder, IDS_FILE, erased)
+    if bundle is None:
         return None
+    ids, gone, files = bundle.arrays, bundle.gone, bundle.files
     model = load_npz(files[MODEL_FILE])
     n_users = len(gone)
     for name, array in model.items():
@@ -110,8 +134,7 @@ def rewrite_model(store: ArtifactStore, version: int, erased: set[str]) -> str |
         IDS_FILE: npz_bytes(**{**ids, "user_ids": ids["user_ids"][~gone]}),
         **{name: data for name, data in files.items() if name not in (MODEL_FILE, IDS_FILE)},
     }
-    metadata = {key: value for key, value in manifest.items() if key != "files"}
-    written = store.write_bundle(folder, rewritten, metadata)
+    written = store.write_bundle(folder, rewritten, bundle.metadata)
     return str(written["files"][MODEL_FILE]["sha256"])
 
 

@@ -28,24 +28,21 @@ from retraining_worker.recipes.search import search
 log = logging.getLogger(__name__)
 
 
+#: The worker settings each recipe takes its parameters from; the other algorithms start from
+#: their defaults.
+_CONFIGURED: dict[Algorithm, tuple[type[AlsRecipe | BprRecipe], frozenset[str]]] = {
+    "als": (AlsRecipe, frozenset({"factors", "regularization", "alpha", "iterations"})),
+    "bpr": (BprRecipe, frozenset({"factors", "learning_rate", "regularization", "iterations"})),
+}
+
+
 def configured_recipe(settings: Settings, algorithm: Algorithm) -> Recipe:
     """The recipe of ``algorithm`` with the worker's configured parameters (ALS and BPR take
     theirs from the settings; the other algorithms start from their defaults)."""
-    if algorithm == "als":
-        return AlsRecipe(
-            factors=settings.factors,
-            regularization=settings.regularization,
-            alpha=settings.alpha,
-            iterations=settings.iterations,
-        )
-    if algorithm == "bpr":
-        return BprRecipe(
-            factors=settings.factors,
-            learning_rate=settings.learning_rate,
-            regularization=settings.regularization,
-            iterations=settings.iterations,
-        )
-    return DEFAULTS[algorithm]
+    if algorithm not in _CONFIGURED:
+        return DEFAULTS[algorithm]
+    recipe_type, names = _CONFIGURED[algorithm]
+    return recipe_type.model_validate(settings.model_dump(include=set(names)))
 
 
 def recipe_of(info: ModelInfo, settings: Settings) -> Recipe:

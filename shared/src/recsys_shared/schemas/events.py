@@ -13,7 +13,15 @@ from pydantic import (
     model_validator,
 )
 
-from recsys_shared.schemas.base import MAX_BATCH_EVENTS, Identifier, InputModel, Number, Timestamp
+from recsys_shared.schemas.base import (
+    EARLIEST_TIMESTAMP,
+    MAX_BATCH_EVENTS,
+    MAX_CLOCK_SKEW,
+    Identifier,
+    InputModel,
+    Number,
+    Timestamp,
+)
 
 
 class EventType(StrEnum):
@@ -74,7 +82,19 @@ class EventIn(InputModel):
     item_id: Identifier
     type: EventType
     value: Number | None = Field(default=None, description="Finite; required for `rating`.")
-    timestamp: Timestamp | None = Field(default=None, description="RFC 3339; defaults to now.")
+    timestamp: Timestamp | None = Field(
+        default=None,
+        # JSON Schema cannot bound a date-time by the clock: the bounds are stated here, in
+        # words and as extension keywords a client or a fuzzer can read.
+        description=(
+            f"RFC 3339 with a UTC offset, from {EARLIEST_TIMESTAMP.date()} to "
+            f"{int(MAX_CLOCK_SKEW.total_seconds())} s past the server's clock; defaults to now."
+        ),
+        json_schema_extra={
+            "x-earliest": EARLIEST_TIMESTAMP.isoformat(),
+            "x-max-clock-skew-seconds": int(MAX_CLOCK_SKEW.total_seconds()),
+        },
+    )
     recommendation_id: Identifier | None = Field(
         default=None, description="The recommendation this interaction came from, if any."
     )

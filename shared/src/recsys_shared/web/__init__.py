@@ -1,19 +1,23 @@
 """HTTP plumbing every FastAPI service uses: request ids, metrics, problem details, ops routes.
 
-Installed with :func:`install`, once per app. The middleware is plain ASGI (no
-``BaseHTTPMiddleware``), because it sits on every request of the hot path.
+A service builds its app with :func:`create_service_app`, which installs all of it
+(:func:`install`). The middleware is plain ASGI (no ``BaseHTTPMiddleware``), because it sits
+on every request of the hot path.
 
 Split by concern: ``observability`` (request ids, metrics, the failure log), ``limits``
-(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics);
+(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics),
+``state`` (the typed lifespan state routes read), ``lists`` (the hot list routes' answer);
 the fast lane lives apart, in :mod:`recsys_shared.fastpath`.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
 from recsys_shared import code_version, metrics
@@ -21,6 +25,7 @@ from recsys_shared.fastpath.lane import FastLane
 from recsys_shared.logging import configure_logging
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.settings import ServiceSettings
+from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from recsys_shared.web.observability import ObservabilityMiddleware
 from recsys_shared.web.ops import LivenessCheck, ReadinessCheck, ops_router, redis_readiness
@@ -39,6 +44,7 @@ __all__ = [
     "FastLane",
     "ObservabilityMiddleware",
     "RequestTimeoutMiddleware",
+    "create_service_app",
     "install",
     "ops_router",
     "problem_response",
@@ -72,6 +78,57 @@ def install(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestTimeoutMiddleware, seconds=request_timeout_seconds)
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)
+
+
+#: What a service's lifespan is: its state comes out as a mapping (see ``web.state``).
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any]]]
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    lifespan: Lifespan,
+    routers: Sequence[APIRouter],
+    readiness: ReadinessCheck,
+    summary: str | None = None,
+    description: str = "",
+    docs: bool = True,
+    liveness: LivenessCheck | None = None,
+    max_body_bytes: int = 1_048_576,
+    access_log: bool = False,
+    on_invalid: InvalidInputHook | None = None,
+    fast_routes: Sequence[BaseRoute] = (),
+) -> FastAPI:
+    """A service's app, built as every service builds it: versioned by the code, traced when
+    an OTLP endpoint is configured, with the shared plumbing (:func:`install`) and its routers.
+
+    ``docs=False`` leaves the documentation's paths out of the routes (they answer 404)."""
+    app = FastAPI(
+        title=title,
+        version=code_version(),
+        summary=summary,
+        description=description,
+        lifespan=lifespan,
+        telemetry=FASTAPI_TELEMETRY_OFF,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    setup_tracing(app, settings)
+    install(
+        app,
+        readiness=readiness,
+        liveness=liveness,
+        max_body_bytes=max_body_bytes,
+        access_log=access_log,
+        on_invalid=on_invalid,
+        request_timeout_seconds=settings.request_timeout_seconds,
+        fast_routes=fast_routes,
+    )
+    for router in routers:
+        app.include_router(router)
+    return app
 
 
 async def start_service(settings: ServiceSettings) -> RedisClient:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from feature_store.deps import CatalogueDep
+from feature_store.deps import StateDep
 from recsys_shared.errors import UnknownItem
 from recsys_shared.schemas import (
     Identifier,
@@ -23,26 +23,26 @@ ItemIdPath = Annotated[Identifier, Path(description="Item id")]
 
 
 @router.put("", response_model=ItemsStored, summary="Create or replace many items at once")
-async def put_items(batch: ItemBatch, catalogue: CatalogueDep) -> ItemsStored:
-    await catalogue.upsert(batch.items)
+async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
+    await state.catalogue.upsert(batch.items)
     return ItemsStored(stored=len(batch.items))
 
 
 @router.put("/{item_id}", response_model=ItemsStored, summary="Create or replace one item")
-async def put_item(item_id: ItemIdPath, item: ItemIn, catalogue: CatalogueDep) -> ItemsStored:
-    await catalogue.upsert([ItemWithId(item_id=item_id, **item.model_dump())])
+async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> ItemsStored:
+    await state.catalogue.upsert([ItemWithId(item_id=item_id, **item.model_dump())])
     return ItemsStored(stored=1)
 
 
 @router.patch("/{item_id}", response_model=ItemsStored, summary="Change some fields of an item")
-async def patch_item(item_id: ItemIdPath, patch: ItemPatch, catalogue: CatalogueDep) -> ItemsStored:
-    if not await catalogue.patch(item_id, patch):
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> ItemsStored:
+    if not await state.catalogue.patch(item_id, patch):
         raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
     return ItemsStored(stored=1)
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete an item")
-async def delete_item(item_id: ItemIdPath, catalogue: CatalogueDep) -> Response:
-    if not await catalogue.delete(item_id):
+async def delete_item(item_id: ItemIdPath, state: StateDep) -> Response:
+    if not await state.catalogue.delete(item_id):
         raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from feature_store.deps import EraserDep
+from feature_store.deps import StateDep
 from recsys_shared.schemas import Identifier
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="Erase everything the data tier holds of a user (idempotent)",
 )
 async def erase_user(
-    user_id: Annotated[Identifier, Path(description="User id")], eraser: EraserDep
+    user_id: Annotated[Identifier, Path(description="User id")], state: StateDep
 ) -> Response:
-    await eraser.erase(user_id)
+    await state.eraser.erase(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,29 +7,30 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from gateway.auth import AdminAuth
-from gateway.deps import RedisDep, TasksDep
+from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import DriftOverview, DriftReport, TaskAccepted
 from recsys_shared.tasks import CHECK_DRIFT
 
-router = APIRouter(prefix="/v1", tags=["drift"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["drift"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.get(
     "/drift",
     response_model=DriftOverview,
     summary="The latest drift report and the history of checks, newest first",
-    responses=PROBLEM_RESPONSES,
 )
 async def drift(
-    client: RedisDep,
+    state: StateDep,
     limit: Annotated[
         int, Query(ge=1, le=keys.DRIFT_HISTORY_LENGTH, description="History entries returned")
     ] = keys.DRIFT_HISTORY_LENGTH,
 ) -> DriftOverview:
-    return await read_drift(client, limit)
+    return await read_drift(state.redis, limit)
 
 
 async def read_drift(client: RedisClient, limit: int) -> DriftOverview:
@@ -48,7 +49,6 @@ async def read_drift(client: RedisClient, limit: int) -> DriftOverview:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Run a drift check now; follow it with GET /v1/tasks/{task_id}",
-    responses=PROBLEM_RESPONSES,
 )
-async def check(tasks: TasksDep) -> TaskAccepted:
-    return TaskAccepted(task_id=await tasks.send(CHECK_DRIFT, {}))
+async def check(state: StateDep) -> TaskAccepted:
+    return TaskAccepted(task_id=await state.tasks.send(CHECK_DRIFT, {}))

@@ -6,11 +6,13 @@ from fastapi import APIRouter, status
 
 from gateway import metrics
 from gateway.auth import ClientAuth
-from gateway.deps import IngestorDep
+from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared.schemas import EventBatch, EventsAccepted
 
-router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAuth])
+router = APIRouter(
+    prefix="/v1/events", tags=["events"], dependencies=[ClientAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.post(
@@ -27,10 +29,9 @@ router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[ClientAut
         "backlog is full: resend the whole batch. Part of it may have been stored (the detail "
         "says so); its events with an `event_id` are then recognised as duplicates."
     ),
-    responses=PROBLEM_RESPONSES,
 )
-async def post_events(batch: EventBatch, ingestor: IngestorDep) -> EventsAccepted:
-    result = await ingestor.ingest(batch)
+async def post_events(batch: EventBatch, state: StateDep) -> EventsAccepted:
+    result = await state.ingestor.ingest(batch)
     metrics.EVENTS_RECEIVED.labels("accepted").inc(result.accepted)
     metrics.EVENTS_RECEIVED.labels("duplicate").inc(result.duplicates)
     return result

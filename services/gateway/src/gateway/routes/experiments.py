@@ -5,27 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, status
 
 from gateway.auth import AdminAuth
-from gateway.deps import RegistryDep
+from gateway.deps import StateDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
-from gateway.experiments import ExperimentRuntime
-from gateway.serving import ReadService
 from recsys_shared.errors import Conflict
 from recsys_shared.experiments import decision
 from recsys_shared.schemas import Decision, Experiment, ExperimentIn
 
-router = APIRouter(prefix="/v1", tags=["experiments"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["experiments"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 ExperimentId = Annotated[
     str, Path(min_length=1, max_length=20, pattern=r"^[0-9]+$", description="Experiment id")
 ]
-
-
-def _runtime(request: Request) -> ExperimentRuntime:
-    runtime: ExperimentRuntime = request.state.experiments
-    return runtime
 
 
 @router.post(
@@ -41,52 +36,44 @@ def _runtime(request: Request) -> ExperimentRuntime:
         "Each version must have a verified artifact (whatever its registry status) and fit the "
         "recommenders' memory bound; one experiment runs at a time (409)."
     ),
-    responses={**PROBLEM_RESPONSES, **CONFLICT},
+    responses=CONFLICT,
 )
-async def start_experiment(
-    body: ExperimentIn, request: Request, registry: RegistryDep
-) -> Experiment:
-    runtime = _runtime(request)
-    reads: ReadService = request.state.reads
-    stored = await runtime.store.create(body, registry, reads.recommenders.prepare)
+async def start_experiment(body: ExperimentIn, state: StateDep) -> Experiment:
+    runtime = state.experiments
+    stored = await runtime.store.create(body, state.registry, state.reads.recommenders.prepare)
     await runtime.refresh()  # this replica assigns from its next request on
-    return runtime.report(stored, await runtime.store.counters(stored.id))
+    return await runtime.report_now(stored)
 
 
 @router.get(
     "/experiments",
     response_model=list[Experiment],
     summary="Every experiment kept, newest first, with its figures and decision",
-    responses=PROBLEM_RESPONSES,
 )
-async def list_experiments(request: Request) -> list[Experiment]:
-    runtime = _runtime(request)
-    return [
-        runtime.report(stored, await runtime.store.counters(stored.id))
-        for stored in await runtime.store.all()
-    ]
+async def list_experiments(state: StateDep) -> list[Experiment]:
+    runtime = state.experiments
+    return [await runtime.report_now(stored) for stored in await runtime.store.all()]
 
 
 @router.get(
     "/experiments/{experiment_id}",
     response_model=Experiment,
     summary="One experiment: per variant exposures, clicks, conversions, rate and decision",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
-async def get_experiment(experiment_id: ExperimentId, request: Request) -> Experiment:
-    runtime = _runtime(request)
-    stored = await runtime.store.get(experiment_id)
-    return runtime.report(stored, await runtime.store.counters(stored.id))
+async def get_experiment(experiment_id: ExperimentId, state: StateDep) -> Experiment:
+    runtime = state.experiments
+    return await runtime.report_now(await runtime.store.get(experiment_id))
 
 
 @router.post(
     "/experiments/{experiment_id}/stop",
     response_model=Experiment,
     summary="Stop a running experiment; the active version stays as it is",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND, **CONFLICT},
+    responses={**NOT_FOUND, **CONFLICT},
 )
-async def stop_experiment(experiment_id: ExperimentId, request: Request) -> Experiment:
-    runtime = _runtime(request)
+async def stop_experiment(experiment_id: ExperimentId, state: StateDep) -> Experiment:
+    runtime = state.experiments
     stored = await runtime.store.get(experiment_id)
     if stored.state.decision is not Decision.RUNNING:
         raise Conflict(
@@ -95,5 +82,4 @@ async def stop_experiment(experiment_id: ExperimentId, request: Request) -> Expe
     stopped = decision.stop(stored, datetime.now(UTC), "stopped through the admin API")
     if not await runtime.apply(stored, stopped):
         raise Conflict(f"Experiment {experiment_id} ended (decided) while it was being stopped.")
-    stored = await runtime.store.get(experiment_id)
-    return runtime.report(stored, await runtime.store.counters(stored.id))
+    return await runtime.report_now(await runtime.store.get(experiment_id))

@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from gateway.auth import ClientAuth
-from gateway.deps import FeaturesDep, FeatureStoreDep
+from gateway.deps import GatewayState, StateDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import UnknownItem
 from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemPatch, ItemsStored
 
-router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[ClientAuth])
+router = APIRouter(
+    prefix="/v1/items", tags=["items"], dependencies=[ClientAuth], responses=PROBLEM_RESPONSES
+)
 
 ItemIdPath = Annotated[Identifier, Path(description="Item id")]
 
@@ -21,10 +23,9 @@ ItemIdPath = Annotated[Identifier, Path(description="Item id")]
     "",
     response_model=ItemsStored,
     summary="Create or replace up to 1000 items at once (bulk import)",
-    responses=PROBLEM_RESPONSES,
 )
-async def put_items(batch: ItemBatch, feature_store: FeatureStoreDep) -> ItemsStored:
-    await feature_store.put_items(batch)
+async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
+    await state.feature_store.put_items(batch)
     return ItemsStored(stored=len(batch.items))
 
 
@@ -33,16 +34,10 @@ async def put_items(batch: ItemBatch, feature_store: FeatureStoreDep) -> ItemsSt
     response_model=Item,
     summary="Create or replace an item",
     description="An item with `available: false` is never recommended, from the next request on.",
-    responses=PROBLEM_RESPONSES,
 )
-async def put_item(
-    item_id: ItemIdPath, item: ItemIn, feature_store: FeatureStoreDep, features: FeaturesDep
-) -> Item:
-    await feature_store.put_item(item_id, item)
-    stored = await features.item(item_id)
-    if stored is None:  # deleted by someone else in between
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return stored
+async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
+    await state.feature_store.put_item(item_id, item)
+    return await _catalogued(state, item_id)
 
 
 @router.patch(
@@ -50,37 +45,38 @@ async def put_item(
     response_model=Item,
     summary='Change some fields of an item (e.g. {"available": false})',
     description="Only the fields given change; an unknown item is a 404.",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
-async def patch_item(
-    item_id: ItemIdPath, patch: ItemPatch, feature_store: FeatureStoreDep, features: FeaturesDep
-) -> Item:
-    await feature_store.patch_item(item_id, patch)
-    stored = await features.item(item_id)
-    if stored is None:  # deleted by someone else in between
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return stored
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
+    await state.feature_store.patch_item(item_id, patch)
+    return await _catalogued(state, item_id)
 
 
 @router.get(
     "/{item_id}",
     response_model=Item,
     summary="An item of the catalogue",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
-async def get_item(item_id: ItemIdPath, features: FeaturesDep) -> Item:
-    item = await features.item(item_id)
-    if item is None:
-        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
-    return item
+async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
+    return await _catalogued(state, item_id)
 
 
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an item; it is never recommended again",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
-async def delete_item(item_id: ItemIdPath, feature_store: FeatureStoreDep) -> Response:
-    await feature_store.delete_item(item_id)
+async def delete_item(item_id: ItemIdPath, state: StateDep) -> Response:
+    await state.feature_store.delete_item(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _catalogued(state: GatewayState, item_id: str) -> Item:
+    """The item as the catalogue holds it; after a write, a 404 means someone else deleted it
+    in between."""
+    item = await state.features.item(item_id)
+    if item is None:
+        raise UnknownItem(f"Item '{item_id}' is not in the catalogue.")
+    return item

@@ -7,33 +7,34 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, status
 
 from gateway.auth import AdminAuth
-from gateway.deps import RegistryDep, TasksDep
+from gateway.deps import StateDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import Conflict, NotFound
 from recsys_shared.schemas import ModelInfo, ModelStatus, RetrainRequest, TaskAccepted, TaskState
 from recsys_shared.tasks import TRAIN_MODEL
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["models"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.get(
     "/models",
     response_model=list[ModelInfo],
     summary="Every model version, newest first",
-    responses=PROBLEM_RESPONSES,
 )
-async def list_models(registry: RegistryDep) -> list[ModelInfo]:
-    return await registry.list()
+async def list_models(state: StateDep) -> list[ModelInfo]:
+    return await state.registry.list()
 
 
 @router.get(
     "/models/active",
     response_model=ModelInfo,
     summary="The version being served",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
-async def active_model(registry: RegistryDep) -> ModelInfo:
-    active = await registry.active()
+async def active_model(state: StateDep) -> ModelInfo:
+    active = await state.registry.active()
     if active is None:
         raise NotFound("No model has been published yet; POST /v1/models/retrain trains one.")
     return active
@@ -44,13 +45,12 @@ async def active_model(registry: RegistryDep) -> ModelInfo:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=TaskAccepted,
     summary="Train a new version now; follow it with GET /v1/tasks/{task_id}",
-    responses=PROBLEM_RESPONSES,
 )
 async def retrain(
-    tasks: TasksDep, request: Annotated[RetrainRequest | None, Body()] = None
+    state: StateDep, request: Annotated[RetrainRequest | None, Body()] = None
 ) -> TaskAccepted:
     options = request or RetrainRequest()
-    task_id = await tasks.send(TRAIN_MODEL, options.model_dump(exclude_none=True))
+    task_id = await state.tasks.send(TRAIN_MODEL, options.model_dump(exclude_none=True))
     return TaskAccepted(task_id=task_id)
 
 
@@ -58,12 +58,13 @@ async def retrain(
     "/models/{version}/activate",
     response_model=ModelInfo,
     summary="Serve this version: promote a candidate or roll back to an earlier one",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND, **CONFLICT},
+    responses={**NOT_FOUND, **CONFLICT},
 )
 async def activate(
     version: Annotated[int, Path(ge=1, le=2**53, description="Model version")],
-    registry: RegistryDep,
+    state: StateDep,
 ) -> ModelInfo:
+    registry = state.registry
     info = await registry.get(version)
     if info.status is ModelStatus.REJECTED:
         raise Conflict(f"Version {version} was rejected by the gate ({info.status_reason}).")
@@ -75,10 +76,10 @@ async def activate(
     "/tasks/{task_id}",
     response_model=TaskState,
     summary="State and result of an enqueued task",
-    responses={**PROBLEM_RESPONSES, **NOT_FOUND},
+    responses=NOT_FOUND,
 )
 async def task_state(
     task_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
-    tasks: TasksDep,
+    state: StateDep,
 ) -> TaskState:
-    return await tasks.state(task_id)
+    return await state.tasks.state(task_id)

@@ -9,14 +9,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gateway.auth import AdminAuth
-from gateway.deps import FeatureStoreDep, RedisDep, SettingsDep
+from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import DeadLetters, ReplayRequest, ReplayResult, SnapshotInfo
 from recsys_shared.streams import pipeline_position
 
-router = APIRouter(prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 THROUGHPUT_WINDOW_SECONDS = 60
@@ -56,10 +58,9 @@ class PipelineStatus(BaseModel):
     "/pipeline",
     response_model=PipelineStatus,
     summary="Ingestion counters, lag, dead letters, last snapshot",
-    responses=PROBLEM_RESPONSES,
 )
-async def pipeline_status(redis: RedisDep, settings: SettingsDep) -> PipelineStatus:
-    return await read_pipeline_status(redis, settings.partitions)
+async def pipeline_status(state: StateDep) -> PipelineStatus:
+    return await read_pipeline_status(state.redis, state.settings.partitions)
 
 
 async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) -> PipelineStatus:
@@ -121,16 +122,15 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
     "/pipeline/dead-letters",
     response_model=DeadLetters,
     summary="Events the feature-store could not apply, newest first, counted by reason",
-    responses=PROBLEM_RESPONSES,
 )
 async def dead_letters(
-    feature_store: FeatureStoreDep,
+    state: StateDep,
     reason: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this reason")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Entries returned")] = 100,
 ) -> DeadLetters:
-    return await feature_store.dead_letters(reason=reason, limit=limit)
+    return await state.feature_store.dead_letters(reason=reason, limit=limit)
 
 
 @router.post(
@@ -138,9 +138,8 @@ async def dead_letters(
     response_model=ReplayResult,
     summary="Put dead letters back into the events streams, to be applied again",
     description="An event that still cannot be applied comes back as a dead letter.",
-    responses=PROBLEM_RESPONSES,
 )
 async def replay_dead_letters(
-    feature_store: FeatureStoreDep, request: ReplayRequest | None = None
+    state: StateDep, request: ReplayRequest | None = None
 ) -> ReplayResult:
-    return await feature_store.replay_dead_letters(request or ReplayRequest())
+    return await state.feature_store.replay_dead_letters(request or ReplayRequest())

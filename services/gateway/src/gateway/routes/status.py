@@ -19,9 +19,9 @@ from fastapi import APIRouter, Depends, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import APIKeyCookie
 
-from gateway.auth import ApiKeys, Role, admit, api_key_header, authorize
+from gateway.auth import Role, admit, api_key_header, authorize
 from gateway.config import Settings
-from gateway.deps import RedisDep, RegistryDep, SettingsDep
+from gateway.deps import GatewayState, StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from gateway.experiments import ExperimentRuntime
 from gateway.routes.drift import read_drift
@@ -108,7 +108,9 @@ def _wants_html(request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-async def _viewer(request: Request, settings: Settings, key: str | None, token: str | None) -> Role:
+async def _viewer(
+    request: Request, state: GatewayState, key: str | None, token: str | None
+) -> Role:
     """The role of the key in the header (it wins) or of the session's key."""
     if key is not None:
         return await authorize(request, key, required=Role.VIEWER)
@@ -117,9 +119,8 @@ async def _viewer(request: Request, settings: Settings, key: str | None, token: 
             f"Sign in at {SIGN_IN}, or send a key with the viewer or admin role in the "
             "X-API-Key header."
         )
-    key_id = _sessions(settings).key_id(token)
-    api_keys: ApiKeys = request.state.api_keys
-    role = api_keys.role_of_id(key_id) if key_id else None
+    key_id = _sessions(state.settings).key_id(token)
+    role = state.api_keys.role_of_id(key_id) if key_id else None
     if key_id is None or role is None:
         raise AuthenticationRequired(
             "The status page's session has expired, was altered, or its key is no longer "
@@ -167,26 +168,27 @@ async def _read_experiments(
 )
 async def status_page(
     request: Request,
-    settings: SettingsDep,
-    redis: RedisDep,
-    registry: RegistryDep,
+    state: StateDep,
     key: HeaderKey = None,
     token: SessionToken = None,
 ) -> Response:
     try:
-        await _viewer(request, settings, key, token)
+        await _viewer(request, state, key, token)
     except AuthenticationRequired:
         if key is not None or not _wants_html(request):
             raise  # a wrong key in the header is a script's mistake, not a page to sign in to
         response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
         if token is not None:
-            clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
+            clear_session_cookie(
+                response, secure=cookie_is_secure(request, state.settings.environment)
+            )
         return response
+    redis = state.redis
     versions, drift, pipeline, (running, ended) = await asyncio.gather(
-        registry.list(),
+        state.registry.list(),
         read_drift(redis, keys.DRIFT_HISTORY_LENGTH),
-        read_pipeline_status(redis, settings.partitions),
-        _read_experiments(request.state.experiments),
+        read_pipeline_status(redis, state.settings.partitions),
+        _read_experiments(state.experiments),
     )
     html = ui.page(
         title="recsys status",
@@ -212,13 +214,12 @@ async def status_page(
         303: {"description": "Already signed in: sent to the status page"},
     },
 )
-async def sign_in_form(request: Request, settings: SettingsDep) -> Response:
+async def sign_in_form(request: Request, state: StateDep) -> Response:
     # The cookie is read by hand: this form needs no authentication, it only skips itself
     # for a browser that is signed in already.
     token = request.cookies.get(COOKIE_NAME)
-    api_keys: ApiKeys = request.state.api_keys
-    key_id = _sessions(settings).key_id(token) if token else None
-    if key_id is not None and api_keys.role_of_id(key_id) is not None:
+    key_id = _sessions(state.settings).key_id(token) if token else None
+    if key_id is not None and state.api_keys.role_of_id(key_id) is not None:
         return RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
     return HTMLResponse(ui.sign_in_page(action=SIGN_IN), headers=_HEADERS)
 
@@ -275,15 +276,14 @@ async def _form_key(request: Request) -> str:
         }
     },
 )
-async def sign_in(request: Request, settings: SettingsDep) -> Response:
-    api_keys: ApiKeys = request.state.api_keys
+async def sign_in(request: Request, state: StateDep) -> Response:
     try:
         if not from_this_site(request):
             raise PermissionDenied(
                 "Sign-in is accepted from this gateway's own form only (Sec-Fetch-Site or "
                 "Origin); scripts send the X-API-Key header instead."
             )
-        identified = api_keys.identify(await _form_key(request))
+        identified = state.api_keys.identify(await _form_key(request))
         if identified is None:
             raise AuthenticationRequired("The API key is not valid.")
         role, key_id = identified
@@ -294,13 +294,13 @@ async def sign_in(request: Request, settings: SettingsDep) -> Response:
         page = ui.sign_in_page(action=SIGN_IN, error=refused.detail)
         return HTMLResponse(page, status_code=refused.status, headers=_HEADERS)
     log.info("status page: signed in with key %s (role %s)", key_id, role)
-    sessions = _sessions(settings)
+    sessions = _sessions(state.settings)
     response = RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
     set_session_cookie(
         response,
         sessions.issue(key_id),
         max_age=sessions.max_age_seconds,
-        secure=cookie_is_secure(request, settings.environment),
+        secure=cookie_is_secure(request, state.settings.environment),
     )
     return response
 
@@ -313,9 +313,9 @@ async def sign_in(request: Request, settings: SettingsDep) -> Response:
     summary="Sign out of the status page (deletes the session cookie)",
     responses={403: PROBLEM_RESPONSES[403], **_KEY_IN_URL},
 )
-async def sign_out(request: Request, settings: SettingsDep) -> Response:
+async def sign_out(request: Request, state: StateDep) -> Response:
     if not from_this_site(request):
         raise PermissionDenied("Sign-out is accepted from this gateway's own page only.")
     response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
-    clear_session_cookie(response, secure=cookie_is_secure(request, settings.environment))
+    clear_session_cookie(response, secure=cookie_is_secure(request, state.settings.environment))
     return response

@@ -7,12 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response, status
 
 from gateway.auth import AdminAuth
-from gateway.deps import FeatureStoreDep, TasksDep
+from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared.schemas import Identifier
 from recsys_shared.tasks import ERASE_FROM_ARTIFACTS
 
-router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminAuth])
+router = APIRouter(
+    prefix="/v1/users", tags=["users"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
+)
 
 
 @router.delete(
@@ -27,13 +29,11 @@ router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminAuth])
         "user in the background (docs/failure-modes.md gives the bound), and later snapshots "
         "and models never contain them."
     ),
-    responses=PROBLEM_RESPONSES,
 )
 async def erase_user(
     user_id: Annotated[Identifier, Path(description="User id")],
-    feature_store: FeatureStoreDep,
-    tasks: TasksDep,
+    state: StateDep,
 ) -> Response:
-    await feature_store.erase_user(user_id)
-    await tasks.send(ERASE_FROM_ARTIFACTS, {})
+    await state.feature_store.erase_user(user_id)
+    await state.tasks.send(ERASE_FROM_ARTIFACTS, {})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

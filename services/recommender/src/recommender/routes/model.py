@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from recommender.variants import VariantModels, resident_bytes
+from recommender.deps import StateDep
+from recommender.variants import resident_bytes
 
 router = APIRouter(tags=["model"])
 
@@ -26,9 +27,8 @@ class PreparedVersion(BaseModel):
 @router.get(
     "/model", response_model=ServingStatus, summary="The version in memory and any load error"
 )
-async def serving_status(request: Request) -> ServingStatus:
-    holder = request.state.holder
-    variants: VariantModels = request.state.variants
+async def serving_status(state: StateDep) -> ServingStatus:
+    holder, variants = state.holder, state.variants
     return ServingStatus(
         serving_version=holder.serving_version,
         active_version=holder.active_version,
@@ -46,7 +46,6 @@ async def serving_status(request: Request) -> ServingStatus:
     "version; 503 (model-unavailable) names what is wrong. The gateway calls it before an "
     "experiment starts.",
 )
-async def prepare_version(version: int, request: Request) -> PreparedVersion:
-    variants: VariantModels = request.state.variants
-    model = await variants.prepare(version)
+async def prepare_version(version: int, state: StateDep) -> PreparedVersion:
+    model = await state.variants.prepare(version)
     return PreparedVersion(version=version, memory_bytes=resident_bytes(model))

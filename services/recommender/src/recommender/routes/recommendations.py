@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from recommender.service import RecommendationService
-from recsys_shared.fastpath.parameters import documented, json_body, path_identifier, query_model
+from recommender.deps import RecommenderState
+from recsys_shared.fastpath.parameters import documented, json_body
 from recsys_shared.schemas import RecommendationQuery, Recommendations, UserListBatch
+from recsys_shared.web.lists import list_response
+from recsys_shared.web.state import lifespan_state
 
 router = APIRouter(tags=["recommendations"])
 NDJSON = "application/x-ndjson"
@@ -24,10 +26,8 @@ NDJSON = "application/x-ndjson"
     openapi_extra=documented(path={"user_id": "User id"}, query=RecommendationQuery),
 )
 async def recommend_for_user(request: Request) -> Response:
-    user_id = path_identifier(request, "user_id")
-    query = query_model(request, RecommendationQuery)
-    service: RecommendationService = request.state.service
-    return Response(await service.for_user(user_id, query), media_type="application/json")
+    service = lifespan_state(request, RecommenderState).service
+    return await list_response(request, "user_id", service.for_user)
 
 
 @router.get(
@@ -36,10 +36,8 @@ async def recommend_for_user(request: Request) -> Response:
     openapi_extra=documented(path={"item_id": "Item id"}, query=RecommendationQuery),
 )
 async def similar_items(request: Request) -> Response:
-    item_id = path_identifier(request, "item_id")
-    query = query_model(request, RecommendationQuery)
-    service: RecommendationService = request.state.service
-    return Response(await service.similar(item_id, query), media_type="application/json")
+    service = lifespan_state(request, RecommenderState).service
+    return await list_response(request, "item_id", service.similar)
 
 
 @router.post(
@@ -52,6 +50,6 @@ async def recommend_for_users(request: Request) -> Response:
     """Several users' lists in one call: one ``Recommendations`` JSON per line, in the order
     asked (NDJSON; the rendered JSON holds no line break)."""
     batch = json_body(await request.body(), UserListBatch)
-    service: RecommendationService = request.state.service
+    service = lifespan_state(request, RecommenderState).service
     lists = await service.for_users([(asked.user_id, asked) for asked in batch.requests])
     return Response("\n".join(lists), media_type=NDJSON)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
@@ -32,6 +33,18 @@ def _signed(matrix: csr_matrix, negative_weight: float) -> csr_matrix:
     return weighted
 
 
+def _shared_options(recipe: AlsRecipe | BprRecipe, data: TrainingSet) -> dict[str, Any]:
+    """What implicit's ALS and BPR both take: the recipe's size, regularization and length
+    of training, and this run's seed and threads (so a search's trials are reproducible)."""
+    return {
+        "factors": recipe.factors,
+        "regularization": recipe.regularization,
+        "iterations": recipe.iterations,
+        "random_state": data.seed,
+        "num_threads": data.threads,
+    }
+
+
 @dataclass
 class AlsModel:
     recipe: AlsRecipe
@@ -50,14 +63,7 @@ class AlsModel:
         matrix = als_negatives(matrix, recipe.alpha)
         # implicit reads a negative confidence as "preference 0 with that confidence": the
         # negative evidence of a low rating.
-        model = AlternatingLeastSquares(
-            factors=recipe.factors,
-            regularization=recipe.regularization,
-            alpha=recipe.alpha,
-            iterations=recipe.iterations,
-            random_state=data.seed,
-            num_threads=data.threads,
-        )
+        model = AlternatingLeastSquares(alpha=recipe.alpha, **_shared_options(recipe, data))
         model.fit(matrix.astype(np.float32), show_progress=False)
         return cls(recipe, model, confidence)
 
@@ -92,12 +98,7 @@ class BprModel:
     @classmethod
     def fit(cls, recipe: BprRecipe, data: TrainingSet) -> BprModel:
         model = BayesianPersonalizedRanking(
-            factors=recipe.factors,
-            learning_rate=recipe.learning_rate,
-            regularization=recipe.regularization,
-            iterations=recipe.iterations,
-            random_state=data.seed,
-            num_threads=data.threads,
+            learning_rate=recipe.learning_rate, **_shared_options(recipe, data)
         )
         model.fit(data.positives, show_progress=False)
         return cls(recipe, model)
