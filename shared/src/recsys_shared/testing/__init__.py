@@ -7,7 +7,8 @@ install, which tests, benchmarks and ``make run`` use, has it.
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
 data in, a model trained, waiting on tasks), ``data`` the synthetic data sets, ``records``
-registry records of models never trained, ``answers`` the checks of an answer (200 or problem).
+registry records of models never trained, ``answers`` the checks of an answer (200 or problem),
+``waiting`` polling and background tasks, ``scripts`` the repository's check scripts run.
 """
 
 from __future__ import annotations
