@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -256,3 +257,14 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def stored_item(sync_redis: redis.Redis) -> Callable[[str], tuple[str, list[str], str]]:
+    """An item as the catalogue stored it: (title, categories, available "1" or "0")."""
+
+    def read(item_id: str) -> tuple[str, list[str], str]:
+        item = sync_redis.hgetall(keys.item(item_id))
+        return item["title"], json.loads(item["categories"]), item["available"]
+
+    return read
