@@ -80,6 +80,8 @@ def _movielens(figures: dict[str, Any]) -> None:
         f"recommender {uncached['recommender_cpu_us_per_request']} us"
     )
     _half_peak_line(figures["uncached_at_half_peak"])
+    cores = figures["machine_after"]["cores_available"]
+    say(f"  cores available after the MovieLens rounds: {cores}")
 
 
 def _ratio_line(label: str, figure: dict[str, Any]) -> None:
