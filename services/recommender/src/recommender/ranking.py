@@ -20,6 +20,7 @@ from scipy.sparse import csr_matrix
 
 from recommender.model_store import Floats, Indexes, LoadedModel
 from recommender.scoring import top_k
+from recsys_shared.artifacts import ItemItemArrays
 from recsys_shared.foldin import signed_history
 from recsys_shared.schemas import Strategy
 
@@ -48,9 +49,22 @@ class Scores:
     )
 
 
-def _row_vector(model: LoadedModel, rows: Indexes, weights: Floats) -> csr_matrix:
-    n_items = len(model.items)
-    return csr_matrix((weights, (np.zeros(len(rows), dtype=np.int32), rows)), shape=(1, n_items))
+def _row_entries(matrix: csr_matrix, rows: Indexes, weights: Floats) -> tuple[Indexes, Floats]:
+    """The stored entries of ``matrix``'s ``rows``, each times its row's weight: their columns
+    and values, to be summed per column. Read straight from the CSR arrays: scipy's sparse
+    product spent most of its time building and checking one-row matrices, more than the
+    ranking itself (profiled on MovieLens, docs/benchmarks.md)."""
+    starts = matrix.indptr[rows]
+    lengths = matrix.indptr[rows + 1] - starts
+    # Each row's run of positions in ``data``, one run after the other.
+    runs = np.arange(int(lengths.sum())) + np.repeat(
+        starts - (np.cumsum(lengths) - lengths), lengths
+    )
+    return matrix.indices[runs], matrix.data[runs] * np.repeat(weights, lengths)
+
+
+def _summed(columns: Indexes, values: Floats, n_items: int) -> Floats:
+    return np.bincount(columns, values, minlength=n_items).astype(np.float32)
 
 
 def content_scores(model: LoadedModel, rows: Indexes, weights: Floats) -> Floats | None:
@@ -61,8 +75,10 @@ def content_scores(model: LoadedModel, rows: Indexes, weights: Floats) -> Floats
     positive = weights > 0
     if not positive.any():
         return None
-    scores = (_row_vector(model, rows[positive], weights[positive]) @ model.content).toarray()[0]
-    return scores.astype(np.float32) if scores.any() else None
+    scores = _summed(
+        *_row_entries(model.content, rows[positive], weights[positive]), len(model.items)
+    )
+    return scores if scores.any() else None
 
 
 def user_scores(
@@ -86,19 +102,31 @@ def user_scores(
             (rows, weights),
         )
     if model.item_item is not None:
-        arrays = model.item_item
-        history = _row_vector(model, rows, signed_history(weights, model.negative_weight))
-        values = np.zeros(len(model.items), dtype=np.float32)
-        if arrays.sparse.nnz:
-            values += (history @ arrays.sparse).toarray()[0]
-        if len(arrays.columns):
-            values[arrays.columns] += (history[:, arrays.columns] @ arrays.block)[0]
-        return Scores(values, Strategy.PERSONALIZED, (rows, weights))
+        return Scores(
+            _item_item_scores(
+                model.item_item, rows, signed_history(weights, model.negative_weight)
+            ),
+            Strategy.PERSONALIZED,
+            (rows, weights),
+        )
     if trained_row is not None and not fresh:
         vector = model.user_factors[trained_row]
     else:
         vector = model.fold_in(rows, weights)
     return Scores(model.item_factors @ vector, Strategy.PERSONALIZED, (rows, weights))
+
+
+def _item_item_scores(arrays: ItemItemArrays, rows: Indexes, signed: Floats) -> Floats:
+    """A history (item ``rows``, ``signed`` weights) times the sparse part plus the block,
+    summed in one pass."""
+    columns, values = _row_entries(arrays.sparse, rows, signed)
+    if len(arrays.columns):
+        # The history's items among the block's (``columns`` is sorted), and their positions.
+        positions = np.searchsorted(arrays.columns, rows).clip(max=len(arrays.columns) - 1)
+        inside = arrays.columns[positions] == rows
+        dense = signed[inside] @ arrays.block[positions[inside]]
+        columns, values = np.concatenate((columns, arrays.columns)), np.concatenate((values, dense))
+    return _summed(columns, values, arrays.sparse.shape[1])
 
 
 def similar_scores(model: LoadedModel, row: int) -> Scores | None:

@@ -38,9 +38,11 @@ def top_k(
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     if wanted < n:
         # Array methods rather than np.argpartition & co: numpy's function wrappers cost more
-        # than the partition of a few thousand scores.
-        best = scores.argpartition(n - wanted)[n - wanted :]
-        cut = scores[best[0]]  # the partition puts the page's lowest score first
+        # than the partition of a few thousand scores. The page is partitioned to the front of
+        # the negated scores: numpy's introselect with the page at the back slows twentyfold
+        # when most scores tie (an item-item model scores most items 0: ~400 us on MovieLens).
+        best = (-scores).argpartition(wanted - 1)[:wanted]
+        cut = scores[best[-1]]  # the partition puts the page's lowest score last
         # Rows tied at the cut may be more than the places left: argpartition picks among
         # them arbitrarily, so take the lowest rows, and every page agrees on one order.
         if np.isfinite(cut) and np.count_nonzero(scores >= cut) > wanted:
