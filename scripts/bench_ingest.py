@@ -1,11 +1,12 @@
 """`make bench-ingest`: events/s accepted and applied end to end, on one shard and on a cluster.
 
-Two systems, one after the other in the same run, each started as `make run` starts it (every
+Systems one after the other in the same run, each started as `make run` starts it (every
 service, the Celery worker and beat, the ephemeral Redis) on its own Redis:
 
 1. one shard: a single redis-server (AOF, appendfsync always), one event partition;
 2. a cluster: 3 masters with a replica each (as `REDIS_CLUSTER=1 make run`: 12 partitions, every
-   event on a replica before its 202, i.e. ``WAIT``), and the standalone broker.
+   event on a replica before its 202, i.e. ``WAIT``), and the standalone broker;
+3. the same cluster without the ``WAIT`` (``DURABLE_REPLICAS=0``): what durability costs.
 
 For each: batches of 1,000 events POSTed to /v1/events by concurrent clients until every event
 is applied by the feature-store, then the consumer lag drained; and the CPU seconds each process
@@ -207,20 +208,23 @@ def command_time(tier: DataTier) -> dict[str, float]:
 
 
 @contextmanager
-def system(tier: DataTier, workdir: Path, ephemeral: RedisServer) -> Iterator[Stack]:
+def system(
+    tier: DataTier, workdir: Path, ephemeral: RedisServer, *, durable_replicas: int = 0
+) -> Iterator[Stack]:
+    """The whole system as `make run` starts it; on a cluster, `make run` waits for one
+    replica (``DURABLE_REPLICAS=1``), and 0 measures what that wait costs."""
     workdir.mkdir(parents=True, exist_ok=True)
     stack = build_stack(
-        tier, workdir, LOG_LEVEL="WARNING", EPHEMERAL_REDIS_URL=ephemeral.url, **_make_run(tier)
+        tier,
+        workdir,
+        LOG_LEVEL="WARNING",
+        EPHEMERAL_REDIS_URL=ephemeral.url,
+        DURABLE_REPLICAS=str(durable_replicas),
     )
     try:
         yield start_all(stack, SERVICES)
     finally:
         stack.close()
-
-
-def _make_run(tier: DataTier) -> dict[str, str]:
-    """What `make run` sets beyond the defaults: on a cluster, every event on a replica."""
-    return {"DURABLE_REPLICAS": "1"} if tier.cluster is not None else {}
 
 
 def main() -> None:
@@ -243,12 +247,18 @@ def main() -> None:
         try:
             tier = cluster_tier(cluster, broker)
             tier.partitions = 12
-            with system(tier, workdir / "cluster-run", ephemeral) as stack:
-                redis_pids = {
-                    f"redis node {index}": node.process.pid  # type: ignore[union-attr]
-                    for index, node in enumerate(cluster.nodes)
-                }
-                runs.append(measure("3 masters + 3 replicas", stack, redis_pids, payloads))
+            redis_pids = {
+                f"redis node {index}": node.process.pid  # type: ignore[union-attr]
+                for index, node in enumerate(cluster.nodes)
+            }
+            for durable, name in ((1, "as make run: WAIT for 1"), (0, "no WAIT")):
+                with system(
+                    tier, workdir / f"cluster-{durable}", ephemeral, durable_replicas=durable
+                ) as stack:
+                    label = f"3 masters + 3 replicas, {name}"
+                    runs.append(measure(label, stack, redis_pids, payloads))
+                redis.Redis.from_url(ephemeral.url).flushall()
+                cluster.flush()
         finally:
             broker.stop()
             cluster.stop()
