@@ -61,16 +61,15 @@ def attach_recommendations(
             event["recommendation_id"] = listed.json()["recommendation_id"]
 
 
-def clear_monitor_window(redis_url: str) -> None:
+def clear_monitor_window(redis_url: str, partitions: int) -> None:
+    """Forget this hour's recent-traffic counters in every partition (one DEL per partition:
+    a partition's keys share its hash tag)."""
     client = redis.Redis.from_url(redis_url)
     try:
         hour = keys.drift_hour(time.time())
-        client.delete(
-            keys.drift_items(hour),
-            keys.drift_users(hour),
-            keys.drift_types(hour),
-            keys.drift_hits(hour),
-        )
+        for partition in keys.Partitions(partitions).all:
+            bucket = partition.drift(hour)
+            client.delete(bucket.items, bucket.users, bucket.types, bucket.hits)
     finally:
         client.close()
 
@@ -113,7 +112,7 @@ def main() -> None:
         task = http.post("/v1/models/retrain", json={}, headers=admin_headers()).json()["task_id"]
         wait_for_task(stack.gateway, task, timeout=300)
         for number, window in enumerate(windows, start=1):
-            clear_monitor_window(stack.redis.url)
+            clear_monitor_window(stack.redis.url, stack.tier.partitions)
             version_before, _ = active_precision(http)
             attach_recommendations(http, window, generator)
             send(http, window)
