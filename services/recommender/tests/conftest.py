@@ -38,6 +38,7 @@ from recsys_shared.artifacts import IDS_FILE, MODEL_FILE, ArtifactStore, model_f
 from recsys_shared.features import FeatureReader
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
+from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import EventType, ItemWithId, ModelInfo, ModelStatus, StoredEvent
 
 USERS_PER_CLUSTER = 16
@@ -303,10 +304,10 @@ NewService = Callable[[ModelHolder], RecommendationService]
 def new_service(redis_client: RedisClient) -> NewService:
     """A service around a holder, reading features and writing records on the test's Redis."""
     return lambda holder: RecommendationService(
-        FeatureReader(redis_client, PARTITIONS),
+        ResponseBuilder(
+            FeatureReader(redis_client, PARTITIONS), redis_client, record_ttl_seconds=3600
+        ),
         holder,
-        records=redis_client,
-        record_ttl_seconds=3600,
     )
 
 

@@ -28,6 +28,7 @@ from recsys_shared.artifacts import (
 from recsys_shared.features import FeatureReader
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
+from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import (
     EaseRecipe,
     ItemKnnRecipe,
@@ -117,13 +118,9 @@ def item_item_service(
         await _publish(artifact_store, registry, recipe, arrays, user_ids, item_ids, set(cold))
         holder = new_holder()
         await holder.refresh()
-        return RecommendationService(
-            FeatureReader(redis_client, PARTITIONS),
-            holder,
-            records=redis_client,
-            record_ttl_seconds=60,
-            ranking=options,
-        )
+        reader = FeatureReader(redis_client, PARTITIONS)
+        responses = ResponseBuilder(reader, redis_client, record_ttl_seconds=60)
+        return RecommendationService(responses, holder, ranking=options)
 
     return make
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from recsys_shared import keys
 from recsys_shared.redis import LuaScript, RedisClient
@@ -38,6 +38,17 @@ class UserContext:
     @property
     def seen(self) -> Collection[str]:
         return self.weights.keys()
+
+
+class PopularPage(TypedDict, total=False):
+    """Which popular items to read (the arguments of :meth:`FeatureReader.popular`): the top
+    ``k`` after ``offset`` (default 0) of ``category`` (default None: all items), skipping
+    ``exclude`` (default none)."""
+
+    k: Required[int]
+    offset: int
+    category: str | None
+    exclude: Collection[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,37 +109,26 @@ class FeatureReader:
             for raw_weights, (epoch, updated_at) in zip(replies[::2], replies[1::2], strict=True)
         ]
 
-    async def popular(
-        self,
-        *,
-        k: int,
-        offset: int = 0,
-        category: str | None = None,
-        exclude: Collection[str] = (),
-    ) -> list[tuple[str, float]]:
+    async def popular(self, **page: Unpack[PopularPage]) -> list[tuple[str, float]]:
         """Top time-decayed popular items, skipping ``exclude``, then paged by ``offset``.
 
         Scores are relative to the most popular item (1.0): the stored values carry the decay
         factor of their time and mean nothing on their own. The feature-store keeps unavailable
         items out of these sets, so no filter is needed for them here.
         """
-        ranked = await self.redis.execute(*_top_popular(k, offset, category, exclude))
-        return _popular_page(ranked, k, offset, exclude)
+        popular_read = _PopularRead.of(page)
+        return popular_read.page(await self.redis.execute(*popular_read.command()))
 
     async def popular_and_catalogue_version(
-        self,
-        *,
-        k: int,
-        offset: int = 0,
-        category: str | None = None,
-        exclude: Collection[str] = (),
+        self, **page: Unpack[PopularPage]
     ) -> tuple[list[tuple[str, float]], int]:
         """:meth:`popular` and the catalogue version in one round trip: with the version, the
         items' details can come from an ``ItemDetailsCache`` instead of another read."""
+        popular_read = _PopularRead.of(page)
         ranked, version = await self.redis.execute_many(
-            [_top_popular(k, offset, category, exclude), ("GET", keys.CATALOGUE_VERSION)]
+            [popular_read.command(), ("GET", keys.CATALOGUE_VERSION)]
         )
-        return _popular_page(ranked, k, offset, exclude), int(version or 0)
+        return popular_read.page(ranked), int(version or 0)
 
     async def item_details(self, item_ids: Sequence[str]) -> list[ItemDetails | None]:
         """Details of each item, in order; None for an item not in the catalogue."""
@@ -166,18 +166,26 @@ class FeatureReader:
         return set(await self.redis.execute("SMEMBERS", keys.category_items(category)))
 
 
-def _top_popular(
-    k: int, offset: int, category: str | None, exclude: Collection[str]
-) -> tuple[str, str, int, int, str]:
-    """The command reading enough of a popular set to page past ``exclude``."""
-    source = keys.popular_in(category) if category else keys.POPULAR
-    return ("ZREVRANGE", source, 0, offset + k + len(exclude) - 1, "WITHSCORES")
+@dataclass(frozen=True, slots=True)
+class _PopularRead:
+    """A :class:`PopularPage` with its defaults filled in, and how to read it."""
 
+    k: int
+    offset: int
+    category: str | None
+    exclude: Collection[str]
 
-def _popular_page(
-    reply: list[list[Any]], k: int, offset: int, exclude: Collection[str]
-) -> list[tuple[str, float]]:
-    ranked = [(str(item), float(score)) for item, score in reply]
-    top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
-    kept = [(item, score / top) for item, score in ranked if item not in exclude]
-    return kept[offset : offset + k]
+    @classmethod
+    def of(cls, page: PopularPage) -> _PopularRead:
+        return cls(page["k"], page.get("offset", 0), page.get("category"), page.get("exclude", ()))
+
+    def command(self) -> tuple[str, str, int, int, str]:
+        """The command reading enough of a popular set to page past ``exclude``."""
+        source = keys.popular_in(self.category) if self.category else keys.POPULAR
+        return ("ZREVRANGE", source, 0, self.offset + self.k + len(self.exclude) - 1, "WITHSCORES")
+
+    def page(self, reply: list[list[Any]]) -> list[tuple[str, float]]:
+        ranked = [(str(item), float(score)) for item, score in reply]
+        top = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
+        kept = [(item, score / top) for item, score in ranked if item not in self.exclude]
+        return kept[self.offset : self.offset + self.k]

@@ -40,23 +40,27 @@ class Job:
     next_at: float = field(default=0.0)
 
 
+# eq=False: one live loop per replica (its jobs, a lock), compared by identity.
+@dataclass(eq=False)
 class Housekeeping:
-    def __init__(
-        self,
-        client: RedisClient,
-        settings: Settings,
-        consumer: StreamConsumer,
-        eraser: Eraser,
-    ) -> None:
-        self.redis = client
-        self.settings = settings
-        self.consumer = consumer
-        self.eraser = eraser
+    redis: RedisClient
+    settings: Settings
+    consumer: StreamConsumer
+    eraser: Eraser
+    partitions: tuple[keys.Partition, ...] = field(init=False)
+    merger: PopularityMerger = field(init=False)
+    _slow_lock: RedisLock = field(init=False)
+    jobs: list[Job] = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
         self.partitions = settings.partitions.all
         self.merger = PopularityMerger(
-            client, settings.partitions, full_every_seconds=settings.popularity_full_merge_seconds
+            self.redis,
+            settings.partitions,
+            full_every_seconds=settings.popularity_full_merge_seconds,
         )
-        self._slow_lock = RedisLock(client, keys.HOUSEKEEPING_LOCK, ttl_seconds=600)
+        self._slow_lock = RedisLock(self.redis, keys.HOUSEKEEPING_LOCK, ttl_seconds=600)
         self.jobs = [
             Job("claim", settings.claim_interval_seconds, self.claim_stalled),
             Job("trim", settings.trim_interval_seconds, self.trim),

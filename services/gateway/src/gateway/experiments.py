@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 
 from gateway import metrics
@@ -109,31 +109,27 @@ def _count_lost(error: BaseException) -> None:
     metrics.UPSTREAM_ERRORS.labels("experiment-exposures", type(error).__name__).inc()
 
 
+# eq=False: one live runtime per replica (tasks, a lock), compared by identity.
+@dataclass(eq=False)
 class ExperimentRuntime:
-    def __init__(
-        self,
-        store: ExperimentStore,
-        registry: ModelRegistry,
-        *,
-        refresh_seconds: float,
-        check_seconds: float,
-        tau: float,
-        alpha: float,
-        retention_days: float,
-    ) -> None:
-        self.store = store
-        self.registry = registry
-        self.refresh_seconds = refresh_seconds
-        self.check_seconds = check_seconds
-        self.tau = tau
-        self.alpha = alpha
-        self.retention_seconds = retention_days * 86_400
-        self.running: Running | None = None
-        self.exposures = ExposureCounter(store)
-        self._lock = RedisLock(store.redis, keys.EXPERIMENT_LOCK, ttl_seconds=30.0)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._exported: set[tuple[str, str]] = set()
-        self._next_retention = 0.0
+    store: ExperimentStore
+    registry: ModelRegistry
+    _: KW_ONLY
+    refresh_seconds: float
+    check_seconds: float
+    tau: float
+    alpha: float
+    retention_days: float
+    running: Running | None = field(init=False, default=None)
+    exposures: ExposureCounter = field(init=False)
+    _lock: RedisLock = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _exported: set[tuple[str, str]] = field(init=False, default_factory=set)
+    _next_retention: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.exposures = ExposureCounter(self.store)
+        self._lock = RedisLock(self.store.redis, keys.EXPERIMENT_LOCK, ttl_seconds=30.0)
 
     def arm(self, user_id: str) -> ExperimentArm | None:
         """The variant the user sees now, if an experiment runs."""
@@ -228,7 +224,7 @@ class ExperimentRuntime:
         return True
 
     async def _forget_old(self) -> None:
-        cutoff = time.time() - self.retention_seconds
+        cutoff = time.time() - self.retention_days * 86_400
         for stored in await self.store.all():
             ended = stored.state.ended_at
             if ended is not None and ended.timestamp() < cutoff:

@@ -38,6 +38,7 @@ from recsys_shared.fastpath.http_client import HttpClient
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
+from recsys_shared.responses import ResponseBuilder
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 DESCRIPTION = """
@@ -180,7 +181,12 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         rate_limiter=limiter,
         features=reader,
         reads=ReadService(
-            reader,
+            ResponseBuilder(
+                reader,
+                ephemeral,
+                record_ttl_seconds=settings.recommendation_ttl_seconds,
+                memory_guard=read_path.shedding_guard,
+            ),
             RecommenderClient(
                 recommender_http,
                 settings.recommender_urls,
@@ -188,9 +194,6 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
                 reset_seconds=settings.breaker_reset_seconds,
             ),
             cache,
-            records=ephemeral,
-            record_ttl_seconds=settings.recommendation_ttl_seconds,
-            memory_guard=read_path.shedding_guard,
             experiments=experiment_runtime,
         ),
         experiments=experiment_runtime,

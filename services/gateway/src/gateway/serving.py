@@ -16,9 +16,6 @@ from gateway.cache import Lookup, ResponseCache, cached_json
 from gateway.clients import RecommenderClient, query_string, segment
 from gateway.experiments import ExperimentRuntime
 from recsys_shared.errors import UpstreamUnavailable
-from recsys_shared.features import FeatureReader
-from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import ExperimentArm, FallbackReason, RecommendationQuery, Strategy
 
@@ -30,23 +27,19 @@ FALLBACK_REASON = FallbackReason.RECOMMENDER_UNAVAILABLE
 class ReadService:
     def __init__(
         self,
-        reader: FeatureReader,
+        responses: ResponseBuilder,
         recommenders: RecommenderClient,
         cache: ResponseCache,
         *,
-        records: RedisClient,
-        record_ttl_seconds: int,
-        memory_guard: MemoryGuard | None = None,
         experiments: ExperimentRuntime | None = None,
     ) -> None:
-        self.reader = reader
+        """Popular lists are built by ``responses``, and features read through its reader."""
+        self.responses = responses
+        self.reader = responses.reader
         self.experiments = experiments
         self.recommenders = recommenders
         self.batcher = UserListBatcher(recommenders)
         self.cache = cache
-        self.responses = ResponseBuilder(
-            reader, records, record_ttl_seconds=record_ttl_seconds, memory_guard=memory_guard
-        )
 
     async def for_user(self, user_id: str, query: RecommendationQuery) -> str | bytes:
         """The list as JSON: a cached one (marked cached), or a freshly computed one."""

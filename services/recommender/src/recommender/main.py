@@ -24,6 +24,7 @@ from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import connect
+from recsys_shared.responses import ResponseBuilder
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
 
@@ -74,17 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
             stack.push_async_callback(stop_tasks, variant_watcher)
-            service = RecommendationService(
+            responses = ResponseBuilder(
                 read_path.features,
-                holder,
-                records=read_path.ephemeral,
+                read_path.ephemeral,
                 record_ttl_seconds=settings.recommendation_ttl_seconds,
                 memory_guard=read_path.shedding_guard,
-                ranking=settings.ranking(),
-                variants=variants,
                 experiment_lists=ExperimentLists(
                     client, settings.partitions, ttl_seconds=settings.recommendation_ttl_seconds
                 ),
+            )
+            service = RecommendationService(
+                responses,
+                holder,
+                ranking=settings.ranking(),
+                variants=variants,
                 shadow_cpu_share=settings.shadow_cpu_share,
             )
             if service.shadows is not None:

@@ -16,11 +16,8 @@ from recommender.ranking import RankingOptions, ranked_page, similar_scores, use
 from recommender.shadow import ShadowJob, ShadowRanker
 from recommender.variants import VariantModels
 from recsys_shared.errors import ModelUnavailable, UnknownItem
-from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.lists import new_id as new_list_id
-from recsys_shared.features import FeatureReader, UserContext
-from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.redis import RedisClient
+from recsys_shared.features import UserContext
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.schemas import (
     ExperimentArm,
@@ -43,31 +40,23 @@ _Page = tuple[list[tuple[str, float]], Strategy, frozenset[str]]
 class RecommendationService:
     def __init__(
         self,
-        reader: FeatureReader,
+        responses: ResponseBuilder,
         holder: ModelHolder,
         *,
-        records: RedisClient,
-        record_ttl_seconds: int,
-        memory_guard: MemoryGuard | None = None,
         ranking: RankingOptions | None = None,
         variants: VariantModels | None = None,
-        experiment_lists: ExperimentLists | None = None,
         shadow_cpu_share: float = 0.0,
     ) -> None:
-        """``variants`` and ``experiment_lists`` serve experiments: without them every user
-        gets the active version and no list is tagged with a variant."""
-        self.reader = reader
+        """Lists are built by ``responses``, and features read through its reader.
+        ``variants`` and the builder's ``experiment_lists`` serve experiments: without them
+        every user gets the active version and no list is tagged with a variant."""
+        self.responses = responses
+        self.reader = responses.reader
         self.ranking = ranking or RankingOptions()
-        self.responses = ResponseBuilder(
-            reader,
-            records,
-            record_ttl_seconds=record_ttl_seconds,
-            memory_guard=memory_guard,
-            experiment_lists=experiment_lists,
-        )
         self.holder = holder
         self.variants = variants
         self.catalogue = CatalogueFilter(self.reader)
+        experiment_lists = responses.experiment_lists
         self.shadows = (
             ShadowRanker(self._shadow_page, experiment_lists, cpu_share=shadow_cpu_share)
             if variants is not None and experiment_lists is not None and shadow_cpu_share > 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import KW_ONLY, dataclass, field
 
 from recommender import metrics
 from recommender.model_store import LoadedModel, ModelHolder, load_model
@@ -48,21 +49,16 @@ def resident_bytes(model: LoadedModel) -> int:
     return int(total)
 
 
+# eq=False: a replica's set of held versions is one live object, compared by identity.
+@dataclass(eq=False)
 class VariantModels:
-    def __init__(
-        self,
-        holder: ModelHolder,
-        experiments: ExperimentStore,
-        *,
-        memory_limit_bytes: int,
-        poll_seconds: float,
-    ) -> None:
-        self.holder = holder
-        self.experiments = experiments
-        self.memory_limit_bytes = memory_limit_bytes
-        self.poll_seconds = poll_seconds
-        self.held: dict[int, LoadedModel] = {}
-        self._loading: dict[int, asyncio.Future[LoadedModel]] = {}
+    holder: ModelHolder
+    experiments: ExperimentStore
+    _: KW_ONLY
+    memory_limit_bytes: int
+    poll_seconds: float
+    held: dict[int, LoadedModel] = field(init=False, default_factory=dict)
+    _loading: dict[int, asyncio.Future[LoadedModel]] = field(init=False, default_factory=dict)
 
     async def get(self, version: int) -> LoadedModel:
         """The version, from memory or loaded now (once, however many requests wait for it)."""

@@ -14,22 +14,13 @@ from typing import cast
 
 import optuna
 
-from recsys_shared.schemas import (
-    Algorithm,
-    AlsRecipe,
-    BprRecipe,
-    Candidate,
-    EaseRecipe,
-    HybridRecipe,
-    ItemKnnRecipe,
-    Recipe,
-)
+from recsys_shared import schemas
 from retraining_worker.recipes import DEFAULTS
 
 log = logging.getLogger(__name__)
 
 #: A trial's objective: fit the recipe on the validation training slice and score it there.
-Objective = Callable[[Recipe], dict[str, float]]
+Objective = Callable[[schemas.Recipe], dict[str, float]]
 
 _HALF_LIVES = (0.0, 180.0, 720.0)  # 0: no decay (optuna's choices must be plain numbers)
 
@@ -44,11 +35,11 @@ def _common(trial: optuna.Trial, prefix: str) -> dict[str, float | None]:
     }
 
 
-def suggest(trial: optuna.Trial, algorithm: Algorithm) -> Recipe:
+def suggest(trial: optuna.Trial, algorithm: schemas.Algorithm) -> schemas.Recipe:
     """The recipe of ``algorithm`` this trial proposes."""
     common = _common(trial, algorithm)
     if algorithm == "als":
-        return AlsRecipe(
+        return schemas.AlsRecipe(
             **common,
             factors=trial.suggest_categorical("als.factors", (16, 32, 64)),
             regularization=trial.suggest_float("als.regularization", 0.01, 10.0, log=True),
@@ -57,14 +48,14 @@ def suggest(trial: optuna.Trial, algorithm: Algorithm) -> Recipe:
             confidence=trial.suggest_categorical("als.confidence", ("none", "bm25", "tfidf")),
         )
     if algorithm == "bpr":
-        return BprRecipe(
+        return schemas.BprRecipe(
             **common,
             factors=trial.suggest_categorical("bpr.factors", (32, 64)),
             learning_rate=trial.suggest_float("bpr.learning_rate", 0.005, 0.1, log=True),
             regularization=trial.suggest_float("bpr.regularization", 0.001, 0.1, log=True),
         )
     if algorithm == "item_knn":
-        return ItemKnnRecipe(
+        return schemas.ItemKnnRecipe(
             **common,
             similarity=trial.suggest_categorical("item_knn.similarity", ("cosine", "bm25")),
             neighbours=trial.suggest_categorical("item_knn.neighbours", (20, 50, 100, 200)),
@@ -74,8 +65,8 @@ def suggest(trial: optuna.Trial, algorithm: Algorithm) -> Recipe:
         "max_items": trial.suggest_categorical(f"{algorithm}.max_items", (1000, 2000, 3000)),
     }
     if algorithm == "ease":
-        return EaseRecipe(**common, **ease)
-    return HybridRecipe(
+        return schemas.EaseRecipe(**common, **ease)
+    return schemas.HybridRecipe(
         **common,
         **ease,
         content_weight=trial.suggest_float("hybrid.content_weight", 0.001, 0.3, log=True),
@@ -83,7 +74,7 @@ def suggest(trial: optuna.Trial, algorithm: Algorithm) -> Recipe:
     )
 
 
-def _as_params(recipe: Recipe) -> dict[str, object]:
+def _as_params(recipe: schemas.Recipe) -> dict[str, object]:
     """A recipe as the trial parameters that reproduce it (for enqueueing the defaults)."""
     prefix = recipe.algorithm
     params: dict[str, object] = {"algorithm": prefix}
@@ -95,26 +86,28 @@ def _as_params(recipe: Recipe) -> dict[str, object]:
 def search(
     objective: Objective,
     *,
-    algorithms: Sequence[Algorithm],
+    algorithms: Sequence[schemas.Algorithm],
     budget_seconds: float,
     metric: str,
     seed: int,
     max_trials: int | None = None,
-) -> list[Candidate]:
+) -> list[schemas.Candidate]:
     """Every recipe tried, best first (by ``metric``; ties: the earlier trial)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     for algorithm in algorithms:
         study.enqueue_trial(_as_params(DEFAULTS[algorithm]), skip_if_exists=True)
-    candidates: list[Candidate] = []
+    candidates: list[schemas.Candidate] = []
 
     def trial_objective(trial: optuna.Trial) -> float:
-        algorithm = cast(Algorithm, trial.suggest_categorical("algorithm", tuple(algorithms)))
+        algorithm = cast(
+            schemas.Algorithm, trial.suggest_categorical("algorithm", tuple(algorithms))
+        )
         recipe = suggest(trial, algorithm)
         started = time.perf_counter()
         scores = objective(recipe)
         candidates.append(
-            Candidate(recipe=recipe, metrics=scores, seconds=time.perf_counter() - started)
+            schemas.Candidate(recipe=recipe, metrics=scores, seconds=time.perf_counter() - started)
         )
         log.info("search trial %d: %s → %s", trial.number, recipe.algorithm, scores.get(metric))
         return scores.get(metric, 0.0)
