@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -165,15 +164,9 @@ async def test_an_unknown_user_gets_popular_items(
 
 
 async def test_without_a_model_users_get_popular_items(
-    new_service: Callable[[ModelHolder], RecommendationService],
-    new_holder: Callable[[], ModelHolder],
-    features: Any,
-    clusters: Any,
+    service_without_a_model: RecommendationService, features: Any, clusters: Any
 ) -> None:
-    holder = new_holder()
-    await holder.refresh()
-    service = new_service(holder)
-    response = _parsed(await service.for_user("a0", RecommendationQuery(k=50)))
+    response = _parsed(await service_without_a_model.for_user("a0", RecommendationQuery(k=50)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"
     served = _ids(response)
@@ -288,17 +281,11 @@ async def test_a_batch_answers_each_list_as_it_would_be_answered_alone(
 
 
 async def test_a_batch_without_a_model_is_all_popular(
-    new_service: Callable[[ModelHolder], RecommendationService],
-    new_holder: Callable[[], ModelHolder],
-    features: Any,
+    service_without_a_model: RecommendationService, features: Any
 ) -> None:
-    holder = new_holder()
-    await holder.refresh()
-    service = new_service(holder)
-
     batch = [
         _parsed(body)
-        for body in await service.for_users(
+        for body in await service_without_a_model.for_users(
             [("a0", RecommendationQuery(k=2)), ("stranger", RecommendationQuery(k=3))]
         )
     ]
