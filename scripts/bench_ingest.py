@@ -34,18 +34,9 @@ from typing import Any
 import httpx
 import redis
 
-from recsys_shared import keys
+from recsys_shared import keys, testing
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis_cluster import RedisCluster
-from recsys_shared.testing import (
-    DataTier,
-    Stack,
-    build_stack,
-    client_headers,
-    cluster_tier,
-    single_tier,
-    start_all,
-)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
@@ -106,7 +97,7 @@ async def send_all(gateway: str, payloads: list[bytes]) -> float:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in payloads:
         queue.put_nowait(body)
-    headers = {**client_headers(), "Content-Type": "application/json"}
+    headers = {**testing.client_headers(), "Content-Type": "application/json"}
 
     async def sender(http: httpx.AsyncClient) -> None:
         while not queue.empty():
@@ -125,7 +116,7 @@ async def send_all(gateway: str, payloads: list[bytes]) -> float:
     return time.perf_counter() - started
 
 
-def applied(tier: DataTier) -> int:
+def applied(tier: testing.DataTier) -> int:
     client = tier.inspector()
     try:
         return sum(
@@ -172,7 +163,9 @@ class Run:
     redis_usec_per_thousand: dict[str, float]
 
 
-def measure(name: str, stack: Stack, redis_pids: dict[str, int], payloads: list[bytes]) -> Run:
+def measure(
+    name: str, stack: testing.Stack, redis_pids: dict[str, int], payloads: list[bytes]
+) -> Run:
     pids = {service: stack.processes[service].pid for service in SERVICES}
     pids.update(redis_pids)
     before = {process: cpu_seconds(pid) for process, pid in pids.items()}
@@ -198,7 +191,7 @@ def measure(name: str, stack: Stack, redis_pids: dict[str, int], payloads: list[
     )
 
 
-def command_time(tier: DataTier) -> dict[str, float]:
+def command_time(tier: testing.DataTier) -> dict[str, float]:
     """Where a single Redis spends its time: µs per 1,000 events by command. A script's
     figure includes the commands it calls, which are also listed on their own."""
     stats: dict[str, dict[str, float]] = tier.inspector().info("commandstats")
@@ -209,12 +202,12 @@ def command_time(tier: DataTier) -> dict[str, float]:
 
 @contextmanager
 def system(
-    tier: DataTier, workdir: Path, ephemeral: RedisServer, *, durable_replicas: int = 0
-) -> Iterator[Stack]:
+    tier: testing.DataTier, workdir: Path, ephemeral: RedisServer, *, durable_replicas: int = 0
+) -> Iterator[testing.Stack]:
     """The whole system as `make run` starts it; on a cluster, `make run` waits for one
     replica (``DURABLE_REPLICAS=1``), and 0 measures what that wait costs."""
     workdir.mkdir(parents=True, exist_ok=True)
-    stack = build_stack(
+    stack = testing.build_stack(
         tier,
         workdir,
         LOG_LEVEL="WARNING",
@@ -222,7 +215,7 @@ def system(
         DURABLE_REPLICAS=str(durable_replicas),
     )
     try:
-        yield start_all(stack, SERVICES)
+        yield testing.start_all(stack, SERVICES)
     finally:
         stack.close()
 
@@ -236,7 +229,7 @@ def main() -> None:
         server = RedisServer(workdir / "redis").start()
         try:
             baseline = raw_xadd_rate(server.url, EVENTS)
-            with system(single_tier(server), workdir / "single", ephemeral) as stack:
+            with system(testing.single_tier(server), workdir / "single", ephemeral) as stack:
                 redis_pids = {"redis": server.process.pid}  # type: ignore[union-attr]
                 runs.append(measure("one shard (a single Redis)", stack, redis_pids, payloads))
         finally:
@@ -245,7 +238,7 @@ def main() -> None:
         cluster = RedisCluster(workdir / "cluster").start()
         broker = RedisServer(workdir / "broker").start()
         try:
-            tier = cluster_tier(cluster, broker)
+            tier = testing.cluster_tier(cluster, broker)
             tier.partitions = 12
             redis_pids = {
                 f"redis node {index}": node.process.pid  # type: ignore[union-attr]

@@ -31,14 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo import catalogue, movielens, rating_events
 
-from recsys_shared import keys
-from recsys_shared.testing import (
-    admin_headers,
-    client_headers,
-    own_stack,
-    wait_for_applied,
-    wait_for_task,
-)
+from recsys_shared import keys, testing
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOWS = int(os.environ.get("DRIFT_DEMO_WINDOWS", "6"))
@@ -75,7 +68,7 @@ def clear_monitor_window(redis_url: str, partitions: int) -> None:
 
 
 def active_precision(http: httpx.Client) -> tuple[int | None, float | None]:
-    response = http.get("/v1/models/active", headers=admin_headers())
+    response = http.get("/v1/models/active", headers=testing.admin_headers())
     if response.status_code != 200:
         return None, None
     info = response.json()
@@ -92,7 +85,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="drift-demo-") as workdir,
-        own_stack(
+        testing.own_stack(
             Path(workdir),
             ("feature-store", "recommender1", "gateway", "worker"),
             LOG_LEVEL="WARNING",
@@ -101,28 +94,31 @@ def main() -> None:
             DRIFT_COOLDOWN_SECONDS="1",
             RATE_LIMIT_PER_SECOND="0",
         ) as stack,
-        httpx.Client(base_url=stack.gateway, headers=client_headers(), timeout=60) as http,
+        httpx.Client(base_url=stack.gateway, headers=testing.client_headers(), timeout=60) as http,
     ):
         items = catalogue(frame)
         for start in range(0, len(items), 1000):
             http.put("/v1/items", json={"items": items[start : start + 1000]}).raise_for_status()
         print(f"training on the oldest {cut:,} ratings…", flush=True)
         send(http, events[:cut])
-        wait_for_applied(stack.gateway, timeout=120)
-        task = http.post("/v1/models/retrain", json={}, headers=admin_headers()).json()["task_id"]
-        wait_for_task(stack.gateway, task, timeout=300)
+        testing.wait_for_applied(stack.gateway, timeout=120)
+        retrain = http.post("/v1/models/retrain", json={}, headers=testing.admin_headers())
+        task = retrain.json()["task_id"]
+        testing.wait_for_task(stack.gateway, task, timeout=300)
         for number, window in enumerate(windows, start=1):
             clear_monitor_window(stack.redis.url, stack.tier.partitions)
             version_before, _ = active_precision(http)
             attach_recommendations(http, window, generator)
             send(http, window)
-            wait_for_applied(stack.gateway, timeout=120)
-            check = http.post("/v1/drift/check", headers=admin_headers()).json()["task_id"]
-            report = wait_for_task(stack.gateway, check, timeout=120)["result"]
+            testing.wait_for_applied(stack.gateway, timeout=120)
+            check = http.post("/v1/drift/check", headers=testing.admin_headers()).json()["task_id"]
+            report = testing.wait_for_task(stack.gateway, check, timeout=120)["result"]
             assert isinstance(report, dict)
             outcome = "-"
             if report.get("triggered_task_id"):
-                trained = wait_for_task(stack.gateway, report["triggered_task_id"], timeout=300)
+                trained = testing.wait_for_task(
+                    stack.gateway, report["triggered_task_id"], timeout=300
+                )
                 outcome = (trained.get("result") or {}).get("status", trained["state"])  # type: ignore[union-attr]
             version_after, precision = active_precision(http)
             rate = report.get("hit_rate", {}).get(str(version_before), {}).get("hit_rate")

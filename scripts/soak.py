@@ -54,12 +54,7 @@ from memory_harness import (
     used_memory,
 )
 
-from recsys_shared import keys
-from recsys_shared.testing import (
-    Stack,
-    client_headers,
-    wait_for_applied,
-)
+from recsys_shared import keys, testing
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
@@ -180,7 +175,7 @@ class Traffic:
             self.served[user] = (body["recommendation_id"], [i["item_id"] for i in body["items"]])
 
 
-def warm_up(stack: Stack) -> str:
+def warm_up(stack: testing.Stack) -> str:
     """The catalogue and the first population's history; a model trained on them."""
     generator = random.Random(7)
     now = time.time()
@@ -198,11 +193,11 @@ def warm_up(stack: Stack) -> str:
     ]  # fmt: skip
     post(stack.gateway, "/v1/items", "items", catalogue(ITEMS, CATEGORIES, "Soak item {}"))
     post(stack.gateway, "/v1/events", "events", history)
-    wait_for_applied(stack.gateway, timeout=120)
+    testing.wait_for_applied(stack.gateway, timeout=120)
     return train(stack.gateway, user_id(0))
 
 
-async def soak(stack: Stack, data: redis.Redis, cache: redis.Redis) -> dict[str, Any]:
+async def soak(stack: testing.Stack, data: redis.Redis, cache: redis.Redis) -> dict[str, Any]:
     """The traffic, the samples and the censuses, for ``SECONDS``."""
     samples: list[dict[str, float]] = []
     censuses: list[dict[str, Any]] = []
@@ -226,7 +221,7 @@ async def soak(stack: Stack, data: redis.Redis, cache: redis.Redis) -> dict[str,
         found_cache = await asyncio.to_thread(census, cache)
         censuses.append({"t": round(elapsed), "data": found, "ephemeral": found_cache})
 
-    headers = {**client_headers(), "Content-Type": "application/json"}
+    headers = {**testing.client_headers(), "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(
         base_url=stack.gateway, headers=headers, timeout=30, limits=limits

@@ -54,9 +54,22 @@ def _add(client: redis.Redis, count: int) -> list[str]:
     return [str(client.xadd(STREAM, {"n": str(n)})) for n in range(count)]
 
 
+def _add_with_group(client: redis.Redis, count: int, group_at: str = "0") -> list[str]:
+    """``count`` entries, then the events group, created at ``group_at`` ("0": before them all;
+    "$": after them)."""
+    ids = _add(client, count)
+    client.xgroup_create(STREAM, GROUP, id=group_at)
+    return ids
+
+
 def _deliver(client: redis.Redis, count: int, group: str = GROUP) -> list[str]:
     reply: Any = client.xreadgroup(group, "consumer-1", {STREAM: ">"}, count=count)
     return [entry_id for _, entries in reply for entry_id, _ in entries]
+
+
+def _deliver_and_ack(client: redis.Redis, count: int, group: str = GROUP) -> None:
+    """The group's next ``count`` entries delivered and acknowledged: applied."""
+    client.xack(STREAM, group, *_deliver(client, count, group))
 
 
 async def test_no_stream_means_nothing_to_apply(
@@ -80,8 +93,7 @@ async def test_without_groups_every_entry_is_lag(
 async def test_delivered_but_unacked_entries_are_pending(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    ids = _add(inspector, 5)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
+    ids = _add_with_group(inspector, 5)
     delivered = _deliver(inspector, 3)
 
     position = await stream_position(redis_client, STREAM)
@@ -96,8 +108,7 @@ async def test_delivered_but_unacked_entries_are_pending(
 async def test_first_unapplied_is_the_smallest_pending_id(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    ids = _add(inspector, 5)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
+    ids = _add_with_group(inspector, 5)
     _deliver(inspector, 4)
     # Acked out of order: the oldest unacked entry bounds what is applied.
     inspector.xack(STREAM, GROUP, ids[0], ids[2])
@@ -113,10 +124,8 @@ async def test_after_acking_all_delivered_entries_only_undelivered_ones_lag(
     redis_client: RedisClient,
     inspector: redis.Redis,
 ) -> None:
-    ids = _add(inspector, 5)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
-    delivered = _deliver(inspector, 3)
-    inspector.xack(STREAM, GROUP, *delivered)
+    ids = _add_with_group(inspector, 5)
+    _deliver_and_ack(inspector, 3)
 
     position = await stream_position(redis_client, STREAM)
 
@@ -128,9 +137,8 @@ async def test_after_acking_all_delivered_entries_only_undelivered_ones_lag(
 
 
 async def test_all_acked_means_no_lag(redis_client: RedisClient, inspector: redis.Redis) -> None:
-    ids = _add(inspector, 5)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
-    inspector.xack(STREAM, GROUP, *_deliver(inspector, 10))
+    ids = _add_with_group(inspector, 5)
+    _deliver_and_ack(inspector, 10)
 
     position = await stream_position(redis_client, STREAM)
 
@@ -142,11 +150,10 @@ async def test_all_acked_means_no_lag(redis_client: RedisClient, inspector: redi
 async def test_the_slowest_group_bounds_what_is_applied(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    ids = _add(inspector, 4)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
+    ids = _add_with_group(inspector, 4)
     inspector.xgroup_create(STREAM, "auditor", id="0")
-    inspector.xack(STREAM, GROUP, *_deliver(inspector, 10))
-    inspector.xack(STREAM, "auditor", *_deliver(inspector, 1, group="auditor"))
+    _deliver_and_ack(inspector, 10)
+    _deliver_and_ack(inspector, 1, group="auditor")
 
     position = await stream_position(redis_client, STREAM)
 
@@ -160,8 +167,7 @@ async def test_a_group_created_at_the_end_counts_only_new_entries(
     redis_client: RedisClient,
     inspector: redis.Redis,
 ) -> None:
-    ids = _add(inspector, 3)
-    inspector.xgroup_create(STREAM, GROUP, id="$")
+    ids = _add_with_group(inspector, 3, group_at="$")
     newer = _add(inspector, 2)
 
     position = await stream_position(redis_client, STREAM)
@@ -176,9 +182,8 @@ async def test_undelivered_entries_are_counted_after_deletions(
     redis_client: RedisClient, inspector: redis.Redis, deleted: int
 ) -> None:
     # Deleting entries makes Redis stop counting a group's lag itself (it reports none).
-    ids = _add(inspector, 6)
-    inspector.xgroup_create(STREAM, GROUP, id="0")
-    inspector.xack(STREAM, GROUP, *_deliver(inspector, 2))
+    ids = _add_with_group(inspector, 6)
+    _deliver_and_ack(inspector, 2)
     inspector.xdel(STREAM, ids[deleted + 1])
 
     position = await stream_position(redis_client, STREAM)

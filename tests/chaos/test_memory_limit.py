@@ -68,11 +68,13 @@ class Traffic:
         self.stop = threading.Event()
         self.lock = threading.Lock()
 
+    def _gateway(self) -> httpx.Client:
+        """A client of the gateway for one reader or sender thread."""
+        return httpx.Client(base_url=self.stack.gateway, headers=client_headers(), timeout=10)
+
     def read(self, seed: int) -> None:
         generator = random.Random(seed)
-        with httpx.Client(
-            base_url=self.stack.gateway, headers=client_headers(), timeout=10
-        ) as http:
+        with self._gateway() as http:
             while not self.stop.is_set():
                 user = f"{generator.choice('ab')}{generator.randrange(40)}"
                 path = generator.choice(
@@ -89,9 +91,7 @@ class Traffic:
 
     def send(self, seed: int) -> None:
         generator = random.Random(seed)
-        with httpx.Client(
-            base_url=self.stack.gateway, headers=client_headers(), timeout=10
-        ) as http:
+        with self._gateway() as http:
             while not self.stop.is_set():
                 if not self.sending.is_set():
                     time.sleep(0.01)

@@ -9,24 +9,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recsys_shared.testing import (
-    Stack,
-    admin_headers,
-    client_headers,
-    own_stack,
-    send_events,
-    taste_clusters,
-    train,
-    wait_for_applied,
-    wait_for_task,
-)
+from recsys_shared import testing
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def system(tmp_path: Path) -> Iterator[Stack]:
-    with own_stack(
+def system(tmp_path: Path) -> Iterator[testing.Stack]:
+    with testing.own_stack(
         tmp_path,
         ("feature-store", "gateway", "worker"),
         DRIFT_MIN_EVENTS="200",
@@ -37,18 +27,18 @@ def system(tmp_path: Path) -> Iterator[Stack]:
 
 
 def check_drift(http: httpx.Client, gateway: str) -> dict[str, object]:
-    task = http.post("/v1/drift/check", headers=admin_headers())
+    task = http.post("/v1/drift/check", headers=testing.admin_headers())
     assert task.status_code == 202, task.text
-    result = wait_for_task(gateway, task.json()["task_id"], timeout=60)
+    result = testing.wait_for_task(gateway, task.json()["task_id"], timeout=60)
     assert result["state"] == "SUCCESS", result
     report = result["result"]
     assert isinstance(report, dict)
     return report
 
 
-def test_drift_triggers_exactly_one_retrain(system: Stack) -> None:
-    items, events = taste_clusters()
-    train(system.gateway, items, events)
+def test_drift_triggers_exactly_one_retrain(system: testing.Stack) -> None:
+    items, events = testing.taste_clusters()
+    testing.train(system.gateway, items, events)
     with httpx.Client(base_url=system.gateway, timeout=30) as http:
         # Traffic like the training data: no drift (the training events are in the window).
         calm = check_drift(http, system.gateway)
@@ -59,8 +49,10 @@ def test_drift_triggers_exactly_one_retrain(system: Stack) -> None:
 
         # An event from a served list counts towards the online hit rate of what served it
         # (no recommender runs here: the gateway's popular fallback answers).
-        served = http.get("/v1/users/a1/recommendations?k=5", headers=client_headers()).json()
-        send_events(
+        served = http.get(
+            "/v1/users/a1/recommendations?k=5", headers=testing.client_headers()
+        ).json()
+        testing.send_events(
             http,
             [
                 {
@@ -72,22 +64,22 @@ def test_drift_triggers_exactly_one_retrain(system: Stack) -> None:
             ],
         )
         # Then the world changes: new users on new items, as many events as the training had.
-        send_events(
+        testing.send_events(
             http,
             [
                 {"user_id": f"newcomer{n % 80}", "item_id": f"NEW{n % 40}", "type": "view"}
                 for n in range(len(events))
             ],
         )
-        wait_for_applied(system.gateway)
+        testing.wait_for_applied(system.gateway)
 
         drifted = check_drift(http, system.gateway)
         again = check_drift(http, system.gateway)
-        overview = http.get("/v1/drift", headers=admin_headers()).json()
+        overview = http.get("/v1/drift", headers=testing.admin_headers()).json()
         retrain_id = drifted["triggered_task_id"]
         assert isinstance(retrain_id, str)
-        retrained = wait_for_task(system.gateway, retrain_id)
-        models = http.get("/v1/models", headers=admin_headers()).json()
+        retrained = testing.wait_for_task(system.gateway, retrain_id)
+        models = http.get("/v1/models", headers=testing.admin_headers()).json()
 
     assert drifted["status"] == "drift", drifted
     assert drifted["unknown_user_share"] > 0.3  # type: ignore[operator]

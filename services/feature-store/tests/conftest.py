@@ -27,7 +27,6 @@ from feature_store.consumer import StreamConsumer, stream_entries
 from feature_store.erasure import Eraser
 from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
-from recsys_shared.errors import StoreError
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import EventType, StoredEvent
 
@@ -82,14 +81,9 @@ class Stream:
         self.partition = partition
         self.name = partition.events
 
-    async def create_group(self) -> None:
-        try:
-            await self.redis.execute(
-                "XGROUP", "CREATE", self.name, keys.EVENTS_GROUP, "0", "MKSTREAM"
-            )
-        except StoreError as error:
-            if error.code != "BUSYGROUP":
-                raise
+    async def create_group(self, settings: Settings) -> None:
+        """The stream and its group, created by the consumer's own code, as at its start-up."""
+        await StreamConsumer(self.redis, settings).ensure_group(self.partition)
 
     async def add(self, event: StoredEvent) -> str:
         """XADD one event exactly as the gateway's ingest script does."""
@@ -141,19 +135,21 @@ class Stream:
 
 
 @pytest.fixture
-async def stream(redis_client: RedisClient) -> Stream:
+async def stream(redis_client: RedisClient, settings: Settings) -> Stream:
     helper = Stream(redis_client)
-    await helper.create_group()
+    await helper.create_group(settings)
     return helper
 
 
 @pytest.fixture
-def make_stream(redis_client: RedisClient) -> Callable[[keys.Partition], Awaitable[Stream]]:
+def make_stream(
+    redis_client: RedisClient, settings: Settings
+) -> Callable[[keys.Partition], Awaitable[Stream]]:
     """``await make_stream(partition)``: another partition's stream, its group created."""
 
     async def make(partition: keys.Partition) -> Stream:
         helper = Stream(redis_client, partition)
-        await helper.create_group()
+        await helper.create_group(settings)
         return helper
 
     return make

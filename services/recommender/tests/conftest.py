@@ -316,3 +316,14 @@ def service(
     new_service: NewService, holder: ModelHolder, features: Features
 ) -> RecommendationService:
     return new_service(holder)
+
+
+@pytest.fixture
+async def service_without_a_model(
+    new_service: NewService, new_holder: Callable[[], ModelHolder], features: Features
+) -> RecommendationService:
+    """A service whose holder looked for the active model and found none: every list falls
+    back to popular items."""
+    holder = new_holder()
+    await holder.refresh()
+    return new_service(holder)

@@ -125,13 +125,19 @@ def item_item_service(
     return make
 
 
-@pytest.mark.parametrize("kind", ["item_knn", "ease"])
-async def test_an_item_item_model_ranks_the_users_cluster(
-    item_item_service: Callable[..., object], kind: str
-) -> None:
-    service = await item_item_service(kind)  # type: ignore[misc]
+@pytest.fixture(params=["item_knn", "ease"])
+async def each_item_item_kind(
+    request: pytest.FixtureRequest, item_item_service: Callable[..., object]
+) -> RecommendationService:
+    """The service over each item-item kind in turn, with no cold item and default ranking."""
+    service: RecommendationService = await item_item_service(request.param)  # type: ignore[misc]
+    return service
 
-    body = json.loads(await service.for_user("b3", RecommendationQuery(k=5)))
+
+async def test_an_item_item_model_ranks_the_users_cluster(
+    each_item_item_kind: RecommendationService,
+) -> None:
+    body = json.loads(await each_item_item_kind.for_user("b3", RecommendationQuery(k=5)))
 
     assert body["strategy"] == "personalized"
     assert body["model_version"] == 2
@@ -139,13 +145,10 @@ async def test_an_item_item_model_ranks_the_users_cluster(
     assert all(item["item_id"].startswith("B") for item in body["items"])
 
 
-@pytest.mark.parametrize("kind", ["item_knn", "ease"])
 async def test_similar_items_of_an_item_item_model(
-    item_item_service: Callable[..., object], kind: str
+    each_item_item_kind: RecommendationService,
 ) -> None:
-    service = await item_item_service(kind)  # type: ignore[misc]
-
-    body = json.loads(await service.similar("A1", RecommendationQuery(k=4)))
+    body = json.loads(await each_item_item_kind.similar("A1", RecommendationQuery(k=4)))
 
     assert body["strategy"] == "similar"
     assert {item["item_id"][0] for item in body["items"]} == {"A"}

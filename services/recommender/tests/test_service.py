@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,12 @@ def _parsed(body: str) -> Recommendations:
 
 def _ids(response: Recommendations) -> list[str]:
     return [item.item_id for item in response.items]
+
+
+def _assert_popular(response: Recommendations, reason: str) -> None:
+    """The list is the popular-items fallback, for ``reason``."""
+    assert response.strategy is Strategy.POPULAR
+    assert response.fallback_reason == reason
 
 
 async def _assert_recorded(features: Any, response: Recommendations) -> None:
@@ -155,8 +160,7 @@ async def test_an_unknown_user_gets_popular_items(
     service: RecommendationService, features: Any, redis_client: RedisClient
 ) -> None:
     response = _parsed(await service.for_user("stranger", RecommendationQuery(k=5)))
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "unknown_user"
+    _assert_popular(response, "unknown_user")
     assert response.model_version is None
     expected = await redis_client.execute("ZRANGE", keys.POPULAR, 0, 4, "REV")
     assert _ids(response) == expected
@@ -165,17 +169,10 @@ async def test_an_unknown_user_gets_popular_items(
 
 
 async def test_without_a_model_users_get_popular_items(
-    new_service: Callable[[ModelHolder], RecommendationService],
-    new_holder: Callable[[], ModelHolder],
-    features: Any,
-    clusters: Any,
+    service_without_a_model: RecommendationService, features: Any, clusters: Any
 ) -> None:
-    holder = new_holder()
-    await holder.refresh()
-    service = new_service(holder)
-    response = _parsed(await service.for_user("a0", RecommendationQuery(k=50)))
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "no_model"
+    response = _parsed(await service_without_a_model.for_user("a0", RecommendationQuery(k=50)))
+    _assert_popular(response, "no_model")
     served = _ids(response)
     assert served
     assert not set(served) & set(clusters.history["a0"])
@@ -187,8 +184,7 @@ async def test_a_user_with_only_items_the_model_does_not_know_gets_popular_items
 ) -> None:
     await features.events("newcomer", [clusters.new_item], now=clusters.after_snapshot)
     response = _parsed(await service.for_user("newcomer", RecommendationQuery(k=5)))
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "no_known_items"
+    _assert_popular(response, "no_known_items")
 
 
 async def test_a_user_with_only_a_negative_rating_gets_popular_items_without_it(
@@ -199,8 +195,7 @@ async def test_a_user_with_only_a_negative_rating_gets_popular_items_without_it(
         "critic", [top], now=clusters.after_snapshot, event_type=EventType.RATING, value=1.0
     )
     response = _parsed(await service.for_user("critic", RecommendationQuery(k=5)))
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "no_known_items"
+    _assert_popular(response, "no_known_items")
     assert top not in _ids(response)
 
 
@@ -288,17 +283,11 @@ async def test_a_batch_answers_each_list_as_it_would_be_answered_alone(
 
 
 async def test_a_batch_without_a_model_is_all_popular(
-    new_service: Callable[[ModelHolder], RecommendationService],
-    new_holder: Callable[[], ModelHolder],
-    features: Any,
+    service_without_a_model: RecommendationService, features: Any
 ) -> None:
-    holder = new_holder()
-    await holder.refresh()
-    service = new_service(holder)
-
     batch = [
         _parsed(body)
-        for body in await service.for_users(
+        for body in await service_without_a_model.for_users(
             [("a0", RecommendationQuery(k=2)), ("stranger", RecommendationQuery(k=3))]
         )
     ]
@@ -327,8 +316,7 @@ async def test_an_erased_user_is_not_personalised_from_the_models_row(
     ]
 
     for response in (alone, batch[1]):
-        assert response.strategy is Strategy.POPULAR
-        assert response.fallback_reason == "unknown_user"
+        _assert_popular(response, "unknown_user")
         assert response.model_version is None
     assert batch[0].strategy is Strategy.PERSONALIZED  # the others of the batch are not affected
 
@@ -343,8 +331,7 @@ async def test_a_forgotten_user_is_not_personalised_from_the_models_row(
 
     response = _parsed(await service.for_user("b3", RecommendationQuery(k=5)))
 
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "unknown_user"
+    _assert_popular(response, "unknown_user")
 
 
 async def test_an_erased_user_who_comes_back_is_folded_in_from_the_new_events_only(
@@ -379,6 +366,5 @@ async def test_an_erased_user_who_comes_back_with_only_a_negative_rating_gets_po
     response = _parsed(await service.for_user("a0", RecommendationQuery(k=5)))
 
     # Nothing positive to fold in, and the model's row is of the erased user.
-    assert response.strategy is Strategy.POPULAR
-    assert response.fallback_reason == "no_known_items"
+    _assert_popular(response, "no_known_items")
     assert "A0" not in _ids(response)

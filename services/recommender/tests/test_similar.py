@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -99,19 +98,15 @@ async def test_an_item_the_model_has_not_learned_gets_popular_items_of_its_categ
 
 
 async def test_without_a_model_a_catalogued_item_gets_popular_items(
-    new_service: Callable[[ModelHolder], RecommendationService],
-    new_holder: Callable[[], ModelHolder],
-    features: Any,
-    clusters: Any,
+    service_without_a_model: RecommendationService, clusters: Any
 ) -> None:
-    service = new_service(new_holder())
-    response = _parsed(await service.similar("B2", RecommendationQuery(k=5)))
+    response = _parsed(await service_without_a_model.similar("B2", RecommendationQuery(k=5)))
     assert response.strategy is Strategy.POPULAR
     assert response.fallback_reason == "no_model"
     assert "B2" not in _ids(response)
     assert set(_ids(response)) <= clusters.cluster_items("b")
     with pytest.raises(UnknownItem):
-        _parsed(await service.similar("nowhere", RecommendationQuery()))
+        _parsed(await service_without_a_model.similar("nowhere", RecommendationQuery()))
 
 
 def test_unit_factors_are_what_similarity_ranks_by(holder: ModelHolder) -> None:

@@ -21,6 +21,7 @@ from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.drift import (
     check_drift,
+    maybe_roll_back,
     psi,
     psi_from_shares,
     read_window,
@@ -162,6 +163,12 @@ async def run(
     return await check_drift(client, ArtifactStore(settings.artifact_url), settings, send, now=now)
 
 
+async def assert_nothing_enqueued(client: RedisClient, send: Sender) -> None:
+    """No retrain was sent, and no cool-down was taken for one."""
+    assert send.sent == []
+    assert not await client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
+
+
 # ── the report ────────────────────────────────────────────────────────────────────────────
 async def test_traffic_like_the_training_data_is_ok(
     redis_client: RedisClient,
@@ -200,14 +207,25 @@ async def test_traffic_like_the_training_data_is_ok(
     assert send.sent == []
 
 
-async def test_new_users_and_items_are_drift(
-    redis_client: RedisClient,
-    clusters: Interactions,
-    drift_settings: Settings,
-    active_model: ModelInfo,
+@pytest.fixture
+async def all_new_traffic(redis_client: RedisClient) -> None:
+    """A window of 500 events, every one from a new user on a new item."""
+    await record_window(redis_client, new_traffic(500))
+
+
+@pytest.fixture
+async def half_new_traffic(
+    redis_client: RedisClient, clusters: Interactions, active_model: ModelInfo
 ) -> None:
+    """A window of the training traffic and as many events again (480) from new users on new
+    items, with the active model."""
     await record_window(redis_client, like_training(clusters) + new_traffic(480))
 
+
+@pytest.mark.usefixtures("half_new_traffic")
+async def test_new_users_and_items_are_drift(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
     report = await run(redis_client, drift_settings, Sender())
 
     assert report.status == "drift"
@@ -255,14 +273,13 @@ async def test_too_few_events_never_trigger(
     assert report.status == "insufficient_data"
     assert report.unknown_item_share == 1.0  # still reported, only not acted on
     assert report.triggered_task_id is None
-    assert send.sent == []
-    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
+    await assert_nothing_enqueued(redis_client, send)
 
 
+@pytest.mark.usefixtures("all_new_traffic")
 async def test_without_an_active_model_there_is_no_verdict(
     redis_client: RedisClient, drift_settings: Settings
 ) -> None:
-    await record_window(redis_client, new_traffic(500))
     send = Sender()
 
     report = await run(redis_client, drift_settings, send)
@@ -273,14 +290,11 @@ async def test_without_an_active_model_there_is_no_verdict(
     assert send.sent == []
 
 
+@pytest.mark.usefixtures("half_new_traffic")
 async def test_a_garbage_collected_snapshot_still_reports_unknown_shares(
-    redis_client: RedisClient,
-    clusters: Interactions,
-    drift_settings: Settings,
-    active_model: ModelInfo,
+    redis_client: RedisClient, drift_settings: Settings
 ) -> None:
     ArtifactStore(drift_settings.artifact_url).delete_tree(f"snapshots/{SNAPSHOT_ID}")
-    await record_window(redis_client, like_training(clusters) + new_traffic(480))
 
     report = await run(redis_client, drift_settings, Sender())
 
@@ -290,10 +304,10 @@ async def test_a_garbage_collected_snapshot_still_reports_unknown_shares(
 
 
 # ── the trigger and the history ───────────────────────────────────────────────────────────
+@pytest.mark.usefixtures("all_new_traffic")
 async def test_drift_triggers_one_retrain_per_cool_down(
     redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
-    await record_window(redis_client, new_traffic(500))
     send = Sender()
 
     first = await run(redis_client, drift_settings, send)
@@ -332,14 +346,13 @@ async def test_below_the_thresholds_nothing_is_enqueued(
 
     assert report.status == "ok"
     assert report.unknown_user_share == pytest.approx(0.2)
-    assert send.sent == []
-    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
+    await assert_nothing_enqueued(redis_client, send)
 
 
+@pytest.mark.usefixtures("all_new_traffic")
 async def test_no_trigger_while_a_training_runs(
     redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
-    await record_window(redis_client, new_traffic(500))
     await redis_client.execute("SET", keys.TRAINING_LOCK, "someone", "EX", 60)
     send = Sender()
 
@@ -347,15 +360,13 @@ async def test_no_trigger_while_a_training_runs(
 
     assert report.status == "drift"
     assert report.trigger_skipped == "a training is running"
-    assert send.sent == []
-    assert not await redis_client.execute("EXISTS", keys.DRIFT_RETRAIN_COOLDOWN)
+    await assert_nothing_enqueued(redis_client, send)
 
 
+@pytest.mark.usefixtures("all_new_traffic")
 async def test_a_failed_enqueue_releases_the_cool_down(
     redis_client: RedisClient, drift_settings: Settings, active_model: ModelInfo
 ) -> None:
-    await record_window(redis_client, new_traffic(500))
-
     def broken() -> str:
         raise ConnectionError("broker down")
 
@@ -385,15 +396,6 @@ async def test_reports_are_kept_newest_first_in_a_capped_history(
 
 
 # ── automatic rollback ────────────────────────────────────────────────────────────────────
-async def _promote(redis_client: RedisClient, tmp_path: object) -> ModelRegistry:
-    registry = ModelRegistry(redis_client)
-    for version in (1, 2):
-        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
-    await registry.activate(1, "first")
-    await registry.activate(2, "passed the gate")  # 1 is now retired, replaced by 2
-    return registry
-
-
 def _report(hits: dict[str, tuple[int, int]]) -> DriftReport:
     from recsys_shared.schemas import OnlineHitRate
 
@@ -411,22 +413,36 @@ def _report(hits: dict[str, tuple[int, int]]) -> DriftReport:
     )
 
 
-async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
-    redis_client: RedisClient, drift_settings: Settings, tmp_path: object
-) -> None:
-    from retraining_worker.drift import maybe_roll_back
+async def _chain(redis_client: RedisClient, *activations: int) -> ModelRegistry:
+    """Versions 1..max recorded with artifacts, then activated in the order given."""
+    registry = ModelRegistry(redis_client)
+    for version in range(1, max(activations) + 1):
+        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
+    for version in activations:
+        await registry.activate(version, "test")
+    return registry
 
-    registry = await _promote(redis_client, tmp_path)
+
+async def _roll_back(
+    registry: ModelRegistry,
+    hits: dict[str, tuple[int, int]],
+    settings: Settings,
+    now: float | None = None,
+) -> str | None:
+    """The rollback check of the active version on a report of these (events, hits), at
+    ``now`` (by default: just after the activation)."""
     active = await registry.active()
     assert active is not None
+    when = datetime.now(UTC).timestamp() if now is None else now
+    return await maybe_roll_back(registry, _report(hits), active, settings, now=when)
 
-    reason = await maybe_roll_back(
-        registry,
-        _report({"1": (300, 60), "2": (300, 30)}),
-        active,
-        drift_settings,
-        now=datetime.now(UTC).timestamp(),
-    )
+
+async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2)  # 1 is now retired, replaced by 2
+
+    reason = await _roll_back(registry, {"1": (300, 60), "2": (300, 30)}, drift_settings)
 
     assert reason is not None
     assert "version 2" in reason
@@ -442,61 +458,22 @@ async def test_a_promoted_version_with_a_falling_hit_rate_is_rolled_back(
     ],
 )
 async def test_no_rollback_without_a_clear_loss(
-    redis_client: RedisClient,
-    drift_settings: Settings,
-    tmp_path: object,
-    hits: dict[str, tuple[int, int]],
+    redis_client: RedisClient, drift_settings: Settings, hits: dict[str, tuple[int, int]]
 ) -> None:
-    from retraining_worker.drift import maybe_roll_back
+    registry = await _chain(redis_client, 1, 2)
 
-    registry = await _promote(redis_client, tmp_path)
-    active = await registry.active()
-    assert active is not None
-    assert (
-        await maybe_roll_back(
-            registry, _report(hits), active, drift_settings, now=datetime.now(UTC).timestamp()
-        )
-        is None
-    )
+    assert await _roll_back(registry, hits, drift_settings) is None
     assert await registry.active_version() == 2
 
 
 async def test_an_old_promotion_is_not_rolled_back(
-    redis_client: RedisClient, drift_settings: Settings, tmp_path: object
+    redis_client: RedisClient, drift_settings: Settings
 ) -> None:
-    from retraining_worker.drift import maybe_roll_back
-
-    registry = await _promote(redis_client, tmp_path)
-    active = await registry.active()
-    assert active is not None
+    registry = await _chain(redis_client, 1, 2)
     later = datetime.now(UTC).timestamp() + drift_settings.rollback_window_seconds + 1
+
     assert (
-        await maybe_roll_back(
-            registry, _report({"1": (300, 60), "2": (300, 1)}), active, drift_settings, now=later
-        )
-        is None
-    )
-
-
-async def _chain(redis_client: RedisClient, *activations: int) -> ModelRegistry:
-    """Versions 1..max recorded with artifacts, then activated in the order given."""
-    registry = ModelRegistry(redis_client)
-    for version in range(1, max(activations) + 1):
-        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
-    for version in activations:
-        await registry.activate(version, "test")
-    return registry
-
-
-async def _roll_back(
-    registry: ModelRegistry, hits: dict[str, tuple[int, int]], settings: Settings
-) -> str | None:
-    from retraining_worker.drift import maybe_roll_back
-
-    active = await registry.active()
-    assert active is not None
-    return await maybe_roll_back(
-        registry, _report(hits), active, settings, now=datetime.now(UTC).timestamp()
+        await _roll_back(registry, {"1": (300, 60), "2": (300, 1)}, drift_settings, later) is None
     )
 
 

@@ -20,16 +20,7 @@ import pytest
 
 from feature_store.erasure import Eraser
 from recommender.model_store import load_model
-from recsys_shared import keys
-from recsys_shared.artifacts import (
-    IDS_FILE,
-    MODEL_FILE,
-    SNAPSHOT_FILE,
-    ArtifactStore,
-    load_npz,
-    model_folder,
-    snapshot_folder,
-)
+from recsys_shared import artifacts, keys
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import Algorithm, ModelInfo, ModelStatus
@@ -100,7 +91,7 @@ async def written(
     write_snapshot: WriteSnapshot,
 ) -> Written:
     """Two snapshots, an ALS version (active), a BPR version and a rejected one."""
-    store = ArtifactStore(settings.artifact_url)
+    store = artifacts.ArtifactStore(settings.artifact_url)
     registry = ModelRegistry(redis_client)
     before = Written()
     for snapshot_id, data in ((SNAPSHOT_ID, clusters), (SECOND_HALF_ID, _second_half(clusters))):
@@ -116,10 +107,10 @@ async def written(
             algorithm=algorithm,
             created_at=datetime.now(UTC),
             snapshot_id=SNAPSHOT_ID,
-            artifact_url=store.url(model_folder(version)),
+            artifact_url=store.url(artifacts.model_folder(version)),
         )
         manifest = _write_artifact(store, info, model, Snapshot(clusters, None, None))
-        info.checksum = manifest["files"][MODEL_FILE]["sha256"]
+        info.checksum = manifest["files"][artifacts.MODEL_FILE]["sha256"]
         await registry.publish(info, reason="test")
         before.models[version] = info
         factors = np.asarray(model.model.user_factors)  # type: ignore[attr-defined]
@@ -148,7 +139,7 @@ async def _erase(redis_client: RedisClient, *users: str) -> None:
 async def test_erased_users_leave_every_snapshot_and_model(
     redis_client: RedisClient, settings: Settings, written: Written, clusters: Interactions
 ) -> None:
-    store = ArtifactStore(settings.artifact_url)
+    store = artifacts.ArtifactStore(settings.artifact_url)
     registry = ModelRegistry(redis_client)
     await _erase(redis_client, *ERASED)
     assert len({PARTITIONS.of(user).number for user in ERASED}) == 2
@@ -158,8 +149,9 @@ async def test_erased_users_leave_every_snapshot_and_model(
     assert done == ErasureRewrite(snapshots=2, models=2)
     # Snapshots: the same interactions, without the erased users'; the manifest says so.
     for snapshot_id, arrays in written.snapshots.items():
-        manifest, files = store.read_bundle(snapshot_folder(snapshot_id))  # checksums verified
-        after = load_npz(files[SNAPSHOT_FILE])
+        # read_bundle verifies the rewritten files' checksums.
+        manifest, files = store.read_bundle(artifacts.snapshot_folder(snapshot_id))
+        after = artifacts.load_npz(files[artifacts.SNAPSHOT_FILE])
         expected = {triple for triple in _triples(arrays) if triple[0] not in ERASED}
         assert _triples(after) == expected
         assert not set(ERASED) & set(after["user_ids"].tolist())
@@ -170,9 +162,9 @@ async def test_erased_users_leave_every_snapshot_and_model(
     # Models: the erased users' rows gone, every other row and the items as they were; the
     # registry's checksum is the new file's; the recommender loads it and knows them no more.
     for version, before in written.models.items():
-        manifest, files = store.read_bundle(model_folder(version))
+        manifest, files = store.read_bundle(artifacts.model_folder(version))
         info = await registry.get(version)
-        assert info.checksum == manifest["files"][MODEL_FILE]["sha256"] != before.checksum
+        assert info.checksum == manifest["files"][artifacts.MODEL_FILE]["sha256"] != before.checksum
         loaded = load_model(store, info)
         assert loaded.version == version
         assert len(loaded.users) == len(written.user_factors[version]) - len(ERASED)
@@ -184,7 +176,7 @@ async def test_erased_users_leave_every_snapshot_and_model(
                 assert row is not None
                 np.testing.assert_array_equal(loaded.model.user_factors[row], factors)
         np.testing.assert_array_equal(loaded.model.item_factors, written.item_factors[version])
-        item_ids = load_npz(files[IDS_FILE])["item_ids"].tolist()
+        item_ids = artifacts.load_npz(files[artifacts.IDS_FILE])["item_ids"].tolist()
         assert item_ids == clusters.item_ids.tolist()
         assert [loaded.items.name(row) for row in range(len(loaded.items))] == item_ids
     assert (await registry.get(3)).checksum is None  # no artifact: nothing to rewrite
@@ -193,11 +185,13 @@ async def test_erased_users_leave_every_snapshot_and_model(
 async def test_a_second_pass_and_a_pass_without_tombstones_rewrite_nothing(
     redis_client: RedisClient, settings: Settings, written: Written
 ) -> None:
-    store = ArtifactStore(settings.artifact_url)
+    store = artifacts.ArtifactStore(settings.artifact_url)
 
     assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
-    untouched = store.read_bytes(f"{model_folder(2)}/manifest.json")
-    assert json.loads(untouched)["files"][MODEL_FILE]["sha256"] == written.models[2].checksum
+    untouched = store.read_bytes(f"{artifacts.model_folder(2)}/manifest.json")
+    assert (
+        json.loads(untouched)["files"][artifacts.MODEL_FILE]["sha256"] == written.models[2].checksum
+    )
 
     await _erase(redis_client, "u7")
     assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(1, 2)
@@ -207,7 +201,7 @@ async def test_a_second_pass_and_a_pass_without_tombstones_rewrite_nothing(
 async def test_a_user_in_no_artifact_rewrites_nothing(
     redis_client: RedisClient, settings: Settings, written: Written
 ) -> None:
-    store = ArtifactStore(settings.artifact_url)
+    store = artifacts.ArtifactStore(settings.artifact_url)
     await _erase(redis_client, "never-seen")
 
     assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
