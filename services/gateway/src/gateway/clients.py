@@ -295,6 +295,12 @@ def _parsed(model: type[M], response: httpx.Response) -> M:
         ) from error
 
 
+#: Methods whose repeat does what one call does (RFC 9110): safe to resend after a drop.
+_IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+#: The connection went away before an answer arrived.
+_DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
 class FeatureStoreClient:
     def __init__(self, http: httpx.AsyncClient, url: str) -> None:
         self.http = http
@@ -302,9 +308,7 @@ class FeatureStoreClient:
 
     async def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            response = await self.http.request(
-                method, f"{self.url}{path}", json=body, headers=_headers()
-            )
+            response = await self._send(method, path, body)
         except httpx.HTTPError as error:
             metrics.UPSTREAM_ERRORS.labels("feature-store", type(error).__name__).inc()
             raise UpstreamUnavailable(
@@ -318,6 +322,18 @@ class FeatureStoreClient:
         if response.status_code >= 400:
             raise InvalidInput(_detail(response.content, "The feature-store refused the request."))
         return response
+
+    async def _send(self, method: str, path: str, body: Any) -> httpx.Response:
+        """One request; an idempotent one is sent once more when the connection dropped before
+        an answer (a pooled connection the feature-store closed, a replica that restarted)."""
+        url = f"{self.url}{path}"
+        try:
+            return await self.http.request(method, url, json=body, headers=_headers())
+        except _DROPPED as error:
+            if method not in _IDEMPOTENT:
+                raise
+            metrics.UPSTREAM_ERRORS.labels("feature-store", type(error).__name__).inc()
+            return await self.http.request(method, url, json=body, headers=_headers())
 
     async def put_items(self, batch: ItemBatch) -> None:
         await self._call("PUT", "/items", batch.model_dump(mode="json"))

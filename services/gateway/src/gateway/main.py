@@ -41,6 +41,10 @@ from recsys_shared.registry import ModelRegistry
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
+#: How long an idle connection to the feature-store is reused: well under uvicorn's keep-alive
+#: timeout (5 s), so the gateway never sends on a connection the server is about to close.
+FEATURE_STORE_KEEPALIVE_SECONDS = 2.0
+
 DESCRIPTION = """
 The public API of the recsys reference recommendation system.
 
@@ -137,7 +141,10 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     )
     stack.push_async_callback(recommender_http.aclose)
     feature_store_http = await stack.enter_async_context(
-        httpx.AsyncClient(timeout=httpx.Timeout(settings.feature_store_timeout_seconds))
+        httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.feature_store_timeout_seconds),
+            limits=httpx.Limits(keepalive_expiry=FEATURE_STORE_KEEPALIVE_SECONDS),
+        )
     )
     tasks = TaskQueue(
         clients["broker"],
