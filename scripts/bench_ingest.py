@@ -12,7 +12,8 @@ For each: batches of 1,000 events POSTed to /v1/events by concurrent clients unt
 is applied by the feature-store, then the consumer lag drained; and the CPU seconds each process
 spent per 1,000 events (utime + stime from /proc, children included: the Celery pool). The raw
 ``XADD`` baseline (the same stored-event payloads, pipelined, into the same single Redis) is
-measured first. Prints the figures; writes reports/bench-ingest.json.
+measured first. Prints the figures; writes reports/bench-ingest.json. ``BENCH_CLUSTER=0``
+measures the single Redis only; ``BENCH_EVENTS`` and ``BENCH_CONCURRENCY`` size the run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = int(os.environ.get("BENCH_EVENTS", "200000"))
 BATCH = 1000
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "4"))
+#: BENCH_CLUSTER=0: the single Redis only (a quicker run while tuning one shard).
+WITH_CLUSTER = os.environ.get("BENCH_CLUSTER", "1") != "0"
 TARGET = 20_000
 SERVICES = ("feature-store", "recommender1", "recommender2", "gateway", "worker", "beat")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -235,6 +238,10 @@ def main() -> None:
         finally:
             server.stop()
         redis.Redis.from_url(ephemeral.url).flushall()
+        if not WITH_CLUSTER:
+            ephemeral.stop()
+            report(baseline, runs)
+            return
         cluster = RedisCluster(workdir / "cluster").start()
         broker = RedisServer(workdir / "broker").start()
         try:

@@ -309,18 +309,19 @@ def test_rating_without_value_weighs_nothing() -> None:
 def test_stored_event_carries_time_and_weight(make_event: Any) -> None:
     now = datetime(2024, 5, 2, tzinfo=UTC)
     dated = EventIn.model_validate(
-        make_event(type="rating", value=5.0, timestamp="2024-05-01T00:00:00Z")
+        make_event(type="rating", value=5.0, timestamp="2024-05-01T00:00:00Z", event_id="e1")
     )
     undated = EventIn.model_validate(make_event(type="click"))
 
-    stored = StoredEvent.from_input(dated, event_id="e1", now=now)
-    defaulted = StoredEvent.from_input(undated, event_id="e2", now=now)
+    stored, defaulted = StoredEvent.from_inputs([dated, undated], now=now)
 
     assert stored.ts == datetime(2024, 5, 1, tzinfo=UTC).timestamp()
     assert stored.received_at == now.timestamp()
     assert stored.weight == 5.0 - RATING_NEUTRAL
     assert defaulted.ts == now.timestamp()
     assert defaulted.weight == EVENT_WEIGHTS[EventType.CLICK]
+    assert stored.event_id == "e1"
+    assert len(defaulted.event_id) == 32  # a fresh uuid4 when the client sent none
 
 
 # ── catalogue ─────────────────────────────────────────────────────────────────────────────

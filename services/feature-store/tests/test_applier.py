@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from feature_store.applier import ApplyResult, EventApplier
+from feature_store.applier import ApplyResult, EventApplier, min_max_ids
 from feature_store.catalogue import Catalogue
 from feature_store.erasure import Eraser
 from feature_store.merger import PopularityMerger
@@ -179,6 +179,41 @@ async def test_a_partly_redelivered_batch_applies_only_the_new_entries(
     assert weights_of(sync_redis, "u1") == {"i1": 4.0}
     assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "2"
     assert await stream.pending() == 0
+
+
+async def test_a_batch_in_any_order_applies_every_entry_once(
+    sync_redis, stream, applier, make_event
+):
+    entries = await stream.deliver([make_event(f"u{n}", "i1", EventType.CLICK) for n in range(5)])
+
+    result = await applier.apply(P0, list(reversed(entries)), now=1.0)
+
+    assert result == ApplyResult(applied=5, duplicates=0)
+    assert await stream.pending() == 0
+
+
+async def test_a_batch_spanning_many_other_pending_entries_applies_exactly_once(
+    sync_redis, stream, applier, make_event
+):
+    # Another consumer holds 300 entries between this batch's first and last: more than the
+    # script looks at in one XPENDING, so it falls back to one XACK per entry.
+    entries = await stream.deliver(
+        [make_event(f"u{n}", "i1", EventType.CLICK) for n in range(300)], consumer="other"
+    )
+    mine = [entries[0], entries[-1]]
+
+    assert await applier.apply(P0, mine, now=1.0) == ApplyResult(applied=2, duplicates=0)
+    assert await applier.apply(P0, mine, now=2.0) == ApplyResult(applied=0, duplicates=2)
+
+    assert weights_of(sync_redis, "u0") == {"i1": 2.0}
+    assert weights_of(sync_redis, "u299") == {"i1": 2.0}
+    assert not sync_redis.exists(P0.user_items("u1"))
+    assert await stream.pending() == 298
+
+
+def test_min_max_ids_compare_stream_ids_by_their_numbers() -> None:
+    # As text, "10-0" < "9-5" and "9-10" < "9-5"; as stream ids, neither.
+    assert min_max_ids(["9-10", "10-0", "9-5"]) == ("9-5", "10-0")
 
 
 async def test_rating_replaces_the_weight_and_other_types_accumulate_up_to_the_cap(

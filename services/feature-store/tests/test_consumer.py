@@ -17,7 +17,7 @@ from feature_store.consumer import StreamConsumer, parsed
 from recsys_shared import keys
 from recsys_shared.processes import RedisServer
 from recsys_shared.redis import RedisClient, connect
-from recsys_shared.schemas import EventType, StoredEvent
+from recsys_shared.schemas import RATING_NEUTRAL, EventType, StoredEvent
 from recsys_shared.testing import in_background
 
 P0 = keys.Partitions(1).all[0]
@@ -180,6 +180,33 @@ async def test_run_applies_events_and_survives_the_stream_being_deleted(
         assert not task.done()
         assert group_exists(sync_redis)
         assert sync_redis.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0
+
+
+async def test_batches_read_ahead_are_applied_in_the_order_read(
+    redis_client, sync_redis, settings, make_event, eventually
+):
+    # Batches of two, each read while the one before is applied: a user's ratings of one
+    # item must still land in the order they were sent (the last one wins).
+    consumer = StreamConsumer(
+        redis_client,
+        settings.model_copy(update={"consumer_block_ms": 50, "consumer_batch_size": 2}),
+    )
+    await consumer.ensure_group(P0)
+    values = [1.0, 5.0, 2.0, 4.0, 3.0, 4.5, 1.5, 5.0, 2.5]
+    for value in values:
+        event = make_event("u1", "i1", EventType.RATING, value=value)
+        sync_redis.xadd(P0.events, {keys.EVENT_FIELD: event.model_dump_json()})
+
+    async with in_background(consumer.run()) as task:
+
+        async def all_applied() -> bool:
+            return sync_redis.hget(P0.stats, "applied") == str(len(values))
+
+        await eventually(all_applied)
+        assert not task.done(), task.exception()
+
+    assert applied_items(sync_redis, "u1") == {"i1": values[-1] - RATING_NEUTRAL}
+    assert sync_redis.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -43,6 +44,25 @@ Attribution = tuple[str, str, int, int]
 #: The version that served an event's list ('popular' for a fallback) and whether its item
 #: was on it, plus what it adds to experiments.
 _Served = tuple[str, int, list[Attribution]]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch ready for the apply script: its partition and the script's arguments."""
+
+    partition: keys.Partition
+    args: list[str]
+
+
+def _stream_order(stream_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = stream_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
+def min_max_ids(stream_ids: Iterable[str]) -> tuple[str, str]:
+    """The lowest and highest of stream ids (by their numbers, as Redis orders them)."""
+    ordered = sorted(stream_ids, key=_stream_order)
+    return ordered[0], ordered[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +100,15 @@ class EventApplier:
         self, partition: keys.Partition, entries: list[tuple[str, StoredEvent]], *, now: float
     ) -> ApplyResult:
         """Apply (stream id, event) pairs of one partition and acknowledge them, atomically."""
+        return await self.run(await self.prepare(partition, entries, now=now))
+
+    async def prepare(
+        self, partition: keys.Partition, entries: list[tuple[str, StoredEvent]], *, now: float
+    ) -> PreparedBatch | None:
+        """What :meth:`run` sends: this process's share of the work (attribution reads, the
+        script's arguments), done apart so that it can overlap an earlier batch's script."""
         if not entries:
-            return ApplyResult(0, 0)
+            return None
         served = await self._served_by(entries)
         served.update(await self._served_in_experiments(entries))
         digests: dict[str, str] = {}
@@ -103,17 +130,29 @@ class EventApplier:
             )
             for stream_id, event in entries
         ]
+        low, high = min_max_ids(stream_id for stream_id, _ in entries)
+        return PreparedBatch(
+            partition,
+            [json.dumps(self._layout(partition, now, low, high)), json.dumps(batch)],
+        )
+
+    async def run(self, prepared: PreparedBatch | None) -> ApplyResult:
+        """Apply a prepared batch and acknowledge its entries, atomically (one script)."""
+        if prepared is None:
+            return ApplyResult(0, 0)
         applied, redelivered, erased = await self.redis.run(
-            APPLY,
-            keys=[partition.events],
-            args=[json.dumps(self._layout(partition, now)), json.dumps(batch)],
+            APPLY, keys=[prepared.partition.events], args=prepared.args
         )
         return ApplyResult(int(applied), int(redelivered), int(erased))
 
-    def _layout(self, partition: keys.Partition, now: float) -> dict[str, object]:
+    def _layout(
+        self, partition: keys.Partition, now: float, low: str, high: str
+    ) -> dict[str, object]:
         bucket = partition.drift(keys.drift_hour(now))
         return {
             "group": keys.EVENTS_GROUP,
+            "lowest_id": low,
+            "highest_id": high,
             "history_cap": self.history_cap,
             "max_weight": MAX_WEIGHT,
             "now": now,

@@ -19,7 +19,7 @@ class Settings(ServiceSettings):
         default_factory=socket.gethostname,
         description="Stable per replica, so a restarted replica re-reads its own pending events.",
     )
-    consumer_batch_size: int = Field(default=500, ge=1, le=5000)
+    consumer_batch_size: int = Field(default=1000, ge=1, le=5000)
     consumer_block_ms: int = Field(default=1000, ge=10, le=10_000)
     claim_idle_ms: int = Field(
         default=30_000,

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from feature_store import metrics
-from feature_store.applier import EventApplier
+from feature_store.applier import EventApplier, PreparedBatch
 from feature_store.config import Settings
 from feature_store.dead_letters import DeadLetter, dead_letter
 from recsys_shared import keys
@@ -91,6 +92,17 @@ def parsed(entries: list[Entry]) -> tuple[list[tuple[str, StoredEvent]], list[De
     return valid, dead
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedBatch:
+    """A batch read from ``partition``, ready to apply: the script's share and the entries
+    that cannot be applied."""
+
+    partition: keys.Partition
+    prepared: PreparedBatch | None
+    dead: list[DeadLetter]
+    started: float
+
+
 class PartitionReader:
     """Reads, applies and acknowledges one partition."""
 
@@ -99,29 +111,58 @@ class PartitionReader:
         self.partition = partition
         self.last_read_at = 0.0
         self._last_heartbeat = 0.0
+        self._failures = 0
 
     async def run(self, blocking: RedisClient) -> None:
         """Consume until cancelled; Redis failures are waited out, never fatal."""
-        failures = 0
         own_pending = True  # after a restart under the same name, our pending entries first
         while True:
             try:
                 await self.consumer.ensure_group(self.partition)
-                count = await self.read_once(blocking, own_pending=own_pending)
-                own_pending = own_pending and count > 0
-                failures = 0
+                if own_pending:
+                    own_pending = await self.read_once(blocking, own_pending=True) > 0
+                    self._failures = 0
+                else:
+                    await self.read_ahead(blocking)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 if isinstance(error, StoreError) and error.code in _STREAM_LOST:
                     self.consumer.forget_group(self.partition)  # recreate, then read again
                     continue
-                failures += 1
-                self._report(error, failures)
+                self._failures += 1
+                self._report(error, self._failures)
                 # A batch read before the failure may not have been applied: once Redis is
                 # back, our own pending entries come first again, not after a claim timeout.
                 own_pending = True
-                await asyncio.sleep(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS)) - 1])
+                await asyncio.sleep(BACKOFF_SECONDS[min(self._failures, len(BACKOFF_SECONDS)) - 1])
+
+    async def read_ahead(self, blocking: RedisClient) -> None:
+        """New entries, until a failure. Each batch is read and prepared while the one before
+        it is applied, so Redis runs one batch's script while this process parses the next;
+        the scripts still run one at a time, in the order the batches were read."""
+        in_flight: list[asyncio.Task[None]] = []
+        try:
+            while True:
+                entries = await self._read(blocking, own_pending=False)
+                previous = in_flight[-1] if in_flight else None
+                in_flight.append(asyncio.create_task(self._apply_after(previous, entries)))
+                if previous is not None:  # at most one batch waits behind one being applied
+                    await previous
+                    in_flight.remove(previous)
+                    self._failures = 0
+                await self._after_read()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            # A cancelled batch's entries stay pending: re-read (own pending) after a failure.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _apply_after(self, previous: asyncio.Task[None] | None, entries: list[Entry]) -> None:
+        prepared = await self.consumer.prepare(self.partition, entries)
+        if previous is not None:
+            await asyncio.shield(previous)  # its failure is this batch's too: not applied
+        await self.consumer.commit(prepared)
 
     def _report(self, error: Exception, failures: int) -> None:
         shared_metrics.REDIS_ERRORS.labels(type(error).__name__).inc()
@@ -139,7 +180,14 @@ class PartitionReader:
             log.error("partition %d reader still failing; keeps retrying", self.partition.number)
 
     async def read_once(self, blocking: RedisClient, *, own_pending: bool = False) -> int:
-        """Read one batch (new entries, or with ``own_pending`` our unacknowledged ones)."""
+        """Read and apply one batch (new entries, or with ``own_pending`` our unacknowledged
+        ones); how many entries it held."""
+        entries = await self._read(blocking, own_pending=own_pending)
+        await self.consumer.process(self.partition, entries)
+        await self._after_read()
+        return len(entries)
+
+    async def _read(self, blocking: RedisClient, *, own_pending: bool) -> list[Entry]:
         settings = self.consumer.settings
         stream = self.partition.events
         command: list[str | int] = [
@@ -149,11 +197,11 @@ class PartitionReader:
         if not own_pending:
             command += ["BLOCK", self.consumer.block_ms]
         command += ["STREAMS", stream, "0" if own_pending else ">"]
-        entries = stream_entries(await blocking.execute(*command), stream)
-        await self.consumer.process(self.partition, entries)
+        return stream_entries(await blocking.execute(*command), stream)
+
+    async def _after_read(self) -> None:
         self.last_read_at = time.time()
         await self._heartbeat()
-        return len(entries)
 
     async def _heartbeat(self) -> None:
         metrics.CONSUMER_HEARTBEAT.set(self.last_read_at)
@@ -230,14 +278,24 @@ class StreamConsumer:
         self._groups_ready.discard(partition.number)
 
     async def process(self, partition: keys.Partition, entries: list[Entry]) -> None:
-        if not entries:
-            return
+        """Apply a batch of entries read from ``partition`` (and dead-letter the bad ones)."""
+        await self.commit(await self.prepare(partition, entries))
+
+    async def prepare(self, partition: keys.Partition, entries: list[Entry]) -> ParsedBatch:
+        """The Python share of a batch: parsing, attribution reads, the script's arguments."""
         started = time.perf_counter()
         valid, dead = parsed(entries)
-        result = await self.applier.apply(partition, valid, now=time.time())
-        if dead:
-            await dead_letter(self.redis, partition, dead, cap=self.settings.dead_letters_max)
+        prepared = await self.applier.prepare(partition, valid, now=time.time())
+        return ParsedBatch(partition, prepared, dead, started)
+
+    async def commit(self, batch: ParsedBatch) -> None:
+        """Apply a prepared batch (one script), then dead-letter what could not be parsed."""
+        result = await self.applier.run(batch.prepared)
+        if batch.dead:
+            await dead_letter(
+                self.redis, batch.partition, batch.dead, cap=self.settings.dead_letters_max
+            )
         metrics.EVENTS_APPLIED.inc(result.applied)
         metrics.EVENTS_REDELIVERED.inc(result.duplicates)
         metrics.EVENTS_ERASED.inc(result.erased)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - batch.started)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
 from datetime import UTC, datetime
 
 from recsys_shared import keys
@@ -62,13 +61,11 @@ class EventIngestor:
     async def ingest(self, batch: EventBatch) -> EventsAccepted:
         now = datetime.now(UTC)
         parts: dict[keys.Partition, list[Arg]] = {}
-        for event in batch.events:
-            stored = StoredEvent.from_input(
-                event, event_id=event.event_id or uuid.uuid4().hex, now=now
-            )
+        stored = StoredEvent.from_inputs(batch.events, now=now)
+        for event, stored_event in zip(batch.events, stored, strict=True):
             digest = marker_digest(event.event_id) if event.event_id else b""
             parts.setdefault(self.partitions.of(event.user_id), []).extend(
-                (event.user_id, digest, stored.model_dump_json(exclude_none=True))
+                (event.user_id, digest, stored_event.model_dump_json(exclude_none=True))
             )
         outcomes = await asyncio.gather(
             *(self._store(partition, args, now) for partition, args in parts.items()),
