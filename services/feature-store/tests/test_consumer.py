@@ -64,9 +64,15 @@ async def test_a_read_applies_valid_and_dead_letters_invalid_entries(
 
 
 async def test_a_read_with_nothing_new_reads_nothing(consumer, stream, read_once):
+    batches_before = batches_timed()
     assert await read_once(consumer) == 0
     assert await read_once(consumer, own_pending=True) == 0
     assert consumer.last_read_at > 0  # an empty read is still a read: the consumer is alive
+    assert batches_timed() == batches_before  # but not a batch: no zero-length durations
+
+
+def batches_timed() -> float:
+    return REGISTRY.get_sample_value("recsys_consumer_batch_duration_seconds_count") or 0.0
 
 
 async def test_own_pending_rereads_this_consumers_unacknowledged_entries(

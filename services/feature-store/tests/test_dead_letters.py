@@ -3,6 +3,7 @@ capped, and replayed into its partition's stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -71,10 +72,14 @@ async def test_invalid_entries_go_to_their_partitions_dead_letters_with_reason_a
 
 async def test_dead_letters_are_listed_newest_first_and_counted_by_reason(redis_client):
     first, second = PARTITIONS.all
+    # A millisecond apart: a dead letter's time is its stream id's, and two partitions' letters
+    # within one millisecond are simultaneous (either order would be right).
     await dead_letter(
         redis_client, first, [DeadLetter("1-1", "invalid_event", "bad", "no JSON")], cap=100
     )
+    await asyncio.sleep(0.002)
     await dead_letter(redis_client, second, [DeadLetter("2-1", "entry_deleted", "")], cap=100)
+    await asyncio.sleep(0.002)
     await dead_letter(
         redis_client, first, [DeadLetter("1-2", "invalid_event", "worse", "no JSON")], cap=100
     )

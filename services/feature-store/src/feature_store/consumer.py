@@ -290,6 +290,8 @@ class StreamConsumer:
 
     async def commit(self, batch: ParsedBatch) -> None:
         """Apply a prepared batch (one script), then dead-letter what could not be parsed."""
+        if batch.prepared is None and not batch.dead:
+            return  # an empty read (a blocking read that timed out): nothing to count
         result = await self.applier.run(batch.prepared)
         if batch.dead:
             await dead_letter(
