@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from recsys_shared.processes import RedisServer, free_port, wait_until
+from recsys_shared.processes import ManagedProcess, RedisServer, free_port, wait_until
 
 
 def _client(server: RedisServer) -> redis.Redis:
@@ -73,3 +74,16 @@ def test_wait_until_returns_once_true_and_times_out_otherwise() -> None:
 
     with pytest.raises(TimeoutError, match="never"):
         wait_until(lambda: False, timeout=0.05, interval=0.01, what="never")
+
+
+def test_a_process_that_exits_while_awaited_says_why(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    with log.open("ab") as output:
+        process = ManagedProcess(
+            "service",
+            [sys.executable, "-c", "import sys; print('cannot bind the port'); sys.exit(3)"],
+            health_url=f"http://127.0.0.1:{free_port()}/healthz",
+            output=output,
+        ).start()
+        with pytest.raises(RuntimeError, match=r"exited with code 3(.|\n)*cannot bind the port"):
+            process.wait_healthy(timeout=10)

@@ -142,11 +142,20 @@ class ManagedProcess:
             if not self.running():
                 raise RuntimeError(
                     f"{self.name} exited with code {self.process and self.process.returncode}"
+                    f"{self._output_tail()}"
                 )
             return http_ok(url)
 
         wait_until(healthy, timeout=timeout, what=f"{self.name} at {url}")
         return self
+
+    def _output_tail(self, limit: int = 2000) -> str:
+        """The end of what the process wrote, when that went to a file: why it exited."""
+        path = getattr(self.output, "name", None)
+        if not isinstance(path, str) or not Path(path).is_file():
+            return ""
+        text = Path(path).read_bytes()[-limit:].decode(errors="replace")
+        return f"; the end of its output ({path}):\n{text}"
 
     def signal_group(self, signum: int) -> None:
         if self.process is None or self.process.poll() is not None:
