@@ -52,7 +52,7 @@ def load_synthetic(stack: Stack) -> list[str]:
         headers=admin_headers(),
     )
     outcome = wait_for_task(stack.gateway, task.json()["task_id"], timeout=300)
-    say(f"  trained: {outcome.get('result', {}).get('status')}")  # type: ignore[union-attr]
+    say(f"  trained: {outcome.get('result', {}).get('status')}")
     users = sorted({str(event["user_id"]) for event in events})
 
     def served() -> bool:

@@ -181,7 +181,7 @@ def _known_to_the_feature_store(users: list[str], redis_url: str) -> None:
     with redis.Redis.from_url(redis_url) as client, client.pipeline() as pipe:
         for user in users:
             mapping = {keys.META_EPOCH: 1, keys.META_UPDATED_AT: 0}
-            pipe.hset(partitions.of(user).user_meta(user), mapping=mapping)  # type: ignore[arg-type]
+            pipe.hset(partitions.of(user).user_meta(user), mapping=mapping)
         pipe.execute()
 
 

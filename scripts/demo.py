@@ -122,7 +122,8 @@ def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -
         )
 
         def applied() -> bool:
-            return http.get("/v1/pipeline", headers=admin).json()["consumer_lag"] == 0
+            lag: int = http.get("/v1/pipeline", headers=admin).json()["consumer_lag"]
+            return lag == 0
 
         wait_for(applied, 300, stop)
         say("every event applied; training the first model…")

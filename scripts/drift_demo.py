@@ -119,7 +119,7 @@ def main() -> None:
                 trained = testing.wait_for_task(
                     stack.gateway, report["triggered_task_id"], timeout=300
                 )
-                outcome = (trained.get("result") or {}).get("status", trained["state"])  # type: ignore[union-attr]
+                outcome = (trained.get("result") or {}).get("status", trained["state"])
             version_after, precision = active_precision(http)
             rate = report.get("hit_rate", {}).get(str(version_before), {}).get("hit_rate")
             row = {

@@ -154,7 +154,7 @@ def offline(split: ReplaySplit, movies: list[dict[str, Any]]) -> dict[str, dict[
             lists_of(np.tile(counts, (len(rows), 1))), split.targets, len(item_ids)
         )
     }
-    recipes: dict[str, Recipe] = dict(DEFAULTS)
+    recipes: dict[str, Recipe] = {str(name): recipe for name, recipe in DEFAULTS.items()}
     for name, recipe in recipes.items():
         started = time.perf_counter()
         model = fit(recipe, TrainingSet(training_matrix(data, recipe), content, 2, 42))

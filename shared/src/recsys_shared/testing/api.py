@@ -4,6 +4,7 @@ in through the gateway, a model trained on it, and waiting for what happens behi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
@@ -35,8 +36,9 @@ def wait_for_applied(gateway: str, *, timeout: float = 30.0, trimmed: bool = Fal
     wait_until(caught_up, timeout=timeout, interval=0.1, what="events to be applied")
 
 
-def wait_for_task(gateway: str, task_id: str, *, timeout: float = 120.0) -> dict[str, object]:
-    result: dict[str, object] = {}
+def wait_for_task(gateway: str, task_id: str, *, timeout: float = 120.0) -> dict[str, Any]:
+    """The task's status as `GET /v1/tasks/{id}` answers it (JSON) once it has finished."""
+    result: dict[str, Any] = {}
 
     def finished() -> bool:
         nonlocal result
