@@ -66,6 +66,8 @@ def _rfc3339_only(value: Any) -> Any:
 
 
 def _is_number(text: str) -> bool:
+    if ":" in text:  # no number has one, every RFC 3339 date-time does: skip the raise below
+        return False
     try:
         float(text)
     except ValueError:
