@@ -1,10 +1,14 @@
 """Applying a partition's events to the features, exactly once in effect.
 
 One Lua script (``lua/apply.lua``) applies a batch atomically on the partition's slot: it
-acknowledges each entry (XACK) first and applies it only if that acknowledgement is the one
-that removed it from the group's pending list, so an entry delivered twice (a crash, a claim
-by another replica) is applied once; the acknowledgement *is* the applied marker. An entry sent
-before its user was erased is acknowledged and dropped, so it cannot bring the user back.
+applies an entry only if the entry is still in the group's pending list (one ``XPENDING`` over
+the batch's id range), and acknowledges it (``XACK``) in the same script, so an entry delivered
+twice (a crash, a claim by another replica) is applied once; the acknowledgement *is* the
+applied marker. An entry sent before its user was erased is acknowledged and dropped, so it
+cannot bring the user back.
+
+The work is split in two (:meth:`EventApplier.prepare`, then :meth:`EventApplier.run`) so that
+the consumer can prepare one batch while Redis runs the script of the one before.
 
 An event that names the list it came from (``recommendation_id``) is attributed to the version
 that ranked it (a drift metric, from the records on the ephemeral Redis) and, for a list an
