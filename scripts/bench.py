@@ -39,21 +39,13 @@ from bench_freshness import freshness
 from bench_machine import machine_parallelism
 from bench_model import scale, scoring
 from bench_report import report
-from bench_system import running_system
+from bench_system import RUN_DEFAULTS, running_system
 from bench_wrk import ensure_wrk, say
 
 from recsys_shared.testing import API_KEYS
 
 #: Client keys of the MovieLens workload: many keys, each under the default rate limit.
 MOVIELENS_KEYS = [f"bench-client-{index:02d}" for index in range(64)]
-#: Left at the services' defaults for the MovieLens system, as `make run` has them (the test
-#: stack shortens the worker's search and polls faster than a running system does).
-RUN_DEFAULTS = (
-    "TRAINING_BUDGET_SECONDS",
-    "SEARCH_MAX_TRIALS",
-    "MODEL_POLL_SECONDS",
-    "POPULARITY_MERGE_SECONDS",
-)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import redis
+from bench_system import RUN_DEFAULTS
 
 from recsys_shared import keys, testing
 from recsys_shared.processes import RedisServer
@@ -217,6 +218,8 @@ def system(
         EPHEMERAL_REDIS_URL=ephemeral.url,
         DURABLE_REPLICAS=str(durable_replicas),
     )
+    for name in RUN_DEFAULTS:
+        stack.env.pop(name, None)
     try:
         yield testing.start_all(stack, SERVICES)
     finally:

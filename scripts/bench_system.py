@@ -32,6 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 #: through it (and, for comparison, through the gateway of `make run`, which uses both).
 ONE_REPLICA_GATEWAY = "gateway-one-replica"
 SERVICES = ("feature-store", "recommender1", "recommender2", "gateway", "worker")
+#: The test stack's settings that `make run` leaves at the services' defaults (the tests shorten
+#: them): a benchmark of the system "as `make run` starts it" drops them.
+RUN_DEFAULTS = (
+    "TRAINING_BUDGET_SECONDS",
+    "SEARCH_MAX_TRIALS",
+    "MODEL_POLL_SECONDS",
+    "POPULARITY_MERGE_SECONDS",
+)
 
 
 @dataclass
