@@ -228,45 +228,55 @@ def system(
 
 def main() -> None:
     payloads = bodies(EVENTS)
-    runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as folder:
         workdir = Path(folder)
         ephemeral = RedisServer(workdir / "ephemeral", durable=False).start()
-        server = RedisServer(workdir / "redis").start()
         try:
-            baseline = raw_xadd_rate(server.url, EVENTS)
-            with system(testing.single_tier(server), workdir / "single", ephemeral) as stack:
-                redis_pids = {"redis": server.process.pid}  # type: ignore[union-attr]
-                runs.append(measure("one shard (a single Redis)", stack, redis_pids, payloads))
+            baseline, single = one_shard(workdir, ephemeral, payloads)
+            runs = [single, *(cluster_runs(workdir, ephemeral, payloads) if WITH_CLUSTER else [])]
         finally:
-            server.stop()
-        redis.Redis.from_url(ephemeral.url).flushall()
-        if not WITH_CLUSTER:
-            ephemeral.stop()
-            report(baseline, runs)
-            return
-        cluster = RedisCluster(workdir / "cluster").start()
-        broker = RedisServer(workdir / "broker").start()
-        try:
-            tier = testing.cluster_tier(cluster, broker)
-            tier.partitions = 12
-            redis_pids = {
-                f"redis node {index}": node.process.pid  # type: ignore[union-attr]
-                for index, node in enumerate(cluster.nodes)
-            }
-            for durable, name in ((1, "as make run: WAIT for 1"), (0, "no WAIT")):
-                with system(
-                    tier, workdir / f"cluster-{durable}", ephemeral, durable_replicas=durable
-                ) as stack:
-                    label = f"3 masters + 3 replicas, {name}"
-                    runs.append(measure(label, stack, redis_pids, payloads))
-                redis.Redis.from_url(ephemeral.url).flushall()
-                cluster.flush()
-        finally:
-            broker.stop()
-            cluster.stop()
             ephemeral.stop()
     report(baseline, runs)
+
+
+def one_shard(workdir: Path, ephemeral: RedisServer, payloads: list[bytes]) -> tuple[float, Run]:
+    """The raw ``XADD`` baseline, then the system on that same single Redis."""
+    server = RedisServer(workdir / "redis").start()
+    try:
+        baseline = raw_xadd_rate(server.url, EVENTS)
+        with system(testing.single_tier(server), workdir / "single", ephemeral) as stack:
+            redis_pids = {"redis": server.process.pid}  # type: ignore[union-attr]
+            run = measure("one shard (a single Redis)", stack, redis_pids, payloads)
+    finally:
+        server.stop()
+        redis.Redis.from_url(ephemeral.url).flushall()
+    return baseline, run
+
+
+def cluster_runs(workdir: Path, ephemeral: RedisServer, payloads: list[bytes]) -> list[Run]:
+    """The system on 3 masters + 3 replicas, with the ``WAIT`` `make run` sets and without."""
+    runs = []
+    cluster = RedisCluster(workdir / "cluster").start()
+    broker = RedisServer(workdir / "broker").start()
+    try:
+        tier = testing.cluster_tier(cluster, broker)
+        tier.partitions = 12
+        redis_pids = {
+            f"redis node {index}": node.process.pid  # type: ignore[union-attr]
+            for index, node in enumerate(cluster.nodes)
+        }
+        for durable, name in ((1, "as make run: WAIT for 1"), (0, "no WAIT")):
+            with system(
+                tier, workdir / f"cluster-{durable}", ephemeral, durable_replicas=durable
+            ) as stack:
+                label = f"3 masters + 3 replicas, {name}"
+                runs.append(measure(label, stack, redis_pids, payloads))
+            redis.Redis.from_url(ephemeral.url).flushall()
+            cluster.flush()
+    finally:
+        broker.stop()
+        cluster.stop()
+    return runs
 
 
 def report(baseline: float, runs: list[Run]) -> None:
