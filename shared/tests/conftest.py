@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from recsys_shared import keys
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import ModelInfo, ModelStatus
+from recsys_shared.testing import eventually
 
 EventFactory = Callable[..., dict[str, Any]]
 ModelInfoFactory = Callable[..., ModelInfo]
@@ -48,3 +51,18 @@ def make_model_info() -> ModelInfoFactory:
         )
 
     return make
+
+
+@pytest.fixture
+async def subscriber(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client subscribed to the registry's notifications, as the recommenders have one."""
+    client = await connect(redis_url, channels=[keys.MODEL_EVENTS_CHANNEL])
+
+    async def subscribed() -> object:
+        counts = await client.execute("PUBSUB", "NUMSUB", keys.MODEL_EVENTS_CHANNEL)
+        return counts.get(keys.MODEL_EVENTS_CHANNEL)
+
+    # Subscribed once its connection is up: wait for Redis to count the subscriber.
+    await eventually(subscribed)
+    yield client
+    await client.aclose()

@@ -16,7 +16,7 @@ PER_USER: dict[str, Callable[[str], str]] = {
     "times": PARTITION.user_times,
     "meta": PARTITION.user_meta,
     "markers": PARTITION.markers,
-    "cache": keys.cache_user_prefix,
+    "cache": lambda user_id: keys.cached_lists(PARTITION, user_id),
     "records": keys.recommendations_of,
 }
 
@@ -135,7 +135,7 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         if name.isupper()
         and isinstance(value, str)
         and name not in {"PREFIX", "EVENTS_GROUP", "EVENT_FIELD"}
-        and name not in {"EXPERIMENT_DEFINITION", "EXPERIMENT_STATE"}  # hash fields
+        and name not in {"EXPERIMENT_DEFINITION", "EXPERIMENT_STATE", "CACHE_NONCE"}  # fields
         and not name.endswith(("_SUFFIX", "_FIELD"))
         and not name.startswith(
             ("DEAD_", "META_", "STAT_", "ITEM_", "MODEL_", "HIT_", "VARIANT_", "SHADOW_")
@@ -152,7 +152,7 @@ def test_every_key_constant_and_function_is_namespaced() -> None:
         keys.model_for_snapshot("1-0"),
         keys.recommendation("u", "r"),
         keys.recommendation(None, "r"),
-        keys.cache_user("u", "-", "k10"),
+        keys.cached_lists(PARTITION, "u"),
         keys.rate_limit("k", 1714564800),
         keys.experiment("7"),
         keys.Partitions(4).of("u").experiment("7"),
@@ -179,11 +179,14 @@ def test_prefixes_are_what_the_builders_start_with() -> None:
 
 
 @given(_USER_IDS, st.sampled_from(["-", "control", "b"]), st.sampled_from(["ab12", "cd34"]))
-def test_cache_keys_live_under_the_user_prefix(user_id: str, variant: str, digest: str) -> None:
-    cache_key = keys.cache_user(user_id, variant, digest)
+def test_a_users_cached_lists_share_their_partitions_slot(
+    user_id: str, variant: str, digest: str
+) -> None:
+    partition = keys.Partitions(12).of(user_id)
 
-    assert cache_key.startswith(keys.cache_user_prefix(user_id))
-    assert cache_key.endswith(f":{variant}:{digest}")
+    assert hash_tag(keys.cached_lists(partition, user_id)) == f"p{partition.number}"
+    # A list's field can never be taken for the nonce's.
+    assert keys.cache_field(variant, digest) != keys.CACHE_NONCE
 
 
 def test_user_digests_are_fixed_length_and_keep_no_id() -> None:

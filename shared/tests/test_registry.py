@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from recsys_shared import keys
 from recsys_shared.errors import Conflict, UnknownModelVersion
-from recsys_shared.redis import RedisClient, connect
+from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
-from recsys_shared.testing import eventually
 
 
 @pytest.fixture
 def registry(redis_client: RedisClient) -> ModelRegistry:
     return ModelRegistry(redis_client)
-
-
-@pytest.fixture
-async def subscriber(redis_url: str) -> AsyncIterator[RedisClient]:
-    """A client subscribed to the registry's notifications, as the recommenders have one."""
-    client = await connect(redis_url, channels=[keys.MODEL_EVENTS_CHANNEL])
-
-    async def subscribed() -> object:
-        counts = await client.execute("PUBSUB", "NUMSUB", keys.MODEL_EVENTS_CHANNEL)
-        return counts.get(keys.MODEL_EVENTS_CHANNEL)
-
-    # Subscribed once its connection is up: wait for Redis to count the subscriber.
-    await eventually(subscribed)
-    yield client
-    await client.aclose()
 
 
 async def _next_message(subscriber: RedisClient) -> str:

@@ -80,11 +80,11 @@ async def invalid_events(redis_client, partition: keys.Partition, *entries: str)
     await dead_letter(redis_client, partition, letters, cap=100)
 
 
-async def fill(redis_client, sync_redis, settings3, make_event, user: str) -> None:
+async def fill(redis_client, sync_redis, settings3, make_event, user: str, ephemeral) -> None:
     """A user as the system leaves them: events applied (and trimmed), idempotency markers,
-    drift counts, dead letters naming them."""
+    drift counts, dead letters naming them, the nonce of their cached lists."""
     partition = PARTITIONS.of(user)
-    consumer = StreamConsumer(redis_client, settings3)
+    consumer = StreamConsumer(redis_client, settings3, records=ephemeral)
     await consumer.ensure_group(partition)
     for item, kind in (("i1", EventType.LIKE), ("i2", EventType.VIEW)):
         sync_redis.xadd(
@@ -106,16 +106,16 @@ async def fill(redis_client, sync_redis, settings3, make_event, user: str) -> No
 
 def cache_entries(client: redis.Redis, user: str) -> None:
     """What the gateway and the recommenders keep of a user on the ephemeral Redis."""
-    client.set(keys.cache_user(user, "-", "q1"), "cached list")
-    client.set(keys.cache_user(user, "variant-b", "q2"), "cached list")
+    lists = {keys.cache_field("-", "q1"): "cached list", keys.cache_field("b", "q2"): "cached list"}
+    client.hset(keys.cached_lists(PARTITIONS.of(user), user), mapping=lists)
     client.set(keys.recommendation(user, "r1"), "served list")
 
 
 async def test_erasure_removes_every_trace_of_the_user_and_leaves_only_a_digest(
-    redis_client, sync_redis, settings3, make_event, eraser, ephemeral_inspector
+    redis_client, sync_redis, settings3, make_event, eraser, ephemeral, ephemeral_inspector
 ):
     for user in (ERASED, KEPT, OTHER):
-        await fill(redis_client, sync_redis, settings3, make_event, user)
+        await fill(redis_client, sync_redis, settings3, make_event, user, ephemeral)
         cache_entries(ephemeral_inspector, user)
     ephemeral_inspector.set(keys.recommendation(None, "r9"), "similar items, nobody's")
     assert ERASED in everything_in(sync_redis)
@@ -137,14 +137,14 @@ async def test_erasure_removes_every_trace_of_the_user_and_leaves_only_a_digest(
         assert sync_redis.exists(*home.user_keys(user)) == 4
         assert sync_redis.zscore(home.users, user) is not None
         assert len(sync_redis.xrange(home.dead_letters)) == 2
-        assert len(list(ephemeral_inspector.scan_iter(match=f"*{user}*"))) == 3
+        assert len(list(ephemeral_inspector.scan_iter(match=f"*{user}*"))) == 2
     assert ephemeral_inspector.exists(keys.recommendation(None, "r9"))
 
 
 async def test_erasure_is_idempotent_and_only_a_user_with_data_starts_a_new_generation(
-    redis_client, sync_redis, settings3, make_event, eraser
+    redis_client, sync_redis, settings3, make_event, eraser, ephemeral
 ):
-    await fill(redis_client, sync_redis, settings3, make_event, ERASED)
+    await fill(redis_client, sync_redis, settings3, make_event, ERASED, ephemeral)
     await eraser.erase(ERASED)
     assert sync_redis.get(keys.DATA_GENERATION) == "1"
 
@@ -187,9 +187,9 @@ async def test_erasure_matches_the_users_cached_lists_exactly(eraser, ephemeral_
 
     left = set(ephemeral_inspector.scan_iter())
     for user in ("fanx", "fan", "fan*2", "x"):
-        assert keys.cache_user(user, "-", "q1") in left
+        assert keys.cached_lists(PARTITIONS.of(user), user) in left
         assert keys.recommendation(user, "r1") in left
-    assert len(left) == 4 * 3
+    assert len(left) == 4 * 2
 
 
 async def test_lists_stored_just_after_the_erasure_are_swept_once_more(
@@ -202,7 +202,7 @@ async def test_lists_stored_just_after_the_erasure_are_swept_once_more(
     cache_entries(ephemeral_inspector, KEPT)
 
     await eventually(lambda: _nothing_of(ephemeral_inspector, ERASED), within=5)
-    assert len(list(ephemeral_inspector.scan_iter(match=f"*{KEPT}*"))) == 3
+    assert len(list(ephemeral_inspector.scan_iter(match=f"*{KEPT}*"))) == 2
     await eraser.aclose()
 
 
@@ -247,14 +247,19 @@ async def test_retention_forgets_only_users_silent_for_the_period(
     )
     await applier.apply(partition, entries, now=now)
     await invalid_events(redis_client, partition, '{"user_id": "silent"}')
+    for user in ("silent", "also-silent", "recent", "late-sender"):
+        sync_redis.hset(keys.cached_lists(partition, user), keys.cache_field("-", "q"), "list")
 
     assert await eraser.forget_silent(partition, retention_seconds=retention) == 2
 
     assert sync_redis.zrange(partition.users, 0, -1) == ["recent", "late-sender"]
     for user in ("silent", "also-silent"):
-        assert sync_redis.exists(*partition.user_keys(user)) == 0
+        assert (
+            sync_redis.exists(*partition.user_keys(user), keys.cached_lists(partition, user)) == 0
+        )
     for user in ("recent", "late-sender"):
-        assert sync_redis.exists(partition.user_items(user), partition.user_meta(user)) == 2
+        kept = (partition.user_items(user), partition.user_meta(user))
+        assert sync_redis.exists(*kept, keys.cached_lists(partition, user)) == 3
     assert sync_redis.xlen(partition.dead_letters) == 0
     drift_users = sync_redis.hgetall(partition.drift(keys.drift_hour(now)).users)
     assert set(drift_users) == {"recent", "late-sender"}

@@ -1,6 +1,6 @@
 """The response cache: never a list from an older model version or from before the user's
-latest applied event (each entry names the version and epoch it was ranked for); one
-computation for concurrent misses."""
+latest applied event (each entry names the version and the user's nonce it was ranked for);
+one computation for concurrent misses; bounded per user."""
 
 from __future__ import annotations
 
@@ -14,17 +14,43 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from gateway.cache import NO_VARIANT, ResponseCache, cached_json, query_digest
+from gateway.cache import NO_VARIANT, Lookup, ResponseCache, cached_json, query_digest
 from recsys_shared import keys
+from recsys_shared.active_version import ActiveVersion
 from recsys_shared.fastpath.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.redis import RedisClient
+from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 from recsys_shared.testing import ok_body
 from recsys_shared.testing.waiting import eventually
 
 USER = "u:1"  # a ':' in the id must not confuse the key layout
 PARTITIONS = keys.Partitions(1)
+LISTS = keys.cached_lists(PARTITIONS.of(USER), USER)  # the user's hash of cached lists
+DEFAULT_FIELD = keys.cache_field(NO_VARIANT, query_digest(RecommendationQuery()))
+
+
+def _activate(gateway: Any, store: redis.Redis, version: int) -> None:
+    """Make ``version`` the active one, and the gateway learn it (as its follower would on
+    the registry's announcement)."""
+    store.set(keys.MODEL_ACTIVE, version)
+    gateway.client.portal.call(gateway.state.reads.cache.active.refresh)
+
+
+def _renew_nonce(store: redis.Redis, lists: str = LISTS, nonce: str = "renewed") -> None:
+    """What the feature-store does around every applied batch of the user's events."""
+    store.hset(lists, keys.CACHE_NONCE, nonce)
+
+
+async def _cache(
+    client: RedisClient, active_version: int | None = None, **options: Any
+) -> ResponseCache:
+    active = ActiveVersion(ModelRegistry(client), poll_seconds=60)
+    if active_version is not None:
+        await client.execute("SET", keys.MODEL_ACTIVE, active_version)
+        await active.refresh()
+    return ResponseCache(client, PARTITIONS, active, ttl_seconds=60, **options)
 
 
 def _answer(version: int, item: str = "m1") -> Recommendations:
@@ -51,7 +77,7 @@ def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
 def test_a_second_request_is_served_from_the_cache_with_its_age(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 3)
+    _activate(gateway, store, 3)
     _serve(gateway, [_answer(3)])
 
     first = _get(gateway, client_headers)
@@ -64,8 +90,8 @@ def test_a_second_request_is_served_from_the_cache_with_its_age(
     assert second["items"] == first["items"]
     assert second["recommendation_id"] == first["recommendation_id"]
     assert len(gateway.recommender.requests) == 1
-    [entry] = store.keys(keys.cache_user_prefix(USER) + "*")
-    assert 0 < store.ttl(entry) <= gateway.settings.cache_ttl_seconds
+    assert store.hkeys(LISTS) == [DEFAULT_FIELD]
+    assert 0 < store.ttl(LISTS) <= gateway.settings.cache_ttl_seconds
 
 
 @pytest.mark.parametrize("partitions", [1, 4])
@@ -73,15 +99,13 @@ def test_a_new_event_of_the_user_makes_the_cached_list_unreachable(
     make_gateway: Any, store: redis.Redis, client_headers: dict[str, str], partitions: int
 ) -> None:
     gateway = make_gateway(event_partitions=partitions)
-    store.set(keys.MODEL_ACTIVE, 3)
+    _activate(gateway, store, 3)
     answer = [_answer(3, "before")]
     _serve(gateway, answer)
     assert _get(gateway, client_headers)["items"][0]["item_id"] == "before"
     assert _get(gateway, client_headers)["cached"] is True
 
-    # What the feature-store does per applied event of the user (in the user's partition).
-    meta = keys.Partitions(partitions).of(USER).user_meta(USER)
-    store.hincrby(meta, keys.META_EPOCH, 1)
+    _renew_nonce(store, keys.cached_lists(keys.Partitions(partitions).of(USER), USER))
     answer[0] = _answer(3, "after")
 
     body = _get(gateway, client_headers)
@@ -92,12 +116,12 @@ def test_a_new_event_of_the_user_makes_the_cached_list_unreachable(
 def test_a_new_model_version_makes_the_cached_list_unreachable(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 3)
+    _activate(gateway, store, 3)
     answer = [_answer(3)]
     _serve(gateway, answer)
     _get(gateway, client_headers)
 
-    store.set(keys.MODEL_ACTIVE, 4)
+    _activate(gateway, store, 4)
     answer[0] = _answer(4)
 
     body = _get(gateway, client_headers)
@@ -108,7 +132,7 @@ def test_a_new_model_version_makes_the_cached_list_unreachable(
 def test_a_list_from_a_replica_still_on_the_old_version_is_not_stored(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 4)
+    _activate(gateway, store, 4)
     _serve(gateway, [_answer(3)])  # the replica has not loaded version 4 yet
 
     _get(gateway, client_headers)
@@ -116,105 +140,152 @@ def test_a_list_from_a_replica_still_on_the_old_version_is_not_stored(
 
     assert body["cached"] is False
     assert body["model_version"] == 3
-    assert store.keys(keys.cache_user_prefix(USER) + "*") == []
+    assert store.exists(LISTS) == 0
 
 
 def test_fallback_lists_are_never_cached(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 3)  # every replica refuses connections: the fallback answers
+    _activate(gateway, store, 3)  # every replica refuses connections: the fallback answers
     first = _get(gateway, client_headers)
     assert first["strategy"] == "popular"
-    assert store.keys(keys.cache_user_prefix(USER) + "*") == []
+    assert store.exists(LISTS) == 0
 
 
 async def test_the_lookup_builds_the_key_the_way_keys_py_does(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
+    cache = await _cache(redis_client, active_version=7)
     query = RecommendationQuery(k=5, category="a:b")
-    inspector.set(keys.MODEL_ACTIVE, 7)
-    inspector.hset(PARTITIONS.of(USER).user_meta(USER), keys.META_EPOCH, 12)
+    _renew_nonce(inspector, nonce="n12")
 
     lookup = await cache.lookup(USER, query)
-    assert lookup.key == keys.cache_user(USER, NO_VARIANT, query_digest(query))
-    assert (lookup.version, lookup.epoch, lookup.entry) == (7, "12", None)
+    assert (lookup.key, lookup.field) == (LISTS, keys.cache_field(NO_VARIANT, query_digest(query)))
+    assert (lookup.version, lookup.nonce, lookup.entry) == (7, "n12", None)
 
     cache.store(lookup, 7, _answer(7).model_dump_json())
     await eventually(lambda: _has_entry(cache, query))
     again = await cache.lookup(USER, query)
-    assert again.entry is not None
-    body = json.loads(cached_json(again.entry))
+    body = json.loads(cached_json(again))
     assert body["model_version"] == 7
     assert body["cached"] is True
     assert 0 <= body["cache_age_seconds"] < 5
-    # The stored value names what it was ranked for: "<version>:<epoch>:<stored at>\n<JSON>".
-    assert (inspector.get(lookup.key) or "").startswith("7:12:")
+    # The stored value names what it was ranked for: "<version>:<nonce>:<stored at>\n<JSON>".
+    assert (inspector.hget(LISTS, lookup.field) or "").startswith("7:n12:")
 
 
 async def _has_entry(cache: ResponseCache, query: RecommendationQuery) -> bool:
     return (await cache.lookup(USER, query)).entry is not None
 
 
-def _entry(version: int | str, epoch: str, body: str) -> str:
-    return f"{version}:{epoch}:{time.time()!r}\n{body}"
+def _entry(version: int | str | None, nonce: str, body: str, *, age: float = 0.0) -> str:
+    return f"{version}:{nonce}:{time.time() - age!r}\n{body}"
 
 
 @pytest.mark.parametrize(
     ("stamp", "hit"),
     [
-        (("7", "12"), True),
-        (("6", "12"), False),  # ranked by an older version
-        (("70", "12"), False),  # a version that merely starts with the active one
-        (("7", "11"), False),  # ranked before the user's latest applied event
-        (("7", "1"), False),  # an epoch that is a prefix of the current one
-        (("7", "120"), False),
+        (("7", "n12"), True),
+        (("6", "n12"), False),  # ranked by an older version
+        (("70", "n12"), False),  # a version that merely starts with the active one
+        (("7", "n11"), False),  # ranked before the user's latest applied event
+        (("7", "n1"), False),  # a nonce that is a prefix of the current one
+        (("7", "n120"), False),
+        (("7", "-"), False),  # ranked before the user had a nonce
     ],
 )
-async def test_an_entry_stamped_with_another_version_or_epoch_is_a_miss(
+async def test_an_entry_stamped_with_another_version_or_nonce_is_a_miss(
     redis_client: RedisClient, inspector: redis.Redis, stamp: tuple[str, str], hit: bool
 ) -> None:
-    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
-    query = RecommendationQuery()
-    inspector.set(keys.MODEL_ACTIVE, 7)
-    inspector.hset(PARTITIONS.of(USER).user_meta(USER), keys.META_EPOCH, 12)
-    body = _answer(7).model_dump_json()
-    inspector.set(keys.cache_user(USER, NO_VARIANT, query_digest(query)), _entry(*stamp, body))
+    cache = await _cache(redis_client, active_version=7)
+    _renew_nonce(inspector, nonce="n12")
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(*stamp, _answer(7).model_dump_json()))
 
-    lookup = await cache.lookup(USER, query)
+    lookup = await cache.lookup(USER, RecommendationQuery())
 
     if hit:
-        # The stamp is cut off: what is left is "<stored at>\n<JSON>", served as it is.
-        assert lookup.entry is not None
-        assert json.loads(cached_json(lookup.entry))["recommendation_id"] == "rec-7-m1"
+        # The stamp and the time are cut off: what is left is the JSON, served as it is.
+        assert json.loads(cached_json(lookup))["recommendation_id"] == "rec-7-m1"
     else:
         assert lookup.entry is None
 
 
-async def test_an_unstamped_entry_and_a_user_without_epoch(
+async def test_an_unstamped_entry_a_user_without_nonce_and_no_active_version(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
-    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
+    cache = await _cache(redis_client)
     query = RecommendationQuery()
-    key = keys.cache_user(USER, NO_VARIANT, query_digest(query))
-    body = _answer(0).model_dump_json()
+    body = _answer(3).model_dump_json()
+    # No active version: never a hit, and nothing may be stored.
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(None, "-", body))
+    lookup = await cache.lookup(USER, query)
+    assert (lookup.version, lookup.nonce, lookup.entry) == (None, "-", None)
+
+    await redis_client.execute("SET", keys.MODEL_ACTIVE, 3)
+    await cache.active.refresh()
     # An entry in the format before the stamp ("<stored at>\n<JSON>") is never served.
-    inspector.set(key, f"{time.time()!r}\n{body}")
+    inspector.hset(LISTS, DEFAULT_FIELD, f"{time.time()!r}\n{body}")
+    assert (await cache.lookup(USER, query)).entry is None
+    # No event since the user's hash expired: no nonce, read as "-".
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(3, "-", body))
+    assert (await cache.lookup(USER, query)).entry is not None
+
+
+async def test_an_entry_older_than_the_ttl_is_a_miss_while_its_hash_lives(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    cache = await _cache(redis_client, active_version=7)
+    body = _answer(7).model_dump_json()
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(7, "-", body, age=cache.ttl_seconds + 1))
+    assert (await cache.lookup(USER, RecommendationQuery())).entry is None
+
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(7, "-", body, age=cache.ttl_seconds - 5))
+    hit = await cache.lookup(USER, RecommendationQuery())
+    assert hit.entry is not None
+    assert cache.ttl_seconds - 6 < hit.age_seconds < cache.ttl_seconds
+
+
+async def test_a_list_ranked_before_a_renewal_is_not_served_after_it_whenever_it_lands(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    cache = await _cache(redis_client, active_version=7)
+    query = RecommendationQuery()
+    _renew_nonce(inspector, nonce="before")
+    lookup = await cache.lookup(USER, query)  # the miss whose list is then computed
+
+    _renew_nonce(inspector, nonce="after")  # an event of the user applied meanwhile
+    cache.store(lookup, 7, _answer(7).model_dump_json())
+    await eventually(lambda: _stored(inspector, lookup))
+
     assert (await cache.lookup(USER, query)).entry is None
 
-    # No active version and no applied event yet read as version 0 and epoch "0".
-    inspector.set(key, _entry(0, "0", body))
-    lookup = await cache.lookup(USER, query)
-    assert (lookup.version, lookup.epoch) == (0, "0")
-    assert lookup.entry is not None
+
+async def test_a_users_hash_holds_a_bounded_number_of_lists_and_keeps_its_nonce(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    cache = await _cache(redis_client, active_version=7)
+    _renew_nonce(inspector, nonce="n1")
+    most = keys.CACHE_LISTS_PER_USER
+    for k in range(1, 2 * most + 1):
+        lookup = await cache.lookup(USER, RecommendationQuery(k=k))
+        cache.store(lookup, 7, _answer(7).model_dump_json())
+        await eventually(lambda lookup=lookup: _stored(inspector, lookup))
+        assert inspector.hlen(LISTS) <= most
+
+    assert inspector.hget(LISTS, keys.CACHE_NONCE) == "n1"
+    newest = await cache.lookup(USER, RecommendationQuery(k=2 * most))
+    assert newest.entry is not None
+
+
+async def _stored(inspector: redis.Redis, lookup: Lookup) -> bool:
+    return inspector.hexists(lookup.key, lookup.field)
 
 
 def test_a_stale_entry_is_replaced_by_the_fresh_list(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 4)
-    entry_key = keys.cache_user(USER, NO_VARIANT, query_digest(RecommendationQuery()))
-    store.set(entry_key, _entry(3, "0", _answer(3, "stale").model_dump_json()))
+    _activate(gateway, store, 4)
+    store.hset(LISTS, DEFAULT_FIELD, _entry(3, "-", _answer(3, "stale").model_dump_json()))
     _serve(gateway, [_answer(4, "fresh")])
 
     first = _get(gateway, client_headers)
@@ -222,7 +293,7 @@ def test_a_stale_entry_is_replaced_by_the_fresh_list(
 
     assert (first["cached"], first["items"][0]["item_id"]) == (False, "fresh")
     assert (second["cached"], second["items"][0]["item_id"]) == (True, "fresh")
-    assert (store.get(entry_key) or "").startswith("4:0:")
+    assert (store.hget(LISTS, DEFAULT_FIELD) or "").startswith("4:-:")
     assert len(gateway.recommender.requests) == 1
 
 
@@ -252,7 +323,7 @@ class _HoldingFirstBatch:
 def test_a_miss_after_a_change_does_not_join_a_computation_from_before_it(
     gateway: Any, store: redis.Redis, change: str
 ) -> None:
-    store.set(keys.MODEL_ACTIVE, 3)
+    _activate(gateway, store, 3)
     _serve(gateway, [_answer(3)])
     reads = gateway.state.reads
     upstream = _HoldingFirstBatch(reads.recommenders.http)
@@ -264,10 +335,10 @@ def test_a_miss_after_a_change_does_not_join_a_computation_from_before_it(
         try:
             await upstream.entered.wait()  # its list is being computed
             if change == "event":
-                meta = PARTITIONS.of(USER).user_meta(USER)
-                await reads.cache.redis.execute("HINCRBY", meta, keys.META_EPOCH, 1)
+                await reads.cache.entries.execute("HSET", LISTS, keys.CACHE_NONCE, "renewed")
             else:
-                await reads.cache.redis.execute("SET", keys.MODEL_ACTIVE, 4)
+                await reads.cache.entries.execute("SET", keys.MODEL_ACTIVE, 4)
+                await reads.cache.active.refresh()
             # A list asked after the change is computed for it, without waiting for the one
             # computed before it (a failure waits the 5 s bound, then says so).
             await asyncio.wait_for(reads.for_user(USER, query), timeout=5)
@@ -281,7 +352,7 @@ def test_a_miss_after_a_change_does_not_join_a_computation_from_before_it(
 
 
 async def test_concurrent_misses_compute_once(redis_client: RedisClient) -> None:
-    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60)
+    cache = await _cache(redis_client)
     calls = 0
 
     async def compute() -> Recommendations:
@@ -302,19 +373,19 @@ async def test_no_entry_is_stored_while_redis_is_near_its_memory_limit(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:
     guard = MemoryGuard(redis_client, high_water=0.9)
-    cache = ResponseCache(redis_client, PARTITIONS, ttl_seconds=60, memory_guard=guard)
+    cache = await _cache(redis_client, active_version=1, memory_guard=guard)
     query = RecommendationQuery(k=5)
     lookup = await cache.lookup(USER, query)
 
     guard.observe(0.95)  # as INFO memory would report it near maxmemory
     shed_before = _shed_cache_writes()
-    cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
+    cache.store(lookup, 1, _answer(1).model_dump_json())
     # Skipped, not sent: counted as shed, and nothing is in Redis.
     assert _shed_cache_writes() == shed_before + 1
     assert inspector.exists(lookup.key) == 0
 
     guard.observe(0.5)
-    cache.store(lookup, lookup.version, _answer(lookup.version).model_dump_json())
+    cache.store(lookup, 1, _answer(1).model_dump_json())
     await eventually(lambda: _has_entry(cache, query))
 
 

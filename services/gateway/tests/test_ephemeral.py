@@ -1,6 +1,6 @@
 """Cache entries, list records and rate-limit counters on a Redis of their own
-(EPHEMERAL_REDIS_URL): the lookup reads the version and the user's epoch on the main Redis and
-the entry on the other; the replicas share their request counts there; and that Redis being
+(EPHEMERAL_REDIS_URL): a lookup reads the user's nonce and the entry there, in one command;
+the replicas share their request counts there; and that Redis being
 down costs cache hits and a shared limit, not answers. (Erasing a user's entries there is the
 feature-store's: its erasure tests.)"""
 
@@ -50,22 +50,22 @@ def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
     return ok_body(gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers))
 
 
-def test_entries_live_on_the_ephemeral_redis_stamped_with_the_main_ones_version_and_epoch(
+def test_entries_and_nonces_live_on_the_ephemeral_redis(
     split: Any, store: redis.Redis, entries: redis.Redis, client_headers: dict[str, str]
 ) -> None:
-    meta = PARTITIONS.of(USER).user_meta(USER)
+    lists = keys.cached_lists(PARTITIONS.of(USER), USER)
     store.set(keys.MODEL_ACTIVE, 3)
-    store.hset(meta, keys.META_EPOCH, "12")
+    split.client.portal.call(split.state.reads.cache.active.refresh)
+    entries.hset(lists, keys.CACHE_NONCE, "n12")
 
     first, second = _get(split, client_headers), _get(split, client_headers)
 
     assert (first["cached"], second["cached"]) == (False, True)
-    [entry] = entries.keys(keys.cache_user_prefix(USER) + "*")
-    assert entry == keys.cache_user(USER, NO_VARIANT, query_digest(RecommendationQuery()))
-    assert (entries.get(entry) or "").startswith("3:12:")
-    assert store.keys(keys.cache_user_prefix(USER) + "*") == []
-    # A new event of the user (a new epoch on the main Redis) makes the entry stale.
-    store.hset(meta, keys.META_EPOCH, "13")
+    field = keys.cache_field(NO_VARIANT, query_digest(RecommendationQuery()))
+    assert (entries.hget(lists, field) or "").startswith("3:n12:")
+    assert store.keys(keys.CACHE_PREFIX + "*") == []
+    # A new event of the user (the feature-store renews the nonce) makes the entry stale.
+    entries.hset(lists, keys.CACHE_NONCE, "n13")
     assert _get(split, client_headers)["cached"] is False
 
 

@@ -27,8 +27,8 @@ def test_erasing_a_user_forwards_and_enqueues_the_artifact_rewrite(
     gateway: Any, store: redis.Redis, admin_headers: dict[str, str]
 ) -> None:
     gateway.feature_store.handler = lambda request: httpx.Response(204)
-    cached = keys.cache_user("u*1", "-", "k10")
-    store.set(cached, "{}")
+    cached = keys.cached_lists(keys.Partitions(1).of("u*1"), "u*1")
+    store.hset(cached, keys.cache_field("-", "k10"), "{}")
 
     response = gateway.client.delete("/v1/users/u*1", headers=admin_headers)
 

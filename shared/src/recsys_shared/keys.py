@@ -388,13 +388,26 @@ def recommendations_of(user_id: str) -> str:
     return RECOMMENDATION_PREFIX + user_scope(user_id)
 
 
-def cache_user_prefix(user_id: str) -> str:
-    """Every cached list of one user starts with this, so erasing a user finds them."""
-    return f"{CACHE_PREFIX}user:{user_scope(user_id)}"
+#: A user's cached lists: the field holding their nonce (renewed by the feature-store around
+#: every batch that applies an event of theirs), beside one field per list (``cache_field``).
+CACHE_NONCE = "nonce"
+#: Fields (lists of different queries or variants, and the nonce) a user's hash of cached
+#: lists holds at most: a store past it starts the hash afresh, keeping the nonce.
+CACHE_LISTS_PER_USER = 32
+#: How long a hash that holds only a nonce is kept (its user sends events, reads no lists).
+CACHE_NONCE_TTL_SECONDS = 300
 
 
-def cache_user(user_id: str, variant: str, query_digest: str) -> str:
-    """A cached list for this user, experiment variant (``-`` outside experiments) and query
-    (a digest, so a category with ':' in it cannot shift the fields). The value names the
-    model version and user epoch it was ranked for, checked on every read."""
-    return f"{cache_user_prefix(user_id)}{variant}:{query_digest}"
+def cached_lists(partition: Partition, user_id: str) -> str:
+    """Hash of one user's cached lists (``cache_field`` → entry) and their ``CACHE_NONCE``.
+    Tagged with the user's partition: the feature-store renews the nonces of a batch's users
+    (one partition) in one script, on a cluster too; erasure deletes the one key."""
+    return f"{CACHE_PREFIX}{{p{partition.number}}}:{user_scope(user_id)}"
+
+
+def cache_field(variant: str, query_digest: str) -> str:
+    """A cached list's field: experiment variant (``-`` outside experiments) and query (a
+    digest, so a category with ':' in it cannot shift the fields). Never ``CACHE_NONCE``
+    (a field always holds a ':'). The entry names the model version and the user's nonce it
+    was ranked for, checked on every read."""
+    return f"{variant}:{query_digest}"

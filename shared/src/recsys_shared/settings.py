@@ -216,6 +216,12 @@ class ServingSettings(ServiceSettings):
         description="Serve the hot read routes past FastAPI's router (recsys_shared.fastpath; "
         "identical answers, measured faster). false: every route goes through FastAPI.",
     )
+    model_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the active model version is read, a fallback for missed "
+        "announcements (recommenders load it, gateways check cached lists against it).",
+    )
     recommendation_ttl_seconds: int = Field(
         # A day: the usual click-attribution window, and a seventh of the memory of a week (one
         # record, ~350 bytes, per computed list; see docs/deploy.md).

@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 
+from feature_store.cache_nonces import CacheNonces
 from recsys_shared import keys
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists, is_experiment_id
@@ -53,9 +54,11 @@ _Served = tuple[str, int, list[Attribution]]
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch ready for the apply script: its partition and the script's arguments."""
+    """A batch ready for the apply script: its partition, its users and the script's
+    arguments."""
 
     partition: keys.Partition
+    users: Collection[str]
     args: list[str | bytes]
 
 
@@ -85,13 +88,16 @@ class EventApplier:
         half_life_days: float,
         records: RedisClient | None = None,
         experiment_lists: ExperimentLists | None = None,
+        nonces: CacheNonces | None = None,
     ) -> None:
         """``records`` is where the served-list records are (the ephemeral Redis, when the
         system has one), read to attribute events; ``client`` by default. Experiments'
-        lists are read from ``experiment_lists`` (none: not attributed to experiments)."""
+        lists are read from ``experiment_lists`` (none: not attributed to experiments).
+        ``nonces`` makes the lists cached for a batch's users stale (none: no cache)."""
         self.redis = client
         self.records = records or client
         self.experiment_lists = experiment_lists
+        self.nonces = nonces
         self.history_cap = history_cap
         self.half_life_seconds = half_life_days * 86_400
 
@@ -137,18 +143,25 @@ class EventApplier:
         low, high = min_max_ids([stream_id for stream_id, _ in entries])
         return PreparedBatch(
             partition,
+            digests.keys(),
             # pydantic-core's encoder: a fifth of the stdlib's time for these float-heavy rows,
             # the same shortest round-trip digits.
             [json.dumps(self._layout(partition, now, low, high)), to_json(batch)],
         )
 
     async def run(self, prepared: PreparedBatch | None) -> ApplyResult:
-        """Apply a prepared batch and acknowledge its entries, atomically (one script)."""
+        """Apply a prepared batch and acknowledge its entries, atomically (one script); the
+        lists cached for its users are made stale before it and after it."""
         if prepared is None:
             return ApplyResult(0, 0)
-        applied, redelivered, erased = await self.redis.run(
-            APPLY, keys=[prepared.partition.events], args=prepared.args
+        partition = prepared.partition
+        if self.nonces is not None:
+            await self.nonces.before(partition, prepared.users)
+        applied, redelivered, erased, users = await self.redis.run(
+            APPLY, keys=[partition.events], args=prepared.args
         )
+        if self.nonces is not None:
+            await self.nonces.after(partition, users)
         return ApplyResult(int(applied), int(redelivered), int(erased))
 
     def _layout(

@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from feature_store import metrics
 from feature_store.applier import EventApplier, PreparedBatch
+from feature_store.cache_nonces import CacheNonces
 from feature_store.config import Settings
 from feature_store.dead_letters import DeadLetter, dead_letter
 from recsys_shared import keys
@@ -229,6 +230,7 @@ class StreamConsumer:
             half_life_days=settings.popularity_half_life_days,
             records=records,
             experiment_lists=ExperimentLists(client, settings.partitions),
+            nonces=CacheNonces(records or client),
         )
         # A blocking read must end before the command timeout, or every idle read is an error.
         self.block_ms = min(

@@ -96,9 +96,10 @@ class Eraser:
     async def _sweep(self, user_id: str) -> None:
         """The user's cached lists and served-list records, off the ephemeral Redis, and the
         lists experiments served them (a record ranked before the erasure may land after)."""
-        for prefix in (keys.cache_user_prefix(user_id), keys.recommendations_of(user_id)):
-            await self._delete_matching(prefix)
-        await self.redis.execute("DEL", self.partitions.of(user_id).user_lists(user_id))
+        partition = self.partitions.of(user_id)
+        await self.ephemeral.execute("DEL", keys.cached_lists(partition, user_id))
+        await self._delete_matching(keys.recommendations_of(user_id))
+        await self.redis.execute("DEL", partition.user_lists(user_id))
 
     async def _sweep_later(self, user_id: str) -> None:
         await asyncio.sleep(self.resweep_seconds)
@@ -135,6 +136,10 @@ class Eraser:
             for user_id in silent:
                 args += [user_id, ""]
             forgotten += int(await self.redis.run(FORGET_USERS, keys=[partition.users], args=args))
+            # Their cached lists too (a user who reads lists may send no events).
+            await self.ephemeral.execute(
+                "DEL", *(keys.cached_lists(partition, user_id) for user_id in silent)
+            )
             if len(silent) < FORGET_BATCH:
                 break
         if forgotten:

@@ -48,3 +48,8 @@ HOUSEKEEPING_FAILURES = Counter(
 USERS_FORGOTTEN = Counter(
     "recsys_users_forgotten_total", "Users forgotten after the retention period of silence."
 )
+CACHE_NONCE_FAILURES = Counter(
+    "recsys_cache_nonce_failures_total",
+    "Renewals of users' cache nonces that failed around a batch: lists cached for them before "
+    "it may be served until they expire (CACHE_TTL_SECONDS).",
+)

@@ -1,11 +1,14 @@
-"""The response cache for user recommendations.
+"""The response cache for user recommendations: a hit is one Redis command.
 
-An entry is keyed by the user, the experiment variant and the query, and its value names the
-model version that ranked the list and the user's epoch (bumped by the feature-store with every
-applied event of the user): a lookup reads the active version, the user's epoch and the entry in
-one round trip (two concurrent ones when the entries live on the ephemeral Redis), and uses the
-entry only if both still match. A new version or a new event makes the old entry stale at once;
-nothing is invalidated by hand, a fresher list overwrites it, and entries expire with a TTL.
+A user's cached lists live in one hash (``keys.cached_lists``, on the ephemeral Redis when
+there is one): a field per experiment variant and query, and the user's *nonce*, which the
+feature-store renews around every batch that applies an event of the user
+(``feature_store.cache_nonces``). An entry is stamped with the model version that ranked it
+and the nonce its lookup saw; a lookup reads the nonce and the entry with one ``HMGET`` and
+uses the entry only if the stamp still matches the active version (followed in process, see
+``recsys_shared.active_version``) and the nonce. A new version or a new event makes the old
+entries stale at once; nothing is invalidated by hand, a fresher list overwrites an entry, and
+the hash expires with a TTL.
 
 Only lists ranked by the version the lookup saw are stored: a replica still serving the previous
 version, or any fallback, never fills an entry that the current version's readers would get.
@@ -14,6 +17,7 @@ version, or any fallback, never fills an entry that the current version's reader
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -23,29 +27,36 @@ from typing import Any, TypeVar, cast
 
 from gateway import metrics
 from recsys_shared import keys
+from recsys_shared.active_version import ActiveVersion
 from recsys_shared.background import fire_and_forget
-from recsys_shared.errors import StoreUnavailable
+from recsys_shared.errors import StoreError, StoreUnavailable
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.redis import RedisClient
+from recsys_shared.redis import LuaScript, RedisClient
 from recsys_shared.schemas import RecommendationQuery
 
 T = TypeVar("T")
 #: No experiment variant: the active version's lists.
 NO_VARIANT = "-"
+#: The stamp's nonce while the user's hash holds none (no event of theirs since it expired).
+NO_NONCE = "-"
+STORE = LuaScript.load(__package__, "lua/cache_store.lua")
 
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
     key: str
-    version: int
-    epoch: str
-    entry: str | None
+    field: str
+    version: int | None  # None: nothing may be stored (no active version, or Redis away)
+    nonce: str
+    entry: str | None = None  # a hit: the stored list's JSON
+    age_seconds: float = 0.0
 
 
-def _stamp(version: int, epoch: str) -> str:
-    return f"{version}:{epoch}:"
+def _stamp(version: int | None, nonce: str) -> str:
+    return f"{version}:{nonce}:"
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of distinct queries, each asked again and again
 def query_digest(query: RecommendationQuery) -> str:
     return hashlib.blake2b(query.cache_fragment().encode(), digest_size=8).hexdigest()
 
@@ -55,21 +66,20 @@ _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.la
 
 
 class ResponseCache:
-    """Entries live on ``entries`` (the ephemeral Redis when there is one); ``client`` holds
-    the active version and the users' epochs."""
-
     def __init__(
         self,
-        client: RedisClient,
+        entries: RedisClient,
         partitions: keys.Partitions,
+        active: ActiveVersion,
         *,
         ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
-        entries: RedisClient | None = None,
     ) -> None:
-        self.redis = client
+        """``entries``: where the users' hashes live; ``active``: the version lists must be
+        ranked by (outside experiments)."""
+        self.entries = entries
         self.partitions = partitions
-        self.entries = entries or client
+        self.active = active
         self.ttl_seconds = ttl_seconds
         self.memory_guard = memory_guard
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
@@ -83,32 +93,29 @@ class ResponseCache:
         pinned_version: int | None = None,
     ) -> Lookup:
         """The entry for the user's list, if still valid. An experiment variant's entries
-        (``variant``) are checked against the version it pins, not the active one."""
-        key = keys.cache_user(user_id, variant, query_digest(query))
-        epoch_read = ("HGET", self.partitions.of(user_id).user_meta(user_id), keys.META_EPOCH)
-        state = [("GET", keys.MODEL_ACTIVE), epoch_read] if pinned_version is None else [epoch_read]
-        if self.entries is self.redis:
-            *found, raw = await self.redis.execute_many([*state, ("GET", key)])
-        else:
-            found, raw = await asyncio.gather(self.redis.execute_many(state), self._entry(key))
-        version, epoch = found if pinned_version is None else (pinned_version, found[0])
-        lookup = Lookup(key=key, version=int(version or 0), epoch=epoch or "0", entry=None)
-        stamp = _stamp(lookup.version, lookup.epoch)
-        if raw is not None and raw.startswith(stamp):
-            _HITS.inc()
-            return Lookup(lookup.key, lookup.version, lookup.epoch, raw[len(stamp) :])
+        (``variant``) are checked against the version it pins, not the active one. Redis
+        not answering is a miss that stores nothing: losing the cache costs a recomputed
+        list, not the request."""
+        key = keys.cached_lists(self.partitions.of(user_id), user_id)
+        field = keys.cache_field(variant, query_digest(query))
+        version = self.active.current if pinned_version is None else pinned_version
+        try:
+            nonce, raw = await self.entries.execute("HMGET", key, keys.CACHE_NONCE, field)
+        except (StoreUnavailable, StoreError) as error:
+            metrics.UPSTREAM_ERRORS.labels("cache", type(error).__name__).inc()
+            _MISSES.inc()
+            return Lookup(key, field, None, NO_NONCE)
+        lookup = Lookup(key, field, version, nonce or NO_NONCE)
+        stamp = _stamp(version, lookup.nonce)
+        if version is not None and raw is not None and raw.startswith(stamp):
+            # "<stored at>\n<the list's JSON>" after the stamp
+            stored_at, _, body = raw[len(stamp) :].partition("\n")
+            age = max(time.time() - float(stored_at), 0.0)
+            if age <= self.ttl_seconds:  # the hash outlives an entry when others refresh it
+                _HITS.inc()
+                return Lookup(key, field, version, lookup.nonce, body, age)
         _MISSES.inc()
         return lookup
-
-    async def _entry(self, key: str) -> str | None:
-        """The entry from the ephemeral Redis; a miss if it cannot answer (losing it costs a
-        recomputed list, not the request)."""
-        try:
-            entry: str | None = await self.entries.execute("GET", key)
-        except StoreUnavailable as error:
-            metrics.UPSTREAM_ERRORS.labels("ephemeral-redis", type(error).__name__).inc()
-            return None
-        return entry
 
     def store(self, lookup: Lookup, model_version: int | None, body: str) -> None:
         """Keep ``body`` (a list's JSON) if the version the lookup saw ranked it.
@@ -117,13 +124,22 @@ class ResponseCache:
         costs only a later miss. Skipped while Redis is near its memory limit (see
         :mod:`recsys_shared.memory_guard`).
         """
-        if model_version is None or model_version != lookup.version:
+        if lookup.version is None or model_version != lookup.version:
             return
         if self.memory_guard is not None and self.memory_guard.shed("cache"):
             return
-        # "<version>:<epoch>:<stored at>\n<the response JSON>": served back as it is.
-        entry = f"{_stamp(lookup.version, lookup.epoch)}{time.time()!r}\n{body}"
-        stored = self.entries.execute("SET", lookup.key, entry, "EX", self.ttl_seconds)
+        entry = f"{_stamp(lookup.version, lookup.nonce)}{time.time()!r}\n{body}"
+        stored = self.entries.run(
+            STORE,
+            keys=[lookup.key],
+            args=[
+                lookup.field,
+                entry,
+                self.ttl_seconds,
+                keys.CACHE_NONCE,
+                keys.CACHE_LISTS_PER_USER,
+            ],
+        )
         fire_and_forget(stored, _count_failure)
 
     async def single_flight(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
@@ -157,10 +173,9 @@ def _count_failure(error: BaseException) -> None:
 _FRESH_SUFFIX = '"cached":false,"cache_age_seconds":null}'
 
 
-def cached_json(entry: str) -> str:
-    """A stored entry as a response body: marked as cached, with its age."""
-    stored_at, _, body = entry.partition("\n")
-    age = round(max(time.time() - float(stored_at), 0.0), 3)
+def cached_json(lookup: Lookup) -> str:
+    """A hit's list as a response body: marked as cached, with its age."""
+    body, age = lookup.entry or "", round(lookup.age_seconds, 3)
     if body.endswith(_FRESH_SUFFIX):
         return f'{body[: -len(_FRESH_SUFFIX)]}"cached":true,"cache_age_seconds":{age}}}'
     parsed: dict[str, Any] = json.loads(body)  # written by an older gateway: the slow way

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -32,7 +34,10 @@ from gateway.routes import (
 from gateway.serving import ReadService
 from gateway.task_queue import TaskQueue
 from recsys_shared import web
+from recsys_shared.active_version import ActiveVersion, announcements
+from recsys_shared.background import stop_tasks
 from recsys_shared.durability import check_durability
+from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.fastpath.http_client import HttpClient
 from recsys_shared.read_path import start_read_path
@@ -84,6 +89,22 @@ async def _clients(
             else main
         ),
     }
+
+
+async def _active_version(
+    settings: Settings, stack: AsyncExitStack, registry: ModelRegistry
+) -> ActiveVersion:
+    """The active version, followed in process (the cache checks every hit against it)."""
+    active = ActiveVersion(
+        registry,
+        poll_seconds=settings.model_poll_seconds,
+        notifications=await announcements(settings, stack),
+    )
+    with contextlib.suppress(StoreUnavailable):
+        await active.refresh()  # cache hits from the first request if Redis answers
+    follower = asyncio.create_task(active.follow(), name="active-version")
+    stack.push_async_callback(stop_tasks, follower)
+    return active
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -161,14 +182,14 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     limiter.start()
     stack.push_async_callback(limiter.stop)
     reader = read_path.features
+    registry = ModelRegistry(main)
     cache = ResponseCache(
-        main,
+        ephemeral,
         settings.partitions,
+        await _active_version(settings, stack, registry),
         ttl_seconds=settings.cache_ttl_seconds,
         memory_guard=read_path.shedding_guard,
-        entries=ephemeral,
     )
-    registry = ModelRegistry(main)
     experiment_runtime = ExperimentRuntime(
         ExperimentStore(main, settings.partitions),
         registry,

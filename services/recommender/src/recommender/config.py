@@ -12,11 +12,6 @@ from recsys_shared.settings import ServingSettings
 
 class Settings(ServingSettings):
     service_name: str = "recommender"
-    model_poll_seconds: float = Field(
-        default=2.0,
-        gt=0,
-        description="Registry poll interval, a fallback for missed notifications.",
-    )
     model_memory_limit_mb: int = Field(
         default=4096,
         ge=64,

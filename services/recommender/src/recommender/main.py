@@ -16,14 +16,14 @@ from recommender.model_store import ModelHolder
 from recommender.routes import model, recommendations
 from recommender.service import RecommendationService
 from recommender.variants import VariantModels
-from recsys_shared import keys, web
+from recsys_shared import web
+from recsys_shared.active_version import announcements
 from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.background import stop_tasks
 from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
-from recsys_shared.redis import connect
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
@@ -49,13 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             read_path = await start_read_path(settings, stack)
             client = read_path.main
-            notifications = await connect(
-                settings.redis_dsn,
-                command_timeout=settings.redis_timeout_seconds,
-                name="recommender-notifications",
-                channels=[keys.MODEL_EVENTS_CHANNEL],
-            )
-            stack.push_async_callback(notifications.aclose)
+            notifications = await announcements(settings, stack)
             holder = ModelHolder(
                 client,
                 ArtifactStore(settings.artifact_url),

@@ -23,6 +23,7 @@ from scipy.sparse import csr_matrix
 
 from recommender import metrics
 from recommender.recipes import ColdStartParts, cold_start_parts, item_item_arrays
+from recsys_shared.active_version import follow_announcements
 from recsys_shared.artifacts import (
     IDS_FILE,
     MODEL_FILE,
@@ -31,8 +32,6 @@ from recsys_shared.artifacts import (
     ItemItemArrays,
     load_npz,
 )
-from recsys_shared.background import repeat
-from recsys_shared.errors import StoreUnavailable
 from recsys_shared.foldin import (
     ConfidenceWeighting,
     als_negatives,
@@ -309,22 +308,9 @@ class ModelHolder:
 
     async def watch(self) -> None:
         """Run forever: refresh on every notification, and at least every ``poll_seconds``."""
-        await repeat(
+        await follow_announcements(
             self.refresh,
-            pause=self._next_notification,
-            survives=(StoreUnavailable,),
-            on_error=lambda error: log.warning("model watcher waiting for redis: %s", error.detail),
+            notifications=self.notifications,
+            poll_seconds=self.poll_seconds,
+            what="model watcher",
         )
-
-    async def _next_notification(self) -> None:
-        """Until a version is announced, or ``poll_seconds`` pass."""
-        if self.notifications is None:
-            await asyncio.sleep(self.poll_seconds)
-            return
-        try:
-            async with asyncio.timeout(self.poll_seconds):
-                await self.notifications.next_message()
-        except TimeoutError:
-            return
-        except StoreUnavailable:
-            await asyncio.sleep(self.poll_seconds)

@@ -12,8 +12,9 @@ problem is the one every other route answers with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl
 
 from fastapi import Request
@@ -25,6 +26,8 @@ from recsys_shared.schemas import Identifier
 Model = TypeVar("Model", bound=BaseModel)
 
 _IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+#: Distinct query strings whose validated model is kept (least recently used go first).
+QUERY_STRINGS_KEPT = 4096
 
 
 def path_identifier(request: Request, name: str) -> str:
@@ -38,9 +41,22 @@ def path_identifier(request: Request, name: str) -> str:
 
 def query_model(request: Request, model: type[Model]) -> Model:
     """The query string as ``model``: its fields by name, the last value of a repeated one,
-    unknown names ignored (as FastAPI does)."""
+    unknown names ignored (as FastAPI does). A frozen model is validated once per distinct
+    query string (clients repeat a handful of them), and shared."""
+    raw: bytes = request.scope["query_string"]
+    if model.model_config.get("frozen"):
+        return cast(Model, _frozen_query(model, raw))
+    return _parsed_query(model, raw)
+
+
+@functools.lru_cache(maxsize=QUERY_STRINGS_KEPT)
+def _frozen_query(model: type[Model], raw: bytes) -> Model:
+    return _parsed_query(model, raw)  # an invalid one raises, and is not kept
+
+
+def _parsed_query(model: type[Model], raw: bytes) -> Model:
     # Parsed as Starlette parses it, without building its multi-dict.
-    pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
     wanted = model.model_fields
     try:
         return model.model_validate({name: value for name, value in pairs if name in wanted})

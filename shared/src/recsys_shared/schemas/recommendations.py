@@ -92,7 +92,10 @@ class ServedList(BaseModel):
 
 
 class RecommendationQuery(BaseModel):
-    """The query part of a recommendation request, shared by the gateway and the recommender."""
+    """The query part of a recommendation request, shared by the gateway and the recommender.
+    Frozen: a validated query is shared by the requests that send the same query string."""
+
+    model_config = ConfigDict(frozen=True)
 
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return")
     offset: int = Field(

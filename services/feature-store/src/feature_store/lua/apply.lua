@@ -12,7 +12,7 @@
 -- ARGV[2]: the batch, JSON: [[stream id, user, item, weight, ts, is_rating, popularity step,
 --          event type, serving version or '' (attributed events), hit 0/1, received_at,
 --          user digest, [[experiment, variant, on the list 0/1, purchase 0/1], ...]], ...]
--- Returns {applied, redelivered, erased}.
+-- Returns {applied, redelivered, erased, the users whose events were applied}.
 local L = cjson.decode(ARGV[1])
 local batch = cjson.decode(ARGV[2])
 local stream = KEYS[1]
@@ -128,8 +128,9 @@ end
 in_chunks({'XACK', stream, L.group}, acknowledged)
 
 -- Per user and per item once a batch, not once an event: the same result, fewer commands.
-local last_heard = {}
+local last_heard, applied_users = {}, {}
 for user, count in pairs(touched) do
+  applied_users[#applied_users + 1] = user
   if grown[user] then
     local items_key = L.user_prefix .. user .. L.items_suffix
     local times_key = L.user_prefix .. user .. L.times_suffix
@@ -179,4 +180,4 @@ redis.call('HINCRBY', L.stats, L.redelivered_field, redelivered)
 if erased > 0 then redis.call('HINCRBY', L.stats, L.erased_field, erased) end
 redis.call('INCRBY', L.second, applied)
 redis.call('EXPIRE', L.second, L.second_ttl)
-return {applied, redelivered, erased}
+return {applied, redelivered, erased, applied_users}
