@@ -114,3 +114,16 @@ async def test_with_the_cache_redis_down_events_still_apply_and_the_failure_is_c
 
 def _nonce_failures() -> float:
     return REGISTRY.get_sample_value("recsys_cache_nonce_failures_total") or 0.0
+
+
+async def test_a_partitions_renewals_after_batches_run_one_at_a_time_in_the_background(
+    ephemeral: RedisClient, lists
+) -> None:
+    nonces = CacheNonces(ephemeral)
+
+    await nonces.after(P0, ["reader"])
+    await nonces.after(P0, ["bystander"])  # waits for the first before it starts
+
+    assert set(lists.hkeys(lists_of("reader"))) == {keys.CACHE_NONCE}
+    await nonces.settle()
+    assert set(lists.hkeys(lists_of("bystander"))) == {keys.CACHE_NONCE}

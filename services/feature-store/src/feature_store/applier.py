@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -54,11 +54,9 @@ _Served = tuple[str, int, list[Attribution]]
 
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
-    """A batch ready for the apply script: its partition, its users and the script's
-    arguments."""
+    """A batch ready for the apply script: its partition and the script's arguments."""
 
     partition: keys.Partition
-    users: Collection[str]
     args: list[str | bytes]
 
 
@@ -109,14 +107,23 @@ class EventApplier:
     async def apply(
         self, partition: keys.Partition, entries: list[tuple[str, StoredEvent]], *, now: float
     ) -> ApplyResult:
-        """Apply (stream id, event) pairs of one partition and acknowledge them, atomically."""
-        return await self.run(await self.prepare(partition, entries, now=now))
+        """Apply (stream id, event) pairs of one partition and acknowledge them, atomically;
+        the lists cached for their users are stale when this returns."""
+        result = await self.run(await self.prepare(partition, entries, now=now))
+        await self.settle()
+        return result
+
+    async def settle(self) -> None:
+        """Wait for the cache renewals still running after the batches applied so far."""
+        if self.nonces is not None:
+            await self.nonces.settle()
 
     async def prepare(
         self, partition: keys.Partition, entries: list[tuple[str, StoredEvent]], *, now: float
     ) -> PreparedBatch | None:
         """What :meth:`run` sends: this process's share of the work (attribution reads, the
-        script's arguments), done apart so that it can overlap an earlier batch's script."""
+        script's arguments, the lists cached for the batch's users made stale), done apart so
+        that it can overlap an earlier batch's script."""
         if not entries:
             return None
         served = await self._served_by(entries)
@@ -141,27 +148,25 @@ class EventApplier:
             for stream_id, event in entries
         ]
         low, high = min_max_ids([stream_id for stream_id, _ in entries])
+        if self.nonces is not None:
+            await self.nonces.before(partition, digests.keys())
         return PreparedBatch(
             partition,
-            digests.keys(),
             # pydantic-core's encoder: a fifth of the stdlib's time for these float-heavy rows,
             # the same shortest round-trip digits.
             [json.dumps(self._layout(partition, now, low, high)), to_json(batch)],
         )
 
     async def run(self, prepared: PreparedBatch | None) -> ApplyResult:
-        """Apply a prepared batch and acknowledge its entries, atomically (one script); the
-        lists cached for its users are made stale before it and after it."""
+        """Apply a prepared batch and acknowledge its entries, atomically (one script), then
+        start making the lists cached for its users stale once more (see ``cache_nonces``)."""
         if prepared is None:
             return ApplyResult(0, 0)
-        partition = prepared.partition
-        if self.nonces is not None:
-            await self.nonces.before(partition, prepared.users)
         applied, redelivered, erased, users = await self.redis.run(
-            APPLY, keys=[partition.events], args=prepared.args
+            APPLY, keys=[prepared.partition.events], args=prepared.args
         )
         if self.nonces is not None:
-            await self.nonces.after(partition, users)
+            await self.nonces.after(prepared.partition, users)
         return ApplyResult(int(applied), int(redelivered), int(erased))
 
     def _layout(

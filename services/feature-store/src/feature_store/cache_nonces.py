@@ -8,10 +8,15 @@ after it, so a list computed while the batch was being applied (stamped with the
 nonce) is not served either. A renewal that fails is logged and counted, and the batch is
 applied anyway: the cache must not hold events back, and the lists it leaves valid expire with
 the cache's TTL.
+
+Neither renewal holds up the events: the consumer renews before a batch while Redis still
+applies the one ahead of it, and the renewal after a batch runs in the background while the
+next batch is read (at most one per partition in flight: the next waits for it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Collection
@@ -30,12 +35,28 @@ class CacheNonces:
     def __init__(self, client: RedisClient) -> None:
         """``client``: where the cached lists live (the ephemeral Redis, when there is one)."""
         self.redis = client
+        self._after: dict[int, asyncio.Task[None]] = {}
 
     async def before(self, partition: keys.Partition, users: Collection[str]) -> None:
+        """Renew now: the lists cached for ``users`` are stale when this returns."""
         await self._renew(partition, users, "before")
 
     async def after(self, partition: keys.Partition, users: Collection[str]) -> None:
-        await self._renew(partition, users, "after")
+        """Start renewing in the background, once the partition's previous renewal is done;
+        :meth:`settle` waits for it."""
+        previous = self._after.pop(partition.number, None)
+        if previous is not None:
+            await previous
+        if users:
+            self._after[partition.number] = asyncio.create_task(
+                self._renew(partition, users, "after")
+            )
+
+    async def settle(self) -> None:
+        """Wait for the renewals still running (at shutdown, and for a caller that reads the
+        cache right after a batch)."""
+        running, self._after = list(self._after.values()), {}
+        await asyncio.gather(*running)
 
     async def _renew(self, partition: keys.Partition, users: Collection[str], when: str) -> None:
         if not users:

@@ -259,6 +259,7 @@ class StreamConsumer:
                 *(reader.run(client) for reader, client in zip(self.readers, clients, strict=True))
             )
         finally:
+            await self.applier.settle()  # the last batches' cache renewals, before we stop
             for client in clients:
                 await client.aclose()
 
@@ -280,8 +281,11 @@ class StreamConsumer:
         self._groups_ready.discard(partition.number)
 
     async def process(self, partition: keys.Partition, entries: list[Entry]) -> None:
-        """Apply a batch of entries read from ``partition`` (and dead-letter the bad ones)."""
+        """Apply a batch of entries read from ``partition`` (and dead-letter the bad ones),
+        on its own: its cache renewals are done too when this returns (the read-ahead loop
+        lets them run on while it reads)."""
         await self.commit(await self.prepare(partition, entries))
+        await self.applier.settle()
 
     async def prepare(self, partition: keys.Partition, entries: list[Entry]) -> ParsedBatch:
         """The Python share of a batch: parsing, attribution reads, the script's arguments."""
