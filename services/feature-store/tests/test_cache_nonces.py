@@ -1,6 +1,6 @@
 """Applying a batch renews its users' cache nonces on the Redis that holds the cached lists,
-before and after the apply script; only users whose events were applied get a hash; a Redis
-that does not answer costs stale lists until they expire, never an event."""
+after the apply script, in the background; only users whose events were applied get a hash; a
+Redis that does not answer costs stale lists until they expire, never an event."""
 
 from __future__ import annotations
 
@@ -74,19 +74,6 @@ async def test_every_batch_brings_a_nonce_not_seen_before(
     assert len(seen) == 4
 
 
-async def test_renewing_before_a_batch_touches_only_hashes_that_exist(
-    ephemeral: RedisClient, lists
-) -> None:
-    await CacheNonces(ephemeral).before(P0, ["reader", "nobody-yet"])
-
-    reader = lists.hgetall(lists_of("reader"))
-    assert reader[LIST_FIELD] == "a list"  # stale now: stamped with the old nonce
-    assert reader[keys.CACHE_NONCE] != "old"
-    assert lists.ttl(lists_of("reader")) > 0  # the hash keeps its TTL
-    # No hash, no list to make stale: none is made (the renewal after the batch makes it).
-    assert lists.exists(lists_of("nobody-yet")) == 0
-
-
 async def test_an_erased_users_dropped_events_make_no_hash_for_them(
     applier, redis_client, ephemeral, lists, stream, make_event
 ) -> None:
@@ -109,7 +96,7 @@ async def test_with_the_cache_redis_down_events_still_apply_and_the_failure_is_c
 
     assert result.applied == 1
     assert sync_redis.hexists(P0.user_items("reader"), "i1")
-    assert _nonce_failures() == failures + 2  # before and after the batch
+    assert _nonce_failures() == failures + 1
 
 
 def _nonce_failures() -> float:
@@ -121,8 +108,8 @@ async def test_a_partitions_renewals_after_batches_run_one_at_a_time_in_the_back
 ) -> None:
     nonces = CacheNonces(ephemeral)
 
-    await nonces.after(P0, ["reader"])
-    await nonces.after(P0, ["bystander"])  # waits for the first before it starts
+    await nonces.renew(P0, ["reader"])
+    await nonces.renew(P0, ["bystander"])  # waits for the first before it starts
 
     assert set(lists.hkeys(lists_of("reader"))) == {keys.CACHE_NONCE}
     await nonces.settle()

@@ -39,7 +39,7 @@ def _activate(gateway: Any, store: redis.Redis, version: int) -> None:
 
 
 def _renew_nonce(store: redis.Redis, lists: str = LISTS, nonce: str = "renewed") -> None:
-    """What the feature-store does around every applied batch of the user's events."""
+    """What the feature-store does after every applied batch of the user's events."""
     store.hset(lists, keys.CACHE_NONCE, nonce)
 
 

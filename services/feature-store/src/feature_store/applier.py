@@ -122,8 +122,7 @@ class EventApplier:
         self, partition: keys.Partition, entries: list[tuple[str, StoredEvent]], *, now: float
     ) -> PreparedBatch | None:
         """What :meth:`run` sends: this process's share of the work (attribution reads, the
-        script's arguments, the lists cached for the batch's users made stale), done apart so
-        that it can overlap an earlier batch's script."""
+        script's arguments), done apart so that it can overlap an earlier batch's script."""
         if not entries:
             return None
         served = await self._served_by(entries)
@@ -148,8 +147,6 @@ class EventApplier:
             for stream_id, event in entries
         ]
         low, high = min_max_ids([stream_id for stream_id, _ in entries])
-        if self.nonces is not None:
-            await self.nonces.before(partition, digests.keys())
         return PreparedBatch(
             partition,
             # pydantic-core's encoder: a fifth of the stdlib's time for these float-heavy rows,
@@ -159,14 +156,14 @@ class EventApplier:
 
     async def run(self, prepared: PreparedBatch | None) -> ApplyResult:
         """Apply a prepared batch and acknowledge its entries, atomically (one script), then
-        start making the lists cached for its users stale once more (see ``cache_nonces``)."""
+        start making the lists cached for its users stale (see ``cache_nonces``)."""
         if prepared is None:
             return ApplyResult(0, 0)
         applied, redelivered, erased, users = await self.redis.run(
             APPLY, keys=[prepared.partition.events], args=prepared.args
         )
         if self.nonces is not None:
-            await self.nonces.after(prepared.partition, users)
+            await self.nonces.renew(prepared.partition, users)
         return ApplyResult(int(applied), int(redelivered), int(erased))
 
     def _layout(

@@ -1,17 +1,18 @@
 """Making users' cached lists stale when their events are applied (see ``gateway.cache``).
 
 Every user's cached lists share a hash with the user's *nonce*; a gateway serves an entry only
-while the nonce it was stamped with is still there. The applier renews the nonces of a batch's
-users twice (``lua/renew_nonces.lua``, one script per batch on the partition's slot): before
-the apply script, so the lists cached before the batch are stale before its events count, and
-after it, so a list computed while the batch was being applied (stamped with the first new
-nonce) is not served either. A renewal that fails is logged and counted, and the batch is
-applied anyway: the cache must not hold events back, and the lists it leaves valid expire with
-the cache's TTL.
+while the nonce it was stamped with is still there. Once a batch is applied, the applier
+renews the nonces of its users (``lua/renew_nonces.lua``, one script per batch on the
+partition's slot): each user's hash is replaced by one holding only a new nonce, so no list
+stamped before the renewal is served again, whether it was cached before the batch or ranked
+while it was applied and stored late.
 
-Neither renewal holds up the events: the consumer renews before a batch while Redis still
-applies the one ahead of it, and the renewal after a batch runs in the background while the
-next batch is read (at most one per partition in flight: the next waits for it).
+The renewal runs in the background while the consumer reads and applies the next batch (at
+most one per partition in flight: the next waits for it), so the cache costs the events no
+latency; a list cached before a batch may be served for the few milliseconds between the
+batch's script and its renewal, well inside the freshness target. A renewal that fails is
+logged and counted, and the events stay applied: the cache must not hold events back, and the
+lists it leaves valid expire with the cache's TTL.
 """
 
 from __future__ import annotations
@@ -35,40 +36,32 @@ class CacheNonces:
     def __init__(self, client: RedisClient) -> None:
         """``client``: where the cached lists live (the ephemeral Redis, when there is one)."""
         self.redis = client
-        self._after: dict[int, asyncio.Task[None]] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
 
-    async def before(self, partition: keys.Partition, users: Collection[str]) -> None:
-        """Renew now: the lists cached for ``users`` are stale when this returns."""
-        await self._renew(partition, users, "before")
-
-    async def after(self, partition: keys.Partition, users: Collection[str]) -> None:
-        """Start renewing in the background, once the partition's previous renewal is done;
-        :meth:`settle` waits for it."""
-        previous = self._after.pop(partition.number, None)
+    async def renew(self, partition: keys.Partition, users: Collection[str]) -> None:
+        """Start renewing the nonces of ``users`` (a batch's, applied) in the background, once
+        the partition's previous renewal is done; :meth:`settle` waits for it."""
+        previous = self._running.pop(partition.number, None)
         if previous is not None:
             await previous
         if users:
-            self._after[partition.number] = asyncio.create_task(
-                self._renew(partition, users, "after")
-            )
+            self._running[partition.number] = asyncio.create_task(self._renew(partition, users))
 
     async def settle(self) -> None:
         """Wait for the renewals still running (at shutdown, and for a caller that reads the
         cache right after a batch)."""
-        running, self._after = list(self._after.values()), {}
+        running, self._running = list(self._running.values()), {}
         await asyncio.gather(*running)
 
-    async def _renew(self, partition: keys.Partition, users: Collection[str], when: str) -> None:
-        if not users:
-            return
+    async def _renew(self, partition: keys.Partition, users: Collection[str]) -> None:
         # One nonce for the batch: it only has to differ from every nonce a user had before.
         nonce = secrets.token_hex(8)
         try:
             await self.redis.run(
                 RENEW,
                 keys=[keys.cached_lists(partition, user) for user in users],
-                args=[keys.CACHE_NONCE, nonce, keys.CACHE_NONCE_TTL_SECONDS, when],
+                args=[keys.CACHE_NONCE, nonce, keys.CACHE_NONCE_TTL_SECONDS],
             )
         except (StoreUnavailable, StoreError) as error:
             metrics.CACHE_NONCE_FAILURES.inc()
-            log.warning("cache nonces not renewed %s a batch: %s", when, error.detail)
+            log.warning("cache nonces not renewed after a batch: %s", error.detail)

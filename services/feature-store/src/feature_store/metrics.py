@@ -50,6 +50,6 @@ USERS_FORGOTTEN = Counter(
 )
 CACHE_NONCE_FAILURES = Counter(
     "recsys_cache_nonce_failures_total",
-    "Renewals of users' cache nonces that failed around a batch: lists cached for them before "
+    "Renewals of users' cache nonces that failed after a batch: lists cached for them before "
     "it may be served until they expire (CACHE_TTL_SECONDS).",
 )

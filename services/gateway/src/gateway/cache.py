@@ -2,7 +2,7 @@
 
 A user's cached lists live in one hash (``keys.cached_lists``, on the ephemeral Redis when
 there is one): a field per experiment variant and query, and the user's *nonce*, which the
-feature-store renews around every batch that applies an event of the user
+feature-store renews after every batch that applies an event of the user
 (``feature_store.cache_nonces``). An entry is stamped with the model version that ranked it
 and the nonce its lookup saw; a lookup reads the nonce and the entry with one ``HMGET`` and
 uses the entry only if the stamp still matches the active version (followed in process, see
