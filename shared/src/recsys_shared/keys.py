@@ -29,10 +29,9 @@ in braces, always the first braces of the key, so a user id with braces in it ca
 - ``{experiments}``: experiments' definitions and states (their counters are per partition).
 
 Everything else (reports, locks, single counters) is one key per slot and needs no tag.
-Who writes what (the online-store pattern): the gateway writes the events streams, markers,
-cached lists and rate-limit counters; the feature-store everything under a partition and the
-catalogue; the retraining-worker the registry and drift reports; the recommenders (and the
-gateway's fallback) the served-list records.
+Who writes what: the gateway the events, markers, cached lists and rate-limit counters; the
+feature-store the rest of a partition and the catalogue; the retraining-worker the registry
+and drift reports; the recommenders (and the gateway's fallback) the served-list records.
 """
 
 from __future__ import annotations
@@ -76,7 +75,6 @@ MODEL_ACTIVATED_AT, MODEL_ARTIFACT = "activated_at", "artifact"
 MODEL_REPLACED_BY = "replaced_by"  # set on a retired version: the one activated after it
 MODEL_EXPERIMENTS = "experiments"  # JSON list: what experiments did with the version
 
-
 HIT_EVENTS_SUFFIX, HIT_HITS_SUFFIX = ":events", ":hits"
 
 
@@ -117,18 +115,15 @@ class Partition:
         object.__setattr__(self, "base", f"{PREFIX}:{{p{self.number}}}")
 
     @property
-    def events(self) -> str:
-        """Stream of accepted events, read by the feature-store's consumer group."""
+    def events(self) -> str:  # stream of accepted events, read by the consumer group
         return f"{self.base}:events"
 
     @property
-    def dead_letters(self) -> str:
-        """Stream of entries that could not be applied, capped in length, replayable."""
+    def dead_letters(self) -> str:  # stream of entries not applied: capped, replayable
         return f"{self.base}:dead"
 
     @property
-    def stats(self) -> str:
-        """Hash of the partition's counters (``PARTITION_COUNTERS``)."""
+    def stats(self) -> str:  # hash of the partition's counters (PARTITION_COUNTERS)
         return f"{self.base}:stats"
 
     @property
@@ -152,7 +147,7 @@ class Partition:
         return f"{self.base}:erased"
 
     @property
-    def heartbeats(self) -> str:  # hash consumer name → when it last finished a read
+    def heartbeats(self) -> str:  # hash consumer → when it last finished a read
         return f"{self.base}:heartbeats"
 
     @property
@@ -161,16 +156,13 @@ class Partition:
         suffix."""
         return f"{self.base}:u:"
 
-    def user_items(self, user_id: str) -> str:
-        """Hash item_id → interaction weight (confidence for training)."""
+    def user_items(self, user_id: str) -> str:  # hash item → weight (training's confidence)
         return f"{self.base}:u:{user_id}{USER_ITEMS_SUFFIX}"
 
-    def user_times(self, user_id: str) -> str:
-        """Sorted set item_id → time of the latest interaction; caps the history by recency."""
+    def user_times(self, user_id: str) -> str:  # sorted set item → latest interaction: the cap
         return f"{self.base}:u:{user_id}{USER_TIMES_SUFFIX}"
 
-    def user_meta(self, user_id: str) -> str:
-        """Hash with ``META_EPOCH`` and ``META_UPDATED_AT``."""
+    def user_meta(self, user_id: str) -> str:  # hash of META_EPOCH and META_UPDATED_AT
         return f"{self.base}:u:{user_id}{USER_META_SUFFIX}"
 
     def markers(self, user_id: str) -> str:
@@ -189,11 +181,10 @@ class Partition:
         named = (self.user_items, self.user_times, self.user_meta, self.markers, self.user_lists)
         return tuple(name(user_id) for name in named)
 
-    def accepted(self, second: int) -> str:
-        """Events accepted in one second (kept a few minutes: throughput)."""
+    def accepted(self, second: int) -> str:  # events accepted in one second (throughput)
         return f"{self.base}:accepted:{second}"
 
-    def applied(self, second: int) -> str:
+    def applied(self, second: int) -> str:  # events applied in one second (throughput)
         return f"{self.base}:applied:{second}"
 
     def drift(self, hour: int) -> DriftBucket:
@@ -229,8 +220,7 @@ class DriftBucket:
         return f"{self.base}:types"
 
     @property
-    def hits(self) -> str:
-        """Hash of ``hit_fields(version)`` counters: online hit rate per serving version."""
+    def hits(self) -> str:  # hash of hit_fields(version): online hit rate per serving version
         return f"{self.base}:hits"
 
 
@@ -277,8 +267,7 @@ def item(item_id: str) -> str:
     return ITEM_PREFIX + item_id
 
 
-def category_items(category: str) -> str:
-    """Set of the items of a category (any text: it is the key's last part)."""
+def category_items(category: str) -> str:  # set of a category's items (any text: last part)
     return CATEGORY_PREFIX + category
 
 
@@ -371,8 +360,7 @@ def rate_limit(key_id: str, second: int) -> str:
     return f"{RATE_LIMIT_PREFIX}{key_id}:{second}"
 
 
-def user_scope(user_id: str | None) -> str:
-    """``<length>:<id>:`` (``-:`` for no user): no user's scope is a prefix of another's."""
+def user_scope(user_id: str | None) -> str:  # <length>:<id>: (-: for none): no prefix clash
     return f"{len(user_id)}:{user_id}:" if user_id is not None else "-:"
 
 
@@ -383,12 +371,11 @@ def recommendation(user_id: str | None, recommendation_id: str) -> str:
     return f"{RECOMMENDATION_PREFIX}{user_scope(user_id)}{recommendation_id}"
 
 
-def recommendations_of(user_id: str) -> str:
-    """The prefix of every record served to the user."""
+def recommendations_of(user_id: str) -> str:  # the prefix of every record served to the user
     return RECOMMENDATION_PREFIX + user_scope(user_id)
 
 
-#: A user's cached lists: the field holding their nonce (renewed by the feature-store around
+#: A user's cached lists: the field holding their nonce (renewed by the feature-store after
 #: every batch that applies an event of theirs), beside one field per list (``cache_field``).
 CACHE_NONCE = "nonce"
 #: Fields (lists of different queries or variants, and the nonce) a user's hash of cached
