@@ -1,4 +1,4 @@
-"""API keys with roles, kept only as hashes and compared in constant time.
+"""API keys with roles, kept only as hashes and found by the hash of the key presented.
 
 Three roles: ``client`` (the API an application calls), ``admin`` (also users, models, tasks,
 pipeline, drift) and ``viewer`` (the status page and nothing else). An admin may do what
@@ -9,7 +9,6 @@ security requirement (OpenAPI 3.1 allows role names there for API key schemes).
 from __future__ import annotations
 
 import hashlib
-import hmac
 from enum import StrEnum
 from typing import Annotated
 
@@ -66,8 +65,9 @@ class ApiKeys:
     the status page's sessions name a key by it, never by the key itself."""
 
     def __init__(self, spec: str) -> None:
-        self._hashes = [(_digest(key), role) for key, role in parse_api_keys(spec)]
-        self._roles_by_id = {digest.hex()[:16]: role for digest, role in self._hashes}
+        digests = [(_digest(key), role) for key, role in parse_api_keys(spec)]
+        self._by_digest = {digest: (role, digest.hex()[:16]) for digest, role in digests}
+        self._roles_by_id = {key_id: role for role, key_id in self._by_digest.values()}
 
     def role_of(self, key: str | None) -> Role | None:
         identified = self.identify(key)
@@ -77,13 +77,10 @@ class ApiKeys:
         """The key's role and its id."""
         if not key:
             return None
-        candidate = _digest(key)
-        found: tuple[Role, str] | None = None
-        # Every stored hash is compared, so timing does not tell which (or whether) one matched.
-        for digest, role in self._hashes:
-            if hmac.compare_digest(candidate, digest):
-                found = (role, digest.hex()[:16])
-        return found
+        # Looked up by the SHA-256 of the key, not the key: how long a lookup takes tells an
+        # attacker only about digests, which they cannot steer towards a stored one. One dict
+        # lookup, where comparing every stored hash cost each request a loop over the keys.
+        return self._by_digest.get(_digest(key))
 
     def role_of_id(self, key_id: str) -> Role | None:
         """The role of the key with this id, or None once the key is no longer configured."""
