@@ -41,9 +41,11 @@ class CacheNonces:
     async def renew(self, partition: keys.Partition, users: Collection[str]) -> None:
         """Start renewing the nonces of ``users`` (a batch's, applied) in the background, once
         the partition's previous renewal is done; :meth:`settle` waits for it."""
-        previous = self._running.pop(partition.number, None)
+        previous = self._running.get(partition.number)
         if previous is not None:
-            await previous
+            # Shielded: a consumer cancelled while it waits here leaves the renewal running
+            # (and listed, so that settle() still waits for it).
+            await asyncio.shield(previous)
         if users:
             self._running[partition.number] = asyncio.create_task(self._renew(partition, users))
 
