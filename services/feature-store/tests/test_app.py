@@ -37,6 +37,7 @@ def app_settings(redis_url: str, tmp_path: Path) -> Settings:
         artifact_url=f"file://{tmp_path / 'artifacts'}",
         consumer_name="t",
         consumer_block_ms=50,
+        popularity_merge_seconds=0.2,  # as the test stack: popular lists within the wait
         log_json=False,
     )
 
