@@ -5,6 +5,7 @@ Redis that does not answer costs stale lists until they expire, never an event."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -114,3 +115,21 @@ async def test_a_partitions_renewals_after_batches_run_one_at_a_time_in_the_back
     assert set(lists.hkeys(lists_of("reader"))) == {keys.CACHE_NONCE}
     await nonces.settle()
     assert set(lists.hkeys(lists_of("bystander"))) == {keys.CACHE_NONCE}
+
+
+class _BrokenClient:
+    """A client whose script call fails with what no Redis error maps to (a bug's error)."""
+
+    async def run(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("not a Redis error")
+
+
+async def test_an_unexpected_renewal_error_is_counted_and_never_fails_a_later_batch() -> None:
+    nonces = CacheNonces(cast(RedisClient, _BrokenClient()))
+    failures = _nonce_failures()
+
+    await nonces.renew(P0, ["reader"])
+    await nonces.renew(P0, ["reader"])  # waits for the failed one: must not raise its error
+    await nonces.settle()
+
+    assert _nonce_failures() == failures + 2

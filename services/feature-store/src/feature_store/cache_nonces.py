@@ -67,3 +67,8 @@ class CacheNonces:
         except (StoreUnavailable, StoreError) as error:
             metrics.CACHE_NONCE_FAILURES.inc()
             log.warning("cache nonces not renewed after a batch: %s", error.detail)
+        except Exception:
+            # A background task's error would be raised again by every later wait on it, and
+            # fail every batch after it: like a Redis error, it costs stale lists, not events.
+            metrics.CACHE_NONCE_FAILURES.inc()
+            log.exception("cache nonces not renewed after a batch")
