@@ -19,6 +19,7 @@ from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.fastpath.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
+from recsys_shared.processes import wait_until
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
@@ -74,13 +75,22 @@ def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
     return ok_body(gateway.client.get(f"/v1/users/{USER}/recommendations", headers=headers))
 
 
+def _get_and_store(
+    gateway: Any, headers: dict[str, str], store: redis.Redis, lists: str = LISTS
+) -> dict[str, Any]:
+    """A GET, then until its list is in the cache: the answer does not wait for the store."""
+    body = _get(gateway, headers)
+    wait_until(lambda: bool(store.hexists(lists, DEFAULT_FIELD)), timeout=5, what="the store")
+    return body
+
+
 def test_a_second_request_is_served_from_the_cache_with_its_age(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
     _activate(gateway, store, 3)
     _serve(gateway, [_answer(3)])
 
-    first = _get(gateway, client_headers)
+    first = _get_and_store(gateway, client_headers, store)
     second = _get(gateway, client_headers)
 
     assert first["cached"] is False
@@ -102,10 +112,11 @@ def test_a_new_event_of_the_user_makes_the_cached_list_unreachable(
     _activate(gateway, store, 3)
     answer = [_answer(3, "before")]
     _serve(gateway, answer)
-    assert _get(gateway, client_headers)["items"][0]["item_id"] == "before"
+    lists = keys.cached_lists(keys.Partitions(partitions).of(USER), USER)
+    assert _get_and_store(gateway, client_headers, store, lists)["items"][0]["item_id"] == "before"
     assert _get(gateway, client_headers)["cached"] is True
 
-    _renew_nonce(store, keys.cached_lists(keys.Partitions(partitions).of(USER), USER))
+    _renew_nonce(store, lists)
     answer[0] = _answer(3, "after")
 
     body = _get(gateway, client_headers)
@@ -289,6 +300,9 @@ def test_a_stale_entry_is_replaced_by_the_fresh_list(
     _serve(gateway, [_answer(4, "fresh")])
 
     first = _get(gateway, client_headers)
+    wait_until(
+        lambda: (store.hget(LISTS, DEFAULT_FIELD) or "").startswith("4:"), timeout=5, what="store"
+    )
     second = _get(gateway, client_headers)
 
     assert (first["cached"], first["items"][0]["item_id"]) == (False, "fresh")

@@ -160,6 +160,24 @@ def test_a_resend_within_the_window_is_a_duplicate_and_after_it_is_new(
     ]
 
 
+def test_a_users_markers_live_one_window_past_their_last_batch(
+    gateway: Any, raw: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    [user] = _users(1)
+    key = PARTITIONS.of(user).markers(user)
+    assert _post(gateway, client_headers, [_event(user, "first")]).status_code == 202
+    raw.expire(key, 5)  # as if the first batch were nearly a window old
+
+    assert _post(gateway, client_headers, [_event(user, "second")]).status_code == 202
+
+    # Appended to, and its time to live restarted: the new marker lasts its whole window.
+    assert [digest for digest, _ in _markers(raw, user)] == [
+        marker_digest("first"),
+        marker_digest("second"),
+    ]
+    assert WINDOW - 5 < raw.ttl(key) <= WINDOW
+
+
 def test_a_batch_only_partly_stored_asks_for_a_resend(
     make_gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:

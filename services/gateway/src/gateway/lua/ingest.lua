@@ -29,13 +29,16 @@ local function markers_of(user)
   local state = users[user]
   if state then return state end
   local key = layout.user_prefix .. user .. layout.markers_suffix
-  local blob = redis.call('GET', key) or ''
+  -- GETEX restarts the key's time to live as it reads, so appending below needs no EXPIRE:
+  -- a user's markers live one window past their last batch.
+  local found = redis.call('GETEX', key, 'EX', window)
+  local blob = found or ''
   local keep = 1
   while keep + record - 1 <= #blob and struct.unpack('>I4', blob, keep + digest_bytes) < cutoff do
     keep = keep + record
   end
-  state = {key = key, blob = string.sub(blob, keep), pruned = keep > 1, added = {}, new = {},
-           lookups = 0, index = nil}
+  state = {key = key, blob = string.sub(blob, keep), pruned = keep > 1, existed = found ~= false,
+           added = {}, new = {}, lookups = 0, index = nil}
   users[user] = state
   return state
 end
@@ -85,14 +88,13 @@ for i = 2, #ARGV, 3 do
   end
 end
 for _, state in pairs(users) do
-  local kept = state.blob .. table.concat(state.added)
-  if state.pruned and #kept == 0 then
+  local added = table.concat(state.added)
+  if state.pruned and #state.blob + #added == 0 then
     redis.call('DEL', state.key)
-  elseif state.pruned then
-    redis.call('SET', state.key, kept, 'EX', window)
-  elseif #state.added > 0 then
-    redis.call('APPEND', state.key, table.concat(state.added))
-    redis.call('EXPIRE', state.key, window)
+  elseif state.pruned or (not state.existed and #added > 0) then
+    redis.call('SET', state.key, state.blob .. added, 'EX', window)
+  elseif #added > 0 then
+    redis.call('APPEND', state.key, added)
   end
 end
 redis.call('HINCRBY', layout.stats, layout.accepted_field, accepted)
