@@ -50,7 +50,7 @@ _PARTITION_FAMILIES = {
     "dead": "dead letters",
     "stats": "pipeline counters",
     "users": "users by last receipt (zset)",
-    "popularity": "popularity per partition",
+    "popular": "popularity per partition",
     "popular:dirty": "popularity dirty set",
     "erased": "erasure tombstones",
     "heartbeats": "consumer heartbeats",

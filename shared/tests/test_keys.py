@@ -58,7 +58,7 @@ def test_a_users_keys_share_their_partitions_slot_whatever_the_id(user_id: str) 
         *partition_user_keys(partition, user_id),
         partition.events,
         partition.users,
-        partition.popularity,
+        partition.popular,
         partition.popular_dirty,
         partition.erased,
         partition.stats,

@@ -122,9 +122,7 @@ def assert_applied_exactly_once(stack: Stack, prefix: str, users: int, items: in
         # Each item's popularity, summed over the partitions, counts every view once.
         scores: Counter[str] = Counter()
         for partition in partitions.all:
-            scores.update(
-                {item: float(score) for item, score in client.hgetall(partition.popularity).items()}
-            )
+            scores.update(dict(client.zrange(partition.popular, 0, -1, withscores=True)))
         assert len({round(score / scores["i0"], 6) for score in scores.values()}) == 1
     finally:
         client.close()

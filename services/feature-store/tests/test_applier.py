@@ -73,11 +73,11 @@ async def test_batch_updates_history_meta_users_popularity_and_acks(
         ("u2", pytest.approx(events[2].received_at)),
     ]
 
-    # Popularity lands in the partition's own hash, the items marked for the merger …
+    # Popularity lands in the partition's own set, the items marked for the merger …
     i1 = applier.popularity_increment(events[0]) + applier.popularity_increment(events[2])
     i2 = applier.popularity_increment(events[1])
-    assert float(sync_redis.hget(P0.popularity, "i1")) == pytest.approx(i1, rel=1e-12)
-    assert float(sync_redis.hget(P0.popularity, "i2")) == pytest.approx(i2, rel=1e-12)
+    assert sync_redis.zscore(P0.popular, "i1") == pytest.approx(i1, rel=1e-12)
+    assert sync_redis.zscore(P0.popular, "i2") == pytest.approx(i2, rel=1e-12)
     assert sync_redis.smembers(P0.popular_dirty) == {"i1", "i2"}
     assert not sync_redis.exists(keys.POPULAR)
 
@@ -106,6 +106,28 @@ async def test_popularity_increment_grows_with_time_and_weight(applier, make_eve
     assert applier.popularity_increment(heavier) == pytest.approx(
         5 * applier.popularity_increment(older)
     )
+
+
+async def test_events_decades_old_keep_their_popularity_and_its_order(
+    redis_client, sync_redis, stream, applier, make_event
+):
+    # The demo's MovieLens ratings are from 1996-2016: decayed, they weigh 2^-hundreds, which a
+    # store printing fixed decimals (HINCRBYFLOAT: 17 of them) would keep as 0.
+    old = 852_076_800.0  # 1997-01-01
+    events = [
+        make_event("u1", "twice", EventType.VIEW, ts=old),
+        make_event("u2", "twice", EventType.VIEW, ts=old),
+        make_event("u3", "once", EventType.VIEW, ts=old),
+    ]
+    await applier.apply(P0, await stream.deliver(events), now=time.time())
+    await merge_popularity(redis_client, keys.Partitions(1))
+
+    (top, top_score), (second, second_score) = sync_redis.zrange(
+        keys.POPULAR, 0, -1, desc=True, withscores=True
+    )
+    assert (top, second) == ("twice", "once")
+    assert second_score > 0
+    assert top_score == pytest.approx(2 * second_score, rel=1e-12)
 
 
 async def test_older_event_never_overwrites_a_newer_time(
@@ -313,7 +335,7 @@ async def test_low_and_neutral_ratings_mark_the_item_seen_without_popularity(
         assert times_of(sync_redis, user) == [("i1", ts)]
         assert sync_redis.hget(P0.user_meta(user), "epoch") == "1"
     assert users_of(sync_redis) == {"u1", "u2"}
-    assert sync_redis.exists(P0.popularity, P0.popular_dirty) == 0
+    assert sync_redis.exists(P0.popular, P0.popular_dirty) == 0
     assert sync_redis.exists(keys.POPULAR, keys.popular_in("c")) == 0
     assert await stream.pending() == 0
 
@@ -381,10 +403,8 @@ async def test_each_partition_applies_its_users_into_its_own_keys_only(
             home.base.split("}")[0]
         }
     # The shared item's popularity is counted where each event landed, summed when merged.
-    per_partition = [
-        float(sync_redis.hget(partition.popularity, "shared") or 0) for partition in partitions.all
-    ]
-    assert all(score > 0 for score in per_partition)
+    per_partition = [sync_redis.zscore(partition.popular, "shared") for partition in partitions.all]
+    assert all(score and score > 0 for score in per_partition)
     await merge_popularity(redis_client, partitions)
     assert sync_redis.zscore(keys.POPULAR, "shared") == pytest.approx(sum(per_partition))
 
@@ -417,7 +437,7 @@ async def test_an_event_received_before_its_users_erasure_is_dropped_and_one_aft
     assert weights_of(sync_redis, "u1") == {"new": 2.0}
     assert weights_of(sync_redis, "u2") == {"old": 5.0}
     assert sync_redis.hget(P0.user_meta("u1"), "epoch") == "1"
-    assert float(sync_redis.hget(P0.popularity, "old")) == pytest.approx(
+    assert sync_redis.zscore(P0.popular, "old") == pytest.approx(
         applier.popularity_increment(other_user)
     )
     assert sync_redis.hget(P0.stats, "erased") == "1"

@@ -176,8 +176,8 @@ async def test_deleted_items_are_forgotten_once_their_retention_has_passed(
     await catalogue.upsert(
         [ItemWithId(item_id=item, title=item) for item in ("old", "recent", "kept")]
     )
-    sync_redis.hset(P0.popularity, mapping={"old": 1.0, "recent": 2.0, "kept": 3.0})
-    sync_redis.zadd(keys.POPULAR, {"old": 1.0, "recent": 2.0, "kept": 3.0})
+    for popular in (P0.popular, keys.POPULAR):
+        sync_redis.zadd(popular, {"old": 1.0, "recent": 2.0, "kept": 3.0})
     assert await catalogue.delete("old")
     assert await catalogue.delete("recent")
     # "old" was deleted longer ago than the retention.
@@ -188,7 +188,7 @@ async def test_deleted_items_are_forgotten_once_their_retention_has_passed(
 
     assert sync_redis.zrange(keys.DELETED_ITEMS, 0, -1) == ["recent"]
     assert sync_redis.smembers(keys.UNAVAILABLE_ITEMS) == {"recent"}
-    assert set(sync_redis.hkeys(P0.popularity)) == {"recent", "kept"}
+    assert sync_redis.zrange(P0.popular, 0, -1) == ["recent", "kept"]
     assert sync_redis.zrange(keys.POPULAR, 0, -1) == ["kept"]
 
 
@@ -239,7 +239,7 @@ async def test_a_failing_job_does_not_stop_the_others(
 ):
     # The stream is not a stream (a broken deployment): claiming and trimming fail each tick.
     sync_redis.set(P0.events, "not a stream")
-    sync_redis.hset(P0.popularity, "i1", 2.0)
+    sync_redis.zadd(P0.popular, {"i1": 2.0})
     sync_redis.sadd(P0.popular_dirty, "i1")
     failed_before = {job: failures_counted(job) for job in ("claim", "trim")}
     async with in_background(housekeeping.run()) as task:

@@ -27,7 +27,7 @@ def earn(client, scores: dict[str, list[float]]) -> None:
     for item, per_partition in scores.items():
         for partition, score in zip(PARTITIONS.all, per_partition, strict=True):
             if score:
-                client.hincrbyfloat(partition.popularity, item, score)
+                client.zincrby(partition.popular, score, item)
                 client.sadd(partition.popular_dirty, item)
 
 
@@ -68,7 +68,7 @@ async def test_unavailable_items_are_left_out_and_categories_filled(
     assert sync_redis.zrange(keys.popular_in("Home & Garden: Tools"), 0, -1) == ["diy"]
     assert not sync_redis.exists(keys.popular_in("Science"))
     # The partitions keep counting an unavailable item, should it come back.
-    assert sync_redis.hget(PARTITIONS.all[0].popularity, "off") == "9"
+    assert sync_redis.zscore(PARTITIONS.all[0].popular, "off") == 9.0
 
 
 async def test_a_dirty_item_is_merged_again_and_the_rest_waits_for_a_full_pass(
@@ -78,8 +78,7 @@ async def test_a_dirty_item_is_merged_again_and_the_rest_waits_for_a_full_pass(
     await merger.run_once()
 
     earn(sync_redis, {"a": [0.0, 2.0, 0.0]})  # new events: marked dirty
-    # A change left unmarked (a crash):
-    sync_redis.hincrbyfloat(PARTITIONS.all[2].popularity, "b", 5.0)
+    sync_redis.zincrby(PARTITIONS.all[2].popular, 5.0, "b")  # a change left unmarked (a crash)
     assert await merger.run_once() == 1
 
     assert sync_redis.zscore(keys.POPULAR, "a") == 3.0
@@ -113,7 +112,7 @@ async def test_an_item_with_nothing_left_leaves_the_merged_sets(redis_client, sy
     await merger.run_once()
     assert sync_redis.zscore(keys.popular_in("c"), "i1") == 1.0
 
-    sync_redis.hdel(PARTITIONS.all[0].popularity, "i1")  # e.g. a deleted item forgotten
+    sync_redis.zrem(PARTITIONS.all[0].popular, "i1")  # e.g. a deleted item forgotten
     sync_redis.sadd(keys.POPULAR_DIRTY, "i1")
     await merger.run_once()
 

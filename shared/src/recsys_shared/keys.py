@@ -133,8 +133,8 @@ class Partition:
         return f"{self.base}:users"
 
     @property
-    def popularity(self) -> str:  # hash item → this partition's decayed weight (merged)
-        return f"{self.base}:popularity"
+    def popular(self) -> str:  # sorted set item → this partition's decayed weight (merged)
+        return f"{self.base}:popular"
 
     @property
     def popular_dirty(self) -> str:  # set of items whose weight changed since the last merge

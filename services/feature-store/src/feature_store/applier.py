@@ -185,7 +185,7 @@ class EventApplier:
             "updated_at_field": keys.META_UPDATED_AT,
             "users": partition.users,
             "erased": partition.erased,
-            "popularity": partition.popularity,
+            "popular": partition.popular,
             "popular_dirty": partition.popular_dirty,
             "drift_items": bucket.items,
             "drift_users": bucket.users,

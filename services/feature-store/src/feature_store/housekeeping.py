@@ -180,5 +180,5 @@ class Housekeeping:
             atomic=True,
         )
         await self.redis.execute_many(
-            [["HDEL", partition.popularity, *old] for partition in self.partitions]
+            [["ZREM", partition.popular, *old] for partition in self.partitions]
         )

@@ -1,7 +1,7 @@
 """Popularity over every partition: the merged sets that serving reads.
 
 The apply script adds each event's time-decayed weight to its partition's own popularity
-hash (one slot per script on a cluster) and marks the item dirty there. The merger, run by one
+set (one slot per script on a cluster) and marks the item dirty there. The merger, run by one
 feature-store replica at a time (a lock), sums the dirty items' scores over the partitions
 and writes them into the catalogue's merged sets, which also leave unavailable items out
 (``lua/merge_popular.lua``). A full pass now and then repairs anything a crash between
@@ -71,7 +71,7 @@ class PopularityMerger:
     async def _every_item(self) -> set[str]:
         found: set[str] = set()
         for partition in self.partitions.all:
-            found.update(await self.redis.execute("HKEYS", partition.popularity))
+            found.update(await self.redis.execute("ZRANGE", partition.popular, 0, -1))
         found.update(await self.redis.execute("ZRANGE", keys.POPULAR, 0, -1))
         return found
 
@@ -88,7 +88,7 @@ class PopularityMerger:
 
     async def _sums(self, items: list[str]) -> list[float]:
         replies = await self.redis.execute_many(
-            [["HMGET", partition.popularity, *items] for partition in self.partitions.all]
+            [["ZMSCORE", partition.popular, *items] for partition in self.partitions.all]
         )
         return [
             sum(float(scores[index] or 0.0) for scores in replies) for index in range(len(items))

@@ -151,7 +151,7 @@ end
 in_chunks({'ZADD', L.users, 'GT'}, last_heard)
 local changed = {}
 for item, step in pairs(popularity) do
-  redis.call('HINCRBYFLOAT', L.popularity, item, step)
+  redis.call('ZINCRBY', L.popular, step, item)
   changed[#changed + 1] = item
 end
 in_chunks({'SADD', L.popular_dirty}, changed)
