@@ -16,7 +16,7 @@ import redis
 
 from gateway.cache import NO_VARIANT, query_digest
 from recsys_shared import keys
-from recsys_shared.processes import RedisServer
+from recsys_shared.processes import RedisServer, wait_until
 from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
 from recsys_shared.testing import ok_body
 
@@ -79,7 +79,8 @@ def test_a_fallback_is_recorded_on_the_ephemeral_redis(
 
     assert body["strategy"] == "popular"
     record = keys.recommendation(USER, body["recommendation_id"])
-    assert entries.exists(record)
+    # Written after the answer, not awaited by it.
+    wait_until(lambda: bool(entries.exists(record)), timeout=5, what="the list's record")
     assert not store.exists(record)
 
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from recsys_shared import keys
+from recsys_shared.processes import wait_until
 from recsys_shared.schemas import Recommendations, ScoredItem, Strategy
 from recsys_shared.testing import assert_problem
 
@@ -154,7 +155,10 @@ def test_every_replica_down_serves_popular_items_without_seen_ones(
     # Both replicas were tried once, and what was served is recorded for attribution.
     hosts = sorted(request.url.host for request in gateway.recommender.requests)
     assert hosts == [REPLICA_A, REPLICA_B]
-    record = json.loads(store.get(keys.recommendation("u1", body.recommendation_id)) or "{}")
+    name = keys.recommendation("u1", body.recommendation_id)
+    # Written after the answer, not awaited by it.
+    wait_until(lambda: bool(store.exists(name)), timeout=5, what="the list's record")
+    record = json.loads(store.get(name) or "{}")
     assert record["items"] == ["p2", "p4"]
     assert record["user_id"] == "u1"
 
