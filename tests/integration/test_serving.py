@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,31 +39,40 @@ def recommendations(stack: Stack, user: str, **params: Any) -> dict[str, Any]:
     return ok_body(response)
 
 
-def personalised(stack: Stack, user: str) -> dict[str, Any]:
+def first_list(
+    stack: Stack, user: str, wanted: Callable[[dict[str, Any]], bool], *, timeout: float, what: str
+) -> dict[str, Any]:
+    """The user's list, asked for until it is ``wanted`` (within ``timeout`` seconds)."""
     body: dict[str, Any] = {}
 
     def ready() -> bool:
         nonlocal body
         body = recommendations(stack, user)
-        return body["strategy"] == "personalized"
+        return wanted(body)
 
-    wait_until(ready, timeout=30, interval=0.2, what=f"personalised lists for {user}")
+    wait_until(ready, timeout=timeout, interval=0.05, what=what)
     return body
+
+
+def personalised(stack: Stack, user: str) -> dict[str, Any]:
+    return first_list(
+        stack,
+        user,
+        lambda body: body["strategy"] == "personalized",
+        timeout=30,
+        what=f"personalised lists for {user}",
+    )
 
 
 def test_an_event_changes_the_users_next_list_without_a_retrain(
     stack: Stack, trained: dict[str, object]
 ) -> None:
     before = personalised(stack, "a7")
-    again: dict[str, Any] = {}
-
-    def cached() -> bool:  # the answer does not wait for its list to be stored
-        nonlocal again
-        again = recommendations(stack, "a7")
-        return bool(again["cached"])
-
-    # The same question, the same version, no new event: the cached list.
-    wait_until(cached, timeout=5, interval=0.05, what="the list served from the cache")
+    # The same question, the same version, no new event: the cached list (asked until it is
+    # stored, which the answer does not wait for).
+    again = first_list(
+        stack, "a7", lambda body: bool(body["cached"]), timeout=5, what="the cached list"
+    )
     assert again["items"] == before["items"]
     first_choice = before["items"][0]["item_id"]
 

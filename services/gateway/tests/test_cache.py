@@ -76,11 +76,17 @@ def _get(gateway: Any, headers: dict[str, str]) -> dict[str, Any]:
 
 
 def _get_and_store(
-    gateway: Any, headers: dict[str, str], store: redis.Redis, lists: str = LISTS
+    gateway: Any, headers: dict[str, str], store: redis.Redis, lists: str = LISTS, stamp: str = ""
 ) -> dict[str, Any]:
-    """A GET, then until its list is in the cache: the answer does not wait for the store."""
+    """A GET, then until its list is in the cache (under ``stamp``, when one is given): the
+    answer does not wait for the store."""
     body = _get(gateway, headers)
-    wait_until(lambda: bool(store.hexists(lists, DEFAULT_FIELD)), timeout=5, what="the store")
+
+    def stored() -> bool:
+        entry = store.hget(lists, DEFAULT_FIELD)
+        return entry is not None and entry.startswith(stamp)
+
+    wait_until(stored, timeout=5, what="the list stored")
     return body
 
 
@@ -299,10 +305,7 @@ def test_a_stale_entry_is_replaced_by_the_fresh_list(
     store.hset(LISTS, DEFAULT_FIELD, _entry(3, "-", _answer(3, "stale").model_dump_json()))
     _serve(gateway, [_answer(4, "fresh")])
 
-    first = _get(gateway, client_headers)
-    wait_until(
-        lambda: (store.hget(LISTS, DEFAULT_FIELD) or "").startswith("4:"), timeout=5, what="store"
-    )
+    first = _get_and_store(gateway, client_headers, store, stamp="4:")
     second = _get(gateway, client_headers)
 
     assert (first["cached"], first["items"][0]["item_id"]) == (False, "fresh")
