@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys_shared import keys
-from recsys_shared.redis import RedisClient
+from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.streams import (
     StreamPosition,
     format_stream_id,
@@ -191,3 +193,76 @@ async def test_undelivered_entries_are_counted_after_deletions(
     assert position.lag == 3
     assert position.length == 5
     assert position.first_unapplied == next_stream_id(ids[1])
+
+
+def _forget_reads(client: redis.Redis, entries_read: int) -> None:
+    """The group's read counter set back, as Redis 7.0 leaves it after an AOF rewrite and a
+    restart, or on a promoted replica (redis/redis#12898): its position stays where it is."""
+    (group,) = client.xinfo_groups(STREAM)
+    client.xgroup_setid(STREAM, GROUP, group["last-delivered-id"], entries_read=entries_read)
+
+
+async def test_a_stale_read_counter_is_no_lag_once_every_entry_is_delivered(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    ids = _add_with_group(inspector, 5)
+    _deliver_and_ack(inspector, 5)
+    _forget_reads(inspector, 1)
+    assert inspector.xinfo_groups(STREAM)[0]["lag"] == 4  # Redis's own count is now wrong
+
+    position = await stream_position(redis_client, STREAM)
+
+    assert position == StreamPosition(
+        first_unapplied=next_stream_id(ids[-1]), lag=0, pending=0, length=5, groups=1
+    )
+
+
+async def test_a_stale_read_counter_never_counts_more_than_the_stream_holds(
+    redis_client: RedisClient, inspector: redis.Redis
+) -> None:
+    ids = _add_with_group(inspector, 5)
+    _deliver_and_ack(inspector, 5)
+    inspector.xtrim(STREAM, minid=next_stream_id(ids[-1]))  # applied entries trimmed
+    _forget_reads(inspector, 0)
+    _add(inspector, 2)
+
+    position = await stream_position(redis_client, STREAM)
+
+    assert inspector.xinfo_groups(STREAM)[0]["lag"] == 7
+    assert (position.lag, position.length) == (2, 2)
+
+
+async def test_lag_is_true_after_an_aof_rewrite_and_a_restart(tmp_path: Path) -> None:
+    """The real sequence behind the stale counter: what the group read after the last AOF
+    rewrite is replayed without its count. On Redis 7.0 its own lag then stays above zero
+    with nothing left to deliver."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        inspector = redis.Redis.from_url(server.url, decode_responses=True)
+        _add_with_group(inspector, 5)
+        _deliver_and_ack(inspector, 5)
+        inspector.bgrewriteaof()
+
+        def rewritten() -> bool:
+            persistence = inspector.info("persistence")
+            return not (
+                persistence["aof_rewrite_in_progress"] or persistence["aof_rewrite_scheduled"]
+            )
+
+        wait_until(rewritten, timeout=10, what="the AOF rewrite")
+        ids = _add(inspector, 4)
+        _deliver_and_ack(inspector, 4)
+        inspector.close()
+        server.restart()
+
+        client = await connect(server.url)
+        try:
+            position = await stream_position(client, STREAM)
+        finally:
+            await client.aclose()
+    finally:
+        server.stop()
+
+    assert position == StreamPosition(
+        first_unapplied=next_stream_id(ids[-1]), lag=0, pending=0, length=9, groups=1
+    )

@@ -55,6 +55,7 @@ async def stream_position(client: RedisClient, stream: str) -> StreamPosition:
     groups: list[dict[str, Any]] = await client.execute("XINFO", "GROUPS", stream)
     if not groups:
         return StreamPosition(first_unapplied="0-1", lag=length, pending=0, length=length, groups=0)
+    newest = await _newest_id(client, stream)
     boundaries: list[tuple[int, int]] = []
     total_lag = total_pending = 0
     for group in groups:
@@ -68,7 +69,9 @@ async def stream_position(client: RedisClient, stream: str) -> StreamPosition:
             if summary[1] is not None:
                 boundary = min(boundary, parse_stream_id(summary[1]))
         boundaries.append(boundary)
-        total_lag += pending + await _undelivered(client, stream, group, last_delivered)
+        if newest is not None and newest > parse_stream_id(last_delivered):
+            total_lag += await _undelivered(client, stream, group, last_delivered, length)
+        total_lag += pending
     return StreamPosition(
         first_unapplied=format_stream_id(min(boundaries)),
         lag=total_lag,
@@ -78,12 +81,27 @@ async def stream_position(client: RedisClient, stream: str) -> StreamPosition:
     )
 
 
+async def _newest_id(client: RedisClient, stream: str) -> tuple[int, int] | None:
+    newest = await client.execute("XREVRANGE", stream, "+", "-", "COUNT", 1)
+    if not newest:
+        return None
+    # An XREVRANGE reply: a list of [id, fields] pairs, or a map of id to fields.
+    first = next(iter(newest))
+    return parse_stream_id(str(first if isinstance(newest, dict) else first[0]))
+
+
 async def _undelivered(
-    client: RedisClient, stream: str, group: dict[str, Any], last_delivered: str
+    client: RedisClient, stream: str, group: dict[str, Any], last_delivered: str, length: int
 ) -> int:
+    """Entries after ``last_delivered``, which the caller knows to be at least one."""
     lag = group.get("lag")
-    if isinstance(lag, int):  # Redis 7 counts it for us
-        return lag
+    if isinstance(lag, int):
+        # Redis 7 counts it for us, from a read counter that Redis 7.0 neither replicates nor
+        # writes to the AOF on XREADGROUP (redis/redis#12898): after an AOF
+        # rewrite and a restart, or on a promoted replica, it also counts entries long since
+        # delivered. Hence no count at all when nothing is newer than the group's position
+        # (the caller's check), and never more than the stream holds.
+        return max(1, min(lag, length))
     waiting = await client.execute(
         "XRANGE", stream, f"({last_delivered}", "+", "COUNT", LAG_COUNT_LIMIT
     )
