@@ -72,6 +72,12 @@ def _movielens(figures: dict[str, Any]) -> None:
     )
     base = figures["baseline_with_redis_py"]["requests_per_second"]
     say(f"  baseline (bare FastAPI + redis-py GET):   {base:>7,} req/s")
+    hops = figures["two_hops_no_work"]
+    say(
+        f"  two bare endpoints, one calling the other: {hops['requests_per_second']:>6,} req/s = "
+        f"{hops['ratio_to_baseline']:.2f}x baseline (the uncached ceiling: two services, no work;"
+        f" rounds {hops['ratios_per_round']})"
+    )
     _ratio_line("cached recommendations via the gateway", figures["cached_recommendations"])
     uncached = figures["uncached_recommendations"]
     _ratio_line("uncached personalised, one replica", uncached)

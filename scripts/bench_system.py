@@ -118,26 +118,34 @@ def running_system(
     )
     for name in service_defaults:
         stack.env.pop(name, None)
-    baseline_port = free_port()
-    baseline = ManagedProcess(
+    baseline_port, next_hop_port = free_port(), free_port()
+    next_hop = _baseline("baseline-next-hop", next_hop_port, stack.env)
+    baseline = _baseline(
         "baseline",
-        [
-            *uvicorn_argv("bench_baseline:create_app", baseline_port),
-            "--app-dir",
-            str(ROOT / "scripts"),
-        ],
-        env={**stack.env},
-        health_url=f"http://127.0.0.1:{baseline_port}/baseline",
-        output=subprocess.DEVNULL,
+        baseline_port,
+        {**stack.env, "NEXT_HOP_URL": f"http://127.0.0.1:{next_hop_port}"},
     )
     try:
         for name in SERVICES:
             stack.start(name)
         stack.start(ONE_REPLICA_GATEWAY, env={"RECOMMENDER_URLS": stack.url("recommender1")})
-        baseline.start().wait_healthy(timeout=30)
+        for endpoint in (next_hop, baseline):
+            endpoint.start().wait_healthy(timeout=30)
         yield System(stack, server, ephemeral, baseline_port)
     finally:
         baseline.stop()
+        next_hop.stop()
         stack.close()
         ephemeral.stop()
         server.stop()
+
+
+def _baseline(name: str, port: int, env: dict[str, str]) -> ManagedProcess:
+    """A bare endpoint (scripts/bench_baseline.py), under the services' uvicorn flags."""
+    return ManagedProcess(
+        name,
+        [*uvicorn_argv("bench_baseline:create_app", port), "--app-dir", str(ROOT / "scripts")],
+        env=env,
+        health_url=f"http://127.0.0.1:{port}/baseline",
+        output=subprocess.DEVNULL,
+    )

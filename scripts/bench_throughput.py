@@ -51,8 +51,8 @@ def synthetic(system: System, workload: Workload) -> dict[str, Any]:
 
 
 def movielens(system: System, workload: Workload) -> dict[str, Any]:
-    """The bare redis-py endpoint, cached and uncached (one replica, with the CPU each service
-    spent per request); then the p99 at half of the uncached peak."""
+    """The bare redis-py endpoint, two of them in a chain, cached and uncached (one replica,
+    with the CPU each service spent per request); then the p99 at half of the uncached peak."""
     # The baseline sends a list of the workload's median length.
     median_k = sum(workload.k_range) // 2
     serve_list_as_baseline(
@@ -65,6 +65,8 @@ def movielens(system: System, workload: Workload) -> dict[str, Any]:
     runs = measure_rounds(
         {
             "baseline_with_redis_py": lambda: wrk(f"{system.baseline_url}/redis-py"),
+            # Two bare endpoints, one calling the other: the ceiling of the uncached ratio.
+            "two_hops_no_work": lambda: wrk(f"{system.baseline_url}/two-hop"),
             "cached_recommendations": lambda: cached(system, workload),
             "uncached_recommendations": lambda: with_cpu_per_request(
                 pids, lambda: uncached(system, workload, system.one_replica), DURATION
