@@ -103,6 +103,10 @@ def measure_rounds(runs: Mapping[str, Run]) -> dict[str, list[dict[str, float]]]
             figures[name].append(run())
         line = ", ".join(f"{name} {figures[name][-1]['requests_per_second']:,}/s" for name in runs)
         say(f"    round {round_number + 1}: {line}")
+        for name in runs:
+            # A rate of errors is no figure: the run's answers must all have been lists.
+            if figures[name][-1]["non_2xx"]:
+                say(f"    ! {name}: {figures[name][-1]['non_2xx']:,} answers were not 2xx")
     return figures
 
 
