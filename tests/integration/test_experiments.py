@@ -27,7 +27,7 @@ from recsys_shared.schemas import ModelStatus
 from recsys_shared.testing import (
     Stack,
     admin_headers,
-    client_headers,
+    recommendations,
     taste_clusters,
     train,
     wait_for_applied,
@@ -167,7 +167,7 @@ def test_shadow_mode_never_changes_what_is_served(
     def lists() -> dict[str, list[tuple[str, float]]]:
         served = {}
         for user in users:
-            body = http.get(f"/v1/users/{user}/recommendations", headers=client_headers()).json()
+            body = recommendations(http, user)
             assert body["model_version"] == good
             served[user] = [(item["item_id"], item["score"]) for item in body["items"]]
         return served
@@ -195,10 +195,7 @@ def test_shadow_mode_never_changes_what_is_served(
     time.sleep(0.5)  # every replica's assignment sees it
     during = lists()
     assert during == before  # the same items with the same scores
-    variants = {
-        http.get(f"/v1/users/{user}/recommendations", headers=client_headers()).json()["variant"]
-        for user in users
-    }
+    variants = {recommendations(http, user)["variant"] for user in users}
     assert variants == {"control"}
 
     deadline = time.monotonic() + 10
@@ -213,7 +210,7 @@ def test_shadow_mode_never_changes_what_is_served(
     again = http.post(f"/v1/experiments/{started['id']}/stop", headers=admin_headers())
     assert again.status_code == 409
     time.sleep(0.5)
-    after = http.get(f"/v1/users/{users[0]}/recommendations", headers=client_headers()).json()
+    after = recommendations(http, users[0])
     assert after["variant"] is None
 
 
@@ -289,7 +286,7 @@ def test_ab_assignment_is_sticky_and_within_three_points_and_each_variant_serves
     users = [f"visitor-{n}" for n in range(10_000)]
 
     def variant_of(user: str, client: httpx.Client = http) -> tuple[str, int | None]:
-        body = client.get(f"/v1/users/{user}/recommendations", headers=client_headers()).json()
+        body = recommendations(client, user)
         return body["variant"], body["model_version"]
 
     def chunk(start_at: int) -> list[tuple[str, int | None]]:

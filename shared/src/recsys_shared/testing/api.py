@@ -3,6 +3,7 @@ in through the gateway, a model trained on it, and waiting for what happens behi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,22 @@ def client_headers() -> dict[str, str]:
 
 def admin_headers() -> dict[str, str]:
     return {"X-API-Key": ADMIN_KEY}
+
+
+def recommendations(http: httpx.Client, user: str, **params: object) -> dict[str, Any]:
+    """A user's list as a polite client gets it: a 429 waits its ``Retry-After`` and asks
+    again (several threads on cached lists pass the key's 1,000 requests a second on a fast
+    machine), anything else but a 200 fails with the answer's body."""
+    while True:
+        response = http.get(
+            f"/v1/users/{user}/recommendations", params=params, headers=client_headers()
+        )
+        if response.status_code != 429:
+            break
+        time.sleep(float(response.headers.get("Retry-After", "1")))
+    assert response.status_code == 200, (user, response.status_code, response.text)
+    body: dict[str, Any] = response.json()
+    return body
 
 
 def wait_for_applied(gateway: str, *, timeout: float = 30.0, trimmed: bool = False) -> None:
