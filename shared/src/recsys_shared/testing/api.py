@@ -25,7 +25,7 @@ def admin_headers() -> dict[str, str]:
     return {"X-API-Key": ADMIN_KEY}
 
 
-def recommendations(http: httpx.Client, user: str, **params: object) -> dict[str, Any]:
+def recommendations(http: httpx.Client, user: str, **params: int) -> dict[str, Any]:
     """A user's list as a polite client gets it: a 429 waits its ``Retry-After`` and asks
     again (several threads on cached lists pass the key's 1,000 requests a second on a fast
     machine), anything else but a 200 fails with the answer's body."""
