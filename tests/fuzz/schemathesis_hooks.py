@@ -1,11 +1,11 @@
 """Schemathesis hooks: the rules a JSON Schema cannot state.
 
-- A timestamp must lie between 1990 and now (plus a few minutes of clock skew): the bound
-  moves with the clock, so the schema can only say "date-time". Generated events get a
-  timestamp inside the bounds when theirs is outside.
-- An experiment's variants must name versions that exist (the fuzzed system has versions 1
-  and 2, see test_api_fuzz.py), each a different one, and their weights must fit the mode (in
-  ``ab`` they sum to 1): cross-field rules. A generated experiment is made to follow them.
+An experiment's variants must name versions that exist (the fuzzed system has versions 1 and
+2, see test_api_fuzz.py), each a different one, and their weights must fit the mode (in ``ab``
+they sum to 1): cross-field rules. A generated experiment is made to follow them.
+
+Events need no hook: an event's timestamp is bounded in the schema (a year from 1990 on), and
+the clock's bound is a correction, not a refusal (``recsys_shared.schemas.base``).
 
 So "valid by the schema" also means valid by the contract; every other part of each
 generated body, valid or not, is sent as generated.
@@ -13,27 +13,9 @@ generated body, valid or not, is sent as generated.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
-
-from recsys_shared.schemas import EARLIEST_TIMESTAMP, MAX_CLOCK_SKEW
-
-
-def _inside_bounds(value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value  # not a date-time at all: a negative case, sent as it is
-    if moment.tzinfo is None:
-        return value
-    if EARLIEST_TIMESTAMP <= moment <= datetime.now(UTC) + MAX_CLOCK_SKEW:
-        return value
-    return "2024-05-01T12:00:00Z"
-
 
 #: The model versions the fuzzed system has.
 VERSIONS = (1, 2)
@@ -69,10 +51,6 @@ def _experiment_rules(body: dict[str, Any]) -> None:
 
 @schemathesis.hook
 def map_body(context: Any, body: Any) -> Any:
-    if isinstance(body, dict) and isinstance(body.get("events"), list):
-        for event in body["events"]:
-            if isinstance(event, dict) and "timestamp" in event:
-                event["timestamp"] = _inside_bounds(event["timestamp"])
     if isinstance(body, dict) and "variants" in body:
         _experiment_rules(body)
     return body

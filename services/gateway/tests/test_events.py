@@ -124,12 +124,11 @@ def test_a_batch_with_invalid_events_is_refused_whole(
 ) -> None:
     _post(gateway, client_headers, [_event(100)])
     before = store.xlen(PARTITION.events)
-    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     events = [
         _event(0),
         _event(1, type="teleport"),
         _event(2, type="rating"),  # a rating needs a value
-        _event(3, timestamp=future),
+        _event(3, timestamp="1970-01-01T00:00:00Z"),  # a broken clock
         _event(4, event_id="has space"),
         _event(5),
     ]
@@ -151,6 +150,19 @@ def test_a_batch_with_invalid_events_is_refused_whole(
     # A corrected resubmission is accepted in full.
     fixed = _post(gateway, client_headers, [_event(0), _event(5)])
     assert fixed.json() == {"accepted": 2, "duplicates": 0}
+
+
+def test_a_time_ahead_of_the_clock_is_stored_as_the_time_of_receipt(
+    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    sent = datetime.now(UTC)
+    ahead = (sent + timedelta(days=2)).isoformat()
+
+    response = _post(gateway, client_headers, [_event(0, timestamp=ahead)])
+
+    assert response.status_code == 202
+    (stored,) = _stored(store)
+    assert sent.timestamp() <= stored.ts <= datetime.now(UTC).timestamp()
 
 
 @pytest.mark.parametrize("count", [0, 1001])

@@ -33,7 +33,7 @@ from recsys_shared.artifacts import (
 from recsys_shared.features import parse_categories
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import (
-    EARLIEST_TIMESTAMP,
+    EARLIEST_INSTANT,
     MAX_CLOCK_SKEW,
     QualityCheck,
     QualityReport,
@@ -236,7 +236,7 @@ def check_quality(
         times = interactions.times
         latest_allowed = (datetime.now(UTC) + MAX_CLOCK_SKEW).timestamp()
         insane = np.count_nonzero(
-            (times > latest_allowed) | (times < EARLIEST_TIMESTAMP.timestamp())
+            (times > latest_allowed) | (times < EARLIEST_INSTANT.timestamp())
         )
         checks.append(_at_most("insane_timestamp_share", insane / n_interactions, 0.0))
     received = stats.get(keys.STAT_ACCEPTED, 0) + stats.get(keys.STAT_DUPLICATES, 0)

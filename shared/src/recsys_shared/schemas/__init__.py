@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from recsys_shared.schemas.base import (
     CATEGORY_PATTERN,
+    EARLIEST_INSTANT,
     EARLIEST_TIMESTAMP,
     ID_PATTERN,
     MAX_BATCH_EVENTS,
@@ -19,6 +20,7 @@ from recsys_shared.schemas.base import (
     MAX_K,
     MAX_OFFSET,
     TEXT_PATTERN,
+    TIMESTAMP_PATTERN,
     Category,
     Identifier,
     InputModel,
@@ -118,6 +120,7 @@ __all__ = [
     "CANARY_SCHEDULE",
     "CATEGORY_PATTERN",
     "DEFAULT_CANARY_START",
+    "EARLIEST_INSTANT",
     "EARLIEST_TIMESTAMP",
     "EVENT_WEIGHTS",
     "FACTOR_ALGORITHMS",
@@ -133,6 +136,7 @@ __all__ = [
     "MAX_WEIGHT",
     "RATING_NEUTRAL",
     "TEXT_PATTERN",
+    "TIMESTAMP_PATTERN",
     "Algorithm",
     "AlsRecipe",
     "BprRecipe",

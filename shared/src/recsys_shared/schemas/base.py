@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
 )
 
 MAX_ID_LENGTH: Final = 128
@@ -20,10 +21,18 @@ MAX_K: Final = 100
 MAX_OFFSET: Final = 1000
 #: Users' lists the gateway asks a recommender for in one call (see UserListBatch).
 MAX_BATCH_LISTS: Final = 64
-#: How far in the future a client's clock may be before its timestamps are refused.
+#: How far ahead of the server's clock an event's time is kept as written; a time further
+#: ahead comes from a fast client clock and is recorded as the time the event was received.
 MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
-#: Timestamps before this are treated as broken clocks (the epoch, zero values).
+#: Timestamps written before this day are refused as broken clocks (the epoch, zero values).
 EARLIEST_TIMESTAMP: Final = datetime(1990, 1, 1, tzinfo=UTC)
+#: The rule above as the OpenAPI document publishes it: a year from 1990 on, as written. One
+#: pattern for the schema and the check (as ``ID_PATTERN``), so a client's validator and ours
+#: agree on every string, whatever its UTC offset.
+TIMESTAMP_PATTERN: Final = r"^(?:199\d|[2-9]\d{3})-"
+#: The earliest instant an accepted timestamp can name: the first day written at the largest
+#: UTC offset RFC 3339 allows (+23:59), for checks on stored times.
+EARLIEST_INSTANT: Final = EARLIEST_TIMESTAMP - timedelta(hours=23, minutes=59)
 
 
 #: An id: no whitespace, no control characters, no "/" (it must fit in one URL path segment).
@@ -76,16 +85,24 @@ def _is_number(text: str) -> bool:
 
 
 def _sane_timestamp(value: datetime) -> datetime:
+    """The event's time: as written, or the time of receipt if it is ahead of the server's
+    clock by more than ``MAX_CLOCK_SKEW``. A refusal there is one no schema can state (the
+    bound moves with the clock), and it would lose the event to a client's clock."""
     if value.tzinfo is None:
         raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2024-05-01T12:00:00Z")
-    if value > datetime.now(UTC) + MAX_CLOCK_SKEW:
-        raise ValueError(f"is in the future beyond the allowed clock skew of {MAX_CLOCK_SKEW}")
-    if value < EARLIEST_TIMESTAMP:
+    # The year as written (a parsed date-time keeps its offset): TIMESTAMP_PATTERN's rule.
+    if value.year < EARLIEST_TIMESTAMP.year:
         raise ValueError(f"is before {EARLIEST_TIMESTAMP.date()}, which no real event is")
-    return value
+    now = datetime.now(UTC)
+    return now if value > now + MAX_CLOCK_SKEW else value
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_only), AfterValidator(_sane_timestamp)]
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339_only),
+    AfterValidator(_sane_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}),
+]
 
 
 class InputModel(BaseModel):

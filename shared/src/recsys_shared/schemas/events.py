@@ -87,11 +87,12 @@ class EventIn(InputModel):
     value: Number | None = Field(default=None, description="Finite; required for `rating`.")
     timestamp: Timestamp | None = Field(
         default=None,
-        # JSON Schema cannot bound a date-time by the clock: the bounds are stated here, in
-        # words and as extension keywords a client or a fuzzer can read.
+        # The earliest day is in the schema (the pattern on the year); the clock's bound
+        # cannot be, so the API corrects a time ahead of it rather than refusing one.
         description=(
-            f"RFC 3339 with a UTC offset, from {EARLIEST_TIMESTAMP.date()} to "
-            f"{int(MAX_CLOCK_SKEW.total_seconds())} s past the server's clock; defaults to now."
+            f"RFC 3339 with a UTC offset, written in {EARLIEST_TIMESTAMP.year} or later. A time "
+            f"more than {int(MAX_CLOCK_SKEW.total_seconds())} s ahead of the server's clock is "
+            "recorded as the time the event was received; defaults to now."
         ),
         json_schema_extra={
             "x-earliest": EARLIEST_TIMESTAMP.isoformat(),
