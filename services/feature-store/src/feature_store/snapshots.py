@@ -235,9 +235,7 @@ def check_quality(
         )
         times = interactions.times
         latest_allowed = (datetime.now(UTC) + MAX_CLOCK_SKEW).timestamp()
-        insane = np.count_nonzero(
-            (times > latest_allowed) | (times < EARLIEST_INSTANT.timestamp())
-        )
+        insane = np.count_nonzero((times > latest_allowed) | (times < EARLIEST_INSTANT.timestamp()))
         checks.append(_at_most("insane_timestamp_share", insane / n_interactions, 0.0))
     received = stats.get(keys.STAT_ACCEPTED, 0) + stats.get(keys.STAT_DUPLICATES, 0)
     rejected = stats.get("rejected", 0)
