@@ -1,8 +1,9 @@
 """Test tooling shared by every suite, and by the benchmarks that start whole systems.
 
 Not part of the services' runtime: left out of the wheel the images install (with
-``processes`` and ``redis_cluster``, see shared/pyproject.toml); the workspace's editable
-install, which tests, benchmarks and ``make run`` use, has it.
+``processes`` and ``redis_cluster``, see shared/pyproject.toml), its dependencies in the
+``testing`` extra; the workspace's editable install, which tests, benchmarks and ``make run``
+use, has both.
 ``fixtures`` holds the pytest fixtures (registered by the root ``conftest.py``), ``tiers`` the
 Redis deployments a test runs on (one node, or a local cluster with a broker beside it),
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
