@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from gateway.ingest import marker_digest
 from recsys_shared import keys
@@ -157,12 +158,19 @@ def test_a_time_ahead_of_the_clock_is_stored_as_the_time_of_receipt(
 ) -> None:
     sent = datetime.now(UTC)
     ahead = (sent + timedelta(days=2)).isoformat()
+    corrected_before = _corrected_times()
 
-    response = _post(gateway, client_headers, [_event(0, timestamp=ahead)])
+    response = _post(gateway, client_headers, [_event(0, timestamp=ahead), _event(1)])
 
     assert response.status_code == 202
-    (stored,) = _stored(store)
-    assert sent.timestamp() <= stored.ts <= datetime.now(UTC).timestamp()
+    stored = _stored(store)
+    assert all(sent.timestamp() <= event.ts <= datetime.now(UTC).timestamp() for event in stored)
+    # Counted, so a client with a fast clock shows on the dashboards.
+    assert _corrected_times() == corrected_before + 1
+
+
+def _corrected_times() -> float:
+    return REGISTRY.get_sample_value("recsys_event_times_corrected_total") or 0.0
 
 
 @pytest.mark.parametrize("count", [0, 1001])

@@ -20,10 +20,11 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
+from gateway import metrics
 from recsys_shared import keys
 from recsys_shared.errors import Backpressure, RecsysError, StoreUnavailable
 from recsys_shared.redis import Arg, LuaScript, RedisClient
-from recsys_shared.schemas import EventBatch, EventsAccepted, StoredEvent
+from recsys_shared.schemas import EventBatch, EventsAccepted, StoredEvent, ahead_of_clock
 
 INGEST = LuaScript.load(__package__, "lua/ingest.lua")
 
@@ -62,6 +63,9 @@ class EventIngestor:
         now = datetime.now(UTC)
         parts: dict[keys.Partition, list[Arg]] = {}
         stored = StoredEvent.from_inputs(batch.events, now=now)
+        corrected = sum(ahead_of_clock(event.timestamp, now) for event in batch.events)
+        if corrected:
+            metrics.EVENT_TIMES_CORRECTED.inc(corrected)
         for event, stored_event in zip(batch.events, stored, strict=True):
             digest = marker_digest(event.event_id) if event.event_id else b""
             parts.setdefault(self.partitions.of(event.user_id), []).extend(

@@ -11,6 +11,11 @@ EVENTS_RECEIVED = Counter(
     "Events received by the gateway, by outcome: accepted, duplicate, rejected.",
     ["outcome"],
 )
+EVENT_TIMES_CORRECTED = Counter(
+    "recsys_event_times_corrected_total",
+    "Events dated ahead of the server's clock beyond the allowed skew (a client's fast clock), "
+    "stored at the time they were received.",
+)
 EVENT_REJECTS = Counter(
     "recsys_event_rejects_total", "Invalid events refused at the door, by reason.", ["reason"]
 )

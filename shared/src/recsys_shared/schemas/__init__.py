@@ -27,6 +27,8 @@ from recsys_shared.schemas.base import (
     Number,
     Timestamp,
     _rfc3339_only,
+    ahead_of_clock,
+    event_time,
 )
 from recsys_shared.schemas.catalogue import (
     Item,
@@ -205,6 +207,8 @@ __all__ = [
     "VariantIn",
     "VariantReport",
     "_rfc3339_only",
+    "ahead_of_clock",
+    "event_time",
     "event_weight",
     "metric_name",
 ]

@@ -85,16 +85,29 @@ def _is_number(text: str) -> bool:
 
 
 def _sane_timestamp(value: datetime) -> datetime:
-    """The event's time: as written, or the time of receipt if it is ahead of the server's
-    clock by more than ``MAX_CLOCK_SKEW``. A refusal there is one no schema can state (the
-    bound moves with the clock), and it would lose the event to a client's clock."""
+    # Only what the schema states; a time ahead of the server's clock is not refused here
+    # (a bound that moves with the clock is one no schema can state): see ``event_time``.
     if value.tzinfo is None:
         raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2024-05-01T12:00:00Z")
     # The year as written (a parsed date-time keeps its offset): TIMESTAMP_PATTERN's rule.
     if value.year < EARLIEST_TIMESTAMP.year:
         raise ValueError(f"is before {EARLIEST_TIMESTAMP.date()}, which no real event is")
-    now = datetime.now(UTC)
-    return now if value > now + MAX_CLOCK_SKEW else value
+    return value
+
+
+def ahead_of_clock(written: datetime | None, received: datetime) -> bool:
+    """Whether a written time is ahead of the server's clock (``received``) by more than
+    ``MAX_CLOCK_SKEW``: a fast client clock."""
+    return written is not None and written > received + MAX_CLOCK_SKEW
+
+
+def event_time(written: datetime | None, received: datetime) -> datetime:
+    """An event's time as stored: as written, or the time it was ``received`` when it has
+    none or when it is ahead of the clock (refusing it would lose the event, and the
+    client's batch with it)."""
+    if written is None or ahead_of_clock(written, received):
+        return received
+    return written
 
 
 Timestamp = Annotated[

@@ -24,6 +24,7 @@ from recsys_shared.schemas.base import (
     InputModel,
     Number,
     Timestamp,
+    event_time,
 )
 
 
@@ -140,8 +141,9 @@ class StoredEvent(BaseModel):
     @classmethod
     def from_inputs(cls, events: Sequence[EventIn], *, now: datetime) -> list[StoredEvent]:
         """Validated input events as stored: a client's ``event_id`` or a fresh one, the
-        event's time or ``now``, received ``now``. One validation call for the batch (pydantic's
-        core, cheaper than building the models one by one in Python)."""
+        event's time (``event_time``: as written, or ``now``), received ``now``. One
+        validation call for the batch (pydantic's core, cheaper than building the models one
+        by one in Python)."""
         received_at = now.timestamp()
         return _STORED_EVENTS.validate_python(
             [
@@ -151,7 +153,7 @@ class StoredEvent(BaseModel):
                     "item_id": event.item_id,
                     "type": event.type,
                     "value": event.value,
-                    "ts": (event.timestamp or now).timestamp(),
+                    "ts": event_time(event.timestamp, now).timestamp(),
                     "recommendation_id": event.recommendation_id,
                     "received_at": received_at,
                 }
