@@ -1,8 +1,11 @@
-"""Every service's /metrics, scraped after the whole loop ran: each family is there and moved."""
+"""Every service's /metrics: before any traffic, every counter an alert rule or a dashboard
+reads is there (at zero: a rule sees 0, not nothing); after the whole loop ran, each family
+is there and moved."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,10 @@ from recsys_shared.testing import (
 )
 
 pytestmark = pytest.mark.integration
+
+MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+#: One of each kind of process: the replicas of a kind export the same families.
+EXPORTERS = ("gateway", "recommender1", "feature-store", "worker")
 
 
 def scrape(stack: Stack, service: str) -> str:
@@ -36,6 +43,30 @@ def value(text: str, family: str, **labels: str) -> float:
         if all(f'{key}="{wanted}"' in name for key, wanted in labels.items()):
             total += float(sample)
     return total
+
+
+def families(text: str) -> set[str]:
+    """The names of the samples of an exposition (a labelled family with no sample is none)."""
+    return {
+        match.group(0)
+        for line in text.splitlines()
+        if not line.startswith("#") and (match := re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line))
+    }
+
+
+def counters_read_by_rules_and_dashboards() -> set[str]:
+    texts = [path.read_text() for path in (MONITORING / "prometheus" / "rules").glob("*.yml")]
+    texts += [path.read_text() for path in (MONITORING / "grafana" / "dashboards").glob("*.json")]
+    return {name for text in texts for name in re.findall(r"\brecsys_[a-z_]+_total\b", text)}
+
+
+def test_every_counter_a_rule_or_dashboard_reads_is_exported_from_start_up(stack: Stack) -> None:
+    # First in the module: the system has served nothing yet (its counters are all at 0).
+    read = counters_read_by_rules_and_dashboards()
+    exported = set().union(*(families(scrape(stack, service)) for service in EXPORTERS))
+
+    assert {"recsys_dead_letters_total", "recsys_fallbacks_total"} <= read
+    assert read - exported == set()
 
 
 def test_every_service_exports_its_families_and_they_moved(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from recsys_shared.schemas import FallbackReason
+from recsys_shared.schemas import Decision, ExperimentMode, FallbackReason
 
 EVENTS_RECEIVED = Counter(
     "recsys_events_received_total",
@@ -82,3 +82,7 @@ EXPERIMENT_DECISIONS = Counter(
     "Experiments ended, by mode and decision (promoted, rolled_back, stopped, inconclusive).",
     ["mode", "decision"],
 )
+for _mode in ExperimentMode:  # at 0 from start-up, every way an experiment can end
+    for _decision in Decision:
+        if _decision is not Decision.RUNNING:
+            EXPERIMENT_DECISIONS.labels(_mode.value, _decision.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -50,6 +51,24 @@ MODEL_MEMORY_BYTES = Gauge(
     "recsys_model_memory_bytes",
     "Estimated memory of the versions held (the active one and experiment variants).",
 )
+
+
+class VariantRefusal(StrEnum):
+    """Why a replica did not load an experiment's version."""
+
+    MEMORY = "memory"  # over the replica's memory bound for versions
+    ARTIFACT = "artifact"  # the version has no artifact, or a broken one
+    UNKNOWN = "unknown"  # no such version
+
+
+class ShadowOutcome(StrEnum):
+    RANKED = "ranked"
+    OVER_BUDGET = "over_budget"  # over the CPU share, or the queue is full
+    NOT_PERSONALISED = "not_personalised"
+    VERSION_UNAVAILABLE = "version_unavailable"
+    RECORD_LOST = "record_lost"
+
+
 VARIANT_LOAD_REFUSALS = Counter(
     "recsys_variant_load_refusals_total",
     "Experiment versions not loaded, by reason (memory bound, broken artifact, unknown).",
@@ -61,6 +80,11 @@ SHADOW_RANKINGS = Counter(
     "version unavailable, record lost).",
     ["outcome"],
 )
+# Exported at 0 from start-up: the dashboards' rates see 0, not nothing.
+for _reason in VariantRefusal:
+    VARIANT_LOAD_REFUSALS.labels(_reason.value)
+for _outcome in ShadowOutcome:
+    SHADOW_RANKINGS.labels(_outcome.value)
 SHADOW_SECONDS = Counter(
     "recsys_shadow_seconds_total", "Time spent ranking for shadow experiments."
 )

@@ -81,12 +81,12 @@ class ShadowRanker:
     def submit(self, job: ShadowJob) -> None:
         """Queue a shadow ranking; the served list does not wait for it."""
         if not self.budget.allows():
-            metrics.SHADOW_RANKINGS.labels("over_budget").inc()
+            metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.OVER_BUDGET).inc()
             return
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            metrics.SHADOW_RANKINGS.labels("over_budget").inc()
+            metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.OVER_BUDGET).inc()
             return
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain(), name="shadow-rankings")
@@ -107,7 +107,7 @@ class ShadowRanker:
         try:
             ranked = await self.rank(job)
         except ModelUnavailable as error:
-            metrics.SHADOW_RANKINGS.labels("version_unavailable").inc()
+            metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.VERSION_UNAVAILABLE).inc()
             log.warning("shadow ranking skipped: %s", error.detail)
             return
         finally:
@@ -115,7 +115,7 @@ class ShadowRanker:
             self.budget.spend(spent)
             metrics.SHADOW_SECONDS.inc(spent)
         if ranked is None:
-            metrics.SHADOW_RANKINGS.labels("not_personalised").inc()
+            metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.NOT_PERSONALISED).inc()
             return
         await self._record(job, ranked)
 
@@ -143,7 +143,7 @@ class ShadowRanker:
                 ],
             )
         except (StoreUnavailable, StoreError) as error:
-            metrics.SHADOW_RANKINGS.labels("record_lost").inc()
+            metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.RECORD_LOST).inc()
             log.warning("shadow ranking not recorded: %s", error.detail)
             return
-        metrics.SHADOW_RANKINGS.labels("ranked").inc()
+        metrics.SHADOW_RANKINGS.labels(metrics.ShadowOutcome.RANKED).inc()

@@ -93,11 +93,11 @@ class VariantModels:
         try:
             info = await self.holder.registry.get(version)
         except UnknownModelVersion as error:
-            metrics.VARIANT_LOAD_REFUSALS.labels("unknown").inc()
+            metrics.VARIANT_LOAD_REFUSALS.labels(metrics.VariantRefusal.UNKNOWN).inc()
             raise ModelUnavailable(f"Model version {version} does not exist.") from error
         store = self.holder.store
         if not info.artifact_url:
-            metrics.VARIANT_LOAD_REFUSALS.labels("artifact").inc()
+            metrics.VARIANT_LOAD_REFUSALS.labels(metrics.VariantRefusal.ARTIFACT).inc()
             raise ModelUnavailable(f"Model version {version} has no artifact.")
         folder = info.artifact_url.removeprefix(store.base_url + "/")
         started = time.perf_counter()
@@ -106,7 +106,7 @@ class VariantModels:
             needed = int(artifact_bytes * MEMORY_PER_ARTIFACT_BYTE)
             held = self.memory_bytes()
             if held + needed > self.memory_limit_bytes:
-                metrics.VARIANT_LOAD_REFUSALS.labels("memory").inc()
+                metrics.VARIANT_LOAD_REFUSALS.labels(metrics.VariantRefusal.MEMORY).inc()
                 raise ModelUnavailable(
                     f"Model version {version} needs about {needed >> 20} MiB; this replica "
                     f"holds {held >> 20} MiB of {self.memory_limit_bytes >> 20} MiB "
@@ -114,7 +114,7 @@ class VariantModels:
                 )
             model = await asyncio.to_thread(load_model, store, info)
         except (ArtifactError, OSError, ValueError, KeyError) as error:
-            metrics.VARIANT_LOAD_REFUSALS.labels("artifact").inc()
+            metrics.VARIANT_LOAD_REFUSALS.labels(metrics.VariantRefusal.ARTIFACT).inc()
             raise ModelUnavailable(f"Model version {version} cannot be loaded: {error}") from error
         self.held[version] = model
         self._publish()
