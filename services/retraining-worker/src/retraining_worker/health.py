@@ -26,6 +26,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from recsys_shared.errors import RecsysError
 from recsys_shared.redis import connect
 from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
+
+# Imported by the process that serves /metrics, before it serves: the families (their labels
+# at 0) are on disk from the first scrape, not only once Celery has imported the tasks.
+from retraining_worker import metrics  # noqa: F401
 from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)
