@@ -62,6 +62,8 @@ class VariantRefusal(StrEnum):
 
 
 class ShadowOutcome(StrEnum):
+    """What became of a request a shadow version was to rank."""
+
     RANKED = "ranked"
     OVER_BUDGET = "over_budget"  # over the CPU share, or the queue is full
     NOT_PERSONALISED = "not_personalised"
