@@ -6,6 +6,9 @@ same everywhere so one dashboard and one set of alert rules read every service a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import product
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 
 __all__ = [
@@ -18,6 +21,7 @@ __all__ = [
     "REDIS_ERRORS",
     "REDIS_MEMORY_USED_RATIO",
     "REGISTRY",
+    "at_zero",
 ]
 
 LATENCY_BUCKETS = (
@@ -73,3 +77,10 @@ EPHEMERAL_WRITES_SHEDDING = Gauge(
     "1 while this process sheds cache entries and list records (Redis near maxmemory), else 0.",
 )
 BUILD_INFO = Info("recsys_build", "Service name and code version of this process.")
+
+
+def at_zero(family: Counter, *label_values: Iterable[str]) -> None:
+    """Export every combination of ``label_values`` at 0 from start-up: an alert's or a
+    dashboard's ``rate()`` then sees 0 before the first increment, not nothing."""
+    for labels in product(*label_values):
+        family.labels(*labels)

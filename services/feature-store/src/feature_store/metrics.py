@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys_shared.metrics import at_zero
 from recsys_shared.schemas import DeadLetterReason
 
 EVENTS_APPLIED = Counter("recsys_events_applied_total", "Events applied to the features.")
@@ -14,8 +15,7 @@ EVENTS_REDELIVERED = Counter(
 DEAD_LETTERS = Counter(
     "recsys_dead_letters_total", "Events moved to the dead-letter stream, by reason.", ["reason"]
 )
-for _reason in DeadLetterReason:  # exported at 0 from start-up: rules see 0, not nothing
-    DEAD_LETTERS.labels(_reason.value)
+at_zero(DEAD_LETTERS, DeadLetterReason)
 EVENTS_CLAIMED = Counter(
     "recsys_events_claimed_total", "Pending events claimed from a stalled consumer."
 )

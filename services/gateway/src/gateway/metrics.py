@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys_shared.metrics import at_zero
 from recsys_shared.schemas import Decision, ExperimentMode, FallbackReason
 
 EVENTS_RECEIVED = Counter(
@@ -22,7 +23,7 @@ EVENT_REJECTS = Counter(
 FALLBACKS = Counter(
     "recsys_fallbacks_total", "Responses served by a fallback strategy, by reason.", ["reason"]
 )
-FALLBACKS.labels(FallbackReason.RECOMMENDER_UNAVAILABLE.value)  # at 0 from start-up
+at_zero(FALLBACKS, [FallbackReason.RECOMMENDER_UNAVAILABLE])  # the one the gateway answers
 UPSTREAM_ERRORS = Counter(
     "recsys_upstream_errors_total",
     "Failed calls to services behind the gateway.",
@@ -82,7 +83,4 @@ EXPERIMENT_DECISIONS = Counter(
     "Experiments ended, by mode and decision (promoted, rolled_back, stopped, inconclusive).",
     ["mode", "decision"],
 )
-for _mode in ExperimentMode:  # at 0 from start-up, every way an experiment can end
-    for _decision in Decision:
-        if _decision is not Decision.RUNNING:
-            EXPERIMENT_DECISIONS.labels(_mode.value, _decision.value)
+at_zero(EXPERIMENT_DECISIONS, ExperimentMode, [d for d in Decision if d is not Decision.RUNNING])

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from recsys_shared.metrics import LATENCY_BUCKETS
+from recsys_shared.metrics import LATENCY_BUCKETS, at_zero
 
 RESPONSES = Counter(
     "recsys_recommendations_total",
@@ -82,11 +82,8 @@ SHADOW_RANKINGS = Counter(
     "version unavailable, record lost).",
     ["outcome"],
 )
-# Exported at 0 from start-up: the dashboards' rates see 0, not nothing.
-for _reason in VariantRefusal:
-    VARIANT_LOAD_REFUSALS.labels(_reason.value)
-for _outcome in ShadowOutcome:
-    SHADOW_RANKINGS.labels(_outcome.value)
+at_zero(VARIANT_LOAD_REFUSALS, VariantRefusal)
+at_zero(SHADOW_RANKINGS, ShadowOutcome)
 SHADOW_SECONDS = Counter(
     "recsys_shadow_seconds_total", "Time spent ranking for shadow experiments."
 )

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from recsys_shared.metrics import at_zero
+from recsys_shared.schemas import TrainingStatus
+
 TRAINING_RUNS = Counter(
     "recsys_training_runs_total",
-    "Training runs by outcome: published, rejected (gate), refused (data quality), unchanged.",
+    "Training runs by outcome (a TrainingStatus): published, rejected (gate), refused (data "
+    "quality), unchanged, abandoned.",
     ["outcome"],
 )
+at_zero(TRAINING_RUNS, TrainingStatus)
 TRAINING_SECONDS = Histogram(
     "recsys_training_duration_seconds",
     "Time to train, evaluate and (when published) fit the served model.",
@@ -44,7 +49,3 @@ DRIFT_HIT_RATE = Gauge(
     multiprocess_mode="mostrecent",
 )
 DRIFT_TRIGGERS = Counter("recsys_drift_retrains_total", "Retrains the drift monitor enqueued.")
-
-# Every outcome exists from the start at 0, so increase() over a window sees the first run too.
-for _outcome in ("published", "rejected", "refused", "unchanged", "abandoned"):
-    TRAINING_RUNS.labels(_outcome)

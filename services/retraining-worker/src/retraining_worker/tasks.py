@@ -16,7 +16,7 @@ from recsys_shared.errors import Unavailable
 from recsys_shared.logging import request_id_var
 from recsys_shared.redis import connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import Algorithm, TrainingOutcome
+from recsys_shared.schemas import Algorithm, TrainingOutcome, TrainingStatus
 from recsys_shared.tasks import (
     CHECK_DRIFT,
     ERASE_FROM_ARTIFACTS,
@@ -91,7 +91,7 @@ def train_model(
     request_id_var.set((self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id)
     settings = get_settings()
     if (reason := _redelivered_too_often(self, TRAIN_MODEL)) is not None:
-        return TrainingOutcome(status="abandoned", reasons=[reason]).model_dump()
+        return TrainingOutcome(status=TrainingStatus.ABANDONED, reasons=[reason]).model_dump()
     try:
         outcome = asyncio.run(
             run_training(

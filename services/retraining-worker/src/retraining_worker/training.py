@@ -42,6 +42,7 @@ from recsys_shared.schemas import (
     SnapshotInfo,
     TrainingData,
     TrainingOutcome,
+    TrainingStatus,
 )
 from retraining_worker import metrics
 from retraining_worker.config import Settings
@@ -148,15 +149,17 @@ async def _train_locked(
     snapshot = await request_snapshot(settings)
     if not snapshot.quality.passed:
         reasons = [check.detail for check in snapshot.quality.failures]
-        metrics.TRAINING_RUNS.labels("refused").inc()
+        metrics.TRAINING_RUNS.labels(TrainingStatus.REFUSED).inc()
         log.warning("snapshot %s refused by the quality gate: %s", snapshot.snapshot_id, reasons)
-        return TrainingOutcome(status="refused", snapshot_id=snapshot.snapshot_id, reasons=reasons)
+        return TrainingOutcome(
+            status=TrainingStatus.REFUSED, snapshot_id=snapshot.snapshot_id, reasons=reasons
+        )
     existing = await registry.version_for_snapshot(snapshot.snapshot_id)
     # An explicit search is new work even on the same data.
     if existing is not None and not force and not plan.search:
-        metrics.TRAINING_RUNS.labels("unchanged").inc()
+        metrics.TRAINING_RUNS.labels(TrainingStatus.UNCHANGED).inc()
         return TrainingOutcome(
-            status="unchanged",
+            status=TrainingStatus.UNCHANGED,
             snapshot_id=snapshot.snapshot_id,
             version=existing,
             reasons=[f"version {existing} was already trained on this snapshot"],
@@ -182,7 +185,7 @@ async def _train_locked(
         info.artifact_url = store.url(model_folder(version))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         held.check()
-    if served is not None and outcome.status == "published":
+    if served is not None and outcome.status is TrainingStatus.PUBLISHED:
         await registry.publish(info, reason="passed the gate")
         await prune(registry, store, settings)
     else:
@@ -258,7 +261,7 @@ def _train_and_evaluate(
     keep = not reasons or settings.keep_rejected_artifacts
     served = fit(recipe, bench.training_set(recipe)) if keep else None
     outcome = TrainingOutcome(
-        status="rejected" if reasons else "published",
+        status=TrainingStatus.REJECTED if reasons else TrainingStatus.PUBLISHED,
         snapshot_id=snapshot.snapshot_id,
         version=version,
         reasons=reasons,

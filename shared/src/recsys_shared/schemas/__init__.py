@@ -93,6 +93,7 @@ from recsys_shared.schemas.models import (
     TaskState,
     TrainingData,
     TrainingOutcome,
+    TrainingStatus,
     metric_name,
 )
 from recsys_shared.schemas.pipeline import (
@@ -202,6 +203,7 @@ __all__ = [
     "Timestamp",
     "TrainingData",
     "TrainingOutcome",
+    "TrainingStatus",
     "UserListBatch",
     "UserListRequest",
     "VariantIn",

@@ -24,6 +24,16 @@ class ModelStatus(StrEnum):
     RETIRED = "retired"
 
 
+class TrainingStatus(StrEnum):
+    """How a training run ended (a task's result, and the outcome label it is counted by)."""
+
+    PUBLISHED = "published"
+    REJECTED = "rejected"  # by the evaluation gate
+    REFUSED = "refused"  # by the snapshot's data-quality checks
+    UNCHANGED = "unchanged"  # no new data since the last version
+    ABANDONED = "abandoned"  # delivered too often without finishing
+
+
 Algorithm = Literal["als", "bpr", "item_knn", "ease", "hybrid"]
 #: Recipes whose model is user and item factors (a user is a vector); the others are
 #: item-item (a user is their history, scored through an item × item matrix).
@@ -213,7 +223,7 @@ class RetrainRequest(InputModel):
 class TrainingOutcome(BaseModel):
     """What a training task did: the result the task stores for ``GET /v1/tasks/{id}``."""
 
-    status: Literal["published", "rejected", "refused", "unchanged", "abandoned"]
+    status: TrainingStatus
     snapshot_id: str | None = None
     version: int | None = None
     reasons: list[str] = Field(default_factory=list)
