@@ -13,7 +13,7 @@ import pytest
 from recsys_shared import keys
 from recsys_shared.errors import StoreError, StoreOutOfMemory, StoreUnavailable
 from recsys_shared.processes import RedisServer
-from recsys_shared.redis import LuaScript, RedisClient, connect
+from recsys_shared.redis import LuaScript, RedisClient, connect, decoded
 from recsys_shared.testing import DataTier, eventually
 from recsys_shared.testing.tls import make_certificates, tls_arguments
 
@@ -37,6 +37,13 @@ async def test_replies_come_back_decoded(client: RedisClient) -> None:
     assert await client.execute("HGETALL", key) == {"a": "1.5", "b": "2"}
     assert await client.execute("HGET", key, "missing") is None
     assert await client.execute("SMEMBERS", "rs:none") == set()
+
+
+def test_text_is_decoded_at_any_depth_and_other_values_kept() -> None:
+    reply = [b"a", 1, None, 2.5, [b"b", [b"c"]], {b"k": [b"v", {b"n": b"m"}]}, {b"s"}]
+
+    assert decoded(reply) == ["a", 1, None, 2.5, ["b", ["c"]], {"k": ["v", {"n": "m"}]}, {"s"}]
+    assert decoded({b"x": b"1", b"y": [b"2", 3]}) == {"x": "1", "y": ["2", 3]}
 
 
 async def test_a_batch_spans_slots_and_answers_in_order(client: RedisClient) -> None:
