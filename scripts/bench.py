@@ -16,7 +16,8 @@ Synthetic (twenty taste clusters, k=10, one API key with its rate limit off):
 MovieLens (the demo of `make run`: 9,066 items, real users, k from 5 to 44, offset from 0 to
 200, 64 client keys with the default per-key rate limit on): cached and uncached lists vs the
 bare FastAPI + redis-py endpoint, the CPU each service spends per uncached list, and the p99 at
-half of the uncached peak.
+half of the uncached peak; then uncached lists one at a time by the length of the user's
+history, up to HISTORY_CAP (scripts/bench_history.py).
 
 Then scale: a 100,000-item x 1,000,000-user model in one recommender: memory and p99.
 
@@ -36,6 +37,7 @@ import bench_throughput
 import bench_workload
 from bench_data import DEMO_API_KEYS, load_movielens, load_synthetic
 from bench_freshness import freshness
+from bench_history import by_history_length
 from bench_machine import machine_parallelism
 from bench_model import scale, scoring
 from bench_report import report
@@ -77,6 +79,7 @@ def main() -> None:
                 "api_keys": len(MOVIELENS_KEYS),
                 **bench_throughput.movielens(system, workload),
                 "machine_after": machine_parallelism(),
+                "by_history_length": by_history_length(system, workload),
             }
         results["scale"] = scale(workdir)
     report(results)

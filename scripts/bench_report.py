@@ -88,6 +88,13 @@ def _movielens(figures: dict[str, Any]) -> None:
     _half_peak_line(figures["uncached_at_half_peak"])
     cores = figures["machine_after"]["cores_available"]
     say(f"  cores available after the MovieLens rounds: {cores}")
+    say("  uncached lists one at a time, one replica, by the user's history (HISTORY_CAP 5,000):")
+    for user in figures["by_history_length"]:
+        say(
+            f"    {user['history']:>5,} items ({user['user']}): p50 {user['p50_ms']} ms, "
+            f"p90 {user['p90_ms']} ms; CPU per list gateway {user['gateway_cpu_us_per_list']} us, "
+            f"recommender {user['recommender_cpu_us_per_list']} us; {user['cached']} cached"
+        )
 
 
 def _ratio_line(label: str, figure: dict[str, Any]) -> None:
