@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+Result = TypeVar("Result")
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -25,10 +28,17 @@ def with_cpu_per_request(
 ) -> dict[str, float]:
     """``run`` (a wrk run of ``duration`` seconds), with each named process's CPU µs per
     request over it."""
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    figures = run()
+    figures, spent = cpu_spent(pids, run)
     requests = max(figures["requests_per_second"] * duration, 1)
-    for name, pid in pids.items():
-        used = cpu_seconds(pid) - before[name]
+    for name, used in spent.items():
         figures[f"{name}_cpu_us_per_request"] = round(used / requests * 1e6)
     return figures
+
+
+def cpu_spent(
+    pids: Mapping[str, int], run: Callable[[], Result]
+) -> tuple[Result, dict[str, float]]:
+    """What ``run()`` returns, and the CPU seconds each named process spent while it ran."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = run()
+    return result, {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}

@@ -2,7 +2,7 @@
 
 A list reads, scores and excludes the user's whole stored history (up to ``HISTORY_CAP``), so its
 cost grows with the history. On the MovieLens system: the median MovieLens user beside users
-made here with 1,000 and 5,000 clicks on distinct movies (5,000 is ``HISTORY_CAP``'s default),
+made here with 1,000 and ``HISTORY_CAP`` (5,000 by default) clicks on distinct movies,
 each asked for ``LISTS`` uncached lists one at a time through the one-replica gateway (the
 workload's ``k`` and offsets, no page twice), with the CPU its gateway and its recommender spent
 per list.
@@ -17,15 +17,18 @@ from typing import Any
 
 import demo
 import httpx
-from bench_cpu import cpu_seconds
+from bench_cpu import cpu_spent
 from bench_system import ONE_REPLICA_GATEWAY, System
 from bench_workload import Workload
 from bench_wrk import say
 
+from feature_store.config import Settings as FeatureStoreSettings
 from recsys_shared.testing import client_headers, wait_for_applied
 
-#: The made users' history lengths (5,000: ``HISTORY_CAP``'s default).
-MADE_HISTORIES = (1_000, 5_000)
+#: ``HISTORY_CAP``'s default: the longest history a user keeps as ``make run`` starts it.
+HISTORY_CAP: int = FeatureStoreSettings.model_fields["history_cap"].default
+#: The made users' history lengths.
+MADE_HISTORIES = (1_000, HISTORY_CAP)
 LISTS = 200
 #: The processes that serve a list through the one-replica gateway.
 SERVING = {"gateway": ONE_REPLICA_GATEWAY, "recommender": "recommender1"}
@@ -62,22 +65,25 @@ def _lists_of(
     pages = [(k, offset) for k in range(low, high + 1) for offset in range(workload.max_offset + 1)]
     system.forget_cached_lists()
     pids = {name: system.stack.processes[process].pid for name, process in SERVING.items()}
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    milliseconds, cached = [], 0
-    for k, offset in random.Random(length).sample(pages, LISTS):
-        started = time.perf_counter()
-        response = http.get(f"/v1/users/{user}/recommendations", params={"k": k, "offset": offset})
-        milliseconds.append((time.perf_counter() - started) * 1000)
-        cached += bool(response.raise_for_status().json()["cached"])
+    samples = random.Random(length).sample(pages, LISTS)
+    (milliseconds, cached), spent = cpu_spent(pids, lambda: _ask(http, user, samples))
     milliseconds.sort()
     return {
         "user": user,
         "history": length,
         "p50_ms": round(statistics.median(milliseconds), 2),
         "p90_ms": round(milliseconds[int(LISTS * 0.9)], 2),
-        **{
-            f"{name}_cpu_us_per_list": round((cpu_seconds(pid) - before[name]) / LISTS * 1e6)
-            for name, pid in pids.items()
-        },
+        **{f"{name}_cpu_us_per_list": round(used / LISTS * 1e6) for name, used in spent.items()},
         "cached": cached,  # 0: every list was computed
     }
+
+
+def _ask(http: httpx.Client, user: str, pages: list[tuple[int, int]]) -> tuple[list[float], int]:
+    """Each page of ``user``'s list, one at a time: milliseconds each, and how many were cached."""
+    milliseconds, cached = [], 0
+    for k, offset in pages:
+        started = time.perf_counter()
+        response = http.get(f"/v1/users/{user}/recommendations", params={"k": k, "offset": offset})
+        milliseconds.append((time.perf_counter() - started) * 1000)
+        cached += bool(response.raise_for_status().json()["cached"])
+    return milliseconds, cached

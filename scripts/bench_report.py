@@ -88,7 +88,7 @@ def _movielens(figures: dict[str, Any]) -> None:
     _half_peak_line(figures["uncached_at_half_peak"])
     cores = figures["machine_after"]["cores_available"]
     say(f"  cores available after the MovieLens rounds: {cores}")
-    say("  uncached lists one at a time, one replica, by the user's history (HISTORY_CAP 5,000):")
+    say("  uncached lists one at a time, one replica, by the user's history (up to HISTORY_CAP):")
     for user in figures["by_history_length"]:
         say(
             f"    {user['history']:>5,} items ({user['user']}): p50 {user['p50_ms']} ms, "
