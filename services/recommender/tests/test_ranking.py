@@ -1,4 +1,5 @@
-"""Item-item scores are read from the CSR arrays directly (``recommender.ranking``): they must be
+"""Item-item scores are read from the CSR arrays directly for a short history, and taken as the
+product over the whole matrix for a long one (``recommender.ranking``): either way they must be
 what the matrix product of the history with the model says."""
 
 from __future__ import annotations
@@ -7,12 +8,20 @@ import numpy as np
 import pytest
 from scipy.sparse import random as sparse_random
 
+from recommender import ranking
 from recommender.ranking import _item_item_scores
 from recsys_shared.artifacts import ItemItemArrays
 
 
+@pytest.mark.parametrize("path", ["history's rows", "whole matrix"])
 @pytest.mark.parametrize("seed", range(5))
-def test_item_item_scores_are_the_history_times_sparse_plus_block(seed: int) -> None:
+def test_item_item_scores_are_the_history_times_sparse_plus_block(
+    seed: int, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any history's entries times 0 are never more than the matrix's; times 10**9 always are.
+    ratio = 0 if path == "history's rows" else 10**9
+    monkeypatch.setattr(ranking, "_ROWS_COST_RATIO", ratio)
+    monkeypatch.setattr(ranking, "_BLOCK_ROWS_COST_RATIO", ratio)
     generator = np.random.default_rng(seed)
     n_items, n_block = 60, 12
     sparse = sparse_random(n_items, n_items, density=0.1, format="csr", rng=generator, dtype="f4")
