@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -73,46 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
-        client = await web.start_service(settings)
-        await check_durability(
-            client, settings, what="REDIS_URL", replicas=settings.durable_replicas
-        )
-        ephemeral_url = settings.ephemeral_redis_dsn
-        ephemeral = (
-            await connect(ephemeral_url, command_timeout=settings.redis_timeout_seconds)
-            if ephemeral_url
-            else client
-        )
-        consumer = StreamConsumer(client, settings, records=ephemeral)
-        eraser = Eraser(
-            client,
-            settings.partitions,
-            ephemeral=ephemeral,
-            resweep_seconds=settings.erasure_resweep_seconds,
-        )
-        housekeeping = Housekeeping(client, settings, consumer, eraser)
-        tasks = [
-            _background(consumer.run(), "stream-consumer"),
-            _background(housekeeping.run(), "housekeeping"),
-        ]
-        web.settle_garbage_collector()
-        yield lifespan_state_of(
-            FeatureStoreState(
-                settings=settings,
-                redis=client,
-                catalogue=Catalogue(client),
-                eraser=eraser,
-                store=ArtifactStore(settings.artifact_url),
-                consumer=consumer,
-                consumer_task=tasks[0],
-                started_at=time.time(),
-            )
-        )
-        await stop_tasks(*tasks)
-        await eraser.aclose()
-        if ephemeral is not client:
-            await ephemeral.aclose()
-        await client.aclose()
+        async with AsyncExitStack() as stack:
+            yield lifespan_state_of(await _state(settings, stack))
 
     return web.create_service_app(
         settings,
@@ -123,4 +85,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness=_readiness,
         liveness=_liveness,
         max_body_bytes=4 * 1024 * 1024,
+    )
+
+
+async def _state(settings: Settings, stack: AsyncExitStack) -> FeatureStoreState:
+    """The partitions' readers and housekeeping started, and what the routes use; ``stack``
+    stops and closes it in reverse order."""
+    client = await web.start_service(settings)
+    stack.push_async_callback(client.aclose)
+    await check_durability(client, settings, what="REDIS_URL", replicas=settings.durable_replicas)
+    ephemeral = client
+    if settings.ephemeral_redis_dsn:
+        ephemeral = await connect(
+            settings.ephemeral_redis_dsn, command_timeout=settings.redis_timeout_seconds
+        )
+        stack.push_async_callback(ephemeral.aclose)
+    consumer = StreamConsumer(client, settings, records=ephemeral)
+    eraser = Eraser(
+        client,
+        settings.partitions,
+        ephemeral=ephemeral,
+        resweep_seconds=settings.erasure_resweep_seconds,
+    )
+    stack.push_async_callback(eraser.aclose)
+    housekeeping = Housekeeping(client, settings, consumer, eraser)
+    consumer_task = _background(consumer.run(), "stream-consumer")
+    housekeeping_task = _background(housekeeping.run(), "housekeeping")
+    stack.push_async_callback(stop_tasks, consumer_task, housekeeping_task)
+    web.settle_garbage_collector()
+    return FeatureStoreState(
+        settings=settings,
+        redis=client,
+        catalogue=Catalogue(client),
+        eraser=eraser,
+        store=ArtifactStore(settings.artifact_url),
+        consumer=consumer,
+        consumer_task=consumer_task,
+        started_at=time.time(),
     )

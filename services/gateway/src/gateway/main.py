@@ -151,29 +151,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> GatewayState:
-    """Everything the routes use, created once; ``stack`` closes it in reverse order."""
-    read_path = await start_read_path(settings, stack)
-    main, ephemeral = read_path.main, read_path.ephemeral
-    clients = await _clients(settings, stack, main)
-    await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
-    recommender_http = HttpClient(
-        timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100
+def _recommender_client(settings: Settings, stack: AsyncExitStack) -> RecommenderClient:
+    """The keep-alive client to the recommender replicas, with their circuit breakers."""
+    http = HttpClient(timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100)
+    stack.push_async_callback(http.aclose)
+    return RecommenderClient(
+        http,
+        settings.recommender_urls,
+        failures=settings.breaker_failures,
+        reset_seconds=settings.breaker_reset_seconds,
     )
-    stack.push_async_callback(recommender_http.aclose)
-    feature_store_http = await stack.enter_async_context(
+
+
+async def _feature_store_client(settings: Settings, stack: AsyncExitStack) -> FeatureStoreClient:
+    http = await stack.enter_async_context(
         httpx.AsyncClient(
             timeout=httpx.Timeout(settings.feature_store_timeout_seconds),
             limits=httpx.Limits(keepalive_expiry=FEATURE_STORE_KEEPALIVE_SECONDS),
         )
     )
+    return FeatureStoreClient(http, settings.feature_store_url)
+
+
+def _task_queue(settings: Settings, stack: AsyncExitStack, broker: RedisClient) -> TaskQueue:
     tasks = TaskQueue(
-        clients["broker"],
+        broker,
         settings.broker_dsn,
         visibility_timeout_seconds=settings.broker_visibility_timeout_seconds,
         record_ttl_seconds=settings.task_record_ttl_seconds,
     )
     stack.callback(tasks.close)
+    return tasks
+
+
+def _rate_limiter(settings: Settings, stack: AsyncExitStack, ephemeral: RedisClient) -> RateLimiter:
+    """Counts per key in process, shared through the ephemeral Redis when there is one."""
     limiter = RateLimiter(
         ephemeral if settings.ephemeral_redis_dsn else None,
         per_second=settings.rate_limit_per_second,
@@ -181,16 +193,13 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     )
     limiter.start()
     stack.push_async_callback(limiter.stop)
-    reader = read_path.features
-    registry = ModelRegistry(main)
-    cache = ResponseCache(
-        ephemeral,
-        settings.partitions,
-        await _active_version(settings, stack, registry),
-        ttl_seconds=settings.cache_ttl_seconds,
-        memory_guard=read_path.shedding_guard,
-    )
-    experiment_runtime = ExperimentRuntime(
+    return limiter
+
+
+def _experiment_runtime(
+    settings: Settings, stack: AsyncExitStack, main: RedisClient, registry: ModelRegistry
+) -> ExperimentRuntime:
+    runtime = ExperimentRuntime(
         ExperimentStore(main, settings.partitions),
         registry,
         refresh_seconds=settings.experiment_refresh_seconds,
@@ -199,41 +208,59 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         alpha=settings.experiment_alpha,
         retention_days=settings.experiment_retention_days,
     )
-    experiment_runtime.start()
-    stack.push_async_callback(experiment_runtime.stop)
+    runtime.start()
+    stack.push_async_callback(runtime.stop)
+    return runtime
+
+
+def _event_ingestor(settings: Settings, client: RedisClient) -> EventIngestor:
+    return EventIngestor(
+        client,
+        settings.partitions,
+        window_seconds=settings.idempotency_window_seconds,
+        max_backlog=settings.max_stream_backlog,
+        replicas=settings.durable_replicas,
+        replicas_timeout_ms=settings.durable_replicas_timeout_ms,
+    )
+
+
+async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -> GatewayState:
+    """Everything the routes use, created once; ``stack`` closes it in reverse order."""
+    read_path = await start_read_path(settings, stack)
+    main, ephemeral = read_path.main, read_path.ephemeral
+    clients = await _clients(settings, stack, main)
+    await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
+    recommenders = _recommender_client(settings, stack)
+    feature_store = await _feature_store_client(settings, stack)
+    tasks = _task_queue(settings, stack, clients["broker"])
+    limiter = _rate_limiter(settings, stack, ephemeral)
+    registry = ModelRegistry(main)
+    cache = ResponseCache(
+        ephemeral,
+        settings.partitions,
+        await _active_version(settings, stack, registry),
+        ttl_seconds=settings.cache_ttl_seconds,
+        memory_guard=read_path.shedding_guard,
+    )
+    experiment_runtime = _experiment_runtime(settings, stack, main, registry)
+    responses = ResponseBuilder(
+        read_path.features,
+        ephemeral,
+        record_ttl_seconds=settings.recommendation_ttl_seconds,
+        memory_guard=read_path.shedding_guard,
+    )
+    ingestor = _event_ingestor(settings, clients["ingest"])
     web.settle_garbage_collector()
     return GatewayState(
         settings=settings,
         redis=main,
         api_keys=api_keys,
         rate_limiter=limiter,
-        features=reader,
-        reads=ReadService(
-            ResponseBuilder(
-                reader,
-                ephemeral,
-                record_ttl_seconds=settings.recommendation_ttl_seconds,
-                memory_guard=read_path.shedding_guard,
-            ),
-            RecommenderClient(
-                recommender_http,
-                settings.recommender_urls,
-                failures=settings.breaker_failures,
-                reset_seconds=settings.breaker_reset_seconds,
-            ),
-            cache,
-            experiments=experiment_runtime,
-        ),
+        features=read_path.features,
+        reads=ReadService(responses, recommenders, cache, experiments=experiment_runtime),
         experiments=experiment_runtime,
-        ingestor=EventIngestor(
-            clients["ingest"],
-            settings.partitions,
-            window_seconds=settings.idempotency_window_seconds,
-            max_backlog=settings.max_stream_backlog,
-            replicas=settings.durable_replicas,
-            replicas_timeout_ms=settings.durable_replicas_timeout_ms,
-        ),
-        feature_store=FeatureStoreClient(feature_store_http, settings.feature_store_url),
+        ingestor=ingestor,
+        feature_store=feature_store,
         tasks=tasks,
         registry=registry,
     )

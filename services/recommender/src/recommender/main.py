@@ -24,6 +24,7 @@ from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
+from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
 from recsys_shared.web.state import lifespan_state, lifespan_state_of
 
@@ -47,48 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One request scores one user: BLAS threads would fight the event loop for the cores.
         threadpool_limits(limits=1)
         async with AsyncExitStack() as stack:
-            read_path = await start_read_path(settings, stack)
-            client = read_path.main
-            notifications = await announcements(settings, stack)
-            holder = ModelHolder(
-                client,
-                ArtifactStore(settings.artifact_url),
-                poll_seconds=settings.model_poll_seconds,
-                notifications=notifications,
-            )
-            with contextlib.suppress(StoreUnavailable):
-                # Serve from the first request if a model exists; the watcher retries otherwise.
-                await holder.refresh()
-            watcher = asyncio.create_task(holder.watch(), name="model-watcher")
-            stack.push_async_callback(stop_tasks, watcher)
-            variants = VariantModels(
-                holder,
-                ExperimentStore(client, settings.partitions),
-                memory_limit_bytes=settings.model_memory_limit_mb << 20,
-                poll_seconds=settings.model_poll_seconds,
-            )
-            variant_watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
-            stack.push_async_callback(stop_tasks, variant_watcher)
-            responses = ResponseBuilder(
-                read_path.features,
-                read_path.ephemeral,
-                record_ttl_seconds=settings.recommendation_ttl_seconds,
-                memory_guard=read_path.shedding_guard,
-                experiment_lists=ExperimentLists(
-                    client, settings.partitions, ttl_seconds=settings.recommendation_ttl_seconds
-                ),
-            )
-            service = RecommendationService(
-                responses,
-                holder,
-                ranking=settings.ranking(),
-                variants=variants,
-                shadow_cpu_share=settings.shadow_cpu_share,
-            )
-            if service.shadows is not None:
-                stack.push_async_callback(service.shadows.close)
-            web.settle_garbage_collector()
-            yield lifespan_state_of(RecommenderState(client, holder, variants, service))
+            yield lifespan_state_of(await _state(settings, stack))
 
     return web.create_service_app(
         settings,
@@ -99,3 +59,64 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness=_readiness,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
+
+
+async def _state(settings: Settings, stack: AsyncExitStack) -> RecommenderState:
+    """Everything the routes use, created once; ``stack`` closes it in reverse order."""
+    read_path = await start_read_path(settings, stack)
+    client = read_path.main
+    holder = await _model_holder(settings, stack, client)
+    variants = _variant_models(settings, stack, client, holder)
+    responses = ResponseBuilder(
+        read_path.features,
+        read_path.ephemeral,
+        record_ttl_seconds=settings.recommendation_ttl_seconds,
+        memory_guard=read_path.shedding_guard,
+        experiment_lists=ExperimentLists(
+            client, settings.partitions, ttl_seconds=settings.recommendation_ttl_seconds
+        ),
+    )
+    service = RecommendationService(
+        responses,
+        holder,
+        ranking=settings.ranking(),
+        variants=variants,
+        shadow_cpu_share=settings.shadow_cpu_share,
+    )
+    if service.shadows is not None:
+        stack.push_async_callback(service.shadows.close)
+    web.settle_garbage_collector()
+    return RecommenderState(client, holder, variants, service)
+
+
+async def _model_holder(
+    settings: Settings, stack: AsyncExitStack, client: RedisClient
+) -> ModelHolder:
+    """The active model, loaded now if there is one and followed by a watcher task."""
+    holder = ModelHolder(
+        client,
+        ArtifactStore(settings.artifact_url),
+        poll_seconds=settings.model_poll_seconds,
+        notifications=await announcements(settings, stack),
+    )
+    with contextlib.suppress(StoreUnavailable):
+        # Serve from the first request if a model exists; the watcher retries otherwise.
+        await holder.refresh()
+    watcher = asyncio.create_task(holder.watch(), name="model-watcher")
+    stack.push_async_callback(stop_tasks, watcher)
+    return holder
+
+
+def _variant_models(
+    settings: Settings, stack: AsyncExitStack, client: RedisClient, holder: ModelHolder
+) -> VariantModels:
+    """The running experiment's versions, loaded within a memory bound as it changes."""
+    variants = VariantModels(
+        holder,
+        ExperimentStore(client, settings.partitions),
+        memory_limit_bytes=settings.model_memory_limit_mb << 20,
+        poll_seconds=settings.model_poll_seconds,
+    )
+    watcher = asyncio.create_task(variants.watch(), name="variant-watcher")
+    stack.push_async_callback(stop_tasks, watcher)
+    return variants
