@@ -147,23 +147,10 @@ async def _train_locked(
 ) -> TrainingOutcome:
     registry = ModelRegistry(client)
     snapshot = await request_snapshot(settings)
-    if not snapshot.quality.passed:
-        reasons = [check.detail for check in snapshot.quality.failures]
-        metrics.TRAINING_RUNS.labels(TrainingStatus.REFUSED).inc()
-        log.warning("snapshot %s refused by the quality gate: %s", snapshot.snapshot_id, reasons)
-        return TrainingOutcome(
-            status=TrainingStatus.REFUSED, snapshot_id=snapshot.snapshot_id, reasons=reasons
-        )
-    existing = await registry.version_for_snapshot(snapshot.snapshot_id)
-    # An explicit search is new work even on the same data.
-    if existing is not None and not force and not plan.search:
-        metrics.TRAINING_RUNS.labels(TrainingStatus.UNCHANGED).inc()
-        return TrainingOutcome(
-            status=TrainingStatus.UNCHANGED,
-            snapshot_id=snapshot.snapshot_id,
-            version=existing,
-            reasons=[f"version {existing} was already trained on this snapshot"],
-        )
+    refused = await _no_new_work(snapshot, registry, force=force or plan.search is True)
+    if refused is not None:
+        metrics.TRAINING_RUNS.labels(refused.status).inc()
+        return refused
     store = ArtifactStore(settings.artifact_url)
     folder = snapshot.url.removeprefix(store.base_url + "/")
     _, files = await asyncio.to_thread(store.read_bundle, folder)
@@ -180,16 +167,7 @@ async def _train_locked(
     )
     info.training_seconds = time.perf_counter() - started
     held.check()
-    if served is not None:
-        manifest = await asyncio.to_thread(_write_artifact, store, info, served, loaded)
-        info.artifact_url = store.url(model_folder(version))
-        info.checksum = manifest["files"][MODEL_FILE]["sha256"]
-        held.check()
-    if served is not None and outcome.status is TrainingStatus.PUBLISHED:
-        await registry.publish(info, reason="passed the gate")
-        await prune(registry, store, settings)
-    else:
-        await registry.record(info)  # rejected: with an artifact an experiment may try
+    await _register(registry, store, settings, held, outcome, info, served, loaded)
     metrics.TRAINING_RUNS.labels(outcome.status).inc()
     metrics.TRAINING_SECONDS.observe(info.training_seconds)
     log.info(
@@ -201,6 +179,53 @@ async def _train_locked(
         outcome.baseline_metrics,
     )
     return outcome
+
+
+async def _no_new_work(
+    snapshot: SnapshotInfo, registry: ModelRegistry, *, force: bool
+) -> TrainingOutcome | None:
+    """Why this snapshot is not trained on, if it is not: refused by the quality gate, or a
+    version was already trained on it (unless forced: an explicit search is new work even on
+    the same data)."""
+    if not snapshot.quality.passed:
+        reasons = [check.detail for check in snapshot.quality.failures]
+        log.warning("snapshot %s refused by the quality gate: %s", snapshot.snapshot_id, reasons)
+        return TrainingOutcome(
+            status=TrainingStatus.REFUSED, snapshot_id=snapshot.snapshot_id, reasons=reasons
+        )
+    existing = await registry.version_for_snapshot(snapshot.snapshot_id)
+    if existing is None or force:
+        return None
+    return TrainingOutcome(
+        status=TrainingStatus.UNCHANGED,
+        snapshot_id=snapshot.snapshot_id,
+        version=existing,
+        reasons=[f"version {existing} was already trained on this snapshot"],
+    )
+
+
+async def _register(
+    registry: ModelRegistry,
+    store: ArtifactStore,
+    settings: Settings,
+    held: HeldLock,
+    outcome: TrainingOutcome,
+    info: ModelInfo,
+    served: FittedRecipe | None,
+    snapshot: Snapshot,
+) -> None:
+    """Write the served model's artifact, then publish the version if it passed the gate or
+    record it if not (rejected: with an artifact an experiment may try)."""
+    if served is not None:
+        manifest = await asyncio.to_thread(_write_artifact, store, info, served, snapshot)
+        info.artifact_url = store.url(model_folder(info.version))
+        info.checksum = manifest["files"][MODEL_FILE]["sha256"]
+        held.check()
+    if served is not None and outcome.status is TrainingStatus.PUBLISHED:
+        await registry.publish(info, reason="passed the gate")
+        await prune(registry, store, settings)
+    else:
+        await registry.record(info)
 
 
 def _train_and_evaluate(
@@ -239,16 +264,7 @@ def _train_and_evaluate(
         selection=selection,
         created_at=datetime.now(UTC),
         snapshot_id=snapshot.snapshot_id,
-        data=TrainingData(
-            users=data.shape[0],
-            items=data.shape[1],
-            interactions=len(data),
-            time_min=snapshot.time_min,
-            time_max=snapshot.time_max,
-            holdout_cut_time=bench.split.cut_time,
-            snapshot_created_at=snapshot.created_at.timestamp(),
-            item_metadata=snapshot_data.features is not None,
-        ),
+        data=_training_data(snapshot_data, snapshot, bench),
         evaluation_k=settings.evaluation_k,
         metrics=scores,
         baseline_metrics=baseline,
@@ -274,6 +290,21 @@ def _train_and_evaluate(
     )
     log.info("version %d: %s (%s)", version, describe(recipe), selection.reason)
     return outcome, info, served
+
+
+def _training_data(snapshot_data: Snapshot, snapshot: SnapshotInfo, bench: Bench) -> TrainingData:
+    """What a version was trained on, recorded with it (lineage)."""
+    data = snapshot_data.data
+    return TrainingData(
+        users=data.shape[0],
+        items=data.shape[1],
+        interactions=len(data),
+        time_min=snapshot.time_min,
+        time_max=snapshot.time_max,
+        holdout_cut_time=bench.split.cut_time,
+        snapshot_created_at=snapshot.created_at.timestamp(),
+        item_metadata=snapshot_data.features is not None,
+    )
 
 
 def _write_artifact(
