@@ -115,18 +115,29 @@ InvalidInputHook = Callable[[Request, list[dict[str, Any]]], Awaitable[None]]
 
 
 def install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
-    async def on_recsys_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RecsysError)
-        if isinstance(exc, StoreUnavailable):
-            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
-        if isinstance(exc, StoreError):
-            # Redis refused a command a retry will not fix: a bug, logged with its trace.
-            metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
-            return _internal_error(exc)
-        if exc.status >= 500:
-            log.warning("answering %d: %s", exc.status, exc.detail)
-        return problem_response(exc)
+    """Every error answers as problem details; ``on_invalid`` sees each refused input."""
+    app.add_exception_handler(RecsysError, _on_recsys_error)
+    app.add_exception_handler(RequestValidationError, _validation_handler(on_invalid))
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)
 
+
+async def _on_recsys_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecsysError)
+    if isinstance(exc, StoreUnavailable):
+        metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+    if isinstance(exc, StoreError):
+        # Redis refused a command a retry will not fix: a bug, logged with its trace.
+        metrics.REDIS_ERRORS.labels(type(exc).__name__).inc()
+        return _internal_error(exc)
+    if exc.status >= 500:
+        log.warning("answering %d: %s", exc.status, exc.detail)
+    return problem_response(exc)
+
+
+def _validation_handler(
+    on_invalid: InvalidInputHook | None,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = validation_errors(list(exc.errors()))
@@ -138,40 +149,42 @@ def install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) ->
             detail += f" in entries {indexes}; nothing of the batch was stored"
         return problem_response(InvalidInput(detail + ".", errors=errors))
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == PayloadTooLarge.status:
-            # The body limit found out while streaming: the same problem as a large
-            # Content-Length refused up front.
-            return problem_response(PayloadTooLarge(str(exc.detail)))
-        titles = {
-            400: "Malformed request",
-            404: "Not found",
-            405: "Method not allowed",
-            413: "Payload too large",
-        }
-        title = titles.get(exc.status_code, "HTTP error")
-        response = _generic_problem(exc.status_code, title, str(exc.detail))
-        for name, value in (exc.headers or {}).items():
-            response.headers[name] = value
-        if exc.status_code == 405:
-            # Starlette names the methods of the first route on the path only; a path served
-            # by several routes (GET, PUT, DELETE of one item) allows all of theirs.
-            response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
-        return response
+    return on_validation_error
 
-    async def on_unexpected_error(_: Request, exc: Exception) -> Response:
-        # Starlette answers this one from its outermost layer, past ObservabilityMiddleware:
-        # the headers every other answer gets there are set here.
-        response = _internal_error(exc)
-        request_id = request_id_var.get()
-        if request_id is not None:
-            response.headers[REQUEST_ID_HEADER] = request_id
-        for name, value in SECURITY_HEADERS:
-            response.headers[name.decode()] = value.decode()
-        return response
 
-    app.add_exception_handler(RecsysError, on_recsys_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(Exception, on_unexpected_error)
+#: Titles of the HTTP errors Starlette raises itself (routing, body parsing).
+_HTTP_ERROR_TITLES = {
+    400: "Malformed request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Payload too large",
+}
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == PayloadTooLarge.status:
+        # The body limit found out while streaming: the same problem as a large
+        # Content-Length refused up front.
+        return problem_response(PayloadTooLarge(str(exc.detail)))
+    title = _HTTP_ERROR_TITLES.get(exc.status_code, "HTTP error")
+    response = _generic_problem(exc.status_code, title, str(exc.detail))
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; a path served
+        # by several routes (GET, PUT, DELETE of one item) allows all of theirs.
+        response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+    return response
+
+
+async def _on_unexpected_error(_: Request, exc: Exception) -> Response:
+    # Starlette answers this one from its outermost layer, past ObservabilityMiddleware:
+    # the headers every other answer gets there are set here.
+    response = _internal_error(exc)
+    request_id = request_id_var.get()
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    for name, value in SECURITY_HEADERS:
+        response.headers[name.decode()] = value.decode()
+    return response
