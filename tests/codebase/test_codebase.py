@@ -1,6 +1,7 @@
 """Rules of the codebase that a reader copying it relies on, checked on every source module
 (tests aside): modules stay small enough to read whole, and the services' Redis traffic goes
-through one maintained client behind one boundary, with no protocol code of our own."""
+through one maintained client behind one boundary, with no protocol code of our own; every
+wire and stored shape is a model of the contract package."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ SOURCE_ROOTS = ("shared/src", "services", "scripts", "loadtests")
 MAX_LINES = 400
 #: The one module that talks to valkey-glide (``recsys_shared.redis``).
 CLIENT_BOUNDARY = ROOT / "shared/src/recsys_shared/redis.py"
+#: The contract's wire and stored shapes, every one a pydantic model.
+SCHEMAS = ROOT / "shared/src/recsys_shared/schemas"
 
 
 def source_modules() -> list[Path]:
@@ -50,4 +53,16 @@ def test_no_module_packs_the_redis_protocol_or_imports_private_redis_py() -> Non
     # modules: the signs of a hand-written Redis client.
     forbidden = re.compile(r"redis\._parsers|from redis\.(_|connection import)|\\r\\n\$|b\"\*%d")
     offenders = [path.relative_to(ROOT) for path in MODULES if forbidden.search(path.read_text())]
+    assert offenders == []
+
+
+def test_every_wire_shape_is_a_model_of_the_contract_package() -> None:
+    # A pydantic model declared in a service, a script or a load test is a shape the contract
+    # package does not know: it belongs in ``recsys_shared.schemas`` (settings aside).
+    declaration = re.compile(r"^class \w+\((\w+\.)?(BaseModel|InputModel|RootModel)\b", re.M)
+    offenders = [
+        path.relative_to(ROOT)
+        for path in MODULES
+        if SCHEMAS not in path.parents and declaration.search(path.read_text())
+    ]
     assert offenders == []

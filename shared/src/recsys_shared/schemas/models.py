@@ -278,3 +278,17 @@ class SnapshotInfo(BaseModel):
     time_min: float | None
     time_max: float | None
     quality: QualityReport
+
+
+# ── what a recommender replica serves ─────────────────────────────────────────────────────
+class ServingStatus(BaseModel):
+    serving_version: int | None
+    active_version: int | None
+    last_error: str | None
+    variant_versions: list[int] = []
+    memory_bytes: int = 0
+
+
+class PreparedVersion(BaseModel):
+    version: int
+    memory_bytes: int

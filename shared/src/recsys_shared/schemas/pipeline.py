@@ -1,4 +1,4 @@
-"""The ingestion pipeline seen by admins: dead letters and their replay."""
+"""The ingestion pipeline seen by admins: its status, dead letters and their replay."""
 
 from __future__ import annotations
 
@@ -11,6 +11,41 @@ from pydantic import (
 )
 
 from recsys_shared.schemas.base import InputModel
+from recsys_shared.schemas.models import SnapshotInfo
+
+#: The window of the pipeline status's throughput series and per-second means.
+THROUGHPUT_WINDOW_SECONDS = 60
+
+
+# ── status ────────────────────────────────────────────────────────────────────────────────
+class ThroughputPoint(BaseModel):
+    second: int
+    accepted: int
+    applied: int
+
+
+class PipelineStatus(BaseModel):
+    accepted_per_second: float = Field(
+        description=f"Mean over the last {THROUGHPUT_WINDOW_SECONDS} s"
+    )
+    applied_per_second: float = Field(
+        description=f"Mean over the last {THROUGHPUT_WINDOW_SECONDS} s"
+    )
+    throughput: list[ThroughputPoint]
+    counters: dict[str, int] = Field(
+        description="Totals over every partition: accepted, duplicates, applied, redelivered, "
+        "dead_letters, erased; rejected (refused at the door)."
+    )
+    rejects: dict[str, int] = Field(description="Problems found in refused batches, by kind.")
+    partitions: int
+    stream_length: int = Field(description="Entries kept in the streams, every partition.")
+    consumer_lag: int = Field(description="Events accepted and not yet applied.")
+    pending: int = Field(description="Events delivered to a consumer and not yet applied.")
+    dead_letters: int
+    consumers: dict[str, float] = Field(
+        description="Each consumer's last completed read (the latest over its partitions)."
+    )
+    last_snapshot: SnapshotInfo | None
 
 
 # ── dead letters ──────────────────────────────────────────────────────────────────────────

@@ -3,55 +3,29 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
 
 from gateway.auth import AdminAuth
 from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
-from recsys_shared.schemas import DeadLetters, ReplayRequest, ReplayResult, SnapshotInfo
+from recsys_shared.schemas import (
+    THROUGHPUT_WINDOW_SECONDS,
+    DeadLetters,
+    PipelineStatus,
+    ReplayRequest,
+    ReplayResult,
+    SnapshotInfo,
+    ThroughputPoint,
+)
 from recsys_shared.streams import pipeline_position
 
 router = APIRouter(
     prefix="/v1", tags=["pipeline"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
 )
-
-
-THROUGHPUT_WINDOW_SECONDS = 60
-
-
-class ThroughputPoint(BaseModel):
-    second: int
-    accepted: int
-    applied: int
-
-
-class PipelineStatus(BaseModel):
-    accepted_per_second: float = Field(
-        description=f"Mean over the last {THROUGHPUT_WINDOW_SECONDS} s"
-    )
-    applied_per_second: float = Field(
-        description=f"Mean over the last {THROUGHPUT_WINDOW_SECONDS} s"
-    )
-    throughput: list[ThroughputPoint]
-    counters: dict[str, int] = Field(
-        description="Totals over every partition: accepted, duplicates, applied, redelivered, "
-        "dead_letters, erased; rejected (refused at the door)."
-    )
-    rejects: dict[str, int] = Field(description="Problems found in refused batches, by kind.")
-    partitions: int
-    stream_length: int = Field(description="Entries kept in the streams, every partition.")
-    consumer_lag: int = Field(description="Events accepted and not yet applied.")
-    pending: int = Field(description="Events delivered to a consumer and not yet applied.")
-    dead_letters: int
-    consumers: dict[str, float] = Field(
-        description="Each consumer's last completed read (the latest over its partitions)."
-    )
-    last_snapshot: SnapshotInfo | None
 
 
 @router.get(
@@ -68,54 +42,72 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
     it too."""
     position = await pipeline_position(redis, partitions.all)
     now = int(time.time())
-    seconds = list(range(now - THROUGHPUT_WINDOW_SECONDS, now))
+    totals = _Totals(list(range(now - THROUGHPUT_WINDOW_SECONDS, now)))
     commands: list[tuple[str | int, ...]] = [
         ("HGETALL", keys.PIPELINE_REJECTS),
         ("GET", keys.PIPELINE_REJECTED),
         ("GET", keys.SNAPSHOT_LATEST),
     ]
     for partition in partitions.all:
-        commands += [
-            ("HGETALL", partition.stats),
-            ("XLEN", partition.dead_letters),
-            ("HGETALL", partition.heartbeats),
-            ("MGET", *(partition.accepted(second) for second in seconds)),
-            ("MGET", *(partition.applied(second) for second in seconds)),
-        ]
+        commands += totals.commands(partition)
     rejects, rejected, snapshot, *per_partition = await redis.execute_many(commands)
-    counters: dict[str, int] = dict.fromkeys(keys.PARTITION_COUNTERS, 0)
-    consumers: dict[str, float] = {}
-    accepted = [0] * len(seconds)
-    applied = [0] * len(seconds)
-    dead = 0
-    for index in range(0, len(per_partition), 5):
-        stats, dead_count, heartbeats, ins, outs = per_partition[index : index + 5]
-        for name, value in stats.items():
-            counters[name] = counters.get(name, 0) + int(value)
-        dead += int(dead_count)
-        for name, moment in heartbeats.items():
-            consumers[name] = max(consumers.get(name, 0.0), float(moment))
-        accepted = [total + int(value or 0) for total, value in zip(accepted, ins, strict=True)]
-        applied = [total + int(value or 0) for total, value in zip(applied, outs, strict=True)]
-    counters["rejected"] = int(rejected or 0)
-    series = [
-        ThroughputPoint(second=second, accepted=inn, applied=out)
-        for second, inn, out in zip(seconds, accepted, applied, strict=True)
-    ]
+    for index in range(0, len(per_partition), _Totals.REPLIES):
+        totals.add(*per_partition[index : index + _Totals.REPLIES])
+    totals.counters["rejected"] = int(rejected or 0)
     return PipelineStatus(
-        accepted_per_second=sum(accepted) / THROUGHPUT_WINDOW_SECONDS,
-        applied_per_second=sum(applied) / THROUGHPUT_WINDOW_SECONDS,
-        throughput=series,
-        counters=counters,
+        accepted_per_second=sum(totals.accepted) / THROUGHPUT_WINDOW_SECONDS,
+        applied_per_second=sum(totals.applied) / THROUGHPUT_WINDOW_SECONDS,
+        throughput=totals.series(),
+        counters=totals.counters,
         rejects={name: int(value) for name, value in rejects.items()},
         partitions=partitions.count,
         stream_length=position.length,
         consumer_lag=position.lag,
         pending=position.pending,
-        dead_letters=dead,
-        consumers=consumers,
+        dead_letters=totals.dead_letters,
+        consumers=totals.consumers,
         last_snapshot=SnapshotInfo.model_validate_json(snapshot) if snapshot else None,
     )
+
+
+class _Totals:
+    """The partitions' counters, dead letters, consumers' heartbeats and per-second counts
+    over ``seconds``, summed as each partition's replies come in."""
+
+    #: The replies of one partition's commands.
+    REPLIES = 5
+
+    def __init__(self, seconds: list[int]) -> None:
+        self.seconds = seconds
+        self.counters: dict[str, int] = dict.fromkeys(keys.PARTITION_COUNTERS, 0)
+        self.consumers: dict[str, float] = {}
+        self.accepted = [0] * len(seconds)
+        self.applied = [0] * len(seconds)
+        self.dead_letters = 0
+
+    def commands(self, partition: keys.Partition) -> list[tuple[str | int, ...]]:
+        return [
+            ("HGETALL", partition.stats),
+            ("XLEN", partition.dead_letters),
+            ("HGETALL", partition.heartbeats),
+            ("MGET", *(partition.accepted(second) for second in self.seconds)),
+            ("MGET", *(partition.applied(second) for second in self.seconds)),
+        ]
+
+    def add(self, stats: Any, dead_count: Any, heartbeats: Any, ins: Any, outs: Any) -> None:
+        for name, value in stats.items():
+            self.counters[name] = self.counters.get(name, 0) + int(value)
+        self.dead_letters += int(dead_count)
+        for name, moment in heartbeats.items():
+            self.consumers[name] = max(self.consumers.get(name, 0.0), float(moment))
+        self.accepted = [a + int(n or 0) for a, n in zip(self.accepted, ins, strict=True)]
+        self.applied = [a + int(n or 0) for a, n in zip(self.applied, outs, strict=True)]
+
+    def series(self) -> list[ThroughputPoint]:
+        return [
+            ThroughputPoint(second=second, accepted=inn, applied=out)
+            for second, inn, out in zip(self.seconds, self.accepted, self.applied, strict=True)
+        ]
 
 
 @router.get(

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.routes.pipeline import THROUGHPUT_WINDOW_SECONDS, PipelineStatus
 from gateway.status_page import markup as ui
 from gateway.status_page.metrics import PERCENTILES, ProcessMetrics
-from recsys_shared.schemas import DriftReport, ModelInfo, ModelStatus, metric_name
+from recsys_shared.schemas import (
+    THROUGHPUT_WINDOW_SECONDS,
+    DriftReport,
+    ModelInfo,
+    ModelStatus,
+    PipelineStatus,
+    metric_name,
+)
 
 #: The cut-off of versions recorded before the registry kept it (the worker's default).
 DEFAULT_K = 10

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from recommender.deps import StateDep
 from recommender.variants import resident_bytes
+from recsys_shared.schemas import PreparedVersion, ServingStatus
 
 router = APIRouter(tags=["model"])
-
-
-class ServingStatus(BaseModel):
-    serving_version: int | None
-    active_version: int | None
-    last_error: str | None
-    variant_versions: list[int] = []
-    memory_bytes: int = 0
-
-
-class PreparedVersion(BaseModel):
-    version: int
-    memory_bytes: int
 
 
 @router.get(
