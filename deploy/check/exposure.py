@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from manifests import Obj
 
-Obj = dict[str, Any]
 #: What the Ingress may route: the API, and the gateway's docs when DOCS_ENABLED=true.
 API_PATHS = {"/v1"}
 DOCS_PATHS = {"/docs", "/redoc", "/openapi.json"}
