@@ -22,10 +22,9 @@ from retraining_worker.data import Interactions
 from retraining_worker.drift import (
     check_drift,
     maybe_roll_back,
-    psi,
-    psi_from_shares,
     read_window,
 )
+from retraining_worker.psi import psi, psi_from_shares
 
 from .conftest import WriteSnapshot
 

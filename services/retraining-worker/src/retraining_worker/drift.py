@@ -4,10 +4,10 @@ The feature-store's apply script counts every applied event into hour buckets of
 (items, users, event types, online hits per serving version; see ``recsys_shared.keys``). A
 check sums the last ``drift_window_hours`` buckets of every partition and compares them with
 what the active model was trained on: the item distribution of its snapshot (PSI over the top
-items plus an "other" bucket) and the users and items its id tables know. Past a threshold it
-enqueues a retrain, at most once per cool-down across every monitor (a Redis ``SET NX EX``);
-the training itself is serialised by the training lock. The Celery task only calls
-:func:`run_drift_check`.
+items plus an "other" bucket, ``psi.py``) and the users and items its id tables know. Past a
+threshold it enqueues a retrain, at most once per cool-down across every monitor (a Redis
+``SET NX EX``); the training itself is serialised by the training lock. The Celery task only
+calls :func:`run_drift_check`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -41,53 +40,12 @@ from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
 from retraining_worker import metrics
 from retraining_worker.config import Settings
 from retraining_worker.pruning import rollback_target
+from retraining_worker.psi import psi
 
 log = logging.getLogger(__name__)
 
-OTHER = "__other__"
-
 #: Enqueues a TRAIN_MODEL task and returns its id (Celery's ``send_task`` in the worker).
 Send = Callable[[], str]
-
-
-# ── PSI ───────────────────────────────────────────────────────────────────────────────────
-def psi_from_shares(
-    expected: Sequence[float], actual: Sequence[float], *, epsilon: float = 1e-4
-) -> float:
-    """Population stability index: Σ (a − e) · ln(a / e) over the bins, each share floored at
-    ``epsilon`` so an empty bin on one side is a large finite term, not an infinity."""
-    if len(expected) != len(actual):
-        raise ValueError("expected and actual need the same bins")
-    total = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        e, a = max(e, epsilon), max(a, epsilon)
-        total += (a - e) * math.log(a / e)
-    return total
-
-
-def psi(
-    expected: Mapping[str, float],
-    actual: Mapping[str, float],
-    *,
-    top: int = 50,
-    epsilon: float = 1e-4,
-) -> float:
-    """PSI between two count distributions over items: the bins are the ``top`` items of each
-    side plus one "other" bucket holding the rest of each side's mass."""
-    expected_total = float(sum(expected.values()))
-    actual_total = float(sum(actual.values()))
-    if expected_total <= 0 or actual_total <= 0:
-        raise ValueError("both distributions need a positive total")
-    bins = sorted(set(_top(expected, top)) | set(_top(actual, top)))
-    expected_shares = [expected.get(item, 0.0) / expected_total for item in bins]
-    actual_shares = [actual.get(item, 0.0) / actual_total for item in bins]
-    expected_shares.append(max(1.0 - sum(expected_shares), 0.0))
-    actual_shares.append(max(1.0 - sum(actual_shares), 0.0))
-    return psi_from_shares(expected_shares, actual_shares, epsilon=epsilon)
-
-
-def _top(counts: Mapping[str, float], n: int) -> list[str]:
-    return [item for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
 # ── the recent window ─────────────────────────────────────────────────────────────────────
@@ -248,6 +206,13 @@ def compute_report(
         report.status = "insufficient_data"
         report.reasons = [f"{total} event(s) in the window, fewer than {settings.drift_min_events}"]
         return report
+    report.reasons = _thresholds_crossed(report, settings)
+    report.status = "drift" if report.reasons else "ok"
+    return report
+
+
+def _thresholds_crossed(report: DriftReport, settings: Settings) -> list[str]:
+    """Why the window has drifted from the training data, one reason per threshold crossed."""
     reasons = []
     if report.psi is not None and report.psi > settings.drift_psi_threshold:
         reasons.append(f"item popularity PSI {report.psi:.3f} > {settings.drift_psi_threshold}")
@@ -260,9 +225,7 @@ def compute_report(
                 f"{share:.1%} of the events are on {kind} the model does not know "
                 f"(> {settings.drift_unknown_share_threshold:.0%})"
             )
-    report.reasons = reasons
-    report.status = "drift" if reasons else "ok"
-    return report
+    return reasons
 
 
 async def maybe_trigger(
