@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import pytest
-from fastapi import Request
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
 
 from recsys_shared.web.state import (
     STATE_KEY,
     lifespan_state,
     lifespan_state_of,
     state_dependency,
+    state_lifespan,
     stored_state,
 )
 
@@ -59,3 +62,36 @@ async def test_the_dependency_hands_routes_the_lifespan_state() -> None:
     # Asynchronous: FastAPI would run a plain function dependency in a worker thread.
     assert inspect.iscoroutinefunction(dependency)
     assert await dependency(_request(lifespan_state_of(state))) is state
+
+
+def test_the_state_built_reaches_every_request_and_its_parts_close_in_reverse() -> None:
+    closed: list[str] = []
+
+    async def build(stack: AsyncExitStack) -> ServiceState:
+        stack.callback(closed.append, "client")
+        stack.callback(closed.append, "worker")
+        return ServiceState("built")
+
+    app = FastAPI(lifespan=state_lifespan(build))
+
+    @app.get("/name")
+    async def name(request: Request) -> str:
+        return lifespan_state(request, ServiceState).name
+
+    with TestClient(app) as client:
+        assert client.get("/name").json() == "built"
+        assert closed == []
+    assert closed == ["worker", "client"]
+
+
+async def test_a_start_up_that_fails_half_way_closes_what_it_had_opened() -> None:
+    closed: list[str] = []
+
+    async def build(stack: AsyncExitStack) -> ServiceState:
+        stack.callback(closed.append, "client")
+        raise ConnectionError("Redis did not answer")
+
+    with pytest.raises(ConnectionError):
+        async with state_lifespan(build)(None):
+            pass
+    assert closed == ["client"]

@@ -4,10 +4,11 @@ the partitions' readers and the housekeeping jobs in the background."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,7 @@ from recsys_shared.artifacts import ArtifactStore
 from recsys_shared.background import stop_tasks
 from recsys_shared.durability import check_durability
 from recsys_shared.redis import connect
-from recsys_shared.web.state import lifespan_state, lifespan_state_of
+from recsys_shared.web.state import lifespan_state, state_lifespan
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,11 @@ def _report_exit(task: asyncio.Task[None]) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
-        async with AsyncExitStack() as stack:
-            yield lifespan_state_of(await _state(settings, stack))
-
     return web.create_service_app(
         settings,
         title="recsys feature-store",
         summary="Owns the features: histories, popularity, catalogue; exports snapshots.",
-        lifespan=lifespan,
+        lifespan=state_lifespan(functools.partial(_state, settings)),
         routers=[items.router, users.router, snapshots.router, dead_letters.router],
         readiness=_readiness,
         liveness=_liveness,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import functools
+from contextlib import AsyncExitStack
 
 import httpx
 from fastapi import FastAPI, Request
@@ -44,7 +44,7 @@ from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.web.state import lifespan_state, lifespan_state_of
+from recsys_shared.web.state import lifespan_state, state_lifespan
 
 #: How long an idle connection to the feature-store is reused: well under uvicorn's keep-alive
 #: timeout (5 s), so the gateway never sends on a connection the server is about to close.
@@ -111,16 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     api_keys = ApiKeys(settings.api_keys.get_secret_value())  # fails start-up on a bad spec
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
-        async with AsyncExitStack() as stack:
-            yield lifespan_state_of(await _state(settings, api_keys, stack))
-
     app = web.create_service_app(
         settings,
         title="recsys API",
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=state_lifespan(functools.partial(_state, settings, api_keys)),
         routers=[
             events.router,
             recommendations.router,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+import functools
+from contextlib import AsyncExitStack
 
 from fastapi import FastAPI, Request
 from threadpoolctl import threadpool_limits
@@ -26,7 +26,7 @@ from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.read_path import start_read_path
 from recsys_shared.redis import RedisClient
 from recsys_shared.responses import ResponseBuilder
-from recsys_shared.web.state import lifespan_state, lifespan_state_of
+from recsys_shared.web.state import lifespan_state, state_lifespan
 
 
 async def _readiness(request: Request) -> dict[str, str]:
@@ -43,18 +43,11 @@ async def _readiness(request: Request) -> dict[str, str]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, object]]:
-        # One request scores one user: BLAS threads would fight the event loop for the cores.
-        threadpool_limits(limits=1)
-        async with AsyncExitStack() as stack:
-            yield lifespan_state_of(await _state(settings, stack))
-
     return web.create_service_app(
         settings,
         title="recsys recommender",
         summary="Serves top-k for users, similar items and popular items from the active model.",
-        lifespan=lifespan,
+        lifespan=state_lifespan(functools.partial(_state, settings)),
         routers=[recommendations.router, model.router],
         readiness=_readiness,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
@@ -63,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _state(settings: Settings, stack: AsyncExitStack) -> RecommenderState:
     """Everything the routes use, created once; ``stack`` closes it in reverse order."""
+    # One request scores one user: BLAS threads would fight the event loop for the cores.
+    threadpool_limits(limits=1)
     read_path = await start_read_path(settings, stack)
     client = read_path.main
     holder = await _model_holder(settings, stack, client)
