@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -94,7 +95,15 @@ class _Totals:
             ("MGET", *(partition.applied(second) for second in self.seconds)),
         ]
 
-    def add(self, stats: Any, dead_count: Any, heartbeats: Any, ins: Any, outs: Any) -> None:
+    def add(
+        self,
+        stats: Mapping[str, str],
+        dead_count: int,
+        heartbeats: Mapping[str, str],
+        ins: Sequence[str | None],
+        outs: Sequence[str | None],
+    ) -> None:
+        """One partition's replies, in the order of :meth:`commands`."""
         for name, value in stats.items():
             self.counters[name] = self.counters.get(name, 0) + int(value)
         self.dead_letters += int(dead_count)
