@@ -28,7 +28,6 @@ class Rendering:
     """One rendering's objects, indexed for the reference checks."""
 
     def __init__(self, objects: list[Obj], external: set[str]) -> None:
-        self.objects = objects
         self.external = external
         self.names: dict[str, set[str]] = {}
         for obj in objects:
@@ -73,12 +72,11 @@ def _service(rendering: Rendering, service: Obj) -> Iterator[str]:
 
 def _container_port_names(workload: Obj) -> set[str]:
     spec = pod_spec(workload) or {}
-    return {
-        port["name"]
-        for container in containers(spec)
-        for port in container.get("ports", []) or []
-        if "name" in port
-    }
+    return {name for container in containers(spec) for name in _port_names(container)}
+
+
+def _port_names(container: Obj) -> set[str]:
+    return {port["name"] for port in container.get("ports", []) or [] if "name" in port}
 
 
 def _targets(rendering: Rendering, obj: Obj) -> Iterator[str]:
@@ -159,7 +157,7 @@ def _container(
     for mount in container.get("volumeMounts", []) or []:
         if mount["name"] not in volume_names:
             yield f"{where}: mounts undefined volume '{mount['name']}'"
-    named_ports = {p["name"] for p in container.get("ports", []) or [] if "name" in p}
+    named_ports = _port_names(container)
     for probe in PROBES:
         port = ((container.get(probe) or {}).get("httpGet") or {}).get("port")
         if isinstance(port, str) and port not in named_ports:
