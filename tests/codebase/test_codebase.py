@@ -5,10 +5,16 @@ wire and stored shape is a model of the contract package."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
 import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+
+from recsys_shared import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = ("shared/src", "services", "scripts", "loadtests")
@@ -58,11 +64,56 @@ def test_no_module_packs_the_redis_protocol_or_imports_private_redis_py() -> Non
 
 def test_every_wire_shape_is_a_model_of_the_contract_package() -> None:
     # A pydantic model declared in a service, a script or a load test is a shape the contract
-    # package does not know: it belongs in ``recsys_shared.schemas`` (settings aside).
-    declaration = re.compile(r"^class \w+\((\w+\.)?(BaseModel|InputModel|RootModel)\b", re.M)
+    # package does not know: it belongs in ``recsys_shared.schemas`` (settings aside). A model
+    # is a class on pydantic's bases or on any model of the contract package.
     offenders = [
-        path.relative_to(ROOT)
+        f"{path.relative_to(ROOT)}: {name}"
         for path in MODULES
-        if SCHEMAS not in path.parents and declaration.search(path.read_text())
+        if SCHEMAS not in path.parents
+        for name in declared_models(path)
     ]
     assert offenders == []
+
+
+def test_the_model_check_finds_a_subclass_of_a_contract_model(tmp_path: Path) -> None:
+    module = tmp_path / "routes.py"
+    module.write_text(
+        "from recsys_shared import schemas\n"
+        "class Listed(schemas.Recommendations):\n    pass\n"
+        "class Plain(dict):\n    pass\n"
+        "class Bare(BaseModel):\n    pass\n"
+    )
+    assert declared_models(module) == ["Listed", "Bare"]
+
+
+def declared_models(path: Path) -> list[str]:
+    classes = [
+        node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)
+    ]
+    return [node.name for node in classes if any(base_name(b) in MODEL_BASES for b in node.bases)]
+
+
+def base_name(base: ast.expr) -> str:
+    if isinstance(base, ast.Subscript):  # RootModel[list[int]]
+        base = base.value
+    if isinstance(base, ast.Attribute):
+        return base.attr
+    return base.id if isinstance(base, ast.Name) else ""
+
+
+def contract_model_names() -> frozenset[str]:
+    modules = [schemas] + [
+        importlib.import_module(f"{schemas.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(schemas.__path__)
+    ]
+    models = {
+        name
+        for module in modules
+        for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, BaseModel)
+    }
+    assert {"Recommendations", "InputModel"} <= models, "the contract's models were not found"
+    return frozenset(models | {"BaseModel", "RootModel"})
+
+
+MODEL_BASES = contract_model_names()

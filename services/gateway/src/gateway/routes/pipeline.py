@@ -49,11 +49,13 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
         ("GET", keys.PIPELINE_REJECTED),
         ("GET", keys.SNAPSHOT_LATEST),
     ]
-    for partition in partitions.all:
-        commands += totals.commands(partition)
-    rejects, rejected, snapshot, *per_partition = await redis.execute_many(commands)
-    for index in range(0, len(per_partition), _Totals.REPLIES):
-        totals.add(*per_partition[index : index + _Totals.REPLIES])
+    per_partition = [totals.commands(partition) for partition in partitions.all]
+    replies = await redis.execute_many(commands + [c for batch in per_partition for c in batch])
+    rejects, rejected, snapshot = replies[: len(commands)]
+    start = len(commands)
+    for batch in per_partition:  # each partition's replies, in the order of its commands
+        totals.add(*replies[start : start + len(batch)])
+        start += len(batch)
     totals.counters["rejected"] = int(rejected or 0)
     return PipelineStatus(
         accepted_per_second=sum(totals.accepted) / THROUGHPUT_WINDOW_SECONDS,
@@ -74,9 +76,6 @@ async def read_pipeline_status(redis: RedisClient, partitions: keys.Partitions) 
 class _Totals:
     """The partitions' counters, dead letters, consumers' heartbeats and per-second counts
     over ``seconds``, summed as each partition's replies come in."""
-
-    #: The replies of one partition's commands.
-    REPLIES = 5
 
     def __init__(self, seconds: list[int]) -> None:
         self.seconds = seconds
