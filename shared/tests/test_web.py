@@ -25,7 +25,7 @@ from recsys_shared.errors import (
     StoreUnavailable,
     UnknownItem,
 )
-from recsys_shared.schemas import EventBatch
+from recsys_shared.schemas import EventBatch, FieldError
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the `httpx2` package, which this environment does not ship; its
@@ -337,9 +337,9 @@ def test_metrics_label_unmatched_routes_without_the_raw_path(client: TestClient)
 
 
 def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
-    seen: list[tuple[str, list[dict[str, Any]]]] = []
+    seen: list[tuple[str, list[FieldError]]] = []
 
-    async def on_invalid(request: Request, errors: list[dict[str, Any]]) -> None:
+    async def on_invalid(request: Request, errors: list[FieldError]) -> None:
         seen.append((request.url.path, errors))
 
     async def readiness(_: Request) -> dict[str, str]:
@@ -362,8 +362,8 @@ def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
     assert len(seen) == 1
     path, errors = seen[0]
     assert path == "/events"
-    assert errors == bad.json()["errors"]
-    assert errors[0]["index"] == 0
+    assert [error.model_dump() for error in errors] == bad.json()["errors"]
+    assert errors[0].index == 0
 
 
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:

@@ -88,6 +88,19 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
     assert "409" in operations[("post", "/v1/models/{version}/activate")]["responses"]
 
 
+
+def test_a_problems_error_entries_are_documented(gateway: Any) -> None:
+    # A client reading the contract learns what each entry of ``errors`` holds, and that an
+    # entry's ``index`` is a position when present (never null on the wire).
+    schemas = _document(gateway)["components"]["schemas"]
+    assert schemas["Problem"]["properties"]["errors"]["items"] == {
+        "$ref": "#/components/schemas/FieldError"
+    }
+    entry = schemas["FieldError"]
+    assert set(entry["properties"]) == {"field", "message", "type", "index"}
+    assert set(entry["required"]) == {"field", "message"}
+    assert entry["properties"]["index"]["type"] == "integer"
+
 def test_operations_routes_are_public(gateway: Any) -> None:
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
     ready = gateway.client.get("/readyz")

@@ -27,7 +27,9 @@ error deserves::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from recsys_shared.schemas.problems import FieldError
 
 
 class RecsysError(Exception):
@@ -53,7 +55,7 @@ class RecsysError(Exception):
         if slug is not None:
             cls.slug = slug
 
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors or []

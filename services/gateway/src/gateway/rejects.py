@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from typing import Any
 
 from fastapi import Request
 
@@ -13,6 +12,7 @@ from gateway import metrics
 from gateway.deps import GatewayState
 from recsys_shared import keys
 from recsys_shared.errors import RecsysError
+from recsys_shared.schemas import FieldError
 from recsys_shared.web.state import lifespan_state
 
 log = logging.getLogger(__name__)
@@ -21,21 +21,20 @@ EVENTS_PATH = "/v1/events"
 _INDEX = re.compile(r"\[\d+\]")
 
 
-def reject_reason(error: dict[str, Any]) -> str:
+def reject_reason(error: FieldError) -> str:
     """``user_id:string_too_short`` for ``events[3].user_id``; ``event:value_error`` for a rule
     about a whole event; ``body:json_invalid`` for a body that is not even JSON."""
-    field = str(error.get("field", "body"))
-    tail = _INDEX.sub("", field).rpartition(".")[2]
-    if tail == "events" and "index" in error:
+    tail = _INDEX.sub("", error.field).rpartition(".")[2]
+    if tail == "events" and error.index is not None:
         tail = "event"
-    return f"{tail or 'body'}:{error.get('type', 'invalid')}"
+    return f"{tail or 'body'}:{error.type}"
 
 
-async def count_rejects(request: Request, errors: list[dict[str, Any]]) -> None:
+async def count_rejects(request: Request, errors: list[FieldError]) -> None:
     if request.url.path != EVENTS_PATH:
         return
     reasons = Counter(reject_reason(error) for error in errors)
-    rejected_events = len({error["index"] for error in errors if "index" in error}) or 1
+    rejected_events = len({error.index for error in errors if error.index is not None}) or 1
     for reason, count in reasons.items():
         metrics.EVENT_REJECTS.labels(reason).inc(count)
     metrics.EVENTS_RECEIVED.labels("rejected").inc(rejected_events)

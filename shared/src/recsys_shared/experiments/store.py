@@ -26,6 +26,7 @@ from recsys_shared.schemas import (
     ExperimentMode,
     ExperimentState,
     ExperimentStep,
+    FieldError,
     StoredExperiment,
 )
 
@@ -216,7 +217,7 @@ async def _check_servable(
 
 def _unservable(field: str, message: str, kind: str) -> InvalidInput:
     return InvalidInput(
-        f"{field}: {message}.", errors=[{"field": field, "message": message, "type": kind}]
+        f"{field}: {message}.", errors=[FieldError(field=field, message=message, type=kind)]
     )
 
 

@@ -109,6 +109,7 @@ from recsys_shared.schemas.pipeline import (
     ThroughputPoint,
 )
 from recsys_shared.schemas.problems import (
+    FieldError,
     Problem,
     Readiness,
 )
@@ -170,6 +171,7 @@ __all__ = [
     "ExperimentState",
     "ExperimentStep",
     "FallbackReason",
+    "FieldError",
     "HybridRecipe",
     "Identifier",
     "InputModel",

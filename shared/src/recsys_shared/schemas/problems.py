@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    Field,
-)
+from pydantic import BaseModel, Field, WithJsonSchema
 
 
 # ── errors and health ─────────────────────────────────────────────────────────────────────
+class FieldError(BaseModel):
+    """One thing wrong with a request: where, what, the check's kind, and for an entry of a
+    batch (events, items) its position."""
+
+    field: str = Field(description="Dotted path, e.g. 'events[3].user_id'; 'body' for the whole")
+    message: str
+    type: str = Field(default="invalid", description="The failed check, e.g. 'string_too_short'")
+    # Omitted, not null, outside a batch (clients test for the key), so the schema says integer.
+    index: Annotated[int | None, WithJsonSchema({"type": "integer", "minimum": 0})] = Field(
+        default=None,
+        exclude_if=lambda index: index is None,
+        description="The entry's position in the batch; absent for a field of the request",
+    )
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details."""
 
@@ -18,7 +30,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list)
     request_id: str | None = None
 
 

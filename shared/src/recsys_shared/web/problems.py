@@ -25,9 +25,7 @@ from recsys_shared.logging import (
     REQUEST_ID_HEADER,
     request_id_var,
 )
-from recsys_shared.schemas import (
-    Problem,
-)
+from recsys_shared.schemas import FieldError, Problem
 from recsys_shared.web.observability import SECURITY_HEADERS
 
 log = logging.getLogger("recsys.http")
@@ -83,24 +81,20 @@ def _generic_problem(status: int, title: str, detail: str) -> JSONResponse:
     return JSONResponse(problem.model_dump(), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def validation_errors(raw: list[Any]) -> list[dict[str, Any]]:
+def validation_errors(raw: list[Any]) -> list[FieldError]:
     """Pydantic errors as the contract lists them: where, which event index, what is wrong."""
-    listed = []
-    for error in raw:
-        location = [part for part in error.get("loc", ()) if part != "body"]
-        entry: dict[str, Any] = {
-            "field": _dotted(location),
-            "message": error.get("msg", "invalid"),
-            "type": error.get("type", "invalid"),
-        }
-        if (
-            len(location) >= 2
-            and location[0] in {"events", "items"}
-            and isinstance(location[1], int)
-        ):
-            entry["index"] = location[1]
-        listed.append(entry)
-    return listed
+    return [_field_error(error) for error in raw]
+
+
+def _field_error(error: Mapping[str, Any]) -> FieldError:
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    in_batch = len(location) >= 2 and location[0] in {"events", "items"}
+    return FieldError(
+        field=_dotted(location),
+        message=error.get("msg", "invalid"),
+        type=error.get("type", "invalid"),
+        index=location[1] if in_batch and isinstance(location[1], int) else None,
+    )
 
 
 def _dotted(location: list[Any]) -> str:
@@ -111,7 +105,7 @@ def _dotted(location: list[Any]) -> str:
 
 
 #: Called with the request and the listed errors before a 422 is sent (e.g. to count rejects).
-InvalidInputHook = Callable[[Request, list[dict[str, Any]]], Awaitable[None]]
+InvalidInputHook = Callable[[Request, list[FieldError]], Awaitable[None]]
 
 
 def install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
@@ -143,7 +137,7 @@ def _validation_handler(
         errors = validation_errors(list(exc.errors()))
         if on_invalid is not None:
             await on_invalid(request, errors)
-        indexes = sorted({e["index"] for e in errors if "index" in e})
+        indexes = sorted({e.index for e in errors if e.index is not None})
         detail = f"{len(errors)} invalid field(s)"
         if indexes:
             detail += f" in entries {indexes}; nothing of the batch was stored"

@@ -45,7 +45,7 @@ from recsys_shared.errors import (
     PermissionDenied,
     RecsysError,
 )
-from recsys_shared.schemas import Decision, Problem
+from recsys_shared.schemas import Decision, FieldError, Problem
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ async def _form_key(request: Request) -> str:
         raise InvalidInput(
             f"The sign-in needs the API key in the 'key' field of an {_FORM} body "
             f"(1 to {MAX_KEY_LENGTH} characters).",
-            errors=[{"field": "key", "message": "a key of 1 to 1024 characters is required"}],
+            errors=[FieldError(field="key", message="a key of 1 to 1024 characters is required")],
         )
     return key
 
