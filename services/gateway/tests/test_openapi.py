@@ -88,7 +88,6 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
     assert "409" in operations[("post", "/v1/models/{version}/activate")]["responses"]
 
 
-
 def test_a_problems_error_entries_are_documented(gateway: Any) -> None:
     # A client reading the contract learns what each entry of ``errors`` holds, and that an
     # entry's ``index`` is a position when present (never null on the wire).
@@ -100,6 +99,7 @@ def test_a_problems_error_entries_are_documented(gateway: Any) -> None:
     assert set(entry["properties"]) == {"field", "message", "type", "index"}
     assert set(entry["required"]) == {"field", "message"}
     assert entry["properties"]["index"]["type"] == "integer"
+
 
 def test_operations_routes_are_public(gateway: Any) -> None:
     assert gateway.client.get("/healthz").json() == {"status": "ok"}
