@@ -1,8 +1,7 @@
 """Every Redis key, stream, channel, lock and hash field of the system, built in one place.
 
-Keys are ``rs:`` + a path joined with ``:``. Identifiers (user, item, category ids) may contain
-``:``; that is harmless because every key that embeds one puts it last or in a fixed position,
-and nothing ever parses a key back into its parts.
+Keys are ``rs:`` + a path joined with ``:``. An identifier may contain ``:``, harmlessly: a key
+embeds one last or in a fixed position, and nothing ever parses a key back into its parts.
 
 **Where each family lives.** Three Redis deployments hold the system's own keys:
 
@@ -28,10 +27,10 @@ in braces, always the first braces of the key, so a user id with braces in it ca
 - ``{models}``: the registry (versions, the active pointer, the version sequence);
 - ``{experiments}``: experiments' definitions and states (their counters are per partition).
 
-Everything else (reports, locks, single counters) is one key per slot and needs no tag.
-Who writes what: the gateway the events, markers, cached lists and rate-limit counters; the
-feature-store the rest of a partition and the catalogue; the retraining-worker the registry
-and drift reports; the recommenders (and the gateway's fallback) the served-list records.
+Everything else (reports, locks, single counters) is one key per slot and needs no tag. Who
+writes what: the gateway the events, markers, cached lists and rate-limit counters; the
+feature-store the rest of a partition and the catalogue; the worker the registry and drift
+reports; the recommenders (and the gateway's fallback) the served-list records.
 """
 
 from __future__ import annotations
@@ -321,6 +320,7 @@ def experiment(experiment_id: str) -> str:
 PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of problems at the door
 PIPELINE_REJECTED = key("pipeline", "rejected")  # events refused at the door (a counter)
 DATA_GENERATION = key("pipeline", "generation")  # bumped when users are erased or forgotten
+DATA_LAYOUT = key("layout")  # JSON of the DataLayout the data was written in (layout.py)
 SNAPSHOT_LATEST = key("snapshot", "latest")  # JSON of the last snapshot and its quality report
 DRIFT_LATEST = key("drift", "latest")  # JSON of the latest drift report
 DRIFT_HISTORY = key("drift", "history")  # list of report JSON, newest first, capped

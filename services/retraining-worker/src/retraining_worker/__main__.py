@@ -7,11 +7,18 @@ Prometheus' multiprocess mode, set up here before anything imports the client li
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from retraining_worker.config import Settings
 
 
 def _prepare_environment() -> None:
@@ -43,28 +50,38 @@ def main(argv: list[str] | None = None) -> None:
     from retraining_worker.celery_app import app
 
     if role == "worker":
-        from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
-        from retraining_worker.health import start_health_server
-
-        start_health_server(settings)
-        app.worker_main(
-            [
-                "worker",
-                "--loglevel",
-                settings.log_level,
-                "--queues",
-                f"{TRAINING_QUEUE},{MONITORING_QUEUE}",
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "--without-gossip",
-                "--without-mingle",
-                *args[1:],
-            ]
-        )
+        _run_worker(app, settings, args[1:])
     else:
         app.start(["beat", "--loglevel", settings.log_level, *args[1:]])
+
+
+def _run_worker(app: Celery, settings: Settings, options: list[str]) -> None:
+    from recsys_shared.layout import LayoutMismatch, check_layout_at
+    from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
+    from retraining_worker.health import start_health_server
+
+    # Before the first task: the data tier is partitioned as the tasks will read it.
+    try:
+        asyncio.run(check_layout_at(settings.redis_dsn, settings.partitions, name="worker"))
+    except LayoutMismatch as mismatch:
+        raise SystemExit(f"retraining-worker: {mismatch.detail}") from None
+    start_health_server(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            settings.log_level,
+            "--queues",
+            f"{TRAINING_QUEUE},{MONITORING_QUEUE}",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            *options,
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ from recsys_shared.schemas.models import (
 )
 from recsys_shared.schemas.pipeline import (
     THROUGHPUT_WINDOW_SECONDS,
+    DataLayout,
     DeadLetterEntry,
     DeadLetterReason,
     DeadLetters,
@@ -152,6 +153,7 @@ __all__ = [
     "BprRecipe",
     "Candidate",
     "Category",
+    "DataLayout",
     "DeadLetterEntry",
     "DeadLetterReason",
     "DeadLetters",

@@ -83,3 +83,13 @@ class ReplayRequest(InputModel):
 class ReplayResult(BaseModel):
     replayed: int = Field(description="Dead letters put back into the events streams.")
     skipped: int = Field(description="Dead letters left: no event in them to replay.")
+
+
+# ── the data tier's layout ────────────────────────────────────────────────────────────────
+class DataLayout(BaseModel):
+    """How the data tier's keys are laid out, recorded by the first service to start on it
+    (``keys.DATA_LAYOUT``): a service configured otherwise would look for users where their
+    data is not."""
+
+    version: int = Field(ge=1, description="The key scheme's version (recsys_shared.layout)")
+    partitions: int = Field(ge=1, description="EVENT_PARTITIONS the users are spread over")

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute
 
 from recsys_shared import code_version, metrics
 from recsys_shared.fastpath.lane import FastLane
+from recsys_shared.layout import check_layout
 from recsys_shared.logging import configure_logging
 from recsys_shared.redis import RedisClient, connect
 from recsys_shared.settings import ServiceSettings
@@ -133,14 +134,21 @@ def create_service_app(
 
 async def start_service(settings: ServiceSettings) -> RedisClient:
     """What every service does first in its lifespan: logs as configured, its build info
-    exported, and its one client of the data tier for the process."""
+    exported, and its one client of the data tier for the process, whose layout it checks
+    (a data tier partitioned otherwise stops the start: :mod:`recsys_shared.layout`)."""
     configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
     metrics.BUILD_INFO.info({"service": settings.service_name, "version": code_version()})
-    return await connect(
+    client = await connect(
         settings.redis_dsn,
         command_timeout=settings.redis_timeout_seconds,
         name=settings.service_name,
     )
+    try:
+        await check_layout(client, settings.partitions)
+    except BaseException:
+        await client.aclose()
+        raise
+    return client
 
 
 #: Young-generation collections every this many allocations (CPython's default is 700).
