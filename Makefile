@@ -11,7 +11,7 @@ RUN := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 LOCKED_INPUTS := uv.lock pyproject.toml shared/pyproject.toml $(wildcard services/*/pyproject.toml)
 
-.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest bench-memory soak up down check-deploy check-rules loadtest loadtest-resilience drift-demo experiment-demo evaluate
+.PHONY: help setup run test test-unit test-integration lint typecheck format clean bench bench-ingest bench-memory soak up down check-deploy check-rules loadtest loadtest-resilience drift-demo experiment-demo evaluate move-data
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-18s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ check-deploy: ## Check the deployment files: kustomize, schemas, checkov, compos
 format: setup ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+move-data: setup ## Copy a stopped system's data tier into an empty Redis or cluster (MOVE_FROM_REDIS_URL, MOVE_TO_REDIS_URL, EVENT_PARTITIONS)
+	$(RUN) -m recsys_shared.data_move
 
 clean: ## Remove the virtualenv, local data and reports
 	rm -rf $(VENV) .venv-deploy .venv-loadtest .venv-browser .data reports .pytest_cache .mypy_cache .ruff_cache

@@ -92,8 +92,9 @@ def user_digest(user_id: str) -> str:
 EVENTS_GROUP = "feature-store"
 USER_ITEMS_SUFFIX, USER_TIMES_SUFFIX = ":items", ":times"
 USER_META_SUFFIX, USER_MARKERS_SUFFIX = ":meta", ":idem"
-#: The lists an experiment served the user, kept on the data tier (never shed) for attribution.
-USER_LISTS_SUFFIX = ":lists"
+USER_LISTS_SUFFIX = ":lists"  # lists an experiment served (data tier, never shed): attribution
+USER_SUFFIXES: tuple[str, ...] = (USER_ITEMS_SUFFIX, USER_TIMES_SUFFIX, USER_META_SUFFIX)
+USER_SUFFIXES += (USER_MARKERS_SUFFIX, USER_LISTS_SUFFIX)  # every per-user key's: erasure, moves
 #: One idempotency marker: an 8-byte digest of the event_id, then a 4-byte big-endian second.
 MARKER_DIGEST_BYTES, MARKER_BYTES = 8, 12
 
@@ -177,8 +178,7 @@ class Partition:
 
     def user_keys(self, user_id: str) -> tuple[str, ...]:
         """Every key that holds the user's own state in this partition."""
-        named = (self.user_items, self.user_times, self.user_meta, self.markers, self.user_lists)
-        return tuple(name(user_id) for name in named)
+        return tuple(f"{self.base}:u:{user_id}{suffix}" for suffix in USER_SUFFIXES)
 
     def accepted(self, second: int) -> str:  # events accepted in one second (throughput)
         return f"{self.base}:accepted:{second}"

@@ -11,9 +11,9 @@ recommenders, the feature-store and the worker) checks at start-up, before its f
 
 - on a data tier with no layout recorded (a new one), it records its own (``SET NX``: the
   first to start wins, and every later start is compared with it);
-- on a layout that differs, it stops with :class:`LayoutMismatch`, naming both. Changing the
-  partition count of existing data needs the data moved; the system has no tool for that, so
-  it is kept fixed (docs/deploy.md, "Sizing").
+- on a layout that differs, it stops with :class:`LayoutMismatch`, naming both. Another
+  partition count needs the data moved into a new data tier, offline
+  (:mod:`recsys_shared.data_move`, docs/deploy.md "Moving the data there").
 
 A data tier that does not answer at start-up cannot be checked: the service logs it and
 starts (as with the durability check), and the next start checks.
@@ -68,8 +68,8 @@ def _mismatch(recorded: DataLayout, wanted: DataLayout) -> str:
     return (
         f"the data tier's users are spread over {recorded.partitions} partition(s), and this "
         f"service is set to EVENT_PARTITIONS={wanted.partitions}: set EVENT_PARTITIONS="
-        f"{recorded.partitions} (a different count would misplace every user's data), or start "
-        "on an empty data tier"
+        f"{recorded.partitions} (a different count would misplace every user's data), or move "
+        "the data into a new data tier first (python -m recsys_shared.data_move)"
     )
 
 

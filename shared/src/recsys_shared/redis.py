@@ -150,11 +150,12 @@ class RedisClient:
         return decoded(reply)
 
     async def execute_many(
-        self, commands: Sequence[Sequence[Arg]], *, atomic: bool = False
+        self, commands: Sequence[Sequence[Arg]], *, atomic: bool = False, decode: bool = True
     ) -> list[Any]:
         """Several commands in one round trip (per node), replies in order. ``atomic`` runs
         them as one MULTI/EXEC transaction, whose keys must then share one slot. The first
-        error reply is raised once every reply is in."""
+        error reply is raised once every reply is in. ``decode=False`` leaves the replies as
+        Redis sent them (``DUMP``'s binary payloads)."""
         if not commands:
             return []
         batch: glide.Batch | glide.ClusterBatch = (
@@ -168,7 +169,7 @@ class RedisClient:
             raise translated(error, timeout=self.timeout) from error
         if replies is None:  # a transaction aborted by WATCH: never used here
             raise StoreError("A Redis transaction was aborted.")
-        return [decoded(reply) for reply in replies]
+        return [decoded(reply) for reply in replies] if decode else replies
 
     async def run(self, script: LuaScript, *, keys: Sequence[Arg], args: Sequence[Arg] = ()) -> Any:
         """Run ``script``; ``keys[0]`` names the slot (a keyless script would go to a random

@@ -28,13 +28,6 @@ from recsys_shared.redis import Arg, LuaScript, RedisClient
 log = logging.getLogger(__name__)
 
 FORGET_USERS = LuaScript.load(__package__, "lua/forget_user.lua")
-_USER_SUFFIXES = (
-    keys.USER_ITEMS_SUFFIX,
-    keys.USER_TIMES_SUFFIX,
-    keys.USER_META_SUFFIX,
-    keys.USER_MARKERS_SUFFIX,
-    keys.USER_LISTS_SUFFIX,
-)
 #: Retention forgets at most this many users of a partition per script call.
 FORGET_BATCH = 200
 
@@ -45,7 +38,7 @@ def _layout(partition: keys.Partition, *, now: float, cutoff: float) -> str:
     return json.dumps(
         {
             "user_prefix": partition.user_prefix,
-            "suffixes": _USER_SUFFIXES,
+            "suffixes": keys.USER_SUFFIXES,
             "erased": partition.erased,
             "dead": partition.dead_letters,
             "drift_users": [partition.drift(bucket).users for bucket in buckets],
