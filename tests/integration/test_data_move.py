@@ -4,7 +4,8 @@ ids, an erasure and a dead letter; once stopped, its data moves into a 3-master 
 spread over six partitions. Every user's features land whole in their new partition, the
 summed counters add up, the tombstone reaches every partition; a system started on the
 cluster knows the old event ids (duplicates, not new events) and erases a moved user
-completely. And the move refuses, before writing anything, a source with unapplied events,
+completely. A cluster moves back into one partition of one Redis, its per-partition
+popularity summed. And the move refuses, before writing anything, a source with unapplied events,
 a target that is not empty and a key it does not know."""
 
 from __future__ import annotations
@@ -179,3 +180,33 @@ def test_the_command_takes_its_settings_from_the_environment(
     target = own_redis.inspector()
     user_partition = keys.Partitions(3).of("u:1")
     assert target.hgetall(user_partition.user_items("u:1")) == {"item": "2"}
+
+
+def test_a_cluster_moves_back_into_one_redis_with_one_partition(
+    tiers: tuple[DataTier, DataTier], own_redis: RedisServer, tmp_path: Path
+) -> None:
+    # The other way round: a cluster's six partitions as the source (read on each master)
+    # into one partition of a single Redis.
+    _, source = tiers
+    stack = build_stack(source, tmp_path)
+    try:
+        start_all(stack, ("feature-store", "gateway"))
+        items = [{"item_id": item, "title": item, "categories": ["c"]} for item in ITEMS]
+        load(stack.gateway, items, _events())
+    finally:
+        stack.close()
+    old, partitions = source.inspector(), keys.Partitions(source.partitions)
+    histories = {user: old.hgetall(partitions.of(user).user_items(user)) for user in USERS}
+    weights = [old.zrange(p.popular, 0, -1, withscores=True) for p in partitions.all]
+
+    _move(source.url, own_redis.url, 1)
+
+    new, only = own_redis.inspector(), keys.Partition(0)
+    assert {user: new.hgetall(only.user_items(user)) for user in USERS} == histories
+    assert new.zcard(only.users) == len(USERS) + 1
+    summed: dict[str, float] = {}
+    for item, weight in (pair for listed in weights for pair in listed):
+        summed[item] = summed.get(item, 0.0) + weight
+    moved = dict(new.zrange(only.popular, 0, -1, withscores=True))
+    assert moved.keys() == summed.keys()
+    assert all(abs(moved[item] - summed[item]) < 1e-9 * summed[item] for item in summed)
