@@ -210,3 +210,34 @@ def test_a_cluster_moves_back_into_one_redis_with_one_partition(
     moved = dict(new.zrange(only.popular, 0, -1, withscores=True))
     assert moved.keys() == summed.keys()
     assert all(abs(moved[item] - summed[item]) < 1e-9 * summed[item] for item in summed)
+
+
+def test_counters_are_summed_expiries_kept_and_passing_state_left_behind(
+    redis_url: str, own_redis: RedisServer
+) -> None:
+    source, two = redis.Redis.from_url(redis_url, decode_responses=True), keys.Partitions(2)
+    source.set(keys.DATA_LAYOUT, DataLayout(version=1, partitions=2).model_dump_json())
+    for partition, count in zip(two.all, (3, 4), strict=True):
+        source.hset(partition.experiment("7"), "a:served", count)  # a running experiment's
+        source.hset(partition.stats, keys.STAT_APPLIED, count * 10)
+        source.hset(partition.drift(100).items, "i1", count)
+        source.expire(partition.drift(100).items, 3600)
+        source.hset(partition.heartbeats, "fs-a", 1.0)
+    lists = two.of("bob").user_lists("bob")
+    source.hset(lists, "rec-1", "{}")
+    source.expire(lists, 600)
+    source.set(keys.TRAINING_LOCK, "held")
+    source.set(keys.recommendation("bob", "rec-1"), "{}")
+
+    _move(redis_url, own_redis.url, 3)
+
+    target, three = own_redis.inspector(), keys.Partitions(3)
+    first = three.all[0]
+    assert target.hgetall(first.experiment("7")) == {"a:served": "7"}
+    assert target.hgetall(first.stats) == {keys.STAT_APPLIED: "70"}
+    assert target.hgetall(first.drift(100).items) == {"i1": "7"}
+    assert 3500 < target.ttl(first.drift(100).items) <= 3600
+    assert 500 < target.ttl(three.of("bob").user_lists("bob")) <= 600
+    left = [keys.TRAINING_LOCK, keys.recommendation("bob", "rec-1")]
+    left += [p.heartbeats for p in three.all]
+    assert [target.exists(name) for name in left] == [0] * len(left)
