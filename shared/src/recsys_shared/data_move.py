@@ -46,6 +46,7 @@ from recsys_shared.errors import RecsysError
 from recsys_shared.layout import LAYOUT_VERSION
 from recsys_shared.redis import Arg, RedisClient, connect
 from recsys_shared.schemas import DataLayout
+from recsys_shared.streams import pipeline_position
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +156,12 @@ async def _source_partitions(source: RedisClient, given: int | None) -> keys.Par
 
 
 async def _refuse_unless_drained(source: RedisClient, partitions: keys.Partitions) -> None:
-    """Every event the streams hold was applied: the group has delivered the last entry and
-    has nothing pending."""
-    for partition in partitions.all:
-        last = _entries(await source.execute("XREVRANGE", partition.events, "+", "-", "COUNT", 1))
-        if not last:
-            continue
-        groups = await source.execute("XINFO", "GROUPS", partition.events)
-        group = next((g for g in map(_pairs, groups) if g["name"] == keys.EVENTS_GROUP), None)
-        delivered = _stream_id(group["last-delivered-id"]) if group else (0, 0)
-        if group is None or int(group["pending"]) > 0 or delivered < _stream_id(last[0][0]):
+    """Every event the streams hold was applied: no lag and nothing pending, as the pipeline
+    status counts them (``recsys_shared.streams``; a stream without a group lags by all it
+    holds)."""
+    position = await pipeline_position(source, partitions.all)
+    for partition, stream in zip(partitions.all, position.partitions, strict=True):
+        if stream.lag or stream.pending:
             raise MoveRefused(
                 f"partition {partition.number} still has events to apply: stop the gateways, "
                 "let the feature-store apply them (GET /v1/pipeline: lag and pending 0), then "
@@ -190,11 +187,6 @@ def _pairs(reply: Any) -> dict[str, Any]:
 def _entries(reply: Any) -> list[tuple[str, dict[str, Any]]]:
     """``XRANGE``'s entries, oldest first, as (id, fields)."""
     return [(str(entry_id), _pairs(fields)) for entry_id, fields in _pairs(reply).items()]
-
-
-def _stream_id(text: str) -> tuple[int, int]:
-    milliseconds, _, sequence = str(text).partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 class _Move:
