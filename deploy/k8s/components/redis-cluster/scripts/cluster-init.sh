@@ -86,8 +86,10 @@ else
     exit 1
 fi
 
-# Done when every node says ok and the first one sees every node connected, replicas included
-# (after a create or a MEET, gossip takes a moment to spread).
+# Done when, twice in a row a second apart, every node says ok and the first one sees every
+# node connected, replicas included: after a create or a MEET gossip takes a moment to
+# spread, and after a MEET a node that said ok may still mark a peer failed at its old
+# address (cluster_state back to fail) until the new one has reached everyone.
 COUNT=$(echo "$ADDRESSES" | wc -w)
 WANTED_REPLICAS=$((COUNT - COUNT / (REPLICAS + 1)))
 FIRST="${ADDRESSES%% *}"
@@ -95,14 +97,24 @@ view() { # "<connected nodes> <replicas>" as FIRST sees them; a failed node is n
     cli "$FIRST" cluster nodes | awk '$8 == "connected" && $3 !~ /fail/ { n++; if ($3 ~ /slave/) r++ }
         END { printf "%d %d", n, r }'
 }
-for node in $ADDRESSES; do
-    until [ "$(field "$node" cluster_state)" = ok ] && [ "$(view)" = "$COUNT $WANTED_REPLICAS" ]; do
-        in_time || {
-            say "after ${TIMEOUT} s, $node: cluster_state $(field "$node" cluster_state);" \
-                "$FIRST sees (connected nodes, replicas) $(view), wants $COUNT $WANTED_REPLICAS"
-            exit 1
-        }
-        sleep 1
+states() { # "IP:PORT=state ..." for every node
+    for node in $ADDRESSES; do printf '%s=%s ' "$node" "$(field "$node" cluster_state)"; done
+}
+settled() { # every node ok, and FIRST sees every node connected
+    for node in $ADDRESSES; do
+        [ "$(field "$node" cluster_state)" = ok ] || return 1
     done
+    [ "$(view)" = "$COUNT $WANTED_REPLICAS" ]
+}
+passes=0
+until [ "$passes" -ge 2 ]; do
+    if settled; then passes=$((passes + 1)); else passes=0; fi
+    [ "$passes" -ge 2 ] && continue
+    in_time || {
+        say "after ${TIMEOUT} s, cluster_state: $(states);" \
+            "$FIRST sees (connected nodes, replicas) $(view), wants $COUNT $WANTED_REPLICAS"
+        exit 1
+    }
+    sleep 1
 done
 say "cluster_state:ok on every node; $((COUNT - WANTED_REPLICAS)) masters, $WANTED_REPLICAS replicas"
