@@ -6,7 +6,8 @@ summed counters add up, the tombstone reaches every partition; a system started 
 cluster knows the old event ids (duplicates, not new events) and erases a moved user
 completely. A cluster moves back into one partition of one Redis, its per-partition
 popularity summed. And the move refuses, before writing anything, a source with unapplied events,
-a target that is not empty and a key it does not know."""
+a target that is not empty and a key it does not know; a key the scan returns twice is summed
+once."""
 
 from __future__ import annotations
 
@@ -15,17 +16,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from recsys_shared import keys
+from recsys_shared import data_move, keys
 from recsys_shared.data_move import MoveRefused, move_data
 from recsys_shared.processes import RedisServer
-from recsys_shared.redis import connect
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.redis_cluster import RedisCluster
 from recsys_shared.schemas import DataLayout
 from recsys_shared.testing import (
@@ -241,3 +242,43 @@ def test_counters_are_summed_expiries_kept_and_passing_state_left_behind(
     left = [keys.TRAINING_LOCK, keys.recommendation("bob", "rec-1")]
     left += [p.heartbeats for p in three.all]
     assert [target.exists(name) for name in left] == [0] * len(left)
+
+
+def test_a_key_the_scan_returns_twice_is_summed_once_and_whole_keys_go_in_batches(
+    redis_url: str, own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SCAN may return a key more than once (the keyspace rehashed while it ran): here it
+    # returns every key twice, and whole keys are copied three per round trip.
+    scan = RedisClient.scan
+
+    async def twice(self: RedisClient, match: str, *, count: int = 1000) -> AsyncIterator[str]:
+        async for name in scan(self, match, count=count):
+            yield name
+            yield name
+
+    monkeypatch.setattr(RedisClient, "scan", twice)
+    monkeypatch.setattr(data_move, "COPY_BATCH", 3)
+    source, two = redis.Redis.from_url(redis_url, decode_responses=True), keys.Partitions(2)
+    source.set(keys.DATA_LAYOUT, DataLayout(version=1, partitions=2).model_dump_json())
+    for user in USERS[:10]:
+        source.hset(two.of(user).user_items(user), "i1", 2)
+        source.zadd(two.of(user).users, {user: 5})
+    for partition in two.all:
+        source.hset(partition.stats, keys.STAT_APPLIED, 10)
+        source.zadd(partition.popular, {"i1": 2.5})
+    source.xadd(two.of(USERS[0]).dead_letters, {keys.DEAD_ENTRY: json.dumps({"user_id": USERS[0]})})
+    source.hset(keys.item("i1"), "title", "One")
+
+    _move(redis_url, own_redis.url, 3)
+
+    target, three = own_redis.inspector(), keys.Partitions(3)
+    assert all(
+        target.hgetall(three.of(user).user_items(user)) == {"i1": "2"} for user in USERS[:10]
+    )
+    assert sum(target.zcard(p.users) for p in three.all) == 10
+    assert target.hgetall(three.all[0].stats) == {keys.STAT_APPLIED: "20"}
+    assert target.zrange(three.all[0].popular, 0, -1, withscores=True) == [("i1", 5.0)]
+    assert [target.xlen(p.dead_letters) for p in three.all] == [
+        int(p == three.of(USERS[0])) for p in three.all
+    ]
+    assert target.hgetall(keys.item("i1")) == {"title": "One"}

@@ -25,7 +25,11 @@ What it does with each key family of ``keys.py``:
 - every other ``rs:`` key (catalogue, registry, experiments, reports) is copied as it is;
 - the target's layout (``rs:layout``) is written last.
 
-A key the move does not know stops it before anything is written.
+A key the move does not know stops it before anything is written (a first pass over the
+keys reads their names only). The move holds no list of the keys: it copies whole keys
+``COPY_BATCH`` at a time as the scan finds them, and keeps in memory only the sums it
+writes at the end (bounded by items, users and erasures, not by events) and the names of the
+few partition-wide keys it has read (so that one the scan returns twice is summed once).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,8 +53,8 @@ from recsys_shared.streams import pipeline_position
 
 log = logging.getLogger(__name__)
 
-#: Users whose keys are copied per round trip.
-USER_BATCH = 200
+#: Whole keys (a user's, the catalogue's, the registry's) copied per round trip.
+COPY_BATCH = 1000
 #: Families not copied: the broker's, the ephemeral Redis's, locks, and the layout (rewritten).
 NOT_COPIED = (
     keys.TASK_DELIVERIES_PREFIX,
@@ -81,7 +84,7 @@ class MoveReport:
     """What the move did, by kind."""
 
     layout: DataLayout
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # keys read (the scan may repeat one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +129,11 @@ async def move_data(
     ``source_partitions``: the source's count, for data written before it was recorded."""
     await _refuse_unless_drained(source, await _source_partitions(source, source_partitions))
     await _refuse_unless_empty(target)
-    names = {name async for name in source.scan(f"{keys.PREFIX}:*")}  # a key may come twice
-    listed = [classify(name) for name in sorted(names)]
+    async for name in source.scan(f"{keys.PREFIX}:*"):  # an unknown key refuses the move here
+        classify(name)
     move = _Move(source, target, partitions)
-    await move.users([key for key in listed if key.kind == "user"])
-    for key in listed:
-        if key.kind not in {"user", "transient", "skipped"}:
-            await move.one(key)
-        move.report.counts[key.kind] += 1
+    async for name in source.scan(f"{keys.PREFIX}:*"):
+        await move.add(classify(name))
     await move.finish()
     return move.report
 
@@ -174,6 +174,12 @@ async def _refuse_unless_empty(target: RedisClient) -> None:
         raise MoveRefused(f"the target already holds {name}: move into an empty Redis")
 
 
+def _ttl(pttl: Any) -> int:
+    """``RESTORE``'s TTL for a key's ``PTTL``: 0 (none) for a key without one (-1), and at
+    least 1 ms for one about to expire, which a 0 would make permanent."""
+    return 0 if int(pttl) < 0 else max(int(pttl), 1)
+
+
 def _pairs(reply: Any) -> dict[str, Any]:
     """A map reply, a list of [name, value] pairs or a flat [name, value, ...] list as a dict
     (glide answers maps for hashes and sorted sets, pairs for a stream entry's fields)."""
@@ -190,46 +196,57 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 class _Move:
-    """The writes of one move; sums and expiries are gathered, then written by :meth:`finish`."""
+    """The writes of one move: whole keys copied in batches as they come; sums and expiries
+    gathered, then written by :meth:`finish`."""
 
     def __init__(self, source: RedisClient, target: RedisClient, partitions: keys.Partitions):
         self.source, self.target, self.partitions = source, target, partitions
         self.report = MoveReport(DataLayout(version=LAYOUT_VERSION, partitions=partitions.count))
         self.sums: dict[tuple[str, str], float] = defaultdict(float)  # (key, field) → total
         self.expiries: dict[str, int] = {}  # target key → latest expiry, ms since the epoch
+        self.whole: list[_Key] = []  # keys waiting for the next batch copy
+        self.read: set[str] = set()  # the partition-wide keys read: a few per partition and hour
 
     def base(self, user: str | None = None) -> keys.Partition:
         return self.partitions.all[0] if user is None else self.partitions.of(user)
 
-    async def users(self, listed: list[_Key]) -> None:
-        for start in range(0, len(listed), USER_BATCH * len(keys.USER_SUFFIXES)):
-            batch = listed[start : start + USER_BATCH * len(keys.USER_SUFFIXES)]
-            dumps = [("DUMP", key.name) for key in batch] + [("PTTL", key.name) for key in batch]
-            replies = await self.source.execute_many(dumps, decode=False)
-            payloads, ttls = replies[: len(batch)], replies[len(batch) :]
-            restores: list[tuple[Arg, ...]] = []
-            for key, payload, ttl in zip(batch, payloads, ttls, strict=True):
-                if payload is not None:  # gone since the scan (retention, an expiry)
-                    moved = self.base(key.user).base + ":" + key.rest
-                    restores.append(("RESTORE", moved, max(int(ttl), 0), payload, "REPLACE"))
-            await self.target.execute_many(restores)
+    async def add(self, key: _Key) -> None:
+        """Move one key the scan found. Whole keys are restored with ``REPLACE``, so one found
+        twice is copied twice to the same effect; a key whose fields are summed is read once."""
+        self.report.counts[key.kind] += 1
+        if key.kind in {"transient", "skipped"}:
+            return
+        if key.kind in {"user", "copied"}:
+            self.whole.append(key)
+            if len(self.whole) >= COPY_BATCH:
+                await self._copy_whole()
+        elif key.name not in self.read:
+            self.read.add(key.name)
+            await self._fields(key)
 
-    async def one(self, key: _Key) -> None:
-        expiry = int(await self.source.execute("PEXPIRETIME", key.name))
-        if key.kind == "copied":
-            await self._copy(key.name, expiry)
-        elif key.kind == "users":
+    async def _copy_whole(self) -> None:
+        batch, self.whole = self.whole, []
+        dumps = [("DUMP", key.name) for key in batch] + [("PTTL", key.name) for key in batch]
+        replies = await self.source.execute_many(dumps, decode=False)
+        payloads, ttls = replies[: len(batch)], replies[len(batch) :]
+        restores: list[tuple[Arg, ...]] = []
+        for key, payload, ttl in zip(batch, payloads, ttls, strict=True):
+            if payload is not None:  # gone since the scan (retention, an expiry)
+                restores.append(("RESTORE", self._moved(key), _ttl(ttl), payload, "REPLACE"))
+        await self.target.execute_many(restores)
+
+    def _moved(self, key: _Key) -> str:
+        """Where a whole key goes: a user's into the user's new partition, the rest as named."""
+        return self.base(key.user).base + ":" + key.rest if key.kind == "user" else key.name
+
+    async def _fields(self, key: _Key) -> None:
+        if key.kind == "users":
             await self._split_users(key.name)
         elif key.kind == "dead":
             await self._dead_letters(key.name)
         else:
+            expiry = int(await self.source.execute("PEXPIRETIME", key.name))
             await self._hash_fields(key, expiry)
-
-    async def _copy(self, name: str, expiry: int) -> None:
-        [payload] = await self.source.execute_many([("DUMP", name)], decode=False)
-        if payload is not None:
-            ttl = max(expiry - int(time.time() * 1000), 1) if expiry > 0 else 0
-            await self.target.execute("RESTORE", name, ttl, payload, "REPLACE")
 
     async def _split_users(self, name: str) -> None:
         members = _pairs(await self.source.execute("ZRANGE", name, 0, -1, "WITHSCORES"))
@@ -284,8 +301,10 @@ class _Move:
             self.expiries[target] = max(self.expiries.get(target, 0), expiry)
 
     async def finish(self) -> None:
-        """Write the sums (a sorted set for popularity, hashes for the rest), the expiries,
-        and last the layout."""
+        """Copy the last whole keys, write the sums (a sorted set for popularity, hashes for the
+        rest) and the expiries, and last the layout."""
+        if self.whole:
+            await self._copy_whole()
         commands: list[tuple[Arg, ...]] = []
         for (target, name), total in self.sums.items():
             value: Arg = int(total) if total.is_integer() else total
