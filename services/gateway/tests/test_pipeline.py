@@ -104,7 +104,8 @@ def test_a_replay_is_forwarded_with_its_filter(
 
 
 @pytest.mark.parametrize(
-    "body", [{"limit": 0}, {"limit": 100_001}, {"reason": ""}, {"everything": True}, []]
+    "body",
+    [{"limit": 0}, {"limit": 100_001}, {"limit": True}, {"reason": ""}, {"everything": True}, []],
 )
 def test_an_invalid_replay_never_reaches_the_feature_store(
     admin_gateway: Any, admin_headers: dict[str, str], body: Any

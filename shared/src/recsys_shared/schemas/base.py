@@ -56,14 +56,18 @@ Category = Annotated[
 ]
 
 
-def _not_a_boolean(value: Any) -> Any:
-    # JSON true/false would otherwise be read as 1.0/0.0.
+def not_a_boolean(value: Any) -> Any:
+    """Refuse JSON true/false where a number is asked: pydantic's lax mode would read them as
+    1 and 0 (a variant's ``"model_version": true`` as version 1), which the OpenAPI document's
+    ``integer`` and ``number`` do not allow."""
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
     return value
 
 
-Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+#: The number and integer of a request body (every numeric input field is one of them).
+Number = Annotated[float, BeforeValidator(not_a_boolean)]
+Integer = Annotated[int, BeforeValidator(not_a_boolean)]
 
 
 def _rfc3339_only(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from recsys_shared.schemas.base import TEXT_PATTERN, InputModel
+from recsys_shared.schemas.base import TEXT_PATTERN, InputModel, Integer, Number
 
 #: A canary's traffic share steps up through these (from the share it starts at).
 CANARY_SCHEDULE: Final = (0.05, 0.25, 0.5, 1.0)
@@ -43,8 +43,8 @@ class Decision(StrEnum):
 
 
 class VariantIn(InputModel):
-    model_version: int = Field(ge=1, le=2**53, description="The version this variant serves.")
-    weight: float | None = Field(
+    model_version: Integer = Field(ge=1, le=2**53, description="The version this variant serves.")
+    weight: Number | None = Field(
         default=None,
         ge=0,
         le=1,
@@ -61,13 +61,13 @@ class ExperimentIn(InputModel):
     mode: ExperimentMode
     variants: list[VariantIn] = Field(min_length=2, max_length=MAX_VARIANTS)
     metric: ExperimentMetric = ExperimentMetric.CTR
-    min_exposures: int = Field(
+    min_exposures: Integer = Field(
         default=500,
         ge=10,
         le=10_000_000,
         description="Lists each variant must serve (at each canary step) before a decision.",
     )
-    max_duration_seconds: int = Field(
+    max_duration_seconds: Integer = Field(
         default=7 * 86_400,
         ge=60,
         le=90 * 86_400,

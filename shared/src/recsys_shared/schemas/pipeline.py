@@ -10,7 +10,7 @@ from pydantic import (
     Field,
 )
 
-from recsys_shared.schemas.base import InputModel
+from recsys_shared.schemas.base import InputModel, Integer
 from recsys_shared.schemas.models import SnapshotInfo
 
 #: The window of the pipeline status's throughput series and per-second means.
@@ -77,7 +77,7 @@ class ReplayRequest(InputModel):
     reason: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         default=None, description="Replay only the dead letters with this reason."
     )
-    limit: int = Field(default=1000, ge=1, le=100_000, description="At most this many.")
+    limit: Integer = Field(default=1000, ge=1, le=100_000, description="At most this many.")
 
 
 class ReplayResult(BaseModel):
