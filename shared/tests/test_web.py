@@ -168,12 +168,43 @@ def test_validation_errors_outside_a_batch_have_no_index(client: TestClient) -> 
     assert all("index" not in entry for entry in body["errors"])
 
 
-def test_malformed_json_is_a_problem(client: TestClient) -> None:
+def test_malformed_json_is_a_problem_naming_the_body_and_where_it_breaks(
+    client: TestClient,
+) -> None:
     response = client.post(
-        "/events", content=b'{"events": [', headers={"content-type": "application/json"}
+        "/events", content=b'{"events": []}  x', headers={"content-type": "application/json"}
     )
 
-    _assert_problem(response, 422)
+    [error] = _assert_problem(response, 422)["errors"]
+    # FastAPI puts the character offset where an entry's index goes: it is no entry.
+    assert (error["field"], error["type"]) == ("body", "json_invalid")
+    assert "index" not in error
+    assert error["message"] == "is not valid JSON: Extra data at character 16"
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {}])
+def test_a_json_body_without_the_json_content_type_says_so(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    body = b'{"events": [{"user_id": "u", "item_id": "i", "type": "view"}]}'
+
+    response = client.post("/events", content=body, headers=headers)
+
+    [error] = _assert_problem(response, 422)["errors"]
+    assert error == {
+        "field": "body",
+        "message": "must be JSON, sent with Content-Type: application/json",
+        "type": "content_type",
+    }
+
+
+def test_a_json_body_that_is_not_an_object_is_not_blamed_on_its_content_type(
+    client: TestClient,
+) -> None:
+    response = client.post("/events", json=[{"user_id": "u"}])
+
+    [error] = _assert_problem(response, 422)["errors"]
+    assert (error["field"], error["type"]) == ("body", "model_attributes_type")
 
 
 def test_valid_batch_passes(client: TestClient) -> None:

@@ -87,6 +87,16 @@ def validation_errors(raw: list[Any]) -> list[FieldError]:
 
 
 def _field_error(error: Mapping[str, Any]) -> FieldError:
+    if error.get("type") == "json_invalid":
+        return _not_json(error)
+    if error.get("loc") == ("body",) and isinstance(error.get("input"), bytes):
+        # FastAPI reads a body as JSON only when its Content-Type says so and hands the
+        # model the raw bytes otherwise: "should be a valid dictionary" would hide why.
+        return FieldError(
+            field="body",
+            message="must be JSON, sent with Content-Type: application/json",
+            type="content_type",
+        )
     location = [part for part in error.get("loc", ()) if part != "body"]
     in_batch = len(location) >= 2 and location[0] in {"events", "items"}
     return FieldError(
@@ -95,6 +105,14 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
         type=error.get("type", "invalid"),
         index=location[1] if in_batch and isinstance(location[1], int) else None,
     )
+
+
+def _not_json(error: Mapping[str, Any]) -> FieldError:
+    # FastAPI places a decode error at ("body", <character offset>): an offset, not an entry.
+    offset = error.get("loc", ())[-1]
+    reason = (error.get("ctx") or {}).get("error")
+    message = f"is not valid JSON: {reason} at character {offset}" if reason else "is not JSON"
+    return FieldError(field="body", message=message, type="json_invalid")
 
 
 def _dotted(location: list[Any]) -> str:
