@@ -404,6 +404,18 @@ def test_item_batch_requires_valid_item_ids() -> None:
         ItemBatch.model_validate({"items": []})
 
 
+def test_item_batch_keeps_the_last_entry_of_an_item_listed_twice() -> None:
+    batch = ItemBatch.model_validate(
+        {
+            "items": [
+                {"item_id": id_, "title": title}
+                for id_, title in [("a", "1"), ("b", "2"), ("a", "3")]
+            ]
+        }
+    )
+    assert [(item.item_id, item.title) for item in batch.items] == [("a", "3"), ("b", "2")]
+
+
 # ── recommendation queries ────────────────────────────────────────────────────────────────
 def test_recommendation_query_bounds() -> None:
     assert RecommendationQuery(k=1).k == 1

@@ -152,6 +152,28 @@ def test_bulk_put_forwards_the_batch(items_gateway: Any, client_headers: dict[st
     assert [item["item_id"] for item in forwarded] == ["m0", "m1", "m2"]
 
 
+def test_an_item_listed_twice_in_a_batch_is_stored_once_as_its_last_entry_says(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    items = [
+        {"item_id": "m1", "title": "First"},
+        {"item_id": "m2", "title": "Other"},
+        {"item_id": "m1", "title": "Last", "available": False},
+    ]
+
+    response = items_gateway.client.put("/v1/items", json={"items": items}, headers=client_headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"stored": 2}
+    [request] = items_gateway.feature_store.requests
+    forwarded = json.loads(request.content)["items"]
+    assert [(item["item_id"], item["title"]) for item in forwarded] == [
+        ("m1", "Last"),
+        ("m2", "Other"),
+    ]
+    assert forwarded[0]["available"] is False
+
+
 def test_delete_item(items_gateway: Any, catalogue: Any, client_headers: dict[str, str]) -> None:
     catalogue.item("m1")
 

@@ -64,7 +64,20 @@ class ItemWithId(ItemIn):
 
 
 class ItemBatch(InputModel):
-    items: list[ItemWithId] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    items: list[ItemWithId] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        description="An item listed more than once is stored once, as its last entry says.",
+    )
+
+    @model_validator(mode="after")
+    def _last_entry_per_item(self) -> ItemBatch:
+        # A batch's writes run concurrently, in no order between them, so two entries of one
+        # item would leave either; and "stored" counts items, not entries.
+        last = {item.item_id: item for item in self.items}
+        if len(last) < len(self.items):
+            self.items = list(last.values())
+        return self
 
 
 class Item(BaseModel):
