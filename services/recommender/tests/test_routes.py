@@ -196,6 +196,12 @@ async def test_a_batch_that_is_not_json_is_a_422_problem(api: httpx.AsyncClient)
     )
 
     assert_problem(response, 422)
+    # Parsed by the fast lane with pydantic, whose decode error names line and column.
+    [error] = response.json()["errors"]
+    assert (error["field"], error["type"]) == ("body", "json_invalid")
+    assert error["message"].startswith("is not valid JSON: ")
+    assert "line 1 column 2" in error["message"]
+    assert "character" not in error["message"]
 
 
 async def test_similar_items(api: httpx.AsyncClient, clusters: Any) -> None:

@@ -109,9 +109,13 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
 
 def _not_json(error: Mapping[str, Any]) -> FieldError:
     # FastAPI places a decode error at ("body", <character offset>): an offset, not an entry.
-    offset = error.get("loc", ())[-1]
+    # Pydantic's own (the fast lane's bodies) is at ("body",) and names line and column.
+    location: tuple[Any, ...] = tuple(error.get("loc", ()))
+    last = location[-1] if location else None
     reason = (error.get("ctx") or {}).get("error")
-    message = f"is not valid JSON: {reason} at character {offset}" if reason else "is not JSON"
+    message = "is not valid JSON" + (f": {reason}" if reason else "")
+    if isinstance(last, int):
+        message += f" at character {last}"
     return FieldError(field="body", message=message, type="json_invalid")
 
 
