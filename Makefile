@@ -26,14 +26,18 @@ setup: $(SYNCED) ## Create .venv with every service and the dev tools (uv, from 
 run: setup ## Start the whole system with the MovieLens demo (DEMO=0: without; PORT=8000)
 	$(RUN) scripts/run.py
 
+# Two pytest-xdist workers: the modules marked MOSTLY_WAITING on one, the rest in order on the
+# other (recsys_shared/testing/fixtures.py says why). A plain `pytest` runs it all in one.
+BESIDE := -n 2 --dist loadgroup
+
 test: setup lint typecheck ## Lint, type-check and run every test (unit and integration)
-	$(RUN) -m pytest
+	$(RUN) -m pytest $(BESIDE)
 
 test-unit: setup ## Only the fast tests beside each service
 	$(RUN) -m pytest -m "not integration"
 
 test-integration: setup ## Only the cross-service tests on real processes
-	$(RUN) -m pytest -m integration
+	$(RUN) -m pytest -m integration $(BESIDE)
 
 lint: setup ## ruff: lint and formatting
 	$(VENV)/bin/ruff check .

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from recsys_shared.processes import ManagedProcess, RedisServer, free_port, wait_until
+from recsys_shared.processes import (
+    ManagedProcess,
+    RedisServer,
+    free_cluster_port,
+    free_port,
+    wait_until,
+)
 
 
 def _client(server: RedisServer) -> redis.Redis:
@@ -60,6 +66,34 @@ def test_free_port_is_bindable() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))
         assert sock.getsockname()[1] == port
+
+
+def test_ports_handed_out_in_a_row_are_never_the_same() -> None:
+    # Services bind theirs seconds later: a port handed out twice goes to whichever is first.
+    ports = [free_port() for _ in range(300)]
+
+    assert len(set(ports)) == len(ports)
+
+
+@pytest.mark.parametrize(
+    ("worker", "ports", "cluster_ports"),
+    [
+        ("gw0", range(10_000, 15_000), range(20_000, 25_000)),
+        ("gw1", range(15_000, 20_000), range(25_000, 30_000)),
+    ],
+)
+def test_each_pytest_xdist_worker_draws_ports_from_its_own_share(
+    monkeypatch: pytest.MonkeyPatch, worker: str, ports: range, cluster_ports: range
+) -> None:
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+
+    assert all(free_port() in ports for _ in range(100))
+    node = free_cluster_port()
+    assert node in cluster_ports
+    for port in (node, node + 10_000):  # the node's port and its cluster bus port are free
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
 
 
 def test_wait_until_returns_once_true_and_times_out_otherwise() -> None:

@@ -25,24 +25,51 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+#: Where free ports are drawn from: below the kernel's ephemeral range (32768 on), so that no
+#: outgoing connection takes a port between the moment it is handed out and the moment its
+#: server binds it (seconds, for a service that imports its libraries first).
+_PORTS = range(10_000, 20_000)
+#: A cluster node's ports: the node's, and its cluster bus port 10000 above it.
+_CLUSTER_PORTS = range(20_000, 30_000)
+#: The ports this process handed out last, oldest first: not handed out again while listed
+#: (far more than a test has waiting to be bound at once).
+_handed_out: dict[int, None] = {}
+_REMEMBERED = 1_000
+
 
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on loopback that nothing listens on right now, and that this process has
+    not handed out lately (a server started with it may not have bound it yet)."""
+    return _draw(_own_share(_PORTS), _can_bind)
 
 
 def free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free and valid too: below the
-    ephemeral range, so neither collides with the kernel's outgoing connections."""
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    return _draw(
+        _own_share(_CLUSTER_PORTS),
+        lambda port: _can_bind(port) and _can_bind(port + 10_000),
+    )
+
+
+def _own_share(ports: range) -> range:
+    """This process's share of ``ports``: under pytest-xdist (``make test`` runs two workers)
+    each worker draws from its own, so two workers never hand out the same port."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = len(ports) // max(count, 1)
+    return ports[index * size : (index + 1) * size]
+
+
+def _draw(ports: range, usable: Callable[[int], bool]) -> int:
     generator = random.SystemRandom()
     for _ in range(200):
-        port = generator.randrange(20_000, 30_000)
-        if _can_bind(port) and _can_bind(port + 10_000):
+        port = generator.choice(ports)
+        if port not in _handed_out and usable(port):
+            _handed_out[port] = None
+            if len(_handed_out) > _REMEMBERED:
+                del _handed_out[next(iter(_handed_out))]
             return port
-    raise OSError("No free port pair for a cluster node between 20000 and 40000.")
+    raise OSError(f"No free port between {ports.start} and {ports.stop - 1}.")
 
 
 def _can_bind(port: int) -> bool:

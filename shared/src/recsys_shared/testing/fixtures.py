@@ -4,6 +4,7 @@ Tests that touch Redis get a real ``redis-server`` started for the session on a 
 a clean database per test (or, to fill up and stop, a server of their own, and an ephemeral
 one); ``data_tier`` runs a test once on a single Redis and once on a local 3-master Redis
 Cluster (with a standalone broker), which starts once per session when first asked for.
+Every test is in one of two pytest-xdist groups: ``MOSTLY_WAITING``, or the rest in order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 #: Runs a cross-service test module once on each data tier (``pytestmark = [..., EVERY_TIER]``):
 #: the parameter of the module-scoped ``tier`` fixture in tests/conftest.py.
 EVERY_TIER = pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module")
+
+#: A module whose tests mostly wait out a minimum the services enforce (the broker's visibility
+#: timeout after a kill -9, RedBeat's lock): ``make test`` runs these modules on a second
+#: pytest-xdist worker (``--dist loadgroup``) while the first runs everything else in order.
+#: Their waiting overlaps the rest's work; two busy workers on two cores would instead make
+#: the timing-sensitive tests (failovers, takeovers, latencies) contend all along.
+MOSTLY_WAITING = pytest.mark.xdist_group("mostly-waiting")
+#: The group of every test not marked otherwise: one worker, in collection order.
+IN_ORDER = "in-order"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(IN_ORDER))
 
 
 @pytest.fixture(scope="session")
