@@ -1,6 +1,7 @@
-"""No numeric field of a request body takes a JSON boolean: pydantic's lax mode would read
-``true`` as 1 (a variant's ``"model_version": true`` as version 1), which the OpenAPI
-document's ``integer`` and ``number`` do not allow (a fuzzer sends exactly that)."""
+"""No numeric field of a request body takes a JSON boolean or string: pydantic's lax mode
+would read ``true`` as 1 (a variant's ``"model_version": true`` as version 1) and ``"3"`` as 3,
+which the OpenAPI document's ``integer`` and ``number`` do not allow (a fuzzer sends exactly
+that)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
 from recsys_shared.schemas import EventIn, ExperimentIn, InputModel, ReplayRequest, VariantIn
-from recsys_shared.schemas.base import not_a_boolean
+from recsys_shared.schemas.base import json_number
 
 BOTH_VERSIONS = [{"model_version": 1, "weight": 0.5}, {"model_version": 2, "weight": 0.5}]
 
@@ -27,58 +28,53 @@ def _request_models() -> list[type[BaseModel]]:
     return found
 
 
-def _takes_a_boolean(annotation: Any, metadata: Sequence[Any] = ()) -> bool:
-    """Whether a field of this type reads a boolean as a number (an int or float without
-    the ``not_a_boolean`` check, at any depth of unions, lists and ``Annotated``)."""
+def _lax(annotation: Any, metadata: Sequence[Any] = ()) -> bool:
+    """Whether a field of this type reads a boolean or a string as a number (an int or float
+    without the ``json_number`` check, at any depth of unions, lists and ``Annotated``)."""
     if annotation in (int, float):
         return not any(
-            isinstance(check, BeforeValidator) and check.func is not_a_boolean for check in metadata
+            isinstance(check, BeforeValidator) and check.func is json_number for check in metadata
         )
     if get_origin(annotation) is Annotated:
         inner, *checks = get_args(annotation)
-        return _takes_a_boolean(inner, checks)
-    return any(_takes_a_boolean(argument) for argument in get_args(annotation))
+        return _lax(inner, checks)
+    return any(_lax(argument) for argument in get_args(annotation))
 
 
-def test_every_numeric_field_of_a_request_body_refuses_booleans() -> None:
+def test_every_numeric_field_of_a_request_body_refuses_booleans_and_strings() -> None:
     models = _request_models()
     assert {EventIn, ExperimentIn, ReplayRequest, VariantIn} <= set(models)
     lax = [
         f"{model.__name__}.{name}"
         for model in models
         for name, field in model.model_fields.items()
-        if _takes_a_boolean(field.annotation, field.metadata)
+        if _lax(field.annotation, field.metadata)
     ]
     assert lax == []
 
 
+_NUMERIC_FIELDS = [
+    (ReplayRequest, {}, "limit"),
+    (VariantIn, {}, "model_version"),
+    (VariantIn, {"model_version": 2}, "weight"),
+    (EventIn, {"user_id": "u", "item_id": "i", "type": "rating"}, "value"),
+    (ExperimentIn, {"name": "x", "mode": "ab", "variants": BOTH_VERSIONS}, "min_exposures"),
+    (ExperimentIn, {"name": "x", "mode": "ab", "variants": BOTH_VERSIONS}, "max_duration_seconds"),
+]
+
+
 @pytest.mark.parametrize(
-    ("model", "body", "field"),
-    [
-        (ReplayRequest, {"limit": True}, "limit"),
-        (VariantIn, {"model_version": True}, "model_version"),
-        (VariantIn, {"model_version": 2, "weight": True}, "weight"),
-        (EventIn, {"user_id": "u", "item_id": "i", "type": "rating", "value": True}, "value"),
-        (
-            ExperimentIn,
-            {"name": "x", "mode": "ab", "variants": BOTH_VERSIONS, "min_exposures": True},
-            "min_exposures",
-        ),
-        (
-            ExperimentIn,
-            {"name": "x", "mode": "ab", "variants": BOTH_VERSIONS, "max_duration_seconds": False},
-            "max_duration_seconds",
-        ),
-    ],
+    ("given", "named"), [(True, "a boolean"), (False, "a boolean"), ("3", "a string")]
 )
-def test_a_boolean_where_a_number_is_asked_is_refused_naming_the_field(
-    model: type[BaseModel], body: dict[str, Any], field: str
+@pytest.mark.parametrize(("model", "rest", "field"), _NUMERIC_FIELDS)
+def test_a_boolean_or_a_string_where_a_number_is_asked_is_refused_naming_the_field(
+    model: type[BaseModel], rest: dict[str, Any], field: str, given: object, named: str
 ) -> None:
     with pytest.raises(ValidationError) as refused:
-        model.model_validate_json(json.dumps(body))
+        model.model_validate_json(json.dumps({**rest, field: given}))
     [error] = refused.value.errors()
     assert error["loc"] == (field,)
-    assert "not a boolean" in error["msg"]
+    assert error["msg"].endswith(f"must be a number, not {named}")
 
 
 def test_numbers_themselves_are_still_taken() -> None:

@@ -105,7 +105,15 @@ def test_a_replay_is_forwarded_with_its_filter(
 
 @pytest.mark.parametrize(
     "body",
-    [{"limit": 0}, {"limit": 100_001}, {"limit": True}, {"reason": ""}, {"everything": True}, []],
+    [
+        {"limit": 0},
+        {"limit": 100_001},
+        {"limit": True},
+        {"limit": "5"},
+        {"reason": ""},
+        {"everything": True},
+        [],
+    ],
 )
 def test_an_invalid_replay_never_reaches_the_feature_store(
     admin_gateway: Any, admin_headers: dict[str, str], body: Any

@@ -56,18 +56,20 @@ Category = Annotated[
 ]
 
 
-def not_a_boolean(value: Any) -> Any:
-    """Refuse JSON true/false where a number is asked: pydantic's lax mode would read them as
-    1 and 0 (a variant's ``"model_version": true`` as version 1), which the OpenAPI document's
-    ``integer`` and ``number`` do not allow."""
+def json_number(value: Any) -> Any:
+    """Refuse what JSON does not call a number where a number is asked: pydantic's lax mode
+    would read ``true`` as 1 (a variant's ``"model_version": true`` as version 1) and the
+    string ``"3"`` as 3, which the OpenAPI document's ``integer`` and ``number`` do not allow."""
     if isinstance(value, bool):
         raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str | bytes):
+        raise ValueError("must be a number, not a string")
     return value
 
 
 #: The number and integer of a request body (every numeric input field is one of them).
-Number = Annotated[float, BeforeValidator(not_a_boolean)]
-Integer = Annotated[int, BeforeValidator(not_a_boolean)]
+Number = Annotated[float, BeforeValidator(json_number)]
+Integer = Annotated[int, BeforeValidator(json_number)]
 
 
 def _rfc3339_only(value: Any) -> Any:
