@@ -5,6 +5,7 @@ pytest 9.2: pytest-xdist#1386)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -53,9 +54,12 @@ def test_the_waiting_modules_run_on_one_worker_and_the_rest_in_order_on_the_othe
 ) -> None:
     write_suite(tmp_path)
 
+    # Not this run's own settings: when it runs in an xdist worker, its worker's variables.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", *makefile_options(), "-p", "no:cacheprovider", "-q"],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
