@@ -70,6 +70,9 @@ def json_number(value: Any) -> Any:
 #: The number and integer of a request body (every numeric input field is one of them).
 Number = Annotated[float, BeforeValidator(json_number)]
 Integer = Annotated[int, BeforeValidator(json_number)]
+#: A share from 0 to 1. Its bounds come before the check: placed after it (or on an optional
+#: field), pydantic publishes them as "ge" and "le", which JSON Schema does not know.
+Share = Annotated[float, Field(ge=0, le=1), BeforeValidator(json_number)]
 
 
 def _rfc3339_only(value: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from recsys_shared.schemas.base import TEXT_PATTERN, InputModel, Integer, Number
+from recsys_shared.schemas.base import TEXT_PATTERN, InputModel, Integer, Share
 
 #: A canary's traffic share steps up through these (from the share it starts at).
 CANARY_SCHEDULE: Final = (0.05, 0.25, 0.5, 1.0)
@@ -44,10 +44,8 @@ class Decision(StrEnum):
 
 class VariantIn(InputModel):
     model_version: Integer = Field(ge=1, le=2**53, description="The version this variant serves.")
-    weight: Number | None = Field(
+    weight: Share | None = Field(
         default=None,
-        ge=0,
-        le=1,
         description="ab: its traffic share (all shares sum to 1). canary: for the second "
         "variant, where its schedule starts (default 0.05). shadow: for the second variant, "
         "the share of requests it ranks off the response path. Ignored on the control.",

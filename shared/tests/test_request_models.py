@@ -1,7 +1,8 @@
-"""No numeric field of a request body takes a JSON boolean or string: pydantic's lax mode
-would read ``true`` as 1 (a variant's ``"model_version": true`` as version 1) and ``"3"`` as 3,
-which the OpenAPI document's ``integer`` and ``number`` do not allow (a fuzzer sends exactly
-that)."""
+"""Every request body refuses what its published JSON Schema refuses, and takes what it allows,
+field by field, so a client's validator and ours agree. Two places once did not: pydantic's lax
+mode read ``true`` as 1 and ``"3"`` as 3 where the document says number (a variant's
+``"model_version": true`` was version 1), and a weight's bounds were published as ``ge`` and
+``le``, which JSON Schema does not know (the document allowed any weight)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,49 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any, get_args, get_origin
 
+import jsonschema_rs
 import pytest
 from pydantic import BaseModel, BeforeValidator, ValidationError
 
-from recsys_shared.schemas import EventIn, ExperimentIn, InputModel, ReplayRequest, VariantIn
+from recsys_shared.schemas import (
+    EventBatch,
+    EventIn,
+    ExperimentIn,
+    InputModel,
+    ItemBatch,
+    ItemIn,
+    ItemPatch,
+    ItemWithId,
+    ReplayRequest,
+    RetrainRequest,
+    VariantIn,
+)
 from recsys_shared.schemas.base import json_number
 
 BOTH_VERSIONS = [{"model_version": 1, "weight": 0.5}, {"model_version": 2, "weight": 0.5}]
+ITEM = {"item_id": "i", "title": "t", "categories": ["c"], "available": True}
+EVENT = {"user_id": "u", "item_id": "i", "type": "rating", "value": 4.0}
+#: A valid body of every request model, each field given.
+VALID: dict[type[BaseModel], dict[str, Any]] = {
+    EventIn: EVENT,
+    EventBatch: {"events": [EVENT]},
+    ItemIn: {"title": "t", "categories": ["c"], "available": True},
+    ItemWithId: ITEM,
+    ItemBatch: {"items": [ITEM]},
+    ItemPatch: {"title": "t", "categories": ["c"], "available": False},
+    ExperimentIn: {
+        "name": "x",
+        "mode": "ab",
+        "variants": BOTH_VERSIONS,
+        "min_exposures": 100,
+        "max_duration_seconds": 3600,
+    },
+    VariantIn: {"model_version": 1, "weight": 0.5},
+    RetrainRequest: {"algorithm": "als", "force": True, "search": False},
+    ReplayRequest: {"reason": "unknown_item", "limit": 5},
+}
+#: What each field is given in turn: every JSON type, and numbers in and out of common bounds.
+PROBES = ("3", "", 3, 3.5, -1, 0.5, True, None, [], {}, ["a"])
 
 
 def _request_models() -> list[type[BaseModel]]:
@@ -75,6 +112,35 @@ def test_a_boolean_or_a_string_where_a_number_is_asked_is_refused_naming_the_fie
     [error] = refused.value.errors()
     assert error["loc"] == (field,)
     assert error["msg"].endswith(f"must be a number, not {named}")
+
+
+def test_every_request_model_has_a_valid_body_here() -> None:
+    assert set(VALID) == set(_request_models())
+
+
+@pytest.mark.parametrize("model", list(VALID), ids=lambda model: model.__name__)
+def test_a_request_model_takes_exactly_what_its_json_schema_allows(
+    model: type[BaseModel],
+) -> None:
+    validator = jsonschema_rs.validator_for(model.model_json_schema())
+    assert validator.is_valid(VALID[model])
+    model.model_validate_json(json.dumps(VALID[model]))
+    disagreements = []
+    for field in model.model_fields:
+        for probe in PROBES:
+            body = {**VALID[model], field: probe}
+            if validator.is_valid(body) != _takes(model, body):
+                allowed = "allows" if validator.is_valid(body) else "refuses"
+                disagreements.append(f"{field}={probe!r}: the schema {allowed} it, the model not")
+    assert disagreements == []
+
+
+def _takes(model: type[BaseModel], body: dict[str, Any]) -> bool:
+    try:
+        model.model_validate_json(json.dumps(body))
+    except ValidationError:
+        return False
+    return True
 
 
 def test_numbers_themselves_are_still_taken() -> None:
