@@ -32,7 +32,7 @@ from recsys_shared.schemas.base import json_number
 BOTH_VERSIONS = [{"model_version": 1, "weight": 0.5}, {"model_version": 2, "weight": 0.5}]
 ITEM = {"item_id": "i", "title": "t", "categories": ["c"], "available": True}
 EVENT = {"user_id": "u", "item_id": "i", "type": "rating", "value": 4.0}
-#: A valid body of every request model, each field given.
+#: A valid body of every request model; each of its fields is then given every probe in turn.
 VALID: dict[type[BaseModel], dict[str, Any]] = {
     EventIn: EVENT,
     EventBatch: {"events": [EVENT]},
