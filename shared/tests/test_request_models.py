@@ -147,3 +147,22 @@ def test_numbers_themselves_are_still_taken() -> None:
     assert ReplayRequest.model_validate_json('{"limit": 5}').limit == 5
     variant = VariantIn.model_validate_json('{"model_version": 3, "weight": 1}')
     assert (variant.model_version, variant.weight) == (3, 1.0)
+
+
+@pytest.mark.parametrize("model", list(VALID), ids=lambda model: model.__name__)
+def test_a_refused_field_is_named_once_by_its_own_path(model: type[BaseModel]) -> None:
+    """A client reads a problem's ``errors`` by field: a wrong value is one entry at the field's
+    path (names and list indices), not one per branch of a union pydantic tried
+    (``available.bool`` and ``available.none`` for a patch's ``"available": "no"``, once)."""
+    field_names = {name for known in VALID for name in known.model_fields}
+    unclear = []
+    for field in model.model_fields:
+        for probe in PROBES:
+            try:
+                model.model_validate_json(json.dumps({**VALID[model], field: probe}))
+            except ValidationError as refused:
+                paths = [error["loc"] for error in refused.errors()]
+                steps = [step for path in paths for step in path if isinstance(step, str)]
+                if len(paths) > 1 or not set(steps) <= field_names:
+                    unclear.append(f"{field}={probe!r}: {paths}")
+    assert unclear == []

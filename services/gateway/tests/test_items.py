@@ -324,6 +324,25 @@ def test_an_empty_or_invalid_patch_never_reaches_the_feature_store(
     assert items_gateway.feature_store.requests == []
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"available": "maybe"}, "available"),
+        ({"title": 5}, "title"),
+        ({"categories": "Drama"}, "categories"),
+    ],
+)
+def test_a_wrong_type_in_a_patch_is_one_error_naming_its_field(
+    items_gateway: Any, catalogue: Any, client_headers: dict[str, str], body: Any, field: str
+) -> None:
+    catalogue.item("m1")
+
+    response = items_gateway.client.patch("/v1/items/m1", json=body, headers=client_headers)
+
+    errors = assert_problem(response, 422, "invalid-input")["errors"]
+    assert [error["field"] for error in errors] == [field]
+
+
 def test_an_item_gone_right_after_its_patch_is_a_404(
     gateway: Any, client_headers: dict[str, str]
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -12,7 +12,6 @@ from pydantic import (
     StrictBool,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from recsys_shared.schemas.base import (
     MAX_BATCH_ITEMS,
@@ -32,22 +31,34 @@ class ItemIn(InputModel):
     available: StrictBool = True
 
 
+def _published_without_null(schema: dict[str, Any]) -> None:
+    """A patch refuses null (a field left out keeps its value), so the document shows each
+    field's own type alone: no null branch and no null default."""
+    schema["minProperties"] = 1
+    for name, field in schema["properties"].items():
+        field.pop("default")
+        (own_type,) = (branch for branch in field.pop("anyOf") if branch != {"type": "null"})
+        schema["properties"][name] = own_type | field
+
+
 class ItemPatch(InputModel):
     """A partial update: only the fields given change (at least one; none may be null)."""
 
     model_config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"minProperties": 1}
+        extra="forbid", allow_inf_nan=False, json_schema_extra=_published_without_null
     )
 
+    # Plain optionals, not a union with a hidden None: a wrong type is then one error naming
+    # the field ("available: Input should be a valid boolean"), not one per union branch.
     title: (
         Annotated[
             str,
             Field(min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Heat (1995)"]),
         ]
-        | SkipJsonSchema[None]
+        | None
     ) = None
-    categories: Annotated[list[Category], Field(max_length=32)] | SkipJsonSchema[None] = None
-    available: StrictBool | SkipJsonSchema[None] = None
+    categories: Annotated[list[Category], Field(max_length=32)] | None = None
+    available: StrictBool | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> ItemPatch:
