@@ -26,6 +26,7 @@ from recsys_shared.errors import (
     UnknownItem,
 )
 from recsys_shared.schemas import EventBatch, FieldError
+from recsys_shared.web.problems import invalid_input_detail
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the `httpx2` package, which this environment does not ship; its
@@ -157,7 +158,30 @@ def test_validation_errors_name_the_event_index(client: TestClient) -> None:
     assert by_field["events[1].type"]["index"] == 1
     assert by_field["events[3].user_id"]["index"] == 3
     assert all(entry["message"] and entry["type"] for entry in body["errors"])
-    assert "[1, 3]" in body["detail"]
+    assert body["detail"] == (
+        "2 invalid fields (events[1].type, events[3].user_id) in entries 1, 3; "
+        "nothing of the batch was stored."
+    )
+
+
+def test_a_single_invalid_field_is_named_in_the_detail(client: TestClient) -> None:
+    response = client.post("/events", json={"events": "none"})
+
+    assert _assert_problem(response, 422)["detail"] == "1 invalid field (events)."
+
+
+def test_the_detail_names_the_first_fields_and_entries_and_counts_the_rest() -> None:
+    errors = [
+        FieldError(field=f"events[{index}].{name}", message="bad", type="t", index=index)
+        for index in range(8)
+        for name in ("user_id", "type")
+    ]
+
+    assert invalid_input_detail(errors) == (
+        "16 invalid fields (events[0].user_id, events[0].type, events[1].user_id, "
+        "events[1].type, events[2].user_id and 11 more) in entries 0, 1, 2, 3, 4 and 3 more; "
+        "nothing of the batch was stored."
+    )
 
 
 def test_validation_errors_outside_a_batch_have_no_index(client: TestClient) -> None:

@@ -159,13 +159,32 @@ def _validation_handler(
         errors = validation_errors(list(exc.errors()))
         if on_invalid is not None:
             await on_invalid(request, errors)
-        indexes = sorted({e.index for e in errors if e.index is not None})
-        detail = f"{len(errors)} invalid field(s)"
-        if indexes:
-            detail += f" in entries {indexes}; nothing of the batch was stored"
-        return problem_response(InvalidInput(detail + ".", errors=errors))
+        return problem_response(InvalidInput(invalid_input_detail(errors), errors=errors))
 
     return on_validation_error
+
+
+#: How many fields and entries a 422's detail names before "and N more" (``errors`` has all).
+_NAMED_IN_DETAIL = 5
+
+
+def invalid_input_detail(errors: list[FieldError]) -> str:
+    """The 422's one line for a person: which fields and, in a batch, which entries, e.g.
+    ``2 invalid fields (events[0], events[1].user_id) in entries 0, 1; nothing of the batch
+    was stored.``"""
+    fields = list(dict.fromkeys(error.field for error in errors))
+    noun = "field" if len(fields) == 1 else "fields"
+    detail = f"{len(fields)} invalid {noun} ({_first_few(fields)})"
+    indexes = sorted({error.index for error in errors if error.index is not None})
+    if indexes:
+        detail += f" in entries {_first_few(indexes)}; nothing of the batch was stored"
+    return detail + "."
+
+
+def _first_few(names: list[str] | list[int]) -> str:
+    shown = ", ".join(str(name) for name in names[:_NAMED_IN_DETAIL])
+    more = len(names) - _NAMED_IN_DETAIL
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 #: Titles of the HTTP errors Starlette raises itself (routing, body parsing).
