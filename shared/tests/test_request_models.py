@@ -2,7 +2,8 @@
 field by field, so a client's validator and ours agree. Two places once did not: pydantic's lax
 mode read ``true`` as 1 and ``"3"`` as 3 where the document says number (a variant's
 ``"model_version": true`` was version 1), and a weight's bounds were published as ``ge`` and
-``le``, which JSON Schema does not know (the document allowed any weight)."""
+``le``, which JSON Schema does not know (the document allowed any weight). A refused field is
+named once, by its own path."""
 
 from __future__ import annotations
 
