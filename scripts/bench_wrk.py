@@ -27,13 +27,10 @@ def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
         return found
-    if os.geteuid() != 0:
-        raise SystemExit("make bench needs wrk: apt-get install wrk")
     say("installing wrk (Debian package)…")
-    subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
-    if not shutil.which("wrk"):
-        subprocess.run(["apt-get", "update"], check=True, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    installed = subprocess.run([str(Path(__file__).parent / "apt-install.sh"), "wrk"], check=False)
+    if installed.returncode != 0:
+        raise SystemExit("make bench needs wrk: scripts/apt-install.sh wrk, as root")
     return "wrk"
 
 

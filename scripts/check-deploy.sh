@@ -35,7 +35,8 @@
 #                     temporary folder)
 #
 # Installs what is missing, once: the Python tools of deploy/requirements-check.txt into
-# DEPLOY_VENV, and Debian's docker-compose (apt-get, as root) when no compose is on PATH.
+# DEPLOY_VENV, and Debian's docker-compose (scripts/apt-install.sh, as root) when no compose is
+# on PATH.
 # Exits non-zero, naming the check, on any failure.
 set -euo pipefail
 # shellcheck source=lib/tool-venv.sh

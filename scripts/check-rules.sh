@@ -15,10 +15,9 @@
 #   PROMTOOL        a promtool to use instead of the one on PATH
 #
 # Installs promtool when it is missing, once: Debian's `prometheus` package ships
-# /usr/bin/promtool (apt-get, as root; `apt-get update` only when apt knows no candidate).
-# --no-install-recommends keeps prometheus-node-exporter (a second daemon) out. The package's
-# own prometheus.service is enabled by its postinst; when no policy-rc.d exists, a temporary one
-# (exit 101, the documented "do not start services" answer) stops it from being started now.
+# /usr/bin/promtool (scripts/apt-install.sh, as root). Without recommends, so
+# prometheus-node-exporter (a second daemon) stays out; the package's own prometheus.service is
+# enabled by its postinst but not started (apt-install.sh holds services during the install).
 # Exits non-zero, naming the step, on any failure.
 set -euo pipefail
 
@@ -32,44 +31,10 @@ fail() { say "FAIL: $*"; FAILED+=("$1"); }
 
 # --- installation ---------------------------------------------------------------------------
 
-POLICY=/usr/sbin/policy-rc.d
-OWN_POLICY=0
-drop_policy() { if [[ $OWN_POLICY -eq 1 ]]; then rm -f "$POLICY"; fi; }
-trap drop_policy EXIT
-
-install_promtool() {
-    if [[ $(id -u) -ne 0 ]]; then
-        say "FAIL: promtool is missing and installing it needs root:"
-        say "      apt-get install -y --no-install-recommends prometheus"
-        exit 2
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    local candidate
-    candidate="$(apt-cache policy prometheus 2>/dev/null | sed -n 's/^ *Candidate: //p')"
-    if [[ -z "$candidate" || "$candidate" == "(none)" ]]; then
-        say "apt-get update (apt knows no prometheus package yet)"
-        apt-get update -qq
-    fi
-    if [[ ! -e "$POLICY" ]]; then
-        printf '#!/bin/sh\n# scripts/check-rules.sh: install packages without starting them\nexit 101\n' >"$POLICY"
-        chmod 755 "$POLICY"
-        OWN_POLICY=1
-    fi
-    say "apt-get install -y --no-install-recommends prometheus (for /usr/bin/promtool)"
-    if ! apt-get install -y -qq --no-install-recommends prometheus >/dev/null; then
-        # Stale package lists (a 404 on a superseded version): refresh once and retry.
-        say "apt-get install failed; apt-get update and retry"
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    fi
-    drop_policy
-    OWN_POLICY=0
-}
-
 if [[ -z "${PROMTOOL:-}" ]]; then
     if ! command -v promtool >/dev/null 2>&1; then
         step "installing promtool"
-        install_promtool
+        "$ROOT/scripts/apt-install.sh" prometheus
     fi
     PROMTOOL="$(command -v promtool)"
 fi

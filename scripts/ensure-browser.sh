@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the headless-browser tests (tests/browser) need, once:
-#   - Debian's chromium and chromium-driver (apt-get, as root) when /usr/bin/chromium or
-#     /usr/bin/chromedriver is missing; `apt-get update` only when apt has no candidate for them;
+#   - Debian's chromium and chromium-driver (scripts/apt-install.sh, as root) when
+#     /usr/bin/chromium or /usr/bin/chromedriver is missing;
 #   - the Python driver (selenium, pinned in tests/browser/requirements.txt) into BROWSER_VENV
 #     (default .venv-browser at the root), with uv when there is one, else python3 -m venv + pip.
 # Nothing is downloaded besides Debian and PyPI packages: no browser build of Selenium's or
@@ -19,32 +19,11 @@ CHROMEDRIVER=/usr/bin/chromedriver
 
 say() { printf '%s\n' "$*" >&2; }
 
-has_candidate() { # $1: a Debian package -> true when apt knows a version to install
-    local candidate
-    candidate="$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
-    [[ -n "$candidate" && "$candidate" != "(none)" ]]
-}
-
 ensure_chromium() {
     local wanted=()
     [[ -x "$CHROMIUM" ]] || wanted+=(chromium)
     [[ -x "$CHROMEDRIVER" ]] || wanted+=(chromium-driver)
-    [[ ${#wanted[@]} -eq 0 ]] && return
-    if [[ $(id -u) -ne 0 ]]; then
-        say "FAIL: ${wanted[*]} missing; installing needs root: apt-get install -y ${wanted[*]}"
-        exit 2
-    fi
-    local package
-    for package in "${wanted[@]}"; do
-        if ! has_candidate "$package"; then
-            say "apt-get update (apt has no candidate for $package)"
-            DEBIAN_FRONTEND=noninteractive apt-get update -qq
-            break
-        fi
-    done
-    say "apt-get install -y --no-install-recommends ${wanted[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${wanted[@]}" >/dev/null
+    [[ ${#wanted[@]} -eq 0 ]] || "$ROOT/scripts/apt-install.sh" "${wanted[@]}"
 }
 
 ensure_venv() {

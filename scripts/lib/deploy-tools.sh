@@ -8,21 +8,6 @@
 # They use the caller's ROOT, DEPLOY_VENV, REQUIREMENTS, MIN_KUSTOMIZE_MAJOR, say, step and
 # elapsed.
 
-APT_UPDATED=0
-apt_install() {
-    if [[ $(id -u) -ne 0 ]]; then
-        say "FAIL: '$*' is missing and installing it needs root: apt-get install -y $*"
-        exit 2
-    fi
-    if [[ $APT_UPDATED -eq 0 ]]; then
-        say "apt-get update (something is missing)"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        APT_UPDATED=1
-    fi
-    say "apt-get install -y --no-install-recommends $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
 ensure_venv() {
     local stamp="$DEPLOY_VENV/.requirements.sha256"
     if [[ -x "$DEPLOY_VENV/bin/python" && -f "$stamp" &&
@@ -91,7 +76,7 @@ find_compose() {
     if docker compose version >/dev/null 2>&1; then
         COMPOSE_CMD=(docker compose)
     elif ! command -v docker-compose >/dev/null 2>&1; then
-        apt_install docker-compose
+        "$ROOT/scripts/apt-install.sh" docker-compose
         COMPOSE_CMD=(docker-compose)
     else
         COMPOSE_CMD=(docker-compose)

@@ -7,7 +7,7 @@
 #   exact file (a checksum stamp inside it). uv when there is one: the one `make` exports in
 #   UV, or uv on PATH, or the module `make setup` installs with pip (seconds); else
 #   python3 -m venv and pip (a minute or more). Python 3.11's venv module may itself be
-#   missing on Debian: it is then installed (root only).
+#   missing on Debian: it is then installed (scripts/apt-install.sh, root only).
 tool_venv() {
     local venv="$1" requirements="$2" stamp wanted
     stamp="$venv/.requirements.sha256"
@@ -30,8 +30,7 @@ tool_venv() {
     else
         if ! python3 -m venv "$venv" 2>/dev/null; then
             rm -rf "$venv"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-                python3-venv >/dev/null
+            "$(dirname "${BASH_SOURCE[0]}")/../apt-install.sh" python3-venv
             python3 -m venv "$venv"
         fi
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"

@@ -1,7 +1,7 @@
 """Rules of the codebase that a reader copying it relies on, checked on every source module
 (tests aside): modules stay small enough to read whole, and the services' Redis traffic goes
 through one maintained client behind one boundary, with no protocol code of our own; every
-wire and stored shape is a model of the contract package."""
+wire and stored shape is a model of the contract package; one script runs apt-get."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ MAX_LINES = 400
 CLIENT_BOUNDARY = ROOT / "shared/src/recsys_shared/redis.py"
 #: The contract's wire and stored shapes, every one a pydantic model.
 SCHEMAS = ROOT / "shared/src/recsys_shared/schemas"
+#: The one script that runs apt-get, holding the project's install lock.
+APT_INSTALL = ROOT / "scripts/apt-install.sh"
+#: apt-get run as a command in a shell script (not named in a message), or from Python.
+RUNS_APT_GET = re.compile(r'(?:^|[{;&|(])\s*(?:[A-Z_]+=\S*\s+)*apt-get\s|\[\s*"apt-get"', re.M)
 
 
 def source_modules() -> list[Path]:
@@ -60,6 +64,23 @@ def test_no_module_packs_the_redis_protocol_or_imports_private_redis_py() -> Non
     forbidden = re.compile(r"redis\._parsers|from redis\.(_|connection import)|\\r\\n\$|b\"\*%d")
     offenders = [path.relative_to(ROOT) for path in MODULES if forbidden.search(path.read_text())]
     assert offenders == []
+
+
+def test_only_the_install_script_runs_apt_get() -> None:
+    # Two installs at once fail on apt's lock; apt-install.sh makes them take turns.
+    scripts = [*ROOT.glob("scripts/**/*.sh"), *ROOT.glob("deploy/**/*.sh"), *MODULES]
+    runners = [path.relative_to(ROOT) for path in scripts if RUNS_APT_GET.search(path.read_text())]
+    assert runners == [APT_INSTALL.relative_to(ROOT)]
+
+
+def test_the_apt_get_check_tells_a_command_from_a_message() -> None:
+    commands = [
+        "    DEBIAN_FRONTEND=noninteractive apt-get update -qq",
+        'apt_get() { apt-get -o X=1 -qq "$@"; }',
+        'subprocess.run(["apt-get", "install", "-y", "wrk"])',
+    ]
+    message = 'say "FAIL: installing needs root: apt-get install -y wrk"'
+    assert [bool(RUNS_APT_GET.search(line)) for line in [*commands, message]] == [1, 1, 1, 0]
 
 
 def test_every_wire_shape_is_a_model_of_the_contract_package() -> None:
