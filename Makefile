@@ -26,8 +26,9 @@ setup: $(SYNCED) ## Create .venv with every service and the dev tools (uv, from 
 run: setup ## Start the whole system with the MovieLens demo (DEMO=0: without; PORT=8000)
 	$(RUN) scripts/run.py
 
-# Two pytest-xdist workers: the modules marked MOSTLY_WAITING on one, the rest in order on the
-# other (recsys_shared/testing/fixtures.py says why). A plain `pytest` runs it all in one.
+# Two pytest-xdist workers: the modules marked BESIDE_THE_REST on one, the rest in order on
+# the other (recsys_shared/testing/fixtures.py says which and why). A plain `pytest` runs it
+# all in one.
 BESIDE := -n 2 --dist loadgroup
 
 test: setup lint typecheck ## Lint, type-check and run every test (unit and integration)

@@ -1,5 +1,5 @@
-"""`make test` runs pytest in two pytest-xdist workers: the modules marked ``MOSTLY_WAITING`` on
-one, every other test in collection order on the other. Checked on a small suite run with the
+"""`make test` runs pytest in two pytest-xdist workers: the modules marked ``BESIDE_THE_REST``
+on one, every other test in collection order on the other. Checked on a small suite run with the
 Makefile's own options, since pytest-xdist stops grouping silently when it cannot (it did on
 pytest 9.2: pytest-xdist#1386)."""
 
@@ -24,10 +24,10 @@ def record(name: str) -> None:
         ran.write(f"{name} {os.environ['PYTEST_XDIST_WORKER']}\\n")
 """
 _WAITING = """
-from recsys_shared.testing.fixtures import MOSTLY_WAITING
+from recsys_shared.testing.fixtures import BESIDE_THE_REST
 from record import record
 
-pytestmark = MOSTLY_WAITING
+pytestmark = BESIDE_THE_REST
 """
 
 
@@ -49,7 +49,7 @@ def write_suite(folder: Path) -> None:
         (folder / f"test_{module}_works.py").write_text(body)
 
 
-def test_the_waiting_modules_run_on_one_worker_and_the_rest_in_order_on_the_other(
+def test_the_marked_modules_run_on_one_worker_and_the_rest_in_order_on_the_other(
     tmp_path: Path,
 ) -> None:
     write_suite(tmp_path)

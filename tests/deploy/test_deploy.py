@@ -23,7 +23,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from recsys_shared.testing.fixtures import BESIDE_THE_REST
 from recsys_shared.testing.scripts import run_script
+
+# Busy for one to two minutes (kustomize, checkov, compose): beside the unit tests.
+pytestmark = BESIDE_THE_REST
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check-deploy.sh"

@@ -20,9 +20,9 @@ from recsys_shared.testing import (
     taste_clusters,
     wait_for_task,
 )
-from recsys_shared.testing.fixtures import MOSTLY_WAITING
+from recsys_shared.testing.fixtures import BESIDE_THE_REST
 
-pytestmark = [pytest.mark.integration, MOSTLY_WAITING]
+pytestmark = [pytest.mark.integration, BESIDE_THE_REST]
 
 #: The hard time limit: the slow recipe below must fit well inside it on a loaded machine (the
 #: soft limit is 30 s before it); the visibility timeout outlasts it and a retry's wait.

@@ -38,9 +38,9 @@ from recsys_shared.testing import (
     single_tier,
     wait_for_task,
 )
-from recsys_shared.testing.fixtures import MOSTLY_WAITING
+from recsys_shared.testing.fixtures import BESIDE_THE_REST
 
-pytestmark = [pytest.mark.integration, MOSTLY_WAITING]
+pytestmark = [pytest.mark.integration, BESIDE_THE_REST]
 
 MAX_DELIVERIES = 2
 #: The broker's visibility timeout in these tests: the least the worker's settings accept

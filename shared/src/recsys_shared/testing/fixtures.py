@@ -4,7 +4,7 @@ Tests that touch Redis get a real ``redis-server`` started for the session on a 
 a clean database per test (or, to fill up and stop, a server of their own, and an ephemeral
 one); ``data_tier`` runs a test once on a single Redis and once on a local 3-master Redis
 Cluster (with a standalone broker), which starts once per session when first asked for.
-Every test is in one of two pytest-xdist groups: ``MOSTLY_WAITING``, or the rest in order.
+Every test is in one of two pytest-xdist groups: ``BESIDE_THE_REST``, or the rest in order.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 #: the parameter of the module-scoped ``tier`` fixture in tests/conftest.py.
 EVERY_TIER = pytest.mark.parametrize("tier", ["single", "cluster"], indirect=True, scope="module")
 
-#: A module whose tests mostly wait out a minimum the services enforce (the broker's visibility
-#: timeout after a kill -9, RedBeat's lock): ``make test`` runs these modules on a second
-#: pytest-xdist worker (``--dist loadgroup``) while the first runs everything else in order.
-#: Their waiting overlaps the rest's work; two busy workers on two cores would instead make
-#: the timing-sensitive tests (failovers, takeovers, latencies) contend all along.
-MOSTLY_WAITING = pytest.mark.xdist_group("mostly-waiting")
+#: A module ``make test`` runs on a second pytest-xdist worker (``--dist loadgroup``), beside
+#: the first, which runs everything else in order. Two kinds go there: modules whose tests
+#: mostly wait out a minimum the services enforce (the broker's visibility timeout after a
+#: kill -9, RedBeat's lock), so their waiting overlaps the rest's work; and the deployment
+#: checks, busy but not timing-sensitive, which come first in collection order and so run
+#: beside the unit tests, which tolerate contention. Anything else stays in order: two busy
+#: workers on two cores would make the timing-sensitive tests (failovers, takeovers,
+#: latencies) contend all along.
+BESIDE_THE_REST = pytest.mark.xdist_group("beside-the-rest")
 #: The group of every test not marked otherwise: one worker, in collection order.
 IN_ORDER = "in-order"
 
