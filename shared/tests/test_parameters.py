@@ -98,12 +98,22 @@ def test_every_invalid_field_is_listed(client: TestClient) -> None:
     ]
 
 
-@pytest.mark.parametrize("user_id", ["a%20b", "x" * (MAX_ID_LENGTH + 1), "tab%09"])
+@pytest.mark.parametrize("user_id", ["a%20b", "x" * (MAX_ID_LENGTH + 1), "tab%09", "caf%E9"])
 def test_an_invalid_path_id_is_a_422_naming_it(client: TestClient, user_id: str) -> None:
     response = client.get(f"/users/{user_id}/things")
 
     assert response.status_code == 422
     assert [error["field"] for error in response.json()["errors"]] == ["path.user_id"]
+
+
+def test_a_path_id_of_bytes_that_are_not_utf8_is_refused_not_read_as_u_fffd(
+    client: TestClient,
+) -> None:
+    # Starlette decodes %E9 (Latin-1 "é") to U+FFFD, as it would %E8: two ids would be one.
+    response = client.get("/users/caf%E9/things")
+
+    [error] = response.json()["errors"]
+    assert error["message"].startswith("has '\ufffd' (U+FFFD) at character 3 (an id has")
 
 
 def test_the_document_lists_what_is_validated(client: TestClient) -> None:

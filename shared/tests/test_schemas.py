@@ -6,24 +6,30 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from recsys_shared.schemas import (
+    CATEGORY_PATTERN,
+    DIGITS_PATTERN,
     EARLIEST_INSTANT,
     EARLIEST_TIMESTAMP,
     EVENT_WEIGHTS,
+    ID_PATTERN,
     MAX_BATCH_EVENTS,
     MAX_CLOCK_SKEW,
     MAX_ID_LENGTH,
     MAX_K,
     MAX_OFFSET,
     MAX_WEIGHT,
+    PATTERN_RULES,
     RATING_NEUTRAL,
+    TASK_ID_PATTERN,
+    TEXT_PATTERN,
     TIMESTAMP_PATTERN,
     EventBatch,
     EventIn,
@@ -40,9 +46,10 @@ from recsys_shared.schemas import (
 
 def _is_valid_identifier(text: str) -> bool:
     """The rule, written independently of the pattern that enforces it: no whitespace, no
-    control character (C0, DEL, C1), no '/'."""
+    control character (C0, DEL, C1), no '/', no U+FFFD (what bytes that are not UTF-8 decode
+    to)."""
     return 1 <= len(text) <= MAX_ID_LENGTH and not any(
-        ch.isspace() or ch == "/" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text
+        ch.isspace() or ch in "/\ufffd" or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text
     )
 
 
@@ -81,7 +88,9 @@ def test_every_printable_identifier_without_whitespace_or_slash_is_accepted(text
         st.builds(
             lambda head, bad, tail: head + bad + tail,
             st.text(alphabet=_GOOD_ID_CHARACTERS, max_size=10),
-            st.sampled_from(["/", " ", "\t", "\n", "\x00", "\x7f", "\u00a0", "\u2028", "\u3000"]),
+            st.sampled_from(
+                ["/", " ", "\t", "\n", "\x00", "\x7f", "\u00a0", "\u2028", "\u3000", "\ufffd"]
+            ),
             st.text(alphabet=_GOOD_ID_CHARACTERS, max_size=10),
         ),
     )
@@ -96,7 +105,17 @@ def test_identifier_is_accepted_exactly_when_it_follows_the_rules(text: str) -> 
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["", "a b", "a/b", "/", "tab\there", "new\nline", "nul\x00", "x" * (MAX_ID_LENGTH + 1)],
+    [
+        "",
+        "a b",
+        "a/b",
+        "/",
+        "tab\there",
+        "new\nline",
+        "nul\x00",
+        "caf\ufffd",
+        "x" * (MAX_ID_LENGTH + 1),
+    ],
 )
 def test_known_bad_identifiers_are_refused_with_the_field_named(bad_id: str) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -112,6 +131,44 @@ def test_identifiers_may_contain_colons_and_unicode() -> None:
     assert len(EventIn(user_id="x" * MAX_ID_LENGTH, item_id="i", type=EventType.VIEW).user_id) == (
         MAX_ID_LENGTH
     )
+
+
+# ── patterns in words ─────────────────────────────────────────────────────────────────────
+_PATTERN_TEXT = st.one_of(
+    st.text(min_size=1, max_size=12),
+    st.text(alphabet=_ID_CHARACTERS, min_size=1, max_size=12),
+    st.text(alphabet=st.sampled_from("aZ09-/ \t\x00\x85\ufffd"), min_size=1, max_size=6),
+)
+
+
+@pytest.mark.parametrize("pattern", list(PATTERN_RULES), ids=lambda p: PATTERN_RULES[p].rule[:16])
+@given(text=_PATTERN_TEXT)
+def test_a_pattern_in_words_finds_a_breaking_character_exactly_when_the_pattern_refuses(
+    pattern: str, text: str
+) -> None:
+    """A 422 names the first character ``breaks`` finds: it must find one in every string the
+    enforced pattern (pydantic's Rust regex) refuses, and none in a string it accepts."""
+    accepted = _follows(pattern, text)
+
+    assert (re.search(PATTERN_RULES[pattern].breaks, text) is None) is accepted, text
+
+
+def _follows(pattern: str, text: str) -> bool:
+    try:
+        TypeAdapter(Annotated[str, Field(pattern=pattern)]).validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_every_pattern_of_a_public_input_is_described_in_words() -> None:
+    assert set(PATTERN_RULES) == {
+        ID_PATTERN,
+        TEXT_PATTERN,
+        CATEGORY_PATTERN,
+        DIGITS_PATTERN,
+        TASK_ID_PATTERN,
+    }
 
 
 # ── types and values ──────────────────────────────────────────────────────────────────────

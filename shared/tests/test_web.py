@@ -25,7 +25,7 @@ from recsys_shared.errors import (
     StoreUnavailable,
     UnknownItem,
 )
-from recsys_shared.schemas import EventBatch, FieldError
+from recsys_shared.schemas import ID_PATTERN, PATTERN_RULES, EventBatch, FieldError
 from recsys_shared.web.problems import invalid_input_detail
 
 with warnings.catch_warnings():
@@ -162,6 +162,25 @@ def test_validation_errors_name_the_event_index(client: TestClient) -> None:
         "2 invalid fields (events[1].type, events[3].user_id) in entries 1, 3; "
         "nothing of the batch was stored."
     )
+
+
+@pytest.mark.parametrize(
+    ("user_id", "message"),
+    [
+        ("a b", "has U+0020 at character 1"),
+        ("tenant/42", "has '/' (U+002F) at character 6"),
+        ("caf\ufffd", "has '\ufffd' (U+FFFD) at character 3"),
+    ],
+)
+def test_a_refused_id_is_explained_in_words_naming_the_character(
+    client: TestClient, user_id: str, message: str
+) -> None:
+    event = {"user_id": user_id, "item_id": "i", "type": "view"}
+
+    [error] = _assert_problem(client.post("/events", json={"events": [event]}), 422)["errors"]
+
+    assert (error["field"], error["type"]) == ("events[0].user_id", "string_pattern_mismatch")
+    assert error["message"] == f"{message} ({PATTERN_RULES[ID_PATTERN].rule})"
 
 
 def test_a_single_invalid_field_is_named_in_the_detail(client: TestClient) -> None:

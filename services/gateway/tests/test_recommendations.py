@@ -284,10 +284,24 @@ def test_query_limits(gateway: Any, client_headers: dict[str, str], params: dict
     assert gateway.recommender.requests == []
 
 
-def test_an_invalid_user_id_is_a_422(gateway: Any, client_headers: dict[str, str]) -> None:
-    response = gateway.client.get("/v1/users/a%20b/recommendations", headers=client_headers)
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/users/a%20b/recommendations", "has U+0020 at character 1"),
+        # Bytes that are not UTF-8 (Latin-1 "café") decode to U+FFFD: refused, not served.
+        ("/v1/users/caf%E9/recommendations", "has '\ufffd' (U+FFFD) at character 3"),
+        ("/v1/items/caf%E9/similar", "has '\ufffd' (U+FFFD) at character 3"),
+    ],
+)
+def test_an_invalid_path_id_is_a_422_saying_which_character(
+    gateway: Any, client_headers: dict[str, str], path: str, message: str
+) -> None:
+    response = gateway.client.get(path, headers=client_headers)
 
     assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert error["field"] == "path." + ("user_id" if "/users/" in path else "item_id")
+    assert error["message"].startswith(f"{message} (an id has no whitespace")
     assert gateway.recommender.requests == []
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -35,25 +36,56 @@ TIMESTAMP_PATTERN: Final = r"^(?:199\d|[2-9]\d{3})-"
 EARLIEST_INSTANT: Final = EARLIEST_TIMESTAMP - timedelta(hours=23, minutes=59)
 
 
-#: An id: no whitespace, no control characters, no "/" (it must fit in one URL path segment).
+#: Control characters (C0, DEL, C1), as a regex class's contents: no text field takes them.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+#: What an id refuses: whitespace, control characters, "/" (an id must fit in one URL path
+#: segment) and U+FFFD, which is what a URL's bytes that are not UTF-8 decode to: "%FF" and
+#: "%FE" would otherwise both name the id "\ufffd".
+_ID_REFUSED = rf"\s/{_CONTROL}\ufffd"
 #: One pattern is both the rule the services enforce (pydantic's Rust regex) and the one the
 #: OpenAPI document publishes, so a client's validator and ours always agree.
-ID_PATTERN: Final = r"^[^\s/\x00-\x1f\x7f-\x9f]+$"
+ID_PATTERN: Final = rf"^[^{_ID_REFUSED}]+$"
 #: Free text (titles): anything but control characters.
-TEXT_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]+$"
+TEXT_PATTERN: Final = rf"^[^{_CONTROL}]+$"
+#: Experiment ids (path parameters); task ids (Celery's, path parameters).
+DIGITS_PATTERN: Final = r"^[0-9]+$"
+TASK_ID_PATTERN: Final = r"^[A-Za-z0-9-]+$"
 
 Identifier = Annotated[
     str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, examples=["42"])
 ]
 #: A category: any text without control characters or surrounding whitespace, as real
 #: catalogues name them ("Science Fiction", "Home & Garden", "(no genres listed)").
-CATEGORY_PATTERN: Final = (
-    r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
-)
+CATEGORY_PATTERN: Final = rf"^[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?$"
 Category = Annotated[
     str,
     Field(min_length=1, max_length=64, pattern=CATEGORY_PATTERN, examples=["Science Fiction"]),
 ]
+
+
+class PatternRule(NamedTuple):
+    """What a published pattern means, for the person reading the 422 that refused a string
+    (pydantic's own message quotes the regex): the rule in words, and a regex that finds the
+    first character breaking it, so the message can name that character and where it is."""
+
+    rule: str
+    breaks: str
+
+
+PATTERN_RULES: Final[Mapping[str, PatternRule]] = {
+    ID_PATTERN: PatternRule(
+        "an id has no whitespace, control characters, '/' or U+FFFD (left by bytes that are not"
+        " UTF-8)",
+        rf"[{_ID_REFUSED}]",
+    ),
+    TEXT_PATTERN: PatternRule("text has no control characters", rf"[{_CONTROL}]"),
+    CATEGORY_PATTERN: PatternRule(
+        "a category has no control characters and no whitespace at either end",
+        rf"[{_CONTROL}]|^\s|\s$",
+    ),
+    DIGITS_PATTERN: PatternRule("an experiment id is digits only", r"[^0-9]"),
+    TASK_ID_PATTERN: PatternRule("a task id has letters, digits and '-' only", r"[^A-Za-z0-9-]"),
+}
 
 
 def json_number(value: Any) -> Any:

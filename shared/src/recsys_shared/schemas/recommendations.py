@@ -11,7 +11,14 @@ from pydantic import (
     Field,
 )
 
-from recsys_shared.schemas.base import MAX_BATCH_LISTS, MAX_K, MAX_OFFSET, Category, Identifier
+from recsys_shared.schemas.base import (
+    DIGITS_PATTERN,
+    MAX_BATCH_LISTS,
+    MAX_K,
+    MAX_OFFSET,
+    Category,
+    Identifier,
+)
 
 
 # ── recommendations ───────────────────────────────────────────────────────────────────────
@@ -116,7 +123,7 @@ class ExperimentArm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    experiment: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
+    experiment: str = Field(min_length=1, max_length=20, pattern=DIGITS_PATTERN)
     variant: str = Field(min_length=1, max_length=20, pattern=r"^[a-z0-9-]+$")
     model_version: int = Field(ge=1, le=2**53)
     shadow_version: int | None = Field(

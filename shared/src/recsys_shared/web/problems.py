@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from recsys_shared.logging import (
     REQUEST_ID_HEADER,
     request_id_var,
 )
-from recsys_shared.schemas import FieldError, Problem
+from recsys_shared.schemas import PATTERN_RULES, FieldError, Problem
 from recsys_shared.web.observability import SECURITY_HEADERS
 
 log = logging.getLogger("recsys.http")
@@ -101,10 +102,31 @@ def _field_error(error: Mapping[str, Any]) -> FieldError:
     in_batch = len(location) >= 2 and location[0] in {"events", "items"}
     return FieldError(
         field=_dotted(location),
-        message=error.get("msg", "invalid"),
+        message=_pattern_message(error) or error.get("msg", "invalid"),
         type=error.get("type", "invalid"),
         index=location[1] if in_batch and isinstance(location[1], int) else None,
     )
+
+
+def _pattern_message(error: Mapping[str, Any]) -> str | None:
+    """A refused string's message in words, naming the first character that breaks the rule,
+    e.g. ``has U+0020 at character 1 (an id has no whitespace, ...)``; ``None`` for other
+    errors and for a pattern the contract does not describe (pydantic's message stands)."""
+    if error.get("type") != "string_pattern_mismatch":
+        return None
+    rule = PATTERN_RULES.get(str((error.get("ctx") or {}).get("pattern")))
+    if rule is None:
+        return None
+    text = error.get("input")
+    found = re.search(rule.breaks, text) if isinstance(text, str) else None
+    if found is None:
+        return f"does not follow the rule: {rule.rule}"
+    return f"has {_character(found.group())} at character {found.start()} ({rule.rule})"
+
+
+def _character(char: str) -> str:
+    code = f"U+{ord(char):04X}"
+    return f"'{char}' ({code})" if char.isprintable() and not char.isspace() else code
 
 
 def _not_json(error: Mapping[str, Any]) -> FieldError:

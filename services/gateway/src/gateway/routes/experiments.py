@@ -12,14 +12,14 @@ from gateway.deps import StateDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import Conflict
 from recsys_shared.experiments import decision
-from recsys_shared.schemas import Decision, Experiment, ExperimentIn
+from recsys_shared.schemas import DIGITS_PATTERN, Decision, Experiment, ExperimentIn
 
 router = APIRouter(
     prefix="/v1", tags=["experiments"], dependencies=[AdminAuth], responses=PROBLEM_RESPONSES
 )
 
 ExperimentId = Annotated[
-    str, Path(min_length=1, max_length=20, pattern=r"^[0-9]+$", description="Experiment id")
+    str, Path(min_length=1, max_length=20, pattern=DIGITS_PATTERN, description="Experiment id")
 ]
 
 

@@ -10,7 +10,14 @@ from gateway.auth import AdminAuth
 from gateway.deps import StateDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import Conflict, NotFound
-from recsys_shared.schemas import ModelInfo, ModelStatus, RetrainRequest, TaskAccepted, TaskState
+from recsys_shared.schemas import (
+    TASK_ID_PATTERN,
+    ModelInfo,
+    ModelStatus,
+    RetrainRequest,
+    TaskAccepted,
+    TaskState,
+)
 from recsys_shared.tasks import TRAIN_MODEL
 
 router = APIRouter(
@@ -79,7 +86,7 @@ async def activate(
     responses=NOT_FOUND,
 )
 async def task_state(
-    task_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
+    task_id: Annotated[str, Path(min_length=1, max_length=64, pattern=TASK_ID_PATTERN)],
     state: StateDep,
 ) -> TaskState:
     return await state.tasks.state(task_id)
