@@ -61,3 +61,18 @@ def test_erasing_while_the_feature_store_is_down_is_a_503(
     assert "retry-after" in response.headers
     # Nothing is enqueued until the feature-store has erased: a retry does both.
     assert _enqueued(store) == []
+
+
+def test_erasing_an_id_of_bytes_that_are_not_utf8_is_refused_not_answered_done(
+    gateway: Any, store: redis.Redis, admin_headers: dict[str, str]
+) -> None:
+    # "café" percent-encoded as Latin-1: decoded it would be "caf\ufffd", an id no one sent,
+    # and a 204 would tell the client a user was erased who was not.
+    gateway.feature_store.handler = lambda request: httpx.Response(204)
+
+    response = gateway.client.delete("/v1/users/caf%E9", headers=admin_headers)
+
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["field"] == "path.user_id"
+    assert gateway.feature_store.requests == []
+    assert _enqueued(store) == []
