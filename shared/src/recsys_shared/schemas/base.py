@@ -74,8 +74,8 @@ class PatternRule(NamedTuple):
 
 PATTERN_RULES: Final[Mapping[str, PatternRule]] = {
     ID_PATTERN: PatternRule(
-        "an id has no whitespace, control characters, '/' or U+FFFD (left by bytes that are not"
-        " UTF-8)",
+        "an id has no whitespace, control characters, '/' or U+FFFD, the mark of bytes that"
+        " are not UTF-8",
         rf"[{_ID_REFUSED}]",
     ),
     TEXT_PATTERN: PatternRule("text has no control characters", rf"[{_CONTROL}]"),
