@@ -6,7 +6,7 @@ each), summed here when read."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -221,16 +221,22 @@ def _unservable(field: str, message: str, kind: str) -> InvalidInput:
     )
 
 
-def _pairs(listed: object) -> list[tuple[str, float]]:
-    if isinstance(listed, dict):
-        return [(str(name), float(score)) for name, score in listed.items()]
-    return [(str(name), float(score)) for name, score in listed]  # type: ignore[attr-defined]
+#: A score as a reply carries it: a float (RESP3) or its text.
+_Score = float | str | bytes
 
 
-def _parse(experiment_id: str, raw: dict[str, str], created: object) -> StoredExperiment:
+def _pairs(
+    listed: Mapping[str, _Score] | Iterable[tuple[str, _Score]],
+) -> list[tuple[str, float]]:
+    """``ZRANGE ... WITHSCORES`` as (member, score) pairs, whether the reply is a map or pairs."""
+    pairs = listed.items() if isinstance(listed, Mapping) else listed
+    return [(str(name), float(score)) for name, score in pairs]
+
+
+def _parse(experiment_id: str, raw: dict[str, str], created: _Score | None) -> StoredExperiment:
     return StoredExperiment(
         id=experiment_id,
-        created_at=datetime.fromtimestamp(float(created or 0), UTC),  # type: ignore[arg-type]
+        created_at=datetime.fromtimestamp(float(created or 0), UTC),
         definition=ExperimentIn.model_validate_json(raw[keys.EXPERIMENT_DEFINITION]),
         state=ExperimentState.model_validate(json.loads(raw[keys.EXPERIMENT_STATE])),
     )
