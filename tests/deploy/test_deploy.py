@@ -129,10 +129,36 @@ def test_env_example_carries_no_key_and_no_development_environment() -> None:
     text = (ROOT / ".env.example").read_text()
     assert "ENVIRONMENT=development" not in text
     assert "dev-" not in text
-    settings = dict(
+    assert env_file(text)["API_KEYS"] == ""
+
+
+def env_file(text: str) -> dict[str, str]:
+    return dict(
         line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
     )
-    assert settings["API_KEYS"] == ""
+
+
+def test_the_documented_env_setup_fills_every_secret_compose_requires(tmp_path: Path) -> None:
+    """docs/deploy.md's one-liner, run as a user runs it on a copy of .env.example, leaves no
+    variable empty that compose refuses to start without (``${NAME:?...}``)."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    [setup] = [
+        block for block in re.findall(r"```bash\n(.*?)```", doc, re.S) if ".env.example" in block
+    ]
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", setup], cwd=tmp_path, check=True, capture_output=True
+    )
+
+    compose = "".join(
+        path.read_text()
+        for path in [ROOT / "docker-compose.yml", *ROOT.glob("deploy/compose/*.yml")]
+    )
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", compose))
+    values = env_file((tmp_path / ".env").read_text())
+    assert {"API_KEYS", "REDIS_PASSWORD"} <= required
+    assert sorted(name for name in required if not values.get(name)) == []
 
 
 @WHOLE_CHECK
@@ -245,6 +271,38 @@ def test_the_redis_cluster_component_moves_the_data_and_keeps_celery_apart(
             ("PodDisruptionBudget", "redis-cluster"),
             ("NetworkPolicy", "redis-cluster"),
         } <= kinds, name
+
+
+def required_secret_keys(node: Any) -> set[str]:
+    """The keys of ``recsys-secrets`` that anything in ``node`` reads without ``optional``."""
+    if isinstance(node, list):
+        return set().union(*(required_secret_keys(item) for item in node))
+    if not isinstance(node, dict):
+        return set()
+    found = set().union(*(required_secret_keys(value) for value in node.values()))
+    reference = node.get("secretKeyRef")
+    if reference and reference["name"] == "recsys-secrets" and not reference.get("optional"):
+        found.add(reference["key"])
+    return found
+
+
+@WHOLE_CHECK
+def test_the_documented_secret_commands_hold_every_key_prod_reads(checked: Checked) -> None:
+    """Each ``kubectl create secret generic recsys-secrets`` of docs/deploy.md, followed as
+    written, holds every key the prod renderings of its kind (with the redis-cluster
+    component or without) read without ``optional``: a key it leaves out stops a pod."""
+    required: dict[bool, set[str]] = {False: set(), True: set()}
+    for name, objects in checked.manifests().items():
+        if name.startswith("prod"):
+            required["+redis-cluster" in name] |= required_secret_keys(objects)
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    commands = re.findall(r"create secret generic recsys-secrets((?:.*\\\n)*.*)", doc)
+    assert len(commands) >= 3, commands
+    for command in commands:
+        keys = set(re.findall(r"--from-literal=([a-z-]+)=", command))
+        clustered = "redis-cluster-url" in keys
+        assert {"api-keys", "session-secret"} <= required[clustered]
+        assert sorted(required[clustered] - keys) == [], sorted(keys)
 
 
 def edit(path: Path, old: str, new: str) -> None:
