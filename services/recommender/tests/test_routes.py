@@ -19,6 +19,9 @@ from recommender.config import Settings
 from recommender.main import create_app
 from recsys_shared import keys
 from recsys_shared.artifacts import ArtifactStore
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import connect
+from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelInfo, Recommendations
 from recsys_shared.testing import assert_problem, eventually
 
@@ -268,3 +271,29 @@ async def test_the_watcher_loads_a_newly_published_version(
         await eventually(serving_v2)
         body = (await client.get("/users/a1/recommendations")).json()
         assert body["model_version"] == 2
+
+
+async def test_without_redis_it_is_not_ready_and_a_list_is_a_retryable_503(
+    own_redis: RedisServer, artifact_store: ArtifactStore, write_model: Any
+) -> None:
+    """Redis stopped under a serving replica: readiness fails and a list that needs the user's
+    history is a 503 with Retry-After (never another 5xx); both recover when Redis is back."""
+    client = await connect(own_redis.url)
+    await ModelRegistry(client).publish(write_model(1), reason="test")
+    await client.aclose()
+    async with _app_client(own_redis.url, artifact_store) as api:
+        await eventually(lambda: _status(api, "/readyz", 200))
+
+        own_redis.stop()
+
+        assert (await api.get("/readyz")).status_code == 503
+        response = await api.get("/users/a0/recommendations")
+        assert_problem(response, 503)
+        assert int(response.headers["retry-after"]) >= 1
+        own_redis.start()
+        await eventually(lambda: _status(api, "/users/a0/recommendations", 200), within=15)
+        assert (await api.get("/readyz")).status_code == 200
+
+
+async def _status(api: httpx.AsyncClient, path: str, status: int) -> bool:
+    return (await api.get(path)).status_code == status

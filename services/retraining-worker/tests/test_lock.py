@@ -221,6 +221,24 @@ async def test_a_training_publishes_and_releases_its_lock(
     assert not await _exists(redis_client, keys.TRAINING_LOCK)
 
 
+async def test_a_training_while_another_runs_does_nothing_and_says_locked(
+    training_settings: Settings,
+    feature_store: FakeFeatureStore,
+    redis_client: RedisClient,
+    inspector: redis.Redis,
+) -> None:
+    """The second of two trainings at once: it asks for no snapshot, publishes nothing and
+    raises TrainingLocked, which the task turns into a retry ``LOCKED_RETRY_SECONDS`` later."""
+    inspector.set(keys.TRAINING_LOCK, "another-worker", ex=60)
+
+    with pytest.raises(TrainingLocked):
+        await run_training(training_settings)
+
+    assert feature_store.requests == 0
+    assert await ModelRegistry(redis_client).active_version() is None
+    assert inspector.get(keys.TRAINING_LOCK) == "another-worker"
+
+
 async def test_a_training_whose_lock_was_lost_publishes_nothing(
     training_settings: Settings,
     feature_store: FakeFeatureStore,
