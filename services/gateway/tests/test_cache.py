@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from gateway.cache import NO_VARIANT, Lookup, ResponseCache, cached_json, query_digest
@@ -22,7 +24,13 @@ from recsys_shared.memory_guard import MemoryGuard
 from recsys_shared.processes import wait_until
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import RecommendationQuery, Recommendations, ScoredItem, Strategy
+from recsys_shared.schemas import (
+    FallbackReason,
+    RecommendationQuery,
+    Recommendations,
+    ScoredItem,
+    Strategy,
+)
 from recsys_shared.testing import ok_body
 from recsys_shared.testing.waiting import eventually
 
@@ -408,3 +416,46 @@ async def test_no_entry_is_stored_while_redis_is_near_its_memory_limit(
 
 def _shed_cache_writes() -> float:
     return REGISTRY.get_sample_value("recsys_ephemeral_writes_shed_total", {"kind": "cache"}) or 0.0
+
+
+_texts = st.text(max_size=20)
+_lists = st.builds(
+    Recommendations,
+    user_id=st.none() | _texts,
+    item_id=st.none() | _texts,
+    items=st.lists(
+        st.builds(
+            ScoredItem,
+            item_id=st.text(min_size=1, max_size=20),
+            score=st.floats(allow_nan=False, allow_infinity=False),
+            title=st.none() | _texts,
+            categories=st.none() | st.lists(_texts, max_size=3),
+            exploration=st.none() | st.just(True),
+        ),
+        max_size=6,
+    ),
+    model_version=st.none() | st.integers(min_value=1, max_value=2**53),
+    strategy=st.sampled_from(Strategy),
+    fallback_reason=st.none() | st.sampled_from(FallbackReason),
+    recommendation_id=st.text(min_size=1, max_size=32),
+    variant=st.none() | st.sampled_from(["control", "canary", "treatment-1"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=_lists, age=st.floats(min_value=0, max_value=1e7), spaced=st.booleans())
+def test_a_hit_is_the_stored_lists_json_marked_cached_on_any_list(
+    answer: Recommendations, age: float, spaced: bool
+) -> None:
+    """The hand-written hit (two fields swapped at the end of the stored JSON) is the model's
+    own JSON with cached and its age, on any list; a body stored with other separators (an
+    older gateway's) takes the parsing way to the same answer."""
+    stored = answer.model_dump_json()
+    if spaced:
+        stored = json.dumps(json.loads(stored))
+
+    served = cached_json(Lookup("lists", "field", 1, "n1", entry=stored, age_seconds=age))
+
+    expected = answer.model_copy(update={"cached": True, "cache_age_seconds": round(age, 3)})
+    assert Recommendations.model_validate_json(served) == expected
+    assert list(json.loads(served)) == list(json.loads(stored))
