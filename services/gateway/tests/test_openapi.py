@@ -79,6 +79,7 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
         assert "application/problem+json" in responses["401"]["content"], key
     for key in [
         ("get", "/v1/items/{item_id}"),
+        ("put", "/v1/items/{item_id}"),
         ("patch", "/v1/items/{item_id}"),
         ("get", "/v1/items/{item_id}/similar"),
         ("post", "/v1/models/{version}/activate"),
@@ -86,6 +87,41 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
     ]:
         assert "404" in operations[key]["responses"], key
     assert "409" in operations[("post", "/v1/models/{version}/activate")]["responses"]
+
+
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+
+
+def test_every_problem_is_documented_as_it_is_sent(gateway: Any) -> None:
+    """Problems are sent as application/problem+json: the Problem schema is filed there, and
+    under no other media type (FastAPI would put it under the route's own, JSON or HTML)."""
+    for key, operation in _v1_operations(_document(gateway)).items():
+        for status, response in operation["responses"].items():
+            if int(status) < 400:
+                continue
+            content = response["content"]
+            assert content["application/problem+json"] == {"schema": PROBLEM_SCHEMA}, key
+            others = {media: entry for media, entry in content.items() if "problem" not in media}
+            assert PROBLEM_SCHEMA not in [entry.get("schema") for entry in others.values()], key
+    sign_in = _v1_operations(_document(gateway))[("post", "/v1/status/login")]["responses"]
+    # A browser's refusals come back as the form; a rate limit or a large body never does.
+    assert {s for s, r in sign_in.items() if "text/html" in r.get("content", {})} == {
+        "401",
+        "403",
+        "422",
+    }
+    assert {"413", "429"} <= set(sign_in)
+
+
+def test_exclude_seen_is_documented_only_where_there_is_a_user(gateway: Any) -> None:
+    operations = _v1_operations(_document(gateway))
+
+    def query(key: tuple[str, str]) -> set[str]:
+        return {p["name"] for p in operations[key]["parameters"] if p["in"] == "query"}
+
+    assert "exclude_seen" in query(("get", "/v1/users/{user_id}/recommendations"))
+    assert query(("get", "/v1/items/popular")) == {"k", "offset", "category"}
+    assert query(("get", "/v1/items/{item_id}/similar")) == {"k", "offset", "category"}
 
 
 def test_a_problems_error_entries_are_documented(gateway: Any) -> None:

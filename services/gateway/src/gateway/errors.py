@@ -4,20 +4,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys_shared.schemas import Problem
+from fastapi import FastAPI
 
-_PROBLEM = {"model": Problem, "content": {"application/problem+json": {}}}
+from recsys_shared.schemas import Problem
+from recsys_shared.web.problems import PROBLEM_MEDIA_TYPE
+
+# ``model`` puts Problem in the document's schemas; document_problems files it under the
+# media type the errors are sent as.
+_PROBLEM = {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
+_PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {**_PROBLEM, "description": "The body is not JSON (or not UTF-8)"},
+    400: {**_PROBLEM, "description": "The body is not UTF-8, or could not be read"},
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},
-    413: {**_PROBLEM, "description": "Request body over the limit"},
+    413: {
+        **_PROBLEM,
+        "description": "Request body over the limit (`MAX_BODY_BYTES`, 1 MiB by default)",
+    },
     429: {**_PROBLEM, "description": "Over the API key's rate limit; retry after `Retry-After`"},
-    422: {**_PROBLEM, "description": "Invalid input; `errors` lists each problem"},
+    422: {
+        **_PROBLEM,
+        "description": "Invalid input, or a body that is not JSON; `errors` lists each problem",
+    },
     503: {**_PROBLEM, "description": "A dependency is unavailable; retry after `Retry-After`"},
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {**_PROBLEM, "description": "No such resource"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {**_PROBLEM, "description": "The resource is in a state that does not allow this"}
 }
+
+
+def document_problems(app: FastAPI) -> None:
+    """Every problem response documented as it is sent: ``application/problem+json`` with
+    the Problem schema. FastAPI files a response's ``model`` under the route's own media
+    type (JSON, or HTML on the status page), which no problem is sent as."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()  # built once and kept by FastAPI; the edit below is idempotent
+        for path in document.get("paths", {}).values():
+            for operation in path.values():
+                for response in operation.get("responses", {}).values():
+                    _problem_schema_where_sent(response.get("content", {}))
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _problem_schema_where_sent(content: dict[str, Any]) -> None:
+    if PROBLEM_MEDIA_TYPE not in content:
+        return
+    content[PROBLEM_MEDIA_TYPE] = {"schema": _PROBLEM_SCHEMA}
+    for media_type, entry in list(content.items()):
+        if media_type != PROBLEM_MEDIA_TYPE and entry.get("schema") == _PROBLEM_SCHEMA:
+            del content[media_type]

@@ -16,6 +16,7 @@ from gateway.cache import ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.deps import GatewayState
+from gateway.errors import document_problems
 from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_invalid=count_rejects,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
+    document_problems(app)
     if settings.cors_origins:
         # Browsers may call the API only from these origins; none are allowed by default.
         app.add_middleware(

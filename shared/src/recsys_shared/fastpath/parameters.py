@@ -13,7 +13,7 @@ problem is the one every other route answers with.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl
 
@@ -85,10 +85,12 @@ def documented(
     body: type[BaseModel] | None = None,
     security_scheme: str | None = None,
     roles: Sequence[str] = (),
+    unused: Collection[str] = (),
 ) -> dict[str, Any]:
     """``openapi_extra`` for a hand-parsed route: its path ids (name → description), the
-    fields of its query model, its JSON body's model, and the security scheme it enforces
-    with the roles it needs (OpenAPI 3.1 lets an API key scheme name roles)."""
+    fields of its query model but the ``unused`` ones (a shared model's fields this route
+    ignores), its JSON body's model, and the security scheme it enforces with the roles it
+    needs (OpenAPI 3.1 lets an API key scheme name roles)."""
     parameters: list[dict[str, Any]] = [
         {
             "name": name,
@@ -114,6 +116,7 @@ def documented(
                 "description": schema.get("description", ""),
             }
             for name, schema in properties.items()
+            if name not in unused
         ]
     extra: dict[str, Any] = {"parameters": parameters} if parameters else {}
     if body is not None:

@@ -57,7 +57,13 @@ class ExperimentIn(InputModel):
 
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)]
     mode: ExperimentMode
-    variants: list[VariantIn] = Field(min_length=2, max_length=MAX_VARIANTS)
+    variants: list[VariantIn] = Field(
+        min_length=2,
+        max_length=MAX_VARIANTS,
+        description="The first is the control; each serves a different model_version. ab: "
+        "every weight above 0, summing to 1. canary and shadow: exactly two variants, the "
+        "second's weight above 0 and below 1 (shadow: up to 1) or left out.",
+    )
     metric: ExperimentMetric = ExperimentMetric.CTR
     min_exposures: Integer = Field(
         default=500,

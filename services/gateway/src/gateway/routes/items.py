@@ -23,6 +23,8 @@ ItemIdPath = Annotated[Identifier, Path(description="Item id")]
     "",
     response_model=ItemsStored,
     summary="Create or replace up to 1000 items at once (bulk import)",
+    description="Up to 1000 items within the body limit (`MAX_BODY_BYTES`, 1 MiB by default): "
+    "items with long titles and many categories need smaller batches, or a 413 says so.",
 )
 async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
     await state.feature_store.put_items(batch)
@@ -33,7 +35,9 @@ async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
     "/{item_id}",
     response_model=Item,
     summary="Create or replace an item",
-    description="An item with `available: false` is never recommended, from the next request on.",
+    description="An item with `available: false` is never recommended, from the next request on. "
+    "The answer is the item as stored: a 404 if it was deleted between the write and that read.",
+    responses=NOT_FOUND,
 )
 async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
     await state.feature_store.put_item(item_id, item)

@@ -25,14 +25,17 @@ from recsys_shared.web.state import lifespan_state
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=PROBLEM_RESPONSES)
 
 
-def _client_route(path: dict[str, str] | None = None) -> dict[str, Any]:
+def _client_route(
+    path: dict[str, str] | None = None, *, for_a_user: bool = False
+) -> dict[str, Any]:
     """The OpenAPI extras of a hand-parsed list route: its path ids, the list's options in
-    the query, and the client key it checks."""
+    the query (``exclude_seen`` only where there is a user), and the client key it checks."""
     return documented(
         path=path,
         query=RecommendationQuery,
         security_scheme=SECURITY_SCHEME,
         roles=CLIENT_ROLES,
+        unused=() if for_a_user else ("exclude_seen",),
     )
 
 
@@ -45,7 +48,7 @@ def _client_route(path: dict[str, str] | None = None) -> dict[str, Any]:
         "newest events are folded in without a retrain); otherwise popular items, marked as "
         "such in `strategy` and `fallback_reason`. An unknown user is never a 404."
     ),
-    openapi_extra=_client_route({"user_id": "User id"}),
+    openapi_extra=_client_route({"user_id": "User id"}, for_a_user=True),
 )
 async def recommendations_for_user(request: Request) -> Response:
     await authorize_client(request)

@@ -253,10 +253,9 @@ async def _form_key(request: Request) -> str:
     "over https) and sends the browser to the page. Accepted only from this gateway's own "
     "form: the browser's `Sec-Fetch-Site` (or `Origin`) must say so.",
     responses={
-        **{
-            status: {**PROBLEM_RESPONSES[status], "content": _BOTH}
-            for status in (401, 403, 422, 429)
-        },
+        # A browser's refusals come back as the form (HTML); the rest as problems only.
+        **{status: {**PROBLEM_RESPONSES[status], "content": _BOTH} for status in (401, 403, 422)},
+        **{status: PROBLEM_RESPONSES[status] for status in (413, 429)},
         **_KEY_IN_URL,
     },
     openapi_extra={

@@ -33,7 +33,9 @@ async def recommend_for_user(request: Request) -> Response:
 @router.get(
     "/items/{item_id}/similar",
     response_model=Recommendations,
-    openapi_extra=documented(path={"item_id": "Item id"}, query=RecommendationQuery),
+    openapi_extra=documented(
+        path={"item_id": "Item id"}, query=RecommendationQuery, unused=("exclude_seen",)
+    ),
 )
 async def similar_items(request: Request) -> Response:
     service = lifespan_state(request, RecommenderState).service
