@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -341,10 +341,32 @@ def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
     assert body["title"] == "Not found"
 
 
-def test_wrong_method_is_a_405_problem(client: TestClient) -> None:
-    body = _assert_problem(client.delete("/events"), 405)
+def test_wrong_method_is_a_405_problem_naming_the_allowed_ones(client: TestClient) -> None:
+    response = client.delete("/events")
 
-    assert body["title"] == "Method not allowed"
+    assert _assert_problem(response, 405)["title"] == "Method not allowed"
+    assert response.headers["allow"] == "POST"
+
+
+def test_allow_names_the_methods_of_routes_in_included_routers() -> None:
+    # FastAPI keeps an included router as one route of its own, without ``methods``.
+    app = _build_app({})
+    router = APIRouter(prefix="/shelf")
+
+    @router.get("/{book}")
+    async def read(book: str) -> dict[str, str]:
+        return {"book": book}
+
+    @router.put("/{book}")
+    async def write(book: str) -> dict[str, str]:
+        return {"book": book}
+
+    app.include_router(router)
+    with TestClient(app) as client:
+        response = client.post("/shelf/b1")
+
+    _assert_problem(response, 405)
+    assert response.headers["allow"] == "GET, PUT"
 
 
 def test_healthz(client: TestClient) -> None:

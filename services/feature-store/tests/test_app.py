@@ -99,6 +99,13 @@ def test_invalid_item_is_refused_with_a_problem(client, sync_redis):
     assert sync_redis.exists(keys.item("i1")) == 0
 
 
+def test_the_reserved_item_id_is_a_422_not_an_error(client, sync_redis):
+    response = client.put("/items/popular", json={"title": "Popular"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "path.item_id"
+    assert sync_redis.exists(keys.item("popular")) == 0
+
+
 def test_delete_item(client, sync_redis):
     client.put("/items/i1", json={"title": "One"}).raise_for_status()
 

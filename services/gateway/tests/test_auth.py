@@ -184,7 +184,7 @@ def test_the_route_list_covers_every_v1_operation(gateway: Any) -> None:
     for module in pkgutil.iter_modules(gateway_routes.__path__):
         router = importlib.import_module(f"gateway.routes.{module.name}").router
         declared |= {
-            (method, fill(route.path))
+            (method, fill(route.path_format))
             for route in router.routes
             if isinstance(route, APIRoute)
             for method in route.methods

@@ -354,3 +354,41 @@ def test_an_item_gone_right_after_its_patch_is_a_404(
 
     assert response.status_code == 404
     assert response.json()["type"] == "urn:recsys:problem:unknown-item"
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_the_popular_lists_path_takes_no_item_write(
+    items_gateway: Any, client_headers: dict[str, str], method: str
+) -> None:
+    # /v1/items/popular is the popular list: an item stored there could never be read back.
+    response = items_gateway.client.request(
+        method, "/v1/items/popular", json={"title": "A film called Popular"}, headers=client_headers
+    )
+
+    assert_problem(response, 405)
+    assert response.headers["allow"] == "GET"
+    assert items_gateway.feature_store.requests == []
+
+
+def test_popular_is_refused_as_an_item_id_in_a_bulk_import(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    batch = {"items": [{"item_id": "m1", "title": "One"}, {"item_id": "popular", "title": "P"}]}
+
+    response = items_gateway.client.put("/v1/items", json=batch, headers=client_headers)
+
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["field"] == "items[1].item_id"
+    assert "'popular' is reserved" in error["message"]
+    assert items_gateway.feature_store.requests == []
+
+
+def test_an_item_whose_id_starts_with_popular_is_an_item(
+    items_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    response = items_gateway.client.put(
+        "/v1/items/popularity", json={"title": "Popularity"}, headers=client_headers
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["item_id"] == "popularity"

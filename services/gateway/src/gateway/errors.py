@@ -35,6 +35,11 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+def problem_response_doc(description: str) -> dict[str, Any]:
+    """A route's own problem response in the document: ``{405: problem_response_doc("...")}``."""
+    return {**_PROBLEM, "description": description}
+
+
 def document_problems(app: FastAPI) -> None:
     """Every problem response documented as it is sent: ``application/problem+json`` with
     the Problem schema. FastAPI files a response's ``model`` under the route's own media

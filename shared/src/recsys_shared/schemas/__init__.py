@@ -36,6 +36,8 @@ from recsys_shared.schemas.base import (
     event_time,
 )
 from recsys_shared.schemas.catalogue import (
+    RESERVED_ITEM_ID,
+    CatalogueItemId,
     Item,
     ItemBatch,
     ItemIn,
@@ -152,6 +154,7 @@ __all__ = [
     "MAX_WEIGHT",
     "PATTERN_RULES",
     "RATING_NEUTRAL",
+    "RESERVED_ITEM_ID",
     "TASK_ID_PATTERN",
     "TEXT_PATTERN",
     "THROUGHPUT_WINDOW_SECONDS",
@@ -160,6 +163,7 @@ __all__ = [
     "AlsRecipe",
     "BprRecipe",
     "Candidate",
+    "CatalogueItemId",
     "Category",
     "DataLayout",
     "DeadLetterEntry",

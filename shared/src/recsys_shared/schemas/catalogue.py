@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,8 +22,29 @@ from recsys_shared.schemas.base import (
     InputModel,
 )
 
-
 # ── catalogue ─────────────────────────────────────────────────────────────────────────────
+#: The one id the catalogue refuses: ``GET /v1/items/popular`` is the popular list, so an item
+#: stored under it could never be read back. Events may still name it (nothing reads it back).
+RESERVED_ITEM_ID: Final = "popular"
+
+
+def _not_reserved(item_id: str) -> str:
+    if item_id == RESERVED_ITEM_ID:
+        raise ValueError(
+            f"'{RESERVED_ITEM_ID}' is reserved: GET /v1/items/{RESERVED_ITEM_ID} is the popular "
+            "list, so an item of that id could not be read back"
+        )
+    return item_id
+
+
+#: An id the catalogue may store an item under.
+CatalogueItemId = Annotated[
+    Identifier,
+    AfterValidator(_not_reserved),
+    Field(json_schema_extra={"not": {"const": RESERVED_ITEM_ID}}),
+]
+
+
 class ItemIn(InputModel):
     title: str = Field(
         min_length=1, max_length=500, pattern=TEXT_PATTERN, examples=["Toy Story (1995)"]
@@ -71,7 +93,7 @@ class ItemPatch(InputModel):
 
 
 class ItemWithId(ItemIn):
-    item_id: Identifier
+    item_id: CatalogueItemId
 
 
 class ItemBatch(InputModel):

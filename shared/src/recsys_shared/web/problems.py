@@ -56,14 +56,22 @@ def problem_response(
     )
 
 
+#: The methods a 405's ``Allow`` may name.
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed_methods(request: Request) -> set[str]:
-    allowed: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        methods = getattr(route, "methods", None)
-        if match is not Match.NONE and methods:
-            allowed |= set(methods)
-    return allowed
+    """The methods some route serves on this request's path: each method asked of every
+    route, as the router would (FastAPI's included routers answer ``matches`` like routes,
+    but have no ``methods`` of their own to read)."""
+    routes = request.app.router.routes
+    return {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    }
 
 
 def _internal_error(error: Exception) -> JSONResponse:

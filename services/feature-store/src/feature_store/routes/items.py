@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response, status
 from feature_store.deps import StateDep
 from recsys_shared.errors import UnknownItem
 from recsys_shared.schemas import (
-    Identifier,
+    CatalogueItemId,
     ItemBatch,
     ItemIn,
     ItemPatch,
@@ -19,7 +19,7 @@ from recsys_shared.schemas import (
 
 router = APIRouter(prefix="/items", tags=["items"])
 
-ItemIdPath = Annotated[Identifier, Path(description="Item id")]
+ItemIdPath = Annotated[CatalogueItemId, Path(description="Item id; not `popular`")]
 
 
 @router.put("", response_model=ItemsStored, summary="Create or replace many items at once")

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
 
 from gateway.auth import ClientAuth
 from gateway.deps import GatewayState, StateDep
-from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES
+from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES, problem_response_doc
 from recsys_shared.errors import UnknownItem
-from recsys_shared.schemas import Identifier, Item, ItemBatch, ItemIn, ItemPatch, ItemsStored
+from recsys_shared.schemas import (
+    CatalogueItemId,
+    Identifier,
+    Item,
+    ItemBatch,
+    ItemIn,
+    ItemPatch,
+    ItemsStored,
+)
+from recsys_shared.web.paths import CATALOGUE_ITEM
 
 router = APIRouter(
     prefix="/v1/items", tags=["items"], dependencies=[ClientAuth], responses=PROBLEM_RESPONSES
 )
 
 ItemIdPath = Annotated[Identifier, Path(description="Item id")]
+# Writes: not `popular`, the popular list's path (GET only), which answers them with a 405.
+WrittenItemIdPath = Annotated[
+    CatalogueItemId, Path(description="Item id; not `popular`, the popular list's path")
+]
+POPULAR_LIST: dict[int | str, dict[str, Any]] = {
+    405: problem_response_doc("The path is `/v1/items/popular`, the popular list (`Allow: GET`)")
+}
 
 
 @router.put(
@@ -32,26 +48,26 @@ async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
 
 
 @router.put(
-    "/{item_id}",
+    CATALOGUE_ITEM,
     response_model=Item,
     summary="Create or replace an item",
     description="An item with `available: false` is never recommended, from the next request on. "
     "The answer is the item as stored: a 404 if it was deleted between the write and that read.",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **POPULAR_LIST},
 )
-async def put_item(item_id: ItemIdPath, item: ItemIn, state: StateDep) -> Item:
+async def put_item(item_id: WrittenItemIdPath, item: ItemIn, state: StateDep) -> Item:
     await state.feature_store.put_item(item_id, item)
     return await _catalogued(state, item_id)
 
 
 @router.patch(
-    "/{item_id}",
+    CATALOGUE_ITEM,
     response_model=Item,
     summary='Change some fields of an item (e.g. {"available": false})',
     description="Only the fields given change; an unknown item is a 404.",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **POPULAR_LIST},
 )
-async def patch_item(item_id: ItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
+async def patch_item(item_id: WrittenItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
     await state.feature_store.patch_item(item_id, patch)
     return await _catalogued(state, item_id)
 
@@ -67,12 +83,12 @@ async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
 
 
 @router.delete(
-    "/{item_id}",
+    CATALOGUE_ITEM,
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete an item; it is never recommended again",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **POPULAR_LIST},
 )
-async def delete_item(item_id: ItemIdPath, state: StateDep) -> Response:
+async def delete_item(item_id: WrittenItemIdPath, state: StateDep) -> Response:
     await state.feature_store.delete_item(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
