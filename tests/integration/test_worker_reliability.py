@@ -172,6 +172,9 @@ def assert_given_up(stack: Stack, task_id: str, feature_store: HangingFeatureSto
         broker.close()
     assert deliveries > MAX_DELIVERIES
     assert f"delivered {deliveries} times" in outcome["reasons"][0]
+    # Counted as a training run's outcome, as the dashboard's runs-by-outcome panel reads it.
+    exposition = httpx.get(f"{stack.url('worker')}/metrics", timeout=10).text
+    assert 'recsys_training_runs_total{outcome="abandoned"} 1.0' in exposition
     return deliveries
 
 

@@ -1,7 +1,8 @@
 """Is the Redis that holds durable state set up so that nothing acknowledged is lost?
 
-Checked by every writer at start-up: the gateway (events), the feature-store (features), the
-retraining-worker (registry, and the broker for Celery's messages). Per primary, from
+Checked at start-up by the gateway (events) and the feature-store (features), on the data
+tier every service writes to. The broker (Celery's messages) is not checked: it is configured
+alike (``noeviction``, AOF), see docs/deploy.md. Per primary, from
 ``CONFIG GET``:
 
 - ``maxmemory-policy`` must be ``noeviction``: any other policy lets Redis evict idempotency

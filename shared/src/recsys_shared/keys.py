@@ -1,14 +1,14 @@
 """Every Redis key, stream, channel, lock and hash field of the system, built in one place.
 
 Keys are ``rs:`` + a path joined with ``:``. An identifier may contain ``:``, harmlessly: a key
-embeds one last or in a fixed position, and nothing ever parses a key back into its parts.
+embeds one last or in a fixed position; only ``data_move.classify`` parses keys back.
 
 **Where each family lives.** Three Redis deployments hold the system's own keys:
 
 - the *data tier* (``REDIS_URL``: one Redis, or a Redis Cluster): events, features, the
   catalogue, the model registry, drift counters, locks;
-- the *ephemeral* Redis (``EPHEMERAL_REDIS_URL``, else the data tier): cached lists, served-list
-  records and rate-limit counters, which may be lost;
+- the *ephemeral* Redis (``EPHEMERAL_REDIS_URL``; else lists and records on the data tier,
+  rate limits per replica): cached lists, served-list records, rate-limit counters;
 - the *broker* (``CELERY_BROKER_URL``, a single node): Celery's queues and results, RedBeat's
   schedule, and the task records and delivery counts that belong with them.
 
@@ -28,9 +28,9 @@ in braces, always the first braces of the key, so a user id with braces in it ca
 - ``{experiments}``: experiments' definitions and states (their counters are per partition).
 
 Everything else (reports, locks, single counters) is one key per slot and needs no tag. Who
-writes what: the gateway the events, markers, cached lists and rate-limit counters; the
-feature-store the rest of a partition and the catalogue; the worker the registry and drift
-reports; the recommenders (and the gateway's fallback) the served-list records.
+writes: the gateway events, markers, cached lists, rate limits, exposures; the recommenders
+served-list records, experiment lists, shadow counts; the feature-store the rest of a
+partition and the catalogue; the worker the registry and drift reports.
 """
 
 from __future__ import annotations

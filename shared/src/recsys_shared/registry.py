@@ -116,8 +116,9 @@ class ModelRegistry:
         raw = await self.redis.execute("HGET", name, keys.MODEL_EXPERIMENTS)
         notes: list[str] = json.loads(raw) if raw else []
         notes = [*notes, f"{_now()} {note}"][-MAX_EXPERIMENT_NOTES:]
-        # Read, then written: only the experiment decider writes notes, under its lock; a
-        # version pruned meanwhile is not brought back as a hash of notes alone.
+        # Read, then written: the decider (under its lock) and an admin's stop write notes, so
+        # two at once can lose one (notes are lineage, not state); a version pruned meanwhile is
+        # not brought back as a hash of notes alone.
         if await self.redis.execute("EXISTS", name):
             await self.redis.execute("HSET", name, keys.MODEL_EXPERIMENTS, json.dumps(notes))
 

@@ -1,8 +1,8 @@
 """Settings base shared by every service.
 
 Each service subclasses :class:`ServiceSettings` once (through the mixins below that name
-what several services share) and exposes a cached ``get_settings()``
-that is injected as a dependency, so tests override it instead of editing the environment.
+what several services share) and exposes a cached ``get_settings()`` read from the
+environment; each ``create_app(settings)`` also takes them explicitly, which is what tests do.
 In production, start-up fails on a secret that is missing, a development placeholder, or
 shorter than :data:`MIN_SECRET_LENGTH` characters.
 """
@@ -86,7 +86,8 @@ class ServiceSettings(BaseSettings):
     ephemeral_redis_url: SecretStr | None = Field(
         default=None,
         description="A Redis for what may be lost: cached lists, served-list records and "
-        "rate-limit counters, without fsync on every write. Unset: they live on REDIS_URL.",
+        "rate-limit counters, without fsync on every write. Unset: cached lists and records "
+        "live on REDIS_URL, and each gateway replica limits its own traffic only.",
     )
     celery_broker_url: SecretStr | None = Field(
         default=None,

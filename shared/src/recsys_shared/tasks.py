@@ -14,7 +14,8 @@ TRAIN_MODEL: Final = "recsys.train_model"
 CHECK_DRIFT: Final = "recsys.check_drift"
 #: Rewrite snapshots and model artifacts without the users erased since they were written.
 ERASE_FROM_ARTIFACTS: Final = "recsys.erase_from_artifacts"
-#: Prune model versions, artifacts, snapshots and task records beyond what rollback needs.
+#: Prune model versions, artifacts and snapshots beyond what rollback needs (task records
+#: expire on their own TTL).
 PRUNE: Final = "recsys.prune"
 
 TASK_QUEUES: Final[dict[str, str]] = {

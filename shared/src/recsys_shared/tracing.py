@@ -1,8 +1,9 @@
 """OpenTelemetry tracing, off by default, on with ``OTEL_EXPORTER_OTLP_ENDPOINT``.
 
-When on, every request a service answers is a span, and every call the gateway makes to the
-recommenders and the feature-store through httpx carries the trace context, so one request
-is one trace across services. Spans go to an OTLP/HTTP collector in batches
+When on, every request a service answers is a span, and every call the gateway makes carries
+the trace context (to the feature-store through httpx, instrumented; to the recommenders
+through the fastpath client, which ``gateway.clients`` gives the context by hand), so one
+request is one trace across services. Spans go to an OTLP/HTTP collector in batches
 (``OTEL_BSP_SCHEDULE_DELAY`` and the other standard OTEL_* variables apply). No span carries
 a query string: ``recsys_shared.trace_redaction`` replaces them before anything exports it.
 """

@@ -1,9 +1,9 @@
 """Users' lists asked of the recommenders in batches: dynamic batching without a wait.
 
-Every cache miss of one event-loop turn goes to a recommender in one call
-(``POST /batch/recommendations``): one HTTP exchange and one read of the users' contexts serve
-them all. Nothing waits for a batch to fill. The first miss of a turn
-schedules the send for the end of that turn, so a lone request goes out at once, and under
+The cache misses of one event-loop turn go to a recommender together, in calls of up to
+``MAX_BATCH_LISTS`` lists (``POST /batch/recommendations``): one HTTP exchange and one read
+of the users' contexts serve them all. Nothing waits for a batch to fill. The first miss of
+a turn schedules the send for the end of that turn, so a lone request goes out at once, and under
 load the misses that came in together travel together: how many depends on the load, not on
 a setting. Batches are sent as soon as they are made, without waiting for earlier ones, so
 the connection pool (and behind one Kubernetes Service, every pod) is used as before.

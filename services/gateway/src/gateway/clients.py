@@ -4,8 +4,9 @@ Reads from the recommenders go through ``recsys_shared.fastpath.http_client`` (t
 path; httpx's client layer alone costs more than the rest of the request). Calls to the
 feature-store are rare admin and catalogue writes and use one pooled ``httpx.AsyncClient``.
 Both are created once in the lifespan. Reads are retried on another recommender replica (they
-are idempotent); writes to the feature-store are not retried here, the client retries them
-(they are idempotent too, but a retry storm is theirs to pace).
+are idempotent). A feature-store call is sent once more only when the connection dropped
+before an answer and the method is idempotent (GET, PUT, DELETE); any other failure is the
+client's to retry (a retry storm is theirs to pace).
 """
 
 from __future__ import annotations

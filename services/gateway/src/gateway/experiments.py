@@ -4,8 +4,9 @@
   ``EXPERIMENT_REFRESH_SECONDS``; a user's variant is a hash of (experiment, user) against the
   current shares (``recsys_shared.experiments.assignment``), and the list is asked for with the
   variant's pinned version (an ``ExperimentArm``).
-- **Exposures**: every list served to an assigned user (cached ones included) is counted in
-  the user's partition; the counts of one event-loop turn go out together.
+- **Exposures**: every list served as an assigned user's variant (cached ones included; a
+  fallback is not the variant's) is counted in the user's partition; the counts of one
+  event-loop turn go out together.
 - **Decisions** (one replica at a time, under ``EXPERIMENT_LOCK``): every
   ``EXPERIMENT_CHECK_SECONDS`` the counters are read and ``recsys_shared.experiments.decision``
   says what changes: a canary step, a promotion (the version is activated), a rollback, an end.

@@ -46,7 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return web.create_service_app(
         settings,
         title="recsys recommender",
-        summary="Serves top-k for users, similar items and popular items from the active model.",
+        summary="Serves top-k for users and similar items from the active model (popular items "
+        "only as their fallback).",
         lifespan=state_lifespan(functools.partial(_state, settings)),
         routers=[recommendations.router, model.router],
         readiness=_readiness,

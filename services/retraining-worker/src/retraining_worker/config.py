@@ -46,9 +46,6 @@ class Settings(TaskQueueSettings, FeatureStoreClientSettings):
     scheduled_search_seconds: float = Field(
         default=7 * 24 * 3600, gt=0, description="Beat period of the full search."
     )
-    content_neighbours: int = Field(
-        default=50, ge=1, le=500, description="Content neighbours kept per item for cold start."
-    )
 
     holdout_fraction: float = Field(
         default=0.2, gt=0, lt=1, description="The most recent share of interactions held out."

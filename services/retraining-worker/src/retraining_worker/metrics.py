@@ -16,7 +16,8 @@ TRAINING_RUNS = Counter(
 at_zero(TRAINING_RUNS, TrainingStatus)
 TRAINING_SECONDS = Histogram(
     "recsys_training_duration_seconds",
-    "Time to train, evaluate and (when published) fit the served model.",
+    "Time to train, evaluate and fit the served model (when published, or rejected with "
+    "KEEP_REJECTED_ARTIFACTS).",
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 TRAINING_LOCK_LOST = Counter(

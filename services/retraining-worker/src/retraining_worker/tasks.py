@@ -91,6 +91,7 @@ def train_model(
     request_id_var.set((self.request.headers or {}).get(REQUEST_ID_HEADER) or self.request.id)
     settings = get_settings()
     if (reason := _redelivered_too_often(self, TRAIN_MODEL)) is not None:
+        metrics.TRAINING_RUNS.labels(TrainingStatus.ABANDONED).inc()
         return TrainingOutcome(status=TrainingStatus.ABANDONED, reasons=[reason]).model_dump()
     try:
         outcome = asyncio.run(

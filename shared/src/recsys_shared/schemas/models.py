@@ -267,8 +267,9 @@ class SnapshotInfo(BaseModel):
     """A training snapshot the feature-store exported: where it is and what it holds."""
 
     snapshot_id: str = Field(
-        description="The first stream id not yet applied when it was taken (everything before it "
-        "is included), and the data generation, bumped by user erasures: '<stream id>.g<n>'."
+        description="'<ms>-<crc>.g<n>': the newest partition's first unapplied position in "
+        "milliseconds, a CRC-32 of every partition's position, and the data generation (bumped "
+        "by erasures and retention); the same data always gets the same id."
     )
     url: str
     created_at: datetime

@@ -69,7 +69,7 @@ def install(
 ) -> None:
     """Wire the shared middleware, error mapping and ops routes into a service's app.
 
-    ``fast_routes`` (hot GET routes whose endpoints take only the ``Request``) are served by
+    ``fast_routes`` (hot GET or POST routes whose endpoints take only the ``Request``) are served by
     :class:`FastLane`, inside every middleware here.
     """
     install_error_handlers(app, on_invalid)

@@ -174,7 +174,8 @@ def ingestion(pipeline: PipelineStatus) -> str:
         ui.stats(*cards),
         note=f"Lines: events per second over the last {THROUGHPUT_WINDOW_SECONDS} s. "
         "Accepted: taken in by any gateway replica. Applied: written to the features by the "
-        "feature-store's consumers. Lag: stream entries not yet delivered to a consumer.",
+        "feature-store's consumers. Lag: events accepted and not yet applied (pending ones "
+        "included).",
     )
 
 
