@@ -42,19 +42,32 @@ def problem_response_doc(description: str) -> dict[str, Any]:
 
 def document_problems(app: FastAPI) -> None:
     """Every problem response documented as it is sent: ``application/problem+json`` with
-    the Problem schema. FastAPI files a response's ``model`` under the route's own media
-    type (JSON, or HTML on the status page), which no problem is sent as."""
+    the Problem schema (FastAPI files a response's ``model`` under the route's own media type,
+    JSON or HTML, which no problem is sent as); and only where it can be sent: the routers'
+    shared 400 (a body not UTF-8) where there is a body, their 422 where there is input."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        document = build()  # built once and kept by FastAPI; the edit below is idempotent
+        document = build()  # built once and kept by FastAPI; the edits below are idempotent
         for path in document.get("paths", {}).values():
             for operation in path.values():
+                _only_possible_input_errors(operation)
                 for response in operation.get("responses", {}).values():
                     _problem_schema_where_sent(response.get("content", {}))
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+
+
+def _only_possible_input_errors(operation: dict[str, Any]) -> None:
+    responses = operation.get("responses", {})
+    shared_400 = (
+        responses.get("400", {}).get("description") == PROBLEM_RESPONSES[400]["description"]
+    )
+    if shared_400 and "requestBody" not in operation:
+        del responses["400"]
+    if "422" in responses and not operation.get("parameters") and "requestBody" not in operation:
+        del responses["422"]
 
 
 def _problem_schema_where_sent(content: dict[str, Any]) -> None:
