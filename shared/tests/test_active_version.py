@@ -47,6 +47,8 @@ async def test_without_announcements_the_version_is_polled(
     follower = asyncio.create_task(active.follow())
     try:
         await registry.publish(make_model_info(3), reason="first")
-        await _following(active, 3)
+        await _following(active, 3)  # possibly seen by follow()'s first refresh
+        await registry.publish(make_model_info(4), reason="second")
+        await _following(active, 4)  # seen by polling only: the first refresh is behind
     finally:
         await stop_tasks(follower)

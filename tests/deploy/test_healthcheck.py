@@ -15,13 +15,18 @@ SCRIPT = Path(__file__).resolve().parents[2] / "deploy/docker/healthcheck.py"
 
 
 def healthcheck(*args: str, **env: str) -> int:
+    return run_healthcheck(*args, **env).returncode
+
+
+def run_healthcheck(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         env={**os.environ, **env},
         capture_output=True,
+        text=True,
         timeout=60,
         check=False,
-    ).returncode
+    )
 
 
 def redbeat_lock_key() -> str:
@@ -51,5 +56,7 @@ def test_beat_is_healthy_exactly_while_its_lock_is_held(redis_url: str) -> None:
 
 
 def test_only_loopback_urls_are_checked() -> None:
-    assert healthcheck("http://example.com/healthz") != 0
+    refused = run_healthcheck("http://example.com/healthz")
+    assert refused.returncode != 0
+    assert "only loopback" in refused.stderr  # refused before any fetch, not a failed one
     assert healthcheck("http://127.0.0.1:9/healthz") == 1  # nothing listens on the discard port

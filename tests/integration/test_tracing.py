@@ -7,6 +7,7 @@ decoded with the OpenTelemetry protobuf definitions.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -106,7 +107,15 @@ def test_a_request_is_one_trace_across_gateway_and_recommender(
 def test_tracing_is_off_without_an_endpoint(
     tmp_path: Path, collector: tuple[Collector, int]
 ) -> None:
-    received, _ = collector
-    with own_stack(tmp_path, ("gateway",)) as stack:
+    received, port = collector
+    # The collector is where the OpenTelemetry SDK's own variable points: an exporter set up
+    # without OTEL_EXPORTER_OTLP_ENDPOINT (the switch) would send it the request's spans.
+    with own_stack(
+        tmp_path,
+        ("gateway",),
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    ) as stack:
         httpx.get(f"{stack.gateway}/v1/items/popular", headers=client_headers(), timeout=10)
+        time.sleep(1)  # ten export periods: spans, had there been any, would have arrived
     assert received.spans == []

@@ -87,8 +87,11 @@ async def test_only_the_lock_holder_decides(redis_client: RedisClient) -> None:
     await redis_client.execute_many(
         [("HINCRBY", p.experiment(stored.id), "control:clicks", 250) for p in PARTITIONS.all]
     )
-    await first.check()  # takes the lock and rolls the canary back (0 of 100 clicked)
-    assert (await first.store.get(stored.id)).state.decision is Decision.ROLLED_BACK
-    assert await second._lock.acquire() is False  # held by the first
-    await first.stop()
-    assert await second._lock.acquire() is True  # released at shutdown, not left to expire
+    assert await first._lock.acquire() is True  # the first replica decides from now on
+
+    await second.check()  # figures that roll the canary back (0 of 100 clicked), no lock
+    assert (await second.store.get(stored.id)).state.decision is Decision.RUNNING
+
+    await first.stop()  # released at shutdown, not left to expire: the second decides at once
+    await second.check()
+    assert (await second.store.get(stored.id)).state.decision is Decision.ROLLED_BACK
