@@ -14,12 +14,9 @@ from hypothesis import strategies as st
 from pydantic import Field, TypeAdapter, ValidationError
 
 from recsys_shared.schemas import (
-    CATEGORY_PATTERN,
-    DIGITS_PATTERN,
     EARLIEST_INSTANT,
     EARLIEST_TIMESTAMP,
     EVENT_WEIGHTS,
-    ID_PATTERN,
     MAX_BATCH_EVENTS,
     MAX_CLOCK_SKEW,
     MAX_ID_LENGTH,
@@ -28,8 +25,6 @@ from recsys_shared.schemas import (
     MAX_WEIGHT,
     PATTERN_RULES,
     RATING_NEUTRAL,
-    TASK_ID_PATTERN,
-    TEXT_PATTERN,
     TIMESTAMP_PATTERN,
     EventBatch,
     EventIn,
@@ -159,16 +154,6 @@ def _follows(pattern: str, text: str) -> bool:
     except ValidationError:
         return False
     return True
-
-
-def test_every_pattern_of_a_public_input_is_described_in_words() -> None:
-    assert set(PATTERN_RULES) == {
-        ID_PATTERN,
-        TEXT_PATTERN,
-        CATEGORY_PATTERN,
-        DIGITS_PATTERN,
-        TASK_ID_PATTERN,
-    }
 
 
 # ── types and values ──────────────────────────────────────────────────────────────────────
