@@ -58,11 +58,18 @@ def test_entries_and_nonces_live_on_the_ephemeral_redis(
     split.client.portal.call(split.state.reads.cache.active.refresh)
     entries.hset(lists, keys.CACHE_NONCE, "n12")
 
-    first, second = _get(split, client_headers), _get(split, client_headers)
+    field = keys.cache_field(NO_VARIANT, query_digest(RecommendationQuery()))
+
+    first = _get(split, client_headers)
+    # The list is stored after the answer, not awaited by it (as test_cache's _get_and_store).
+    wait_until(
+        lambda: (entries.hget(lists, field) or "").startswith("3:n12:"),
+        timeout=5,
+        what="the list stored on the ephemeral Redis",
+    )
+    second = _get(split, client_headers)
 
     assert (first["cached"], second["cached"]) == (False, True)
-    field = keys.cache_field(NO_VARIANT, query_digest(RecommendationQuery()))
-    assert (entries.hget(lists, field) or "").startswith("3:n12:")
     assert store.keys(keys.CACHE_PREFIX + "*") == []
     # A new event of the user (the feature-store renews the nonce) makes the entry stale.
     entries.hset(lists, keys.CACHE_NONCE, "n13")
