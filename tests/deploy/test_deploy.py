@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from recsys_shared.testing.documents import objects_in
 from recsys_shared.testing.fixtures import BESIDE_THE_REST
 from recsys_shared.testing.scripts import run_script
 
@@ -273,17 +274,14 @@ def test_the_redis_cluster_component_moves_the_data_and_keeps_celery_apart(
         } <= kinds, name
 
 
-def required_secret_keys(node: Any) -> set[str]:
-    """The keys of ``recsys-secrets`` that anything in ``node`` reads without ``optional``."""
-    if isinstance(node, list):
-        return set().union(*(required_secret_keys(item) for item in node))
-    if not isinstance(node, dict):
-        return set()
-    found = set().union(*(required_secret_keys(value) for value in node.values()))
-    reference = node.get("secretKeyRef")
-    if reference and reference["name"] == "recsys-secrets" and not reference.get("optional"):
-        found.add(reference["key"])
-    return found
+def required_secret_keys(objects: list[dict[str, Any]]) -> set[str]:
+    """The keys of ``recsys-secrets`` that anything in ``objects`` reads without ``optional``."""
+    references = [node["secretKeyRef"] for node in objects_in(objects) if "secretKeyRef" in node]
+    return {
+        reference["key"]
+        for reference in references
+        if reference["name"] == "recsys-secrets" and not reference.get("optional")
+    }
 
 
 @WHOLE_CHECK

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import Settings
 from recsys_shared.schemas import ID_PATTERN, PATTERN_RULES, TIMESTAMP_PATTERN
+from recsys_shared.testing.documents import objects_in
 
 from .operations import ADMIN, KEYED, SIGN_IN
 
@@ -125,19 +126,14 @@ def test_every_problem_is_documented_as_it_is_sent(gateway: Any) -> None:
     assert {"413", "429"} <= set(sign_in)
 
 
-def _patterns(node: Any) -> set[str]:
-    if isinstance(node, list):
-        return set().union(*(_patterns(item) for item in node))
-    if not isinstance(node, dict):
-        return set()
-    found = set().union(*(_patterns(value) for value in node.values()))
-    return found | ({node["pattern"]} if isinstance(node.get("pattern"), str) else set())
-
-
 def test_every_published_pattern_is_explained_in_words_when_it_refuses(gateway: Any) -> None:
     """A refused string's 422 says the rule in words (PATTERN_RULES), not the regex: every
     pattern the document publishes has its words (the timestamp's check has its own)."""
-    published = _patterns(_document(gateway))
+    published = {
+        node["pattern"]
+        for node in objects_in(_document(gateway))
+        if isinstance(node.get("pattern"), str)
+    }
 
     assert ID_PATTERN in published
     assert sorted(published - set(PATTERN_RULES) - {TIMESTAMP_PATTERN}) == []

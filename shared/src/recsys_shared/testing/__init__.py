@@ -9,7 +9,8 @@ Redis deployments a test runs on (one node, or a local cluster with a broker bes
 ``stack`` the whole system as real processes, ``api`` driving it through the gateway (keys,
 data in, a model trained, waiting on tasks), ``data`` the synthetic data sets, ``records``
 registry records of models never trained, ``answers`` the checks of an answer (200 or problem),
-``waiting`` polling and background tasks, ``scripts`` the repository's check scripts run.
+``waiting`` polling and background tasks, ``scripts`` the repository's check scripts run,
+``documents`` walking a parsed JSON or YAML document.
 """
 
 from __future__ import annotations
