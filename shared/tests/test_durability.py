@@ -41,6 +41,10 @@ def test_the_rules() -> None:
     lossy = problems_of({**durable, "appendonly": "no"}, replicas=0)
     assert len(lossy) == 1
     assert "DURABLE_REPLICAS" in lossy[0]
+    # Where nothing waits for replicas (the broker), only AOF helps, and the advice says so.
+    unwaited = problems_of({**durable, "appendfsync": "everysec"}, replicas=None)
+    assert len(unwaited) == 1
+    assert "DURABLE_REPLICAS" not in unwaited[0]
 
 
 async def test_the_default_redis_passes(tmp_path: Path) -> None:

@@ -1,16 +1,17 @@
 """Is the Redis that holds durable state set up so that nothing acknowledged is lost?
 
 Checked at start-up by the gateway (events) and the feature-store (features), on the data
-tier every service writes to. The broker (Celery's messages) is not checked: it is configured
-alike (``noeviction``, AOF), see docs/deploy.md. Per primary, from
-``CONFIG GET``:
+tier every service writes to, and by the gateway on Celery's broker when ``CELERY_BROKER_URL``
+names a Redis of its own (an evicted or lost message is a lost erasure or training run until
+the next scheduled one). Per primary, from ``CONFIG GET``:
 
 - ``maxmemory-policy`` must be ``noeviction``: any other policy lets Redis evict idempotency
   markers, unapplied events or Celery messages to make room (a managed Redis's default,
   ``volatile-lru``, is one of them);
 - an acknowledged write must survive a crash: ``appendonly yes`` with ``appendfsync always``,
   or replication that the gateway waits for (``DURABLE_REPLICAS`` ≥ 1, for a managed cluster
-  without AOF).
+  without AOF). Nothing waits for the broker's replicas (kombu does not ``WAIT``), so for it
+  only AOF counts.
 
 In production a failed check stops the service (``REDIS_DURABILITY_CHECK=warn`` only warns);
 elsewhere it warns. A Redis that refuses ``CONFIG`` (most managed ones), or does not answer at
@@ -36,8 +37,10 @@ class NotDurable(RecsysError):
     """The Redis would lose or evict acknowledged writes; the service refuses to start."""
 
 
-def problems_of(config: dict[str, str], *, replicas: int) -> list[str]:
-    """What is wrong with one primary's configuration, in words an operator can act on."""
+def problems_of(config: dict[str, str], *, replicas: int | None) -> list[str]:
+    """What is wrong with one primary's configuration, in words an operator can act on.
+    ``replicas`` is how many replicas acknowledge each write, ``None`` where nothing waits for
+    them (then only AOF makes a write survive a crash, and the advice says so)."""
     problems = []
     policy = config.get("maxmemory-policy", "")
     if policy != "noeviction":
@@ -46,20 +49,24 @@ def problems_of(config: dict[str, str], *, replicas: int) -> list[str]:
             "(idempotency markers, unapplied events, task messages); set 'noeviction'"
         )
     fsync_every_write = config.get("appendonly") == "yes" and config.get("appendfsync") == "always"
-    if not fsync_every_write and replicas < 1:
+    if not fsync_every_write and not replicas:
+        or_replicas = (
+            "" if replicas is None else ", or DURABLE_REPLICAS >= 1 on a deployment with replicas"
+        )
         problems.append(
             f"appendonly={config.get('appendonly')} appendfsync={config.get('appendfsync')}: "
             "an acknowledged write may be lost in a crash; set appendonly yes and appendfsync "
-            "always, or DURABLE_REPLICAS >= 1 on a deployment with replicas"
+            f"always{or_replicas}"
         )
     return problems
 
 
 async def check_durability(
-    client: RedisClient, settings: ServiceSettings, *, what: str, replicas: int = 0
+    client: RedisClient, settings: ServiceSettings, *, what: str, replicas: int | None
 ) -> list[str]:
-    """Check every primary of ``client`` (named ``what`` in messages); the problems found. Raises
-    :class:`NotDurable` in production unless ``REDIS_DURABILITY_CHECK=warn``."""
+    """Check every primary of ``client`` (named ``what`` in messages; ``replicas`` as in
+    :func:`problems_of`); the problems found. Raises :class:`NotDurable` in production unless
+    ``REDIS_DURABILITY_CHECK=warn``."""
     try:
         configs: Sequence[dict[str, str]] = await client.on_primaries("CONFIG", "GET", *_SETTINGS)
     except StoreError as error:

@@ -92,6 +92,14 @@ async def _clients(
     }
 
 
+async def _check_durability(settings: Settings, main: RedisClient, broker: RedisClient) -> None:
+    """The data tier's durability, and the broker's where it is a Redis of its own (nothing
+    waits for the broker's replicas, so only its AOF counts)."""
+    await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
+    if broker is not main:
+        await check_durability(broker, settings, what="CELERY_BROKER_URL", replicas=None)
+
+
 async def _active_version(
     settings: Settings, stack: AsyncExitStack, registry: ModelRegistry
 ) -> ActiveVersion:
@@ -226,7 +234,7 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     read_path = await start_read_path(settings, stack)
     main, ephemeral = read_path.main, read_path.ephemeral
     clients = await _clients(settings, stack, main)
-    await check_durability(main, settings, what="REDIS_URL", replicas=settings.durable_replicas)
+    await _check_durability(settings, main, clients["broker"])
     recommenders = _recommender_client(settings, stack)
     feature_store = await _feature_store_client(settings, stack)
     tasks = _task_queue(settings, stack, clients["broker"])
