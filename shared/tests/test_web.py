@@ -339,12 +339,17 @@ def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
     body = _assert_problem(client.get("/no/such/route"), 404)
 
     assert body["title"] == "Not found"
+    assert body["detail"] == "Nothing is served at /no/such/route."
+    long = _assert_problem(client.get("/" + "x" * 5000), 404)
+    assert long["detail"] == "Nothing is served at /" + "x" * 199 + "…."
 
 
 def test_wrong_method_is_a_405_problem_naming_the_allowed_ones(client: TestClient) -> None:
     response = client.delete("/events")
 
-    assert _assert_problem(response, 405)["title"] == "Method not allowed"
+    body = _assert_problem(response, 405)
+    assert body["title"] == "Method not allowed"
+    assert body["detail"] == "DELETE is not served at /events; it serves POST."
     assert response.headers["allow"] == "POST"
 
 
@@ -365,7 +370,7 @@ def test_allow_names_the_methods_of_routes_in_included_routers() -> None:
     with TestClient(app) as client:
         response = client.post("/shelf/b1")
 
-    _assert_problem(response, 405)
+    assert _assert_problem(response, 405)["detail"].endswith("it serves GET, PUT.")
     assert response.headers["allow"] == "GET, PUT"
 
 

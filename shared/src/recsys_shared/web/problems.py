@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -233,14 +234,30 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         # Content-Length refused up front.
         return problem_response(PayloadTooLarge(str(exc.detail)))
     title = _HTTP_ERROR_TITLES.get(exc.status_code, "HTTP error")
-    response = _generic_problem(exc.status_code, title, str(exc.detail))
+    # Starlette names the methods of the first route on the path only; a path served by
+    # several routes (GET, PUT, DELETE of one item) allows all of theirs.
+    allowed = sorted(_allowed_methods(request)) if exc.status_code == 405 else []
+    detail = str(exc.detail)
+    if detail == HTTPStatus(exc.status_code).phrase:  # the router's own, naming nothing
+        detail = _routing_detail(request, exc.status_code, allowed) or detail
+    response = _generic_problem(exc.status_code, title, detail)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
-    if exc.status_code == 405:
-        # Starlette names the methods of the first route on the path only; a path served
-        # by several routes (GET, PUT, DELETE of one item) allows all of theirs.
-        response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)
     return response
+
+
+def _routing_detail(request: Request, status: int, allowed: list[str]) -> str | None:
+    """What the router could not match, in words: the path (cut short: it is the client's
+    input) and, for a 405, the methods the path does serve."""
+    path = request.url.path
+    shown = path if len(path) <= 200 else path[:200] + "…"
+    if status == 404:
+        return f"Nothing is served at {shown}."
+    if status == 405:
+        return f"{request.method} is not served at {shown}; it serves {', '.join(allowed)}."
+    return None
 
 
 async def _on_unexpected_error(_: Request, exc: Exception) -> Response:
