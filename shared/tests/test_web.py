@@ -164,6 +164,14 @@ def test_validation_errors_name_the_event_index(client: TestClient) -> None:
     )
 
 
+def test_one_broken_entry_is_named_in_the_singular() -> None:
+    errors = [FieldError(field="events[0].type", message="bad", type="enum", index=0)]
+
+    assert invalid_input_detail(errors) == (
+        "1 invalid field (events[0].type) in entry 0; nothing of the batch was stored."
+    )
+
+
 @pytest.mark.parametrize(
     ("user_id", "message"),
     [

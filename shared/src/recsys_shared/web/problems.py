@@ -208,7 +208,8 @@ def invalid_input_detail(errors: list[FieldError]) -> str:
     detail = f"{len(fields)} invalid {noun} ({_first_few(fields)})"
     indexes = sorted({error.index for error in errors if error.index is not None})
     if indexes:
-        detail += f" in entries {_first_few(indexes)}; nothing of the batch was stored"
+        entries = "entry" if len(indexes) == 1 else "entries"
+        detail += f" in {entries} {_first_few(indexes)}; nothing of the batch was stored"
     return detail + "."
 
 
