@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi import APIRouter, FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.exceptions import StarletteDeprecationWarning
 
 from recsys_shared import web
@@ -350,6 +351,19 @@ def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
     assert body["detail"] == "Nothing is served at /no/such/route."
     long = _assert_problem(client.get("/" + "x" * 5000), 404)
     assert long["detail"] == "Nothing is served at /" + "x" * 199 + "…."
+
+
+def test_an_http_error_raised_with_its_own_detail_keeps_it() -> None:
+    app = _build_app({})
+
+    @app.get("/shelf")
+    async def shelf() -> None:
+        raise StarletteHTTPException(404, "The shelf was taken down.")
+
+    with TestClient(app) as client:
+        body = _assert_problem(client.get("/shelf"), 404)
+
+    assert body["detail"] == "The shelf was taken down."
 
 
 def test_wrong_method_is_a_405_problem_naming_the_allowed_ones(client: TestClient) -> None:

@@ -238,9 +238,7 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     # Starlette names the methods of the first route on the path only; a path served by
     # several routes (GET, PUT, DELETE of one item) allows all of theirs.
     allowed = sorted(_allowed_methods(request)) if exc.status_code == 405 else []
-    detail = str(exc.detail)
-    if detail == HTTPStatus(exc.status_code).phrase:  # the router's own, naming nothing
-        detail = _routing_detail(request, exc.status_code, allowed) or detail
+    detail = _routing_detail(request, exc, allowed) or str(exc.detail)
     response = _generic_problem(exc.status_code, title, detail)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
@@ -249,16 +247,20 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def _routing_detail(request: Request, status: int, allowed: list[str]) -> str | None:
-    """What the router could not match, in words: the path (cut short: it is the client's
-    input) and, for a 405, the methods the path does serve."""
+def _routing_detail(
+    request: Request, exc: StarletteHTTPException, allowed: list[str]
+) -> str | None:
+    """For the router's own 404 and 405 (their bare status phrase names nothing), what it
+    could not match: the path (cut short: it is the client's input) and, for a 405, the
+    methods the path does serve. None for any other error."""
+    if exc.status_code not in (404, 405) or exc.detail != HTTPStatus(exc.status_code).phrase:
+        return None
     path = request.url.path
     shown = path if len(path) <= 200 else path[:200] + "…"
-    if status == 404:
+    if exc.status_code == 404:
         return f"Nothing is served at {shown}."
-    if status == 405:
-        return f"{request.method} is not served at {shown}; it serves {', '.join(allowed)}."
-    return None
+    serves = f"; it serves {', '.join(allowed)}" if allowed else ""
+    return f"{request.method} is not served at {shown}{serves}."
 
 
 async def _on_unexpected_error(_: Request, exc: Exception) -> Response:
