@@ -1,9 +1,9 @@
 """Is the Redis that holds durable state set up so that nothing acknowledged is lost?
 
 Checked at start-up by the gateway (events) and the feature-store (features), on the data
-tier every service writes to, and by the gateway on Celery's broker when ``CELERY_BROKER_URL``
-names a Redis of its own (an evicted or lost message is a lost erasure or training run until
-the next scheduled one). Per primary, from ``CONFIG GET``:
+tier every service writes to, and by the gateway and the worker on Celery's broker when
+``CELERY_BROKER_URL`` names a Redis of its own (an evicted or lost message is a lost erasure
+or training run until the next scheduled one). Per primary, from ``CONFIG GET``:
 
 - ``maxmemory-policy`` must be ``noeviction``: any other policy lets Redis evict idempotency
   markers, unapplied events or Celery messages to make room (a managed Redis's default,
@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 
 from recsys_shared.errors import RecsysError, StoreError, StoreUnavailable
-from recsys_shared.redis import RedisClient
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.settings import Environment, ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -96,3 +96,15 @@ async def check_durability(
         raise NotDurable(message + ". REDIS_DURABILITY_CHECK=warn starts anyway.")
     log.warning(message)
     return problems
+
+
+async def check_durability_at(
+    url: str, settings: ServiceSettings, *, what: str, replicas: int | None, name: str
+) -> list[str]:
+    """:func:`check_durability` for a process that has no client of that Redis yet (the
+    worker, before its first task); ``name`` names the connection."""
+    client = await connect(url, name=name)
+    try:
+        return await check_durability(client, settings, what=what, replicas=replicas)
+    finally:
+        await client.aclose()
