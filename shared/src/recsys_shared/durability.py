@@ -1,7 +1,7 @@
 """Is the Redis that holds durable state set up so that nothing acknowledged is lost?
 
 Checked at start-up by the gateway (events) and the feature-store (features), on the data
-tier every service writes to, and by the gateway and the worker on Celery's broker when
+tier every service writes to, and by the gateway, the worker and beat on Celery's broker when
 ``CELERY_BROKER_URL`` names a Redis of its own (an evicted or lost message is a lost erasure
 or training run until the next scheduled one). Per primary, from ``CONFIG GET``:
 

@@ -47,38 +47,39 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = get_settings()
     configure_logging(settings.service_name, level=settings.log_level, json_lines=settings.log_json)
+    from recsys_shared.durability import NotDurable
+    from recsys_shared.layout import LayoutMismatch
     from retraining_worker.celery_app import app
 
+    try:
+        asyncio.run(_start_up_checks(settings, role))
+    except (LayoutMismatch, NotDurable) as refused:  # the detail says what to set
+        raise SystemExit(f"retraining-worker ({role}): {refused.detail}") from None
     if role == "worker":
         _run_worker(app, settings, args[1:])
     else:
         app.start(["beat", "--loglevel", settings.log_level, *args[1:]])
 
 
-async def _start_up_checks(settings: Settings) -> None:
-    """Before the first task: the data tier is partitioned as the tasks will read it, and a
-    broker of its own keeps its messages (checked as the gateway checks it: the worker may be
-    given another ``CELERY_BROKER_URL`` than the gateway's)."""
+async def _start_up_checks(settings: Settings, role: str) -> None:
+    """Before the first task: the worker's data tier is partitioned as the tasks will read
+    it; a broker of its own keeps its messages (checked as the gateway checks it: worker and
+    beat may be given another ``CELERY_BROKER_URL`` than the gateway's)."""
     from recsys_shared.durability import check_durability_at
     from recsys_shared.layout import check_layout_at
 
-    await check_layout_at(settings.redis_dsn, settings.partitions, name="worker")
+    if role == "worker":
+        await check_layout_at(settings.redis_dsn, settings.partitions, name=role)
     if settings.broker_dsn != settings.redis_dsn:
         await check_durability_at(
-            settings.broker_dsn, settings, what="CELERY_BROKER_URL", replicas=None, name="worker"
+            settings.broker_dsn, settings, what="CELERY_BROKER_URL", replicas=None, name=role
         )
 
 
 def _run_worker(app: Celery, settings: Settings, options: list[str]) -> None:
-    from recsys_shared.durability import NotDurable
-    from recsys_shared.layout import LayoutMismatch
     from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
     from retraining_worker.health import start_health_server
 
-    try:
-        asyncio.run(_start_up_checks(settings))
-    except (LayoutMismatch, NotDurable) as refused:  # the detail says what to set
-        raise SystemExit(f"retraining-worker: {refused.detail}") from None
     start_health_server(settings)
     app.worker_main(
         [
