@@ -347,7 +347,7 @@ def test_unsafe_request_ids_are_replaced(client: TestClient, unsafe: bytes) -> N
 def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
     body = _assert_problem(client.get("/no/such/route"), 404)
 
-    assert body["title"] == "Not found"
+    assert body["title"] == "Not Found"  # about:blank: the status phrase (RFC 9457)
     assert body["detail"] == "Nothing is served at /no/such/route."
     long = _assert_problem(client.get("/" + "x" * 5000), 404)
     assert long["detail"] == "Nothing is served at /" + "x" * 199 + "…."
@@ -370,7 +370,7 @@ def test_wrong_method_is_a_405_problem_naming_the_allowed_ones(client: TestClien
     response = client.delete("/events")
 
     body = _assert_problem(response, 405)
-    assert body["title"] == "Method not allowed"
+    assert body["title"] == "Method Not Allowed"
     assert body["detail"] == "DELETE is not served at /events; it serves POST."
     assert response.headers["allow"] == "POST"
 
@@ -504,6 +504,7 @@ def test_an_unexpected_error_is_a_500_problem_with_the_usual_headers(
         response = crashing.get("/things/crash", headers={"X-Request-ID": "req-crash-1"})
 
     body = _assert_problem(response, 500)
+    assert (body["type"], body["title"]) == ("about:blank", "Internal Server Error")
     assert body["request_id"] == "req-crash-1"
     assert "a bug" not in response.text  # logged, not shown
     assert response.headers.get_list("x-request-id") == ["req-crash-1"]

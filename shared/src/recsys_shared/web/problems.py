@@ -77,10 +77,16 @@ def _allowed_methods(request: Request) -> set[str]:
 
 def _internal_error(error: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=error)
-    return _generic_problem(500, "Internal error", "An unexpected error occurred; it was logged.")
+    return _generic_problem(500, "An unexpected error occurred; it was logged.")
 
 
-def _generic_problem(status: int, title: str, detail: str) -> JSONResponse:
+def _generic_problem(status: int, detail: str) -> JSONResponse:
+    """A problem of no type of ours: ``about:blank``, titled with the status's own phrase
+    (as RFC 9457 asks of that type)."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:  # a status Python does not name
+        title = "HTTP error"
     problem = Problem(
         type="about:blank",
         title=title,
@@ -219,27 +225,17 @@ def _first_few(names: list[str] | list[int]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-#: Titles of the HTTP errors Starlette raises itself (routing, body parsing).
-_HTTP_ERROR_TITLES = {
-    400: "Malformed request",
-    404: "Not found",
-    405: "Method not allowed",
-    413: "Payload too large",
-}
-
-
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == PayloadTooLarge.status:
         # The body limit found out while streaming: the same problem as a large
         # Content-Length refused up front.
         return problem_response(PayloadTooLarge(str(exc.detail)))
-    title = _HTTP_ERROR_TITLES.get(exc.status_code, "HTTP error")
     # Starlette names the methods of the first route on the path only; a path served by
     # several routes (GET, PUT, DELETE of one item) allows all of theirs.
     allowed = sorted(_allowed_methods(request)) if exc.status_code == 405 else []
     detail = _routing_detail(request, exc, allowed) or str(exc.detail)
-    response = _generic_problem(exc.status_code, title, detail)
+    response = _generic_problem(exc.status_code, detail)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     if allowed:
