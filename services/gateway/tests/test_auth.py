@@ -206,6 +206,7 @@ def test_every_v1_route_needs_a_valid_key(gateway: Any, key: str | None) -> None
         body = response.json()
         assert body["status"] == 401, where
         assert body["type"] == "urn:recsys:problem:authentication-required", where
+        assert response.headers["www-authenticate"] == "APIKey", where  # RFC 9110: a challenge
     # Nothing reached the services behind the gateway.
     assert gateway.recommender.requests == []
     assert gateway.feature_store.requests == []

@@ -16,6 +16,7 @@ from starlette.routing import Match
 
 from recsys_shared import metrics
 from recsys_shared.errors import (
+    AuthenticationRequired,
     InvalidInput,
     PayloadTooLarge,
     RecsysError,
@@ -49,6 +50,10 @@ def problem_response(
     all_headers = dict(headers or {})
     if isinstance(error, RetryableError):
         all_headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, AuthenticationRequired):
+        # A 401 names a challenge (RFC 9110); API keys have no registered scheme, so the one
+        # FastAPI's APIKeyHeader sends.
+        all_headers["WWW-Authenticate"] = "APIKey"
     return JSONResponse(
         problem.model_dump(),
         status_code=error.status,
