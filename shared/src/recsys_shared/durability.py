@@ -102,7 +102,7 @@ async def check_durability_at(
     url: str, settings: ServiceSettings, *, what: str, replicas: int | None, name: str
 ) -> list[str]:
     """:func:`check_durability` for a process that has no client of that Redis yet (the
-    worker, before its first task); ``name`` names the connection."""
+    worker and beat, before Celery starts); ``name`` names the connection."""
     client = await connect(url, name=name)
     try:
         return await check_durability(client, settings, what=what, replicas=replicas)
