@@ -146,6 +146,8 @@ def test_a_wrong_key_shows_the_form_again_to_a_browser_and_a_problem_to_others(
     scripted = _sign_in(gateway, "nope")
     assert scripted.status_code == 401
     assert scripted.json()["type"] == "urn:recsys:problem:authentication-required"
+    for refused in (in_browser, scripted):  # RFC 9110: a 401 names a challenge
+        assert refused.headers["www-authenticate"] == "APIKey"
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,9 @@ from recsys_shared.web.observability import SECURITY_HEADERS
 log = logging.getLogger("recsys.http")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: The challenge every 401 names (RFC 9110 requires one): API keys have no registered scheme,
+#: so the one FastAPI's APIKeyHeader sends.
+API_KEY_CHALLENGE = {"WWW-Authenticate": "APIKey"}
 
 
 def problem_response(
@@ -51,9 +54,7 @@ def problem_response(
     if isinstance(error, RetryableError):
         all_headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, AuthenticationRequired):
-        # A 401 names a challenge (RFC 9110); API keys have no registered scheme, so the one
-        # FastAPI's APIKeyHeader sends.
-        all_headers["WWW-Authenticate"] = "APIKey"
+        all_headers.update(API_KEY_CHALLENGE)
     return JSONResponse(
         problem.model_dump(),
         status_code=error.status,

@@ -46,6 +46,7 @@ from recsys_shared.errors import (
     RecsysError,
 )
 from recsys_shared.schemas import Decision, FieldError, Problem
+from recsys_shared.web.problems import API_KEY_CHALLENGE
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,8 @@ async def sign_in(request: Request, state: StateDep) -> Response:
         if not _wants_html(request):
             raise
         page = ui.sign_in_page(action=SIGN_IN, error=refused.detail)
-        return HTMLResponse(page, status_code=refused.status, headers=_HEADERS)
+        challenge = API_KEY_CHALLENGE if refused.status == 401 else {}
+        return HTMLResponse(page, status_code=refused.status, headers=_HEADERS | challenge)
     log.info("status page: signed in with key %s (role %s)", key_id, role)
     sessions = _sessions(state.settings)
     response = RedirectResponse(PAGE, status_code=303, headers=_HEADERS)
