@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.exceptions import StarletteDeprecationWarning
@@ -392,8 +392,45 @@ def test_allow_names_the_methods_of_routes_in_included_routers() -> None:
     with TestClient(app) as client:
         response = client.post("/shelf/b1")
 
-    assert _assert_problem(response, 405)["detail"].endswith("it serves GET, PUT.")
-    assert response.headers["allow"] == "GET, PUT"
+    assert _assert_problem(response, 405)["detail"].endswith("it serves GET, HEAD, PUT.")
+    assert response.headers["allow"] == "GET, HEAD, PUT"
+
+
+# ── HEAD ──────────────────────────────────────────────────────────────────────────────────
+@pytest.mark.parametrize("path", ["/healthz", "/things/t1", "/things/missing", "/nothing"])
+def test_head_answers_as_get_would_without_the_body(client: TestClient, path: str) -> None:
+    as_get = client.get(path)
+    response = client.head(path)
+
+    assert response.status_code == as_get.status_code
+    assert response.content == b""
+    for header in ("content-type", "content-length", "x-content-type-options"):
+        assert response.headers[header] == as_get.headers[header]
+
+
+def test_head_is_refused_where_get_is_not_served(client: TestClient) -> None:
+    response = client.head("/events")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+def test_a_route_of_its_own_for_head_answers_it() -> None:
+    app = _build_app({})
+
+    @app.get("/shelf")
+    async def shelf() -> dict[str, str]:
+        return {"shelf": "full"}
+
+    @app.head("/shelf")
+    async def shelf_head() -> Response:
+        return Response(headers={"X-Shelf": "own"})
+
+    with TestClient(app) as client:
+        response = client.head("/shelf")
+
+    assert response.status_code == 200
+    assert response.headers["x-shelf"] == "own"
 
 
 def test_healthz(client: TestClient) -> None:

@@ -101,6 +101,21 @@ def test_popular_items_per_category(stack: Stack, trained: dict[str, object]) ->
     assert body["items"][0]["score"] == pytest.approx(1.0)
 
 
+def test_head_is_answered_wherever_get_is_by_the_real_servers(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    for service in ("gateway", "recommender1", "feature-store"):
+        assert httpx.head(f"{stack.url(service)}/healthz", timeout=5).status_code == 200, service
+
+    listed = httpx.head(
+        f"{stack.gateway}/v1/users/a3/recommendations", headers=client_headers(), timeout=10
+    )
+    assert (listed.status_code, listed.content) == (200, b"")
+    assert int(listed.headers["content-length"]) > 0
+    keyless = httpx.head(f"{stack.gateway}/v1/items/popular", timeout=10)
+    assert (keyless.status_code, keyless.headers["www-authenticate"]) == (401, "APIKey")
+
+
 def test_every_replica_serves_the_published_version(
     stack: Stack, trained: dict[str, object]
 ) -> None:

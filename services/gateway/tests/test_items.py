@@ -366,7 +366,7 @@ def test_the_popular_lists_path_takes_no_item_write(
     )
 
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
     assert items_gateway.feature_store.requests == []
 
 

@@ -5,9 +5,10 @@ A service builds its app with :func:`create_service_app`, which installs all of 
 on every request of the hot path.
 
 Split by concern: ``observability`` (request ids, metrics, the failure log), ``limits``
-(time and body size), ``problems`` (error mapping), ``ops`` (liveness, readiness, metrics),
-``state`` (the typed lifespan state routes read), ``lists`` (the hot list routes' answer);
-the fast lane lives apart, in :mod:`recsys_shared.fastpath`.
+(time and body size), ``problems`` (error mapping), ``methods`` (which methods a path serves;
+HEAD answered as GET), ``ops`` (liveness, readiness, metrics), ``state`` (the typed lifespan
+state routes read), ``lists`` (the hot list routes' answer); the fast lane lives apart, in
+:mod:`recsys_shared.fastpath`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recsys_shared.redis import RedisClient, connect
 from recsys_shared.settings import ServiceSettings
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
+from recsys_shared.web.methods import HeadAsGetMiddleware
 from recsys_shared.web.observability import ObservabilityMiddleware
 from recsys_shared.web.ops import LivenessCheck, ReadinessCheck, ops_router, redis_readiness
 from recsys_shared.web.problems import (
@@ -43,6 +45,7 @@ __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "BodySizeLimitMiddleware",
     "FastLane",
+    "HeadAsGetMiddleware",
     "ObservabilityMiddleware",
     "RequestTimeoutMiddleware",
     "create_service_app",
@@ -74,6 +77,8 @@ def install(
     """
     install_error_handlers(app, on_invalid)
     app.include_router(ops_router(readiness, liveness))
+    # Innermost: a HEAD reaches the router as a GET (the fast lane serves GET and POST only).
+    app.add_middleware(HeadAsGetMiddleware, routes=app.router.routes)
     if fast_routes:
         app.add_middleware(FastLane, routes=fast_routes, exception_handlers=app.exception_handlers)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)

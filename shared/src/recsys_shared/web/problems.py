@@ -12,7 +12,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from recsys_shared import metrics
 from recsys_shared.errors import (
@@ -29,6 +28,7 @@ from recsys_shared.logging import (
     request_id_var,
 )
 from recsys_shared.schemas import PATTERN_RULES, FieldError, Problem
+from recsys_shared.web.methods import served_methods
 from recsys_shared.web.observability import SECURITY_HEADERS
 
 log = logging.getLogger("recsys.http")
@@ -61,24 +61,6 @@ def problem_response(
         headers=all_headers,
         media_type=PROBLEM_MEDIA_TYPE,
     )
-
-
-#: The methods a 405's ``Allow`` may name.
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-
-
-def _allowed_methods(request: Request) -> set[str]:
-    """The methods some route serves on this request's path: each method asked of every
-    route, as the router would (FastAPI's included routers answer ``matches`` like routes,
-    but have no ``methods`` of their own to read)."""
-    routes = request.app.router.routes
-    return {
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
-        )
-    }
 
 
 def _internal_error(error: Exception) -> JSONResponse:
@@ -239,7 +221,9 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
         return problem_response(PayloadTooLarge(str(exc.detail)))
     # Starlette names the methods of the first route on the path only; a path served by
     # several routes (GET, PUT, DELETE of one item) allows all of theirs.
-    allowed = sorted(_allowed_methods(request)) if exc.status_code == 405 else []
+    allowed = []
+    if exc.status_code == 405:
+        allowed = sorted(served_methods(request.app.router.routes, request.scope))
     detail = _routing_detail(request, exc, allowed) or str(exc.detail)
     response = _generic_problem(exc.status_code, detail)
     for name, value in (exc.headers or {}).items():
