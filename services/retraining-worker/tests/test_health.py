@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from recsys_shared.processes import free_port
+from recsys_shared.schemas import PROBLEM_MEDIA_TYPE
 from retraining_worker.config import Settings
 from retraining_worker.health import start_health_server
 
@@ -63,6 +64,26 @@ def test_health_endpoints(start_server: StartServer, redis_url: str) -> None:
     assert scraped.status_code == 200
     assert scraped.headers["content-type"].startswith("text/plain")
     assert missing.status_code == 404
+    assert missing.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert missing.json()["detail"] == "Nothing is served at /nope."
+
+
+def test_head_a_query_and_other_methods(start_server: StartServer, redis_url: str) -> None:
+    base = start_server(redis_url)
+
+    with httpx.Client(base_url=base, timeout=5) as http:
+        as_get = http.get("/healthz")
+        head = http.head("/healthz")
+        with_query = http.get("/readyz", params={"probe": "1"})
+        posted = http.post("/healthz")
+
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == as_get.headers["content-length"]
+    assert with_query.status_code == 200
+    assert posted.status_code == 405
+    assert posted.headers["allow"] == "GET, HEAD"
+    assert posted.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert posted.json()["title"] == "Method Not Allowed"
 
 
 def test_not_ready_without_redis(start_server: StartServer) -> None:

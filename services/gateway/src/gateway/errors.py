@@ -6,8 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from recsys_shared.schemas import Problem
-from recsys_shared.web.problems import PROBLEM_MEDIA_TYPE
+from recsys_shared.schemas import PROBLEM_MEDIA_TYPE, Problem
 
 # ``model`` puts Problem in the document's schemas; document_problems files it under the
 # media type the errors are sent as.

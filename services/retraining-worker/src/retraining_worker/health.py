@@ -14,8 +14,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery.signals import heartbeat_sent
@@ -25,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from recsys_shared.errors import RecsysError
 from recsys_shared.redis import connect
+from recsys_shared.schemas import PROBLEM_MEDIA_TYPE, Problem
 from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
 
 # Imported by the process that serves /metrics, before it serves: the families (their labels
@@ -117,18 +120,19 @@ def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/metrics":
+            path = urlsplit(self.path).path
+            if path == "/metrics":
                 registry = CollectorRegistry()
                 MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
                 registry.register(QueueLengthCollector(settings))
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
+            elif path == "/healthz":
                 problem = heartbeat.problem()
                 if problem is None:
                     self._json(200, {"status": "ok"})
                 else:
                     self._json(503, {"status": "stuck", "detail": problem})
-            elif self.path == "/readyz":
+            elif path == "/readyz":
                 checks = _readiness(settings)
                 ready = all(value == "ok" for value in checks.values())
                 self._json(
@@ -136,17 +140,37 @@ def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
                     {"status": "ready" if ready else "not_ready", "checks": checks},
                 )
             else:
-                self._json(404, {"title": "Not found", "status": 404})
+                self._problem(404, f"Nothing is served at {path[:200]}.")
+
+        def do_HEAD(self) -> None:
+            self.do_GET()  # _send leaves a HEAD's body out
+
+        def _refuse_method(self) -> None:
+            detail = f"{self.command} is not served here; every path serves GET and HEAD."
+            self._problem(405, detail, headers={"Allow": "GET, HEAD"})
+
+        # The names BaseHTTPRequestHandler dispatches to (it answers 501 to a method it lacks).
+        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _refuse_method  # noqa: N815
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             self._send(status, json.dumps(body).encode(), "application/json")
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
+        def _problem(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+            phrase = HTTPStatus(status).phrase
+            problem = Problem(type="about:blank", title=phrase, status=status, detail=detail)
+            body = problem.model_dump_json().encode()
+            self._send(status, body, PROBLEM_MEDIA_TYPE, headers)
+
+        def _send(
+            self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", content_type)
+            for name, value in {"Content-Type": content_type, **(headers or {})}.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:
             return

@@ -117,6 +117,7 @@ from recsys_shared.schemas.pipeline import (
     ThroughputPoint,
 )
 from recsys_shared.schemas.problems import (
+    PROBLEM_MEDIA_TYPE,
     FieldError,
     Problem,
     Readiness,
@@ -153,6 +154,7 @@ __all__ = [
     "MAX_VARIANTS",
     "MAX_WEIGHT",
     "PATTERN_RULES",
+    "PROBLEM_MEDIA_TYPE",
     "RATING_NEUTRAL",
     "RESERVED_ITEM_ID",
     "TASK_ID_PATTERN",

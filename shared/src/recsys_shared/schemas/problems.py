@@ -6,6 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+#: The media type every problem is sent as (RFC 9457).
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
 
 # ── errors and health ─────────────────────────────────────────────────────────────────────
 class FieldError(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from recsys_shared.web.problems import PROBLEM_MEDIA_TYPE
+from recsys_shared.schemas import PROBLEM_MEDIA_TYPE
 
 
 def assert_problem(

@@ -26,6 +26,7 @@ from recsys_shared.fastpath.lane import FastLane
 from recsys_shared.layout import check_layout
 from recsys_shared.logging import configure_logging
 from recsys_shared.redis import RedisClient, connect
+from recsys_shared.schemas import PROBLEM_MEDIA_TYPE
 from recsys_shared.settings import ServiceSettings
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
 from recsys_shared.web.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
@@ -33,7 +34,6 @@ from recsys_shared.web.methods import HeadAsGetMiddleware
 from recsys_shared.web.observability import ObservabilityMiddleware
 from recsys_shared.web.ops import LivenessCheck, ReadinessCheck, ops_router, redis_readiness
 from recsys_shared.web.problems import (
-    PROBLEM_MEDIA_TYPE,
     InvalidInputHook,
     install_error_handlers,
     problem_response,

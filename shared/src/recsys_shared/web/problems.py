@@ -27,13 +27,12 @@ from recsys_shared.logging import (
     REQUEST_ID_HEADER,
     request_id_var,
 )
-from recsys_shared.schemas import PATTERN_RULES, FieldError, Problem
+from recsys_shared.schemas import PATTERN_RULES, PROBLEM_MEDIA_TYPE, FieldError, Problem
 from recsys_shared.web.methods import served_methods
 from recsys_shared.web.observability import SECURITY_HEADERS
 
 log = logging.getLogger("recsys.http")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 #: The challenge every 401 names (RFC 9110 requires one): API keys have no registered scheme,
 #: so the one FastAPI's APIKeyHeader sends.
 API_KEY_CHALLENGE = {"WWW-Authenticate": "APIKey"}
