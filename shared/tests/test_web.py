@@ -459,13 +459,13 @@ def test_readyz_is_503_when_a_check_fails(checks: dict[str, str], client: TestCl
     }
 
 
-def _requests_total(text: str, route: str, status: int) -> float:
-    """The value of ``http_requests_total`` for one GET route template and status, or 0."""
+def _requests_total(text: str, route: str, status: int, method: str = "GET") -> float:
+    """The value of ``http_requests_total`` for one route template, status and method, or 0."""
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "http_requests_total" and sample.labels == {
                 "route": route,
-                "method": "GET",
+                "method": method,
                 "status": str(status),
             }:
                 return float(sample.value)
@@ -485,6 +485,15 @@ def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
     assert "first-raw-id" not in response.text
     assert _requests_total(response.text, "/things/first-raw-id", 200) == 0.0
     assert "http_request_duration_seconds_bucket" in response.text
+
+
+def test_a_head_is_counted_under_its_route_and_method(client: TestClient) -> None:
+    before = _requests_total(client.get("/metrics").text, "/things/{thing_id}", 200, "HEAD")
+
+    client.head("/things/raw-id")
+
+    text = client.get("/metrics").text
+    assert _requests_total(text, "/things/{thing_id}", 200, "HEAD") == before + 1
 
 
 def test_metrics_label_unmatched_routes_without_the_raw_path(client: TestClient) -> None:

@@ -43,7 +43,13 @@ class HeadAsGetMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD" and self._as_get(scope):
-            await self.app({**scope, "method": "GET"}, receive, _headers_only(send))
+            as_get = {**scope, "method": "GET"}
+            try:
+                await self.app(as_get, receive, _headers_only(send))
+            finally:
+                # The route the router matched, for the metrics and logs outside this layer.
+                if "route" in as_get:
+                    scope["route"] = as_get["route"]
             return
         await self.app(scope, receive, send)
 
