@@ -26,8 +26,14 @@ from recsys_shared.errors import (
     StoreUnavailable,
     UnknownItem,
 )
-from recsys_shared.schemas import ID_PATTERN, PATTERN_RULES, EventBatch, FieldError
-from recsys_shared.web.problems import invalid_input_detail
+from recsys_shared.schemas import (
+    ID_PATTERN,
+    MAX_LISTED_ERRORS,
+    PATTERN_RULES,
+    EventBatch,
+    FieldError,
+)
+from recsys_shared.web.problems import InvalidInputHook, invalid_input_detail
 
 with warnings.catch_warnings():
     # Starlette 1.x asks for the `httpx2` package, which this environment does not ship; its
@@ -505,12 +511,7 @@ def test_metrics_label_unmatched_routes_without_the_raw_path(client: TestClient)
     assert "/secret/raw/path/42" not in text
 
 
-def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
-    seen: list[tuple[str, list[FieldError]]] = []
-
-    async def on_invalid(request: Request, errors: list[FieldError]) -> None:
-        seen.append((request.url.path, errors))
-
+def _app_with_invalid_input_hook(on_invalid: InvalidInputHook) -> FastAPI:
     async def readiness(_: Request) -> dict[str, str]:
         return {}
 
@@ -521,7 +522,16 @@ def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
     async def post_events(batch: EventBatch) -> dict[str, int]:
         return {"accepted": len(batch.events)}
 
-    with TestClient(app) as client:
+    return app
+
+
+def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
+    seen: list[tuple[str, list[FieldError]]] = []
+
+    async def on_invalid(request: Request, errors: list[FieldError]) -> None:
+        seen.append((request.url.path, errors))
+
+    with TestClient(_app_with_invalid_input_hook(on_invalid)) as client:
         bad = client.post("/events", json={"events": [{"user_id": "u", "item_id": "i"}]})
         good = client.post(
             "/events", json={"events": [{"user_id": "u", "item_id": "i", "type": "like"}]}
@@ -533,6 +543,25 @@ def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
     assert path == "/events"
     assert [error.model_dump() for error in errors] == bad.json()["errors"]
     assert errors[0].index == 0
+
+
+def test_a_422_lists_the_first_errors_and_the_hook_sees_them_all() -> None:
+    seen: list[FieldError] = []
+
+    async def on_invalid(_: Request, errors: list[FieldError]) -> None:
+        seen.extend(errors)
+
+    unknown_fields = {f"x{n}": 0 for n in range(3)}
+    event = {"user_id": "u", "item_id": "i", "type": "like", **unknown_fields}
+    with TestClient(_app_with_invalid_input_hook(on_invalid)) as client:
+        response = client.post("/events", json={"events": [event] * 50})
+
+    body = _assert_problem(response, 422)
+    assert len(body["errors"]) == MAX_LISTED_ERRORS < 150
+    assert body["errors"][:2] == [error.model_dump() for error in seen[:2]]
+    assert body["errors"][-1]["index"] == (MAX_LISTED_ERRORS - 1) // 3
+    assert body["detail"].endswith(f"; errors lists the first {MAX_LISTED_ERRORS} of 150.")
+    assert len(seen) == 150
 
 
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:

@@ -117,6 +117,7 @@ from recsys_shared.schemas.pipeline import (
     ThroughputPoint,
 )
 from recsys_shared.schemas.problems import (
+    MAX_LISTED_ERRORS,
     PROBLEM_MEDIA_TYPE,
     FieldError,
     Problem,
@@ -150,6 +151,7 @@ __all__ = [
     "MAX_CLOCK_SKEW",
     "MAX_ID_LENGTH",
     "MAX_K",
+    "MAX_LISTED_ERRORS",
     "MAX_OFFSET",
     "MAX_VARIANTS",
     "MAX_WEIGHT",

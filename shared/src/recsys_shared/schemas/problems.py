@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 #: The media type every problem is sent as (RFC 9457).
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: How many errors a problem lists; its detail counts them all. A 1 MB batch can hold 90,000
+#: unknown fields: listed whole, the answer was ten times the request.
+MAX_LISTED_ERRORS = 100
 
 
 # ── errors and health ─────────────────────────────────────────────────────────────────────
@@ -33,7 +36,11 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
-    errors: list[FieldError] = Field(default_factory=list)
+    errors: list[FieldError] = Field(
+        default_factory=list,
+        max_length=MAX_LISTED_ERRORS,
+        description=f"What is wrong, the first {MAX_LISTED_ERRORS} (the detail counts them all)",
+    )
     request_id: str | None = None
 
 

@@ -27,7 +27,13 @@ from recsys_shared.logging import (
     REQUEST_ID_HEADER,
     request_id_var,
 )
-from recsys_shared.schemas import PATTERN_RULES, PROBLEM_MEDIA_TYPE, FieldError, Problem
+from recsys_shared.schemas import (
+    MAX_LISTED_ERRORS,
+    PATTERN_RULES,
+    PROBLEM_MEDIA_TYPE,
+    FieldError,
+    Problem,
+)
 from recsys_shared.web.methods import served_methods
 from recsys_shared.web.observability import SECURITY_HEADERS
 
@@ -46,7 +52,7 @@ def problem_response(
         title=error.title,
         status=error.status,
         detail=error.detail,
-        errors=error.errors,
+        errors=error.errors[:MAX_LISTED_ERRORS],
         request_id=request_id_var.get(),
     )
     all_headers = dict(headers or {})
@@ -195,7 +201,7 @@ _NAMED_IN_DETAIL = 5
 def invalid_input_detail(errors: list[FieldError]) -> str:
     """The 422's one line for a person: which fields and, in a batch, which entries, e.g.
     ``2 invalid fields (events[0], events[1].user_id) in entries 0, 1; nothing of the batch
-    was stored.``"""
+    was stored.``, and how many of the errors are listed when not all are."""
     fields = list(dict.fromkeys(error.field for error in errors))
     noun = "field" if len(fields) == 1 else "fields"
     detail = f"{len(fields)} invalid {noun} ({_first_few(fields)})"
@@ -203,6 +209,8 @@ def invalid_input_detail(errors: list[FieldError]) -> str:
     if indexes:
         entries = "entry" if len(indexes) == 1 else "entries"
         detail += f" in {entries} {_first_few(indexes)}; nothing of the batch was stored"
+    if len(errors) > MAX_LISTED_ERRORS:
+        detail += f"; errors lists the first {MAX_LISTED_ERRORS} of {len(errors)}"
     return detail + "."
 
 
