@@ -153,6 +153,30 @@ def test_a_batch_with_invalid_events_is_refused_whole(
     assert fixed.json() == {"accepted": 2, "duplicates": 0}
 
 
+def test_rejects_are_counted_by_reason_and_invented_fields_make_no_reason_of_their_own(
+    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    def counted() -> dict[str, int]:
+        return {reason: int(n) for reason, n in store.hgetall(keys.PIPELINE_REJECTS).items()}
+
+    def exported(reason: str) -> float:
+        labels = {"reason": reason}
+        return REGISTRY.get_sample_value("recsys_event_rejects_total", labels) or 0.0
+
+    before, exported_before = counted(), exported("unknown_field:extra_forbidden")
+    invented = {f"invented_{n}": 0 for n in range(5)}
+    response = _post(gateway, client_headers, [_event(0, **invented), _event(1, user_id="")])
+
+    assert_problem(response, 422)
+    added = {reason: n - before.get(reason, 0) for reason, n in counted().items()}
+    assert {reason: n for reason, n in added.items() if n} == {
+        "unknown_field:extra_forbidden": 5,
+        "user_id:string_too_short": 1,
+    }
+    assert not any("invented" in reason for reason in counted())
+    assert exported("unknown_field:extra_forbidden") == exported_before + 5
+
+
 def test_a_time_ahead_of_the_clock_is_stored_as_the_time_of_receipt(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:

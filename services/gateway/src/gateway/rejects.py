@@ -12,22 +12,28 @@ from gateway import metrics
 from gateway.deps import GatewayState
 from recsys_shared import keys
 from recsys_shared.errors import RecsysError
-from recsys_shared.schemas import FieldError
+from recsys_shared.schemas import EventIn, FieldError
 from recsys_shared.web.state import lifespan_state
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/v1/events"
 _INDEX = re.compile(r"\[\d+\]")
+#: The field names a reason may carry. A name the client invented is ``unknown_field``: a reason
+#: is a metric label and a field of one hash, so the set must stay bounded whatever is sent.
+_NAMED_FIELDS = frozenset(EventIn.model_fields) | {"events", "body"}
 
 
 def reject_reason(error: FieldError) -> str:
     """``user_id:string_too_short`` for ``events[3].user_id``; ``event:value_error`` for a rule
-    about a whole event; ``body:json_invalid`` for a body that is not even JSON."""
-    tail = _INDEX.sub("", error.field).rpartition(".")[2]
+    about a whole event; ``body:json_invalid`` for a body that is not even JSON;
+    ``unknown_field:extra_forbidden`` for any field the contract does not have."""
+    tail = _INDEX.sub("", error.field).rpartition(".")[2] or "body"
     if tail == "events" and error.index is not None:
         tail = "event"
-    return f"{tail or 'body'}:{error.type}"
+    elif tail not in _NAMED_FIELDS:
+        tail = "unknown_field"
+    return f"{tail}:{error.type}"
 
 
 async def count_rejects(request: Request, errors: list[FieldError]) -> None:
