@@ -317,7 +317,7 @@ def experiment(experiment_id: str) -> str:
 
 
 # ── pipeline, reports and locks: one key each ─────────────────────────────────────────────
-PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason → count of problems at the door
+PIPELINE_REJECTS = key("pipeline", "rejects")  # hash reason (a bounded set) → count of refusals
 PIPELINE_REJECTED = key("pipeline", "rejected")  # events refused at the door (a counter)
 DATA_GENERATION = key("pipeline", "generation")  # bumped when users are erased or forgotten
 DATA_LAYOUT = key("layout")  # JSON of the DataLayout the data was written in (layout.py)
