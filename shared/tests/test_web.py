@@ -28,7 +28,7 @@ from recsys_shared.errors import (
 )
 from recsys_shared.schemas import (
     ID_PATTERN,
-    MAX_LISTED_ERRORS,
+    MAX_ERRORS_PER_ENTRY,
     PATTERN_RULES,
     EventBatch,
     FieldError,
@@ -545,23 +545,31 @@ def test_the_invalid_input_hook_sees_the_listed_errors() -> None:
     assert errors[0].index == 0
 
 
-def test_a_422_lists_the_first_errors_and_the_hook_sees_them_all() -> None:
+def test_a_422_lists_every_bad_entry_a_few_errors_each_and_the_hook_sees_them_all() -> None:
     seen: list[FieldError] = []
 
     async def on_invalid(_: Request, errors: list[FieldError]) -> None:
         seen.extend(errors)
 
-    unknown_fields = {f"x{n}": 0 for n in range(3)}
+    unknown_fields = {f"x{n}": 0 for n in range(MAX_ERRORS_PER_ENTRY + 3)}
     event = {"user_id": "u", "item_id": "i", "type": "like", **unknown_fields}
+    valid = {"user_id": "u", "item_id": "i", "type": "like"}
     with TestClient(_app_with_invalid_input_hook(on_invalid)) as client:
-        response = client.post("/events", json={"events": [event] * 50})
+        response = client.post("/events", json={"events": [event, valid, event], "y": 1})
 
     body = _assert_problem(response, 422)
-    assert len(body["errors"]) == MAX_LISTED_ERRORS < 150
-    assert body["errors"][:2] == [error.model_dump() for error in seen[:2]]
-    assert body["errors"][-1]["index"] == (MAX_LISTED_ERRORS - 1) // 3
-    assert body["detail"].endswith(f"; errors lists the first {MAX_LISTED_ERRORS} of 150.")
-    assert len(seen) == 150
+    listed = [(error.get("index"), error["field"]) for error in body["errors"]]
+    assert listed == [
+        *[(0, f"events[0].x{n}") for n in range(MAX_ERRORS_PER_ENTRY)],
+        *[(2, f"events[2].x{n}") for n in range(MAX_ERRORS_PER_ENTRY)],
+        (None, "y"),
+    ]
+    total = 2 * (MAX_ERRORS_PER_ENTRY + 3) + 1
+    assert body["detail"].endswith(
+        f"; {len(listed)} of the {total} errors are listed"
+        f" (at most {MAX_ERRORS_PER_ENTRY} an entry)."
+    )
+    assert len(seen) == total
 
 
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:

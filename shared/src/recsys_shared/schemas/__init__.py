@@ -117,6 +117,7 @@ from recsys_shared.schemas.pipeline import (
     ThroughputPoint,
 )
 from recsys_shared.schemas.problems import (
+    MAX_ERRORS_PER_ENTRY,
     MAX_LISTED_ERRORS,
     PROBLEM_MEDIA_TYPE,
     FieldError,
@@ -149,6 +150,7 @@ __all__ = [
     "MAX_BATCH_ITEMS",
     "MAX_BATCH_LISTS",
     "MAX_CLOCK_SKEW",
+    "MAX_ERRORS_PER_ENTRY",
     "MAX_ID_LENGTH",
     "MAX_K",
     "MAX_LISTED_ERRORS",

@@ -6,11 +6,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from recsys_shared.schemas.base import MAX_BATCH_EVENTS, MAX_BATCH_ITEMS
+
 #: The media type every problem is sent as (RFC 9457).
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-#: How many errors a problem lists; its detail counts them all. A 1 MB batch can hold 90,000
-#: unknown fields: listed whole, the answer was ten times the request.
-MAX_LISTED_ERRORS = 100
+#: How many errors a problem lists for one entry of a batch (and for the request itself); its
+#: detail counts them all. Every bad entry is still listed, but a 1 MB batch of 90,000 unknown
+#: fields is no longer answered with ten times its size.
+MAX_ERRORS_PER_ENTRY = 5
+#: The most a problem can list: that many for each entry of the largest batch and the request.
+MAX_LISTED_ERRORS = (max(MAX_BATCH_EVENTS, MAX_BATCH_ITEMS) + 1) * MAX_ERRORS_PER_ENTRY
 
 
 # ── errors and health ─────────────────────────────────────────────────────────────────────
@@ -39,7 +44,10 @@ class Problem(BaseModel):
     errors: list[FieldError] = Field(
         default_factory=list,
         max_length=MAX_LISTED_ERRORS,
-        description=f"What is wrong, the first {MAX_LISTED_ERRORS} (the detail counts them all)",
+        description=(
+            f"What is wrong: every bad entry of a batch, at most {MAX_ERRORS_PER_ENTRY} errors"
+            " for each (the detail counts them all)"
+        ),
     )
     request_id: str | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -28,7 +29,7 @@ from recsys_shared.logging import (
     request_id_var,
 )
 from recsys_shared.schemas import (
-    MAX_LISTED_ERRORS,
+    MAX_ERRORS_PER_ENTRY,
     PATTERN_RULES,
     PROBLEM_MEDIA_TYPE,
     FieldError,
@@ -52,7 +53,7 @@ def problem_response(
         title=error.title,
         status=error.status,
         detail=error.detail,
-        errors=error.errors[:MAX_LISTED_ERRORS],
+        errors=listed_errors(error.errors),
         request_id=request_id_var.get(),
     )
     all_headers = dict(headers or {})
@@ -194,7 +195,8 @@ def _validation_handler(
     return on_validation_error
 
 
-#: How many fields and entries a 422's detail names before "and N more" (``errors`` has all).
+#: How many fields and entries a 422's detail names before "and N more" (``errors`` lists
+#: every entry).
 _NAMED_IN_DETAIL = 5
 
 
@@ -209,9 +211,24 @@ def invalid_input_detail(errors: list[FieldError]) -> str:
     if indexes:
         entries = "entry" if len(indexes) == 1 else "entries"
         detail += f" in {entries} {_first_few(indexes)}; nothing of the batch was stored"
-    if len(errors) > MAX_LISTED_ERRORS:
-        detail += f"; errors lists the first {MAX_LISTED_ERRORS} of {len(errors)}"
+    per_entry = Counter(error.index for error in errors).values()
+    listed = sum(min(count, MAX_ERRORS_PER_ENTRY) for count in per_entry)
+    if listed < len(errors):
+        detail += f"; {listed} of the {len(errors)} errors are listed"
+        detail += f" (at most {MAX_ERRORS_PER_ENTRY} an entry)"
     return detail + "."
+
+
+def listed_errors(errors: list[FieldError]) -> list[FieldError]:
+    """The errors a problem lists: every entry's first ``MAX_ERRORS_PER_ENTRY`` (and as many
+    of the request's own), in their order."""
+    seen: Counter[int | None] = Counter()
+    listed = []
+    for error in errors:
+        seen[error.index] += 1
+        if seen[error.index] <= MAX_ERRORS_PER_ENTRY:
+            listed.append(error)
+    return listed
 
 
 def _first_few(names: list[str] | list[int]) -> str:
