@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -111,71 +112,80 @@ async def _data_tier(settings: Settings) -> str:
     return "ok"
 
 
+class HealthHandler(BaseHTTPRequestHandler):
+    """``/healthz``, ``/readyz`` and ``/metrics`` (GET, or HEAD); problem details otherwise."""
+
+    def __init__(
+        self, *args: Any, settings: Settings, heartbeat: ConsumerHeartbeat, **kwargs: Any
+    ) -> None:
+        self.settings = settings
+        self.heartbeat = heartbeat
+        super().__init__(*args, **kwargs)  # handles the request
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            registry.register(QueueLengthCollector(self.settings))
+            self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            problem = self.heartbeat.problem()
+            if problem is None:
+                self._json(200, {"status": "ok"})
+            else:
+                self._json(503, {"status": "stuck", "detail": problem})
+        elif path == "/readyz":
+            checks = _readiness(self.settings)
+            ready = all(value == "ok" for value in checks.values())
+            self._json(
+                200 if ready else 503,
+                {"status": "ready" if ready else "not_ready", "checks": checks},
+            )
+        else:
+            self._problem(404, f"Nothing is served at {path[:200]}.")
+
+    def do_HEAD(self) -> None:
+        self.do_GET()  # _send leaves a HEAD's body out
+
+    def _refuse_method(self) -> None:
+        detail = f"{self.command} is not served here; every path serves GET and HEAD."
+        self._problem(405, detail, headers={"Allow": "GET, HEAD"})
+
+    # The names BaseHTTPRequestHandler dispatches to (it answers 501 to a method it lacks).
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _refuse_method  # noqa: N815
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _problem(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        phrase = HTTPStatus(status).phrase
+        problem = Problem(type="about:blank", title=phrase, status=status, detail=detail)
+        self._send(status, problem.model_dump_json().encode(), PROBLEM_MEDIA_TYPE, headers)
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": content_type, **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 def start_health_server(settings: Settings) -> ThreadingHTTPServer | None:
     if not settings.metrics_port:
         return None
     # Connected before the worker builds its heart, which only signals to existing receivers.
     heartbeat = ConsumerHeartbeat()
     heartbeat_sent.connect(heartbeat.beat, weak=False)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            if path == "/metrics":
-                registry = CollectorRegistry()
-                MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-                registry.register(QueueLengthCollector(settings))
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                problem = heartbeat.problem()
-                if problem is None:
-                    self._json(200, {"status": "ok"})
-                else:
-                    self._json(503, {"status": "stuck", "detail": problem})
-            elif path == "/readyz":
-                checks = _readiness(settings)
-                ready = all(value == "ok" for value in checks.values())
-                self._json(
-                    200 if ready else 503,
-                    {"status": "ready" if ready else "not_ready", "checks": checks},
-                )
-            else:
-                self._problem(404, f"Nothing is served at {path[:200]}.")
-
-        def do_HEAD(self) -> None:
-            self.do_GET()  # _send leaves a HEAD's body out
-
-        def _refuse_method(self) -> None:
-            detail = f"{self.command} is not served here; every path serves GET and HEAD."
-            self._problem(405, detail, headers={"Allow": "GET, HEAD"})
-
-        # The names BaseHTTPRequestHandler dispatches to (it answers 501 to a method it lacks).
-        do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _refuse_method  # noqa: N815
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            self._send(status, json.dumps(body).encode(), "application/json")
-
-        def _problem(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-            phrase = HTTPStatus(status).phrase
-            problem = Problem(type="about:blank", title=phrase, status=status, detail=detail)
-            body = problem.model_dump_json().encode()
-            self._send(status, body, PROBLEM_MEDIA_TYPE, headers)
-
-        def _send(
-            self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(status)
-            for name, value in {"Content-Type": content_type, **(headers or {})}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), Handler)
+    handler = partial(HealthHandler, settings=settings, heartbeat=heartbeat)
+    server = ThreadingHTTPServer((settings.metrics_host, settings.metrics_port), handler)
     threading.Thread(target=server.serve_forever, name="health-server", daemon=True).start()
     log.info("worker health and metrics on port %d", settings.metrics_port)
     return server
