@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from functools import partial
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,9 +158,8 @@ class HealthHandler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(body).encode(), "application/json")
 
     def _problem(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        phrase = HTTPStatus(status).phrase
-        problem = Problem(type="about:blank", title=phrase, status=status, detail=detail)
-        self._send(status, problem.model_dump_json().encode(), PROBLEM_MEDIA_TYPE, headers)
+        problem = Problem.about_blank(status, detail).model_dump_json().encode()
+        self._send(status, problem, PROBLEM_MEDIA_TYPE, headers)
 
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None

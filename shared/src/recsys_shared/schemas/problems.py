@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
@@ -50,6 +51,18 @@ class Problem(BaseModel):
         ),
     )
     request_id: str | None = None
+
+    @classmethod
+    def about_blank(cls, status: int, detail: str, request_id: str | None = None) -> Problem:
+        """A problem of no type of ours: ``about:blank``, titled with the status's own phrase
+        (as RFC 9457 asks of that type)."""
+        try:
+            title = HTTPStatus(status).phrase
+        except ValueError:  # a status Python does not name
+            title = "HTTP error"
+        return cls(
+            type="about:blank", title=title, status=status, detail=detail, request_id=request_id
+        )
 
 
 class Readiness(BaseModel):

@@ -75,19 +75,7 @@ def _internal_error(error: Exception) -> JSONResponse:
 
 
 def _generic_problem(status: int, detail: str) -> JSONResponse:
-    """A problem of no type of ours: ``about:blank``, titled with the status's own phrase
-    (as RFC 9457 asks of that type)."""
-    try:
-        title = HTTPStatus(status).phrase
-    except ValueError:  # a status Python does not name
-        title = "HTTP error"
-    problem = Problem(
-        type="about:blank",
-        title=title,
-        status=status,
-        detail=detail,
-        request_id=request_id_var.get(),
-    )
+    problem = Problem.about_blank(status, detail, request_id=request_id_var.get())
     return JSONResponse(problem.model_dump(), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -211,8 +199,7 @@ def invalid_input_detail(errors: list[FieldError]) -> str:
     if indexes:
         entries = "entry" if len(indexes) == 1 else "entries"
         detail += f" in {entries} {_first_few(indexes)}; nothing of the batch was stored"
-    per_entry = Counter(error.index for error in errors).values()
-    listed = sum(min(count, MAX_ERRORS_PER_ENTRY) for count in per_entry)
+    listed = len(listed_errors(errors))
     if listed < len(errors):
         detail += f"; {listed} of the {len(errors)} errors are listed"
         detail += f" (at most {MAX_ERRORS_PER_ENTRY} an entry)"
