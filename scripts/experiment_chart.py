@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recsys_shared.experiments.decision import MIN_TRIALS
+from recsys_shared.schemas import MIN_TRIALS
 
 
 def chart(runs: list[dict[str, Any]], path: Path) -> None:

@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from recsys_shared.experiments.decision import MIN_TRIALS
 from recsys_shared.experiments.statistics import Z_95, difference
+from recsys_shared.schemas import MIN_TRIALS
 
 CONTROL_RATE = 0.1
 

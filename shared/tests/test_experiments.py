@@ -12,9 +12,11 @@ from pydantic import ValidationError
 from recsys_shared import keys
 from recsys_shared.experiments import decision
 from recsys_shared.experiments.assignment import assign, bucket
-from recsys_shared.experiments.statistics import difference, wilson
+from recsys_shared.experiments.report import build_report
+from recsys_shared.experiments.statistics import difference, versus_control, wilson
 from recsys_shared.experiments.store import Counters
 from recsys_shared.schemas import (
+    MIN_TRIALS,
     Decision,
     ExperimentIn,
     ExperimentState,
@@ -60,18 +62,22 @@ def test_buckets_are_uniform() -> None:
 
 
 # ── the always-valid test ───────────────────────────────────────────────────────────────
-def _monitored(rng: np.random.Generator, p_control: float, p_treatment: float) -> str:
-    """Alternate users between two variants, checking after every 50: the first verdict."""
-    n = 20_000
-    arms = rng.random(n) < 0.5
-    successes = rng.random(n) < np.where(arms, p_treatment, p_control)
-    for end in range(100, n + 1, 50):
-        treat, ok = arms[:end], successes[:end]
-        control = (int(ok[~treat].sum()), int((~treat).sum()))
-        treatment = (int(ok[treat].sum()), int(treat.sum()))
-        verdict = difference(control, treatment).verdict  # type: ignore[union-attr]
-        if verdict != "undecided":
-            return verdict
+def _monitored(rng: np.random.Generator, *rates: float, users: int = 20_000) -> str:
+    """Users split evenly at random over variants with these rates (the first the control),
+    checked after every 50 as the decider checks: the first verdict on any treatment."""
+    arms = rng.integers(len(rates), size=users)
+    successes = rng.random(users) < np.asarray(rates)[arms]
+    served = arms[:, None] == np.arange(len(rates))
+    trials, wins = np.cumsum(served, axis=0), np.cumsum(served & successes[:, None], axis=0)
+    for end in range(99, users, 50):
+        control = (int(wins[end, 0]), int(trials[end, 0]))
+        for arm in range(1, len(rates)):
+            treatment = (int(wins[end, arm]), int(trials[end, arm]))
+            found = versus_control(
+                control, treatment, treatments=len(rates) - 1, tau=0.05, alpha=0.05
+            )
+            if found is not None and found.verdict != "undecided":
+                return found.verdict
     return "undecided"
 
 
@@ -83,10 +89,41 @@ def test_checked_every_fifty_users_an_a_a_test_rarely_decides() -> None:
     assert false_decisions <= 0.08, false_decisions
 
 
+def test_several_treatments_share_alpha() -> None:
+    # Four treatments no better than the control, each compared at alpha: some treatment is
+    # wrongly declared in about 10% of runs. Sharing alpha among them keeps it under 5%.
+    rng = np.random.default_rng(11)
+    runs = [_monitored(rng, 0.1, 0.1, 0.1, 0.1, 0.1) for _ in range(200)]
+    false_decisions = sum(verdict != "undecided" for verdict in runs) / len(runs)
+    assert false_decisions <= 0.06, false_decisions
+
+
 def test_a_real_difference_is_found_in_the_right_direction() -> None:
     rng = np.random.default_rng(8)
     assert [_monitored(rng, 0.3, 0.1) for _ in range(20)] == ["worse"] * 20
     assert [_monitored(rng, 0.1, 0.2) for _ in range(20)] == ["better"] * 20
+
+
+def test_no_verdict_below_the_minimum_trials() -> None:
+    few, enough = (0, MIN_TRIALS - 1), (0, MIN_TRIALS)
+    clicked_every_list = (200, 200)
+    assert difference(few, clicked_every_list).verdict == "better"  # type: ignore[union-attr]
+    below = versus_control(few, clicked_every_list, treatments=1, tau=0.05, alpha=0.05)
+    assert below is not None
+    assert below.verdict == "undecided"
+    assert below.low > 0  # the interval is still reported
+    at = versus_control(enough, clicked_every_list, treatments=1, tau=0.05, alpha=0.05)
+    assert at is not None
+    assert at.verdict == "better"
+
+
+def test_a_shared_alpha_widens_each_interval_and_says_so() -> None:
+    alone = versus_control((100, 1000), (140, 1000), treatments=1, tau=0.05, alpha=0.05)
+    one_of_four = versus_control((100, 1000), (140, 1000), treatments=4, tau=0.05, alpha=0.05)
+    assert alone is not None
+    assert one_of_four is not None
+    assert one_of_four.low < alone.low < alone.high < one_of_four.high
+    assert (alone.level, one_of_four.level) == ("95%", "98.8%")
 
 
 def test_wilson_interval_holds_the_rate() -> None:
@@ -185,6 +222,43 @@ def test_ab_promotes_the_significantly_better_treatment() -> None:
     assert outcome.state.decision is Decision.PROMOTED
     assert outcome.activate == 3
     assert outcome.state.shares == [0.0, 0.0, 1.0]
+
+
+def test_decisions_and_reports_share_alpha_among_the_treatments() -> None:
+    two = _experiment(
+        "ab", [{"model_version": 1, "weight": 0.5}, {"model_version": 2, "weight": 0.5}]
+    )
+    three = _experiment(
+        "ab",
+        [
+            {"model_version": 1, "weight": 0.34},
+            {"model_version": 2, "weight": 0.33},
+            {"model_version": 3, "weight": 0.33},
+        ],
+    )
+    # 380 clicks in 3,000 lists against 300: significantly better at 95%, not at 97.5%.
+    alone = _counters(control=(3000, 300), **{"treatment-1": (3000, 380)})
+    beside = _counters(
+        control=(3000, 300), **{"treatment-1": (3000, 380), "treatment-2": (3000, 300)}
+    )
+    outcome = _decide(two, alone)
+    assert outcome is not None
+    assert outcome.activate == 2
+    assert "always-valid 95% interval" in outcome.state.reason
+    assert _decide(three, beside) is None
+    report = build_report(three, beside, tau=0.05, alpha=0.05)
+    assert [variant.verdict for variant in report.variants] == ["", "undecided", "undecided"]
+    assert build_report(two, alone, tau=0.05, alpha=0.05).variants[1].verdict == "better"
+
+
+def test_a_report_gives_no_verdict_below_the_minimum_trials() -> None:
+    stored = _experiment("canary", CANARY)
+    few = _counters(control=(MIN_TRIALS - 1, 0), canary=(MIN_TRIALS - 1, MIN_TRIALS - 1))
+    canary = build_report(stored, few, tau=0.05, alpha=0.05).variants[1]
+    assert canary.difference_interval is not None
+    assert canary.difference_interval.low > 0
+    assert canary.verdict == "undecided"
+    assert _decide(stored, few) is None
 
 
 def test_an_experiment_past_its_duration_is_inconclusive() -> None:

@@ -7,6 +7,7 @@ each step.
 - **A/B**: once every variant has ``min_exposures``, a treatment significantly better than the
   control on the always-valid sequence is *promoted* (the best one, if several are), and when
   every treatment is significantly worse the experiment is *rolled back* (the control stays).
+  The treatments share the error rate (``statistics.versus_control``).
 - **Canary**: the canary's share climbs ``CANARY_SCHEDULE`` (5% → 25% → 50%); it moves up a
   step once the canary has served ``min_exposures`` lists at the current one without being
   significantly worse, and after the last step it is *promoted* (100%). It is *rolled back*
@@ -24,7 +25,7 @@ from datetime import datetime
 
 from recsys_shared import keys
 from recsys_shared.experiments.report import successes_and_trials
-from recsys_shared.experiments.statistics import Difference, difference
+from recsys_shared.experiments.statistics import Difference, versus_control
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
     CANARY_SCHEDULE,
@@ -34,10 +35,6 @@ from recsys_shared.schemas import (
     ExperimentStep,
     StoredExperiment,
 )
-
-#: No verdict on fewer trials than this per variant: the large-sample variances the sequence
-#: plugs in are not trustworthy below it.
-MIN_TRIALS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,20 +63,18 @@ def decide(
     exposures = [counters.get(name, keys.VARIANT_EXPOSURES) for name in names]
     control = successes_and_trials(definition.metric, counters, names[0])
     comparisons = [
-        _compare(control, successes_and_trials(definition.metric, counters, name), tau, alpha)
+        versus_control(
+            control,
+            successes_and_trials(definition.metric, counters, name),
+            treatments=len(names) - 1,
+            tau=tau,
+            alpha=alpha,
+        )
         for name in names[1:]
     ]
     if definition.mode is ExperimentMode.CANARY:
         return _canary(stored, exposures, comparisons[0], now)
     return _ab(stored, names, exposures, comparisons, now)
-
-
-def _compare(
-    control: tuple[int, int], treatment: tuple[int, int], tau: float, alpha: float
-) -> Difference | None:
-    if min(control[1], treatment[1]) < MIN_TRIALS:
-        return None
-    return difference(control, treatment, tau=tau, alpha=alpha)
 
 
 def stop(stored: StoredExperiment, now: datetime, reason: str) -> Outcome:
@@ -203,7 +198,8 @@ def _end(
 def _described(comparison: Difference | None) -> str:
     if comparison is None:
         return "no data yet"
+    low, high = comparison.low, comparison.high
     return (
         f"difference {comparison.value:+.4f} "
-        f"(always-valid 95% interval {comparison.low:+.4f} … {comparison.high:+.4f})"
+        f"(always-valid {comparison.level} interval {low:+.4f} … {high:+.4f})"
     )

@@ -4,7 +4,7 @@ compares with the control (see ``statistics``)."""
 from __future__ import annotations
 
 from recsys_shared import keys
-from recsys_shared.experiments.statistics import difference, rate, wilson
+from recsys_shared.experiments.statistics import rate, versus_control, wilson
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
     Experiment,
@@ -41,7 +41,13 @@ def build_report(
     for index, name in enumerate(served):
         success, trials = successes_and_trials(definition.metric, counters, name)
         interval = wilson(success, trials)
-        versus = difference(control, (success, trials), tau=tau, alpha=alpha) if index else None
+        versus = (
+            versus_control(
+                control, (success, trials), treatments=len(served) - 1, tau=tau, alpha=alpha
+            )
+            if index
+            else None
+        )
         variants.append(
             VariantReport(
                 name=name,

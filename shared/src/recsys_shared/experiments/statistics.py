@@ -8,14 +8,19 @@ likes, the probability that the sequence ever excludes the true difference is at
 declaring "better" or "worse" only when the whole sequence lies above or below 0 keeps the
 false-decision rate at alpha (5% by default) under continuous monitoring, where a fixed-sample
 test checked repeatedly would exceed it many times over. The variances are plugged in from
-the observed rates (the usual large-sample approximation; a decision also needs
-``min_exposures`` per variant).
+the observed rates (the usual large-sample approximation, hence ``MIN_TRIALS``; a decision
+also needs ``min_exposures`` per variant). Several treatments share alpha (Bonferroni): each is
+compared at alpha / their number, so the chance that *any* of them is ever wrongly declared
+better or worse stays at most alpha, checked as often as one likes (a union bound holds at every
+time at once, as the sequences do).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from recsys_shared.schemas import MIN_TRIALS
 
 Z_95 = 1.959963984540054
 
@@ -25,14 +30,23 @@ class Difference:
     value: float
     low: float
     high: float
+    alpha: float
+    enough_trials: bool = True
 
     @property
     def verdict(self) -> str:
+        if not self.enough_trials:
+            return "undecided"
         if self.low > 0:
             return "better"
         if self.high < 0:
             return "worse"
         return "undecided"
+
+    @property
+    def level(self) -> str:
+        """The sequence's confidence, for reading: "95%", or "98.3%" for one of three."""
+        return f"{(1 - self.alpha) * 100:.3g}%"
 
 
 def rate(successes: int, trials: int) -> float | None:
@@ -75,4 +89,20 @@ def difference(
         variance * (variance + tau2) / tau2
         * (2 * math.log(1 / alpha) + math.log((variance + tau2) / variance))
     )  # fmt: skip
-    return Difference(value, value - radius, value + radius)
+    return Difference(value, value - radius, value + radius, alpha)
+
+
+def versus_control(
+    control: tuple[int, int],
+    treatment: tuple[int, int],
+    *,
+    treatments: int,
+    tau: float,
+    alpha: float,
+) -> Difference | None:
+    """One of ``treatments`` treatments against the control, as decisions and reports read it:
+    its sequence at alpha / ``treatments``, and no verdict below ``MIN_TRIALS`` either side."""
+    found = difference(control, treatment, tau=tau, alpha=alpha / max(treatments, 1))
+    if found is None:
+        return None
+    return replace(found, enough_trials=min(control[1], treatment[1]) >= MIN_TRIALS)

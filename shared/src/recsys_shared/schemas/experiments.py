@@ -15,6 +15,9 @@ from recsys_shared.schemas.base import TEXT_PATTERN, InputModel, Integer, Share
 CANARY_SCHEDULE: Final = (0.05, 0.25, 0.5, 1.0)
 DEFAULT_CANARY_START: Final = 0.05
 MAX_VARIANTS: Final = 5
+#: No verdict on fewer trials of the metric than this per variant: the large-sample variances
+#: the always-valid sequence plugs in are not trustworthy below it.
+MIN_TRIALS: Final = 30
 
 
 class ExperimentMode(StrEnum):
@@ -165,10 +168,15 @@ class VariantReport(BaseModel):
     )
     difference_interval: Interval | None = Field(
         default=None,
-        description="Always-valid 95% confidence sequence of the difference: it may be "
+        description="Always-valid confidence sequence of the difference at 1 - "
+        "EXPERIMENT_ALPHA / (number of treatments), 95% by default with one: it may be "
         "checked at any time, as often as wanted (mixture SPRT).",
     )
-    verdict: str = Field(default="", description="better, worse or undecided against the control.")
+    verdict: str = Field(
+        default="",
+        description="better, worse or undecided against the control: undecided while either "
+        f"side has fewer than {MIN_TRIALS} trials of the metric.",
+    )
 
 
 class ShadowReport(BaseModel):
