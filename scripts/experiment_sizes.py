@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from recsys_shared.experiments.statistics import Z_95, difference
+from recsys_shared.experiments.statistics import Z_95, Sample, difference
 from recsys_shared.schemas import MIN_TRIALS
 
 CONTROL_RATE = 0.1
@@ -42,7 +42,7 @@ def first_verdict(
 
 
 def _always_valid(control: tuple[int, int], treatment: tuple[int, int]) -> str:
-    compared = difference(control, treatment)
+    compared = difference(Sample.of(*control), Sample.of(*treatment))
     return compared.verdict if compared is not None else "undecided"
 
 

@@ -13,7 +13,7 @@ from recsys_shared import keys
 from recsys_shared.experiments import decision
 from recsys_shared.experiments.assignment import assign, bucket
 from recsys_shared.experiments.report import build_report
-from recsys_shared.experiments.statistics import difference, versus_control, wilson
+from recsys_shared.experiments.statistics import Sample, difference, versus_control, wilson
 from recsys_shared.experiments.store import Counters
 from recsys_shared.schemas import (
     MIN_TRIALS,
@@ -70,9 +70,9 @@ def _monitored(rng: np.random.Generator, *rates: float, users: int = 20_000) -> 
     served = arms[:, None] == np.arange(len(rates))
     trials, wins = np.cumsum(served, axis=0), np.cumsum(served & successes[:, None], axis=0)
     for end in range(99, users, 50):
-        control = (int(wins[end, 0]), int(trials[end, 0]))
+        control = Sample.of(int(wins[end, 0]), int(trials[end, 0]))
         for arm in range(1, len(rates)):
-            treatment = (int(wins[end, arm]), int(trials[end, arm]))
+            treatment = Sample.of(int(wins[end, arm]), int(trials[end, arm]))
             found = versus_control(
                 control, treatment, treatments=len(rates) - 1, tau=0.05, alpha=0.05
             )
@@ -104,9 +104,60 @@ def test_a_real_difference_is_found_in_the_right_direction() -> None:
     assert [_monitored(rng, 0.1, 0.2) for _ in range(20)] == ["better"] * 20
 
 
+def _keen_users(rng: np.random.Generator, *rates: float, grouped: bool = True) -> str:
+    """Users who each see many lists (1 + geometric, mean 11) and click with a rate of their
+    own (beta-distributed about the variant's), counted per group as the system counts them,
+    checked after every 100 users: the first verdict."""
+    users, groups = 3_000, keys.VARIANT_GROUPS
+    arms = rng.integers(len(rates), size=users)
+    means = np.asarray(rates)[arms]
+    lists = 1 + rng.geometric(0.1, size=users)
+    clicks = rng.binomial(lists, rng.beta(means * 5, (1 - means) * 5))
+    cells = arms * groups + rng.integers(groups, size=users)
+    for end in range(100, users + 1, 100):
+        served = np.bincount(cells[:end], weights=lists[:end], minlength=2 * groups)
+        clicked = np.bincount(cells[:end], weights=clicks[:end], minlength=2 * groups)
+        control, treatment = (
+            Sample.grouped(clicked[part], served[part])
+            if grouped
+            else Sample.of(int(clicked[part].sum()), int(served[part].sum()))
+            for part in (slice(0, groups), slice(groups, None))
+        )
+        found = versus_control(control, treatment, treatments=1, tau=0.05, alpha=0.05)
+        if found is not None and found.verdict != "undecided":
+            return found.verdict
+    return "undecided"
+
+
+def test_keen_users_do_not_make_an_a_a_test_decide() -> None:
+    # A keen user's lists rise and fall together: taken as independent trials, the intervals
+    # are far too narrow and half of these A/A tests declare a difference.
+    rng = np.random.default_rng(5)
+    as_trials = [_keen_users(rng, 0.1, 0.1, grouped=False) for _ in range(100)]
+    assert sum(verdict != "undecided" for verdict in as_trials) >= 30
+    # With the user as the unit (counts per group of users), alpha holds.
+    by_users = [_keen_users(rng, 0.1, 0.1) for _ in range(200)]
+    false_decisions = sum(verdict != "undecided" for verdict in by_users) / len(by_users)
+    assert false_decisions <= 0.06, false_decisions
+    # And a real difference is still found, in the right direction.
+    assert [_keen_users(rng, 0.1, 0.2) for _ in range(10)] == ["better"] * 10
+
+
+def test_grouped_counts_of_one_trial_per_user_are_binomial() -> None:
+    rng = np.random.default_rng(3)
+    groups = rng.integers(keys.VARIANT_GROUPS, size=5_000)
+    successes = rng.random(5_000) < 0.2
+    trials = np.bincount(groups, minlength=keys.VARIANT_GROUPS)
+    wins = np.bincount(groups, weights=successes, minlength=keys.VARIANT_GROUPS)
+    grouped = Sample.grouped(wins.astype(int).tolist(), trials.tolist())
+    binomial = Sample.of(int(successes.sum()), 5_000)
+    assert (grouped.successes, grouped.trials) == (binomial.successes, binomial.trials)
+    assert binomial.variance <= grouped.variance < 1.5 * binomial.variance
+
+
 def test_no_verdict_below_the_minimum_trials() -> None:
-    few, enough = (0, MIN_TRIALS - 1), (0, MIN_TRIALS)
-    clicked_every_list = (200, 200)
+    few, enough = Sample.of(0, MIN_TRIALS - 1), Sample.of(0, MIN_TRIALS)
+    clicked_every_list = Sample.of(200, 200)
     assert difference(few, clicked_every_list).verdict == "better"  # type: ignore[union-attr]
     below = versus_control(few, clicked_every_list, treatments=1, tau=0.05, alpha=0.05)
     assert below is not None
@@ -118,8 +169,9 @@ def test_no_verdict_below_the_minimum_trials() -> None:
 
 
 def test_a_shared_alpha_widens_each_interval_and_says_so() -> None:
-    alone = versus_control((100, 1000), (140, 1000), treatments=1, tau=0.05, alpha=0.05)
-    one_of_four = versus_control((100, 1000), (140, 1000), treatments=4, tau=0.05, alpha=0.05)
+    control, treatment = Sample.of(100, 1000), Sample.of(140, 1000)
+    alone = versus_control(control, treatment, treatments=1, tau=0.05, alpha=0.05)
+    one_of_four = versus_control(control, treatment, treatments=4, tau=0.05, alpha=0.05)
     assert alone is not None
     assert one_of_four is not None
     assert one_of_four.low < alone.low < alone.high < one_of_four.high

@@ -13,6 +13,7 @@ from feature_store.catalogue import Catalogue
 from feature_store.erasure import Eraser
 from feature_store.merger import PopularityMerger
 from recsys_shared import keys
+from recsys_shared.experiments.assignment import group
 from recsys_shared.experiments.lists import ExperimentLists
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ItemWithId, ServedList, StoredEvent
@@ -613,16 +614,21 @@ async def test_experiment_lists_attribute_events_to_variants_once_however_redeli
             on("u2", "i3", "gone.7"),  # no such list (expired): not counted
         ]
     )
+    events, clicks, conversions = keys.VARIANT_EVENTS, keys.VARIANT_CLICKS, keys.VARIANT_CONVERSIONS
+
+    def counter(variant: str, user: str, suffix: str) -> str:  # under the user's group
+        return keys.variant_counter(variant, group("7", user), suffix)
+
     expected = {
-        "control:events": "3",
-        "control:clicks": "2",
-        "control:conversions": "1",
-        "shadow:events": "3",
-        "shadow:clicks": "1",
-        "shadow:conversions": "1",
-        "canary:events": "1",
-        "canary:clicks": "1",
-        "canary:conversions": "1",
+        counter("control", "u1", events): "3",
+        counter("control", "u1", clicks): "2",
+        counter("control", "u1", conversions): "1",
+        counter("shadow", "u1", events): "3",
+        counter("shadow", "u1", clicks): "1",
+        counter("shadow", "u1", conversions): "1",
+        counter("canary", "u2", events): "1",
+        counter("canary", "u2", clicks): "1",
+        counter("canary", "u2", conversions): "1",
     }
 
     assert (await applier.apply(P0, entries, now=0.0)).applied == 6
@@ -634,7 +640,7 @@ async def test_experiment_lists_attribute_events_to_variants_once_however_redeli
     sync_redis.xclaim(P0.events, keys.EVENTS_GROUP, "fast", 0, [claimed[0][0]])
     assert (await applier.apply(P0, claimed, now=2.0)).applied == 1  # the claimer applies it
     assert (await applier.apply(P0, claimed, now=3.0)).duplicates == 1  # the slow one wakes up
-    expected.update({"canary:events": "2", "canary:clicks": "2"})
+    expected.update({counter("canary", "u2", events): "2", counter("canary", "u2", clicks): "2"})
     assert sync_redis.hgetall(P0.experiment("7")) == expected
     # Counted on the data tier with the features, never on records that may be shed.
     assert sync_redis.hgetall(P0.drift(0).hits) == {

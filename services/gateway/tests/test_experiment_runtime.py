@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from gateway.experiments import ExperimentRuntime
 from recsys_shared import keys
 from recsys_shared.experiments import decision
+from recsys_shared.experiments.assignment import group
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
@@ -84,8 +85,22 @@ async def test_only_the_lock_holder_decides(redis_client: RedisClient) -> None:
     stored = await first.store.create(CANARY, first.registry, _prepared)
     await first.store.add_exposures(stored.id, "control", [f"u{n}" for n in range(1000)])
     await first.store.add_exposures(stored.id, "canary", [f"u{n}" for n in range(100)])
+    per_group = [0] * keys.VARIANT_GROUPS  # each list counted under its user's group
+    for n in range(1000):
+        per_group[group(stored.id, f"u{n}")] += 1
+    counters = await first.store.counters(stored.id)
+    assert counters.groups("control", keys.VARIANT_EXPOSURES) == per_group
+    clicked = [f"u{n}" for n in range(0, 1000, 4)]  # a quarter of the control's lists
     await redis_client.execute_many(
-        [("HINCRBY", p.experiment(stored.id), "control:clicks", 250) for p in PARTITIONS.all]
+        [
+            (
+                "HINCRBY",
+                PARTITIONS.of(user).experiment(stored.id),
+                keys.variant_counter("control", group(stored.id, user), keys.VARIANT_CLICKS),
+                1,
+            )
+            for user in clicked
+        ]
     )
     assert await first._lock.acquire() is True  # the first replica decides from now on
 

@@ -127,9 +127,7 @@ class Partition:
         return f"{self.base}:stats"
 
     @property
-    def users(self) -> str:
-        """Sorted set user → when their last event was received: who exists, and who has
-        been silent for the retention period."""
+    def users(self) -> str:  # sorted set user → when their last event came: retention reads it
         return f"{self.base}:users"
 
     @property
@@ -141,9 +139,7 @@ class Partition:
         return f"{self.base}:popular:dirty"
 
     @property
-    def erased(self) -> str:
-        """Hash digest(user id) → when the user was erased: events received before it are
-        dropped when applied. Holds a digest, never the id."""
+    def erased(self) -> str:  # hash user_digest → when erased: older events dropped; no id kept
         return f"{self.base}:erased"
 
     @property
@@ -151,9 +147,7 @@ class Partition:
         return f"{self.base}:heartbeats"
 
     @property
-    def user_prefix(self) -> str:
-        """What every per-user key starts with; a script appends the id and a ``USER_*``
-        suffix."""
+    def user_prefix(self) -> str:  # every per-user key's start (a script adds id and USER_*)
         return f"{self.base}:u:"
 
     def user_items(self, user_id: str) -> str:  # hash item → weight (training's confidence)
@@ -194,7 +188,7 @@ class Partition:
         return f"{self.base}:experiment:"
 
     def experiment(self, experiment_id: str) -> str:
-        """Hash ``<variant><VARIANT_*>`` → count, for this partition's users: lists served
+        """Hash ``variant_counter(...)`` → count, for this partition's users: lists served
         (added by the gateways) and events attributed to them (by the apply script, exactly
         once each). Deleted with the experiment."""
         return f"{self.experiment_prefix}{experiment_id}"
@@ -309,6 +303,12 @@ EXPERIMENT_DEFINITION, EXPERIMENT_STATE = "definition", "state"
 #: served list's items the shadow's list also had).
 VARIANT_EXPOSURES, VARIANT_EVENTS, VARIANT_CLICKS = ":exposures", ":events", ":clicks"
 VARIANT_CONVERSIONS, SHADOW_OVERLAP = ":conversions", ":overlap"
+VARIANT_GROUPS = 64  # a variant's users are counted in this many groups (variance by user)
+
+
+def variant_counter(variant: str, group: int, suffix: str) -> str:
+    """A variant's counter for one group of its users: ``<variant>/<group><suffix>``."""
+    return f"{variant}/{group}{suffix}"
 
 
 def experiment(experiment_id: str) -> str:

@@ -31,6 +31,7 @@ from pydantic_core import to_json
 from feature_store.cache_nonces import CacheNonces
 from recsys_shared import keys
 from recsys_shared.errors import StoreUnavailable
+from recsys_shared.experiments.assignment import group
 from recsys_shared.experiments.lists import ExperimentLists, is_experiment_id
 from recsys_shared.redis import LuaScript, RedisClient
 from recsys_shared.schemas import MAX_WEIGHT, EventType, ServedList, StoredEvent
@@ -44,8 +45,8 @@ APPLY = LuaScript.load(__package__, "lua/apply.lua")
 POPULARITY_EPOCH = 1_700_000_000.0
 
 
-#: What one event adds to an experiment: (experiment, variant, on an item of the list 0/1,
-#: a purchase of one 0/1).
+#: What one event adds to an experiment: (experiment, the counters' prefix for the variant and
+#: the user's group, on an item of the list 0/1, a purchase of one 0/1).
 Attribution = tuple[str, str, int, int]
 #: The version that served an event's list ('popular' for a fallback) and whether its item
 #: was on it, plus what it adds to experiments.
@@ -295,4 +296,9 @@ def _on(record: ServedList, event: StoredEvent) -> int:
 def _attribution(record: ServedList, event: StoredEvent) -> Attribution:
     on_list = _on(record, event)
     purchase = 1 if on_list and event.type is EventType.PURCHASE else 0
-    return (record.experiment or "", record.variant or "", on_list, purchase)
+    experiment = record.experiment or ""
+    # The script appends each counter's suffix to the group's prefix (variant_counter's form).
+    counters = keys.variant_counter(
+        record.variant or "", group(experiment, event.user_id), suffix=""
+    )
+    return (experiment, counters, on_list, purchase)

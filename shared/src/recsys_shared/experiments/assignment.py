@@ -11,13 +11,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from recsys_shared import keys
+
 _SCALE = float(2**64)
+
+
+def _digest(experiment_id: str, user_id: str) -> int:
+    digest = hashlib.blake2b(f"{experiment_id}\0{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def bucket(experiment_id: str, user_id: str) -> float:
     """Where the user falls in [0, 1) for this experiment."""
-    digest = hashlib.blake2b(f"{experiment_id}\0{user_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _SCALE
+    return _digest(experiment_id, user_id) / _SCALE
+
+
+def group(experiment_id: str, user_id: str) -> int:
+    """The group of users (of ``keys.VARIANT_GROUPS``) whose counters the user's lists and
+    events add to: the digest's low bits, independent of the high bits that pick the variant,
+    so each variant's users are spread evenly over the groups."""
+    return _digest(experiment_id, user_id) % keys.VARIANT_GROUPS
 
 
 def assign(experiment_id: str, user_id: str, shares: Sequence[float]) -> int:

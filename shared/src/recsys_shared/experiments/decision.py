@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from recsys_shared import keys
-from recsys_shared.experiments.report import successes_and_trials
+from recsys_shared.experiments.report import sample
 from recsys_shared.experiments.statistics import Difference, versus_control
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
@@ -61,11 +61,11 @@ def decide(
         return None
     names = variant_names(definition.mode, len(definition.variants))
     exposures = [counters.get(name, keys.VARIANT_EXPOSURES) for name in names]
-    control = successes_and_trials(definition.metric, counters, names[0])
+    control = sample(definition.metric, counters, names[0])
     comparisons = [
         versus_control(
             control,
-            successes_and_trials(definition.metric, counters, name),
+            sample(definition.metric, counters, name),
             treatments=len(names) - 1,
             tau=tau,
             alpha=alpha,

@@ -4,7 +4,7 @@ compares with the control (see ``statistics``)."""
 from __future__ import annotations
 
 from recsys_shared import keys
-from recsys_shared.experiments.statistics import rate, versus_control, wilson
+from recsys_shared.experiments.statistics import Sample, rate, versus_control, wilson
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
     Experiment,
@@ -17,17 +17,15 @@ from recsys_shared.schemas import (
 )
 
 
-def successes_and_trials(
-    metric: ExperimentMetric, counters: Counters, variant: str
-) -> tuple[int, int]:
-    """What the metric counts as a success, out of what."""
-    clicks = counters.get(variant, keys.VARIANT_CLICKS)
+def sample(metric: ExperimentMetric, counters: Counters, variant: str) -> Sample:
+    """What the metric counts as a success, out of what, per group of the variant's users."""
+    clicks = counters.groups(variant, keys.VARIANT_CLICKS)
     if metric is ExperimentMetric.HIT_RATE:
-        return clicks, counters.get(variant, keys.VARIANT_EVENTS)
-    exposures = counters.get(variant, keys.VARIANT_EXPOSURES)
+        return Sample.grouped(clicks, counters.groups(variant, keys.VARIANT_EVENTS))
+    exposures = counters.groups(variant, keys.VARIANT_EXPOSURES)
     if metric is ExperimentMetric.CONVERSION:
-        return counters.get(variant, keys.VARIANT_CONVERSIONS), exposures
-    return clicks, exposures
+        return Sample.grouped(counters.groups(variant, keys.VARIANT_CONVERSIONS), exposures)
+    return Sample.grouped(clicks, exposures)
 
 
 def build_report(
@@ -36,15 +34,13 @@ def build_report(
     definition, state = stored.definition, stored.state
     names = variant_names(definition.mode, len(definition.variants))
     served = names[:1] if definition.mode is ExperimentMode.SHADOW else names
-    control = successes_and_trials(definition.metric, counters, names[0])
+    control = sample(definition.metric, counters, names[0])
     variants = []
     for index, name in enumerate(served):
-        success, trials = successes_and_trials(definition.metric, counters, name)
-        interval = wilson(success, trials)
+        own = sample(definition.metric, counters, name)
+        interval = wilson(own.successes, own.trials)
         versus = (
-            versus_control(
-                control, (success, trials), treatments=len(served) - 1, tau=tau, alpha=alpha
-            )
+            versus_control(control, own, treatments=len(served) - 1, tau=tau, alpha=alpha)
             if index
             else None
         )
@@ -57,7 +53,7 @@ def build_report(
                 events=counters.get(name, keys.VARIANT_EVENTS),
                 clicks=counters.get(name, keys.VARIANT_CLICKS),
                 conversions=counters.get(name, keys.VARIANT_CONVERSIONS),
-                rate=rate(success, trials),
+                rate=rate(own.successes, own.trials),
                 interval=Interval(low=interval[0], high=interval[1]) if interval else None,
                 difference=versus.value if versus else None,
                 difference_interval=Interval(low=versus.low, high=versus.high) if versus else None,

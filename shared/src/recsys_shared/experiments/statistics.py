@@ -8,17 +8,20 @@ likes, the probability that the sequence ever excludes the true difference is at
 declaring "better" or "worse" only when the whole sequence lies above or below 0 keeps the
 false-decision rate at alpha (5% by default) under continuous monitoring, where a fixed-sample
 test checked repeatedly would exceed it many times over. The variances are plugged in from
-the observed rates (the usual large-sample approximation, hence ``MIN_TRIALS``; a decision
-also needs ``min_exposures`` per variant). Several treatments share alpha (Bonferroni): each is
-compared at alpha / their number, so the chance that *any* of them is ever wrongly declared
-better or worse stays at most alpha, checked as often as one likes (a union bound holds at every
-time at once, as the sequences do).
+the observed counts, with users as the unit (``Sample.grouped``), in the usual large-sample
+approximation (hence ``MIN_TRIALS``; a decision also needs ``min_exposures`` per variant).
+Several treatments share alpha (Bonferroni): each is compared at alpha / their number, so the
+chance that *any* of them is ever wrongly declared better or worse stays at most alpha, checked
+as often as one likes (a union bound holds at every time at once, as the sequences do).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from recsys_shared.schemas import MIN_TRIALS
 
@@ -70,20 +73,49 @@ def _variance(successes: int, trials: int) -> float:
     return p * (1 - p) / trials
 
 
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A variant's successes out of trials, and the variance of their ratio."""
+
+    successes: int
+    trials: int
+    variance: float
+
+    @classmethod
+    def of(cls, successes: int, trials: int) -> Sample:
+        """Every trial independent of the others (binomial)."""
+        return cls(successes, trials, _variance(successes, trials) if trials > 0 else 0.0)
+
+    @classmethod
+    def grouped(cls, successes: Sequence[int], trials: Sequence[int]) -> Sample:
+        """Counts per group of users (a user's trials all in one group): the variance with
+        the user, not the trial, as the unit. A user's lists and clicks go together (a keen
+        user clicks on many), so trials are not independent and the binomial variance is too
+        small; the delta method over the groups' totals is not fooled by that. Never below
+        the binomial variance, which it matches when every user has one trial."""
+        x, y = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+        binomial = cls.of(int(x.sum()), int(y.sum()))
+        if binomial.trials <= 0 or len(y) < 2:
+            return binomial
+        residuals = x - binomial.successes / binomial.trials * y
+        spread = len(y) / (len(y) - 1) * float(residuals @ residuals) / binomial.trials**2
+        return replace(binomial, variance=max(binomial.variance, spread))
+
+
 def difference(
-    control: tuple[int, int],
-    treatment: tuple[int, int],
+    control: Sample,
+    treatment: Sample,
     *,
     tau: float = 0.05,
     alpha: float = 0.05,
 ) -> Difference | None:
     """The treatment's rate minus the control's, with its always-valid (1 - alpha) confidence
-    sequence; ``control`` and ``treatment`` are (successes, trials)."""
-    (s_a, n_a), (s_b, n_b) = control, treatment
-    if n_a <= 0 or n_b <= 0:
+    sequence."""
+    if control.trials <= 0 or treatment.trials <= 0:
         return None
-    value = min(s_b / n_b, 1.0) - min(s_a / n_a, 1.0)
-    variance = _variance(s_a, n_a) + _variance(s_b, n_b)
+    value = min(treatment.successes / treatment.trials, 1.0)
+    value -= min(control.successes / control.trials, 1.0)
+    variance = control.variance + treatment.variance
     tau2 = tau * tau
     radius = math.sqrt(
         variance * (variance + tau2) / tau2
@@ -93,8 +125,8 @@ def difference(
 
 
 def versus_control(
-    control: tuple[int, int],
-    treatment: tuple[int, int],
+    control: Sample,
+    treatment: Sample,
     *,
     treatments: int,
     tau: float,
@@ -105,4 +137,4 @@ def versus_control(
     found = difference(control, treatment, tau=tau, alpha=alpha / max(treatments, 1))
     if found is None:
         return None
-    return replace(found, enough_trials=min(control[1], treatment[1]) >= MIN_TRIALS)
+    return replace(found, enough_trials=min(control.trials, treatment.trials) >= MIN_TRIALS)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 from recsys_shared import keys
 from recsys_shared.errors import (
@@ -19,6 +20,7 @@ from recsys_shared.errors import (
     UnknownExperiment,
     UnknownModelVersion,
 )
+from recsys_shared.experiments.assignment import group
 from recsys_shared.redis import LuaScript, RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import (
@@ -46,12 +48,28 @@ def variant_names(mode: ExperimentMode, count: int) -> list[str]:
 @dataclass(frozen=True)
 class Counters:
     """Every counter of an experiment: exposures (per gateway flush) and attributed events
-    (summed over the partitions), by ``<variant><suffix>`` field."""
+    (summed over the partitions), by field: ``keys.variant_counter`` for a group of a
+    variant's users, or ``<variant><suffix>`` for one without groups (a shadow's rankings)."""
 
     values: dict[str, int]
 
     def get(self, variant: str, suffix: str) -> int:
-        return self.values.get(variant + suffix, 0)
+        """The variant's count over all its users."""
+        return sum(self.groups(variant, suffix))
+
+    def groups(self, variant: str, suffix: str) -> list[int]:
+        """The variant's count in each group of its users (ungrouped counts in group 0)."""
+        return self._by_group.get((variant, suffix), [0] * keys.VARIANT_GROUPS)
+
+    @cached_property
+    def _by_group(self) -> dict[tuple[str, str], list[int]]:
+        grouped: dict[tuple[str, str], list[int]] = {}
+        for field, value in self.values.items():
+            head, colon, metric = field.rpartition(":")
+            variant, _, number = head.partition("/")
+            counts = grouped.setdefault((variant, colon + metric), [0] * keys.VARIANT_GROUPS)
+            counts[int(number) % keys.VARIANT_GROUPS if number.isdigit() else 0] += value
+        return grouped
 
 
 class ExperimentStore:
@@ -154,14 +172,17 @@ class ExperimentStore:
         return bool(saved)
 
     async def add_exposures(self, experiment_id: str, variant: str, user_ids: list[str]) -> None:
-        """Count lists served to these users as ``variant`` (each in its user's partition)."""
-        field = variant + keys.VARIANT_EXPOSURES
-        per_partition: dict[str, int] = {}
+        """Count lists served to these users as ``variant`` (each in its user's partition,
+        under its user's group)."""
+        counts: dict[tuple[str, str], int] = {}
         for user_id in user_ids:
             name = self.partitions.of(user_id).experiment(experiment_id)
-            per_partition[name] = per_partition.get(name, 0) + 1
+            field = keys.variant_counter(
+                variant, group(experiment_id, user_id), keys.VARIANT_EXPOSURES
+            )
+            counts[name, field] = counts.get((name, field), 0) + 1
         await self.redis.execute_many(
-            [("HINCRBY", name, field, count) for name, count in per_partition.items()]
+            [("HINCRBY", name, field, count) for (name, field), count in counts.items()]
         )
 
     async def forget(self, experiment_id: str) -> None:

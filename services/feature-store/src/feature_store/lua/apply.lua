@@ -11,7 +11,8 @@
 --          highest stream ids; see applier.py).
 -- ARGV[2]: the batch, JSON: [[stream id, user, item, weight, ts, is_rating, popularity step,
 --          event type, serving version or '' (attributed events), hit 0/1, received_at,
---          user digest, [[experiment, variant, on the list 0/1, purchase 0/1], ...]], ...]
+--          user digest, [[experiment, variant and group (keys.variant_counter without its
+--          suffix), on the list 0/1, purchase 0/1], ...]], ...]
 -- Returns {applied, redelivered, erased, the users whose events were applied}.
 local L = cjson.decode(ARGV[1])
 local batch = cjson.decode(ARGV[2])
