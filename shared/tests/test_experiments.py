@@ -155,6 +155,29 @@ def test_grouped_counts_of_one_trial_per_user_are_binomial() -> None:
     assert binomial.variance <= grouped.variance < 1.5 * binomial.variance
 
 
+def test_a_rates_interval_widens_as_much_as_its_variance() -> None:
+    independent = Sample.of(100, 1000)
+    assert independent.interval() == wilson(100, 1000)
+    keen = Sample(100, 1000, 4 * independent.variance)  # as if each user had four lists
+    low, high = keen.interval()  # type: ignore[misc]
+    assert low < 0.1 < high
+    alone_low, alone_high = wilson(100, 1000)  # type: ignore[misc]
+    assert high - low == pytest.approx(2 * (alone_high - alone_low), rel=0.1)
+    assert Sample.of(0, 0).interval() is None
+
+
+def test_a_report_widens_the_rate_of_a_variant_with_keen_users() -> None:
+    values = {}
+    for number in range(keys.VARIANT_GROUPS):  # 20 lists per group; only 8 groups click
+        values[keys.variant_counter("control", number, keys.VARIANT_EXPOSURES)] = 20
+        values[keys.variant_counter("control", number, keys.VARIANT_CLICKS)] = 20 * (number < 8)
+    report = build_report(_experiment("canary", CANARY), Counters(values), tau=0.05, alpha=0.05)
+    interval = report.variants[0].interval
+    assert interval is not None
+    low, high = wilson(160, 1280)  # type: ignore[misc]
+    assert interval.high - interval.low > 3 * (high - low)
+
+
 def test_no_verdict_below_the_minimum_trials() -> None:
     few, enough = Sample.of(0, MIN_TRIALS - 1), Sample.of(0, MIN_TRIALS)
     clicked_every_list = Sample.of(200, 200)

@@ -4,7 +4,7 @@ compares with the control (see ``statistics``)."""
 from __future__ import annotations
 
 from recsys_shared import keys
-from recsys_shared.experiments.statistics import Sample, rate, versus_control, wilson
+from recsys_shared.experiments.statistics import Sample, rate, versus_control
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
     Experiment,
@@ -38,7 +38,7 @@ def build_report(
     variants = []
     for index, name in enumerate(served):
         own = sample(definition.metric, counters, name)
-        interval = wilson(own.successes, own.trials)
+        interval = own.interval()
         versus = (
             versus_control(control, own, treatments=len(served) - 1, tau=tau, alpha=alpha)
             if index

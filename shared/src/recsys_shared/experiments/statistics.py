@@ -1,18 +1,19 @@
 """The statistics that decide an experiment, valid however often they are looked at.
 
-Each variant's rate gets a Wilson 95% interval (for reading). The difference of a treatment's
-rate from the control's gets an *always-valid* confidence sequence: the mixture sequential
-probability ratio test (mSPRT) of Johari, Pekelis and Walsh ("Always valid inference", 2017)
-with a normal mixture N(0, tau²) over the difference. Checked after every exposure if one
-likes, the probability that the sequence ever excludes the true difference is at most alpha:
-declaring "better" or "worse" only when the whole sequence lies above or below 0 keeps the
-false-decision rate at alpha (5% by default) under continuous monitoring, where a fixed-sample
-test checked repeatedly would exceed it many times over. The variances are plugged in from
-the observed counts, with users as the unit (``Sample.grouped``), in the usual large-sample
-approximation (hence ``MIN_TRIALS``; a decision also needs ``min_exposures`` per variant).
-Several treatments share alpha (Bonferroni): each is compared at alpha / their number, so the
-chance that *any* of them is ever wrongly declared better or worse stays at most alpha, checked
-as often as one likes (a union bound holds at every time at once, as the sequences do).
+Each variant's rate gets a Wilson 95% interval (for reading, on the effective trials). The
+difference of a treatment's rate from the control's gets an *always-valid* confidence
+sequence: the mixture sequential probability ratio test (mSPRT) of Johari, Pekelis and Walsh
+("Always valid inference", 2017) with a normal mixture N(0, tau²) over the difference.
+Checked after every exposure if one likes, the probability that the sequence ever excludes
+the true difference is at most alpha: declaring "better" or "worse" only when the whole
+sequence lies above or below 0 keeps the false-decision rate at alpha (5% by default) under
+continuous monitoring, where a fixed-sample test checked repeatedly would exceed it many
+times over. The variances are plugged in from the observed counts, with users as the unit
+(``Sample.grouped``), in the usual large-sample approximation (hence ``MIN_TRIALS``; a
+decision also needs ``min_exposures`` per variant). Several treatments share alpha
+(Bonferroni): each is compared at alpha / their number, so the chance that *any* of them is
+ever wrongly declared better or worse stays at most alpha, checked as often as one likes (a
+union bound holds at every time at once, as the sequences do).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def rate(successes: int, trials: int) -> float | None:
     return min(successes / trials, 1.0) if trials > 0 else None
 
 
-def wilson(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
+def wilson(successes: float, trials: float, z: float = Z_95) -> tuple[float, float] | None:
     """The Wilson score interval of a proportion."""
     if trials <= 0:
         return None
@@ -100,6 +101,14 @@ class Sample:
         residuals = x - binomial.successes / binomial.trials * y
         spread = len(y) / (len(y) - 1) * float(residuals @ residuals) / binomial.trials**2
         return replace(binomial, variance=max(binomial.variance, spread))
+
+    def interval(self, z: float = Z_95) -> tuple[float, float] | None:
+        """The rate's Wilson interval on the effective number of trials (Kish's): the trials
+        shrunk by as much as counting users, not lists, widened the variance."""
+        if self.trials <= 0:
+            return None
+        shrink = _variance(self.successes, self.trials) / self.variance
+        return wilson(min(self.successes, self.trials) * shrink, self.trials * shrink, z)
 
 
 def difference(

@@ -162,7 +162,10 @@ class VariantReport(BaseModel):
     clicks: int = Field(description="Of those, events on an item of that list.")
     conversions: int = Field(description="Of those, purchases.")
     rate: float | None = Field(description="The experiment's metric.")
-    interval: Interval | None = Field(description="95% interval of the rate (Wilson).")
+    interval: Interval | None = Field(
+        description="95% interval of the rate (Wilson's, on the effective number of trials: "
+        "fewer than the lists when users' lists go together)."
+    )
     difference: float | None = Field(
         default=None, description="Rate minus the control's (null for the control)."
     )
