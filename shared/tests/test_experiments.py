@@ -74,7 +74,7 @@ def _monitored(rng: np.random.Generator, *rates: float, users: int = 20_000) -> 
         for arm in range(1, len(rates)):
             treatment = Sample.of(int(wins[end, arm]), int(trials[end, arm]))
             found = versus_control(
-                control, treatment, treatments=len(rates) - 1, tau=0.05, alpha=0.05
+                [(control, treatment)], treatments=len(rates) - 1, tau=0.05, alpha=0.05
             )
             if found is not None and found.verdict != "undecided":
                 return found.verdict
@@ -123,7 +123,7 @@ def _keen_users(rng: np.random.Generator, *rates: float, grouped: bool = True) -
             else Sample.of(int(clicked[part].sum()), int(served[part].sum()))
             for part in (slice(0, groups), slice(groups, None))
         )
-        found = versus_control(control, treatment, treatments=1, tau=0.05, alpha=0.05)
+        found = versus_control([(control, treatment)], treatments=1, tau=0.05, alpha=0.05)
         if found is not None and found.verdict != "undecided":
             return found.verdict
     return "undecided"
@@ -182,19 +182,19 @@ def test_no_verdict_below_the_minimum_trials() -> None:
     few, enough = Sample.of(0, MIN_TRIALS - 1), Sample.of(0, MIN_TRIALS)
     clicked_every_list = Sample.of(200, 200)
     assert difference(few, clicked_every_list).verdict == "better"  # type: ignore[union-attr]
-    below = versus_control(few, clicked_every_list, treatments=1, tau=0.05, alpha=0.05)
+    below = versus_control([(few, clicked_every_list)], treatments=1, tau=0.05, alpha=0.05)
     assert below is not None
     assert below.verdict == "undecided"
     assert below.low > 0  # the interval is still reported
-    at = versus_control(enough, clicked_every_list, treatments=1, tau=0.05, alpha=0.05)
+    at = versus_control([(enough, clicked_every_list)], treatments=1, tau=0.05, alpha=0.05)
     assert at is not None
     assert at.verdict == "better"
 
 
 def test_a_shared_alpha_widens_each_interval_and_says_so() -> None:
     control, treatment = Sample.of(100, 1000), Sample.of(140, 1000)
-    alone = versus_control(control, treatment, treatments=1, tau=0.05, alpha=0.05)
-    one_of_four = versus_control(control, treatment, treatments=4, tau=0.05, alpha=0.05)
+    alone = versus_control([(control, treatment)], treatments=1, tau=0.05, alpha=0.05)
+    one_of_four = versus_control([(control, treatment)], treatments=4, tau=0.05, alpha=0.05)
     assert alone is not None
     assert one_of_four is not None
     assert one_of_four.low < alone.low < alone.high < one_of_four.high
@@ -266,6 +266,48 @@ def test_a_canary_steps_up_while_not_worse_then_is_promoted() -> None:
         "canary",
         "promoted:",
     ]
+
+
+def test_a_canary_is_compared_within_each_step_not_across_a_drifting_metric() -> None:
+    # The click rate falls from 30% to 20% to 10% while the canary's share grows, the same for
+    # both: pooled, the canary's lists are mostly from the late, low hours and it looks worse.
+    stored = _experiment("canary", CANARY)
+    steps = {
+        "control": [(1900, 570), (750, 150), (1000, 100)],
+        "canary": [(100, 30), (250, 50), (1000, 100)],
+    }
+    marks: list[dict[str, tuple[int, int]]] = []
+    for end in (1, 2):  # the counts saved as the 25% and the 50% steps began
+        marks.append(
+            {
+                name: (sum(c for _, c in periods[:end]), sum(n for n, _ in periods[:end]))
+                for name, periods in steps.items()
+            }
+        )
+    at_half = stored.state.model_copy(
+        update={"shares": [0.5, 0.5], "step_started_exposures": [2650, 350], "step_counts": marks}
+    )
+    totals = _counters(
+        **{name: (sum(n for n, _ in p), sum(c for _, c in p)) for name, p in steps.items()}
+    )
+
+    pooled = _decide(
+        stored.model_copy(update={"state": at_half.model_copy(update={"step_counts": []})}), totals
+    )
+    assert pooled is not None
+    assert pooled.state.decision is Decision.ROLLED_BACK  # what pooling across steps did
+    within = _decide(stored.model_copy(update={"state": at_half}), totals)
+    assert within is not None
+    assert within.state.decision is Decision.PROMOTED  # not worse at any step: promoted
+    assert "difference +0.0000" in within.state.reason
+
+
+def test_a_canary_step_saves_the_counts_it_began_with() -> None:
+    stored = _experiment("canary", CANARY)
+    outcome = _decide(stored, _counters(control=(1900, 380), canary=(100, 20)))
+    assert outcome is not None
+    assert outcome.state.shares == [0.75, 0.25]
+    assert outcome.state.step_counts == [{"control": (380, 1900), "canary": (20, 100)}]
 
 
 def test_a_worse_canary_is_rolled_back_at_once() -> None:

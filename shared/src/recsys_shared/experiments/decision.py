@@ -12,7 +12,8 @@ each step.
   step once the canary has served ``min_exposures`` lists at the current one without being
   significantly worse, and after the last step it is *promoted* (100%). It is *rolled back*
   as soon as it is significantly worse, at any step: the comparison uses every exposure since
-  the start, and is valid however often it is made.
+  the start, compared within each step (``report.strata``), and is valid however often it is
+  made.
 - **Shadow**: nothing to decide; it ends when stopped or at its maximum duration.
 
 Any mode still running at ``max_duration_seconds`` ends *inconclusive*.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from recsys_shared import keys
-from recsys_shared.experiments.report import sample
+from recsys_shared.experiments.report import Counts, counts, strata
 from recsys_shared.experiments.statistics import Difference, versus_control
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
@@ -61,19 +62,14 @@ def decide(
         return None
     names = variant_names(definition.mode, len(definition.variants))
     exposures = [counters.get(name, keys.VARIANT_EXPOSURES) for name in names]
-    control = sample(definition.metric, counters, names[0])
     comparisons = [
         versus_control(
-            control,
-            sample(definition.metric, counters, name),
-            treatments=len(names) - 1,
-            tau=tau,
-            alpha=alpha,
+            strata(stored, counters, name), treatments=len(names) - 1, tau=tau, alpha=alpha
         )
         for name in names[1:]
     ]
     if definition.mode is ExperimentMode.CANARY:
-        return _canary(stored, exposures, comparisons[0], now)
+        return _canary(stored, exposures, comparisons[0], counts(stored, counters), now)
     return _ab(stored, names, exposures, comparisons, now)
 
 
@@ -86,6 +82,7 @@ def _canary(
     stored: StoredExperiment,
     exposures: list[int],
     comparison: Difference | None,
+    counted: Counts,
     now: datetime,
 ) -> Outcome | None:
     state, definition = stored.state, stored.definition
@@ -123,6 +120,7 @@ def _canary(
         update={
             "shares": shares,
             "step_started_exposures": exposures,
+            "step_counts": [*state.step_counts, counted],
             "steps": [*state.steps, step],
         }
     )

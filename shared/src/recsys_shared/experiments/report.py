@@ -4,7 +4,7 @@ compares with the control (see ``statistics``)."""
 from __future__ import annotations
 
 from recsys_shared import keys
-from recsys_shared.experiments.statistics import Sample, rate, versus_control
+from recsys_shared.experiments.statistics import Sample, Stratum, rate, versus_control
 from recsys_shared.experiments.store import Counters, variant_names
 from recsys_shared.schemas import (
     Experiment,
@@ -28,19 +28,54 @@ def sample(metric: ExperimentMetric, counters: Counters, variant: str) -> Sample
     return Sample.grouped(clicks, exposures)
 
 
+#: A variant → its metric's (successes, trials) at some moment.
+Counts = dict[str, tuple[int, int]]
+
+
+def counts(stored: StoredExperiment, counters: Counters) -> Counts:
+    """Every variant's metric counts now (saved as a canary steps up)."""
+    names = variant_names(stored.definition.mode, len(stored.definition.variants))
+    samples = {name: sample(stored.definition.metric, counters, name) for name in names}
+    return {name: (own.successes, own.trials) for name, own in samples.items()}
+
+
+def strata(stored: StoredExperiment, counters: Counters, name: str) -> list[Stratum]:
+    """The control and the variant ``name`` over the same stretches of time: a canary's steps
+    (from the counts saved as each began), else the whole experiment as one."""
+    definition = stored.definition
+    metric = definition.metric
+    control_name = variant_names(definition.mode, len(definition.variants))[0]
+    control, own = sample(metric, counters, control_name), sample(metric, counters, name)
+    if definition.mode is not ExperimentMode.CANARY:
+        return [(control, own)]
+    now: Counts = {control_name: (control.successes, control.trials)}
+    now[name] = (own.successes, own.trials)
+    steps, before = [], dict.fromkeys(now, (0, 0))
+    for mark in [*stored.state.step_counts, now]:
+        steps.append((_since(control, before, mark, control_name), _since(own, before, mark, name)))
+        before = mark
+    return steps
+
+
+def _since(whole: Sample, before: Counts, after: Counts, name: str) -> Sample:
+    (s_before, n_before), (s_after, n_after) = before.get(name, (0, 0)), after.get(name, (0, 0))
+    return whole.part(s_after - s_before, n_after - n_before)
+
+
 def build_report(
     stored: StoredExperiment, counters: Counters, *, tau: float, alpha: float
 ) -> Experiment:
     definition, state = stored.definition, stored.state
     names = variant_names(definition.mode, len(definition.variants))
     served = names[:1] if definition.mode is ExperimentMode.SHADOW else names
-    control = sample(definition.metric, counters, names[0])
     variants = []
     for index, name in enumerate(served):
         own = sample(definition.metric, counters, name)
         interval = own.interval()
         versus = (
-            versus_control(control, own, treatments=len(served) - 1, tau=tau, alpha=alpha)
+            versus_control(
+                strata(stored, counters, name), treatments=len(served) - 1, tau=tau, alpha=alpha
+            )
             if index
             else None
         )

@@ -110,6 +110,19 @@ class Sample:
         shrink = _variance(self.successes, self.trials) / self.variance
         return wilson(min(self.successes, self.trials) * shrink, self.trials * shrink, z)
 
+    def part(self, successes: int, trials: int) -> Sample:
+        """Some of these counts (a canary step's), their variance widened as much as the
+        whole's is over the binomial (the design effect of counting users, not lists)."""
+        binomial = Sample.of(successes, trials)
+        if self.trials <= 0:
+            return binomial
+        design_effect = self.variance / _variance(self.successes, self.trials)
+        return replace(binomial, variance=binomial.variance * design_effect)
+
+
+#: A control's and a treatment's samples over the same stretch of time.
+Stratum = tuple[Sample, Sample]
+
 
 def difference(
     control: Sample,
@@ -120,11 +133,27 @@ def difference(
 ) -> Difference | None:
     """The treatment's rate minus the control's, with its always-valid (1 - alpha) confidence
     sequence."""
-    if control.trials <= 0 or treatment.trials <= 0:
+    return stratified([(control, treatment)], tau=tau, alpha=alpha)
+
+
+def stratified(
+    strata: Sequence[Stratum], *, tau: float = 0.05, alpha: float = 0.05
+) -> Difference | None:
+    """The difference within each stratum (a canary's step), combined with the weights
+    n_c·n_t / (n_c + n_t) of each stratum's trials, and its always-valid (1 - alpha) sequence.
+    Compared only within a stratum, a metric that drifts over time while the shares change
+    (the canary's grows) is not taken for a difference between the variants; with one stratum
+    this is the plain difference of the two rates."""
+    usable = [(c, t) for c, t in strata if c.trials > 0 and t.trials > 0]
+    if not usable:
         return None
-    value = min(treatment.successes / treatment.trials, 1.0)
-    value -= min(control.successes / control.trials, 1.0)
-    variance = control.variance + treatment.variance
+    weights = [c.trials * t.trials / (c.trials + t.trials) for c, t in usable]
+    total = sum(weights)
+    value = sum(w * (_rate(t) - _rate(c)) for w, (c, t) in zip(weights, usable, strict=True))
+    variance = sum(
+        w * w * (c.variance + t.variance) for w, (c, t) in zip(weights, usable, strict=True)
+    )
+    value, variance = value / total, variance / total**2
     tau2 = tau * tau
     radius = math.sqrt(
         variance * (variance + tau2) / tau2
@@ -133,17 +162,23 @@ def difference(
     return Difference(value, value - radius, value + radius, alpha)
 
 
+def _rate(sample: Sample) -> float:
+    return min(sample.successes / sample.trials, 1.0)
+
+
 def versus_control(
-    control: Sample,
-    treatment: Sample,
+    strata: Sequence[Stratum],
     *,
     treatments: int,
     tau: float,
     alpha: float,
 ) -> Difference | None:
-    """One of ``treatments`` treatments against the control, as decisions and reports read it:
-    its sequence at alpha / ``treatments``, and no verdict below ``MIN_TRIALS`` either side."""
-    found = difference(control, treatment, tau=tau, alpha=alpha / max(treatments, 1))
+    """One of ``treatments`` treatments against the control, as decisions and reports read it
+    (``strata``: one, or a canary's steps): its sequence at alpha / ``treatments``, and no
+    verdict below ``MIN_TRIALS`` either side."""
+    found = stratified(strata, tau=tau, alpha=alpha / max(treatments, 1))
     if found is None:
         return None
-    return replace(found, enough_trials=min(control.trials, treatment.trials) >= MIN_TRIALS)
+    control = sum(c.trials for c, _ in strata)
+    treatment = sum(t.trials for _, t in strata)
+    return replace(found, enough_trials=min(control, treatment) >= MIN_TRIALS)

@@ -135,6 +135,9 @@ class ExperimentState(BaseModel):
     shares: list[float]
     #: Exposures of each variant when the current canary step began.
     step_started_exposures: list[int] = Field(default_factory=list)
+    #: A canary's metric counts, variant → (successes, trials), when each step after the
+    #: first began: the canary is compared with the control within each step.
+    step_counts: list[dict[str, tuple[int, int]]] = Field(default_factory=list)
     steps: list[ExperimentStep] = Field(default_factory=list)
     ended_at: datetime | None = None
 
