@@ -1,5 +1,6 @@
 """An experiment's report: each variant's counts, its rate with an interval, and how it
-compares with the control (see ``statistics``)."""
+compares with the control (see ``statistics``). The samples it compares (``sample``,
+``strata``) are the ones the decider compares, so a report shows the verdict it acts on."""
 
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ import httpx
 from recsys_shared.processes import wait_until
 from recsys_shared.schemas import MAX_BATCH_EVENTS
 
+#: Answers a client waits out and asks again: rate-limited, or briefly unavailable.
+RETRYABLE = frozenset({429, 503})
+
 CLIENT_KEY = "test-client-key"
 ADMIN_KEY = "test-admin-key"
 API_KEYS = f"{CLIENT_KEY}:client,{ADMIN_KEY}:admin"
@@ -46,7 +49,11 @@ def wait_for_applied(gateway: str, *, timeout: float = 30.0, trimmed: bool = Fal
     ``trimmed``, trimmed it from the streams)."""
 
     def caught_up() -> bool:
-        body = httpx.get(f"{gateway}/v1/pipeline", headers=admin_headers(), timeout=5).json()
+        response = httpx.get(f"{gateway}/v1/pipeline", headers=admin_headers(), timeout=5)
+        if response.status_code in RETRYABLE:  # e.g. Redis still loading its AOF after a restart
+            return False
+        response.raise_for_status()
+        body = response.json()
         done = body["consumer_lag"] == 0 and body["pending"] == 0
         return bool(done and (not trimmed or body["stream_length"] == 0))
 
