@@ -49,9 +49,9 @@ def strata(stored: StoredExperiment, counters: Counters, name: str) -> list[Stra
     control, own = sample(metric, counters, control_name), sample(metric, counters, name)
     if definition.mode is not ExperimentMode.CANARY:
         return [(control, own)]
-    now: Counts = {control_name: (control.successes, control.trials)}
-    now[name] = (own.successes, own.trials)
-    steps, before = [], dict.fromkeys(now, (0, 0))
+    now = {control_name: (control.successes, control.trials), name: (own.successes, own.trials)}
+    steps: list[Stratum] = []
+    before: Counts = {}  # nothing before the first step
     for mark in [*stored.state.step_counts, now]:
         steps.append((_since(control, before, mark, control_name), _since(own, before, mark, name)))
         before = mark
