@@ -6,6 +6,8 @@
   does it ever declare a difference? Beside it, a plain z-test checked as often.
 - A/B: the control at 10%, the treatment at another rate: how many exposures (both variants,
   split evenly) until the verdict, and is it the right one?
+- A/A of keen users (many lists each, click rates of their own): how often a difference is
+  declared with users as the unit, as the system counts, and with lists taken as independent.
 
 ``.venv/bin/python scripts/experiment_sizes.py`` (about half a minute).
 """
@@ -18,6 +20,7 @@ import numpy as np
 
 from recsys_shared.experiments.statistics import Z_95, Sample, difference
 from recsys_shared.schemas import MIN_TRIALS
+from recsys_shared.testing.experiments import keen_users_verdict
 
 CONTROL_RATE = 0.1
 
@@ -80,6 +83,15 @@ def main() -> None:
             f"  treatment at {rate:.0%}: right verdict in {right}/100, exposures to decide "
             f"median {np.median(ends):,.0f}, 90th percentile {np.percentile(ends, 90):,.0f}"
         )
+    print("\nA/A of 3,000 keen users (11 lists each on average, click rates of their own about")
+    print(f"{CONTROL_RATE:.0%}), checked every 100 users, {runs} runs:")
+    for grouped, name in ((True, "users as the unit"), (False, "lists as independent")):
+        verdicts = [
+            keen_users_verdict(rng, CONTROL_RATE, CONTROL_RATE, grouped=grouped)
+            for _ in range(runs)
+        ]
+        wrong = sum(verdict != "undecided" for verdict in verdicts) / runs
+        print(f"  {name:<24} declared a difference in {wrong:.1%} of runs")
 
 
 if __name__ == "__main__":

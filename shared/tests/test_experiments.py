@@ -23,6 +23,7 @@ from recsys_shared.schemas import (
     ExperimentStep,
     StoredExperiment,
 )
+from recsys_shared.testing.experiments import keen_users_verdict
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -104,43 +105,18 @@ def test_a_real_difference_is_found_in_the_right_direction() -> None:
     assert [_monitored(rng, 0.1, 0.2) for _ in range(20)] == ["better"] * 20
 
 
-def _keen_users(rng: np.random.Generator, *rates: float, grouped: bool = True) -> str:
-    """Users who each see many lists (1 + geometric, mean 11) and click with a rate of their
-    own (beta-distributed about the variant's), counted per group as the system counts them,
-    checked after every 100 users: the first verdict."""
-    users, groups = 3_000, keys.VARIANT_GROUPS
-    arms = rng.integers(len(rates), size=users)
-    means = np.asarray(rates)[arms]
-    lists = 1 + rng.geometric(0.1, size=users)
-    clicks = rng.binomial(lists, rng.beta(means * 5, (1 - means) * 5))
-    cells = arms * groups + rng.integers(groups, size=users)
-    for end in range(100, users + 1, 100):
-        served = np.bincount(cells[:end], weights=lists[:end], minlength=2 * groups)
-        clicked = np.bincount(cells[:end], weights=clicks[:end], minlength=2 * groups)
-        control, treatment = (
-            Sample.grouped(clicked[part], served[part])
-            if grouped
-            else Sample.of(int(clicked[part].sum()), int(served[part].sum()))
-            for part in (slice(0, groups), slice(groups, None))
-        )
-        found = versus_control([(control, treatment)], treatments=1, tau=0.05, alpha=0.05)
-        if found is not None and found.verdict != "undecided":
-            return found.verdict
-    return "undecided"
-
-
 def test_keen_users_do_not_make_an_a_a_test_decide() -> None:
     # A keen user's lists rise and fall together: taken as independent trials, the intervals
     # are far too narrow and half of these A/A tests declare a difference.
     rng = np.random.default_rng(5)
-    as_trials = [_keen_users(rng, 0.1, 0.1, grouped=False) for _ in range(100)]
+    as_trials = [keen_users_verdict(rng, 0.1, 0.1, grouped=False) for _ in range(100)]
     assert sum(verdict != "undecided" for verdict in as_trials) >= 30
     # With the user as the unit (counts per group of users), alpha holds.
-    by_users = [_keen_users(rng, 0.1, 0.1) for _ in range(200)]
+    by_users = [keen_users_verdict(rng, 0.1, 0.1) for _ in range(200)]
     false_decisions = sum(verdict != "undecided" for verdict in by_users) / len(by_users)
     assert false_decisions <= 0.06, false_decisions
     # And a real difference is still found, in the right direction.
-    assert [_keen_users(rng, 0.1, 0.2) for _ in range(10)] == ["better"] * 10
+    assert [keen_users_verdict(rng, 0.1, 0.2) for _ in range(10)] == ["better"] * 10
 
 
 def test_grouped_counts_of_one_trial_per_user_are_binomial() -> None:

@@ -1,6 +1,6 @@
 """Tools for experiments on a running system: a deliberately worse version, and a simulated
 population whose hidden tastes decide what it clicks (used by the experiment tests and
-``make experiment-demo``)."""
+``make experiment-demo``), and a simulation of keen users for the statistics."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, ArtifactStore, load_npz, model_folder, npz_bytes
+from recsys_shared.experiments.statistics import Sample, versus_control
 from recsys_shared.redis import connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
@@ -250,3 +252,29 @@ def small_versions(redis_url: str, artifact_url: str, count: int = 2) -> list[in
     """Register ``count`` small, real ALS versions (50 users ``u*``, 40 items ``i*``) and
     activate the first: a system with versions to experiment on, in a second."""
     return asyncio.run(_small_versions(redis_url, artifact_url, count))
+
+
+def keen_users_verdict(rng: np.random.Generator, *rates: float, grouped: bool = True) -> str:
+    """A simulated two-variant experiment of users who each see many lists (1 + geometric,
+    mean 11) and click with a rate of their own (beta-distributed about the variant's),
+    counted per group as the system counts them (or as independent lists, ``grouped=False``),
+    checked after every 100 of 3,000 users: the first verdict."""
+    users, groups = 3_000, keys.VARIANT_GROUPS
+    arms = rng.integers(len(rates), size=users)
+    means = np.asarray(rates)[arms]
+    lists = 1 + rng.geometric(0.1, size=users)
+    clicks = rng.binomial(lists, rng.beta(means * 5, (1 - means) * 5))
+    cells = arms * groups + rng.integers(groups, size=users)
+    for end in range(100, users + 1, 100):
+        served = np.bincount(cells[:end], weights=lists[:end], minlength=2 * groups).astype(int)
+        clicked = np.bincount(cells[:end], weights=clicks[:end], minlength=2 * groups).astype(int)
+        control, treatment = (
+            Sample.grouped(clicked[part].tolist(), served[part].tolist())
+            if grouped
+            else Sample.of(int(clicked[part].sum()), int(served[part].sum()))
+            for part in (slice(0, groups), slice(groups, None))
+        )
+        found = versus_control([(control, treatment)], treatments=1, tau=0.05, alpha=0.05)
+        if found is not None and found.verdict != "undecided":
+            return found.verdict
+    return "undecided"
