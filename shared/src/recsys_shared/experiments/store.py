@@ -9,7 +9,6 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 
 from recsys_shared import keys
 from recsys_shared.errors import (
@@ -59,17 +58,12 @@ class Counters:
 
     def groups(self, variant: str, suffix: str) -> list[int]:
         """The variant's count in each group of its users (ungrouped counts in group 0)."""
-        return self._by_group.get((variant, suffix), [0] * keys.VARIANT_GROUPS)
-
-    @cached_property
-    def _by_group(self) -> dict[tuple[str, str], list[int]]:
-        grouped: dict[tuple[str, str], list[int]] = {}
-        for field, value in self.values.items():
-            head, colon, metric = field.rpartition(":")
-            variant, _, number = head.partition("/")
-            counts = grouped.setdefault((variant, colon + metric), [0] * keys.VARIANT_GROUPS)
-            counts[int(number) % keys.VARIANT_GROUPS if number.isdigit() else 0] += value
-        return grouped
+        counts = [
+            self.values.get(keys.variant_counter(variant, number, suffix), 0)
+            for number in range(keys.VARIANT_GROUPS)
+        ]
+        counts[0] += self.values.get(variant + suffix, 0)
+        return counts
 
 
 class ExperimentStore:
