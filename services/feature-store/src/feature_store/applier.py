@@ -45,9 +45,9 @@ APPLY = LuaScript.load(__package__, "lua/apply.lua")
 POPULARITY_EPOCH = 1_700_000_000.0
 
 
-#: What one event adds to an experiment: (experiment, the counters' prefix for the variant and
-#: the user's group, on an item of the list 0/1, a purchase of one 0/1).
-Attribution = tuple[str, str, int, int]
+#: What one event adds to an experiment: (experiment, its variant's events, clicks and
+#: conversions counters for the user's group, on an item of the list 0/1, a purchase 0/1).
+Attribution = tuple[str, str, str, str, int, int]
 #: The version that served an event's list ('popular' for a fallback) and whether its item
 #: was on it, plus what it adds to experiments.
 _Served = tuple[str, int, list[Attribution]]
@@ -200,9 +200,6 @@ class EventApplier:
             "redelivered_field": keys.STAT_REDELIVERED,
             "erased_field": keys.STAT_ERASED,
             "experiment_prefix": partition.experiment_prefix,
-            "variant_events": keys.VARIANT_EVENTS,
-            "variant_clicks": keys.VARIANT_CLICKS,
-            "variant_conversions": keys.VARIANT_CONVERSIONS,
             "second": partition.applied(int(now)),
             "second_ttl": keys.THROUGHPUT_KEY_TTL_SECONDS,
         }
@@ -296,9 +293,10 @@ def _on(record: ServedList, event: StoredEvent) -> int:
 def _attribution(record: ServedList, event: StoredEvent) -> Attribution:
     on_list = _on(record, event)
     purchase = 1 if on_list and event.type is EventType.PURCHASE else 0
-    experiment = record.experiment or ""
-    # The script appends each counter's suffix to the group's prefix (variant_counter's form).
-    counters = keys.variant_counter(
-        record.variant or "", group(experiment, event.user_id), suffix=""
+    experiment, variant = record.experiment or "", record.variant or ""
+    number = group(experiment, event.user_id)
+    events, clicks, conversions = (
+        keys.variant_counter(variant, number, suffix)
+        for suffix in (keys.VARIANT_EVENTS, keys.VARIANT_CLICKS, keys.VARIANT_CONVERSIONS)
     )
-    return (experiment, counters, on_list, purchase)
+    return (experiment, events, clicks, conversions, on_list, purchase)

@@ -11,8 +11,8 @@
 --          highest stream ids; see applier.py).
 -- ARGV[2]: the batch, JSON: [[stream id, user, item, weight, ts, is_rating, popularity step,
 --          event type, serving version or '' (attributed events), hit 0/1, received_at,
---          user digest, [[experiment, variant and group (keys.variant_counter without its
---          suffix), on the list 0/1, purchase 0/1], ...]], ...]
+--          user digest, [[experiment, its events, clicks and conversions fields,
+--          on the list 0/1, purchase 0/1], ...]], ...]
 -- Returns {applied, redelivered, erased, the users whose events were applied}.
 local L = cjson.decode(ARGV[1])
 local batch = cjson.decode(ARGV[2])
@@ -118,10 +118,10 @@ for _, event in ipairs(batch) do
       if event[10] == 1 then rec_hits[served_by] = (rec_hits[served_by] or 0) + 1 end
     end
     for _, attribution in ipairs(event[13] or {}) do
-      local experiment, variant = attribution[1], attribution[2]
-      count(experiment, variant .. L.variant_events, 1)
-      count(experiment, variant .. L.variant_clicks, attribution[3])
-      count(experiment, variant .. L.variant_conversions, attribution[4])
+      local experiment = attribution[1]
+      count(experiment, attribution[2], 1)
+      count(experiment, attribution[3], attribution[5])
+      count(experiment, attribution[4], attribution[6])
     end
     applied = applied + 1
   end
