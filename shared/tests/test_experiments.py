@@ -248,7 +248,7 @@ def test_a_canary_is_compared_within_each_step_not_across_a_drifting_metric() ->
     # The click rate falls from 30% to 20% to 10% while the canary's share grows, the same for
     # both: pooled, the canary's lists are mostly from the late, low hours and it looks worse.
     stored = _experiment("canary", CANARY)
-    steps = {
+    steps = {  # (lists, clicks) in each of the three steps
         "control": [(1900, 570), (750, 150), (1000, 100)],
         "canary": [(100, 30), (250, 50), (1000, 100)],
     }
