@@ -3,6 +3,7 @@ nothing behind, and every failure is a problem response, never a 202."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -259,6 +260,42 @@ def test_a_body_over_the_limit_is_refused(
     # Under the limit the same gateway accepts.
     small = _post(gateway, client_headers, events[:3])
     assert small.status_code == 202
+
+
+def test_a_gzip_batch_is_stored_as_it_was_before_compression(
+    gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    events = [_event(index) for index in range(50)]
+    body = gzip.compress(json.dumps({"events": events}).encode())
+    headers = {**client_headers, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+    response = gateway.client.post("/v1/events", content=body, headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": 50, "duplicates": 0}
+    assert [event.event_id for event in _stored(store)] == [f"e{index}" for index in range(50)]
+
+
+def test_a_compressed_batch_is_bounded_once_decompressed_and_other_codings_refused(
+    make_gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    gateway = make_gateway(max_body_bytes=2048)
+    body = json.dumps({"events": [_event(index) for index in range(40)]}).encode()
+    compressed = gzip.compress(body)
+    assert len(compressed) < 2048 < len(body)
+    headers = {**client_headers, "Content-Type": "application/json"}
+
+    inflated = gateway.client.post(
+        "/v1/events", content=compressed, headers={**headers, "Content-Encoding": "gzip"}
+    )
+    brotli = gateway.client.post(
+        "/v1/events", content=body[:1000], headers={**headers, "Content-Encoding": "br"}
+    )
+
+    assert "once decompressed" in assert_problem(inflated, 413)["detail"]
+    assert "'br'" in assert_problem(brotli, 415)["detail"]
+    assert brotli.headers["Accept-Encoding"] == "gzip"
+    assert store.xlen(PARTITION.events) == 0
 
 
 def test_redis_unreachable_is_a_503_never_a_202(

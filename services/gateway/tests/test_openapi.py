@@ -82,6 +82,7 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
         # Only what can happen: a 422 where there is input, a body's 400 where there is one.
         has_input = bool(operation.get("parameters")) or "requestBody" in operation
         assert ("422" in responses) is has_input, key
+        assert ("415" in responses) is ("requestBody" in operation), key  # a body's coding
         if "requestBody" not in operation and "400" in responses:
             assert "URL" in responses["400"]["description"], key  # the status page's own
     operations_without_input = [
@@ -123,7 +124,7 @@ def test_every_problem_is_documented_as_it_is_sent(gateway: Any) -> None:
         "403",
         "422",
     }
-    assert {"413", "429"} <= set(sign_in)
+    assert {"413", "415", "429"} <= set(sign_in)
 
 
 def test_every_published_pattern_is_explained_in_words_when_it_refuses(gateway: Any) -> None:

@@ -14,12 +14,21 @@ _PROBLEM = {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}
 _PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {**_PROBLEM, "description": "The body is not UTF-8, or could not be read"},
+    400: {
+        **_PROBLEM,
+        "description": "The body could not be read: not valid gzip, or cut short "
+        "(`Content-Encoding: gzip`), or not parseable at all (JSON nested thousands deep)",
+    },
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},
     413: {
         **_PROBLEM,
         "description": "Request body over the limit (`MAX_BODY_BYTES`, 1 MiB by default)",
+    },
+    415: {
+        **_PROBLEM,
+        "description": "A `Content-Encoding` other than gzip (or none); `Accept-Encoding` "
+        "names gzip",
     },
     429: {**_PROBLEM, "description": "Over the API key's rate limit; retry after `Retry-After`"},
     422: {
@@ -43,7 +52,8 @@ def document_problems(app: FastAPI) -> None:
     """Every problem response documented as it is sent: ``application/problem+json`` with
     the Problem schema (FastAPI files a response's ``model`` under the route's own media type,
     JSON or HTML, which no problem is sent as); and only where it can be sent: the routers'
-    shared 400 (a body not UTF-8) where there is a body, their 422 where there is input."""
+    shared 400 and 415 (a body that cannot be read or decoded) where there is a body, their 422
+    where there is input."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -63,8 +73,10 @@ def _only_possible_input_errors(operation: dict[str, Any]) -> None:
     shared_400 = (
         responses.get("400", {}).get("description") == PROBLEM_RESPONSES[400]["description"]
     )
-    if shared_400 and "requestBody" not in operation:
-        del responses["400"]
+    if "requestBody" not in operation:
+        if shared_400:
+            del responses["400"]
+        responses.pop("415", None)
     if "422" in responses and not operation.get("parameters") and "requestBody" not in operation:
         del responses["422"]
 

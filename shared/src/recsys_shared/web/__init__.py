@@ -5,9 +5,10 @@ A service builds its app with :func:`create_service_app`, which installs all of 
 on every request of the hot path.
 
 Split by concern: ``observability`` (request ids, metrics, the failure log), ``limits``
-(time and body size), ``problems`` (error mapping), ``methods`` (which methods a path serves;
-HEAD answered as GET), ``ops`` (liveness, readiness, metrics), ``state`` (the typed lifespan
-state routes read), ``lists`` (the hot list routes' answer); the fast lane lives apart, in
+(time and body size), ``encoding`` (gzip bodies decoded, other codings refused),
+``problems`` (error mapping), ``methods`` (which methods a path serves; HEAD answered as
+GET), ``ops`` (liveness, readiness, metrics), ``state`` (the typed lifespan state routes
+read), ``lists`` (the hot list routes' answer); the fast lane lives apart, in
 :mod:`recsys_shared.fastpath`.
 """
 
@@ -29,6 +30,7 @@ from recsys_shared.redis import RedisClient, connect
 from recsys_shared.schemas import PROBLEM_MEDIA_TYPE
 from recsys_shared.settings import ServiceSettings
 from recsys_shared.tracing import FASTAPI_TELEMETRY_OFF, setup_tracing
+from recsys_shared.web.encoding import ContentDecodingMiddleware
 from recsys_shared.web.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from recsys_shared.web.methods import HeadAsGetMiddleware
 from recsys_shared.web.observability import ObservabilityMiddleware
@@ -44,6 +46,7 @@ __all__ = [
     "GC_YOUNG_THRESHOLD",
     "PROBLEM_MEDIA_TYPE",
     "BodySizeLimitMiddleware",
+    "ContentDecodingMiddleware",
     "FastLane",
     "HeadAsGetMiddleware",
     "ObservabilityMiddleware",
@@ -81,6 +84,8 @@ def install(
     app.add_middleware(HeadAsGetMiddleware, routes=app.router.routes)
     if fast_routes:
         app.add_middleware(FastLane, routes=fast_routes, exception_handlers=app.exception_handlers)
+    # Inside the body limit, which counts the bytes as sent; this one bounds them decoded.
+    app.add_middleware(ContentDecodingMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(RequestTimeoutMiddleware, seconds=request_timeout_seconds)
     app.add_middleware(ObservabilityMiddleware, access_log=access_log)

@@ -27,7 +27,9 @@ router = APIRouter(
         "counted under `duplicates` and applied once; events without an `event_id` are never "
         "deduplicated. 503 with `Retry-After` when the store is unavailable or a partition's "
         "backlog is full: resend the whole batch. Part of it may have been stored (the detail "
-        "says so); its events with an `event_id` are then recognised as duplicates."
+        "says so); its events with an `event_id` are then recognised as duplicates. The "
+        "body may be sent compressed (`Content-Encoding: gzip`: a tenth of the bytes or less for a "
+        "large batch); `MAX_BODY_BYTES` bounds it both as sent and decompressed."
     ),
 )
 async def post_events(batch: EventBatch, state: StateDep) -> EventsAccepted:

@@ -256,7 +256,7 @@ async def _form_key(request: Request) -> str:
     responses={
         # A browser's refusals come back as the form (HTML); the rest as problems only.
         **{status: {**PROBLEM_RESPONSES[status], "content": _BOTH} for status in (401, 403, 422)},
-        **{status: PROBLEM_RESPONSES[status] for status in (413, 429)},
+        **{status: PROBLEM_RESPONSES[status] for status in (413, 415, 429)},
         **_KEY_IN_URL,
     },
     openapi_extra={
