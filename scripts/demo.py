@@ -9,6 +9,8 @@ personalised recommendations.
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,9 +75,14 @@ def rating_events(frame: Any, prefix: str = "movielens") -> list[dict[str, Any]]
 def send(
     http: httpx.Client, method: str, path: str, body: Any, headers: dict[str, str]
 ) -> httpx.Response:
-    """A write that retries what the API says is retryable (503, 429) after Retry-After."""
+    """A write that retries what the API says is retryable (503, 429) after Retry-After.
+
+    The body goes compressed, as a client sending large batches would send it: a batch of
+    1,000 MovieLens ratings is 138 KB of JSON and 10 KB of gzip."""
+    compressed = gzip.compress(json.dumps(body).encode(), compresslevel=5)
+    headers = {**headers, "Content-Type": "application/json", "Content-Encoding": "gzip"}
     for _ in range(60):
-        response = http.request(method, path, json=body, headers=headers)
+        response = http.request(method, path, content=compressed, headers=headers)
         if response.status_code not in (429, 503):
             response.raise_for_status()
             return response
