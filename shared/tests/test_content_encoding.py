@@ -129,22 +129,29 @@ def test_the_fast_lane_reads_the_decoded_body(client: TestClient) -> None:
     assert response.text == str(len(body))
 
 
-def test_a_body_that_inflates_past_the_limit_is_a_413(client: TestClient) -> None:
+#: Where the errors are raised: a route FastAPI serves, and one the fast lane serves (in the
+#: "fast lane" app; FastAPI serves it in the other).
+BODY_ROUTES = pytest.mark.parametrize("path", ["/events", "/lane/length"])
+
+
+@BODY_ROUTES
+def test_a_body_that_inflates_past_the_limit_is_a_413(client: TestClient, path: str) -> None:
     body = _batch(100)
     compressed = gzip.compress(body)
     assert len(compressed) < MAX_BODY < len(body)
 
-    response = client.post("/events", content=compressed, headers=GZIP)
+    response = client.post(path, content=compressed, headers=GZIP)
 
     problem = assert_problem(response, 413)
     assert problem["type"] == "urn:recsys:problem:payload-too-large"
     assert "once decompressed" in problem["detail"]
 
 
-def test_the_limit_on_the_bytes_sent_still_holds(client: TestClient) -> None:
+@BODY_ROUTES
+def test_the_limit_on_the_bytes_sent_still_holds(client: TestClient, path: str) -> None:
     noise = os.urandom(MAX_BODY)  # random bytes do not compress: the gzip body is larger
 
-    response = client.post("/events", content=gzip.compress(noise), headers=GZIP)
+    response = client.post(path, content=gzip.compress(noise), headers=GZIP)
 
     problem = assert_problem(response, 413)
     assert "once decompressed" not in problem["detail"]
@@ -159,20 +166,22 @@ def test_the_limit_on_the_bytes_sent_still_holds(client: TestClient) -> None:
     ],
     ids=["not gzip", "truncated", "followed by garbage"],
 )
-def test_a_broken_gzip_body_is_a_400_saying_so(client: TestClient, body: bytes, named: str) -> None:
-    response = client.post("/events", content=body, headers=GZIP)
+@BODY_ROUTES
+def test_a_broken_gzip_body_is_a_400_saying_so(
+    client: TestClient, path: str, body: bytes, named: str
+) -> None:
+    response = client.post(path, content=body, headers=GZIP)
 
     problem = assert_problem(response, 400)
     assert named in problem["detail"]
 
 
 @pytest.mark.parametrize("coding", ["br", "deflate", "gzip, gzip", "compress"])
+@BODY_ROUTES
 def test_another_coding_is_a_415_naming_it_and_what_is_accepted(
-    client: TestClient, coding: str
+    client: TestClient, path: str, coding: str
 ) -> None:
-    response = client.post(
-        "/events", content=_batch(1), headers={**JSON, "Content-Encoding": coding}
-    )
+    response = client.post(path, content=_batch(1), headers={**JSON, "Content-Encoding": coding})
 
     problem = assert_problem(response, 415)
     assert repr(coding) in problem["detail"]
