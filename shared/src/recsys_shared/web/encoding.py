@@ -1,9 +1,10 @@
 """Request bodies sent compressed (``Content-Encoding: gzip``), decoded as they are read.
 
 A client sending batches of events saves most of its bandwidth by compressing them (a
-1,000-event batch of JSON shrinks tenfold or more). Without this, a gzip body would reach the
-JSON parser as it came and be refused as "not JSON", and any other coding likewise, with a
-reason that names the wrong thing. Here:
+1,000-event batch of MovieLens ratings: 138 KB of JSON, 10 KB of gzip; inflating it takes
+~0.16 ms, 3% of validating it). Without this, a gzip body would reach the JSON parser as it
+came and be refused as "not JSON", and any other coding likewise, with a reason that names
+the wrong thing. Here:
 
 - no ``Content-Encoding``, or ``identity``: the body passes untouched;
 - ``gzip`` (or its old name ``x-gzip``; several gzip members one after another are one body,
