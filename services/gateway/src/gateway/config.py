@@ -48,7 +48,12 @@ class Settings(ServingSettings, TaskQueueSettings, FeatureStoreClientSettings):
         default=3, ge=1, description="Failures that open a replica's breaker."
     )
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body, as sent and, for a gzip body, decompressed: a 413 "
+        "past either.",
+    )
     idempotency_window_seconds: int = Field(
         default=24 * 3600,
         ge=60,
