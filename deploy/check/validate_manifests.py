@@ -18,8 +18,8 @@ PyYAML come from deploy/requirements-check.txt). For every file, which is one
 3. the deployment rules of this repository (rules.py): restricted security contexts,
    requests and limits, liveness and readiness probes, writable emptyDirs only on /tmp, a
    startup probe on the recommender, one beat replica with the Recreate strategy;
-4. what the rendering exposes (exposure.py): the Ingress paths and, in production, a
-   default-deny NetworkPolicy.
+4. what the rendering exposes (exposure.py): the Ingress paths, a body size at the Ingress
+   no smaller than the gateway's, and, in production, a default-deny NetworkPolicy.
 
 Prints one line per file and every problem found; exits 1 if there is any.
 """

@@ -351,6 +351,11 @@ def prod_without_network_policies(deploy: Path) -> None:
     )
 
 
+def ingress_body_below_the_gateways(deploy: Path) -> None:
+    """The controller set to refuse bodies the gateway accepts."""
+    edit(deploy / "k8s/base/gateway.yaml", "proxy-body-size: 1m", "proxy-body-size: 512k")
+
+
 def docs_routed_but_not_enabled(deploy: Path) -> None:
     """The docs' paths routed while the gateway's DOCS_ENABLED stays false."""
     edit(
@@ -379,6 +384,7 @@ def docs_routed_but_not_enabled(deploy: Path) -> None:
             ("dev", "public-docs"),
             "(the docs' paths need DOCS_ENABLED=true)",
         ),
+        (ingress_body_below_the_gateways, ("dev", "none"), "is below the gateway's MAX_BODY"),
     ],
     ids=[
         "unknown-field",
@@ -388,6 +394,7 @@ def docs_routed_but_not_enabled(deploy: Path) -> None:
         "ingress-routes-everything",
         "prod-without-network-policies",
         "docs-not-enabled",
+        "ingress-body-below-the-gateways",
     ],
 )
 def test_a_broken_manifest_fails_the_check(

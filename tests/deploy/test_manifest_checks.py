@@ -20,6 +20,7 @@ CHECKS = Path(__file__).resolve().parents[2] / "deploy" / "check"
 sys.path.insert(0, str(CHECKS))  # the checks import each other as scripts beside each other
 references = importlib.import_module("references")
 rules = importlib.import_module("rules")
+exposure = importlib.import_module("exposure")
 
 Obj = dict[str, Any]
 SECURE_CONTAINER = {
@@ -312,3 +313,69 @@ def test_a_broken_rule_is_reported(breakage: Callable[[list[Obj]], None], expect
     problems = rules.check_rules(objects)
     assert len(problems) == 1, problems
     assert expected in problems[0]
+
+
+# ── the Ingress passes on what the gateway accepts ──────────────────────────────────────────
+def _api_ingress(annotations: dict[str, str] | None = None) -> Obj:
+    path = {"path": "/v1", "pathType": "Prefix"}
+    ingress = named("Ingress", "gateway", spec={"rules": [{"http": {"paths": [path]}}]})
+    if annotations is not None:
+        ingress["metadata"]["annotations"] = annotations
+    return ingress
+
+
+def _settings(**data: str) -> Obj:
+    return named("ConfigMap", "recsys-config-5f2k", data=data)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1m", 1024**2), ("512k", 512 * 1024), ("2G", 2 * 1024**3), ("4096", 4096), ("0", 0)],
+)
+def test_nginx_sizes_are_read_in_nginx_units(text: str, size: int) -> None:
+    assert exposure.nginx_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "1.5m", "lots", "m"])
+def test_an_unreadable_nginx_size_is_none(text: str) -> None:
+    assert exposure.nginx_size(text) is None
+
+
+@pytest.mark.parametrize(
+    ("annotations", "settings"),
+    [
+        (None, {}),  # both defaults: 1m and 1 MiB
+        ({exposure.BODY_SIZE_ANNOTATION: "8m"}, {"MAX_BODY_BYTES": "8388608"}),
+        ({exposure.BODY_SIZE_ANNOTATION: "0"}, {"MAX_BODY_BYTES": "8388608"}),  # no limit
+    ],
+)
+def test_an_ingress_passing_every_body_the_gateway_accepts_passes(
+    annotations: dict[str, str] | None, settings: dict[str, str]
+) -> None:
+    assert exposure.check_exposure([_api_ingress(annotations), _settings(**settings)]) == []
+
+
+@pytest.mark.parametrize(
+    ("annotations", "settings", "expected"),
+    [
+        (None, {"MAX_BODY_BYTES": "2097152"}, "1m (1048576 bytes) is below"),
+        ({exposure.BODY_SIZE_ANNOTATION: "512k"}, {}, "512k (524288 bytes) is below"),
+        ({exposure.BODY_SIZE_ANNOTATION: "big"}, {}, "'big' is not an nginx size"),
+        (None, {"MAX_BODY_BYTES": "1MiB"}, "'1MiB' in recsys-config is not a number"),
+    ],
+)
+def test_an_ingress_refusing_bodies_the_gateway_accepts_is_reported(
+    annotations: dict[str, str] | None, settings: dict[str, str], expected: str
+) -> None:
+    problems = exposure.check_exposure([_api_ingress(annotations), _settings(**settings)])
+
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("Ingress/gateway: ")
+    assert expected in problems[0]
+
+
+def test_the_checks_default_is_the_gateways() -> None:
+    from gateway.config import Settings
+
+    default = Settings.model_fields["max_body_bytes"].default
+    assert default == exposure.GATEWAY_DEFAULT_MAX_BODY_BYTES
