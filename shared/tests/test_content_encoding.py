@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import REGISTRY
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Message, Scope
@@ -186,6 +187,19 @@ def test_another_coding_is_a_415_naming_it_and_what_is_accepted(
     problem = assert_problem(response, 415)
     assert repr(coding) in problem["detail"]
     assert response.headers["accept-encoding"] == "gzip"
+
+
+def test_a_gzip_request_is_counted_under_its_route(client: TestClient) -> None:
+    def counted() -> float:
+        value = REGISTRY.get_sample_value(
+            "http_requests_total", {"route": "/events", "method": "POST", "status": "200"}
+        )
+        return value or 0.0
+
+    before = counted()
+    client.post("/events", content=gzip.compress(_batch(1)), headers=GZIP)
+
+    assert counted() == before + 1
 
 
 def test_a_route_that_reads_no_body_ignores_the_coding(client: TestClient) -> None:
