@@ -306,9 +306,9 @@ VARIANT_CONVERSIONS, SHADOW_OVERLAP = ":conversions", ":overlap"
 VARIANT_GROUPS = 64  # a variant's users are counted in this many groups (variance by user)
 
 
-def variant_counter(variant: str, group: int, suffix: str) -> str:
-    """A variant's counter for one group of its users: ``<variant>/<group><suffix>``."""
-    return f"{variant}/{group}{suffix}"
+def variant_counter(variant: str, group: int | None, suffix: str) -> str:
+    """``<variant>/<group><suffix>`` for a group of its users; ``<variant><suffix>`` ungrouped."""
+    return f"{variant}{suffix}" if group is None else f"{variant}/{group}{suffix}"
 
 
 def experiment(experiment_id: str) -> str:

@@ -137,9 +137,12 @@ class ShadowRanker:
                 job.arm.experiment,
                 [(job.served_id + SHADOW_SUFFIX, record.model_dump_json())],
                 [
-                    (SHADOW + keys.VARIANT_EXPOSURES, 1),
+                    (keys.variant_counter(SHADOW, None, keys.VARIANT_EXPOSURES), 1),
                     # Thousandths: the counters hold integers.
-                    (SHADOW + keys.SHADOW_OVERLAP, round(overlap * 1000)),
+                    (
+                        keys.variant_counter(SHADOW, None, keys.SHADOW_OVERLAP),
+                        round(overlap * 1000),
+                    ),
                 ],
             )
         except (StoreUnavailable, StoreError) as error:

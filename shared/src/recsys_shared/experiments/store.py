@@ -62,7 +62,7 @@ class Counters:
             self.values.get(keys.variant_counter(variant, number, suffix), 0)
             for number in range(keys.VARIANT_GROUPS)
         ]
-        counts[0] += self.values.get(variant + suffix, 0)
+        counts[0] += self.values.get(keys.variant_counter(variant, None, suffix), 0)
         return counts
 
 
