@@ -224,3 +224,23 @@ def test_a_batch_no_partition_stored_is_the_refusals_own_problem(
     assert response.status_code == 503
     assert response.json()["type"] == "urn:recsys:problem:backpressure"
     assert response.headers["retry-after"] == "2"
+
+
+def test_a_resend_of_events_no_replica_confirmed_waits_for_the_replicas_again(
+    make_gateway: Any, store: redis.Redis, client_headers: dict[str, str]
+) -> None:
+    # A lone Redis: no replica ever confirms, as when the replicas lag behind the master.
+    gateway = make_gateway(
+        event_partitions=PARTITIONS.count, durable_replicas=1, durable_replicas_timeout_ms=20
+    )
+    events = [_event(user, f"e-{user}") for user in _users(3)]
+
+    first = _post(gateway, client_headers, events)
+    assert_problem(first, 503)
+    assert "replica(s) confirmed them" in first.json()["detail"]
+    assert sum(store.xlen(partition.events) for partition in PARTITIONS.all) == 3  # on the master
+
+    # The resend finds only duplicates; a 202 now would acknowledge events on one node only.
+    resent = _post(gateway, client_headers, events)
+    assert_problem(resent, 503)
+    assert "replica(s) confirmed them" in resent.json()["detail"]

@@ -105,7 +105,10 @@ class EventIngestor:
                 f"{partition.number}, over the limit of {self.max_backlog}; retry shortly.",
                 retry_after=2,
             )
-        if accepted and self.replicas:
+        if self.replicas:
+            # Also when every event was a duplicate: a resend after a 503 for replicas that
+            # did not confirm in time finds the events stored on the master only. The script
+            # wrote (its counters), so WAIT covers the first attempt's events too.
             await self._wait_for_replicas(partition)
         return EventsAccepted(accepted=int(accepted), duplicates=int(duplicates))
 
