@@ -138,6 +138,19 @@ def test_delete_user_erases_the_history(client, sync_redis):
     assert client.delete("/users/u1").status_code == 204  # idempotent
 
 
+@pytest.mark.parametrize(("user_id", "path"), [(".", "%2E"), ("..", "%2E%2E")])
+def test_a_user_named_by_a_dot_segment_is_erased_when_sent_encoded(
+    client, sync_redis, user_id, path
+):
+    # The gateway sends these ids encoded (gateway.clients.segment): '/users/..' would be '/'.
+    sync_redis.xadd(P0.events, {"e": event_json(user_id, "i1", f"e-{path}")})
+    wait_until(lambda: sync_redis.exists(P0.user_items(user_id)))
+
+    assert client.delete(f"/users/{path}").status_code == 204
+    assert sync_redis.exists(*P0.user_keys(user_id)) == 0
+    assert sync_redis.hexists(P0.erased, keys.user_digest(user_id))
+
+
 def test_delete_user_with_an_invalid_id_is_a_422_problem(client):
     response = client.delete("/users/" + "x" * 200)
     assert response.status_code == 422

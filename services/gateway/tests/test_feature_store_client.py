@@ -46,3 +46,26 @@ async def test_a_request_that_is_not_idempotent_is_not_sent_again() -> None:
     with pytest.raises(UpstreamUnavailable):
         await client.replay_dead_letters(ReplayRequest())
     assert sent == ["POST /dead-letters/replay"]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "path"),
+    [
+        (".", b"/users/%2E"),
+        ("..", b"/users/%2E%2E"),
+        ("a.b", b"/users/a.b"),
+        ("a/b", b"/users/a%2Fb"),
+    ],
+)
+async def test_an_id_is_one_path_segment_even_a_dot_segment(user_id: str, path: bytes) -> None:
+    # Sent as '/users/..', an erasure of user '..' would reach '/' and erase nobody.
+    paths: list[bytes] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.raw_path)
+        return httpx.Response(204)
+
+    client = FeatureStoreClient(httpx.AsyncClient(transport=httpx.MockTransport(handle)), URL)
+    await client.erase_user(user_id)
+    await client.delete_item(user_id)
+    assert paths == [path, path.replace(b"/users/", b"/items/")]

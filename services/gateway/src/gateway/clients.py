@@ -114,8 +114,15 @@ class CircuitBreaker:
             metrics.BREAKER_OPEN.labels(self.name).set(1)
 
 
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def segment(identifier: str) -> str:
-    """An id as one URL path segment: ids may hold '#', '?', '%' or non-ASCII characters."""
+    """An id as one URL path segment: ids may hold '#', '?', '%' or non-ASCII characters, and
+    may be '.' or '..', which a URL resolves away (``/users/..`` is ``/``): those are sent as
+    ``%2E``, which the receiving service decodes back to the id."""
+    if identifier in _DOT_SEGMENTS:
+        return identifier.replace(".", "%2E")
     return quote(identifier, safe="")
 
 
