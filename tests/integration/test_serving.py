@@ -99,6 +99,28 @@ def test_an_event_changes_the_users_next_list_without_a_retrain(
     )
 
 
+def test_an_item_made_unavailable_leaves_the_cached_lists_that_held_it(
+    stack: Stack, trained: dict[str, object]
+) -> None:
+    personalised(stack, "a5")
+    cached = first_list(
+        stack, "a5", lambda body: bool(body["cached"]), timeout=5, what="the cached list"
+    )
+    top = cached["items"][0]["item_id"]
+    item = f"{stack.url('feature-store')}/items/{top}"
+
+    # Written past this gateway, as another replica would: it hears of it on the channel.
+    httpx.patch(item, json={"available": False}, timeout=10).raise_for_status()
+    try:
+        after = first_list(
+            stack, "a5", lambda body: not body["cached"], timeout=2, what="the list recomputed"
+        )
+        assert top not in [listed["item_id"] for listed in after["items"]]
+        assert after["model_version"] == cached["model_version"]
+    finally:
+        httpx.patch(item, json={"available": True}, timeout=10).raise_for_status()
+
+
 def test_a_brand_new_user_is_personalised_after_a_few_events(
     stack: Stack, trained: dict[str, object]
 ) -> None:

@@ -191,3 +191,44 @@ async def test_patch_of_an_unknown_item_changes_nothing(catalogue, dump_state):
     before = await dump_state()
     assert await catalogue.patch("nope", ItemPatch(available=True)) is False
     assert await dump_state() == before
+
+
+def removals(client) -> int:
+    return int(client.get(keys.CATALOGUE_REMOVALS) or 0)
+
+
+async def test_only_an_item_that_stops_being_recommendable_counts_as_a_removal(
+    sync_redis, catalogue
+):
+    # Gateways stamp cached lists with the count: only what must leave them may bump it.
+    announced = sync_redis.pubsub(ignore_subscribe_messages=True)
+    announced.subscribe(keys.MODEL_EVENTS_CHANNEL)
+    writes = [
+        (catalogue.upsert([ItemWithId(item_id="i1", title="One")]), 0),  # new
+        (catalogue.upsert([ItemWithId(item_id="i2", title="Two", available=False)]), 0),
+        (catalogue.patch("i1", ItemPatch(title="Uno")), 0),  # still recommendable
+        (catalogue.patch("i1", ItemPatch(available=False)), 1),
+        (catalogue.patch("i1", ItemPatch(available=False)), 1),  # already out
+        (catalogue.delete("i1"), 1),  # unavailable already: nothing left to remove
+        (catalogue.patch("i2", ItemPatch(available=True)), 1),
+        (catalogue.delete("i2"), 2),
+        (catalogue.upsert([ItemWithId(item_id="i3", title="Three")]), 2),
+        (catalogue.upsert([ItemWithId(item_id="i3", title="Three", available=False)]), 3),
+    ]
+    for write, expected in writes:
+        await write
+        assert removals(sync_redis) == expected
+    heard = []  # the subscription's confirmation reads as None: skipped
+    for _ in range(10):
+        if (message := announced.get_message(timeout=0.2)) is not None:
+            heard.append(message["data"])
+    assert heard == ["removal 1", "removal 2", "removal 3"]
+    announced.close()
+
+
+async def test_an_item_stored_before_availability_was_a_field_is_removed_once(
+    sync_redis, catalogue
+):
+    sync_redis.hset(keys.item("old"), mapping={"title": "Old", "categories": "[]"})
+    await catalogue.delete("old")
+    assert removals(sync_redis) == 1

@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from gateway.cache import NO_VARIANT, Lookup, ResponseCache, cached_json, query_digest
+from gateway.cache import (
+    NO_VARIANT,
+    CatalogueRemovals,
+    Lookup,
+    ResponseCache,
+    cached_json,
+    query_digest,
+)
 from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.fastpath.http_client import HttpResponse
@@ -59,7 +66,9 @@ async def _cache(
     if active_version is not None:
         await client.execute("SET", keys.MODEL_ACTIVE, active_version)
         await active.refresh()
-    return ResponseCache(client, PARTITIONS, active, ttl_seconds=60, **options)
+    removals = CatalogueRemovals(client)
+    await removals.refresh()
+    return ResponseCache(client, PARTITIONS, active, removals, ttl_seconds=60, **options)
 
 
 def _answer(version: int, item: str = "m1") -> Recommendations:
@@ -154,6 +163,46 @@ def test_a_new_model_version_makes_the_cached_list_unreachable(
     assert body["model_version"] == 4
 
 
+@pytest.mark.parametrize(
+    ("method", "body", "removed"),
+    [
+        ("DELETE", None, True),
+        ("PATCH", {"available": False}, True),
+        ("PATCH", {"title": "A new title"}, False),  # still recommendable: the entry stays
+    ],
+)
+def test_an_item_removed_through_this_gateway_leaves_its_cached_lists_at_once(
+    gateway: Any,
+    store: redis.Redis,
+    client_headers: dict[str, str],
+    method: str,
+    body: dict[str, Any] | None,
+    removed: bool,
+) -> None:
+    _activate(gateway, store, 3)
+    answer = [_answer(3, "gone")]
+    _serve(gateway, answer)
+    _get_and_store(gateway, client_headers, store)
+    item = {keys.ITEM_TITLE: "Gone", keys.ITEM_AVAILABLE: "1", keys.ITEM_UPDATED_AT: "2026-12-01"}
+    store.hset(keys.item("gone"), mapping=item)
+
+    def feature_store(request: httpx.Request) -> httpx.Response:
+        # What write_item.lua does when an item stops being recommendable.
+        if removed:
+            store.incr(keys.CATALOGUE_REMOVALS)
+        return httpx.Response(204) if method == "DELETE" else httpx.Response(200, json={})
+
+    gateway.feature_store.handler = feature_store
+    written = gateway.client.request(method, "/v1/items/gone", json=body, headers=client_headers)
+    assert written.status_code < 300, written.text
+    answer[0] = _answer(3, "another")
+
+    # The very next request, with no announcement heard: this gateway re-read the count.
+    again = _get(gateway, client_headers)
+    assert again["cached"] is not removed
+    assert again["items"][0]["item_id"] == ("another" if removed else "gone")
+
+
 def test_a_list_from_a_replica_still_on_the_old_version_is_not_stored(
     gateway: Any, store: redis.Redis, client_headers: dict[str, str]
 ) -> None:
@@ -195,36 +244,44 @@ async def test_the_lookup_builds_the_key_the_way_keys_py_does(
     assert body["model_version"] == 7
     assert body["cached"] is True
     assert 0 <= body["cache_age_seconds"] < 5
-    # The stored value names what it was ranked for: "<version>:<nonce>:<stored at>\n<JSON>".
-    assert (inspector.hget(LISTS, lookup.field) or "").startswith("7:n12:")
+    # The stored value names what it was ranked for:
+    # "<version>:<catalogue removals>:<nonce>:<stored at>\n<JSON>".
+    assert (inspector.hget(LISTS, lookup.field) or "").startswith("7:0:n12:")
 
 
 async def _has_entry(cache: ResponseCache, query: RecommendationQuery) -> bool:
     return (await cache.lookup(USER, query)).entry is not None
 
 
-def _entry(version: int | str | None, nonce: str, body: str, *, age: float = 0.0) -> str:
-    return f"{version}:{nonce}:{time.time() - age!r}\n{body}"
+def _entry(
+    version: int | str | None, nonce: str, body: str, *, age: float = 0.0, removals: str = "0"
+) -> str:
+    return f"{version}:{removals}:{nonce}:{time.time() - age!r}\n{body}"
 
 
 @pytest.mark.parametrize(
     ("stamp", "hit"),
     [
-        (("7", "n12"), True),
-        (("6", "n12"), False),  # ranked by an older version
-        (("70", "n12"), False),  # a version that merely starts with the active one
-        (("7", "n11"), False),  # ranked before the user's latest applied event
-        (("7", "n1"), False),  # a nonce that is a prefix of the current one
-        (("7", "n120"), False),
-        (("7", "-"), False),  # ranked before the user had a nonce
+        (("7", "n12", "2"), True),
+        (("6", "n12", "2"), False),  # ranked by an older version
+        (("70", "n12", "2"), False),  # a version that merely starts with the active one
+        (("7", "n11", "2"), False),  # ranked before the user's latest applied event
+        (("7", "n1", "2"), False),  # a nonce that is a prefix of the current one
+        (("7", "n120", "2"), False),
+        (("7", "-", "2"), False),  # ranked before the user had a nonce
+        (("7", "n12", "1"), False),  # ranked before an item left the catalogue
+        (("7", "n12", "0"), False),
     ],
 )
-async def test_an_entry_stamped_with_another_version_or_nonce_is_a_miss(
-    redis_client: RedisClient, inspector: redis.Redis, stamp: tuple[str, str], hit: bool
+async def test_an_entry_stamped_with_another_version_nonce_or_removals_is_a_miss(
+    redis_client: RedisClient, inspector: redis.Redis, stamp: tuple[str, str, str], hit: bool
 ) -> None:
+    inspector.set(keys.CATALOGUE_REMOVALS, 2)
     cache = await _cache(redis_client, active_version=7)
     _renew_nonce(inspector, nonce="n12")
-    inspector.hset(LISTS, DEFAULT_FIELD, _entry(*stamp, _answer(7).model_dump_json()))
+    version, nonce, removals = stamp
+    body = _answer(7).model_dump_json()
+    inspector.hset(LISTS, DEFAULT_FIELD, _entry(version, nonce, body, removals=removals))
 
     lookup = await cache.lookup(USER, RecommendationQuery())
 
@@ -313,12 +370,12 @@ def test_a_stale_entry_is_replaced_by_the_fresh_list(
     store.hset(LISTS, DEFAULT_FIELD, _entry(3, "-", _answer(3, "stale").model_dump_json()))
     _serve(gateway, [_answer(4, "fresh")])
 
-    first = _get_and_store(gateway, client_headers, store, stamp="4:")
+    first = _get_and_store(gateway, client_headers, store, stamp="4:0:")
     second = _get(gateway, client_headers)
 
     assert (first["cached"], first["items"][0]["item_id"]) == (False, "fresh")
     assert (second["cached"], second["items"][0]["item_id"]) == (True, "fresh")
-    assert (store.hget(LISTS, DEFAULT_FIELD) or "").startswith("4:-:")
+    assert (store.hget(LISTS, DEFAULT_FIELD) or "").startswith("4:0:-:")
     assert len(gateway.recommender.requests) == 1
 
 

@@ -1,6 +1,7 @@
 """The registry's active model version, followed by a process that must not read it per request.
 
-Activation announces the new version on the registry's channel (``lua/activate.lua``); a
+Activation announces the new version on the registry's channel (``lua/activate.lua``), as
+the catalogue announces an item's removal (``feature_store/lua/write_item.lua``); a
 follower refreshes on every announcement and at least every ``poll_seconds``, the fallback
 for a message missed while disconnected. The recommenders load the version they follow
 (``recommender.model_store``); the gateway checks its cached lists against it.
@@ -85,10 +86,18 @@ class ActiveVersion:
     async def refresh(self) -> None:
         self.current = await self.registry.active_version()
 
-    async def follow(self) -> None:
-        """Run forever: refresh on every announcement, and at least every ``poll_seconds``."""
+    async def follow(self, *others: Callable[[], Awaitable[object]]) -> None:
+        """Run forever: refresh on every announcement, and at least every ``poll_seconds``;
+        so are ``others``, values the same announcements concern (the gateway's count of
+        catalogue removals)."""
+
+        async def refresh() -> None:
+            await self.refresh()
+            for other in others:
+                await other()
+
         await follow_announcements(
-            self.refresh,
+            refresh,
             notifications=self.notifications,
             poll_seconds=self.poll_seconds,
             what="active version follower",

@@ -21,7 +21,7 @@ in braces, always the first braces of the key, so a user id with braces in it ca
   markers, its erasure tombstones, its per-item popularity and drift counters and its
   pipeline counters share the tag, so ingesting (markers + ``XADD``) and applying (features +
   ``XACK``) are each one script on one slot;
-- ``{catalogue}``: items, categories, availability, the catalogue version and the *merged*
+- ``{catalogue}``: items, categories, availability, the catalogue's counters, the *merged*
   popularity sets that serving reads (per-partition popularity is summed into them by the
   feature-store's merger);
 - ``{models}``: the registry (versions, the active pointer, the version sequence);
@@ -248,6 +248,7 @@ ITEMS = f"{CATALOGUE}:items"  # set of every item id in the catalogue
 UNAVAILABLE_ITEMS = f"{CATALOGUE}:unavailable"  # unavailable or deleted: never recommended
 DELETED_ITEMS = f"{CATALOGUE}:deleted"  # sorted set item → when deleted (pruned later)
 CATALOGUE_VERSION = f"{CATALOGUE}:version"  # bumped on every catalogue write
+CATALOGUE_REMOVALS = f"{CATALOGUE}:removals"  # bumped when an item stops being recommendable
 CATEGORY_PREFIX = f"{CATALOGUE}:category:"
 POPULAR = f"{CATALOGUE}:popular"  # sorted set item → decayed popularity, every partition
 POPULAR_CATEGORY_PREFIX = f"{CATALOGUE}:popular:category:"
@@ -255,8 +256,7 @@ POPULAR_DIRTY = f"{CATALOGUE}:popular:dirty"  # items whose availability or cate
 
 
 def item(item_id: str) -> str:
-    """Hash with ``ITEM_TITLE``, ``ITEM_CATEGORIES`` (JSON list), ``ITEM_AVAILABLE`` and
-    ``ITEM_UPDATED_AT``."""
+    """Hash: ``ITEM_TITLE``, ``ITEM_CATEGORIES`` (JSON), ``ITEM_AVAILABLE``, ``ITEM_UPDATED_AT``."""
     return ITEM_PREFIX + item_id
 
 
@@ -275,7 +275,7 @@ MODEL_ACTIVE = f"{MODELS_BASE}:active"
 MODELS = f"{MODELS_BASE}:versions"  # sorted set version → version
 MODEL_PREFIX = f"{MODELS_BASE}:version:"
 MODEL_SNAPSHOT_PREFIX = f"{MODELS_BASE}:snapshot:"
-MODEL_EVENTS_CHANNEL = key("model", "events")  # pub/sub: a new active version was published
+MODEL_EVENTS_CHANNEL = key("model", "events")  # pub/sub: a version activated, an item removed
 
 
 def model(version: int) -> str:

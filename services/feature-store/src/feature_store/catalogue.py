@@ -38,6 +38,8 @@ def _layout() -> str:
             "popular_category_prefix": keys.POPULAR_CATEGORY_PREFIX,
             "popular_dirty": keys.POPULAR_DIRTY,
             "version": keys.CATALOGUE_VERSION,
+            "removals": keys.CATALOGUE_REMOVALS,
+            "channel": keys.MODEL_EVENTS_CHANNEL,
             "title_field": keys.ITEM_TITLE,
             "categories_field": keys.ITEM_CATEGORIES,
             "available_field": keys.ITEM_AVAILABLE,

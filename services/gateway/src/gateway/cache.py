@@ -3,12 +3,15 @@
 A user's cached lists live in one hash (``keys.cached_lists``, on the ephemeral Redis when
 there is one): a field per experiment variant and query, and the user's *nonce*, which the
 feature-store renews after every batch that applies an event of the user
-(``feature_store.cache_nonces``). An entry is stamped with the model version that ranked it
-and the nonce its lookup saw; a lookup reads the nonce and the entry with one ``HMGET`` and
-uses the entry only if the stamp still matches the active version (followed in process, see
-``recsys_shared.active_version``) and the nonce. A new version or a new event makes the old
-entries stale at once; nothing is invalidated by hand, a fresher list overwrites an entry, and
-the hash expires with a TTL.
+(``feature_store.cache_nonces``). An entry is stamped with the model version that ranked it,
+the catalogue's count of removals (items deleted or made unavailable) and the nonce its lookup
+saw; a lookup reads the nonce and the entry with one ``HMGET`` and uses the entry only if the
+stamp still matches the active version and the removals (both followed in process, refreshed
+on the registry's announcements, see ``recsys_shared.active_version``) and the nonce. A new
+version, a removed item or a new event makes the old entries stale at once; nothing is
+invalidated by hand, a fresher list overwrites an entry, and the hash expires with a TTL. Other
+catalogue writes (a new item, a new title) leave entries as they are: a list without the new
+item is still a list the contract allows, for up to ``CACHE_TTL_SECONDS``.
 
 Only lists ranked by the version the lookup saw are stored: a replica still serving the previous
 version, or any fallback, never fills an entry that the current version's readers would get.
@@ -50,10 +53,25 @@ class Lookup:
     nonce: str
     entry: str | None = None  # a hit: the stored list's JSON
     age_seconds: float = 0.0
+    removals: int = 0
+
+    @property
+    def stamp(self) -> str:
+        """What an entry must start with to be this lookup's list."""
+        return f"{self.version}:{self.removals}:{self.nonce}:"
 
 
-def _stamp(version: int | None, nonce: str) -> str:
-    return f"{version}:{nonce}:"
+class CatalogueRemovals:
+    """The catalogue's count of removals (``keys.CATALOGUE_REMOVALS``) as last read; ``None``
+    until Redis first answers. It only grows, and a stale reading is lower: an entry stamped
+    with it was ranked at or after that count, never before."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self.current: int | None = None
+
+    async def refresh(self) -> None:
+        self.current = int(await self.redis.execute("GET", keys.CATALOGUE_REMOVALS) or 0)
 
 
 @functools.lru_cache(maxsize=4096)  # a handful of distinct queries, each asked again and again
@@ -71,15 +89,17 @@ class ResponseCache:
         entries: RedisClient,
         partitions: keys.Partitions,
         active: ActiveVersion,
+        removals: CatalogueRemovals,
         *,
         ttl_seconds: int,
         memory_guard: MemoryGuard | None = None,
     ) -> None:
         """``entries``: where the users' hashes live; ``active``: the version lists must be
-        ranked by (outside experiments)."""
+        ranked by (outside experiments); ``removals``: the catalogue's, followed alike."""
         self.entries = entries
         self.partitions = partitions
         self.active = active
+        self.removals = removals
         self.ttl_seconds = ttl_seconds
         self.memory_guard = memory_guard
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
@@ -99,21 +119,24 @@ class ResponseCache:
         key = keys.cached_lists(self.partitions.of(user_id), user_id)
         field = keys.cache_field(variant, query_digest(query))
         version = self.active.current if pinned_version is None else pinned_version
+        removals = self.removals.current
+        if removals is None:  # not read yet: nothing to check an entry against
+            version = None
         try:
             nonce, raw = await self.entries.execute("HMGET", key, keys.CACHE_NONCE, field)
         except (StoreUnavailable, StoreError) as error:
             metrics.UPSTREAM_ERRORS.labels("cache", type(error).__name__).inc()
             _MISSES.inc()
             return Lookup(key, field, None, NO_NONCE)
-        lookup = Lookup(key, field, version, nonce or NO_NONCE)
-        stamp = _stamp(version, lookup.nonce)
+        lookup = Lookup(key, field, version, nonce or NO_NONCE, removals=removals or 0)
+        stamp = lookup.stamp
         if version is not None and raw is not None and raw.startswith(stamp):
             # "<stored at>\n<the list's JSON>" after the stamp
             stored_at, _, body = raw[len(stamp) :].partition("\n")
             age = max(time.time() - float(stored_at), 0.0)
             if age <= self.ttl_seconds:  # the hash outlives an entry when others refresh it
                 _HITS.inc()
-                return Lookup(key, field, version, lookup.nonce, body, age)
+                return Lookup(key, field, version, lookup.nonce, body, age, lookup.removals)
         _MISSES.inc()
         return lookup
 
@@ -128,7 +151,7 @@ class ResponseCache:
             return
         if self.memory_guard is not None and self.memory_guard.shed("cache"):
             return
-        entry = f"{_stamp(lookup.version, lookup.nonce)}{time.time()!r}\n{body}"
+        entry = f"{lookup.stamp}{time.time()!r}\n{body}"
         stored = self.entries.run(
             STORE,
             keys=[lookup.key],

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.auth import ApiKeys
-from gateway.cache import ResponseCache
+from gateway.cache import CatalogueRemovals, ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
 from gateway.deps import GatewayState
@@ -100,20 +100,23 @@ async def _check_durability(settings: Settings, main: RedisClient, broker: Redis
         await check_durability(broker, settings, what="CELERY_BROKER_URL", replicas=None)
 
 
-async def _active_version(
-    settings: Settings, stack: AsyncExitStack, registry: ModelRegistry
-) -> ActiveVersion:
-    """The active version, followed in process (the cache checks every hit against it)."""
+async def _followed(
+    settings: Settings, stack: AsyncExitStack, main: RedisClient, registry: ModelRegistry
+) -> tuple[ActiveVersion, CatalogueRemovals]:
+    """The active version and the catalogue's removals, followed in process (the cache checks
+    every hit against both), refreshed on every announcement of either."""
     active = ActiveVersion(
         registry,
         poll_seconds=settings.model_poll_seconds,
         notifications=await announcements(settings, stack),
     )
-    with contextlib.suppress(StoreUnavailable):
-        await active.refresh()  # cache hits from the first request if Redis answers
-    follower = asyncio.create_task(active.follow(), name="active-version")
+    removals = CatalogueRemovals(main)
+    with contextlib.suppress(StoreUnavailable):  # cache hits from the first request on
+        await active.refresh()
+        await removals.refresh()
+    follower = asyncio.create_task(active.follow(removals.refresh), name="active-version")
     stack.push_async_callback(stop_tasks, follower)
-    return active
+    return active, removals
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -243,7 +246,7 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     cache = ResponseCache(
         ephemeral,
         settings.partitions,
-        await _active_version(settings, stack, registry),
+        *await _followed(settings, stack, main, registry),
         ttl_seconds=settings.cache_ttl_seconds,
         memory_guard=read_path.shedding_guard,
     )

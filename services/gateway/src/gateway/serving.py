@@ -57,8 +57,8 @@ class ReadService:
             self._exposed(arm, user_id, served_as_variant=True)
             return cached_json(lookup)
         # One flight per entry *as this lookup saw it*: a miss that already sees a newer
-        # version or nonce must not be handed a list being computed before them.
-        flight = f"{lookup.version}:{lookup.nonce}:{lookup.key}:{lookup.field}"
+        # version, removal or nonce must not be handed a list being computed before them.
+        flight = f"{lookup.stamp}{lookup.key}:{lookup.field}"
         body, as_variant = await self.cache.single_flight(
             flight, lambda: self._compute_for_user(user_id, query, lookup, arm)
         )

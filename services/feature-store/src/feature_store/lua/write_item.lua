@@ -2,11 +2,13 @@
 -- Refused whole at maxmemory: the client gets a 503 and retries.
 -- Store, change or delete one item (feature_store.catalogue). The item hash, its category
 -- sets, availability, the merged popular sets and the catalogue version move together: an
--- item made unavailable is out of every popular list in the same instant.
+-- item made unavailable is out of every popular list in the same instant, and counted in
+-- `removals`, announced on `channel`: the gateways stamp cached lists with that count, so
+-- no cached list holding the item is served once they hear of it.
 -- KEYS[1]: the catalogue's item set (every key below shares the {catalogue} hash tag).
 -- ARGV[1]: the layout, JSON {item_prefix, items, unavailable, deleted, category_prefix,
---          popular, popular_category_prefix, popular_dirty, version, title_field,
---          categories_field, available_field, updated_at_field, now}
+--          popular, popular_category_prefix, popular_dirty, version, removals, channel,
+--          title_field, categories_field, available_field, updated_at_field, now}
 -- ARGV[2..7]: item id, mode ('put', 'patch' or 'delete'), title, categories JSON, available
 --          ('1'/'0'), updated_at. A patch keeps each field given as ''.
 -- Returns 1 if the item existed before, else 0 (a patch of a missing item changes nothing).
@@ -16,6 +18,8 @@ local available, updated_at = ARGV[6], ARGV[7]
 local item_key = L.item_prefix .. item
 local current = redis.call('HMGET', item_key, L.title_field, L.categories_field, L.available_field)
 local old_json = current[2]
+-- An item stored before availability was a field has none: it was recommendable.
+local was_recommendable = old_json and current[3] ~= '0'
 if mode ~= 'put' and not old_json then return 0 end  -- nothing there to delete or patch
 if mode == 'patch' then
   if title == '' then title = current[1] end
@@ -63,4 +67,7 @@ else
   end
 end
 redis.call('INCR', L.version)
+if was_recommendable and available ~= '1' then
+  redis.call('PUBLISH', L.channel, 'removal ' .. redis.call('INCR', L.removals))
+end
 return old_json and 1 or 0

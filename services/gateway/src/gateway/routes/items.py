@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Path, Response, status
 from gateway.auth import ClientAuth
 from gateway.deps import GatewayState, StateDep
 from gateway.errors import NOT_FOUND, PROBLEM_RESPONSES, problem_response_doc
-from recsys_shared.errors import UnknownItem
+from recsys_shared.errors import StoreUnavailable, UnknownItem
 from recsys_shared.schemas import (
     CatalogueItemId,
     Identifier,
@@ -44,6 +45,7 @@ POPULAR_LIST: dict[int | str, dict[str, Any]] = {
 )
 async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
     await state.feature_store.put_items(batch)
+    await _removals_heard(state)
     return ItemsStored(stored=len(batch.items))
 
 
@@ -57,6 +59,7 @@ async def put_items(batch: ItemBatch, state: StateDep) -> ItemsStored:
 )
 async def put_item(item_id: WrittenItemIdPath, item: ItemIn, state: StateDep) -> Item:
     await state.feature_store.put_item(item_id, item)
+    await _removals_heard(state)
     return await _catalogued(state, item_id)
 
 
@@ -69,6 +72,7 @@ async def put_item(item_id: WrittenItemIdPath, item: ItemIn, state: StateDep) ->
 )
 async def patch_item(item_id: WrittenItemIdPath, patch: ItemPatch, state: StateDep) -> Item:
     await state.feature_store.patch_item(item_id, patch)
+    await _removals_heard(state)
     return await _catalogued(state, item_id)
 
 
@@ -90,7 +94,16 @@ async def get_item(item_id: ItemIdPath, state: StateDep) -> Item:
 )
 async def delete_item(item_id: WrittenItemIdPath, state: StateDep) -> Response:
     await state.feature_store.delete_item(item_id)
+    await _removals_heard(state)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _removals_heard(state: GatewayState) -> None:
+    """After a write, this replica's cached lists are checked against the removals it made at
+    once (the others hear of them on the registry's channel). The write is done: a Redis
+    that does not answer now leaves it to the follower, not to the client as an error."""
+    with contextlib.suppress(StoreUnavailable):
+        await state.reads.cache.removals.refresh()
 
 
 async def _catalogued(state: GatewayState, item_id: str) -> Item:
