@@ -6,6 +6,7 @@ bucket of its user's partition, over ``PARTITIONS`` (``EVENT_PARTITIONS=3``)."""
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -14,17 +15,22 @@ import pytest
 from recsys_shared import keys
 from recsys_shared.artifacts import IDS_FILE, ArtifactStore, model_folder, npz_bytes
 from recsys_shared.redis import RedisClient, connect
-from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import DriftReport, ModelInfo
+from recsys_shared.registry import (
+    ADMIN_ACTIVATION,
+    PASSED_THE_GATE,
+    ModelRegistry,
+    promoted_by_experiment,
+)
+from recsys_shared.schemas import DriftReport, ModelInfo, SnapshotInfo
 from recsys_shared.testing import DataTier, model_info
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
-from retraining_worker.drift import (
-    check_drift,
-    maybe_roll_back,
-    read_window,
-)
+from retraining_worker.drift import check_drift, read_window
+from retraining_worker.lock import training_lock
 from retraining_worker.psi import psi, psi_from_shares
+from retraining_worker.rollback import maybe_roll_back
+from retraining_worker.selection import Plan
+from retraining_worker.training import Snapshot, _register, _train_and_evaluate
 
 from .conftest import WriteSnapshot
 
@@ -412,14 +418,24 @@ def _report(hits: dict[str, tuple[int, int]]) -> DriftReport:
     )
 
 
+#: The activation reasons the registry records (``rollback.py`` reads them).
+EXPERIMENT = promoted_by_experiment("7", "a better canary")
+ADMIN = ADMIN_ACTIVATION  # the gateway's POST /v1/models/{v}/activate
+
+
 async def _chain(redis_client: RedisClient, *activations: int) -> ModelRegistry:
-    """Versions 1..max recorded with artifacts, then activated in the order given."""
+    """Versions 1..max recorded with artifacts, then activated in the order given, each as a
+    training publishes a version that passed the gate."""
     registry = ModelRegistry(redis_client)
     for version in range(1, max(activations) + 1):
-        await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
+        await _record(registry, version)
     for version in activations:
-        await registry.activate(version, "test")
+        await registry.activate(version, PASSED_THE_GATE)
     return registry
+
+
+async def _record(registry: ModelRegistry, version: int) -> None:
+    await registry.record(model_info(version, snapshot_id=f"{version}-0.g0"))
 
 
 async def _roll_back(
@@ -497,9 +513,11 @@ async def test_a_rollback_goes_to_the_version_the_active_one_replaced(
 async def test_after_a_reactivation_the_rollback_goes_to_the_version_replaced_last(
     redis_client: RedisClient, drift_settings: Settings
 ) -> None:
-    # 3 replaced 2, was rolled back to 1 by hand, then activated again: it replaced 1 last
-    # (2 still names 3 as its successor, from the first time).
-    registry = await _chain(redis_client, 1, 2, 3, 1, 3)
+    # 3 replaced 2, was rolled back to 1 by hand, then promoted again by an experiment: it
+    # replaced 1 last (2 still names 3 as its successor, from the first time).
+    registry = await _chain(redis_client, 1, 2, 3)
+    await registry.activate(1, ADMIN)
+    await registry.activate(3, EXPERIMENT, rejected_too=True)
     assert (await registry.get(1)).replaced_by == 3
 
     reason = await _roll_back(
@@ -519,6 +537,107 @@ async def test_no_rollback_to_a_version_whose_artifact_was_pruned(
 
     assert await _roll_back(registry, {"1": (300, 60), "2": (300, 1)}, drift_settings) is None
     assert await registry.active_version() == 2
+
+
+async def test_a_rollback_is_not_undone_by_the_next_check(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    """1 → 2 → 3 promoted, 3 rolled back to 2. Version 2 is then freshly activated and names
+    3 as the version it replaced, and 3 still gains hits from the lists it served: judging 2
+    against it re-activated the version the monitor had just removed."""
+    registry = await _chain(redis_client, 1, 2, 3)
+    assert await _roll_back(registry, {"2": (300, 30), "3": (300, 10)}, drift_settings)
+    assert await registry.active_version() == 2
+
+    # 0.040 against 0.053: past the margin, but 2 was activated by a rollback.
+    assert await _roll_back(registry, {"2": (300, 12), "3": (300, 16)}, drift_settings) is None
+    assert await registry.active_version() == 2
+
+
+async def test_an_admins_rollback_is_not_reversed(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2, 3)
+    await registry.activate(2, ADMIN)  # by hand from 3 back to 2, which then trails 3
+
+    assert await _roll_back(registry, {"2": (300, 12), "3": (300, 30)}, drift_settings) is None
+    assert await registry.active_version() == 2
+
+
+async def test_an_admins_reactivation_of_a_rolled_back_version_is_not_reversed(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2)
+    assert await _roll_back(registry, {"1": (300, 60), "2": (300, 30)}, drift_settings)
+    await registry.activate(2, ADMIN)  # the admin wants 2 all the same: it still trails 1
+
+    assert await _roll_back(registry, {"1": (300, 60), "2": (300, 30)}, drift_settings) is None
+    assert await registry.active_version() == 2
+
+
+async def test_an_experiments_promotion_that_does_worse_is_rolled_back(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1)
+    await _record(registry, 2)
+    await registry.activate(2, EXPERIMENT, rejected_too=True)
+
+    reason = await _roll_back(registry, {"1": (300, 60), "2": (300, 30)}, drift_settings)
+
+    assert reason is not None
+    assert await registry.active_version() == 1
+
+
+async def test_a_promotion_after_a_rollback_is_judged_against_what_it_replaced(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    # 3 rolled back to 2, then 4 published: 4 replaced 2, not 3 (which 2 had replaced).
+    registry = await _chain(redis_client, 1, 2, 3)
+    assert await _roll_back(registry, {"2": (300, 30), "3": (300, 10)}, drift_settings)
+    await _record(registry, 4)
+    await registry.activate(4, PASSED_THE_GATE)
+    hits = {"2": (300, 15), "3": (300, 60), "4": (300, 14)}
+
+    assert await _roll_back(registry, hits, drift_settings) is None  # it only trails 3
+    hits["4"] = (300, 6)
+    assert await _roll_back(registry, hits, drift_settings)
+    assert await registry.active_version() == 2
+
+
+async def test_an_activation_made_since_the_check_read_the_registry_is_kept(
+    redis_client: RedisClient, drift_settings: Settings
+) -> None:
+    registry = await _chain(redis_client, 1, 2, 3)
+    seen = await registry.active()  # what the check read, before an admin's rollback to 1
+    assert seen is not None
+    await registry.activate(1, ADMIN)
+    # 3 trails 2, which still names 3 as its successor: the stale record would go there.
+    report = _report({"1": (300, 30), "2": (300, 60), "3": (300, 30)})
+
+    assert await maybe_roll_back(registry, report, seen, drift_settings, now=time.time()) is None
+    assert await registry.active_version() == 1
+
+
+async def test_a_version_a_training_published_is_judged(
+    redis_client: RedisClient,
+    clusters: Interactions,
+    drift_settings: Settings,
+    snapshot: SnapshotInfo,
+) -> None:
+    """Through the training's own publish: its activation reason is one rollback.py knows."""
+    registry = ModelRegistry(redis_client)
+    store = ArtifactStore(drift_settings.artifact_url)
+    data = Snapshot(clusters, None, None)
+    for version in (1, 2):
+        outcome, info, served = _train_and_evaluate(
+            data, Plan(search=False, algorithm="als"), None, drift_settings, snapshot, version
+        )
+        async with training_lock(redis_client, ttl_seconds=30) as held:
+            await _register(registry, store, drift_settings, held, outcome, info, served, data)
+    assert await registry.active_version() == 2
+
+    assert await _roll_back(registry, {"1": (300, 60), "2": (300, 30)}, drift_settings)
+    assert await registry.active_version() == 1
 
 
 # ── partitions ────────────────────────────────────────────────────────────────────────────

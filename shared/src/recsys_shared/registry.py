@@ -31,6 +31,23 @@ _FIELDS = (
 #: Experiment notes kept per version (the newest).
 MAX_EXPERIMENT_NOTES = 50
 
+# Why a version became active, as its ``status_reason`` records (the last activation's): the
+# drift check's automatic rollback judges promotions only (``retraining_worker.rollback``).
+PASSED_THE_GATE = "passed the gate"
+ADMIN_ACTIVATION = "activated through the admin API"
+_PROMOTED_BY_EXPERIMENT = "promoted by experiment "
+
+
+def promoted_by_experiment(experiment_id: str, name: str) -> str:
+    return f"{_PROMOTED_BY_EXPERIMENT}{experiment_id} ({name})"
+
+
+def is_promotion(reason: str | None) -> bool:
+    """Whether an activation's reason is a promotion: a training's publish, or an experiment's
+    (an allow-list: a reason reworded elsewhere stops automatic rollbacks, never starts one)."""
+    reason = reason or ""
+    return reason == PASSED_THE_GATE or reason.startswith(_PROMOTED_BY_EXPERIMENT)
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()

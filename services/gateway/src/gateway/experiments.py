@@ -33,7 +33,7 @@ from recsys_shared.experiments.assignment import assign
 from recsys_shared.experiments.report import build_report
 from recsys_shared.experiments.store import Counters, ExperimentStore, variant_names
 from recsys_shared.locks import RedisLock
-from recsys_shared.registry import ModelRegistry
+from recsys_shared.registry import ModelRegistry, promoted_by_experiment
 from recsys_shared.schemas import (
     Decision,
     Experiment,
@@ -203,7 +203,7 @@ class ExperimentRuntime:
             try:
                 previous = await self.registry.activate(
                     outcome.activate,
-                    f"promoted by experiment {stored.id} ({definition.name})",
+                    promoted_by_experiment(stored.id, definition.name),
                     rejected_too=True,
                 )
             except RecsysError as error:

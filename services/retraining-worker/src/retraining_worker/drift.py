@@ -6,8 +6,9 @@ check sums the last ``drift_window_hours`` buckets of every partition and compar
 what the active model was trained on: the item distribution of its snapshot (PSI over the top
 items plus an "other" bucket, ``psi.py``) and the users and items its id tables know. Past a
 threshold it enqueues a retrain, at most once per cool-down across every monitor (a Redis
-``SET NX EX``); the training itself is serialised by the training lock. The Celery task only
-calls :func:`run_drift_check`.
+``SET NX EX``); the training itself is serialised by the training lock. Each check also lets
+``rollback.py`` judge a recent promotion by its online hit rate. The Celery task only calls
+:func:`run_drift_check`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
 from retraining_worker import metrics
 from retraining_worker.config import Settings
-from retraining_worker.pruning import rollback_target
 from retraining_worker.psi import psi
+from retraining_worker.rollback import maybe_roll_back
 
 log = logging.getLogger(__name__)
 
@@ -283,43 +284,6 @@ def export_metrics(report: DriftReport) -> None:
     for version, rate in report.hit_rate.items():
         if rate.hit_rate is not None:
             metrics.DRIFT_HIT_RATE.labels(version).set(rate.hit_rate)
-
-
-async def maybe_roll_back(
-    registry: ModelRegistry,
-    report: DriftReport,
-    active: ModelInfo,
-    settings: Settings,
-    *,
-    now: float,
-) -> str | None:
-    """Roll a newly promoted version back when, over enough attributed events, its online hit
-    rate trails that of the version it replaced by more than ``rollback_margin``."""
-    if active.activated_at is None:
-        return None
-    if now - active.activated_at.timestamp() > settings.rollback_window_seconds:
-        return None
-    previous = rollback_target(await registry.list(), active.version)
-    if previous is None or previous.artifact_url is None:
-        return None
-    mine, theirs = (
-        report.hit_rate.get(str(active.version)),
-        report.hit_rate.get(str(previous.version)),
-    )
-    if mine is None or theirs is None or mine.hit_rate is None or theirs.hit_rate is None:
-        return None
-    if min(mine.events, theirs.events) < settings.rollback_min_events:
-        return None
-    if mine.hit_rate >= theirs.hit_rate * (1.0 - settings.rollback_margin):
-        return None
-    reason = (
-        f"rolled back automatically: online hit rate {mine.hit_rate:.3f} of version "
-        f"{active.version} is below {theirs.hit_rate:.3f} of version {previous.version} "
-        f"by more than {settings.rollback_margin:.0%}"
-    )
-    await registry.activate(previous.version, reason=reason)
-    log.warning(reason)
-    return reason
 
 
 async def check_drift(

@@ -33,7 +33,7 @@ from recsys_shared.artifacts import (
 )
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.redis import RedisClient, connect
-from recsys_shared.registry import ModelRegistry
+from recsys_shared.registry import PASSED_THE_GATE, ModelRegistry
 from recsys_shared.schemas import (
     Algorithm,
     ModelInfo,
@@ -222,7 +222,7 @@ async def _register(
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         held.check()
     if served is not None and outcome.status is TrainingStatus.PUBLISHED:
-        await registry.publish(info, reason="passed the gate")
+        await registry.publish(info, reason=PASSED_THE_GATE)
         await prune(registry, store, settings)
     else:
         await registry.record(info)

@@ -10,6 +10,7 @@ from gateway.auth import AdminAuth
 from gateway.deps import StateDep
 from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import Conflict, NotFound
+from recsys_shared.registry import ADMIN_ACTIVATION
 from recsys_shared.schemas import (
     TASK_ID_PATTERN,
     ModelInfo,
@@ -75,7 +76,7 @@ async def activate(
     info = await registry.get(version)
     if info.status is ModelStatus.REJECTED:
         raise Conflict(f"Version {version} was rejected by the gate ({info.status_reason}).")
-    await registry.activate(version, reason="activated through the admin API")
+    await registry.activate(version, reason=ADMIN_ACTIVATION)
     return await registry.get(version)
 
 
