@@ -10,9 +10,12 @@ than the registry's).
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,7 @@ from recsys_shared.testing import DataTier
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.erasure import ErasureRewrite, erase_from_artifacts
+from retraining_worker.pruning import ABANDONED_SNAPSHOT_AGE_SECONDS, ORPHAN_MODEL_AGE_SECONDS
 from retraining_worker.recipes import TrainingSet, fit
 from retraining_worker.recipes.weighting import training_matrix
 from retraining_worker.selection import configured_recipe
@@ -207,3 +211,69 @@ async def test_a_user_in_no_artifact_rewrites_nothing(
     assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0)
     registry = ModelRegistry(redis_client)
     assert (await registry.get(1)).checksum == written.models[1].checksum
+
+
+def _backdate(store: artifacts.ArtifactStore, folder: str, seconds: float) -> None:
+    """Make every file of ``folder`` (and the folder) last changed ``seconds`` ago."""
+    moment = time.time() - seconds
+    root = Path(store.root) / folder
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (moment, moment))
+
+
+async def test_a_snapshot_without_a_manifest_does_not_stop_the_erasure(
+    redis_client: RedisClient,
+    settings: Settings,
+    written: Written,
+    clusters: Interactions,
+    write_snapshot: WriteSnapshot,
+) -> None:
+    store = artifacts.ArtifactStore(settings.artifact_url)
+    holding_everyone = artifacts.npz_bytes(**asdict(clusters))
+    # An export in progress: its data written, its manifest not yet.
+    in_progress = "1700000000900-0.g2"
+    store.write_bytes(f"snapshots/{in_progress}/{artifacts.SNAPSHOT_FILE}", holding_everyone)
+    # One that crashed before its manifest, long ago.
+    crashed = "1700000000100-0.g0"
+    store.write_bytes(f"snapshots/{crashed}/{artifacts.SNAPSHOT_FILE}", holding_everyone)
+    _backdate(store, artifacts.snapshot_folder(crashed), ABANDONED_SNAPSHOT_AGE_SECONDS + 60)
+    await _erase(redis_client, *ERASED)
+
+    done = await erase_from_artifacts(redis_client, store, PARTITIONS)
+
+    assert done == ErasureRewrite(snapshots=2, models=2, removed=1)
+    assert store.list_dirs("snapshots") == sorted([SNAPSHOT_ID, SECOND_HALF_ID, in_progress])
+    # Once the export has finished, the next pass takes the users out of it too.
+    write_snapshot(store, in_progress, clusters)
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(1, 0)
+    _, files = store.read_bundle(artifacts.snapshot_folder(in_progress))
+    users = artifacts.load_npz(files[artifacts.SNAPSHOT_FILE])["user_ids"].tolist()
+    assert not set(ERASED) & set(users)
+
+
+async def test_an_unpublished_model_holding_erased_users_is_deleted(
+    redis_client: RedisClient, settings: Settings, written: Written
+) -> None:
+    store = artifacts.ArtifactStore(settings.artifact_url)
+    manifest, files = store.read_bundle(artifacts.model_folder(2))  # every user in it
+    metadata = {key: value for key, value in manifest.items() if key != "files"}
+    # 4: its training died before publishing; 5: the training in progress (holding the lock,
+    # the last number the counter gave), which may still publish it.
+    for version in (4, 5):
+        store.write_bundle(artifacts.model_folder(version), files, metadata)
+        _backdate(store, artifacts.model_folder(version), ORPHAN_MODEL_AGE_SECONDS + 60)
+    await redis_client.execute("SET", keys.MODEL_VERSION_SEQUENCE, 5)
+    await redis_client.execute("SET", keys.TRAINING_LOCK, "a training")
+    await _erase(redis_client, *ERASED)
+
+    done = await erase_from_artifacts(redis_client, store, PARTITIONS)
+
+    assert done == ErasureRewrite(snapshots=2, models=2, removed=1)
+    assert not store.exists(artifacts.model_folder(4))
+    # Untouched: its training publishes the checksum it wrote (and a later pass rewrites it).
+    assert store.read_bundle(artifacts.model_folder(5))[0] == manifest
+    # That training ended without publishing: the next pass deletes its folder.
+    await redis_client.execute("DEL", keys.TRAINING_LOCK)
+    assert await erase_from_artifacts(redis_client, store, PARTITIONS) == ErasureRewrite(0, 0, 1)
+    registered = [artifacts.model_folder(version) for version in (1, 2)]
+    assert [f"models/{name}" for name in store.list_dirs("models")] == registered

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,11 @@ from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ExperimentIn, ModelStatus
 from recsys_shared.testing import model_info
 from retraining_worker.config import Settings
-from retraining_worker.pruning import prune
+from retraining_worker.pruning import (
+    ABANDONED_SNAPSHOT_AGE_SECONDS,
+    ORPHAN_MODEL_AGE_SECONDS,
+    prune,
+)
 
 
 @pytest.fixture
@@ -146,3 +152,104 @@ async def test_a_running_experiments_versions_keep_their_artifacts(
     await prune(registry, store, settings)
 
     assert _artifacts(store, 5) == {2, 4, 5}  # 2 is the canary, though not among the newest
+
+
+def _backdate(store: ArtifactStore, folder: str, seconds: float) -> None:
+    """Make every file of ``folder`` (and the folder) last changed ``seconds`` ago."""
+    moment = time.time() - seconds
+    root = Path(store.root) / folder
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (moment, moment))
+
+
+def _model_files(store: ArtifactStore, version: int, *, manifest: bool = True) -> None:
+    """A model folder as a training writes it; without ``manifest``, killed mid-write."""
+    folder = model_folder(version)
+    if manifest:
+        store.write_bundle(folder, {"model.npz": b"x"}, {"version": version})
+    else:
+        store.write_bytes(f"{folder}/model.npz", b"x")
+
+
+def _model_dirs(store: ArtifactStore) -> set[str]:
+    return set(store.list_dirs("models"))
+
+
+async def test_unpublished_model_folders_go_once_no_training_can_be_writing_them(
+    registry: ModelRegistry, store: ArtifactStore, inspector: redis.Redis
+) -> None:
+    settings = _limits(keep_model_versions=10)
+    await _versions(registry, store, 2)  # 1 and 2: published, whatever their age
+    _model_files(store, 3)  # a training that died before publishing
+    _model_files(store, 4, manifest=False)  # one killed while writing its files
+    _model_files(store, 5)  # died too, but only just: the age rule keeps it a while
+    _model_files(store, 6)  # the version the counter gave last
+    _model_files(store, 7)  # above the counter (taken after pruning read it)
+    store.write_bytes("models/v3/notes.txt", b"not a name model_folder makes: not ours")
+    for folder in ("models/v3", *(model_folder(v) for v in (1, 2, 3, 4, 6, 7))):
+        _backdate(store, folder, ORPHAN_MODEL_AGE_SECONDS + 60)
+    inspector.set(keys.MODEL_VERSION_SEQUENCE, 6)
+    inspector.set(keys.TRAINING_LOCK, "a training holds the lock")
+
+    await prune(registry, store, settings)
+
+    # 6 may be the training in progress (it holds the lock and took the last number).
+    kept = {model_folder(v).removeprefix("models/") for v in (1, 2, 5, 6, 7)}
+    assert _model_dirs(store) == kept | {"v3"}
+
+    inspector.delete(keys.TRAINING_LOCK)  # that training is over: 6 was never published
+    await prune(registry, store, settings)
+    assert _model_dirs(store) == kept - {model_folder(6).removeprefix("models/")} | {"v3"}
+
+    _backdate(store, model_folder(5), ORPHAN_MODEL_AGE_SECONDS + 60)
+    await prune(registry, store, settings)
+    assert _artifacts(store, 7) == {1, 2, 7}
+    assert await _with_artifact(registry) == {1, 2}
+
+
+def _snapshot(store: ArtifactStore, name: str, *, manifest: bool = True, age: float = 0) -> None:
+    folder = f"snapshots/{name}"
+    store.write_bytes(f"{folder}/interactions.npz", b"x")
+    if manifest:
+        store.write_bytes(f"{folder}/manifest.json", b"{}")
+    _backdate(store, folder, age)
+
+
+@pytest.mark.parametrize(
+    ("names", "kept"),
+    [
+        # The same stream position, three data generations (erasures in between).
+        (("5-7.g9", "5-7.g10", "5-7.g11"), ["5-7.g11"]),
+        (("5-7.g9", "5-7.g10", "5-7.g11", "5-7.g100"), ["5-7.g100", "5-7.g11"]),
+        # The generation only goes up; the checksum says nothing of age.
+        (("6-9.g1", "6-3.g2"), ["6-3.g2"]),
+        # The stream position first; ids from before generations existed sort as g0.
+        (("10-0", "9-5.g3", "9-5"), ["10-0", "9-5.g3"]),
+    ],
+)
+async def test_snapshots_sort_by_every_part_as_numbers(
+    registry: ModelRegistry, store: ArtifactStore, names: tuple[str, ...], kept: list[str]
+) -> None:
+    for name in names:
+        _snapshot(store, name)
+
+    await prune(registry, store, _limits(keep_snapshots=len(kept)))
+
+    assert store.list_dirs("snapshots") == sorted(kept)
+
+
+async def test_a_snapshot_without_a_manifest_stays_while_it_may_be_written(
+    registry: ModelRegistry, store: ArtifactStore
+) -> None:
+    _snapshot(store, "1-0.g0")
+    _snapshot(store, "2-0.g0")
+    _snapshot(store, "3-0.g0", manifest=False)  # the export in progress: not counted either
+    abandoned = ABANDONED_SNAPSHOT_AGE_SECONDS + 60
+    _snapshot(store, "0-5.g0", manifest=False, age=abandoned)  # crashed long ago
+    _snapshot(store, "4-0.g1", manifest=False, age=abandoned)  # crashed, though the newest
+    store.write_bytes("snapshots/scratch/notes.txt", b"not a snapshot id: not ours")
+    _backdate(store, "snapshots/scratch", abandoned)
+
+    await prune(registry, store, _limits(keep_snapshots=2))
+
+    assert store.list_dirs("snapshots") == ["1-0.g0", "2-0.g0", "3-0.g0", "scratch"]

@@ -8,6 +8,11 @@ rows out of the model's user-indexed arrays (``user_*``, e.g. implicit's ``user_
 id table, new checksums in the manifest and the registry. A rollback to a rewritten version
 cannot personalise the user; before the rewrite, no recommender does either (a user with no
 features is never personalised from a model's row).
+
+Folders nothing reads are deleted rather than rewritten (``pruning.remove_abandoned``): a
+model folder no registry entry names and a snapshot folder whose export never finished. One
+that may still be being written is left for a later pass (the tombstones outlive it): it is
+then registered (or complete) and rewritten, or abandoned and deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy.typing as npt
 from recsys_shared import keys
 from recsys_shared.artifacts import (
     IDS_FILE,
+    MANIFEST,
     MODEL_FILE,
     SNAPSHOT_FILE,
     SNAPSHOTS_FOLDER,
@@ -36,6 +42,7 @@ from recsys_shared.artifacts import (
 )
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
+from retraining_worker.pruning import remove_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,8 @@ log = logging.getLogger(__name__)
 class ErasureRewrite:
     snapshots: int
     models: int
+    #: Folders deleted instead (``pruning.remove_abandoned``).
+    removed: int = 0
 
 
 async def tombstones(client: RedisClient, partitions: keys.Partitions) -> set[str]:
@@ -92,7 +101,10 @@ class _ErasedBundle:
 def _erased_bundle(
     store: ArtifactStore, folder: str, ids_file: str, erased: set[str]
 ) -> _ErasedBundle | None:
-    """The bundle in ``folder`` if any user its ``ids_file`` names is erased, else None."""
+    """The bundle in ``folder`` if any user its ``ids_file`` names is erased, else None
+    (None too without a manifest: see ``_unpublished``)."""
+    if _unpublished(store, folder):
+        return None
     manifest, files = store.read_bundle(folder)
     arrays = load_npz(files[ids_file])
     gone = erased_rows(arrays["user_ids"], erased)
@@ -100,6 +112,20 @@ def _erased_bundle(
         return None
     metadata = {key: value for key, value in manifest.items() if key != "files"}
     return _ErasedBundle(metadata, files, arrays, gone)
+
+
+def _unpublished(store: ArtifactStore, folder: str) -> bool:
+    """A folder without a manifest: skipped, not fatal, so one such folder cannot stop every
+    other rewrite. A snapshot's export may be writing it right now, and it does not exclude a
+    user erased meanwhile (it fixes its id, then reads the users a chunk at a time: one read
+    before the erasure stays in it). The tombstones outlive it: the next pass (at most
+    ``ERASURE_REWRITE_SECONDS`` later) finds the manifest and rewrites it, or the export
+    crashed and ``remove_abandoned`` deletes the folder once it is clearly dead. A registered
+    model's folder loses its manifest only to a pruning deleting it meanwhile."""
+    if store.exists(f"{folder}/{MANIFEST}"):
+        return False
+    log.warning("skipped %s: no manifest (being written or deleted)", folder)
+    return True
 
 
 def rewrite_snapshot(store: ArtifactStore, name: str, erased: set[str]) -> bool:
@@ -150,10 +176,13 @@ async def erase_from_artifacts(
     erased = await tombstones(client, partitions)
     if not erased:
         return ErasureRewrite(0, 0)
+    registry = ModelRegistry(client)
+    # First: an orphan is never rewritten (only registered versions are), so deleting it is
+    # the only way an erased user leaves it.
+    removed = await remove_abandoned(registry, store)
     snapshots = 0
     for name in await asyncio.to_thread(store.list_dirs, SNAPSHOTS_FOLDER):
         snapshots += int(await asyncio.to_thread(rewrite_snapshot, store, name, erased))
-    registry = ModelRegistry(client)
     models = 0
     for info in await registry.list():
         if not info.artifact_url:
@@ -164,4 +193,4 @@ async def erase_from_artifacts(
             models += 1
     if snapshots or models:
         log.info("erased users removed from %d snapshot(s), %d model(s)", snapshots, models)
-    return ErasureRewrite(snapshots, models)
+    return ErasureRewrite(snapshots, models, removed)
