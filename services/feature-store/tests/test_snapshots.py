@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,17 @@ from feature_store.snapshots import (
     read_interactions,
     take_snapshot,
 )
+from feature_store.traffic_window import (
+    MIN_WINDOW_EVENTS,
+    Baseline,
+    Window,
+    choose_window,
+    read_baselines,
+    share_checks,
+)
 from recsys_shared import keys
 from recsys_shared.artifacts import MANIFEST, SNAPSHOT_FILE, ArtifactStore, load_npz
-from recsys_shared.schemas import EventType, SnapshotInfo
+from recsys_shared.schemas import EventType, QualityCheck, SnapshotInfo, TrafficCounts
 
 PARTITIONS = keys.Partitions(1)
 P0 = PARTITIONS.all[0]
@@ -124,9 +133,18 @@ def failures(report) -> list[str]:
     return sorted(check.name for check in report.failures)
 
 
+#: The manifest's field for them (``SnapshotManifest.pipeline_counters``).
+COUNTERS = "pipeline_counters"
+
+
+def lifetime(stats: dict[str, int]) -> Window:
+    """The window with no earlier snapshot to subtract: the counters' whole life."""
+    return choose_window(TrafficCounts(**stats), [])
+
+
 def test_healthy_data_passes_every_check():
     stats = {"accepted": 1000, "duplicates": 10, "rejected": 5}
-    report = check_quality(build(), stats, Settings())
+    report = check_quality(build(), lifetime(stats), Settings())
     assert report.passed, report.failures
     assert sorted(check.name for check in report.checks) == [
         "duplicate_share",
@@ -141,7 +159,7 @@ def test_healthy_data_passes_every_check():
 
 
 def test_no_data_fails_the_minimums_without_crashing():
-    report = check_quality(Interactions(), {}, Settings())
+    report = check_quality(Interactions(), lifetime({}), Settings())
     assert not report.passed
     assert failures(report) == ["min_interactions", "min_items", "min_users"]
 
@@ -199,7 +217,7 @@ def _timestamp_from_the_future() -> tuple[Interactions, Settings]:
 )
 def test_each_data_check_fails_on_data_that_breaks_it(make, failed):
     data, settings = make()
-    report = check_quality(data, {"accepted": 100}, settings)
+    report = check_quality(data, lifetime({"accepted": 100}), settings)
     assert not report.passed
     assert failures(report) == [failed]
     check = report.failures[0]
@@ -215,15 +233,93 @@ def test_each_data_check_fails_on_data_that_breaks_it(make, failed):
     ],
 )
 def test_each_pipeline_check_fails_on_counters_that_break_it(stats, failed, value):
-    report = check_quality(build(), stats, Settings())
+    report = check_quality(build(), lifetime(stats), Settings())
     assert failures(report) == [failed]
     assert report.failures[0].value == pytest.approx(value)
 
 
 def test_shares_exactly_at_the_limit_pass():
     stats = {"accepted": 80, "rejected": 20, "duplicates": 0}
-    report = check_quality(build(), stats, Settings(max_reject_share=0.2))
+    report = check_quality(build(), lifetime(stats), Settings(max_reject_share=0.2))
     assert report.passed, report.failures
+
+
+# ── the window the shares judge ───────────────────────────────────────────────────────────
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def baseline(name: str, hours: int, **counters: int) -> Baseline:
+    return Baseline(name, T0 + timedelta(hours=hours), TrafficCounts(**counters))
+
+
+def check(checks: list[QualityCheck], name: str) -> QualityCheck:
+    return next(found for found in checks if found.name == name)
+
+
+def test_a_window_too_small_to_judge_is_widened_to_an_earlier_snapshot():
+    # A snapshot refused for a burst of rejects, then one taken 10 clean events later: judged
+    # over those 10 alone, the burst would pass unseen.
+    now = TrafficCounts(accepted=1010, rejected=500)
+    recent = baseline("2-0.g0", 2, accepted=1000, rejected=500)
+    older = baseline("1-0.g0", 1, accepted=900, rejected=0)
+
+    window = choose_window(now, [recent, older])
+
+    assert window.counts == TrafficCounts(accepted=110, rejected=500)
+    assert "since snapshot 1-0.g0" in window.description
+    reject = check(share_checks(window, Settings()), "reject_share")
+    assert not reject.passed
+    assert "over 610 events since snapshot 1-0.g0" in reject.detail
+
+
+def test_a_window_too_small_everywhere_is_reported_but_not_judged():
+    now = TrafficCounts(accepted=10, duplicates=40, rejected=40)
+    window = choose_window(now, [baseline("1-0.g0", 1)])
+
+    assert window.counts.total < MIN_WINDOW_EVENTS
+    for found in share_checks(window, Settings()):
+        assert found.passed
+        assert found.value > found.threshold
+        assert "not judged" in found.detail
+        assert "since snapshot 1-0.g0" in found.detail
+
+
+def test_counters_that_went_backwards_fall_back_to_their_lifetime():
+    # A Redis flushed after the snapshot: its record (and any older one) counts other traffic.
+    now = TrafficCounts(accepted=300, rejected=200)
+    window = choose_window(now, [baseline("1-0.g0", 1, accepted=5000, rejected=10)])
+
+    assert window.counts == now
+    assert "lifetime" in window.description
+    assert "backwards since snapshot 1-0.g0" in window.description
+    assert not check(share_checks(window, Settings()), "reject_share").passed
+
+
+def test_baselines_are_the_snapshots_that_recorded_counters_newest_first(store):
+    def write(name: str, hours: int, counters: dict[str, int] | None) -> None:
+        info = SnapshotInfo(
+            snapshot_id=name, url="", created_at=T0 + timedelta(hours=hours), users=0,
+            items=0, interactions=0, time_min=None, time_max=None,
+            quality={"passed": True, "checks": []},
+        )  # fmt: skip
+        extra = {} if counters is None else {COUNTERS: counters}
+        store.write_bundle(f"snapshots/{name}", {}, {**info.model_dump(mode="json"), **extra})
+
+    # An erasure's new generation shares its position, and "g10" sorts before "g9" by name:
+    # the time each was taken orders them.
+    write("5-7.g9", 1, {"accepted": 1})
+    write("5-7.g10", 2, {"accepted": 2})
+    write("4-1.g0", 0, None)  # written before counters were recorded
+    store.write_bytes("snapshots/6-1.g0/manifest.json", b"{broken")
+    write("7-1.g0", 3, {"accepted": 3})  # the one being taken
+
+    baselines = read_baselines(store, exclude="7-1.g0")
+
+    assert [(found.snapshot_id, found.counters.accepted) for found in baselines] == [
+        ("5-7.g10", 2),
+        ("5-7.g9", 1),
+    ]
 
 
 # ── take_snapshot ─────────────────────────────────────────────────────────────────────────
@@ -337,3 +433,110 @@ async def test_snapshot_passes_the_gate_on_healthy_data(
 
     assert info.quality.passed, info.quality.failures
     assert (info.users, info.items, info.interactions) == (25, 20, 125)
+
+
+# ── the shares over the traffic since the previous snapshot ────────────────────────────────
+
+
+@pytest.fixture
+async def healthy_events(stream, consumer, make_event, read_once) -> None:
+    """25 users × 5 items: data every data check passes."""
+    for user in range(25):
+        for offset in range(5):
+            await stream.add(make_event(f"u{user}", f"i{(user + offset) % 20}", EventType.CLICK))
+    assert await read_once(consumer) == 125
+
+
+@pytest.fixture
+def set_counters(sync_redis):
+    """``set_counters(accepted=…, duplicates=…, rejected=…)``: the pipeline's lifetime totals,
+    as the gateway would have counted them."""
+
+    def set_(accepted: int, duplicates: int = 0, rejected: int = 0) -> None:
+        sync_redis.hset(P0.stats, mapping={"accepted": accepted, "duplicates": duplicates})
+        sync_redis.set(keys.PIPELINE_REJECTED, rejected)
+
+    return set_
+
+
+@pytest.fixture
+def one_more_event(stream, consumer, make_event, read_once):
+    """Apply one more event, so that the next snapshot is a new one."""
+    counter = iter(range(100, 1000))
+
+    async def apply() -> None:
+        await stream.add(make_event(f"u{next(counter)}", "i0", EventType.CLICK))
+        assert await read_once(consumer) == 1
+
+    return apply
+
+
+BURSTS = pytest.mark.parametrize(
+    ("bad", "share"), [("rejected", "reject_share"), ("duplicates", "duplicate_share")]
+)
+
+
+@BURSTS
+@pytest.mark.usefixtures("healthy_events")
+async def test_a_burst_refuses_one_snapshot_and_a_clean_window_after_it_passes(
+    redis_client, store, redis_url, set_counters, one_more_event, bad, share
+):
+    settings = Settings(redis_url=redis_url)
+    set_counters(**{"accepted": 125, bad: 5000})
+    refused = await take_snapshot(redis_client, store, settings)
+    assert failures(refused.quality) == [share]
+
+    # 1000 clean events later: over its whole life the pipeline is still 80 % bad, and that
+    # used to refuse every snapshot until good events diluted it. No one has to step in.
+    await one_more_event()
+    set_counters(**{"accepted": 1125, bad: 5000})
+    recovered = await take_snapshot(redis_client, store, settings)
+
+    assert recovered.quality.passed, recovered.quality.failures
+    judged = check(recovered.quality.checks, share)
+    assert judged.value == 0.0
+    assert f"over 1000 events since snapshot {refused.snapshot_id}" in judged.detail
+
+
+@BURSTS
+@pytest.mark.usefixtures("healthy_events")
+async def test_a_burst_after_a_long_clean_history_refuses_the_snapshot(
+    redis_client, store, redis_url, set_counters, one_more_event, bad, share
+):
+    settings = Settings(redis_url=redis_url)
+    set_counters(accepted=1_000_000)
+    clean = await take_snapshot(redis_client, store, settings)
+    assert clean.quality.passed, clean.quality.failures
+
+    # 3000 bad events of 4000: 0.3 % of the pipeline's life, 75 % of what came in since.
+    await one_more_event()
+    set_counters(**{"accepted": 1_001_000, bad: 3000})
+    burst = await take_snapshot(redis_client, store, settings)
+
+    assert failures(burst.quality) == [share]
+    judged = check(burst.quality.checks, share)
+    assert judged.value == pytest.approx(0.75)
+    assert f"over 4000 events since snapshot {clean.snapshot_id}" in judged.detail
+
+
+@pytest.mark.usefixtures("healthy_events")
+async def test_after_a_snapshot_without_recorded_counters_the_shares_are_lifetime_ones(
+    redis_client, store, redis_url, set_counters, one_more_event, tmp_path
+):
+    settings = Settings(redis_url=redis_url)
+    set_counters(accepted=125)
+    old = await take_snapshot(redis_client, store, settings)
+    path = manifest_path(tmp_path, old.snapshot_id)
+    manifest = json.loads(path.read_text())
+    assert manifest.pop(COUNTERS) == {"accepted": 125, "duplicates": 0, "rejected": 0}
+    path.write_text(json.dumps(manifest))  # as a version before this one wrote it
+
+    await one_more_event()
+    set_counters(accepted=1125, rejected=1000)
+    info = await take_snapshot(redis_client, store, settings)
+
+    judged = check(info.quality.checks, "reject_share")
+    assert judged.value == pytest.approx(1000 / 2125)  # not 1000 / 2000, the window since
+    assert "over 2125 events over the counters' lifetime" in judged.detail
+    recorded = json.loads(manifest_path(tmp_path, info.snapshot_id).read_text())
+    assert recorded[COUNTERS] == {"accepted": 1125, "duplicates": 0, "rejected": 1000}

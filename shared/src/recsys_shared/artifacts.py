@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,21 @@ CATALOGUE_FILE = "catalogue.npz"
 
 def snapshot_folder(snapshot_id: str) -> str:
     return f"{SNAPSHOTS_FOLDER}/{snapshot_id}"
+
+
+#: ``<ms>-<crc>.g<generation>`` (``feature_store.snapshots.snapshot_id``); older ids lack ``.g``.
+_SNAPSHOT_NAME = re.compile(r"([0-9]+)-([0-9]+)(?:\.g([0-9]+))?")
+
+
+def snapshot_order(name: str) -> tuple[int, int, int] | None:
+    """Where a snapshot sorts, oldest first: by stream position, then data generation (it
+    only goes up), then checksum (which says nothing of age: it only breaks ties). Every part
+    a number, so ``g10`` is newer than ``g9``. None for a name the feature-store never makes."""
+    match = _SNAPSHOT_NAME.fullmatch(name)
+    if match is None:
+        return None
+    position, checksum, generation = match.groups()
+    return int(position), int(generation or 0), int(checksum)
 
 
 class ArtifactError(RecsysError):

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from feature_store import metrics
 from feature_store.config import Settings
+from feature_store.traffic_window import Window, share_checks, traffic_window
 from recsys_shared import keys
 from recsys_shared.artifacts import (
     CATALOGUE_FILE,
@@ -38,6 +39,8 @@ from recsys_shared.schemas import (
     QualityCheck,
     QualityReport,
     SnapshotInfo,
+    SnapshotManifest,
+    TrafficCounts,
 )
 from recsys_shared.streams import stream_position
 
@@ -214,10 +217,9 @@ async def read_catalogue(client: RedisClient) -> dict[str, npt.NDArray[np.generi
     }
 
 
-def check_quality(
-    interactions: Interactions, stats: dict[str, int], settings: Settings
-) -> QualityReport:
-    """Refuse to train on data that is too small, too skewed, too dirty or from a broken clock."""
+def check_quality(interactions: Interactions, window: Window, settings: Settings) -> QualityReport:
+    """Refuse to train on data that is too small, too skewed or from a broken clock, or on
+    traffic that was too dirty over ``window`` (``feature_store.traffic_window``)."""
     n_interactions = len(interactions)
     checks = [
         _at_least("users", interactions.n_users, settings.min_users),
@@ -237,15 +239,7 @@ def check_quality(
         latest_allowed = (datetime.now(UTC) + MAX_CLOCK_SKEW).timestamp()
         insane = np.count_nonzero((times > latest_allowed) | (times < EARLIEST_INSTANT.timestamp()))
         checks.append(_at_most("insane_timestamp_share", insane / n_interactions, 0.0))
-    received = stats.get(keys.STAT_ACCEPTED, 0) + stats.get(keys.STAT_DUPLICATES, 0)
-    rejected = stats.get("rejected", 0)
-    if received + rejected:
-        checks.append(
-            _at_most("reject_share", rejected / (received + rejected), settings.max_reject_share)
-        )
-    if received:
-        duplicate_share = stats.get(keys.STAT_DUPLICATES, 0) / received
-        checks.append(_at_most("duplicate_share", duplicate_share, settings.max_duplicate_share))
+    checks.extend(share_checks(window, settings))
     return QualityReport(passed=all(check.passed for check in checks), checks=checks)
 
 
@@ -271,7 +265,7 @@ def _at_most(name: str, value: float, threshold: float) -> QualityCheck:
     )
 
 
-async def pipeline_counters(client: RedisClient, partitions: keys.Partitions) -> dict[str, int]:
+async def pipeline_counters(client: RedisClient, partitions: keys.Partitions) -> TrafficCounts:
     """Every partition's counters, summed, and the events refused at the door."""
     replies = await client.execute_many(
         [("HGETALL", partition.stats) for partition in partitions.all]
@@ -282,8 +276,11 @@ async def pipeline_counters(client: RedisClient, partitions: keys.Partitions) ->
     for counters in per_partition:
         for name, value in counters.items():
             totals[name] = totals.get(name, 0) + int(value)
-    totals["rejected"] = int(rejected or 0)
-    return totals
+    return TrafficCounts(
+        accepted=totals.get(keys.STAT_ACCEPTED, 0),
+        duplicates=totals.get(keys.STAT_DUPLICATES, 0),
+        rejected=int(rejected or 0),
+    )
 
 
 async def snapshot_id(client: RedisClient, partitions: keys.Partitions) -> str:
@@ -316,7 +313,9 @@ async def take_snapshot(
     # which is how the recommender decides to fold a user's latest events in.
     created_at = datetime.now(UTC)
     interactions = await read_interactions(client, partitions)
-    quality = check_quality(interactions, await pipeline_counters(client, partitions), settings)
+    counters = await pipeline_counters(client, partitions)
+    window = await asyncio.to_thread(traffic_window, store, counters, snapshot)
+    quality = check_quality(interactions, window, settings)
     times = interactions.times
     info = SnapshotInfo(
         snapshot_id=snapshot,
@@ -333,16 +332,18 @@ async def take_snapshot(
         SNAPSHOT_FILE: npz_bytes(**interactions.arrays()),
         CATALOGUE_FILE: npz_bytes(**await read_catalogue(client)),
     }
-    await asyncio.to_thread(store.write_bundle, folder, files, info.model_dump(mode="json"))
+    manifest = SnapshotManifest(**dict(info), pipeline_counters=counters)
+    await asyncio.to_thread(store.write_bundle, folder, files, manifest.model_dump(mode="json"))
     await client.execute("SET", keys.SNAPSHOT_LATEST, info.model_dump_json())
     metrics.SNAPSHOTS.labels("passed" if quality.passed else "failed").inc()
     log.info(
-        "snapshot %s: %d users, %d items, %d interactions in %.1fs, quality %s",
+        "snapshot %s: %d users, %d items, %d interactions in %.1fs, quality %s (shares %s)",
         snapshot,
         info.users,
         info.items,
         info.interactions,
         time.perf_counter() - started,
         "passed" if quality.passed else "FAILED",
+        window.description,
     )
     return info

@@ -28,6 +28,7 @@ from recsys_shared.artifacts import (
     ArtifactStore,
     model_folder,
     snapshot_folder,
+    snapshot_order,
 )
 from recsys_shared.experiments.store import ExperimentStore
 from recsys_shared.registry import ModelRegistry
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 #: Where ``model_folder`` puts every version (``models/v00000012``).
 MODELS_FOLDER = "models"
 _MODEL_NAME = re.compile(r"v([0-9]+)")
-#: ``<ms>-<crc>.g<generation>`` (feature_store.snapshots.snapshot_id); older ids lack ``.g``.
-_SNAPSHOT_NAME = re.compile(r"([0-9]+)-([0-9]+)(?:\.g([0-9]+))?")
 #: An unregistered model folder younger than this stays. Its version is already below any
 #: training in progress (see ``_oldest_in_progress``); the age covers the one case the lock
 #: cannot: a training whose lock expired unnoticed (its renewer flags the loss a few Redis
@@ -74,17 +73,6 @@ async def _experiment_versions(registry: ModelRegistry) -> set[int | None]:
 
 def _activated_at(info: ModelInfo) -> datetime:
     return info.activated_at or datetime.min.replace(tzinfo=UTC)
-
-
-def snapshot_order(name: str) -> tuple[int, int, int] | None:
-    """Where a snapshot sorts, oldest first: by stream position, then data generation (it
-    only goes up), then checksum (which says nothing of age: it only breaks ties). Every part
-    a number, so ``g10`` is newer than ``g9``. None for a name the feature-store never makes."""
-    match = _SNAPSHOT_NAME.fullmatch(name)
-    if match is None:
-        return None
-    position, checksum, generation = match.groups()
-    return int(position), int(generation or 0), int(checksum)
 
 
 async def prune(registry: ModelRegistry, store: ArtifactStore, settings: Settings) -> None:

@@ -281,6 +281,41 @@ class SnapshotInfo(BaseModel):
     quality: QualityReport
 
 
+class TrafficCounts(BaseModel):
+    """The pipeline's counters at one moment (they only grow): events stored, resent
+    duplicates, and events refused at the door."""
+
+    accepted: int = Field(default=0, ge=0)
+    duplicates: int = Field(default=0, ge=0)
+    rejected: int = Field(default=0, ge=0)
+
+    @property
+    def received(self) -> int:
+        """Events that passed validation: stored, or recognised as resent."""
+        return self.accepted + self.duplicates
+
+    @property
+    def total(self) -> int:
+        return self.received + self.rejected
+
+    def since(self, earlier: TrafficCounts) -> TrafficCounts | None:
+        """The counts since ``earlier``; None if any went backwards (a flushed data tier)."""
+        delta = {name: getattr(self, name) - getattr(earlier, name) for name in _COUNTS}
+        return None if min(delta.values()) < 0 else TrafficCounts(**delta)
+
+
+_COUNTS = tuple(TrafficCounts.model_fields)
+
+
+class SnapshotManifest(SnapshotInfo):
+    """A snapshot's manifest as stored beside its files (``write_bundle`` adds their
+    checksums): its info, and the pipeline's counters when it was taken, which the next
+    snapshot's reject and duplicate shares are judged against (absent in snapshots written
+    before they were recorded)."""
+
+    pipeline_counters: TrafficCounts | None = None
+
+
 # ── what a recommender replica serves ─────────────────────────────────────────────────────
 class ServingStatus(BaseModel):
     serving_version: int | None
