@@ -1,19 +1,28 @@
 """The experiment runtime on a real Redis: one replica decides, ended experiments are
-forgotten after their retention, a stop and a decision cannot both win."""
+forgotten after their retention, a stop and a decision cannot both win, a promotion whose
+activation Redis did not answer is activated later unless another version was since."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from gateway.experiments import ExperimentRuntime
 from recsys_shared import keys
+from recsys_shared.errors import StoreUnavailable
 from recsys_shared.experiments import decision
 from recsys_shared.experiments.assignment import group
 from recsys_shared.experiments.store import ExperimentStore
-from recsys_shared.redis import RedisClient
+from recsys_shared.processes import RedisServer
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
-from recsys_shared.schemas import Decision, ExperimentIn
+from recsys_shared.schemas import Decision, ExperimentIn, ExperimentStep, StoredExperiment
 from recsys_shared.testing import model_info
+from recsys_shared.testing.waiting import eventually
 
 PARTITIONS = keys.Partitions(2)
 
@@ -110,3 +119,98 @@ async def test_only_the_lock_holder_decides(redis_client: RedisClient) -> None:
     await first.stop()  # released at shutdown, not left to expire: the second decides at once
     await second.check()
     assert (await second.store.get(stored.id)).state.decision is Decision.ROLLED_BACK
+
+
+@pytest.fixture
+async def registry_tier(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisClient]]:
+    """A Redis of its own for the registry, which a test can pause while the experiments'
+    Redis answers: a promotion saved, its activation not."""
+    server = RedisServer(tmp_path / "registry").start()
+    client = await connect(server.url, command_timeout=0.3, name="registry")
+    yield server, client
+    await client.aclose()
+    server.stop()
+
+
+def _promoted(stored: StoredExperiment, version: int) -> decision.Outcome:
+    """A canary promoted: what decide() returns once the canary has won."""
+    ended = stored.state.model_copy(
+        update={"decision": Decision.PROMOTED, "shares": [0.0, 1.0], "ended_at": datetime.now(UTC)}
+    )
+    step = ExperimentStep(at=ended.ended_at, shares=ended.shares, note="promoted: it won")
+    return decision.Outcome(ended.model_copy(update={"steps": [step]}), activate=version)
+
+
+async def _unanswered_promotion(
+    redis_client: RedisClient, registry_tier: tuple[RedisServer, RedisClient]
+) -> ExperimentRuntime:
+    """A canary promoted while the registry's Redis was down (its activation refused)."""
+    server, registry_client = registry_tier
+    runtime = await _runtime(redis_client)
+    runtime.registry = await _runtime_registry(registry_client)
+    await runtime.registry.activate(1, "passed the gate")
+    stored = await runtime.store.create(CANARY, runtime.registry, _prepared)
+    server.stop()
+    assert await runtime.apply(stored, _promoted(stored, 2))  # the experiment has ended
+    server.start()
+    await eventually(lambda: _answers(registry_client), within=15)  # reconnected by itself
+    assert (await runtime.store.get(stored.id)).state.decision is Decision.PROMOTED
+    assert await runtime.registry.active_version() == 1  # not activated
+    return runtime
+
+
+async def _answers(client: RedisClient) -> bool:
+    try:
+        return await client.ping()
+    except StoreUnavailable:
+        return False
+
+
+async def _runtime_registry(client: RedisClient) -> ModelRegistry:
+    registry = ModelRegistry(client)
+    for version in (1, 2):
+        await registry.record(model_info(version))
+    return registry
+
+
+async def test_a_promotion_redis_did_not_activate_is_activated_by_a_later_check(
+    redis_client: RedisClient, registry_tier: tuple[RedisServer, RedisClient]
+) -> None:
+    runtime = await _unanswered_promotion(redis_client, registry_tier)
+
+    await runtime.check()
+
+    assert await runtime.registry.active_version() == 2
+    assert (await runtime.registry.get(2)).status_reason.startswith("promoted by experiment")
+
+
+async def test_a_version_activated_since_the_promotion_stands(
+    redis_client: RedisClient, registry_tier: tuple[RedisServer, RedisClient]
+) -> None:
+    runtime = await _unanswered_promotion(redis_client, registry_tier)
+    await runtime.registry.activate(1, "an admin's choice, after the experiment ended")
+
+    await runtime.check()
+    await runtime.check()
+
+    assert await runtime.registry.active_version() == 1
+
+
+async def test_an_activation_whose_answer_was_lost_is_not_done_again(
+    redis_client: RedisClient, registry_tier: tuple[RedisServer, RedisClient]
+) -> None:
+    server, registry_client = registry_tier
+    runtime = await _runtime(redis_client)
+    runtime.registry = await _runtime_registry(registry_client)
+    await runtime.registry.activate(1, "passed the gate")
+    stored = await runtime.store.create(CANARY, runtime.registry, _prepared)
+    with server.inspector() as registry_redis:  # the script waits out the pause, then runs
+        registry_redis.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
+    await runtime.apply(stored, _promoted(stored, 2))
+    await asyncio.sleep(1.1)
+    activated_at = (await runtime.registry.get(2)).activated_at
+    assert await runtime.registry.active_version() == 2
+
+    await runtime.check()
+
+    assert (await runtime.registry.get(2)).activated_at == activated_at  # not a second time

@@ -110,6 +110,13 @@ def _count_lost(error: BaseException) -> None:
     metrics.UPSTREAM_ERRORS.labels("experiment-exposures", type(error).__name__).inc()
 
 
+@dataclass(frozen=True, slots=True)
+class _Promotion:
+    experiment: StoredExperiment
+    version: int
+    ended_at: datetime
+
+
 # eq=False: one live runtime per replica (tasks, a lock), compared by identity.
 @dataclass(eq=False)
 class ExperimentRuntime:
@@ -127,6 +134,8 @@ class ExperimentRuntime:
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     _exported: set[tuple[str, str]] = field(init=False, default_factory=set)
     _next_retention: float = field(init=False, default=0.0)
+    #: A promotion whose activation Redis did not answer: retried on the next checks.
+    _unactivated: _Promotion | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.exposures = ExposureCounter(self.store)
@@ -180,6 +189,7 @@ class ExperimentRuntime:
         self._export((stored, counters) if stored is not None and counters is not None else None)
         if not (await self._lock.renew() or await self._lock.acquire()):
             return
+        await self._retry_promotion()
         if stored is not None and counters is not None:
             outcome = decision.decide(
                 stored, counters, now=datetime.now(UTC), tau=self.tau, alpha=self.alpha
@@ -200,17 +210,7 @@ class ExperimentRuntime:
         definition = stored.definition
         note = f"experiment {stored.id} ({definition.name}, {definition.mode}): {step.note}"
         if outcome.activate is not None:
-            try:
-                previous = await self.registry.activate(
-                    outcome.activate,
-                    promoted_by_experiment(stored.id, definition.name),
-                    rejected_too=True,
-                )
-            except RecsysError as error:
-                note += f"; activating version {outcome.activate} failed: {error.detail}"
-                log.error("%s", note)
-            else:
-                note += f"; version {outcome.activate} activated (was {previous})"
+            note += await self._promote(_Promotion(stored, outcome.activate, step.at))
         log.info("%s", note)
         for variant in definition.variants:
             try:
@@ -223,6 +223,48 @@ class ExperimentRuntime:
             ).inc()
         await self.refresh()
         return True
+
+    async def _promote(self, promotion: _Promotion) -> str:
+        """Activate the promoted version; the note's ending. The experiment has ended as
+        promoted already: if Redis does not answer, the activation is kept to retry."""
+        stored, version = promotion.experiment, promotion.version
+        self._unactivated = None
+        try:
+            previous = await self.registry.activate(
+                version,
+                promoted_by_experiment(stored.id, stored.definition.name),
+                rejected_too=True,
+            )
+        except StoreUnavailable as error:
+            self._unactivated = promotion
+            log.error("experiment %s: activating version %d failed, will retry", stored.id, version)
+            return f"; activating version {version} failed: {error.detail} (retried)"
+        except RecsysError as error:  # unknown, or its artifact pruned since: final
+            log.error("experiment %s: activating version %d failed", stored.id, version)
+            return f"; activating version {version} failed: {error.detail}"
+        return f"; version {version} activated (was {previous})"
+
+    async def _retry_promotion(self) -> None:
+        """Activate a promotion Redis refused earlier, unless a version was activated since
+        the experiment ended: that later choice (an admin's, say) stands."""
+        promotion = self._unactivated
+        if promotion is None:
+            return
+        active = await self.registry.active_version()
+        current = await self.registry.get(active) if active is not None else None
+        activated_at = current.activated_at if current is not None else None
+        if current is not None and activated_at is not None and activated_at > promotion.ended_at:
+            self._unactivated = None
+            if current.version == promotion.version:  # it was: only the answer was lost
+                return
+            log.warning(
+                "experiment %s: version %d not activated: version %d was activated since",
+                promotion.experiment.id,
+                promotion.version,
+                current.version,
+            )
+            return
+        log.info("experiment %s%s", promotion.experiment.id, await self._promote(promotion))
 
     async def _forget_old(self) -> None:
         cutoff = time.time() - self.retention_days * 86_400
