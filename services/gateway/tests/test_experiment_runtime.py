@@ -146,10 +146,7 @@ async def _unanswered_promotion(
 ) -> ExperimentRuntime:
     """A canary promoted while the registry's Redis was down (its activation refused)."""
     server, registry_client = registry_tier
-    runtime = await _runtime(redis_client)
-    runtime.registry = await _runtime_registry(registry_client)
-    await runtime.registry.activate(1, "passed the gate")
-    stored = await runtime.store.create(CANARY, runtime.registry, _prepared)
+    runtime, stored = await _canary_on_its_own_registry(redis_client, registry_client)
     server.stop()
     assert await runtime.apply(stored, _promoted(stored, 2))  # the experiment has ended
     server.start()
@@ -166,11 +163,16 @@ async def _answers(client: RedisClient) -> bool:
         return False
 
 
-async def _runtime_registry(client: RedisClient) -> ModelRegistry:
-    registry = ModelRegistry(client)
+async def _canary_on_its_own_registry(
+    redis_client: RedisClient, registry_client: RedisClient
+) -> tuple[ExperimentRuntime, StoredExperiment]:
+    """Version 1 active, a canary of version 2 running; the registry on its own Redis."""
+    runtime = await _runtime(redis_client)
+    runtime.registry = ModelRegistry(registry_client)
     for version in (1, 2):
-        await registry.record(model_info(version))
-    return registry
+        await runtime.registry.record(model_info(version))
+    await runtime.registry.activate(1, "passed the gate")
+    return runtime, await runtime.store.create(CANARY, runtime.registry, _prepared)
 
 
 async def test_a_promotion_redis_did_not_activate_is_activated_by_a_later_check(
@@ -200,10 +202,7 @@ async def test_an_activation_whose_answer_was_lost_is_not_done_again(
     redis_client: RedisClient, registry_tier: tuple[RedisServer, RedisClient]
 ) -> None:
     server, registry_client = registry_tier
-    runtime = await _runtime(redis_client)
-    runtime.registry = await _runtime_registry(registry_client)
-    await runtime.registry.activate(1, "passed the gate")
-    stored = await runtime.store.create(CANARY, runtime.registry, _prepared)
+    runtime, stored = await _canary_on_its_own_registry(redis_client, registry_client)
     with server.inspector() as registry_redis:  # the script waits out the pause, then runs
         registry_redis.execute_command("CLIENT", "PAUSE", 1000, "WRITE")
     await runtime.apply(stored, _promoted(stored, 2))
