@@ -63,7 +63,7 @@ def test_entries_and_nonces_live_on_the_ephemeral_redis(
     first = _get(split, client_headers)
     # The list is stored after the answer, not awaited by it (as test_cache's _get_and_store).
     wait_until(
-        lambda: (entries.hget(lists, field) or "").startswith("3:n12:"),
+        lambda: (entries.hget(lists, field) or "").startswith("3:0:n12:"),
         timeout=5,
         what="the list stored on the ephemeral Redis",
     )
