@@ -339,3 +339,21 @@ def test_a_batch_is_parsed_whole_and_a_bad_entry_is_found_alone() -> None:
     }
     assert [event.user_id for _, event in whole] == ["u1", "u1"]
     assert none_dead == []
+
+
+async def test_an_entry_a_stalled_consumer_and_its_claimer_both_hold_is_dead_lettered_once(
+    redis_client, sync_redis, consumer, housekeeping, settings, stream, make_event
+):
+    bad = await stream.add_raw({keys.EVENT_FIELD: "{not json"})
+    await stream.add(make_event("u1", "i1", EventType.LIKE))
+    held = await stream.read("slow")  # then "slow" stalls past the claim time
+    await asyncio.sleep(settings.claim_idle_ms / 1000 + 0.05)
+    assert await housekeeping.claim_stalled() == 2  # c1 takes the batch and deals with it
+
+    slow = StreamConsumer(redis_client, settings.model_copy(update={"consumer_name": "slow"}))
+    await slow.process(P0, held)  # "slow" wakes up and finishes the batch it read
+
+    assert [entry["stream_id"] for entry in await stream.dead_letters()] == [bad]
+    stats = sync_redis.hgetall(P0.stats)
+    assert (stats["applied"], stats["dead_letters"], stats["redelivered"]) == ("1", "1", "2")
+    assert await stream.pending() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -12,10 +13,13 @@ from feature_store import dead_letters
 from feature_store.config import Settings
 from feature_store.consumer import StreamConsumer
 from feature_store.dead_letters import DeadLetter, dead_letter
+from feature_store.erasure import Eraser
 from recsys_shared import keys
 from recsys_shared.schemas import EventType
 
 PARTITIONS = keys.Partitions(2)
+#: The partition of the tests with one (the ``stream`` and ``consumer`` fixtures).
+P0 = keys.Partitions(1).all[0]
 
 
 def user_in(partition: keys.Partition) -> str:
@@ -33,6 +37,19 @@ async def consumer2(redis_client, two_partitions) -> StreamConsumer:
     for partition in PARTITIONS.all:
         await consumer.ensure_group(partition)
     return consumer
+
+
+def pending(sync_redis, partition: keys.Partition, count: int = 1) -> list[str]:
+    """Ids of ``count`` entries read through the group and not yet acknowledged, as the
+    consumer holds those it dead-letters; deleted from the stream (still pending), so that the
+    stream shows only what a replay puts back."""
+    with sync_redis.pipeline(transaction=False) as pipe:
+        for _ in range(count):
+            pipe.xadd(partition.events, {keys.EVENT_FIELD: "read, not yet acknowledged"})
+        ids = pipe.execute()
+    sync_redis.xreadgroup(keys.EVENTS_GROUP, "c1", {partition.events: ">"}, count=count)
+    sync_redis.xdel(partition.events, *ids)
+    return ids
 
 
 async def read_every_partition(consumer: StreamConsumer, *, own_pending: bool = False) -> int:
@@ -70,24 +87,27 @@ async def test_invalid_entries_go_to_their_partitions_dead_letters_with_reason_a
     assert sync_redis.hget(second.stats, "applied") == "1"
 
 
-async def test_dead_letters_are_listed_newest_first_and_counted_by_reason(redis_client):
+@pytest.mark.usefixtures("consumer2")
+async def test_dead_letters_are_listed_newest_first_and_counted_by_reason(redis_client, sync_redis):
     first, second = PARTITIONS.all
+    oldest, newest = pending(sync_redis, first, 2)
+    [middle] = pending(sync_redis, second)
     # A millisecond apart: a dead letter's time is its stream id's, and two partitions' letters
     # within one millisecond are simultaneous (either order would be right).
     await dead_letter(
-        redis_client, first, [DeadLetter("1-1", "invalid_event", "bad", "no JSON")], cap=100
+        redis_client, first, [DeadLetter(oldest, "invalid_event", "bad", "no JSON")], cap=100
     )
     await asyncio.sleep(0.002)
-    await dead_letter(redis_client, second, [DeadLetter("2-1", "entry_deleted", "")], cap=100)
+    await dead_letter(redis_client, second, [DeadLetter(middle, "entry_deleted", "")], cap=100)
     await asyncio.sleep(0.002)
     await dead_letter(
-        redis_client, first, [DeadLetter("1-2", "invalid_event", "worse", "no JSON")], cap=100
+        redis_client, first, [DeadLetter(newest, "invalid_event", "worse", "no JSON")], cap=100
     )
 
     everything = await dead_letters.list_dead_letters(redis_client, PARTITIONS.all)
     assert everything.total == 3
     assert everything.by_reason == {"invalid_event": 2, "entry_deleted": 1}
-    assert [letter.stream_id for letter in everything.entries] == ["1-2", "2-1", "1-1"]
+    assert [letter.stream_id for letter in everything.entries] == [newest, middle, oldest]
     assert [letter.partition for letter in everything.entries] == [0, 1, 0]
 
     invalid = await dead_letters.list_dead_letters(
@@ -95,27 +115,31 @@ async def test_dead_letters_are_listed_newest_first_and_counted_by_reason(redis_
     )
     assert invalid.total == 3  # the totals always count every dead letter
     assert [(letter.stream_id, letter.entry, letter.detail) for letter in invalid.entries] == [
-        ("1-2", "worse", "no JSON")
+        (newest, "worse", "no JSON")
     ]
     none = await dead_letters.list_dead_letters(redis_client, PARTITIONS.all, reason="other")
     assert none.entries == []
 
 
+@pytest.mark.usefixtures("consumer2")
 async def test_each_partitions_dead_letters_are_capped_oldest_first(redis_client, sync_redis):
     first, second = PARTITIONS.all
     cap = 100
+    ids = pending(sync_redis, first, 1000)
     for batch in range(10):
         letters = [
-            DeadLetter(f"{batch}-{n}", "invalid_event", f"entry {batch}-{n}") for n in range(100)
+            DeadLetter(stream_id, "invalid_event", f"entry {stream_id}")
+            for stream_id in ids[100 * batch : 100 * (batch + 1)]
         ]
         await dead_letter(redis_client, first, letters, cap=cap)
-    await dead_letter(redis_client, second, [DeadLetter("9-9", "invalid_event", "x")], cap=cap)
+    [other] = pending(sync_redis, second)
+    await dead_letter(redis_client, second, [DeadLetter(other, "invalid_event", "x")], cap=cap)
 
     kept = sync_redis.xrange(first.dead_letters)
     # Trimmed in whole stream nodes (MAXLEN ~): at least the cap, far below the 1000 written.
     assert cap <= len(kept) < 2 * cap
-    assert kept[-1][1]["stream_id"] == "9-99"  # the newest stay
-    assert "0-0" not in {fields["stream_id"] for _, fields in kept}  # the oldest went first
+    assert kept[-1][1]["stream_id"] == ids[-1]  # the newest stay
+    assert ids[0] not in {fields["stream_id"] for _, fields in kept}  # the oldest went first
     assert sync_redis.xlen(second.dead_letters) == 1
     # The counter says how many were ever dead-lettered, not how many are kept.
     assert sync_redis.hget(first.stats, "dead_letters") == "1000"
@@ -128,11 +152,18 @@ async def test_replay_puts_events_back_and_a_still_invalid_one_comes_back(
     # A valid event refused by an earlier version (say), one still invalid, one with nothing
     # left to replay.
     fixed = make_event(user_in(second), "i1", EventType.PURCHASE)
+    [refused] = pending(sync_redis, second)
+    garbage, deleted = pending(sync_redis, first, 2)
     await dead_letter(
-        redis_client, second, [DeadLetter("1-1", "invalid_event", fixed.model_dump_json())], cap=100
+        redis_client,
+        second,
+        [DeadLetter(refused, "invalid_event", fixed.model_dump_json())],
+        cap=100,
     )
-    await dead_letter(redis_client, first, [DeadLetter("1-2", "invalid_event", "garbage")], cap=100)
-    await dead_letter(redis_client, first, [DeadLetter("1-3", "entry_deleted", "")], cap=100)
+    await dead_letter(
+        redis_client, first, [DeadLetter(garbage, "invalid_event", "garbage")], cap=100
+    )
+    await dead_letter(redis_client, first, [DeadLetter(deleted, "entry_deleted", "")], cap=100)
 
     result = await dead_letters.replay(redis_client, PARTITIONS.all, reason="invalid_event")
 
@@ -161,11 +192,12 @@ async def test_replay_puts_events_back_and_a_still_invalid_one_comes_back(
     assert len(await dead_letters.read_all(redis_client, first)) == 2
 
 
+@pytest.mark.usefixtures("consumer2")
 async def test_replay_stops_at_the_limit_oldest_first(redis_client, sync_redis):
     [first, _] = PARTITIONS.all
-    for n in range(5):
+    for n, stream_id in enumerate(pending(sync_redis, first, 5)):
         await dead_letter(
-            redis_client, first, [DeadLetter(f"1-{n}", "invalid_event", f"event {n}")], cap=100
+            redis_client, first, [DeadLetter(stream_id, "invalid_event", f"event {n}")], cap=100
         )
 
     result = await dead_letters.replay(redis_client, PARTITIONS.all, limit=2)
@@ -179,3 +211,29 @@ async def test_replay_stops_at_the_limit_oldest_first(redis_client, sync_redis):
     ]
     left = await dead_letters.read_all(redis_client, first)
     assert [letter.entry for letter in left] == ["event 2", "event 1", "event 0"]
+
+
+async def test_an_invalid_event_of_a_user_erased_after_it_was_received_is_dropped(
+    redis_client, sync_redis, stream, consumer, read_once
+):
+    def invalid(user: str, **received: float) -> dict[str, str]:
+        """An event the gateway would not store today (no item), as an older version did."""
+        event = {"event_id": "e", "user_id": user, "type": "view", "ts": 1.0, **received}
+        return {keys.EVENT_FIELD: json.dumps(event)}
+
+    in_flight = await stream.add_raw(invalid("gone", received_at=time.time()))
+    untimed = await stream.add_raw(invalid("gone"))  # entered the stream before the erasure
+    neighbour = await stream.add_raw(invalid("stays", received_at=time.time()))
+    await Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client).erase("gone")
+    later = await stream.add_raw(invalid("gone", received_at=time.time()))  # a new life
+    # Not even JSON: no user to check, so it is kept, as every unreadable entry is.
+    unreadable = await stream.add_raw({keys.EVENT_FIELD: "gone, not JSON"})
+
+    assert await read_once(consumer) == 5
+
+    kept = {entry["stream_id"] for entry in await stream.dead_letters()}
+    assert kept == {neighbour, later, unreadable}
+    assert not kept & {in_flight, untimed}
+    stats = sync_redis.hgetall(P0.stats)
+    assert (stats["dead_letters"], stats["erased"]) == ("3", "2")
+    assert await stream.pending() == 0

@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from feature_store.config import Settings
-from feature_store.consumer import StreamConsumer
+from feature_store.consumer import StreamConsumer, stream_entries
 from feature_store.dead_letters import DeadLetter, dead_letter
 from feature_store.erasure import FORGET_BATCH, Eraser
 from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
+from recsys_shared.errors import StoreError
 from recsys_shared.processes import RedisServer
 from recsys_shared.schemas import EventType
 from recsys_shared.testing import eventually
@@ -72,12 +73,28 @@ def everything_in(client: redis.Redis) -> str:
 
 
 async def invalid_events(redis_client, partition: keys.Partition, *entries: str) -> None:
-    """Dead letters of refused events with these raw entries, ids 1-1, 1-2, … in ``partition``."""
+    """Dead letters of refused events with these raw entries in ``partition``: each read through
+    the group first (only a pending entry is dead-lettered), then trimmed, as once acknowledged."""
+    try:
+        await redis_client.execute(
+            "XGROUP", "CREATE", partition.events, keys.EVENTS_GROUP, "$", "MKSTREAM"
+        )
+    except StoreError as error:
+        if error.code != "BUSYGROUP":
+            raise
+    for entry in entries:
+        await redis_client.execute("XADD", partition.events, "*", keys.EVENT_FIELD, entry)
+    reply = await redis_client.execute(
+        "XREADGROUP", "GROUP", keys.EVENTS_GROUP, "refuser", "COUNT", len(entries),
+        "STREAMS", partition.events, ">",
+    )  # fmt: skip
+    ids = [stream_id for stream_id, _ in stream_entries(reply, partition.events)]
     letters = [
-        DeadLetter(f"1-{number}", "invalid_event", entry)
-        for number, entry in enumerate(entries, start=1)
+        DeadLetter(stream_id, "invalid_event", entry)
+        for stream_id, entry in zip(ids, entries, strict=True)
     ]
     await dead_letter(redis_client, partition, letters, cap=100)
+    await redis_client.execute("XDEL", partition.events, *ids)
 
 
 async def fill(redis_client, sync_redis, settings3, make_event, user: str, ephemeral) -> None:

@@ -540,3 +540,54 @@ async def test_after_a_snapshot_without_recorded_counters_the_shares_are_lifetim
     assert "over 2125 events over the counters' lifetime" in judged.detail
     recorded = json.loads(manifest_path(tmp_path, info.snapshot_id).read_text())
     assert recorded[COUNTERS] == {"accepted": 1125, "duplicates": 0, "rejected": 1000}
+
+
+# ── paging through users while events are applied ─────────────────────────────────────────
+
+
+class PagesInterleaved:
+    """The service's client, running ``between`` once, after the first read of the users set
+    returns: what the consumer and erasure do while a snapshot pages through the users."""
+
+    def __init__(self, client, between) -> None:
+        self.client = client
+        self.between = between
+        self.pages = 0
+
+    async def execute(self, *args):
+        reply = await self.client.execute(*args)
+        if len(args) > 1 and args[1] == P0.users:
+            self.pages += 1
+            if self.pages == 1:
+                await self.between()
+        return reply
+
+    async def execute_many(self, commands):
+        return await self.client.execute_many(commands)
+
+
+async def test_every_user_is_read_once_while_users_move_and_go_between_pages(
+    redis_client, sync_redis, stream, applier, make_event
+):
+    users = [f"u{n:04d}" for n in range(1200)]  # pages of 500, and past a listpack's size
+    for start in range(0, len(users), 600):
+        batch = [make_event(user, "i1") for user in users[start : start + 600]]
+        await applier.apply(P0, await stream.deliver(batch), now=1.0)
+    by_age = sync_redis.zrange(P0.users, 0, -1)
+    moved, erased = by_age[0], by_age[700]
+
+    async def between() -> None:
+        # The user heard from longest ago sends an event (and moves to the end); another goes.
+        await applier.apply(P0, await stream.deliver([make_event(moved, "i2")]), now=2.0)
+        await Eraser(redis_client, PARTITIONS, ephemeral=redis_client).erase(erased)
+
+    client = PagesInterleaved(redis_client, between)
+    interactions = await read_interactions(client, PARTITIONS)
+
+    assert client.pages > 1
+    assert sync_redis.zrange(P0.users, -1, -1) == [moved]
+    read = [str(user) for user in interactions.user_ids]
+    assert len(read) == len(set(read))  # nobody twice
+    remaining = set(users) - {erased}
+    assert remaining <= set(read)  # nobody skipped
+    assert set(read) - remaining <= {erased}  # read before it went, or not at all

@@ -2,7 +2,11 @@
 ``DEAD_LETTERS_MAX`` each), listed by reason and replayed by admins.
 
 Moving an entry here acknowledges it in the same script (``lua/dead_letter.lua``), so it is
-never both pending and dead. A replay (``lua/replay.lua``) puts the entry's event back into its
+never both pending and dead, and only the delivery whose acknowledgement takes it off the
+pending list moves it: a consumer that claimed a stalled one's batch and the stalled one, both
+holding the entry, leave one dead letter. As the applier does, the script acknowledges and
+drops an entry of a user erased after it was received, so that no dead letter keeps what an
+erasure deleted. A replay (``lua/replay.lua``) puts the entry's event back into its
 partition's stream and removes the dead letter in one step; an event that still cannot be
 applied comes back with its reason.
 """
@@ -10,6 +14,7 @@ applied comes back with its reason.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +29,8 @@ DEAD_LETTER = LuaScript.load(__package__, "lua/dead_letter.lua")
 REPLAY = LuaScript.load(__package__, "lua/replay.lua")
 #: Entry reasons whose entry holds no event to replay.
 _NOTHING_TO_REPLAY = frozenset({DeadLetterReason.ENTRY_DELETED.value})
+#: What ``lua/dead_letter.lua`` did with each entry.
+_MOVED, _REDELIVERED, _ERASED = "moved", "redelivered", "erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,26 +41,81 @@ class DeadLetter:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """What became of the entries handed to :func:`dead_letter`: moved to the dead letters,
+    already acknowledged by another delivery, or dropped because their user was erased."""
+
+    moved: int
+    redelivered: int
+    erased: int
+
+
 async def dead_letter(
     client: RedisClient, partition: keys.Partition, dead: Sequence[DeadLetter], *, cap: int
-) -> None:
-    layout = {
-        "dead": partition.dead_letters,
-        "group": keys.EVENTS_GROUP,
-        "cap": cap,
-        "stats": partition.stats,
-        "dead_letters_field": keys.STAT_DEAD_LETTERS,
-        "stream_id_field": keys.DEAD_STREAM_ID,
-        "reason_field": keys.DEAD_REASON,
-        "detail_field": keys.DEAD_DETAIL,
-        "entry_field": keys.DEAD_ENTRY,
-    }
-    args: list[Arg] = [json.dumps(layout)]
+) -> DeadLettered:
+    """Move entries read from ``partition``, still pending, to its dead letters and
+    acknowledge them, in one script (see the module's docstring)."""
+    args: list[Arg] = [_layout(partition, cap)]
     for letter in dead:
-        args += [letter.stream_id, letter.reason, letter.detail, letter.entry]
-    await client.run(DEAD_LETTER, keys=[partition.events], args=args)
-    for letter in dead:
-        metrics.DEAD_LETTERS.labels(letter.reason).inc()
+        args += [letter.stream_id, letter.reason, letter.detail, letter.entry, *_owner(letter)]
+    outcomes: list[str] = await client.run(DEAD_LETTER, keys=[partition.events], args=args)
+    for letter, outcome in zip(dead, outcomes, strict=True):
+        if outcome == _MOVED:
+            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+    counts = Counter(outcomes)
+    metrics.EVENTS_REDELIVERED.inc(counts[_REDELIVERED])
+    metrics.EVENTS_ERASED.inc(counts[_ERASED])
+    return DeadLettered(counts[_MOVED], counts[_REDELIVERED], counts[_ERASED])
+
+
+def _layout(partition: keys.Partition, cap: int) -> str:
+    return json.dumps(
+        {
+            "dead": partition.dead_letters,
+            "group": keys.EVENTS_GROUP,
+            "cap": cap,
+            "erased": partition.erased,
+            "stats": partition.stats,
+            "dead_letters_field": keys.STAT_DEAD_LETTERS,
+            "redelivered_field": keys.STAT_REDELIVERED,
+            "erased_field": keys.STAT_ERASED,
+            "stream_id_field": keys.DEAD_STREAM_ID,
+            "reason_field": keys.DEAD_REASON,
+            "detail_field": keys.DEAD_DETAIL,
+            "entry_field": keys.DEAD_ENTRY,
+        }
+    )
+
+
+def _owner(letter: DeadLetter) -> tuple[str, str]:
+    """The tombstone the script checks for the entry (its user's digest, as the applier
+    passes it) and when the entry was received; ('', '') for an entry that names no user,
+    which is moved whatever erasures there were."""
+    try:
+        event = json.loads(letter.entry)
+    except (ValueError, RecursionError):
+        return "", ""
+    user_id = event.get("user_id") if isinstance(event, dict) else None
+    if not isinstance(user_id, str):
+        return "", ""
+    received_at = _seconds(event.get("received_at"))
+    if received_at is None:
+        # An event is received before its entry enters the stream, so the entry id's time is
+        # a late bound: an entry that entered before the erasure was received before it too.
+        received_at = int(letter.stream_id.partition("-")[0]) / 1000
+    return keys.user_digest(user_id), repr(received_at)
+
+
+def _seconds(value: object) -> float | None:
+    """A JSON number as a finite float; None for anything else (booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _entries(partition: keys.Partition, reply: dict[str, Any] | None) -> list[DeadLetterEntry]:
