@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from retraining_worker.data import Interactions, seen_matrix, temporal_split
+from retraining_worker.evaluation import ranking_metrics
 
 MakeInteractions = Callable[..., Interactions]
 
@@ -121,6 +122,62 @@ def test_temporal_split_hand_case(make_interactions: MakeInteractions) -> None:
         split.revealed.toarray() > 0,
         [[True, False, True, True, False], [True, True, True, False, False]],
     )
+
+
+# (user, item, time, weight): a rating below 2.5 is a negative weight, exactly 2.5 is 0.
+_RATED_CASE = [
+    (0, 0, 1.0, 1.0),
+    (1, 0, 2.0, 1.0),
+    (2, 1, 3.0, 1.0),
+    # Recent, from time 10 on: user 0 reveals items 1 and 2 (one disliked) and is asked for 3,
+    # 4 and 5, of which only 5 was liked.
+    (0, 1, 10.0, 2.0),
+    (0, 2, 11.0, -1.5),
+    (0, 3, 12.0, -2.0),
+    (0, 4, 13.0, 0.0),
+    (0, 5, 14.0, 1.5),
+    # Users 1 and 2 only disliked, or were neutral about, their later half.
+    (1, 1, 15.0, 1.0),
+    (1, 2, 16.0, -1.0),
+    (2, 2, 17.0, 1.0),
+    (2, 3, 18.0, 0.0),
+    # User 3 reveals a disliked item and liked the next one.
+    (3, 0, 19.0, -1.0),
+    (3, 4, 20.0, 2.0),
+]
+
+
+def test_temporal_split_targets_only_liked_items(make_interactions: MakeInteractions) -> None:
+    rows, cols, times, weights = zip(*_RATED_CASE, strict=True)
+    data = make_interactions(
+        list(rows), list(cols), times=list(times), weights=list(weights), n_items=6
+    )
+
+    split = temporal_split(data, 0.75)
+
+    assert split.cut_time == 10.0
+    # Users whose later half holds no liked item are not evaluated: nothing there is a hit.
+    assert split.users.tolist() == [0, 3]
+    assert split.targets == [{5}, {4}]
+    # The early halves are revealed whatever their weight; the unevaluated users reveal none.
+    np.testing.assert_array_equal(
+        split.revealed_mask, (data.times < 10.0) | np.isin(times, [10, 11, 19])
+    )
+    np.testing.assert_array_equal(
+        split.revealed.toarray(),
+        [[1.0, 2.0, -1.5, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0, 0.0, 0.0]],
+    )
+    # The disliked revealed items are seen, so never recommended again.
+    seen = seen_matrix(data, split.revealed_mask, split.users)
+    np.testing.assert_array_equal(
+        seen.toarray() > 0,
+        [[True, True, True, False, False, False], [True, False, False, False, False, False]],
+    )
+    # A list of what user 0 disliked or was neutral about scores nothing; the liked item does.
+    disliked = np.array([[3, 4], [1, 2]], dtype=np.int64)
+    liked = np.array([[5, 3], [4, 1]], dtype=np.int64)
+    assert ranking_metrics(disliked, split.targets, k=2, n_items=6)["precision_at_2"] == 0.0
+    assert ranking_metrics(liked, split.targets, k=2, n_items=6)["precision_at_2"] == 0.5
 
 
 def test_temporal_split_cuts_by_time_on_random_data(clusters: Interactions) -> None:

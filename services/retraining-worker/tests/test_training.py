@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from celery import Celery, Task
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -20,14 +23,24 @@ from recsys_shared.artifacts import (
     model_folder,
     sha256,
 )
-from recsys_shared.schemas import Algorithm, ModelStatus, SnapshotInfo
+from recsys_shared.redis import RedisClient
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import Algorithm, ModelStatus, SnapshotInfo, TrainingStatus
+from retraining_worker import training
 from retraining_worker.config import Settings
 from retraining_worker.data import Interactions, temporal_split
 from retraining_worker.judging import Bench, gate
 from retraining_worker.recipes import fit
 from retraining_worker.recipes.factors import AlsModel, BprModel
 from retraining_worker.selection import Plan, configured_recipe
-from retraining_worker.training import Snapshot, _train_and_evaluate, _write_artifact
+from retraining_worker.training import (
+    Snapshot,
+    _train_and_evaluate,
+    _write_artifact,
+    run_training,
+)
+
+from .conftest import WriteSnapshot
 
 PRECISION = "precision_at_5"
 ALS = Plan(search=False, algorithm="als")
@@ -250,3 +263,100 @@ def test_train_and_evaluate_without_evaluated_users(
     assert outcome.metrics == {}
     assert info.status is ModelStatus.REJECTED
     assert "no users" in (info.status_reason or "")
+
+
+# ── forced and search trainings delivered again ─────────────────────────────────────────
+@pytest.fixture
+def on_redis(
+    settings: Settings,
+    redis_url: str,
+    clusters: Interactions,
+    write_snapshot: WriteSnapshot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Settings:
+    """Settings on the test Redis, with a short search; the feature-store hands out the
+    ``clusters`` snapshot (the same data every time: one snapshot id)."""
+    store = ArtifactStore(settings.artifact_url)
+    info: SnapshotInfo = write_snapshot(store, "1700000000000-0.g0", clusters)
+
+    async def snapshot_taken(_: Settings) -> SnapshotInfo:
+        return info
+
+    monkeypatch.setattr(training, "request_snapshot", snapshot_taken)
+    return Settings(
+        **{
+            **settings.model_dump(exclude={"redis_url"}),
+            "redis_url": redis_url,
+            "training_budget_seconds": 5,
+            "search_max_trials": 2,
+        }
+    )
+
+
+#: The weekly scheduled search, and a forced retrain through the API.
+AGAIN = pytest.mark.parametrize(
+    "request_", [{"search": True}, {"force": True, "algorithm": "als"}], ids=["search", "force"]
+)
+
+
+@AGAIN
+async def test_a_task_delivered_again_after_publishing_returns_its_version(
+    on_redis: Settings, redis_client: RedisClient, request_: dict[str, Any]
+) -> None:
+    """A worker killed after publishing, before the ack: the message comes back with its task
+    id and must not publish a second version of the snapshot."""
+    first = await run_training(on_redis, task_id="task-1", **request_)
+    assert first.status is TrainingStatus.PUBLISHED, first.reasons
+
+    again = await run_training(on_redis, task_id="task-1", **request_)
+
+    assert again.status is TrainingStatus.UNCHANGED
+    assert again.version == first.version
+    assert again.reasons == [
+        f"version {first.version} was already trained on this snapshot by this task "
+        "(delivered again)"
+    ]
+    registry = ModelRegistry(redis_client)
+    assert await registry.versions() == [first.version]
+    assert await registry.active_version() == first.version
+
+
+@AGAIN
+async def test_a_new_forced_request_on_the_same_snapshot_trains_again(
+    on_redis: Settings, redis_client: RedisClient, request_: dict[str, Any]
+) -> None:
+    first = await run_training(on_redis, task_id="task-1", **request_)
+
+    second = await run_training(on_redis, task_id="task-2", **request_)
+    # Outside a task nothing tells a delivery from another: forced, it trains.
+    third = await run_training(on_redis, **request_)
+    # Not forced: the snapshot's latest version stands, whichever task made it.
+    refit = await run_training(on_redis, task_id="task-1")
+
+    assert first.version is not None
+    assert second.status is not TrainingStatus.UNCHANGED
+    assert second.version == first.version + 1
+    assert third.status is not TrainingStatus.UNCHANGED
+    assert third.version == first.version + 2
+    assert refit.status is TrainingStatus.UNCHANGED
+    assert refit.version == third.version
+    assert await ModelRegistry(redis_client).versions(newest_first=False) == [1, 2, 3]
+
+
+def test_the_running_celery_task_is_the_default_task_id(on_redis: Settings) -> None:
+    """As ``tasks.train_model`` calls it: inside a Celery task, without naming the task."""
+    app = Celery("probe", set_as_current=False)
+
+    @app.task(bind=True)  # type: ignore[untyped-decorator]
+    def train(self: Task) -> dict[str, Any]:
+        return asyncio.run(run_training(on_redis, search=True)).model_dump()
+
+    first = train.apply(task_id="beat-search-1").get()
+    again = train.apply(task_id="beat-search-1").get()
+    other = train.apply(task_id="beat-search-2").get()
+
+    assert first["status"] == TrainingStatus.PUBLISHED
+    assert again["status"] == TrainingStatus.UNCHANGED
+    assert again["version"] == first["version"]
+    assert other["status"] != TrainingStatus.UNCHANGED
+    assert other["version"] == first["version"] + 1

@@ -3,7 +3,8 @@
 The holdout is the most recent slice of time, never a random sample: a model is judged on what
 users did *after* the data it learned from, as it will be in production. Users active in that
 slice reveal the first half of their recent interactions (folded in, as the recommender does
-for fresh events) and are asked to predict the second half.
+for fresh events) and are asked to predict the items of the second half they liked (positive
+weight).
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ class HoldoutSplit:
 
 
 def temporal_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
+    """Interactions from the cut time on held out; each user with at least two of them
+    reveals the earlier half and is asked for the later half.
+
+    Targets are the later half's items with positive weight: a low rating (negative weight)
+    or a neutral one says the user did not want the item, so ranking it is no hit. A user
+    whose later half has no such item is not evaluated (nothing is revealed of their recent
+    interactions either). Whatever the weight, the item counts as seen once revealed.
+    """
     order = np.lexsort((data.rows, data.times))
     cut_index = min(int(len(order) * (1.0 - holdout_fraction)), len(order) - 1)
     cut_time = float(data.times[order[cut_index]]) if len(order) else 0.0
@@ -158,12 +167,16 @@ def temporal_split(data: Interactions, holdout_fraction: float) -> HoldoutSplit:
     revealed_mask = train.copy()
     boundaries = np.flatnonzero(np.diff(data.rows[recent])) + 1
     for group in np.split(recent, boundaries):
-        if len(group) < 2:
-            continue
+        # The halves split every interaction, whatever its weight: what a user reveals does
+        # not depend on how they rated what came after.
         half = len(group) // 2
+        later = group[half:]
+        wanted = {int(col) for col in data.cols[later[data.weights[later] > 0]]}
+        if not half or not wanted:
+            continue
         revealed_mask[group[:half]] = True
         users.append(int(data.rows[group[0]]))
-        targets.append({int(col) for col in data.cols[group[half:]]})
+        targets.append(wanted)
     return HoldoutSplit.of(data, train, revealed_mask, users, targets, cut_time)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from celery import current_task
 from scipy.sparse import csr_matrix
 
 from recsys_shared import code_version
@@ -123,18 +124,31 @@ async def run_training(
     force: bool = False,
     shuffle_items: bool = False,
     search: bool | None = None,
+    task_id: str | None = None,
 ) -> TrainingOutcome:
-    """Train on the current data and publish the model if it passes the gate."""
+    """Train on the current data and publish the model if it passes the gate.
+
+    ``task_id`` is the Celery task asking (by default the one running this call, if any): a
+    forced or search training it already did on this snapshot is not done again.
+    """
     client = await connect(
         settings.redis_dsn, command_timeout=settings.redis_timeout_seconds, name="training"
     )
+    task_id = task_id if task_id is not None else _running_task_id()
     try:
         async with training_lock(client, settings.lock_ttl_seconds) as held:
             return await _train_locked(
-                client, held, settings, Plan(search, algorithm), force, shuffle_items
+                client, held, settings, Plan(search, algorithm), force, shuffle_items, task_id
             )
     finally:
         await client.aclose()
+
+
+def _running_task_id() -> str | None:
+    """The id of the Celery task running this thread's training (a redelivered message keeps
+    its id), or None outside a task."""
+    task = current_task  # Celery's proxy: falsy outside a task
+    return str(task.request.id) if task and task.request.id else None
 
 
 async def _train_locked(
@@ -144,10 +158,13 @@ async def _train_locked(
     plan: Plan,
     force: bool,
     shuffle_items: bool,
+    task_id: str | None,
 ) -> TrainingOutcome:
     registry = ModelRegistry(client)
     snapshot = await request_snapshot(settings)
-    refused = await _no_new_work(snapshot, registry, force=force or plan.search is True)
+    refused = await _no_new_work(
+        snapshot, registry, force=force or plan.search is True, task_id=task_id
+    )
     if refused is not None:
         metrics.TRAINING_RUNS.labels(refused.status).inc()
         return refused
@@ -167,6 +184,7 @@ async def _train_locked(
     )
     info.training_seconds = time.perf_counter() - started
     held.check()
+    info.task_id = task_id
     await _register(registry, store, settings, held, outcome, info, served, loaded)
     metrics.TRAINING_RUNS.labels(outcome.status).inc()
     metrics.TRAINING_SECONDS.observe(info.training_seconds)
@@ -182,11 +200,15 @@ async def _train_locked(
 
 
 async def _no_new_work(
-    snapshot: SnapshotInfo, registry: ModelRegistry, *, force: bool
+    snapshot: SnapshotInfo,
+    registry: ModelRegistry,
+    *,
+    force: bool,
+    task_id: str | None,
 ) -> TrainingOutcome | None:
     """Why this snapshot is not trained on, if it is not: refused by the quality gate, or a
-    version was already trained on it (unless forced: an explicit search is new work even on
-    the same data)."""
+    version was already trained on it. Forced (an explicit search too) it is new work even on
+    the same data, once per task: ``task_id`` gets the version it already trained here."""
     if not snapshot.quality.passed:
         reasons = [check.detail for check in snapshot.quality.failures]
         log.warning("snapshot %s refused by the quality gate: %s", snapshot.snapshot_id, reasons)
@@ -194,14 +216,33 @@ async def _no_new_work(
             status=TrainingStatus.REFUSED, snapshot_id=snapshot.snapshot_id, reasons=reasons
         )
     existing = await registry.version_for_snapshot(snapshot.snapshot_id)
-    if existing is None or force:
+    done = "was already trained on this snapshot"
+    if existing is not None and force:
+        # Messages are acknowledged late: a worker dying after it published but before the
+        # ack gets the message delivered again, with its task id, which must not publish twice.
+        existing = await _trained_by_task(registry, snapshot.snapshot_id, task_id)
+        done += " by this task (delivered again)"
+    if existing is None:
         return None
     return TrainingOutcome(
         status=TrainingStatus.UNCHANGED,
         snapshot_id=snapshot.snapshot_id,
         version=existing,
-        reasons=[f"version {existing} was already trained on this snapshot"],
+        reasons=[f"version {existing} {done}"],
     )
+
+
+async def _trained_by_task(
+    registry: ModelRegistry, snapshot_id: str, task_id: str | None
+) -> int | None:
+    """The version task ``task_id`` already trained on the snapshot, if an earlier delivery
+    of it got as far as the registry."""
+    if task_id is None:
+        return None
+    for info in await registry.list():
+        if info.snapshot_id == snapshot_id and info.task_id == task_id:
+            return info.version
+    return None
 
 
 async def _register(

@@ -199,6 +199,11 @@ class ModelInfo(BaseModel):
     checksum: str | None = None
     code_version: str = "unknown"
     training_seconds: float | None = None
+    task_id: str | None = Field(
+        default=None,
+        description="The Celery task that trained it: a task delivered again after its worker "
+        "died finds the version it already trained instead of training another.",
+    )
     experiment_notes: list[str] = Field(
         default_factory=list,
         description="What online experiments did with this version: each canary step, "
