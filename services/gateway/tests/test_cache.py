@@ -451,6 +451,33 @@ async def test_concurrent_misses_compute_once(redis_client: RedisClient) -> None
     assert calls == 2  # after the flight lands, the next miss computes again
 
 
+async def test_a_miss_joined_to_a_cancelled_computation_computes_its_own(
+    redis_client: RedisClient,
+) -> None:
+    # The first request's computation is cancelled (its request timed out, or its client
+    # went away): the requests that joined it were not, and must not inherit the cancel.
+    cache = await _cache(redis_client, active_version=1)
+    started = asyncio.Event()
+    calls = 0
+
+    async def compute() -> Recommendations:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await asyncio.sleep(0.2)
+        return _answer(1)
+
+    first = asyncio.create_task(cache.single_flight("k", compute))
+    await started.wait()
+    joined = asyncio.create_task(cache.single_flight("k", compute))
+    await asyncio.sleep(0.01)
+    first.cancel()
+
+    assert (await joined).recommendation_id == "rec-1-m1"
+    assert first.cancelled()
+    assert calls == 2
+
+
 async def test_no_entry_is_stored_while_redis_is_near_its_memory_limit(
     redis_client: RedisClient, inspector: redis.Redis
 ) -> None:

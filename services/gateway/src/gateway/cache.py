@@ -171,7 +171,14 @@ class ResponseCache:
         pending = self._in_flight.get(key)
         if pending is not None:
             metrics.CACHE_REQUESTS.labels("coalesced").inc()
-            return cast(T, await asyncio.shield(pending))
+            try:
+                return cast(T, await asyncio.shield(pending))
+            except asyncio.CancelledError:
+                if _cancelling():  # this request was cancelled itself
+                    raise
+            # The computation joined was cancelled with its own request (timed out, or its
+            # client gone), not this one: compute, as the first to ask again.
+            return await self.single_flight(key, compute)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
@@ -185,6 +192,11 @@ class ResponseCache:
             self._in_flight.pop(key, None)
         future.set_result(result)
         return result
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _count_failure(error: BaseException) -> None:
