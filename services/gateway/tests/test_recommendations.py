@@ -245,6 +245,27 @@ def test_the_breaker_lets_a_trial_through_after_the_reset_time(
     assert gateway.recommender.calls_to(REPLICA_A) == 3
 
 
+def test_a_trial_answered_with_a_refusal_closes_the_breaker(
+    make_gateway: Any, client_headers: dict[str, str]
+) -> None:
+    # A 404 for an unknown item is the replica working: its trial must not keep it shut out.
+    gateway, answer = _replica_a_failing(make_gateway, failures=1, reset_seconds=0.5)
+    _recommend(gateway, client_headers)
+    assert gateway.recommender.calls_to(REPLICA_A) == 1  # it failed: open
+    time.sleep(0.6)
+
+    gateway.recommender.handler = lambda request: httpx.Response(404, json={"detail": "no"})
+    for _ in range(2):  # one of the two starts on A: the trial
+        similar = gateway.client.get("/v1/items/nope/similar", headers=client_headers)
+        assert similar.status_code == 404
+    assert gateway.recommender.calls_to(REPLICA_A) == 2
+
+    gateway.recommender.handler = _ok(answer)
+    for _ in range(4):
+        assert _recommend(gateway, client_headers).status_code == 200
+    assert gateway.recommender.calls_to(REPLICA_A) == 4  # closed: A takes its turns again
+
+
 def test_with_every_breaker_open_no_replica_is_called(
     make_gateway: Any, catalogue: Any, client_headers: dict[str, str]
 ) -> None:

@@ -29,6 +29,7 @@ from recsys_shared.errors import (
     InvalidInput,
     ModelUnavailable,
     NotFound,
+    RecsysError,
     UnknownItem,
     UpstreamUnavailable,
 )
@@ -252,6 +253,9 @@ class RecommenderClient:
                 last_error = f"{replica.url}: invalid body"
                 metrics.UPSTREAM_ERRORS.labels("recommender", "invalid_body").inc()
                 continue
+            except RecsysError:  # a refusal (an unknown item): the replica works
+                breaker.succeeded()
+                raise
             breaker.succeeded()
             return answer
         raise UpstreamUnavailable(f"No recommender replica answered ({last_error}).")
