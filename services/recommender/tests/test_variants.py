@@ -3,10 +3,12 @@ dropped when the experiment ends."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
 from recommender.model_store import ModelHolder
 from recommender.variants import VariantModels, resident_bytes
@@ -70,6 +72,36 @@ async def test_a_version_over_the_memory_bound_is_refused(
     with pytest.raises(ModelUnavailable, match="MODEL_MEMORY_LIMIT_MB"):
         await variants.get(two_versions.other)
     assert variants.held == {}
+
+
+def _refusals() -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "recsys_variant_load_refusals"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+async def test_a_refusal_stands_for_a_poll_interval_instead_of_a_load_per_request(
+    redis_client: RedisClient,
+    artifact_store: ArtifactStore,
+    two_versions: TwoVersions,
+) -> None:
+    variants = await _variants(redis_client, artifact_store, 1024)
+    variants.poll_seconds = 0.2
+    before = _refusals()
+    for _ in range(20):  # the requests of the variant's users, one after another
+        with pytest.raises(ModelUnavailable, match="MODEL_MEMORY_LIMIT_MB"):
+            await variants.get(two_versions.other)
+    assert _refusals() == before + 1  # tried once
+
+    variants.memory_limit_bytes = 1 << 30  # memory freed: after the interval it loads
+    with pytest.raises(ModelUnavailable):
+        await variants.get(two_versions.other)
+    await asyncio.sleep(variants.poll_seconds)
+    assert (await variants.get(two_versions.other)).version == two_versions.other
 
 
 async def test_a_version_whose_artifact_fails_its_checksum_is_refused(

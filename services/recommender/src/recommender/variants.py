@@ -59,6 +59,10 @@ class VariantModels:
     poll_seconds: float
     held: dict[int, LoadedModel] = field(init=False, default_factory=dict)
     _loading: dict[int, asyncio.Future[LoadedModel]] = field(init=False, default_factory=dict)
+    #: Versions refused, until when the refusal stands: without it every request of a refused
+    #: variant's users would read the registry and the artifact's manifest again (a corrupt
+    #: artifact: the whole artifact and its checksum). One entry per version.
+    _refused: dict[int, tuple[float, ModelUnavailable]] = field(init=False, default_factory=dict)
 
     async def get(self, version: int) -> LoadedModel:
         """The version, from memory or loaded now (once, however many requests wait for it)."""
@@ -68,15 +72,19 @@ class VariantModels:
         current = self.holder.current
         if current is not None and current.version == version:
             return current
+        refused = self._refused.get(version)
+        if refused is not None and time.monotonic() < refused[0]:
+            raise ModelUnavailable(refused[1].detail)  # tried again every poll_seconds
         pending = self._loading.get(version)
         if pending is None:
-            pending = asyncio.ensure_future(self._load(version))
+            pending = asyncio.ensure_future(self._refusal_kept(version))
             self._loading[version] = pending
             pending.add_done_callback(lambda _: self._loading.pop(version, None))
         return await asyncio.shield(pending)
 
     async def prepare(self, version: int) -> LoadedModel:
         """Load ``version`` now if it is servable here (an experiment is about to use it)."""
+        self._refused.pop(version, None)  # tried afresh: what refused it may have changed
         model = await self.get(version)
         # Held even when it is the active version (the same object, counted once): it stays
         # when a retrain replaces the active one, as a pinned variant must.
@@ -88,6 +96,15 @@ class VariantModels:
         if self.holder.current is not None:
             models[id(self.holder.current)] = self.holder.current
         return sum(resident_bytes(model) for model in models.values())
+
+    async def _refusal_kept(self, version: int) -> LoadedModel:
+        try:
+            model = await self._load(version)
+        except ModelUnavailable as error:
+            self._refused[version] = (time.monotonic() + self.poll_seconds, error)
+            raise
+        self._refused.pop(version, None)
+        return model
 
     async def _load(self, version: int) -> LoadedModel:
         try:
