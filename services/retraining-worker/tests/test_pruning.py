@@ -79,7 +79,8 @@ async def test_pruning_keeps_recent_artifacts_the_active_and_its_rollback_target
 
     assert await _with_artifact(registry) == {1, 2, 5, 6}
     assert _artifacts(store, 6) == {1, 2, 5, 6}
-    assert store.list_dirs("snapshots") == ["10-0.g0"]  # by stream id, not by name
+    # By stream id, not by name; and the active version's (1) whatever its age.
+    assert store.list_dirs("snapshots") == ["1-0.g0", "10-0.g0"]
     assert len(await registry.list()) == 6  # lineage stays listed
 
 
@@ -109,7 +110,7 @@ async def test_records_beyond_the_limit_are_forgotten_but_never_the_rollback_pai
         assert not inspector.exists(keys.model_for_snapshot(f"{forgotten}-0.g0"))
     assert inspector.get(keys.model_for_snapshot("8-0.g0")) == "8"
     assert await registry.active_version() == 1
-    assert store.list_dirs("snapshots") == ["10-0.g0", "9-1.g2"]
+    assert store.list_dirs("snapshots") == ["1-0.g0", "10-0.g0", "9-1.g2"]  # 1: the active's
 
     # Once pruned, pruning again removes nothing more.
     await prune(registry, store, settings)
@@ -253,3 +254,18 @@ async def test_a_snapshot_without_a_manifest_stays_while_it_may_be_written(
     await prune(registry, store, _limits(keep_snapshots=2))
 
     assert store.list_dirs("snapshots") == ["1-0.g0", "2-0.g0", "3-0.g0", "scratch"]
+
+
+async def test_the_active_versions_snapshot_stays_beyond_the_newest(
+    registry: ModelRegistry, store: ArtifactStore
+) -> None:
+    # Version 1 (snapshot 1-0.g0) serves; three newer snapshots were refused or rejected.
+    await _versions(registry, store, 1)
+    await registry.activate(1, "passed the gate")
+    for name in ("1-0.g0", "2-0.g0", "3-0.g0", "4-0.g0"):
+        _snapshot(store, name)
+
+    await prune(registry, store, _limits(keep_snapshots=2))
+
+    # The drift check reads what the active version learnt from.
+    assert store.list_dirs("snapshots") == ["1-0.g0", "3-0.g0", "4-0.g0"]

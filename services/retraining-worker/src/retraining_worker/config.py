@@ -66,7 +66,9 @@ class Settings(TaskQueueSettings, FeatureStoreClientSettings):
         description="Artifacts kept; older ones are deleted (never the active "
         "or the previous one).",
     )
-    keep_snapshots: int = Field(default=3, ge=1, description="Snapshot bundles kept.")
+    keep_snapshots: int = Field(
+        default=3, ge=1, description="Snapshot bundles kept, and the active version's."
+    )
     keep_rejected_artifacts: bool = Field(
         default=True,
         description="Fit and write a version the offline gate rejected too (recorded as "

@@ -76,14 +76,15 @@ def _activated_at(info: ModelInfo) -> datetime:
 
 
 async def prune(registry: ModelRegistry, store: ArtifactStore, settings: Settings) -> None:
-    await _prune_versions(registry, store, settings)
+    active_snapshot = await _prune_versions(registry, store, settings)
     await remove_abandoned(registry, store)
-    await asyncio.to_thread(_prune_snapshots, store, settings.keep_snapshots)
+    await asyncio.to_thread(_prune_snapshots, store, settings.keep_snapshots, active_snapshot)
 
 
 async def _prune_versions(
     registry: ModelRegistry, store: ArtifactStore, settings: Settings
-) -> None:
+) -> str | None:
+    """Prune artifacts and records; returns the active version's snapshot id."""
     versions = await registry.list()
     active = await registry.active_version()
     target = rollback_target(versions, active)
@@ -99,11 +100,14 @@ async def _prune_versions(
     for info in versions[settings.keep_model_records :]:
         if info.version not in protected:
             await registry.forget(info.version, info.snapshot_id)
+    return next((info.snapshot_id for info in versions if info.version == active), None)
 
 
-def _prune_snapshots(store: ArtifactStore, keep: int) -> None:
-    """Complete snapshots beyond the newest ``keep``. One without a manifest is neither
-    counted nor deleted here: it may be the export in progress (``remove_abandoned``)."""
+def _prune_snapshots(store: ArtifactStore, keep: int, active_snapshot: str | None) -> None:
+    """Complete snapshots beyond the newest ``keep``, except the active version's: the drift
+    check compares the traffic with what that version learnt from, which a run of refused or
+    rejected trainings would otherwise push out. One without a manifest is neither counted
+    nor deleted here: it may be the export in progress (``remove_abandoned``)."""
     complete = sorted(
         (order, name)
         for name in store.list_dirs(SNAPSHOTS_FOLDER)
@@ -111,7 +115,8 @@ def _prune_snapshots(store: ArtifactStore, keep: int) -> None:
         and store.exists(f"{snapshot_folder(name)}/{MANIFEST}")
     )
     for _, name in complete[:-keep]:
-        store.delete_tree(snapshot_folder(name))
+        if name != active_snapshot:
+            store.delete_tree(snapshot_folder(name))
 
 
 async def remove_abandoned(registry: ModelRegistry, store: ArtifactStore) -> int:
