@@ -16,6 +16,7 @@ class _CatalogueRows:
 
     catalogue_version: int
     unavailable: Indexes
+    #: Only categories the catalogue holds, at most MAX_CATEGORIES: see ``category``.
     categories: dict[str, Indexes] = field(default_factory=dict)
 
 
@@ -29,6 +30,11 @@ class CatalogueFilter:
 
     #: Versions whose rows are kept (the active one and an experiment's at most).
     MAX_VERSIONS = 8
+    #: Categories whose rows are kept per version. Any client may create categories (an item
+    #: holds up to 32), so the catalogue's own count is no bound: past this many the oldest
+    #: kept goes (checked on a miss only; a hit costs nothing more). At most MAX_VERSIONS x
+    #: MAX_CATEGORIES entries, each a sorted array of the category's model rows.
+    MAX_CATEGORIES = 4096
 
     def __init__(self, reader: FeatureReader) -> None:
         self.reader = reader
@@ -51,8 +57,15 @@ class CatalogueFilter:
     async def category(self, model: LoadedModel, catalogue_version: int, category: str) -> Indexes:
         categories = (await self._sync(model, catalogue_version)).categories
         rows = categories.get(category)
-        if rows is None:
-            members = await self.reader.category_items(category)
-            rows, _ = model.items.lookup(sorted(members))
-            categories[category] = rows = np.sort(rows)
+        if rows is not None:
+            return rows
+        members = await self.reader.category_items(category)
+        if not members:
+            # Any client may ask any text: an unknown category is answered (no candidates)
+            # but not kept, so asking for junk neither grows nor churns what is kept.
+            return np.empty(0, dtype=np.int64)
+        if len(categories) >= self.MAX_CATEGORIES:
+            del categories[next(iter(categories))]  # the oldest kept: dicts keep insert order
+        rows, _ = model.items.lookup(sorted(members))
+        categories[category] = rows = np.sort(rows)
         return rows

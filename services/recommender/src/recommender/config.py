@@ -30,15 +30,16 @@ class Settings(ServingSettings):
         default=0.0,
         ge=0,
         le=0.5,
-        description="Share of a user's first page given to cold items (no interactions yet), "
-        "chosen by content and marked `exploration`; 0.1 of k=10 is one slot.",
+        description="Share of every page of a user's list given to cold items (no interactions "
+        "yet), its last places, chosen by content and marked `exploration`; 0.1 of k=10 is "
+        "one slot.",
     )
     similar_exploration_share: float = Field(
         default=0.2,
         ge=0,
         le=0.5,
         description="The same for similar-items lists: cold items like the item take this "
-        "share of the first page.",
+        "share of every page.",
     )
     mmr_lambda: float | None = Field(
         default=None,

@@ -5,10 +5,12 @@
   times its item × item matrix (always fresh: nothing to fold in).
 - A user whose events are all on items no training user touched (cold items) gets a list by
   content: their history times the content model's neighbours (strategy ``content``).
-- Exploration: a share of a list's first page goes to cold items, chosen by content
+- Exploration: a share of every page (its last places) goes to cold items, chosen by content
   similarity to the user's history (or to the item), each marked in the response.
-- MMR (maximal marginal relevance, off by default): the page is re-picked greedily from a
-  larger pool, trading relevance for dissimilarity to the items already picked.
+- MMR (maximal marginal relevance, off by default): the list is re-picked greedily, each pick
+  among the best-scored items, trading relevance for dissimilarity to the items already picked.
+- Pages: a page is a slice of one list built from its first place, so the pages of one ``k``
+  (offset 0, k, 2k, …) list every item once, skipping none.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 from scipy.sparse import csr_matrix
 
 from recommender.model_store import Floats, Indexes, LoadedModel
@@ -24,7 +27,7 @@ from recsys_shared.artifacts import ItemItemArrays
 from recsys_shared.foldin import signed_history
 from recsys_shared.schemas import Strategy
 
-#: MMR picks from this many times the page's length (and at least _MMR_MIN_POOL items).
+#: MMR's pick t (from 0) is made among the best-scored FACTOR x (t + 1), at least MIN_POOL.
 _MMR_POOL_FACTOR = 3
 _MMR_MIN_POOL = 30
 
@@ -179,49 +182,132 @@ def ranked_page(
     options: RankingOptions,
     share: float,
 ) -> tuple[Indexes, Floats, frozenset[int]]:
-    """The ranked rows of the page, their scores, and which rows are exploration slots."""
-    if options.mmr_lambda is None:
-        rows, values = top_k(
-            scores.values.copy(), k=k, offset=offset, exclude=exclude, candidates=candidates
-        )
-    else:
-        rows, values = _mmr(
-            model, scores.values, k + offset, exclude, candidates, options.mmr_lambda
-        )
-        rows, values = rows[offset:], values[offset:]
+    """The ranked rows of the page, their scores, and which rows are exploration slots.
+
+    The page is places ``offset .. offset+k`` of one list whose first places never depend on
+    how many are asked: pages of one ``k`` tile it, no item twice and none skipped.
+    """
+    wanted = offset + k
     slots = int(k * share + 1e-9)
-    if not slots or offset or scores.strategy is Strategy.CONTENT:
-        return rows, values, frozenset()
-    return _explore(model, scores, rows, values, k, slots, exclude, candidates)
+    explore = None
+    if slots and scores.strategy is not Strategy.CONTENT:
+        explore = _cold_sequence(model, scores, k, slots, wanted, exclude, candidates)
+    values = scores.values.copy()
+    if explore is None:
+        rows, ranked_values = _ranked(model, values, wanted, exclude, candidates, options)
+        return rows[offset:], ranked_values[offset:], frozenset()
+    return _explored_page(model, values, explore, k, slots, offset, exclude, candidates, options)
 
 
-def _explore(
+def _explored_page(
     model: LoadedModel,
-    scores: Scores,
-    rows: Indexes,
     values: Floats,
+    explore: tuple[Indexes, Floats, Indexes],
     k: int,
     slots: int,
+    offset: int,
     exclude: Indexes,
     candidates: Indexes | None,
+    options: RankingOptions,
 ) -> tuple[Indexes, Floats, frozenset[int]]:
-    """The page's last ``slots`` places given to the cold items most like the history."""
+    """:func:`ranked_page` with exploration: the ranked and the cold sequences merged by
+    place up to the page's end, then the page cut out (``values`` is modified)."""
+    cold, cold_values, listable = explore
+    # Cold items exploration may list are shown in its slots only: the two sequences never
+    # share an item, so merging them by place can neither repeat nor drop one.
+    values[listable] = -np.inf
+    is_slot = _slots(offset + k, k, slots, len(cold))
+    needed = int(np.count_nonzero(~is_slot))
+    ranked, ranked_values = _ranked(model, values, needed, exclude, candidates, options)
+    from_cold = _from_cold(is_slot, len(cold), len(ranked))
+    taken = int(np.count_nonzero(from_cold))
+    rest = len(from_cold) - taken
+    rows = np.empty(len(from_cold), dtype=np.int64)
+    rows[from_cold], rows[~from_cold] = cold[:taken], ranked[:rest]
+    merged = np.empty(len(from_cold), dtype=np.float32)
+    merged[from_cold], merged[~from_cold] = cold_values[:taken], ranked_values[:rest]
+    explored = rows[offset:][from_cold[offset:]]
+    return rows[offset:], merged[offset:], frozenset(explored.tolist())
+
+
+def _ranked(
+    model: LoadedModel,
+    values: Floats,
+    wanted: int,
+    exclude: Indexes,
+    candidates: Indexes | None,
+    options: RankingOptions,
+) -> tuple[Indexes, Floats]:
+    """The first ``wanted`` rows by score, or of MMR's sequence; ``values`` is modified."""
+    if options.mmr_lambda is None:
+        return top_k(values, k=wanted, exclude=exclude, candidates=candidates)
+    return _mmr(model, values, wanted, exclude, candidates, options.mmr_lambda)
+
+
+def _cold_sequence(
+    model: LoadedModel,
+    scores: Scores,
+    k: int,
+    slots: int,
+    wanted: int,
+    exclude: Indexes,
+    candidates: Indexes | None,
+) -> tuple[Indexes, Floats, Indexes] | None:
+    """The cold items most like the history, best first (as many as the first ``wanted``
+    places may take), and the rows of all the cold items exploration may list; None if none.
+
+    No randomness, per request or per user: the same history and filters give the same
+    sequence on every request, which is what lets pages computed apart agree.
+    """
     if model.cold is None or not model.cold.any():
-        return rows, values, frozenset()
+        return None
     by_content = content_scores(model, *scores.history)
     if by_content is None:
-        return rows, values, frozenset()
-    by_content[~model.cold] = -np.inf
-    by_content[by_content <= 0] = -np.inf
-    taken = np.concatenate((exclude, rows))
-    found, found_scores = top_k(by_content, k=slots, exclude=taken, candidates=candidates)
-    if not len(found):
-        return rows, values, frozenset()
-    # The page's tail gives way; a short page gets the explored items added instead.
-    keep = min(len(rows), k - len(found))
-    merged_rows = np.concatenate((rows[:keep], found))
-    merged_values = np.concatenate((values[:keep], found_scores))
-    return merged_rows, merged_values, frozenset(int(row) for row in found)
+        return None
+    eligible = model.cold & (by_content > 0)
+    if candidates is not None:
+        in_category = np.zeros(len(eligible), dtype=bool)
+        in_category[candidates] = True
+        eligible &= in_category
+    # Ranked among these rows only: a few, where a partition of every item's score cost as
+    # much as the rest of the exploration.
+    rows = np.flatnonzero(eligible)
+    # Enough for every page the places touch to know it has its full share (see _slots),
+    # and for every place should the ranked items run out.
+    most = max(wanted, -(-wanted // k) * slots)
+    found, found_scores = top_k(by_content, k=most, exclude=exclude, candidates=rows)
+    return (found, found_scores, rows) if len(found) else None
+
+
+def _slots(wanted: int, k: int, slots: int, cold: int) -> npt.NDArray[np.bool_]:
+    """The exploration slots among the first ``wanted`` places: the last ``slots`` of every
+    page of ``k`` counted from place 0 (wherever a page asked starts: each has its share);
+    once fewer ``cold`` items are left, the last places of that page only, as many as left."""
+    place = np.arange(wanted)
+    left = cold - place // k * slots  # cold items left for the place's page: none if <= 0
+    is_slot: npt.NDArray[np.bool_] = place % k >= k - np.minimum(left, slots)
+    return is_slot
+
+
+def _from_cold(is_slot: npt.NDArray[np.bool_], cold: int, ranked: int) -> npt.NDArray[np.bool_]:
+    """Which places take a cold item: the slots, and every place once the ranked items run out
+    (a category short of ranked items still lists its cold ones). The list ends where both
+    have run out."""
+    from_cold = is_slot.copy()
+    ranked_places = np.flatnonzero(~is_slot)
+    if ranked < len(ranked_places):
+        from_cold[ranked_places[ranked] :] = True
+    return from_cold[: cold + ranked]
+
+
+def _mmr_window(pick: int) -> int:
+    """How many of the best-scored items MMR's ``pick``-th choice (from 0) is made among.
+
+    A function of the pick's place only, never of the page asked: a pool sized by the page's
+    end would make page 2's first picks differ from page 1's last. Like a page of k choosing
+    among three times k (at least 30), the t-th pick reaches no lower than rank 3t.
+    """
+    return max(_MMR_POOL_FACTOR * (pick + 1), _MMR_MIN_POOL)
 
 
 def _mmr(
@@ -232,23 +318,34 @@ def _mmr(
     candidates: Indexes | None,
     relevance_weight: float,
 ) -> tuple[Indexes, Floats]:
-    pool_size = max(wanted * _MMR_POOL_FACTOR, _MMR_MIN_POOL)
-    pool, pool_scores = top_k(values.copy(), k=pool_size, exclude=exclude, candidates=candidates)
+    """The first ``wanted`` picks of MMR's greedy sequence; ``values`` is modified.
+
+    Greedy picks depend only on the picks before them and on their window's scores (the pool
+    below is the best-scored first, so a shorter request's pool is a prefix of a longer
+    one's): the sequence's start is the same whatever ``wanted``.
+    """
+    pool, pool_scores = top_k(
+        values, k=_mmr_window(wanted - 1), exclude=exclude, candidates=candidates
+    )
     similarity = _similarity(model, pool)
     if similarity is None or len(pool) <= 1:
         return pool[:wanted], pool_scores[:wanted]
-    spread = float(pool_scores.max() - pool_scores.min()) or 1.0
-    relevance = (pool_scores - pool_scores.min()) / spread
     chosen: list[int] = []
     closest = np.zeros(len(pool), dtype=np.float32)
-    available = np.ones(len(pool), dtype=bool)
-    for _ in range(min(wanted, len(pool))):
-        marginal = relevance_weight * relevance - (1.0 - relevance_weight) * closest
-        marginal[~available] = -np.inf
-        best = int(np.argmax(marginal))
+    blocked = np.zeros(len(pool), dtype=np.float32)  # -inf once picked: adds, never NaN
+    penalty = 1.0 - relevance_weight
+    windows = [min(_mmr_window(pick), len(pool)) for pick in range(min(wanted, len(pool)))]
+    # Relevance is the score scaled to 0..1 over the window: (score - low) / (high - low). The
+    # shift is the same for every item, so the argmax only needs the scale (no array per pick).
+    high, lows = float(pool_scores[0]), pool_scores[np.asarray(windows) - 1].tolist()
+    for window, low in zip(windows, lows, strict=True):
+        marginal = (relevance_weight / ((high - low) or 1.0)) * pool_scores[:window]
+        marginal -= penalty * closest[:window]
+        marginal += blocked[:window]
+        best = int(marginal.argmax())
         chosen.append(best)
-        available[best] = False
-        closest = np.maximum(closest, similarity[best])
+        blocked[best] = -np.inf
+        np.maximum(closest, similarity[best], out=closest)
     picked = np.asarray(chosen, dtype=np.int64)
     return pool[picked], pool_scores[picked]
 
