@@ -229,14 +229,21 @@ def test_the_breaker_stops_calls_to_a_failing_replica(
     assert gateway.recommender.calls_to(REPLICA_B) == 10
 
 
+def _open_until_its_trial(
+    make_gateway: Any, headers: dict[str, str], reset_seconds: float
+) -> tuple[Any, Recommendations]:
+    """A's breaker opened by its first failure, then the reset time waited out."""
+    gateway, answer = _replica_a_failing(make_gateway, failures=1, reset_seconds=reset_seconds)
+    _recommend(gateway, headers)
+    assert gateway.recommender.calls_to(REPLICA_A) == 1
+    time.sleep(reset_seconds * 1.2)
+    return gateway, answer
+
+
 def test_the_breaker_lets_a_trial_through_after_the_reset_time(
     make_gateway: Any, client_headers: dict[str, str]
 ) -> None:
-    gateway, answer = _replica_a_failing(make_gateway, failures=1, reset_seconds=0.05)
-    _recommend(gateway, client_headers)
-    assert gateway.recommender.calls_to(REPLICA_A) == 1
-
-    time.sleep(0.1)
+    gateway, answer = _open_until_its_trial(make_gateway, client_headers, 0.05)
     gateway.recommender.handler = _ok(answer)
     for _ in range(4):
         assert _recommend(gateway, client_headers).status_code == 200
@@ -249,11 +256,7 @@ def test_a_trial_answered_with_a_refusal_closes_the_breaker(
     make_gateway: Any, client_headers: dict[str, str]
 ) -> None:
     # A 404 for an unknown item is the replica working: its trial must not keep it shut out.
-    gateway, answer = _replica_a_failing(make_gateway, failures=1, reset_seconds=0.5)
-    _recommend(gateway, client_headers)
-    assert gateway.recommender.calls_to(REPLICA_A) == 1  # it failed: open
-    time.sleep(0.6)
-
+    gateway, answer = _open_until_its_trial(make_gateway, client_headers, 0.5)
     gateway.recommender.handler = lambda request: httpx.Response(404, json={"detail": "no"})
     for _ in range(2):  # one of the two starts on A: the trial
         similar = gateway.client.get("/v1/items/nope/similar", headers=client_headers)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -39,8 +40,7 @@ MIN_WINDOW_EVENTS = 100
 MAX_BASELINES = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
+class Baseline(NamedTuple):
     """An earlier snapshot and the counters it recorded."""
 
     snapshot_id: str

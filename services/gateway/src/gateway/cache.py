@@ -25,7 +25,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 
 from gateway import metrics
@@ -83,26 +83,20 @@ def query_digest(query: RecommendationQuery) -> str:
 _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.labels("miss")
 
 
+# eq=False: one live cache per replica (its flights in progress), compared by identity.
+@dataclass(eq=False)
 class ResponseCache:
-    def __init__(
-        self,
-        entries: RedisClient,
-        partitions: keys.Partitions,
-        active: ActiveVersion,
-        removals: CatalogueRemovals,
-        *,
-        ttl_seconds: int,
-        memory_guard: MemoryGuard | None = None,
-    ) -> None:
-        """``entries``: where the users' hashes live; ``active``: the version lists must be
-        ranked by (outside experiments); ``removals``: the catalogue's, followed alike."""
-        self.entries = entries
-        self.partitions = partitions
-        self.active = active
-        self.removals = removals
-        self.ttl_seconds = ttl_seconds
-        self.memory_guard = memory_guard
-        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+    """``entries``: where the users' hashes live; ``active``: the version lists must be ranked
+    by (outside experiments); ``removals``: the catalogue's, followed alike."""
+
+    entries: RedisClient
+    partitions: keys.Partitions
+    active: ActiveVersion
+    removals: CatalogueRemovals
+    _: KW_ONLY
+    ttl_seconds: int
+    memory_guard: MemoryGuard | None = None
+    _in_flight: dict[str, asyncio.Future[Any]] = field(init=False, default_factory=dict)
 
     async def lookup(
         self,
