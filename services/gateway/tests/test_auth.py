@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from gateway import routes as gateway_routes
 from gateway.auth import ApiKeys, Role
 from gateway.config import Settings
+from recsys_shared import keys
 from recsys_shared.settings import DEVELOPMENT_API_KEYS
 
 from .operations import ADMIN, KEYED, SIGN_IN, fill, requests
@@ -195,11 +196,23 @@ def test_the_route_list_covers_every_v1_operation(gateway: Any) -> None:
         assert gateway.client.request(method, path).status_code == 401, (method, path)
 
 
+def _sent(gateway: Any, method: str, path: str, headers: dict[str, str], broken: bool) -> Any:
+    """The request, with a body that is not even JSON if ``broken``: FastAPI refuses such a
+    body before the route's dependencies (its key check) run."""
+    if not broken:
+        return gateway.client.request(method, path, headers=headers)
+    json_headers = {**headers, "content-type": "application/json"}
+    return gateway.client.request(method, path, headers=json_headers, content=b"{not json")
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["no-body", "broken-json"])
 @pytest.mark.parametrize("key", [None, "wrong-key", "ck:client", "CK"])
-def test_every_v1_route_needs_a_valid_key(gateway: Any, key: str | None) -> None:
+def test_every_v1_route_needs_a_valid_key(
+    gateway: Any, store: Any, key: str | None, broken: bool
+) -> None:
     headers = {"X-API-Key": key} if key is not None else {}
     for method, path in sorted(V1_ROUTES):
-        response = gateway.client.request(method, path, headers=headers)
+        response = _sent(gateway, method, path, headers, broken)
         where = f"{method} {path}: {response.text}"
         assert response.status_code == 401, where
         assert response.headers["content-type"] == PROBLEM, where
@@ -207,14 +220,18 @@ def test_every_v1_route_needs_a_valid_key(gateway: Any, key: str | None) -> None
         assert body["status"] == 401, where
         assert body["type"] == "urn:recsys:problem:authentication-required", where
         assert response.headers["www-authenticate"] == "APIKey", where  # RFC 9110: a challenge
-    # Nothing reached the services behind the gateway.
+    # Nothing reached the services behind the gateway, nor was counted as a refused event.
     assert gateway.recommender.requests == []
     assert gateway.feature_store.requests == []
+    assert store.get(keys.PIPELINE_REJECTED) is None
 
 
-def test_admin_routes_refuse_a_client_key(gateway: Any, client_headers: dict[str, str]) -> None:
+@pytest.mark.parametrize("broken", [False, True], ids=["no-body", "broken-json"])
+def test_admin_routes_refuse_a_client_key(
+    gateway: Any, client_headers: dict[str, str], broken: bool
+) -> None:
     for method, path in sorted(ADMIN_ROUTES):
-        response = gateway.client.request(method, path, headers=client_headers)
+        response = _sent(gateway, method, path, client_headers, broken)
         where = f"{method} {path}: {response.text}"
         assert response.status_code == 403, where
         assert response.headers["content-type"] == PROBLEM, where

@@ -20,7 +20,7 @@ from gateway.errors import document_problems
 from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
-from gateway.rejects import count_rejects
+from gateway.rejects import on_invalid_input
 from gateway.routes import (
     drift,
     events,
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs=settings.docs_enabled,
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
-        on_invalid=count_rejects,
+        on_invalid=on_invalid_input,
         fast_routes=recommendations.router.routes if settings.fast_lane else (),
     )
     document_problems(app)

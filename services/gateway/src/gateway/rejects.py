@@ -9,10 +9,12 @@ from collections import Counter
 from fastapi import Request
 
 from gateway import metrics
+from gateway.auth import authorize_route
 from gateway.deps import GatewayState
 from recsys_shared import keys
 from recsys_shared.errors import RecsysError
 from recsys_shared.schemas import EventIn, FieldError
+from recsys_shared.web.problems import JSON_INVALID
 from recsys_shared.web.state import lifespan_state
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,14 @@ def reject_reason(error: FieldError) -> str:
     elif tail not in _NAMED_FIELDS:
         tail = "unknown_field"
     return f"{tail}:{error.type}"
+
+
+async def on_invalid_input(request: Request, errors: list[FieldError]) -> None:
+    """Before a 422: the route's key check if the refusal came before it (a body that is not
+    even JSON), so that only a caller who may use the route learns why, or is counted."""
+    if any(error.type == JSON_INVALID for error in errors):
+        await authorize_route(request)
+    await count_rejects(request, errors)
 
 
 async def count_rejects(request: Request, errors: list[FieldError]) -> None:

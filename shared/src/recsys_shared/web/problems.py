@@ -39,6 +39,8 @@ from recsys_shared.web.methods import served_methods
 from recsys_shared.web.observability import SECURITY_HEADERS
 
 log = logging.getLogger("recsys.http")
+#: The error type of a body that is not even JSON (pydantic's, kept by ``validation_errors``).
+JSON_INVALID = "json_invalid"
 
 #: The challenge every 401 names (RFC 9110 requires one): API keys have no registered scheme,
 #: so the one FastAPI's APIKeyHeader sends.
@@ -85,7 +87,7 @@ def validation_errors(raw: list[Any]) -> list[FieldError]:
 
 
 def _field_error(error: Mapping[str, Any]) -> FieldError:
-    if error.get("type") == "json_invalid":
+    if error.get("type") == JSON_INVALID:
         return _not_json(error)
     if error.get("loc") == ("body",) and isinstance(error.get("input"), bytes):
         # FastAPI reads a body as JSON only when its Content-Type says so and hands the
@@ -135,7 +137,7 @@ def _not_json(error: Mapping[str, Any]) -> FieldError:
     message = "is not valid JSON" + (f": {reason}" if reason else "")
     if isinstance(last, int):
         message += f" at character {last}"
-    return FieldError(field="body", message=message, type="json_invalid")
+    return FieldError(field="body", message=message, type=JSON_INVALID)
 
 
 def _dotted(location: list[Any]) -> str:
@@ -145,7 +147,8 @@ def _dotted(location: list[Any]) -> str:
     return text or "body"
 
 
-#: Called with the request and the listed errors before a 422 is sent (e.g. to count rejects).
+#: Called with the request and the listed errors before a 422 is sent (e.g. to count rejects);
+#: a ``RecsysError`` it raises is the answer instead (e.g. a key check the refusal came before).
 InvalidInputHook = Callable[[Request, list[FieldError]], Awaitable[None]]
 
 
@@ -177,7 +180,10 @@ def _validation_handler(
         assert isinstance(exc, RequestValidationError)
         errors = validation_errors(list(exc.errors()))
         if on_invalid is not None:
-            await on_invalid(request, errors)
+            try:
+                await on_invalid(request, errors)
+            except RecsysError as refusal:
+                return await _on_recsys_error(request, refusal)
         return problem_response(InvalidInput(invalid_input_detail(errors), errors=errors))
 
     return on_validation_error
