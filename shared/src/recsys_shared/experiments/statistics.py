@@ -22,8 +22,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from recsys_shared.schemas import MIN_TRIALS
 
 Z_95 = 1.959963984540054
@@ -94,12 +92,16 @@ class Sample:
         user clicks on many), so trials are not independent and the binomial variance is too
         small; the delta method over the groups' totals is not fooled by that. Never below
         the binomial variance, which it matches when every user has one trial."""
-        x, y = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
-        binomial = cls.of(int(x.sum()), int(y.sum()))
-        if binomial.trials <= 0 or len(y) < 2:
+        binomial = cls.of(sum(successes), sum(trials))
+        groups = len(trials)
+        if binomial.trials <= 0 or groups < 2:
             return binomial
-        residuals = x - binomial.successes / binomial.trials * y
-        spread = len(y) / (len(y) - 1) * float(residuals @ residuals) / binomial.trials**2
+        # Plain Python over a few dozen groups: the gateway, which decides, has no numpy.
+        rate = binomial.successes / binomial.trials
+        squares = math.fsum(
+            (hits - rate * tries) ** 2 for hits, tries in zip(successes, trials, strict=True)
+        )
+        spread = groups / (groups - 1) * squares / binomial.trials**2
         return replace(binomial, variance=max(binomial.variance, spread))
 
     def interval(self, z: float = Z_95) -> tuple[float, float] | None:
