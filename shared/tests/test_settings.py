@@ -14,6 +14,7 @@ from recsys_shared.settings import (
     Environment,
     Secret,
     ServiceSettings,
+    TaskQueueSettings,
     redact_url,
 )
 
@@ -153,3 +154,25 @@ def test_redis_timeout_must_be_positive_and_bounded() -> None:
         ServiceSettings(_env_file=None, redis_timeout_seconds=0)
     with pytest.raises(ValidationError):
         ServiceSettings(_env_file=None, redis_timeout_seconds=31)
+
+
+CLUSTER = "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"
+
+
+def test_only_the_task_queue_needs_a_broker_beside_a_cluster() -> None:
+    # The recommender and the feature-store never reach the broker: a cluster is enough.
+    assert ServiceSettings(redis_url=CLUSTER).redis_dsn == CLUSTER
+    with pytest.raises(ValidationError, match="set CELERY_BROKER_URL to a single Redis"):
+        TaskQueueSettings(redis_url=CLUSTER)
+    broker = "redis://10.0.0.3:6379/0"
+    queue = TaskQueueSettings(redis_url=CLUSTER, celery_broker_url=broker)
+    assert queue.broker_dsn == broker
+
+
+@pytest.mark.parametrize(
+    ("field", "setting"),
+    [("celery_broker_url", "CELERY_BROKER_URL"), ("ephemeral_redis_url", "EPHEMERAL_REDIS_URL")],
+)
+def test_the_broker_and_the_ephemeral_redis_are_single_nodes(field: str, setting: str) -> None:
+    with pytest.raises(ValidationError, match=f"{setting} must name a single Redis"):
+        TaskQueueSettings(**{field: CLUSTER})

@@ -89,11 +89,6 @@ class ServiceSettings(BaseSettings):
         "rate-limit counters, without fsync on every write. Unset: cached lists and records "
         "live on REDIS_URL, and each gateway replica limits its own traffic only.",
     )
-    celery_broker_url: SecretStr | None = Field(
-        default=None,
-        description="A single Redis for Celery's queues and results, RedBeat and task "
-        "records (kombu has no cluster support). Unset: REDIS_URL, when that is one node.",
-    )
     event_partitions: int = Field(
         default=1,
         ge=1,
@@ -141,13 +136,6 @@ class ServiceSettings(BaseSettings):
         return redact(self.redis_dsn)
 
     @property
-    def broker_dsn(self) -> str:
-        """Where Celery, RedBeat and the task records live."""
-        if self.celery_broker_url is not None:
-            return self.celery_broker_url.get_secret_value()
-        return self.redis_dsn
-
-    @property
     def partitions(self) -> Partitions:
         return Partitions(self.event_partitions)
 
@@ -162,18 +150,10 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _redis_urls_parse(self) -> Self:
-        target = RedisTarget.from_url(self.redis_dsn)  # a bad URL fails start-up, by name
-        for name, url in (
-            ("EPHEMERAL_REDIS_URL", self.ephemeral_redis_dsn),
-            ("CELERY_BROKER_URL", self.broker_dsn if self.celery_broker_url else None),
-        ):
-            if url is not None and RedisTarget.from_url(url).cluster:
-                raise ValueError(f"{name} must name a single Redis, not a cluster.")
-        if target.cluster and self.celery_broker_url is None:
-            raise ValueError(
-                "REDIS_URL names a cluster: set CELERY_BROKER_URL to a single Redis for Celery "
-                "(kombu has no cluster support)."
-            )
+        RedisTarget.from_url(self.redis_dsn)  # a bad URL fails start-up, by name
+        ephemeral = self.ephemeral_redis_dsn
+        if ephemeral is not None and RedisTarget.from_url(ephemeral).cluster:
+            raise ValueError("EPHEMERAL_REDIS_URL must name a single Redis, not a cluster.")
         return self
 
     @model_validator(mode="after")
@@ -192,14 +172,39 @@ class ServiceSettings(BaseSettings):
 
 class TaskQueueSettings(ServiceSettings):
     """What the processes that send Celery tasks (the gateway) and run them (the worker) must
-    agree on."""
+    agree on. Only they reach the broker: the recommender and the feature-store start on a
+    cluster's ``REDIS_URL`` without one."""
 
+    celery_broker_url: SecretStr | None = Field(
+        default=None,
+        description="A single Redis for Celery's queues and results, RedBeat and task "
+        "records (kombu has no cluster support). Unset: REDIS_URL, when that is one node.",
+    )
     broker_visibility_timeout_seconds: int = Field(
         default=4000,
         ge=10,
         description="Must exceed the worker's hard time limit, or Redis redelivers a task that "
         "is still running.",
     )
+
+    @property
+    def broker_dsn(self) -> str:
+        """Where Celery, RedBeat and the task records live."""
+        if self.celery_broker_url is not None:
+            return self.celery_broker_url.get_secret_value()
+        return self.redis_dsn
+
+    @model_validator(mode="after")
+    def _broker_is_one_redis(self) -> Self:
+        if self.celery_broker_url is not None:
+            if RedisTarget.from_url(self.broker_dsn).cluster:
+                raise ValueError("CELERY_BROKER_URL must name a single Redis, not a cluster.")
+        elif RedisTarget.from_url(self.redis_dsn).cluster:
+            raise ValueError(
+                "REDIS_URL names a cluster: set CELERY_BROKER_URL to a single Redis for Celery "
+                "(kombu has no cluster support)."
+            )
+        return self
 
 
 class FeatureStoreClientSettings(ServiceSettings):
