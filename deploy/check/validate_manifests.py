@@ -19,7 +19,8 @@ PyYAML come from deploy/requirements-check.txt). For every file, which is one
    requests and limits, liveness and readiness probes, writable emptyDirs only on /tmp, a
    startup probe on the recommender, one beat replica with the Recreate strategy;
 4. what the rendering exposes (exposure.py): the Ingress paths, a body size at the Ingress
-   no smaller than the gateway's, and, in production, a default-deny NetworkPolicy.
+   no smaller than the gateway's, and, in production, a default-deny NetworkPolicy;
+5. that the recommender's MODEL_MEMORY_LIMIT_MB fits its memory limit (memory.py).
 
 Prints one line per file and every problem found; exits 1 if there is any.
 """
@@ -39,6 +40,7 @@ import yaml
 # The checks beside this file (the script's folder is on sys.path).
 from exposure import check_exposure
 from manifests import Obj, ident
+from memory import check_model_memory
 from references import check_references
 from rules import check_rules
 
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             *check_references(objects, external),
             *check_rules(objects),
             *check_exposure(objects),
+            *check_model_memory(objects),
         ]
         crds = sum(str(o.get("apiVersion", "")).startswith(CRD_GROUPS) for o in objects)
         if problems:

@@ -379,3 +379,57 @@ def test_the_checks_default_is_the_gateways() -> None:
 
     default = Settings.model_fields["max_body_bytes"].default
     assert default == exposure.GATEWAY_DEFAULT_MAX_BODY_BYTES
+
+
+# ── the recommender's model memory ───────────────────────────────────────────────────────
+memory = importlib.import_module("memory")
+
+
+def _recommender(limit: str, env: dict[str, str] | None = None) -> list[Obj]:
+    objects = [deployment("recommender"), _settings(**(env or {}))]
+    recommender = container(objects)
+    recommender["resources"]["limits"]["memory"] = limit
+    return objects
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("2Gi", 2**31), ("1536Mi", 1536 * 2**20), ("2G", 2 * 10**9), ("512", 512)]
+)
+def test_memory_quantities_are_read_in_kubernetes_units(text: str, size: int) -> None:
+    assert memory.quantity_bytes(text) == size
+
+
+@pytest.mark.parametrize(
+    ("limit", "settings", "expected"),
+    [
+        ("2Gi", {}, "MODEL_MEMORY_LIMIT_MB 4096 exceeds 75% of the memory limit 2Gi (1536"),
+        ("2Gi", {"MODEL_MEMORY_LIMIT_MB": "1600"}, "MODEL_MEMORY_LIMIT_MB 1600 exceeds"),
+        ("2Gi", {"MODEL_MEMORY_LIMIT_MB": "1.5G"}, "'1.5G' is not a number of MiB"),
+        ("2Gi", {"MODEL_MEMORY_LIMIT_MB": "1536"}, None),
+        ("8Gi", {}, None),  # the default fits
+    ],
+)
+def test_the_model_memory_guard_must_fit_the_recommenders_limit(
+    limit: str, settings: dict[str, str], expected: str | None
+) -> None:
+    problems = memory.check_model_memory(_recommender(limit, settings))
+
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1, problems
+        assert problems[0].startswith("Deployment/recommender container recommender: ")
+        assert expected in problems[0]
+
+
+def test_the_containers_own_setting_wins_over_the_configmap() -> None:
+    objects = _recommender("2Gi", {"MODEL_MEMORY_LIMIT_MB": "4096"})
+    container(objects)["env"].append({"name": "MODEL_MEMORY_LIMIT_MB", "value": "1024"})
+    assert memory.check_model_memory(objects) == []
+
+
+def test_the_memory_checks_default_is_the_recommenders() -> None:
+    from recommender.config import Settings
+
+    default = Settings.model_fields["model_memory_limit_mb"].default
+    assert default == memory.RECOMMENDER_DEFAULT_MODEL_MEMORY_MB
