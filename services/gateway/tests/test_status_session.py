@@ -306,6 +306,21 @@ def test_a_tampered_session_is_refused(gateway: Any) -> None:
     assert _page(gateway, token).status_code == 200  # the original still works
 
 
+@pytest.mark.parametrize("signature", ["\u00e9", "sig\u00e9nature", "\udce9"])
+def test_a_signature_beyond_ascii_is_refused_not_an_error(signature: str) -> None:
+    sessions = Sessions(b"a-secret-long-enough-for-the-test-suite", 3600)
+    _, key_id, expires, _ = sessions.issue(KEY_ID).split(".")
+    assert sessions.key_id(f"1.{key_id}.{expires}.{signature}") is None
+
+
+def test_a_cookie_quoting_a_character_beyond_ascii_is_refused(gateway: Any) -> None:
+    # Starlette reads a quoted cookie's octal escape as the character (here é).
+    headers = {"cookie": 'recsys_status_session="1.0123456789abcdef.99999999999.\\351"'}
+    for path in ("/v1/status", "/v1/status/login"):
+        response = gateway.client.get(path, headers=headers)
+        assert response.status_code in (200, 303, 401), response.text
+
+
 def test_a_browser_with_a_bad_session_is_sent_to_the_form_and_the_cookie_dropped(
     gateway: Any,
 ) -> None:

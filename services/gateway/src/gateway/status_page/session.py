@@ -57,7 +57,10 @@ class Sessions:
             return None
         version, key_id, expires, signature = parts
         signed = f"{version}.{key_id}.{expires}"
-        if not hmac.compare_digest(signature, self._signature(signed)):
+        # As bytes: a str with a character beyond ASCII (a cookie may hold any) would make
+        # compare_digest raise instead of answer.
+        expected = self._signature(signed).encode()
+        if not hmac.compare_digest(signature.encode("utf-8", "surrogateescape"), expected):
             return None
         if version != _VERSION or len(key_id) != _KEY_ID_LENGTH or not expires.isdigit():
             return None
