@@ -1,5 +1,6 @@
-"""Traces carry no query string: a real request over a socket to an app served by uvicorn,
-made with httpx, both instrumented as the services are, spans kept by an in-memory exporter."""
+"""Traces carry no query string and no user id: a real request over a socket to an app served
+by uvicorn, made with httpx, both instrumented as the services are, spans kept by an in-memory
+exporter."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from recsys_shared.processes import free_port, wait_until
-from recsys_shared.trace_redaction import REDACTED, without_query
+from recsys_shared.trace_redaction import REDACTED, without_query, without_user
 from recsys_shared.tracing import instrument, tracer_provider
 
 SECRET = "s3cret-admin-key"
@@ -51,6 +52,10 @@ def traced(conventions: str) -> Iterator[tuple[str, InMemorySpanExporter]]:
     @app.get("/v1/echo")
     async def echo(key: str = "", k: int = 0) -> dict[str, Any]:
         return {"key": key, "k": k}
+
+    @app.delete("/v1/users/{user_id}")
+    async def erase(user_id: str) -> dict[str, Any]:
+        return {"erased": user_id}
 
     exporter = InMemorySpanExporter()
     instrument(app, tracer_provider("test", SimpleSpanProcessor(exporter)))
@@ -114,6 +119,35 @@ def test_the_stable_conventions_query_attributes_are_redacted(
     assert by_kind[SpanKind.SERVER]["url.query"] == REDACTED
     assert by_kind[SpanKind.SERVER]["url.path"] == "/v1/echo"
     assert by_kind[SpanKind.CLIENT]["url.full"] == f"{base}/v1/echo?{REDACTED}"
+
+
+def test_no_span_records_a_users_id(traced: tuple[str, InMemorySpanExporter]) -> None:
+    base, exporter = traced
+    user = "alice@example.com"
+
+    with httpx.Client() as client:
+        assert client.delete(f"{base}/v1/users/{user}").json() == {"erased": user}
+
+    wait_until(lambda: len(exporter.get_finished_spans()) >= 2, timeout=5)
+    spans = exporter.get_finished_spans()
+    for span in spans:
+        for value in _strings(span):
+            assert "alice" not in value, (span.name, value)
+    by_kind = {span.kind: dict(span.attributes or {}) for span in spans}
+    client_url = by_kind[SpanKind.CLIENT].get("http.url", by_kind[SpanKind.CLIENT].get("url.full"))
+    assert client_url == f"{base}/v1/users/{REDACTED}"  # which route, not whose data
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("/v1/users/u%201/recommendations", f"/v1/users/{REDACTED}/recommendations"),
+        ("http://fs:8201/users/bob", f"http://fs:8201/users/{REDACTED}"),
+        ("/v1/items/i1/similar", "/v1/items/i1/similar"),
+    ],
+)
+def test_without_user_keeps_the_route(url: str, expected: str) -> None:
+    assert without_user(url) == expected
 
 
 @pytest.mark.parametrize(

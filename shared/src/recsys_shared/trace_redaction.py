@@ -1,4 +1,4 @@
-"""Query strings kept out of traces.
+"""Query strings and user ids kept out of traces.
 
 The FastAPI (ASGI) and httpx instrumentations record the URL of every request a service
 answers or makes, query string included (``http.url``, ``url.full``, ``url.query``; which of
@@ -9,13 +9,16 @@ place for it. Every query string is replaced with ``REDACTED`` while the span is
 open, before any exporter can see it: by :class:`QueryRedactor` as each span starts (httpx
 sets its URL attributes then), and by :func:`server_request_hook`, which the ASGI
 instrumentation calls after it has set the request's attributes a second time, once the
-span is current. The path stays, so traces still say which route was called.
+span is current. The path stays, so traces still say which route was called, but for the
+user it names: ``/users/<id>`` becomes ``/users/REDACTED`` (a user's id is personal data, and
+an erasure must not leave it in a trace backend that nothing erases); item ids stay.
 
 Imported only when tracing is on (``recsys_shared.tracing``): the SDK costs start-up time.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry import trace
@@ -23,8 +26,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 REDACTED = "REDACTED"
-#: Attributes holding a URL or a request target, of the old and the stable HTTP conventions.
-URL_ATTRIBUTES = ("http.url", "http.target", "url.full")
+#: Attributes holding a URL, a request target or a path, of the old and the stable HTTP
+#: conventions.
+URL_ATTRIBUTES = ("http.url", "http.target", "url.full", "url.path")
+#: A user's id as a path segment, in every service's routes (the gateway's /v1/users/{id},
+#: the recommender's /users/{id}/recommendations, the feature-store's /users/{id}).
+_USER_SEGMENT = re.compile(r"(/users/)[^/?#]+")
 #: Attributes holding a query string alone.
 QUERY_ATTRIBUTES = ("url.query",)
 
@@ -35,12 +42,17 @@ def without_query(url: str) -> str:
     return url if cut < 0 else f"{url[:cut]}?{REDACTED}"
 
 
+def without_user(url: str) -> str:
+    """``url`` (or a path) with the user id it names replaced by ``REDACTED``."""
+    return _USER_SEGMENT.sub(rf"\1{REDACTED}", url)
+
+
 def redact(span: Span) -> None:
-    """Replace the query strings in an open span's URL attributes."""
+    """Replace the query strings and user ids in an open span's URL attributes."""
     attributes = span.attributes or {}
     for name in URL_ATTRIBUTES:
         value = attributes.get(name)
-        if isinstance(value, str) and (redacted := without_query(value)) != value:
+        if isinstance(value, str) and (redacted := without_user(without_query(value))) != value:
             span.set_attribute(name, redacted)
     for name in QUERY_ATTRIBUTES:
         if attributes.get(name):
