@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,7 @@ from recsys_shared.tasks import MONITORING_QUEUE, TRAINING_QUEUE
 # at 0) are on disk from the first scrape, not only once Celery has imported the tasks.
 from retraining_worker import metrics  # noqa: F401
 from retraining_worker.config import Settings
+from retraining_worker.metric_files import fold_exited
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class QueueLengthCollector:
         yield family
 
 
+#: One scrape at a time: folding the exited processes' files must not run beside a collection.
+_SCRAPE = threading.Lock()
 #: One probe's event loop at a time: glide reads every client's replies on the loop that made
 #: the first one, so a probe whose loop closes would leave a concurrent one unanswered forever.
 _DATA_TIER_PROBE = threading.Lock()
@@ -121,13 +126,19 @@ class HealthHandler(BaseHTTPRequestHandler):
         self.heartbeat = heartbeat
         super().__init__(*args, **kwargs)  # handles the request
 
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/metrics":
+    def _metrics(self) -> bytes:
+        """Every process's metrics, the exited ones' folded first (``metric_files``)."""
+        with _SCRAPE:
+            fold_exited(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             registry.register(QueueLengthCollector(self.settings))
-            self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            return generate_latest(registry)
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/metrics":
+            self._send(200, self._metrics(), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             problem = self.heartbeat.problem()
             if problem is None:
