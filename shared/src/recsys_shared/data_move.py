@@ -174,9 +174,16 @@ async def _refuse_unless_empty(target: RedisClient) -> None:
         raise MoveRefused(f"the target already holds {name}: move into an empty Redis")
 
 
-def _ttl(pttl: Any) -> int:
-    """``RESTORE``'s TTL for a key's ``PTTL``: 0 (none) for a key without one (-1), and at
-    least 1 ms for one about to expire, which a 0 would make permanent."""
+#: ``PTTL`` of a key that does not exist.
+_GONE = -2
+
+
+def _ttl(pttl: Any) -> int | None:
+    """``RESTORE``'s TTL for a key's ``PTTL``: 0 (none) for a key without one (-1), at least
+    1 ms for one about to expire, which a 0 would make permanent, and None for a key that
+    expired after its ``DUMP`` (not restored: made permanent, it would outlive its expiry)."""
+    if int(pttl) == _GONE:
+        return None
     return 0 if int(pttl) < 0 else max(int(pttl), 1)
 
 
@@ -230,9 +237,10 @@ class _Move:
         replies = await self.source.execute_many(dumps, decode=False)
         payloads, ttls = replies[: len(batch)], replies[len(batch) :]
         restores: list[tuple[Arg, ...]] = []
-        for key, payload, ttl in zip(batch, payloads, ttls, strict=True):
-            if payload is not None:  # gone since the scan (retention, an expiry)
-                restores.append(("RESTORE", self._moved(key), _ttl(ttl), payload, "REPLACE"))
+        for key, payload, pttl in zip(batch, payloads, ttls, strict=True):
+            # None: gone since the scan (retention, an expiry), or since its DUMP.
+            if payload is not None and (ttl := _ttl(pttl)) is not None:
+                restores.append(("RESTORE", self._moved(key), ttl, payload, "REPLACE"))
         await self.target.execute_many(restores)
 
     def _moved(self, key: _Key) -> str:
