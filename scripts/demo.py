@@ -129,18 +129,27 @@ def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -
         )
 
         def applied() -> bool:
-            lag: int = http.get("/v1/pipeline", headers=admin).json()["consumer_lag"]
-            return lag == 0
+            response = http.get("/v1/pipeline", headers=admin)
+            return response.status_code == 200 and response.json()["consumer_lag"] == 0
 
-        wait_for(applied, 300, stop)
+        if not wait_for(applied, 300, stop):
+            if not stop.is_set():
+                say("the events were not all applied within 5 minutes: no model trained")
+            return
         say("every event applied; training the first model…")
         task_id = send(http, "POST", "/v1/models/retrain", {}, admin).json()["task_id"]
 
         def trained() -> bool:
-            state = http.get(f"/v1/tasks/{task_id}", headers=admin).json()
-            return state["state"] in {"SUCCESS", "FAILURE"}
+            response = http.get(f"/v1/tasks/{task_id}", headers=admin)
+            return response.status_code == 200 and response.json()["state"] in {
+                "SUCCESS",
+                "FAILURE",
+            }
 
-        wait_for(trained, 600, stop)
+        if not wait_for(trained, 600, stop):
+            if not stop.is_set():
+                say("the training did not finish within 10 minutes")
+            return
         state = http.get(f"/v1/tasks/{task_id}", headers=admin).json()
         say(f"training finished: {state.get('result') or state.get('error')}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -204,7 +205,7 @@ def supervise(running: list[Child], stop: threading.Event) -> None:
 
 
 def stop_on_signals(stop: threading.Event) -> None:
-    """Ctrl-C or SIGTERM sets ``stop``, from a thread of its own: a handler that set the
+    """Ctrl-C, SIGTERM or SIGHUP sets ``stop``, from a thread of its own: a handler that set the
     event itself could run while the main thread holds the event's lock (inside ``wait``
     or ``set``), and a second signal would then deadlock the supervisor."""
     received: list[int] = []
@@ -219,11 +220,37 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, note)
     signal.signal(signal.SIGTERM, note)
+    # A closed terminal or a dropped SSH session: the services are in sessions of their own
+    # and would outlive this supervisor.
+    signal.signal(signal.SIGHUP, note)
     threading.Thread(target=forward, name="signals", daemon=True).start()
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def refuse_taken_ports(running: list[Child]) -> None:
+    """Stop before starting anything when a service's port is taken (a `make run` still up,
+    say): what holds it would answer the health checks for the new service, which would then
+    fail to bind and be restarted until it gives up."""
+    ports = [urlsplit(child.health_url).port for child in running if child.health_url]
+    taken = sorted(port for port in ports if port is not None and listening(port))
+    if taken:
+        raise SystemExit(
+            f"ports {taken} on 127.0.0.1 are in use (another `make run`?): stop what holds "
+            "them, or move every port with PORT=..."
+        )
 
 
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
+    refuse_taken_ports(children(port, {}, ""))
     DATA.mkdir(exist_ok=True)
     ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
     cluster: RedisCluster | None = None
