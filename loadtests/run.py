@@ -208,7 +208,14 @@ def main(argv: Sequence[str]) -> int:
     try:
         if args.scenario == "resilience" and urlsplit(args.host).hostname not in LOOPBACK:
             raise NotRun(f"the resilience scenario kills a local replica: HOST {args.host}")
-        started = System(args.host, args.reports, args.ready_timeout, keys[0], api_keys(keys))
+        started = System(
+            args.host,
+            args.reports,
+            args.ready_timeout,
+            keys[0],
+            api_keys(keys),
+            keys_check=lambda: check_keys(args.host, keys),
+        )
         with started:
             check_keys(args.host, keys)
             return run_locust(args, keys)

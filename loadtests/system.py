@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TextIO
@@ -41,9 +42,19 @@ class System:
     """A context manager: on enter the system at ``host`` is ready, on exit it is as it was."""
 
     def __init__(
-        self, host: str, reports: Path, ready_timeout: float, key: str, api_keys: str
+        self,
+        host: str,
+        reports: Path,
+        ready_timeout: float,
+        key: str,
+        api_keys: str,
+        keys_check: Callable[[], None] = lambda: None,
     ) -> None:
+        """``keys_check`` raises :class:`NotRun` when the system refuses the client keys: run
+        at once on a system already running, before the wait for it to be ready (up to
+        ``ready_timeout``), which a refused key would otherwise sit through."""
         self.host = host
+        self.keys_check = keys_check
         self.api = Api(host, key, timeout=5)
         self.reports = reports
         self.ready_timeout = ready_timeout
@@ -55,6 +66,7 @@ class System:
     def __enter__(self) -> System:
         if self.api.get("/healthz")[0] == 200:
             say(f"using the system already running at {self.host} (it is left running)")
+            self.keys_check()
         elif is_local_default(self.host):
             self.start()
         else:
