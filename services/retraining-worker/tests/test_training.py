@@ -343,13 +343,15 @@ async def test_a_new_forced_request_on_the_same_snapshot_trains_again(
     assert await ModelRegistry(redis_client).versions(newest_first=False) == [1, 2, 3]
 
 
-def test_the_running_celery_task_is_the_default_task_id(on_redis: Settings) -> None:
-    """As ``tasks.train_model`` calls it: inside a Celery task, without naming the task."""
+def test_a_celery_task_delivered_again_finds_its_version_by_its_id(on_redis: Settings) -> None:
+    """As ``tasks.train_model`` calls it: inside a Celery task, with the task's own id."""
     app = Celery("probe", set_as_current=False)
 
     @app.task(bind=True)  # type: ignore[untyped-decorator]
     def train(self: Task) -> dict[str, Any]:
-        return asyncio.run(run_training(on_redis, search=True)).model_dump()
+        return asyncio.run(
+            run_training(on_redis, search=True, task_id=self.request.id)
+        ).model_dump()
 
     first = train.apply(task_id="beat-search-1").get()
     again = train.apply(task_id="beat-search-1").get()

@@ -39,8 +39,12 @@ CONTENT_FILE = "content.npz"
 CONFIDENCE_FILE = "confidence.npz"
 
 
+#: Where every model version's folder is (``model_folder``).
+MODELS_FOLDER = "models"
+
+
 def model_folder(version: int) -> str:
-    return f"models/v{version:08d}"
+    return f"{MODELS_FOLDER}/v{version:08d}"
 
 
 #: A training snapshot's folder (written by the feature-store, read by the worker) and its file.

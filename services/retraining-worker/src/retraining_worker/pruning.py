@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from recsys_shared import keys
 from recsys_shared.artifacts import (
     MANIFEST,
+    MODELS_FOLDER,
     SNAPSHOTS_FOLDER,
     ArtifactStore,
     model_folder,
@@ -37,8 +38,6 @@ from retraining_worker.config import Settings
 
 log = logging.getLogger(__name__)
 
-#: Where ``model_folder`` puts every version (``models/v00000012``).
-MODELS_FOLDER = "models"
 _MODEL_NAME = re.compile(r"v([0-9]+)")
 #: An unregistered model folder younger than this stays. Its version is already below any
 #: training in progress (see ``_oldest_in_progress``); the age covers the one case the lock

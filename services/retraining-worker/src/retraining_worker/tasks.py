@@ -101,6 +101,8 @@ def train_model(
                 force=force,
                 shuffle_items=shuffle_items,
                 search=search,
+                # A message delivered again keeps its id: the training finds its own version.
+                task_id=self.request.id,
             )
         )
     except TrainingLocked as locked:

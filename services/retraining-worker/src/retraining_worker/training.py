@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from celery import current_task
 from scipy.sparse import csr_matrix
 
 from recsys_shared import code_version
@@ -128,13 +127,12 @@ async def run_training(
 ) -> TrainingOutcome:
     """Train on the current data and publish the model if it passes the gate.
 
-    ``task_id`` is the Celery task asking (by default the one running this call, if any): a
-    forced or search training it already did on this snapshot is not done again.
+    ``task_id`` is the Celery task asking (``tasks.train_model`` passes its own): a forced or
+    search training it already did on this snapshot is not done again.
     """
     client = await connect(
         settings.redis_dsn, command_timeout=settings.redis_timeout_seconds, name="training"
     )
-    task_id = task_id if task_id is not None else _running_task_id()
     try:
         async with training_lock(client, settings.lock_ttl_seconds) as held:
             return await _train_locked(
@@ -142,13 +140,6 @@ async def run_training(
             )
     finally:
         await client.aclose()
-
-
-def _running_task_id() -> str | None:
-    """The id of the Celery task running this thread's training (a redelivered message keeps
-    its id), or None outside a task."""
-    task = current_task  # Celery's proxy: falsy outside a task
-    return str(task.request.id) if task and task.request.id else None
 
 
 async def _train_locked(
