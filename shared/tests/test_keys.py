@@ -115,6 +115,7 @@ def test_the_catalogue_and_the_registry_each_have_one_slot() -> None:
         keys.MODEL_VERSION_SEQUENCE,
         keys.model(7),
         keys.model_for_snapshot("1-0.g0"),
+        keys.TRAINING_LOCK,  # a version's record checks it in the same script
     ]
 
     assert {hash_tag(key) for key in catalogue} == {"catalogue"}

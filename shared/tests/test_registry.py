@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
+from recsys_shared import keys
 from recsys_shared.errors import Conflict, UnknownModelVersion
+from recsys_shared.locks import LockLost, RedisLock
 from recsys_shared.redis import RedisClient
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import ModelStatus
@@ -193,3 +195,41 @@ async def test_list_is_newest_first(registry: ModelRegistry, make_model_info: An
 
 async def test_list_of_an_empty_registry_is_empty(registry: ModelRegistry) -> None:
     assert await registry.list() == []
+
+
+# ── fenced writes: a training's record checks that the training lock is still its own ─────
+async def test_a_fenced_publish_by_the_locks_holder_goes_through(
+    registry: ModelRegistry, redis_client: RedisClient, make_model_info: Any
+) -> None:
+    lock = RedisLock(redis_client, keys.TRAINING_LOCK, ttl_seconds=30)
+    assert await lock.acquire()
+
+    await registry.publish(make_model_info(1), reason="first model", fence=lock.token)
+    await registry.record(make_model_info(2), fence=lock.token)
+
+    assert await registry.active_version() == 1
+    assert await registry.versions() == [2, 1]
+
+
+@pytest.mark.parametrize("holder", ["another-worker", None], ids=["taken", "expired"])
+async def test_a_fenced_write_after_the_lock_was_lost_writes_nothing(
+    registry: ModelRegistry, redis_client: RedisClient, make_model_info: Any, holder: str | None
+) -> None:
+    await registry.publish(make_model_info(1), reason="first model")
+    lock = RedisLock(redis_client, keys.TRAINING_LOCK, ttl_seconds=30)
+    assert await lock.acquire()
+    await redis_client.execute("DEL", keys.TRAINING_LOCK)  # it expired...
+    if holder is not None:  # ...and another training may have taken it since
+        await redis_client.execute("SET", keys.TRAINING_LOCK, holder)
+    info = make_model_info(2)
+
+    with pytest.raises(LockLost):
+        await registry.publish(info, reason="passed the gate", fence=lock.token)
+    with pytest.raises(LockLost):
+        await registry.record(info, fence=lock.token)
+
+    assert await registry.active_version() == 1
+    assert await registry.versions() == [1]
+    assert await registry.version_for_snapshot(info.snapshot_id) is None
+    assert not await redis_client.execute("EXISTS", keys.model(2))
+    assert await redis_client.execute("GET", keys.TRAINING_LOCK) == holder

@@ -264,3 +264,26 @@ async def test_a_training_whose_lock_was_lost_publishes_nothing(
     assert await registry.list() == []
     assert inspector.get(keys.TRAINING_LOCK) == "another-worker"
     assert ArtifactStore(training_settings.artifact_url).list_dirs("models") == []
+
+
+async def test_a_lock_taken_before_its_renewal_noticed_is_caught_by_the_registry(
+    training_settings: Settings,
+    feature_store: FakeFeatureStore,
+    redis_client: RedisClient,
+    inspector: redis.Redis,
+) -> None:
+    """The lock expires and another worker takes it while the renewer sleeps (a long time to
+    live: no renewal runs during this training), so every check passes: the registry's
+    fenced record is what refuses the publish."""
+    lost_before = _lost_count()
+    settings = training_settings.model_copy(update={"lock_ttl_seconds": 600})
+    feature_store.before_answer = lambda: inspector.set(keys.TRAINING_LOCK, "another-worker", ex=60)
+    registry = ModelRegistry(redis_client)
+
+    with pytest.raises(TrainingLockLost):
+        await run_training(settings)
+
+    assert await registry.active_version() is None
+    assert await registry.list() == []
+    assert inspector.get(keys.TRAINING_LOCK) == "another-worker"
+    assert _lost_count() == lost_before + 1

@@ -64,6 +64,7 @@ NOT_COPIED = (
     keys.RECOMMENDATION_PREFIX,
     keys.RATE_LIMIT_PREFIX,
     keys.key("lock") + ":",
+    keys.TRAINING_LOCK,
 )
 _PARTITIONED = re.compile(r"^" + re.escape(keys.PREFIX) + r":\{p(\d+)\}:(.+)$", re.S)
 _DRIFT = re.compile(r"^drift:(-?\d+):(items|users|types|hits)$")

@@ -24,7 +24,7 @@ in braces, always the first braces of the key, so a user id with braces in it ca
 - ``{catalogue}``: items, categories, availability, the catalogue's counters, the *merged*
   popularity sets that serving reads (per-partition popularity is summed into them by the
   feature-store's merger);
-- ``{models}``: the registry (versions, the active pointer, the version sequence);
+- ``{models}``: the registry (versions, active pointer, sequence), the training lock it checks;
 - ``{experiments}``: experiments' definitions and states (their counters are per partition).
 
 Everything else (reports, locks, single counters) is one key per slot and needs no tag. Who
@@ -276,6 +276,7 @@ MODELS = f"{MODELS_BASE}:versions"  # sorted set version → version
 MODEL_PREFIX = f"{MODELS_BASE}:version:"
 MODEL_SNAPSHOT_PREFIX = f"{MODELS_BASE}:snapshot:"
 MODEL_EVENTS_CHANNEL = key("model", "events")  # pub/sub: a version activated, an item removed
+TRAINING_LOCK = f"{MODELS_BASE}:lock:training"  # one training; its record checks it (fencing)
 
 
 def model(version: int) -> str:
@@ -325,7 +326,6 @@ SNAPSHOT_LATEST = key("snapshot", "latest")  # JSON of the last snapshot and its
 DRIFT_LATEST = key("drift", "latest")  # JSON of the latest drift report
 DRIFT_HISTORY = key("drift", "history")  # list of report JSON, newest first, capped
 DRIFT_HISTORY_LENGTH = 100
-TRAINING_LOCK = key("lock", "training")
 DRIFT_RETRAIN_COOLDOWN = key("lock", "drift-retrain")  # SET NX EX: one trigger per cool-down
 POPULARITY_MERGE_LOCK = key("lock", "popularity-merge")
 HOUSEKEEPING_LOCK = key("lock", "housekeeping")

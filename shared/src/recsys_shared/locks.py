@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import uuid
 
+from recsys_shared.errors import RecsysError
 from recsys_shared.redis import LuaScript, RedisClient
 
 RENEW = LuaScript.load(__package__, "lua/lock_renew.lua")
 RELEASE = LuaScript.load(__package__, "lua/lock_release.lua")
+
+
+class LockLost(RecsysError):
+    """A write checked against a lock (a fencing check) found it no longer the writer's: it
+    expired, or another holder took it since; nothing was written."""
 
 
 class RedisLock:

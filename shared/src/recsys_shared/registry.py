@@ -16,10 +16,12 @@ from typing import Any
 
 from recsys_shared import keys
 from recsys_shared.errors import Conflict, StoreError, UnknownModelVersion
+from recsys_shared.locks import LockLost
 from recsys_shared.redis import Arg, LuaScript, RedisClient
 from recsys_shared.schemas import ModelInfo
 
 ACTIVATE = LuaScript.load(__package__, "lua/activate.lua")
+RECORD = LuaScript.load(__package__, "lua/record_version.lua")
 _FIELDS = (
     keys.MODEL_INFO,
     keys.MODEL_ARTIFACT,
@@ -72,13 +74,17 @@ class ModelRegistry:
     async def next_version(self) -> int:
         return int(await self.redis.execute("INCR", keys.MODEL_VERSION_SEQUENCE))
 
-    async def record(self, info: ModelInfo) -> None:
-        """Store a version's lineage and status (a candidate, or a rejected one with reasons)."""
-        await self.redis.execute_many(_record_commands(info), atomic=True)
+    async def record(self, info: ModelInfo, *, fence: str | None = None) -> None:
+        """Store a version's lineage and status (a candidate, or a rejected one with reasons).
+        ``fence`` is the training lock's token: the record is refused (:class:`LockLost`)
+        unless the lock is still that holder's."""
+        await self._fenced(_record_command(info, fence))
 
-    async def publish(self, info: ModelInfo, *, reason: str) -> None:
+    async def publish(self, info: ModelInfo, *, reason: str, fence: str | None = None) -> None:
         """Record a version and make it the active one, in one transaction: a crash can leave
-        the version unrecorded (and it is trained again), never recorded but not published."""
+        the version unrecorded (and it is trained again), never recorded but not published.
+        A record refused by its ``fence`` leaves the new version unknown to the activation
+        after it, so nothing of the transaction is written."""
         activate: list[Arg] = [
             "EVAL",
             ACTIVATE.source,
@@ -87,7 +93,17 @@ class ModelRegistry:
             keys.model(info.version),
             *_activation_args(info.version, reason),
         ]
-        await self.redis.execute_many([*_record_commands(info), activate], atomic=True)
+        await self._fenced(_record_command(info, fence), activate)
+
+    async def _fenced(self, *commands: list[Arg]) -> None:
+        try:
+            await self.redis.execute_many(commands, atomic=True)
+        except StoreError as error:
+            if error.code == "LOCKLOST":
+                raise LockLost(
+                    "The training lock is no longer this training's; nothing was recorded."
+                ) from error
+            raise
 
     async def drop_artifact(self, version: int) -> None:
         """After garbage collection: the version stays listed but can no longer be activated."""
@@ -195,7 +211,7 @@ def _lineage_json(info: ModelInfo) -> str:
     )
 
 
-def _record_commands(info: ModelInfo) -> list[list[Arg]]:
+def _record_command(info: ModelInfo, fence: str | None) -> list[Arg]:
     fields: list[Arg] = [
         keys.MODEL_INFO,
         _lineage_json(info),
@@ -206,11 +222,14 @@ def _record_commands(info: ModelInfo) -> list[list[Arg]]:
     ]
     if info.artifact_url:
         fields += [keys.MODEL_ARTIFACT, info.artifact_url]
-    return [
-        ["HSET", keys.model(info.version), *fields],
-        ["ZADD", keys.MODELS, info.version, info.version],
-        ["SET", keys.model_for_snapshot(info.snapshot_id), info.version],
-    ]
+    record_keys = (
+        keys.model(info.version),
+        keys.MODELS,
+        keys.model_for_snapshot(info.snapshot_id),
+        keys.TRAINING_LOCK,
+    )
+    arguments: list[Arg] = [fence or "", info.version, *fields]
+    return ["EVAL", RECORD.source, len(record_keys), *record_keys, *arguments]
 
 
 def _parse(raw: dict[str, str]) -> ModelInfo:

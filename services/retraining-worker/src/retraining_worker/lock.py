@@ -3,8 +3,10 @@
 The training runs its CPU work in a thread while the event loop renews the lock every third of
 its time to live. A renewal that finds the lock gone (it expired, another worker took it), or
 none succeeding for a whole time to live (Redis unreachable), marks the lock lost; the training
-checks before every step that writes and stops (the task retries later), so two trainings
-never publish at once.
+checks before every step that writes and stops (the task retries later). The renewer notices
+late (up to a third of the time to live, more while Redis is slow), so the registry write itself
+is fenced: it checks in the same script that the lock still holds this training's token
+(:meth:`HeldLock.fenced`), and two trainings never publish at once.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from recsys_shared import keys
 from recsys_shared.errors import RecsysError, StoreUnavailable
-from recsys_shared.locks import RedisLock
+from recsys_shared.locks import LockLost, RedisLock
 from recsys_shared.redis import RedisClient
 from retraining_worker import metrics
 
@@ -48,6 +50,24 @@ class HeldLock:
             raise TrainingLockLost(
                 "The training lock was lost (not renewed in time); stopping this training."
             )
+
+    def mark_lost(self) -> None:
+        if not self.lost:
+            self.lost = True
+            metrics.TRAINING_LOCK_LOST.inc()
+            log.error("the training lock was lost; this training will not publish")
+
+    @contextlib.contextmanager
+    def fenced(self) -> Iterator[str]:
+        """Around a registry write: yields the token the write is checked against (the lock
+        may expire between :meth:`check` and the write, before the renewer notices), and
+        turns the registry's refusal into :class:`TrainingLockLost`."""
+        self.check()
+        try:
+            yield self.lock.token
+        except LockLost as refused:
+            self.mark_lost()
+            raise TrainingLockLost(f"{refused.detail} Stopping this training.") from refused
 
 
 @asynccontextmanager
@@ -81,9 +101,7 @@ async def _keep_renewing(held: HeldLock, ttl_seconds: int) -> None:
             log.warning("training lock not renewed: %s", error.detail)
             if time.monotonic() - renewed_at >= ttl_seconds:
                 break
-    held.lost = True
-    metrics.TRAINING_LOCK_LOST.inc()
-    log.error("the training lock was lost; this training will not publish")
+    held.mark_lost()
 
 
 __all__ = ["HeldLock", "StoreUnavailable", "TrainingLockLost", "TrainingLocked", "training_lock"]

@@ -253,11 +253,14 @@ async def _register(
         info.artifact_url = store.url(model_folder(info.version))
         info.checksum = manifest["files"][MODEL_FILE]["sha256"]
         held.check()
-    if served is not None and outcome.status is TrainingStatus.PUBLISHED:
-        await registry.publish(info, reason=PASSED_THE_GATE)
+    published = served is not None and outcome.status is TrainingStatus.PUBLISHED
+    with held.fenced() as fence:
+        if published:
+            await registry.publish(info, reason=PASSED_THE_GATE, fence=fence)
+        else:
+            await registry.record(info, fence=fence)
+    if published:
         await prune(registry, store, settings)
-    else:
-        await registry.record(info)
 
 
 def _train_and_evaluate(
