@@ -4,8 +4,9 @@ Uses the Redis at REDIS_URL if it answers, else starts its own (AOF persistence 
 and the same for EPHEMERAL_REDIS_URL (default port 6391, no persistence: cache entries and
 served-list records, which need no fsync on every write). With REDIS_CLUSTER=1 the data tier is
 a local Redis Cluster of 3 masters and 3 replicas instead (ports from CLUSTER_BASE_PORT, default
-7000; AOF in .data/cluster), with a standalone Redis for Celery beside it (port 6392, AOF in
-.data/broker), 12 event partitions and every event on a replica before its 202.
+7000; AOF and model artifacts in .data/cluster), with a standalone Redis for Celery beside it
+(port 6392, AOF in .data/broker), 12 event partitions and every event on a replica before its
+202.
 Starts the feature-store, two recommender replicas, the gateway, the Celery worker and beat;
 restarts any that crash; loads the MovieLens demo unless DEMO=0; Ctrl-C stops everything.
 """
@@ -43,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 COLOURS = ["36", "32", "33", "35", "34", "31", "96", "92"]
 _print_lock = threading.Lock()
+#: What this run started and stops on its way out: a redis-server, or the local cluster.
+Stoppable = RedisServer | RedisCluster
 
 
 def say(message: str) -> None:
@@ -93,11 +96,18 @@ def redis_answers(url: str) -> bool:
 
 
 def ensure_redis(
-    url: str, *, name: str = "REDIS_URL", durable: bool = True, folder: str | None = None
-) -> RedisServer | None:
+    url: str,
+    started: list[Stoppable],
+    *,
+    name: str = "REDIS_URL",
+    durable: bool = True,
+    folder: str | None = None,
+) -> None:
+    """Use the Redis at ``url``, or start one there (listed in ``started`` before it starts,
+    so a start that fails or is interrupted is stopped too)."""
     if redis_answers(url):
         say(f"using the Redis at {redact_url(url)} ({name})")
-        return None
+        return
     parts = urlsplit(url)
     if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
         raise SystemExit(
@@ -109,28 +119,43 @@ def ensure_redis(
         f"AOF in {server.data_dir}" if durable else "not persisted: cache entries and list records"
     )
     say(f"starting redis-server on port {server.port} ({kept})")
-    return server.start()
+    started.append(server)
+    server.start()
 
 
 CLUSTER_BROKER_URL = "redis://127.0.0.1:6392/0"
 
 
-def start_cluster() -> tuple[RedisCluster, RedisServer | None, dict[str, str]]:
-    """REDIS_CLUSTER=1: a local cluster (formed once, then restarted from its own files) and a
-    broker beside it; the settings that point the services at them."""
+def start_cluster(started: list[Stoppable]) -> dict[str, str]:
+    """REDIS_CLUSTER=1: a local cluster (formed once, then restarted from its own files; a
+    forming that was interrupted is finished) and a broker beside it; the settings that point
+    the services at them."""
     base_port = int(os.environ.get("CLUSTER_BASE_PORT", "7000"))
     cluster = RedisCluster(DATA / "cluster", base_port=base_port, output=subprocess.DEVNULL)
     say(f"starting a Redis Cluster: 3 masters, 3 replicas on ports {base_port}-{base_port + 5}")
+    started.append(cluster)
     cluster.start()
     broker_url = os.environ.get("CELERY_BROKER_URL", CLUSTER_BROKER_URL)
-    broker = ensure_redis(broker_url, name="CELERY_BROKER_URL", folder="broker")
-    settings = {
+    ensure_redis(broker_url, started, name="CELERY_BROKER_URL", folder="broker")
+    return {
         "REDIS_URL": cluster.url,
+        # The cluster's models beside its data: a single Redis's version 1 is another model.
+        "ARTIFACT_URL": f"file://{DATA / 'cluster' / 'artifacts'}",
         "CELERY_BROKER_URL": broker_url,
         "EVENT_PARTITIONS": os.environ.get("EVENT_PARTITIONS", "12"),
         "DURABLE_REPLICAS": os.environ.get("DURABLE_REPLICAS", "1"),
     }
-    return cluster, broker, settings
+
+
+def start_data_tier(started: list[Stoppable]) -> dict[str, str]:
+    """The data tier's settings, starting its Redis (or cluster) when it is not running."""
+    if os.environ.get("REDIS_CLUSTER", "0") == "1":
+        return start_cluster(started)
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    # A cluster of the user's own is used as it is (with their CELERY_BROKER_URL).
+    if not is_cluster_url(redis_url):
+        ensure_redis(redis_url, started)
+    return {"REDIS_URL": redis_url}
 
 
 def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]:
@@ -140,9 +165,9 @@ def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]
     feature_store, worker_metrics = port + 201, port + 301
     common = {
         **os.environ,
+        "ARTIFACT_URL": f"file://{DATA / 'artifacts'}",
         **tier,
         "EPHEMERAL_REDIS_URL": ephemeral_url,
-        "ARTIFACT_URL": f"file://{DATA / 'artifacts'}",
         "ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"),
         "API_KEYS": os.environ.get("API_KEYS", DEVELOPMENT_API_KEYS),
         "LOG_JSON": os.environ.get("LOG_JSON", "false"),
@@ -253,47 +278,44 @@ def main() -> None:
     refuse_taken_ports(children(port, {}, ""))
     DATA.mkdir(exist_ok=True)
     ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
-    cluster: RedisCluster | None = None
-    own: list[RedisServer | None] = []
-    if os.environ.get("REDIS_CLUSTER", "0") == "1":
-        cluster, broker, tier = start_cluster()
-        own.append(broker)
-    else:
-        redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-        # A cluster of the user's own is used as it is (with their CELERY_BROKER_URL).
-        own.append(None if is_cluster_url(redis_url) else ensure_redis(redis_url))
-        tier = {"REDIS_URL": redis_url}
-    own.append(ensure_redis(ephemeral_url, name="EPHEMERAL_REDIS_URL", durable=False))
-    running = children(port, tier, ephemeral_url)
     stop = threading.Event()
+    # Before anything starts: a Ctrl-C from here on stops what was started, Redis included.
     stop_on_signals(stop)
+    started: list[Stoppable] = []
+    running: list[Child] = []
     try:
-        for child in running:
-            child.start()
-        for child in running:
-            assert child.process is not None
-            child.process.wait_healthy(timeout=60)
-        say(f"all services up; gateway on http://127.0.0.1:{port}")
-        threading.Thread(target=supervise, args=(running, stop), daemon=True).start()
-        base = f"http://127.0.0.1:{port}"
-        if os.environ.get("DEMO", "1") != "0":
-            load_demo(base, say=say, stop=stop)
+        tier = start_data_tier(started)
+        ensure_redis(ephemeral_url, started, name="EPHEMERAL_REDIS_URL", durable=False)
         if not stop.is_set():
-            print_examples(base, demo=os.environ.get("DEMO", "1") != "0")
-            say("press Ctrl-C to stop")
-        while not stop.wait(0.5):
-            pass
+            running = children(port, tier, ephemeral_url)
+            serve(running, port, stop)
     finally:
         say("stopping…")
         for child in reversed(running):
             if child.process is not None:
                 child.process.stop(timeout=10)
-        for server in reversed(own):
-            if server is not None:
-                server.stop()
-        if cluster is not None:
-            cluster.stop()
+        for server in reversed(started):
+            server.stop()
         say("stopped")
+
+
+def serve(running: list[Child], port: int, stop: threading.Event) -> None:
+    """Start the services, load the demo, and supervise them until ``stop``."""
+    for child in running:
+        child.start()
+    for child in running:
+        assert child.process is not None
+        child.process.wait_healthy(timeout=60)
+    say(f"all services up; gateway on http://127.0.0.1:{port}")
+    threading.Thread(target=supervise, args=(running, stop), daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    if os.environ.get("DEMO", "1") != "0":
+        load_demo(base, say=say, stop=stop)
+    if not stop.is_set():
+        print_examples(base, demo=os.environ.get("DEMO", "1") != "0")
+        say("press Ctrl-C to stop")
+    while not stop.wait(0.5):
+        pass
 
 
 if __name__ == "__main__":

@@ -78,11 +78,16 @@ class RedisCluster:
         return self
 
     def _formed(self) -> bool:
+        """Every slot assigned and every replica following a master (formed before: the nodes
+        restarted from their files, the masters perhaps moved since by a failover)."""
         info = _command(self.client(self.nodes[0]), "CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
-        return "cluster_slots_assigned:16384" in text
+        return "cluster_slots_assigned:16384" in text and len(self.primaries()) == self.masters
 
     def _form(self) -> None:
+        """Form the cluster, or finish one whose forming was interrupted (a first `make run`
+        stopped part-way): each step skips what its node already did, so no slot is added
+        twice (Redis refuses it) and no replica is left unassigned."""
         first = self.nodes[0]
         for node in self.nodes[1:]:
             _command(self.client(node), "CLUSTER", "MEET", first.host, first.port)
@@ -90,13 +95,21 @@ class RedisCluster:
         for index, node in enumerate(self.nodes[: self.masters]):
             start = index * per_master
             end = SLOTS - 1 if index == self.masters - 1 else start + per_master - 1
-            _command(self.client(node), "CLUSTER", "ADDSLOTSRANGE", start, end)
+            if len(self._own_line(node)) <= 8:  # no slots yet (they follow the 8th field)
+                _command(self.client(node), "CLUSTER", "ADDSLOTSRANGE", start, end)
         wait_until(self._all_known, timeout=30, interval=0.1, what="the nodes to meet")
         for index, replica in enumerate(self.nodes[self.masters :]):
             master = self.nodes[index % self.masters]
-            master_id = _command(self.client(master), "CLUSTER", "MYID")
-            master_id = master_id.decode() if isinstance(master_id, bytes) else master_id
-            _command(self.client(replica), "CLUSTER", "REPLICATE", master_id)
+            master_id = self._own_line(master)[0]
+            if self._own_line(replica)[3] != master_id:
+                _command(self.client(replica), "CLUSTER", "REPLICATE", master_id)
+
+    def _own_line(self, node: RedisServer) -> list[str]:
+        """The node's own line of ``CLUSTER NODES``: id, address, flags, master id (``-`` for
+        a master), ..., then its slot ranges."""
+        listing = _command(self.client(node), "CLUSTER", "NODES")
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        return next(line.split() for line in text.splitlines() if "myself" in line.split()[2])
 
     def _all_known(self) -> bool:
         for node in self.nodes:
