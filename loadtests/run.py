@@ -199,6 +199,9 @@ def main(argv: Sequence[str]) -> int:
     # Only the load-test virtualenv has what these import (requests).
     from system import NotRun, System, say
 
+    # A `kill` ends the run as Ctrl-C does: Locust and a system it started are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
     args = parse_args(argv)
     keys = client_keys(args)
     if args.api_keys:

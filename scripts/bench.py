@@ -44,7 +44,7 @@ from bench_report import report
 from bench_system import RUN_DEFAULTS, running_system
 from bench_wrk import ensure_wrk, say
 
-from recsys_shared.testing import API_KEYS
+from recsys_shared.testing import API_KEYS, interrupt_on_sigterm
 
 #: Client keys of the MovieLens workload: many keys, each under the default rate limit.
 MOVIELENS_KEYS = [f"bench-client-{index:02d}" for index in range(64)]
@@ -86,4 +86,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

@@ -350,4 +350,5 @@ def report(baseline: float, runs: list[Run]) -> None:
 
 
 if __name__ == "__main__":
+    testing.interrupt_on_sigterm()
     main()

@@ -54,7 +54,7 @@ from memory_harness import (
     train,
 )
 
-from recsys_shared import keys
+from recsys_shared import keys, testing
 from recsys_shared.testing import admin_headers, client_headers, wait_for_applied, wait_for_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -396,4 +396,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    testing.interrupt_on_sigterm()
     main()

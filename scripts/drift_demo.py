@@ -179,4 +179,5 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 if __name__ == "__main__":
+    testing.interrupt_on_sigterm()
     main()

@@ -47,6 +47,7 @@ from recsys_shared.testing import (
     admin_headers,
     build_stack,
     client_headers,
+    interrupt_on_sigterm,
     wait_for_applied,
     wait_for_task,
 )
@@ -391,4 +392,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     main()

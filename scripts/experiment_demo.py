@@ -25,7 +25,6 @@ import itertools
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from recsys_shared.schemas import ModelStatus
 from recsys_shared.testing import (
     Stack,
     admin_headers,
+    interrupt_on_sigterm,
     load,
     own_stack,
     retrain,
@@ -97,8 +97,6 @@ class Canary:
 
 
 def main() -> None:
-    # A `kill` ends the demo like Ctrl-C does: through the `with` blocks that stop the system.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     items, events = taste_clusters(
         clusters=CLUSTERS, users_per_cluster=USERS_PER_CLUSTER, events_per_user=8
@@ -303,6 +301,7 @@ def summarise(http: httpx.Client, run: Canary) -> None:
 
 
 if __name__ == "__main__":
+    interrupt_on_sigterm()
     try:
         main()
     except KeyboardInterrupt:  # after the `with` blocks stopped every process

@@ -382,4 +382,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    testing.interrupt_on_sigterm()
     main()

@@ -32,7 +32,14 @@ from recsys_shared.testing.api import (
 )
 from recsys_shared.testing.data import taste_clusters, view_batch
 from recsys_shared.testing.records import model_info
-from recsys_shared.testing.stack import SERVICES, Stack, build_stack, own_stack, start_all
+from recsys_shared.testing.stack import (
+    SERVICES,
+    Stack,
+    build_stack,
+    interrupt_on_sigterm,
+    own_stack,
+    start_all,
+)
 from recsys_shared.testing.tiers import DataTier, cluster_tier, single_tier
 from recsys_shared.testing.waiting import eventually, in_background
 
@@ -50,6 +57,7 @@ __all__ = [
     "cluster_tier",
     "eventually",
     "in_background",
+    "interrupt_on_sigterm",
     "load",
     "model_info",
     "ok_body",

@@ -4,6 +4,7 @@ cross-service tests start (and kill, and restart), and the benchmarks measure.""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -134,10 +135,19 @@ def start_all(stack: Stack, services: Sequence[str] = SERVICES, *, timeout: floa
 def own_stack(workdir: Path, services: Sequence[str] = (), **overrides: str) -> Iterator[Stack]:
     """A stack with a redis-server of its own (for tests that kill or restart Redis), the
     given services started together; everything stopped at the end."""
-    server = RedisServer(workdir / "redis").start()
-    stack = build_stack(server, workdir, **overrides)
+    server = RedisServer(workdir / "redis")
+    stack: Stack | None = None
     try:
+        stack = build_stack(server.start(), workdir, **overrides)
         yield start_all(stack, services)
     finally:
-        stack.close()
+        if stack is not None:
+            stack.close()
         server.stop()
+
+
+def interrupt_on_sigterm() -> None:
+    """A ``kill`` (SIGTERM) ends a script as Ctrl-C does: the ``KeyboardInterrupt`` unwinds the
+    ``with`` blocks and ``finally`` clauses that stop what it started, which runs in sessions
+    of its own and would otherwise outlive it."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
