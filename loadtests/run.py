@@ -36,6 +36,9 @@ EXIT_MISSED = 1
 EXIT_NOT_RUN = 2
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEVELOPMENT_KEYS = {"dev-client-key": "client", "dev-admin-key": "admin"}
+SHAPES = ("steady", "ramp", "spike", "none")
+WORKLOADS = ("site", "movielens")
+SWAPS = ("retrain", "activate")
 #: Verdict lines (``verdict.py``); an exit status 1 without one is Locust failing, not an SLO.
 VERDICT_ENDS = ("all SLOs met", "SLO MISSED:")
 
@@ -44,9 +47,12 @@ def _seconds(text: str) -> int:
     """``90``, ``90s``, ``2m``, ``1h``: seconds."""
     text = text.strip().lower()
     factor = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], 0)
-    value = int(float(text[:-1] if factor else text) * (factor or 1))
+    try:
+        value = int(float(text[:-1] if factor else text) * (factor or 1))
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration (90, 90s, 2m, 1h)")
     return value
 
 
@@ -57,21 +63,30 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("--scenario", choices=("load", "resilience"), default="load")
     add("--api-keys", action="store_true", help="print API_KEYS for the chosen client keys")
     add("--host", default=env.get("HOST") or "http://127.0.0.1:8000")
-    add("--duration", type=_seconds, default=_seconds(env.get("DURATION") or "60"))
-    add("--users", type=int, default=int(env.get("USERS") or 20))
-    add("--spawn-rate", type=float, default=float(env.get("SPAWN_RATE") or 5))
-    shapes = ("steady", "ramp", "spike", "none")
-    add("--shape", default=env.get("SHAPE") or "steady", choices=shapes)
-    add("--workload", default=env.get("WORKLOAD") or "site", choices=("site", "movielens"))
-    add("--client-keys", type=int, default=int(env.get("CLIENT_KEYS") or 64), help="movielens")
+    add("--duration", type=_seconds, default=env.get("DURATION") or "60")
+    add("--users", type=int, default=env.get("USERS") or "20")
+    add("--spawn-rate", type=float, default=env.get("SPAWN_RATE") or "5")
+    # Defaults are the environment's text: argparse parses (and checks) them like arguments,
+    # so a bad DURATION=... is a usage error (exit 2, "not run"), never a missed SLO's 1.
+    add("--shape", default=env.get("SHAPE") or "steady", choices=SHAPES)
+    add("--workload", default=env.get("WORKLOAD") or "site", choices=WORKLOADS)
+    add("--client-keys", type=int, default=env.get("CLIENT_KEYS") or "64", help="movielens")
     add("--reports", type=Path, default=Path(env.get("REPORTS") or "reports"))
-    add("--workers", type=int, default=int(env.get("WORKERS") or 0), help="N: master + N workers")
-    add("--master-port", type=int, default=int(env.get("MASTER_PORT") or 5557))
-    add("--ready-timeout", type=_seconds, default=_seconds(env.get("READY_TIMEOUT") or "900"))
-    add("--baseline", type=_seconds, default=_seconds(env.get("BASELINE") or "45"))
-    add("--cooldown", type=_seconds, default=_seconds(env.get("COOLDOWN") or "30"))
-    add("--swap", choices=("retrain", "activate"), default=env.get("SWAP") or "retrain")
+    add("--workers", type=int, default=env.get("WORKERS") or "0", help="N: master + N workers")
+    add("--master-port", type=int, default=env.get("MASTER_PORT") or "5557")
+    add("--ready-timeout", type=_seconds, default=env.get("READY_TIMEOUT") or "900")
+    add("--baseline", type=_seconds, default=env.get("BASELINE") or "45")
+    add("--cooldown", type=_seconds, default=env.get("COOLDOWN") or "30")
+    add("--swap", choices=SWAPS, default=env.get("SWAP") or "retrain")
     args = parser.parse_args(argv)
+    # argparse checks a default against nothing: SHAPE=..., WORKLOAD=..., SWAP=... here.
+    for name, value, allowed in (
+        ("SHAPE", args.shape, SHAPES),
+        ("WORKLOAD", args.workload, WORKLOADS),
+        ("SWAP", args.swap, SWAPS),
+    ):
+        if value not in allowed:
+            parser.error(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     args.host = args.host.rstrip("/")
     if not args.reports.is_absolute():
         args.reports = ROOT / args.reports
@@ -193,7 +208,11 @@ def _wait(process: subprocess.Popen[bytes], timeout: float) -> int:
 
 def main(argv: Sequence[str]) -> int:
     if not in_venv():
-        python = ensure_venv()
+        try:
+            python = ensure_venv()
+        except (OSError, subprocess.CalledProcessError) as error:
+            print(f"loadtest | the load test did not run: no virtualenv ({error})", flush=True)
+            return EXIT_NOT_RUN
         # Re-run this script inside the load-test virtualenv (Locust, requests, psutil).
         os.execv(str(python), [str(python), str(Path(__file__).resolve()), *argv])  # noqa: S606
     # Only the load-test virtualenv has what these import (requests).
