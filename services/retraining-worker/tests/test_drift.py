@@ -32,7 +32,7 @@ from retraining_worker.rollback import maybe_roll_back
 from retraining_worker.selection import Plan
 from retraining_worker.training import Snapshot, _register, _train_and_evaluate
 
-from .conftest import WriteSnapshot
+from .conftest import MakeInteractions, WriteSnapshot
 
 NOW = 1_700_003_600.0 + 1800  # half past an hour
 HOUR = keys.drift_hour(NOW)
@@ -101,17 +101,24 @@ async def active_model(
     drift_settings: Settings,
     write_snapshot: WriteSnapshot,
 ) -> ModelInfo:
-    """Version 1, trained on the ``clusters`` snapshot: the snapshot bundle and the model's id
-    tables written with the ArtifactStore as the feature-store and training write them."""
-    store = ArtifactStore(drift_settings.artifact_url)
-    write_snapshot(store, SNAPSHOT_ID, clusters)
+    """Version 1, trained on the ``clusters`` snapshot."""
+    return await publish_trained_on(redis_client, drift_settings, write_snapshot, clusters)
+
+
+async def publish_trained_on(
+    client: RedisClient, settings: Settings, write_snapshot: WriteSnapshot, data: Interactions
+) -> ModelInfo:
+    """Version 1, active, trained on ``data``: the snapshot bundle and the model's id tables
+    written with the ArtifactStore as the feature-store and training write them."""
+    store = ArtifactStore(settings.artifact_url)
+    write_snapshot(store, SNAPSHOT_ID, data)
     store.write_bundle(
         model_folder(1),
-        {IDS_FILE: npz_bytes(user_ids=clusters.user_ids, item_ids=clusters.item_ids)},
+        {IDS_FILE: npz_bytes(user_ids=data.user_ids, item_ids=data.item_ids)},
         {"version": 1},
     )
     info = model_info(1, snapshot_id=SNAPSHOT_ID, artifact_url=store.url(model_folder(1)))
-    await ModelRegistry(redis_client).publish(info, reason="test")
+    await ModelRegistry(client).publish(info, reason="test")
     return info
 
 
@@ -265,6 +272,42 @@ async def test_a_shift_among_known_items_is_caught_by_psi_alone(
     assert report.psi > 1.0
     assert len(report.reasons) == 1
     assert "PSI" in report.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("factor", "reference", "status"), [(1, 100, "ok"), (0, 500, "drift")], ids=["newest", "all"]
+)
+async def test_psi_compares_the_window_with_the_newest_training_interactions(
+    redis_client: RedisClient,
+    drift_settings: Settings,
+    write_snapshot: WriteSnapshot,
+    make_interactions: MakeInteractions,
+    factor: int,
+    reference: int,
+    status: str,
+) -> None:
+    """Popularity moved while the training data accumulated: its oldest 400 interactions are
+    on items 0-9, its newest 100 on items 10-19, and traffic goes on like the newest. Against
+    the newest slice that is no drift; against the whole history (factor 0) it always is."""
+    old = [(n % 40, n % 10) for n in range(400)]
+    new = [(n % 40, 10 + n % 10) for n in range(100)]
+    rows, cols = zip(*old, *new, strict=True)
+    data = make_interactions(list(rows), list(cols), times=list(range(500)))
+    await publish_trained_on(redis_client, drift_settings, write_snapshot, data)
+    await record_window(
+        redis_client, [(f"u{n % 40}", f"i{10 + n % 10}", "view") for n in range(100)]
+    )
+    settings = drift_settings.model_copy(update={"drift_reference_factor": factor})
+
+    report = await run(redis_client, settings, Sender())
+
+    assert report.psi_reference == reference
+    assert report.status == status, report.reasons
+    assert report.psi is not None
+    if status == "ok":
+        assert report.psi == pytest.approx(0.0, abs=1e-9)
+    else:
+        assert report.psi > settings.drift_psi_threshold
 
 
 async def test_too_few_events_never_trigger(

@@ -114,6 +114,9 @@ class Settings(TaskQueueSettings, FeatureStoreClientSettings):
     drift_top_items: int = Field(
         default=50, ge=1, description="PSI bins: the top items of each side, plus 'other'."
     )
+    #: PSI's reference: the training snapshot's newest interactions, this many times the
+    #: window's events (0: the whole snapshot; see ``drift.TrainingProfile.reference_counts``).
+    drift_reference_factor: int = Field(default=4, ge=0)
     drift_psi_epsilon: float = Field(default=1e-4, gt=0, lt=0.01)
     drift_psi_threshold: float = Field(default=0.2, gt=0)
     drift_unknown_share_threshold: float = Field(default=0.3, gt=0, le=1)

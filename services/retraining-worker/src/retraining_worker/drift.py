@@ -3,8 +3,9 @@
 The feature-store's apply script counts every applied event into hour buckets of its partition
 (items, users, event types, online hits per serving version; see ``recsys_shared.keys``). A
 check sums the last ``drift_window_hours`` buckets of every partition and compares them with
-what the active model was trained on: the item distribution of its snapshot (PSI over the top
-items plus an "other" bucket, ``psi.py``) and the users and items its id tables know. Past a
+what the active model was trained on: the item distribution of its snapshot's newest
+interactions (PSI over the top items plus an "other" bucket, ``psi.py``; see
+:meth:`TrainingProfile.reference_counts`) and the users and items its id tables know. Past a
 threshold it enqueues a retrain, at most once per cool-down across every monitor (a Redis
 ``SET NX EX``); the training itself is serialised by the training lock. Each check also lets
 ``rollback.py`` judge a recent promotion by its online hit rate. The Celery task only calls
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from recsys_shared import keys
 from recsys_shared.artifacts import (
@@ -102,14 +104,31 @@ async def read_window(
 # ── the active model's training data ──────────────────────────────────────────────────────
 @dataclass(frozen=True)
 class TrainingProfile:
-    """What a model version learnt from: item counts of its snapshot (``None`` when the
-    snapshot was garbage-collected) and the users and items it knows (``None``: unreadable)."""
+    """What a model version learnt from: its snapshot's items and, newest first, the item of
+    each interaction (``None`` when the snapshot was garbage-collected), and the users and
+    items it knows (``None``: unreadable)."""
 
     version: int
     snapshot_id: str
-    item_counts: dict[str, float] | None
+    item_ids: npt.NDArray[np.str_] | None
+    items_newest_first: npt.NDArray[np.int64] | None
     known_users: frozenset[str] | None
     known_items: frozenset[str] | None
+
+    def reference_counts(self, window_events: int, factor: int) -> dict[str, float] | None:
+        """The item counts PSI compares a window with: the snapshot's newest interactions,
+        ``factor`` times the window's events (every one when it has fewer, or ``factor`` is 0).
+        Recent traffic is compared with where the training data ended, not with its whole
+        history: all-time popularity differs from any day's, so against the whole history
+        the PSI of a steady system stays high after every retrain, and one fires every
+        cool-down."""
+        if self.item_ids is None or self.items_newest_first is None:
+            return None
+        newest = self.items_newest_first
+        if factor:
+            newest = newest[: max(window_events * factor, 1)]
+        counts = np.bincount(newest, minlength=len(self.item_ids))
+        return {str(self.item_ids[index]): float(counts[index]) for index in np.flatnonzero(counts)}
 
 
 _PROFILES: dict[tuple[str, int], TrainingProfile] = {}
@@ -133,17 +152,15 @@ def load_profile(store: ArtifactStore, info: ModelInfo) -> TrainingProfile:
     cache_key = (store.base_url, info.version)
     if cache_key in _PROFILES:
         return _PROFILES[cache_key]
-    item_counts: dict[str, float] | None = None
+    item_ids: npt.NDArray[np.str_] | None = None
+    items_newest_first: npt.NDArray[np.int64] | None = None
     known_users: frozenset[str] | None = None
     known_items: frozenset[str] | None = None
     try:
         arrays = load_npz(_read_verified(store, snapshot_folder(info.snapshot_id), SNAPSHOT_FILE))
-        counts = np.bincount(arrays["cols"].astype(np.int64), minlength=len(arrays["item_ids"]))
-        item_counts = {
-            str(item): float(count)
-            for item, count in zip(arrays["item_ids"], counts, strict=True)
-            if count
-        }
+        item_ids = arrays["item_ids"]
+        newest_first = np.argsort(-arrays["times"], kind="stable")
+        items_newest_first = arrays["cols"].astype(np.int64)[newest_first]
         known_users = frozenset(str(user) for user in arrays["user_ids"])
         known_items = frozenset(str(item) for item in arrays["item_ids"])
     except ArtifactError as error:
@@ -154,7 +171,9 @@ def load_profile(store: ArtifactStore, info: ModelInfo) -> TrainingProfile:
         known_items = frozenset(str(item) for item in ids["item_ids"])
     except ArtifactError as error:
         log.warning("drift: no id tables for version %d: %s", info.version, error)
-    profile = TrainingProfile(info.version, info.snapshot_id, item_counts, known_users, known_items)
+    profile = TrainingProfile(
+        info.version, info.snapshot_id, item_ids, items_newest_first, known_users, known_items
+    )
     _PROFILES.clear()  # only the active version's is worth keeping
     _PROFILES[cache_key] = profile
     return profile
@@ -194,13 +213,16 @@ def compute_report(
         return report.model_copy(update={"status": "no_model"})
     report.model_version = profile.version
     report.snapshot_id = profile.snapshot_id
-    if profile.item_counts and window.items:
+    window_items = sum(window.items.values())
+    reference = profile.reference_counts(window_items, settings.drift_reference_factor)
+    if reference and window_items:
         report.psi = psi(
-            profile.item_counts,
+            reference,
             window.items,
             top=settings.drift_top_items,
             epsilon=settings.drift_psi_epsilon,
         )
+        report.psi_reference = int(sum(reference.values()))
     report.unknown_user_share = _unknown_share(window.users, profile.known_users)
     report.unknown_item_share = _unknown_share(window.items, profile.known_items)
     if total < settings.drift_min_events:

@@ -32,7 +32,12 @@ class DriftReport(BaseModel):
     psi: float | None = Field(
         default=None,
         description="Population stability index of item popularity (top items "
-        "plus 'other') between the training data and the window.",
+        "plus 'other') between the training data's newest interactions and the window.",
+    )
+    psi_reference: int | None = Field(
+        default=None,
+        description="How many of the training snapshot's newest interactions the PSI "
+        "compared the window with (DRIFT_REFERENCE_FACTOR times the window's events).",
     )
     unknown_user_share: float | None = Field(
         default=None, description="Share of the window's events by users the model does not know."
