@@ -67,7 +67,9 @@ def load_synthetic(stack: Stack) -> list[str]:
 
 def load_movielens(stack: Stack) -> list[str]:
     """The MovieLens demo as `make run` loads it; returns its (real) users."""
-    demo.load_demo(stack.gateway, say=lambda text: say(f"  {text}"), stop=threading.Event())
+    demo.load_demo(
+        stack.gateway, demo.DemoKeys(), say=lambda text: say(f"  {text}"), stop=threading.Event()
+    )
     body = httpx.get(f"{stack.gateway}/v1/users/1/recommendations", headers=client_headers())
     if body.json().get("strategy") != "personalized":
         raise SystemExit(f"the MovieLens model is not served: {body.text[:300]}")

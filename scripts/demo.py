@@ -14,14 +14,51 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from gateway.auth import Role, parse_api_keys
+
 CLIENT_KEY = "dev-client-key"
 ADMIN_KEY = "dev-admin-key"
 BATCH = 1000
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """The keys the demo loads, trains and shows its examples with."""
+
+    client: str = CLIENT_KEY
+    admin: str = ADMIN_KEY
+
+    @classmethod
+    def from_api_keys(cls, spec: str) -> DemoKeys:
+        """The first client key and the first admin key of ``API_KEYS`` (what `make run`
+        starts the gateway with; ``""`` for a role it has none of), so ``API_KEYS=... make
+        run`` loads the demo too."""
+        try:
+            pairs = parse_api_keys(spec)
+        except ValueError as error:
+            raise SystemExit(f"API_KEYS cannot be used: {error}") from error
+        client = next((key for key, role in pairs if role is Role.CLIENT), "")
+        admin = next((key for key, role in pairs if role is Role.ADMIN), "")
+        return cls(client, admin)
+
+    def check_complete(self) -> None:
+        if not (self.client and self.admin):
+            raise SystemExit(
+                "the demo needs a client key and an admin key in API_KEYS (key:client,"
+                "key:admin); add them, or start without the demo (DEMO=0)"
+            )
+
+    def shown(self, role: str) -> str:
+        """A key as the printed examples show it: a development key as it is, one of the
+        user's own by its role (a terminal's scrollback is no place for a real key)."""
+        key = self.client if role == "client" else self.admin
+        return key if key in (CLIENT_KEY, ADMIN_KEY) else f"<your {role} key>"
 
 
 def movielens() -> Any:
@@ -100,10 +137,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, stop: threading.Even
     return False
 
 
-def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -> None:
+def load_demo(
+    base: str, keys: DemoKeys, *, say: Callable[[str], None], stop: threading.Event
+) -> None:
     with httpx.Client(base_url=base, timeout=60) as http:
-        admin = {"X-API-Key": ADMIN_KEY}
-        client = {"X-API-Key": CLIENT_KEY}
+        admin = {"X-API-Key": keys.admin}
+        client = {"X-API-Key": keys.client}
         if http.get("/v1/models/active", headers=admin).status_code == 200:
             say(
                 "a model is already active: skipping the demo load (rm -rf .data for a fresh start)"
@@ -154,16 +193,16 @@ def load_demo(base: str, *, say: Callable[[str], None], stop: threading.Event) -
         say(f"training finished: {state.get('result') or state.get('error')}")
 
         def personalised() -> bool:
-            response = http.get("/v1/users/1/recommendations", headers={"X-API-Key": CLIENT_KEY})
+            response = http.get("/v1/users/1/recommendations", headers=client)
             return response.status_code == 200 and response.json()["strategy"] == "personalized"
 
         if wait_for(personalised, 60, stop):
             say("user 1 gets personalised recommendations")
 
 
-def print_examples(base: str, *, demo: bool) -> None:
-    key = f'-H "X-API-Key: {CLIENT_KEY}"'
-    admin = f'-H "X-API-Key: {ADMIN_KEY}"'
+def print_examples(base: str, keys: DemoKeys, *, demo: bool) -> None:
+    key = f'-H "X-API-Key: {keys.shown("client")}"'
+    admin = f'-H "X-API-Key: {keys.shown("admin")}"'
     lines = [
         "",
         "Try it:",

@@ -28,7 +28,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo import load_demo, print_examples
+from demo import DemoKeys, load_demo, print_examples
 
 from recsys_shared.processes import ManagedProcess, RedisServer, uvicorn_argv
 from recsys_shared.redis_cluster import RedisCluster
@@ -275,6 +275,10 @@ def refuse_taken_ports(running: list[Child]) -> None:
 
 def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
+    demo = os.environ.get("DEMO", "1") != "0"
+    keys = DemoKeys.from_api_keys(os.environ.get("API_KEYS", DEVELOPMENT_API_KEYS))
+    if demo:  # before anything starts: the demo needs a client and an admin key
+        keys.check_complete()
     refuse_taken_ports(children(port, {}, ""))
     DATA.mkdir(exist_ok=True)
     ephemeral_url = os.environ.get("EPHEMERAL_REDIS_URL", DEFAULT_EPHEMERAL_REDIS_URL)
@@ -288,7 +292,7 @@ def main() -> None:
         ensure_redis(ephemeral_url, started, name="EPHEMERAL_REDIS_URL", durable=False)
         if not stop.is_set():
             running = children(port, tier, ephemeral_url)
-            serve(running, port, stop)
+            serve(running, port, stop, keys, demo=demo)
     finally:
         say("stopping…")
         for child in reversed(running):
@@ -299,7 +303,9 @@ def main() -> None:
         say("stopped")
 
 
-def serve(running: list[Child], port: int, stop: threading.Event) -> None:
+def serve(
+    running: list[Child], port: int, stop: threading.Event, keys: DemoKeys, *, demo: bool
+) -> None:
     """Start the services, load the demo, and supervise them until ``stop``."""
     for child in running:
         child.start()
@@ -309,10 +315,10 @@ def serve(running: list[Child], port: int, stop: threading.Event) -> None:
     say(f"all services up; gateway on http://127.0.0.1:{port}")
     threading.Thread(target=supervise, args=(running, stop), daemon=True).start()
     base = f"http://127.0.0.1:{port}"
-    if os.environ.get("DEMO", "1") != "0":
-        load_demo(base, say=say, stop=stop)
+    if demo:
+        load_demo(base, keys, say=say, stop=stop)
     if not stop.is_set():
-        print_examples(base, demo=os.environ.get("DEMO", "1") != "0")
+        print_examples(base, keys, demo=demo)
         say("press Ctrl-C to stop")
     while not stop.wait(0.5):
         pass
