@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from prometheus_client import REGISTRY
 
 from feature_store.applier import ApplyResult
@@ -15,8 +16,9 @@ from feature_store.erasure import Eraser
 from feature_store.housekeeping import Housekeeping
 from recsys_shared import keys
 from recsys_shared.locks import RedisLock
-from recsys_shared.schemas import EventType, ItemWithId, StoredEvent
-from recsys_shared.testing import in_background
+from recsys_shared.registry import ModelRegistry
+from recsys_shared.schemas import EventType, ItemWithId, StoredEvent, TrainingData
+from recsys_shared.testing import in_background, model_info
 
 P0 = keys.Partitions(1).all[0]
 DAY = 86_400.0
@@ -169,27 +171,62 @@ async def test_consumers_silent_for_the_forget_period_with_nothing_pending_are_f
 
 
 # ── deleted items ─────────────────────────────────────────────────────────────────────────
-async def test_deleted_items_are_forgotten_once_their_retention_has_passed(
-    redis_client, sync_redis, housekeeping, settings
-):
+@pytest.fixture
+async def deleted_long_ago(redis_client, sync_redis, settings) -> float:
+    """Items "old" (deleted longer ago than the retention: when is returned), "recent"
+    (deleted just now) and "kept", in the popularity sets and in two users' histories."""
     catalogue = Catalogue(redis_client)
     await catalogue.upsert(
         [ItemWithId(item_id=item, title=item) for item in ("old", "recent", "kept")]
     )
     for popular in (P0.popular, keys.POPULAR):
         sync_redis.zadd(popular, {"old": 1.0, "recent": 2.0, "kept": 3.0})
+    for user in ("u1", "u2"):
+        sync_redis.hset(P0.user_items(user), mapping={"old": 1, "recent": 1, "kept": 1})
+        sync_redis.zadd(P0.user_times(user), {"old": 1.0, "recent": 2.0, "kept": 3.0})
+        sync_redis.zadd(P0.users, {user: time.time()})
     assert await catalogue.delete("old")
     assert await catalogue.delete("recent")
-    # "old" was deleted longer ago than the retention.
-    retention = settings.deleted_item_retention_days * DAY
-    sync_redis.zadd(keys.DELETED_ITEMS, {"old": time.time() - retention - 60}, xx=True)
+    deleted_at = time.time() - settings.deleted_item_retention_days * DAY - 60
+    sync_redis.zadd(keys.DELETED_ITEMS, {"old": deleted_at}, xx=True)
+    return deleted_at
 
+
+async def test_deleted_items_are_forgotten_once_their_retention_has_passed(
+    sync_redis, housekeeping, deleted_long_ago
+):
     await housekeeping.forget_deleted_items()
 
     assert sync_redis.zrange(keys.DELETED_ITEMS, 0, -1) == ["recent"]
     assert sync_redis.smembers(keys.UNAVAILABLE_ITEMS) == {"recent"}
     assert sync_redis.zrange(P0.popular, 0, -1) == ["recent", "kept"]
     assert sync_redis.zrange(keys.POPULAR, 0, -1) == ["kept"]
+    # Out of every history first: a snapshot taken after it cannot bring it back.
+    for user in ("u1", "u2"):
+        assert set(sync_redis.hgetall(P0.user_items(user))) == {"recent", "kept"}
+        assert sync_redis.zrange(P0.user_times(user), 0, -1) == ["recent", "kept"]
+
+
+async def test_a_deleted_item_is_kept_while_a_model_that_knows_it_can_be_activated(
+    redis_client, sync_redis, housekeeping, deleted_long_ago
+):
+    registry = ModelRegistry(redis_client)
+    before = TrainingData(snapshot_created_at=deleted_long_ago - DAY)
+    after = TrainingData(snapshot_created_at=deleted_long_ago + DAY)
+    await registry.publish(model_info(1, data=before), reason="trained before the deletion")
+    await registry.publish(model_info(2, data=after), reason="trained after it")
+
+    await housekeeping.forget_deleted_items()
+
+    # Version 1 could be activated again (a rollback): "old" stays unavailable, kept out.
+    assert set(sync_redis.zrange(keys.DELETED_ITEMS, 0, -1)) == {"old", "recent"}
+    assert "old" in sync_redis.hgetall(P0.user_items("u1"))
+
+    await registry.drop_artifact(1)  # pruned: it can no longer be activated
+    await housekeeping.forget_deleted_items()
+
+    assert sync_redis.zrange(keys.DELETED_ITEMS, 0, -1) == ["recent"]
+    assert "old" not in sync_redis.hgetall(P0.user_items("u1"))
 
 
 # ── the slow pass and the loop ────────────────────────────────────────────────────────────

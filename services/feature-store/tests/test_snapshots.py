@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feature_store.catalogue import Catalogue
 from feature_store.config import Settings
 from feature_store.erasure import Eraser
 from feature_store.snapshots import (
@@ -29,7 +30,13 @@ from feature_store.traffic_window import (
 )
 from recsys_shared import keys
 from recsys_shared.artifacts import MANIFEST, SNAPSHOT_FILE, ArtifactStore, load_npz
-from recsys_shared.schemas import EventType, QualityCheck, SnapshotInfo, TrafficCounts
+from recsys_shared.schemas import (
+    EventType,
+    ItemWithId,
+    QualityCheck,
+    SnapshotInfo,
+    TrafficCounts,
+)
 
 PARTITIONS = keys.Partitions(1)
 P0 = PARTITIONS.all[0]
@@ -418,6 +425,22 @@ async def test_a_user_erasure_makes_a_new_snapshot_without_the_user(redis_client
     assert (second.users, second.interactions) == (2, 4)
     _, files = store.read_bundle(f"snapshots/{second.snapshot_id}")
     assert list(load_npz(files[SNAPSHOT_FILE])["user_ids"]) == ["u1", "u3"]
+
+
+@pytest.mark.usefixtures("applied_events")
+async def test_a_deleted_item_makes_a_new_snapshot_without_the_item(redis_client, store, settings):
+    catalogue = Catalogue(redis_client)
+    await catalogue.upsert([ItemWithId(item_id=item, title=item) for item in ("a", "b")])
+    first = await take_snapshot(redis_client, store, settings)
+
+    assert await catalogue.delete("b")
+    second = await take_snapshot(redis_client, store, settings)
+
+    # The users' histories still hold "b" (until the retention forgets it): the snapshot not.
+    assert second.snapshot_id != first.snapshot_id
+    assert (second.users, second.items, second.interactions) == (3, 1, 3)
+    _, files = store.read_bundle(f"snapshots/{second.snapshot_id}")
+    assert list(load_npz(files[SNAPSHOT_FILE])["item_ids"]) == ["a"]
 
 
 async def test_snapshot_passes_the_gate_on_healthy_data(

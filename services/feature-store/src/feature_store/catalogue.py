@@ -4,8 +4,9 @@ Each item write is one Lua script (``lua/write_item.lua``) on the catalogue's sl
 item hash, its category sets, the unavailable set, the merged popularity sets and the
 catalogue version move together: an item made unavailable is out of every popular list and
 marked for the recommenders' filters in the same instant. A deleted item stays unavailable
-(never recommended by a model trained before) for ``DELETED_ITEM_RETENTION_DAYS``, then every
-trace of it goes (``feature_store.housekeeping``).
+(never recommended by a model trained before) and out of every snapshot for
+``DELETED_ITEM_RETENTION_DAYS`` and as long as a model that knows it can be activated, then
+every trace of it goes, users' histories first (``feature_store.housekeeping``).
 """
 
 from __future__ import annotations
@@ -120,5 +121,9 @@ class Catalogue:
         )
 
     async def delete(self, item_id: str) -> bool:
-        """Remove an item; it stays unavailable so that no model recommends it again."""
-        return await self._write(_layout(), item_id, "delete")
+        """Remove an item; it stays unavailable so that no model recommends it again. The data
+        generation moves on, so the next snapshot is a new one, which leaves it out."""
+        deleted = await self._write(_layout(), item_id, "delete")
+        if deleted:
+            await self.redis.execute("INCR", keys.DATA_GENERATION)
+        return deleted

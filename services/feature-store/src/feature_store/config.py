@@ -88,8 +88,8 @@ class Settings(ServiceSettings):
     deleted_item_retention_days: float = Field(
         default=30.0,
         gt=0,
-        description="A deleted item stays unavailable this long (older models may still "
-        "know it), then every trace of it goes.",
+        description="A deleted item stays unavailable at least this long, and while a model "
+        "that knows it can be activated; then every trace of it goes, histories included.",
     )
 
     history_cap: int = Field(default=5000, ge=1, description="Most recent items kept per user.")

@@ -4,14 +4,15 @@ Every replica claims entries a dead consumer left pending and trims what every g
 (cheap, per partition). One replica at a time (a lock) merges popularity and does the slow
 pass: users silent for ``USER_RETENTION_DAYS``, tombstones past ``ERASURE_TOMBSTONE_DAYS``,
 consumers gone for ``CONSUMER_FORGET_SECONDS`` and deleted items past
-``DELETED_ITEM_RETENTION_DAYS``. A failed job is logged and tried again at its next tick; no
-failure stops the loop.
+``DELETED_ITEM_RETENTION_DAYS`` that no activatable model knows. A failed job is logged and
+tried again at its next tick; no failure stops the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,14 +23,18 @@ from feature_store.config import Settings
 from feature_store.consumer import StreamConsumer
 from feature_store.erasure import Eraser
 from feature_store.merger import PopularityMerger
+from feature_store.snapshots import user_pages
 from recsys_shared import keys
 from recsys_shared.locks import RedisLock
 from recsys_shared.redis import RedisClient
+from recsys_shared.registry import ModelRegistry
 from recsys_shared.streams import stream_position
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
+#: Deleted items forgotten per slow pass: each pass reads every user once to purge them.
+FORGET_ITEMS_PER_PASS = 100
 
 
 @dataclass
@@ -163,14 +168,23 @@ class Housekeeping:
             log.info("forgot consumer %s of partition %d", name, partition.number)
 
     async def forget_deleted_items(self) -> None:
-        """Items deleted longer ago than the retention: out of the unavailable set and every
-        partition's popularity; models trained since never saw them."""
-        cutoff = time.time() - self.settings.deleted_item_retention_days * 86_400
-        old: list[str] = await self.redis.execute(
-            "ZRANGE", keys.DELETED_ITEMS, "-inf", f"({cutoff!r}", "BYSCORE", "LIMIT", 0, 1000
+        """Items deleted longer ago than the retention, and before the snapshot of every model
+        version that can still be activated (snapshots leave deleted items out, so no such
+        version knows them): out of every user's history first, then out of the unavailable
+        set and every partition's popularity. A snapshot taken meanwhile still leaves them
+        out; once forgotten, nothing can bring them back into a list but new events."""
+        cutoff = min(
+            time.time() - self.settings.deleted_item_retention_days * 86_400,
+            await self._oldest_activatable_snapshot(),
         )
+        old: list[str] = await self.redis.execute(
+            "ZRANGE", keys.DELETED_ITEMS, "-inf", f"({cutoff!r}", "BYSCORE",
+            "LIMIT", 0, FORGET_ITEMS_PER_PASS,
+        )  # fmt: skip
         if not old:
             return
+        for partition in self.partitions:
+            await self._purge_histories(partition, old)
         await self.redis.execute_many(
             [
                 ["SREM", keys.UNAVAILABLE_ITEMS, *old],
@@ -182,3 +196,23 @@ class Housekeeping:
         await self.redis.execute_many(
             [["ZREM", partition.popular, *old] for partition in self.partitions]
         )
+
+    async def _oldest_activatable_snapshot(self) -> float:
+        """When the oldest snapshot a version with an artifact was trained on was taken."""
+        versions = await ModelRegistry(self.redis).list()
+        taken = [info.data.snapshot_created_at for info in versions if info.artifact_url]
+        return min(taken, default=math.inf)
+
+    async def _purge_histories(self, partition: keys.Partition, items: list[str]) -> None:
+        """The items out of every history of the partition: one pass over its users."""
+        async for users in user_pages(self.redis, partition):
+            await self.redis.execute_many(
+                [
+                    command
+                    for user in users
+                    for command in (
+                        ["HDEL", partition.user_items(user), *items],
+                        ["ZREM", partition.user_times(user), *items],
+                    )
+                ]
+            )

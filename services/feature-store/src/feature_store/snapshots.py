@@ -68,11 +68,14 @@ class Interactions:
     item_ids: list[str] = field(default_factory=list)
     _item_index: dict[str, int] = field(default_factory=dict)
     n_users: int = 0
+    #: Items left out: the deleted ones, which no model trained from here on may know.
+    excluded: frozenset[str] = frozenset()
 
     def add_users(self, histories: list[tuple[str, dict[str, str], dict[str, float]]]) -> None:
-        """Append users' (id, item → weight, item → time); users without a history are left
-        out."""
-        kept = [history for history in histories if history[2]]
+        """Append users' (id, item → weight, item → time), but the excluded items; users
+        without a history left are left out."""
+        kept = [(user, weights, self._kept(times)) for user, weights, times in histories]
+        kept = [history for history in kept if history[2]]
         if not kept:
             return
         rows, cols, weights, times = [], [], [], []
@@ -92,6 +95,11 @@ class Interactions:
         self._weights.append(np.array(weights, dtype=np.float32))
         self._times.append(np.array(times, dtype=np.float64))
         self.n_users += len(kept)
+
+    def _kept(self, item_times: dict[str, float]) -> dict[str, float]:
+        if not self.excluded:
+            return item_times
+        return {item: moment for item, moment in item_times.items() if item not in self.excluded}
 
     @property
     def user_ids(self) -> npt.NDArray[np.str_]:
@@ -152,18 +160,20 @@ def _joined(chunks: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
     return joined
 
 
-async def read_interactions(client: RedisClient, partitions: keys.Partitions) -> Interactions:
-    """Every user's history, partition by partition, a chunk of users at a time (each read is
-    consistent for its user), each user once; the order read in does not matter, the arrays
-    are put in a canonical one (:meth:`Interactions.arrays`)."""
-    interactions = Interactions()
+async def read_interactions(
+    client: RedisClient, partitions: keys.Partitions, excluded: frozenset[str] = frozenset()
+) -> Interactions:
+    """Every user's history but the ``excluded`` items, partition by partition, a chunk of
+    users at a time (each read is consistent for its user), each user once; the order read in
+    does not matter, the arrays are put in a canonical one (:meth:`Interactions.arrays`)."""
+    interactions = Interactions(excluded=excluded)
     for partition in partitions.all:
-        async for users in _user_pages(client, partition):
+        async for users in user_pages(client, partition):
             interactions.add_users(await _histories(client, partition, users))
     return interactions
 
 
-async def _user_pages(client: RedisClient, partition: keys.Partition) -> AsyncIterator[list[str]]:
+async def user_pages(client: RedisClient, partition: keys.Partition) -> AsyncIterator[list[str]]:
     """The partition's users, a page at a time, each once.
 
     ``ZSCAN``, not pages of ``ZRANGE`` by rank or by score: the set is ordered by when each
@@ -332,7 +342,8 @@ async def take_snapshot(
     # Taken before reading: any user updated after this moment may be newer than the snapshot,
     # which is how the recommender decides to fold a user's latest events in.
     created_at = datetime.now(UTC)
-    interactions = await read_interactions(client, partitions)
+    deleted: list[str] = await client.execute("ZRANGE", keys.DELETED_ITEMS, 0, -1)
+    interactions = await read_interactions(client, partitions, frozenset(deleted))
     counters = await pipeline_counters(client, partitions)
     window = await asyncio.to_thread(traffic_window, store, counters, snapshot)
     quality = check_quality(interactions, window, settings)
