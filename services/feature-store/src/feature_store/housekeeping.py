@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 0.25
 #: Deleted items forgotten per slow pass: each pass reads every user once to purge them.
-FORGET_ITEMS_PER_PASS = 100
+PER_PASS = 100
 
 
 @dataclass
@@ -178,9 +178,8 @@ class Housekeeping:
             await self._oldest_activatable_snapshot(),
         )
         old: list[str] = await self.redis.execute(
-            "ZRANGE", keys.DELETED_ITEMS, "-inf", f"({cutoff!r}", "BYSCORE",
-            "LIMIT", 0, FORGET_ITEMS_PER_PASS,
-        )  # fmt: skip
+            "ZRANGE", keys.DELETED_ITEMS, "-inf", f"({cutoff!r}", "BYSCORE", "LIMIT", 0, PER_PASS
+        )
         if not old:
             return
         for partition in self.partitions:
