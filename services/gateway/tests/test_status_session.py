@@ -388,6 +388,11 @@ def test_the_sessions_of_a_revoked_key_end_at_the_next_request(start: Any) -> No
     response = _page(revoked, token)
     assert response.status_code == 401
     assert "no longer configured" in response.json()["detail"]
-    # The same key given another role: the role is looked up again, and refused.
+    # The same key given another role: the role is looked up again, and refused; a browser is
+    # sent to the sign-in form (where that key is refused in words), its cookie dropped.
     demoted = start(api_keys="ck:client,ak:admin,vk:client")
     assert _page(demoted, token).status_code == 403
+    browser = _page(demoted, token, **BROWSER)
+    assert browser.status_code == 303
+    assert browser.headers["location"] == "/v1/status/login"
+    assert _cookie(browser)["max-age"] == "0"

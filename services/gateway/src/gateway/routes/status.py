@@ -175,9 +175,11 @@ async def status_page(
 ) -> Response:
     try:
         await _viewer(request, state, key, token)
-    except AuthenticationRequired:
+    except (AuthenticationRequired, PermissionDenied):
+        # A wrong key in the header is a script's mistake, not a page to sign in to; a browser
+        # whose session ended, or whose key has lost the viewer role, signs in again.
         if key is not None or not _wants_html(request):
-            raise  # a wrong key in the header is a script's mistake, not a page to sign in to
+            raise
         response = RedirectResponse(SIGN_IN, status_code=303, headers=_HEADERS)
         if token is not None:
             clear_session_cookie(
