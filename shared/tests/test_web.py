@@ -502,6 +502,17 @@ def test_a_head_is_counted_under_its_route_and_method(client: TestClient) -> Non
     assert _requests_total(text, "/things/{thing_id}", 200, "HEAD") == before + 1
 
 
+def test_a_method_of_a_clients_own_invention_is_counted_as_other(client: TestClient) -> None:
+    before = _requests_total(client.get("/metrics").text, "/things/{thing_id}", 405, "other")
+
+    for method in ("BREW", "PROPFIND", "X-SCAN-1"):  # h11 passes any token through
+        client.request(method, "/things/raw-id")
+
+    text = client.get("/metrics").text
+    assert _requests_total(text, "/things/{thing_id}", 405, "other") == before + 3
+    assert "BREW" not in text
+
+
 def test_metrics_label_unmatched_routes_without_the_raw_path(client: TestClient) -> None:
     client.get("/secret/raw/path/42")
 

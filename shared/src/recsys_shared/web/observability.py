@@ -28,6 +28,9 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _SLOW_REQUEST_SECONDS = 1.0
+#: Methods the metrics name; any other is ``other``: h11 (``--http h11``) passes any token a
+#: client sends as the method, and each would be a new series, kept for the process's life.
+_COUNTED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ObservabilityMiddleware:
@@ -69,7 +72,9 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            self._observe(template, method, status, elapsed)
+            self._observe(
+                template, method if method in _COUNTED_METHODS else "other", status, elapsed
+            )
             if self.access_log or status >= 500 or elapsed > _SLOW_REQUEST_SECONDS:
                 log.log(
                     logging.WARNING if status >= 500 else logging.INFO,
