@@ -1,11 +1,13 @@
 """That the references of a rendering resolve inside it: Service selectors and named target
-ports, HPA targets, PDB and ServiceMonitor selectors, Ingress backends, and what pods use
-(ServiceAccounts, ConfigMaps, Secrets, PVCs, volumes, named probe ports). An object created
+ports, HPA targets, PDB and ServiceMonitor selectors, Ingress backends, the Services a
+ConfigMap's internal ``*_URL``/``*_URLS`` settings name, and what pods use (ServiceAccounts,
+ConfigMaps, Secrets, PVCs, volumes, named probe ports). An object created
 outside kustomize is named as external (``KIND/NAME``); ``optional: true`` needs nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from manifests import (
     WORKLOAD_KINDS,
@@ -92,12 +94,29 @@ def _targets(rendering: Rendering, obj: Obj) -> Iterator[str]:
             yield f"{ident(obj)}: selector matches no pod template"
     elif kind == "ServiceMonitor":
         yield from _service_monitor(rendering, obj)
+    elif kind == "ConfigMap":
+        yield from _internal_urls(rendering, obj)
     elif kind == "Ingress":
         for rule in spec.get("rules", []):
             for path in rule.get("http", {}).get("paths", []):
                 backend = path["backend"]["service"]["name"]
                 if not rendering.exists("Service", backend):
                     yield f"{ident(obj)}: backend Service/{backend} is absent"
+
+
+def _internal_urls(rendering: Rendering, config: Obj) -> Iterator[str]:
+    """A setting that names a service of the cluster by its short name (``http://name:port``,
+    as RECOMMENDER_URLS and FEATURE_STORE_URL do) names a Service of the rendering."""
+    for setting, value in (config.get("data") or {}).items():
+        if not setting.endswith(("_URL", "_URLS")):
+            continue
+        for url in str(value).split(","):
+            parts = urlsplit(url.strip())
+            host = parts.hostname or ""
+            # A short name: no dots (a domain, an IPv4 address), no colons (IPv6).
+            short_name = parts.scheme == "http" and host.replace("-", "_").isidentifier()
+            if short_name and host != "localhost" and not rendering.exists("Service", host):
+                yield f"{ident(config)}: {setting} names Service/{host}, absent"
 
 
 def _service_monitor(rendering: Rendering, monitor: Obj) -> Iterator[str]:

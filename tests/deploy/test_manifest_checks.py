@@ -122,7 +122,11 @@ def rendering() -> list[Obj]:
             },
         ),
         named("ServiceAccount", "recsys"),
-        named("ConfigMap", "settings"),
+        named(
+            "ConfigMap",
+            "settings",
+            data={"RECOMMENDER_URLS": "http://recommender:8101", "ARTIFACT_URL": "s3://b/p"},
+        ),
         named("PersistentVolumeClaim", "data"),
     ]
 
@@ -197,6 +201,12 @@ def _remove(kind: str, name: str) -> Callable[[list[Obj]], None]:
     return breakage
 
 
+def _url_to_nowhere(objects: list[Obj]) -> None:
+    find(objects, "ConfigMap", "settings")["data"]["RECOMMENDER_URLS"] = (
+        "http://recommender-pods:8101"
+    )
+
+
 def _mount_undefined(objects: list[Obj]) -> None:
     container(objects)["volumeMounts"].append({"name": "cache", "mountPath": "/cache"})
 
@@ -214,6 +224,7 @@ def _probe_unknown_port(objects: list[Obj]) -> None:
         (_budget_for_nobody, "PodDisruptionBudget/recommender: selector matches no pod template"),
         (_monitor_absent_port, "ServiceMonitor/recommender: endpoint port 'metrics' is on no"),
         (_ingress_to_nowhere, "Ingress/gateway: backend Service/api is absent"),
+        (_url_to_nowhere, "ConfigMap/settings: RECOMMENDER_URLS names Service/recommender-pods"),
         (_mount_undefined, "container recommender: mounts undefined volume 'cache'"),
         (_probe_unknown_port, "container recommender: readinessProbe uses unknown port 'admin'"),
     ],

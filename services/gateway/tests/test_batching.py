@@ -12,6 +12,7 @@ import pytest
 
 from gateway.batching import UserListBatcher
 from gateway.clients import RecommenderClient
+from gateway.replicas import Replicas
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.schemas import RecommendationQuery, Recommendations, Strategy
 
@@ -34,7 +35,7 @@ def _per_user(request: httpx.Request) -> httpx.Response:
 
 def _batcher(upstream: Any, handler: Any = _per_user, *, max_lists: int = 64) -> UserListBatcher:
     upstream.service.handler = handler
-    client = RecommenderClient(upstream, URLS, failures=3, reset_seconds=5.0)
+    client = RecommenderClient(upstream, Replicas(URLS, failures=3, reset_seconds=5.0))
     return UserListBatcher(client, max_lists=max_lists)
 
 

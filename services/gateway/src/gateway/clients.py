@@ -11,10 +11,8 @@ client's to retry (a retry storm is theirs to pace).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -25,6 +23,7 @@ from opentelemetry import propagate
 from pydantic import BaseModel, ValidationError
 
 from gateway import metrics
+from gateway.replicas import Replica, Replicas
 from recsys_shared.errors import (
     InvalidInput,
     ModelUnavailable,
@@ -79,42 +78,6 @@ class Upstream(Protocol):
     ) -> HttpResponse: ...
 
 
-class CircuitBreaker:
-    """Closed → open after ``failures`` consecutive failures; after ``reset_seconds`` one trial
-    request is let through (half-open); its success closes the breaker, its failure re-opens it."""
-
-    def __init__(self, name: str, *, failures: int, reset_seconds: float) -> None:
-        self.name = name
-        self.threshold = failures
-        self.reset_seconds = reset_seconds
-        self.failures = 0
-        self.opened_at: float | None = None
-        metrics.BREAKER_OPEN.labels(name).set(0)  # the series exists before anything fails
-
-    def allows(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if time.monotonic() - self.opened_at >= self.reset_seconds:
-            self.opened_at = time.monotonic()  # half-open: this caller is the one trial
-            return True
-        return False
-
-    def succeeded(self) -> None:
-        if self.opened_at is not None:
-            log.info("circuit to %s closed", self.name)
-            metrics.BREAKER_OPEN.labels(self.name).set(0)
-        self.failures = 0
-        self.opened_at = None
-
-    def failed(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            if self.opened_at is None:
-                log.warning("circuit to %s opened after %d failures", self.name, self.failures)
-            self.opened_at = time.monotonic()
-            metrics.BREAKER_OPEN.labels(self.name).set(1)
-
-
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 
@@ -151,36 +114,20 @@ class Answer:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Replica:
-    url: str
-    origin: Origin
-    breaker: CircuitBreaker
-
-
 class RecommenderClient:
-    """Spreads reads over the replicas round-robin, skipping those whose breaker is open."""
+    """Spreads reads over the replicas (``gateway.replicas``) round-robin, skipping those whose
+    breaker is open."""
 
-    def __init__(
-        self, http: Upstream, urls: list[str], *, failures: int, reset_seconds: float
-    ) -> None:
+    def __init__(self, http: Upstream, replicas: Replicas) -> None:
         self.http = http
-        self.replicas = [
-            _Replica(
-                url,
-                Origin.from_url(url),
-                CircuitBreaker(url, failures=failures, reset_seconds=reset_seconds),
-            )
-            for url in urls
-        ]
-        self._next = itertools.cycle(range(len(self.replicas)))
+        self.replicas = replicas
 
     async def get(self, target: str) -> Answer:
         """``GET target`` (path and query) from the replicas in turn until one answers; at most
         one attempt per replica."""
         headers = _headers().items()
 
-        async def send(replica: _Replica) -> HttpResponse:
+        async def send(replica: Replica) -> HttpResponse:
             return await self.http.get(replica.origin, target, headers)
 
         return await self._first_answer(send, _parse_recommendations)
@@ -192,7 +139,7 @@ class RecommenderClient:
         during a rolling update)."""
         headers = _headers().items()
 
-        async def send(replica: _Replica) -> HttpResponse:
+        async def send(replica: Replica) -> HttpResponse:
             return await self.http.post(replica.origin, BATCH_TARGET, body, headers=headers)
 
         return await self._first_answer(send, lambda response: _parse_batch(response, count))
@@ -204,7 +151,7 @@ class RecommenderClient:
         next polls for experiments."""
         headers = list(_headers().items())
         answered = 0
-        for replica in self.replicas:
+        for replica in self.replicas.current:
             try:
                 response = await self.http.post(
                     replica.origin, f"/models/{version}/prepare", b"", headers=headers
@@ -223,13 +170,11 @@ class RecommenderClient:
 
     async def _first_answer(
         self,
-        send: Callable[[_Replica], Awaitable[HttpResponse]],
+        send: Callable[[Replica], Awaitable[HttpResponse]],
         parse: Callable[[HttpResponse], T],
     ) -> T:
-        start = next(self._next)
         last_error = "every replica's circuit is open"
-        for offset in range(len(self.replicas)):
-            replica = self.replicas[(start + offset) % len(self.replicas)]
+        for replica in self.replicas.in_turn():
             breaker = replica.breaker
             if not breaker.allows():
                 continue

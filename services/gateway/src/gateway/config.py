@@ -42,6 +42,9 @@ class Settings(ServingSettings, TaskQueueSettings, FeatureStoreClientSettings):
     recommender_urls: Annotated[list[str], NoDecode] = Field(
         default=["http://127.0.0.1:8101"], description="Comma-separated recommender replicas."
     )
+    #: > 0: every address the URLs' host names resolve to is a replica (a headless Service's
+    #: pods), looked up again this often (``gateway.replicas``); 0: the URLs as written.
+    recommender_discovery_seconds: float = Field(default=0.0, ge=0)
     recommender_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
     feature_store_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     breaker_failures: int = Field(

@@ -21,6 +21,7 @@ from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
 from gateway.rejects import on_invalid_input
+from gateway.replicas import Replicas
 from gateway.routes import (
     drift,
     events,
@@ -159,16 +160,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _recommender_client(settings: Settings, stack: AsyncExitStack) -> RecommenderClient:
-    """The keep-alive client to the recommender replicas, with their circuit breakers."""
+async def _recommender_client(settings: Settings, stack: AsyncExitStack) -> RecommenderClient:
+    """The keep-alive client to the recommender replicas, with their circuit breakers; the
+    replicas looked up again every ``RECOMMENDER_DISCOVERY_SECONDS`` when it is set."""
     http = HttpClient(timeout=settings.recommender_timeout_seconds, max_connections_per_origin=100)
     stack.push_async_callback(http.aclose)
-    return RecommenderClient(
-        http,
+    replicas = Replicas(
         settings.recommender_urls,
         failures=settings.breaker_failures,
         reset_seconds=settings.breaker_reset_seconds,
     )
+    if every := settings.recommender_discovery_seconds:
+        await replicas.refresh()
+        refresher = asyncio.create_task(replicas.keep_refreshing(every), name="replicas")
+        stack.push_async_callback(stop_tasks, refresher)
+    return RecommenderClient(http, replicas)
 
 
 async def _feature_store_client(settings: Settings, stack: AsyncExitStack) -> FeatureStoreClient:
@@ -238,7 +244,7 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
     main, ephemeral = read_path.main, read_path.ephemeral
     clients = await _clients(settings, stack, main)
     await _check_durability(settings, main, clients["broker"])
-    recommenders = _recommender_client(settings, stack)
+    recommenders = await _recommender_client(settings, stack)
     feature_store = await _feature_store_client(settings, stack)
     tasks = _task_queue(settings, stack, clients["broker"])
     limiter = _rate_limiter(settings, stack, ephemeral)
