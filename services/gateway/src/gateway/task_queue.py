@@ -7,6 +7,8 @@ results through kombu, and the records of which task ids this API enqueued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from typing import Any
 
 import kombu.exceptions
@@ -15,7 +17,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from recsys_shared import keys
-from recsys_shared.errors import StoreUnavailable, UnknownTask
+from recsys_shared.errors import RecsysError, StoreUnavailable, UnknownTask
 from recsys_shared.logging import request_id_var
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import TaskState
@@ -51,17 +53,22 @@ class TaskQueue:
         )
 
     async def send(self, name: str, kwargs: dict[str, Any]) -> str:
+        """Enqueue task ``name``; its id. The record goes first: a record that cannot be
+        written leaves nothing enqueued, so the client's retry (after the 503) makes the only
+        task, and a task that cannot be published takes its record back."""
+        task_id = str(uuid.uuid4())  # as Celery would make it
+        record = keys.task_record(task_id)
+        await self.redis.execute("SET", record, name, "EX", self.record_ttl_seconds)
         headers = {REQUEST_ID_HEADER: request_id_var.get() or ""}
         try:
-            result = await asyncio.to_thread(
-                self.celery.send_task, name, kwargs=kwargs, headers=headers
+            await asyncio.to_thread(
+                self.celery.send_task, name, kwargs=kwargs, headers=headers, task_id=task_id
             )
         except _BROKER_ERRORS as error:
+            with contextlib.suppress(RecsysError):  # else it expires with its TTL
+                await self.redis.execute("DEL", record)
             raise StoreUnavailable("The task queue is unavailable; retry shortly.") from error
-        await self.redis.execute(
-            "SET", keys.task_record(result.id), name, "EX", self.record_ttl_seconds
-        )
-        return str(result.id)
+        return task_id
 
     async def state(self, task_id: str) -> TaskState:
         if not await self.redis.execute("EXISTS", keys.task_record(task_id)):
