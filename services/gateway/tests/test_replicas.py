@@ -4,6 +4,7 @@ and the set follows the pods as they come and go."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -13,8 +14,10 @@ from prometheus_client import REGISTRY
 
 from gateway.clients import RecommenderClient
 from gateway.replicas import Replicas, resolve_all
+from recsys_shared.background import stop_tasks
 from recsys_shared.errors import UpstreamUnavailable
 from recsys_shared.schemas import Recommendations, Strategy
+from recsys_shared.testing import eventually
 
 SERVICE = "http://recommender-pods:8101"
 
@@ -110,6 +113,26 @@ async def test_the_replicas_follow_the_pods_keeping_the_breakers_of_those_that_s
     assert replicas.current[0].breaker is staying
     assert staying.failures == 1
     assert _breaker_gauge(gone) is None  # no series left behind by every pod ever run
+
+
+async def test_the_replicas_are_looked_up_again_while_the_gateway_runs() -> None:
+    dns = Dns("10.0.0.1")
+    replicas = await _discovered(dns)
+    refresher = asyncio.create_task(replicas.keep_refreshing(0.01))
+    try:
+        dns.addresses = ["10.0.0.4", "10.0.0.5"]  # a rollout replaced the pod
+
+        async def followed() -> bool:
+            return len(replicas.current) == 2
+
+        await eventually(followed, within=5)
+    finally:
+        await stop_tasks(refresher)
+
+    assert [replica.url for replica in replicas.current] == [
+        "http://10.0.0.4:8101",
+        "http://10.0.0.5:8101",
+    ]
 
 
 @pytest.mark.parametrize("outage", ["lookup fails", "no address"])

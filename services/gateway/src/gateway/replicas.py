@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from gateway import metrics
+from recsys_shared.background import repeat
 from recsys_shared.fastpath.http_client import Origin
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,10 @@ class Replicas:
             return
         self.current = self._replicas(found)
 
-    async def keep_refreshing(self, every_seconds: float) -> None:
-        while True:
-            await asyncio.sleep(every_seconds)
-            await self.refresh()
+    async def keep_refreshing(self, every_seconds: float) -> NoReturn:
+        """:meth:`refresh` every ``every_seconds`` until cancelled; an address that makes no
+        URL is logged and the loop goes on."""
+        await repeat(self.refresh, pause=every_seconds, survives=(ValueError,), on_error=_logged)
 
     async def _addresses_of(self, base: str) -> list[str]:
         parts = urlsplit(base)
@@ -144,5 +145,9 @@ class Replicas:
 
 
 def _bracketed(address: str) -> str:
-    """An address as a URL's host: an IPv6 one in brackets."""
-    return f"[{address}]" if ipaddress.ip_address(address).version == 6 else address
+    """An address as a URL's host: an IPv6 one (the only kind with colons) in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
+def _logged(error: ValueError) -> None:
+    log.warning("recommender discovery: replicas kept: %s", error)
