@@ -4,7 +4,6 @@ user's own key."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,18 +14,14 @@ import pytest
 
 from recsys_shared.processes import free_port
 
+from .conftest import LoadScript
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def demo() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_run_demo", ROOT / "scripts" / "demo.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_run_demo"] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def demo(load_script: LoadScript) -> ModuleType:
+    return load_script("demo")
 
 
 def test_the_demo_uses_the_first_client_and_admin_keys_of_api_keys(demo: ModuleType) -> None:

@@ -4,41 +4,20 @@ start fails, instead of leaving them running for the next `make run` to stumble 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import socket
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import redis
 
 from recsys_shared.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _make_run(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """scripts/run.py under a name of its own (loadtests/run.py is another `run`)."""
-    spec = importlib.util.spec_from_file_location("make_run", ROOT / "scripts" / "run.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "make_run", module)  # its dataclasses look it up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False
+from .conftest import LoadScript
 
 
 def test_a_start_that_fails_after_starting_redis_stops_that_redis(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_script: LoadScript
 ) -> None:
-    run = _make_run(monkeypatch)
+    run = load_script("run")
     monkeypatch.setattr(run, "DATA", tmp_path)  # never the checkout's own .data
     monkeypatch.setattr(run, "stop_on_signals", lambda stop: None)  # the test's own handlers
     data_port = free_port()
@@ -52,7 +31,7 @@ def test_a_start_that_fails_after_starting_redis_stops_that_redis(
             run.main()
 
         assert (tmp_path / "redis").is_dir()  # the data Redis had been started there...
-        assert not _listening(data_port)  # ...and was stopped
+        assert not run.listening(data_port)  # ...and was stopped
     finally:
         with contextlib.suppress(redis.exceptions.ConnectionError):
             redis.Redis(port=data_port).shutdown(nosave=True)
