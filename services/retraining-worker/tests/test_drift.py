@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from recsys_shared import keys
@@ -27,7 +29,7 @@ from retraining_worker.config import Settings
 from retraining_worker.data import Interactions
 from retraining_worker.drift import check_drift, read_window
 from retraining_worker.lock import training_lock
-from retraining_worker.psi import psi, psi_from_shares
+from retraining_worker.psi import psi, psi_from_shares, top_items_for
 from retraining_worker.rollback import maybe_roll_back
 from retraining_worker.selection import Plan
 from retraining_worker.training import Snapshot, _register, _train_and_evaluate
@@ -74,6 +76,15 @@ def test_psi_puts_items_beyond_the_top_in_other() -> None:
     assert psi(training, recent, top=4) > 0.01
 
 
+@pytest.mark.parametrize(
+    ("window_events", "top"), [(0, 1), (99, 1), (1_000, 10), (2_050, 20), (5_000, 50), (10**6, 50)]
+)
+def test_psi_names_one_top_item_a_side_per_hundred_window_events(
+    window_events: int, top: int
+) -> None:
+    assert top_items_for(window_events, events_per_bin=100, most=50) == top
+
+
 # ── a tiny active model on disk and in the registry ───────────────────────────────────────
 def _training_counts(data: Interactions) -> Counter[str]:
     return Counter(str(data.item_ids[col]) for col in data.cols)
@@ -89,6 +100,7 @@ def drift_settings(settings: Settings) -> Settings:
             "drift_unknown_share_threshold": 0.3,
             "drift_cooldown_seconds": 600,
             "drift_top_items": 10,
+            "drift_events_per_bin": 10,
             "event_partitions": PARTITIONS.count,
         }
     )
@@ -308,6 +320,51 @@ async def test_psi_compares_the_window_with_the_newest_training_interactions(
         assert report.psi == pytest.approx(0.0, abs=1e-9)
     else:
         assert report.psi > settings.drift_psi_threshold
+
+
+def long_tail_sample(generator: np.random.Generator, count: int) -> npt.NDArray[np.int64]:
+    """``count`` item indices from a long-tail (Zipf-like) distribution over 5,000 items."""
+    weights = 1.0 / np.arange(1, 5_001) ** 0.6
+    return generator.choice(5_000, size=count, p=weights / weights.sum())
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+async def test_a_small_window_is_judged_on_bins_its_size_supports(
+    redis_client: RedisClient,
+    drift_settings: Settings,
+    write_snapshot: WriteSnapshot,
+    make_interactions: MakeInteractions,
+    shifted: bool,
+) -> None:
+    """1,000 events drawn from the training data's own long-tail distribution are no drift,
+    though 50 bins a side would read chance alone as drift; a fifth of them moved to 20 items
+    of the tail is."""
+    generator = np.random.default_rng(3)
+    trained = long_tail_sample(generator, 4_000)
+    data = make_interactions([n % 400 for n in range(4_000)], trained.tolist(), n_items=5_000)
+    await publish_trained_on(redis_client, drift_settings, write_snapshot, data)
+    window = long_tail_sample(generator, 1_000)
+    if shifted:
+        window[:200] = 200 + generator.integers(0, 20, size=200)
+    events = [(f"u{n % 400}", f"i{item}", "view") for n, item in enumerate(window)]
+    await record_window(redis_client, events)
+    settings = drift_settings.model_copy(
+        update={"drift_min_events": 1_000, "drift_top_items": 50, "drift_events_per_bin": 100}
+    )
+
+    report = await run(redis_client, settings, Sender())
+
+    assert report.psi_top_items == 10
+    assert report.psi is not None
+    if shifted:
+        assert report.status == "drift"
+        assert report.reasons[0].startswith("item popularity PSI"), report.reasons
+    else:
+        assert report.status == "ok", report.reasons
+        assert report.psi < settings.drift_psi_threshold / 4
+        # What 50 bins a side made of the same two samples: drift, by chance alone.
+        fixed = psi(_training_counts(data), Counter(f"i{item}" for item in window), top=50)
+        assert fixed > settings.drift_psi_threshold
 
 
 async def test_too_few_events_never_trigger(

@@ -112,8 +112,12 @@ class Settings(TaskQueueSettings, FeatureStoreClientSettings):
         default=1000, ge=1, description="Fewer events in the window: no verdict, no trigger."
     )
     drift_top_items: int = Field(
-        default=50, ge=1, description="PSI bins: the top items of each side, plus 'other'."
+        default=50, ge=1, description="PSI bins: top items a side, at most."
     )
+    #: PSI names one top item of each side (plus "other") per this many of the window's events,
+    #: so that chance alone stays far below the threshold on a small window
+    #: (``psi.top_items_for``).
+    drift_events_per_bin: int = Field(default=100, ge=1)
     #: PSI's reference: the training snapshot's newest interactions, this many times the
     #: window's events (0: the whole snapshot; see ``drift.TrainingProfile.reference_counts``).
     drift_reference_factor: int = Field(default=4, ge=0)

@@ -4,12 +4,12 @@ The feature-store's apply script counts every applied event into hour buckets of
 (items, users, event types, online hits per serving version; see ``recsys_shared.keys``). A
 check sums the last ``drift_window_hours`` buckets of every partition and compares them with
 what the active model was trained on: the item distribution of its snapshot's newest
-interactions (PSI over the top items plus an "other" bucket, ``psi.py``; see
-:meth:`TrainingProfile.reference_counts`) and the users and items its id tables know. Past a
-threshold it enqueues a retrain, at most once per cool-down across every monitor (a Redis
-``SET NX EX``); the training itself is serialised by the training lock. Each check also lets
-``rollback.py`` judge a recent promotion by its online hit rate. The Celery task only calls
-:func:`run_drift_check`.
+interactions (PSI over the top items, as many as the window's size supports, plus an "other"
+bucket, ``psi.py``; see :meth:`TrainingProfile.reference_counts`) and the users and items its
+id tables know. Past a threshold it enqueues a retrain, at most once per cool-down across every
+monitor (a Redis ``SET NX EX``); the training itself is serialised by the training lock. Each
+check also lets ``rollback.py`` judge a recent promotion by its online hit rate. The Celery
+task only calls :func:`run_drift_check`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import DriftReport, ModelInfo, OnlineHitRate
 from retraining_worker import metrics
 from retraining_worker.config import Settings
-from retraining_worker.psi import psi
+from retraining_worker.psi import psi, top_items_for
 from retraining_worker.rollback import maybe_roll_back
 
 log = logging.getLogger(__name__)
@@ -216,13 +216,14 @@ def compute_report(
     window_items = sum(window.items.values())
     reference = profile.reference_counts(window_items, settings.drift_reference_factor)
     if reference and window_items:
-        report.psi = psi(
-            reference,
-            window.items,
-            top=settings.drift_top_items,
-            epsilon=settings.drift_psi_epsilon,
+        top = top_items_for(
+            window_items,
+            events_per_bin=settings.drift_events_per_bin,
+            most=settings.drift_top_items,
         )
+        report.psi = psi(reference, window.items, top=top, epsilon=settings.drift_psi_epsilon)
         report.psi_reference = int(sum(reference.values()))
+        report.psi_top_items = top
     report.unknown_user_share = _unknown_share(window.users, profile.known_users)
     report.unknown_item_share = _unknown_share(window.items, profile.known_items)
     if total < settings.drift_min_events:

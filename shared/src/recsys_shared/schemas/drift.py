@@ -39,6 +39,11 @@ class DriftReport(BaseModel):
         description="How many of the training snapshot's newest interactions the PSI "
         "compared the window with (DRIFT_REFERENCE_FACTOR times the window's events).",
     )
+    psi_top_items: int | None = Field(
+        default=None,
+        description="Top items of each side the PSI named as bins: one per DRIFT_EVENTS_PER_BIN "
+        "of the window's events, at most DRIFT_TOP_ITEMS.",
+    )
     unknown_user_share: float | None = Field(
         default=None, description="Share of the window's events by users the model does not know."
     )
