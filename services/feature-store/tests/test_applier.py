@@ -445,6 +445,41 @@ async def test_an_event_received_before_its_users_erasure_is_dropped_and_one_aft
     assert await stream.pending() == 0  # the dropped event is acknowledged too
 
 
+class SkewedClock:
+    """A host's clock ``skew`` seconds off the Redis server's (this machine's)."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+
+@pytest.mark.parametrize(
+    ("gateway_skew", "feature_store_skew"),
+    [(60.0, 0.0), (0.0, -60.0)],
+    ids=["gateway-clock-ahead", "feature-store-clock-behind"],
+)
+async def test_an_event_that_entered_before_the_erasure_is_dropped_whatever_the_hosts_clocks(
+    redis_client, sync_redis, stream, applier, make_event, monkeypatch, gateway_skew,
+    feature_store_skew,
+):  # fmt: skip
+    """The gateway stamps ``received_at`` and the feature-store erases by their own clocks; a
+    minute of skew either way still drops an event that was in the stream before the erasure
+    (the tombstone and the entry's id both come from the partition's Redis)."""
+    monkeypatch.setattr("feature_store.erasure.time", SkewedClock(feature_store_skew))
+    eraser = Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client)
+    sent_before = make_event("u1", "old", received_at=time.time() + gateway_skew)
+    in_flight = await stream.deliver([sent_before])
+    await eraser.erase("u1")
+
+    result = await applier.apply(P0, in_flight, now=time.time())
+
+    assert result == ApplyResult(applied=0, duplicates=0, erased=1)
+    assert weights_of(sync_redis, "u1") == {}
+    assert "u1" not in users_of(sync_redis)
+
+
 # ── drift window counters ─────────────────────────────────────────────────────────────────
 async def test_applied_events_are_counted_in_the_hour_bucket(
     sync_redis, stream, applier, make_event

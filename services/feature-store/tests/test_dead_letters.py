@@ -223,17 +223,19 @@ async def test_an_invalid_event_of_a_user_erased_after_it_was_received_is_droppe
 
     in_flight = await stream.add_raw(invalid("gone", received_at=time.time()))
     untimed = await stream.add_raw(invalid("gone"))  # entered the stream before the erasure
+    # Stamped by a gateway whose clock runs a minute ahead: its entry's id still tells.
+    ahead = await stream.add_raw(invalid("gone", received_at=time.time() + 60))
     neighbour = await stream.add_raw(invalid("stays", received_at=time.time()))
     await Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client).erase("gone")
     later = await stream.add_raw(invalid("gone", received_at=time.time()))  # a new life
     # Not even JSON: no user to check, so it is kept, as every unreadable entry is.
     unreadable = await stream.add_raw({keys.EVENT_FIELD: "gone, not JSON"})
 
-    assert await read_once(consumer) == 5
+    assert await read_once(consumer) == 6
 
     kept = {entry["stream_id"] for entry in await stream.dead_letters()}
     assert kept == {neighbour, later, unreadable}
-    assert not kept & {in_flight, untimed}
+    assert not kept & {in_flight, untimed, ahead}
     stats = sync_redis.hgetall(P0.stats)
-    assert (stats["dead_letters"], stats["erased"]) == ("3", "2")
+    assert (stats["dead_letters"], stats["erased"]) == ("3", "3")
     assert await stream.pending() == 0

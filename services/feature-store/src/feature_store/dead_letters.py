@@ -99,12 +99,11 @@ def _owner(letter: DeadLetter) -> tuple[str, str]:
     user_id = event.get("user_id") if isinstance(event, dict) else None
     if not isinstance(user_id, str):
         return "", ""
+    # Without a received_at, the script goes by the entry's id alone: an event is received
+    # before its entry enters the stream, so an entry that entered before the erasure was
+    # received before it too.
     received_at = _seconds(event.get("received_at"))
-    if received_at is None:
-        # An event is received before its entry enters the stream, so the entry id's time is
-        # a late bound: an entry that entered before the erasure was received before it too.
-        received_at = int(letter.stream_id.partition("-")[0]) / 1000
-    return keys.user_digest(user_id), repr(received_at)
+    return keys.user_digest(user_id), "" if received_at is None else repr(received_at)
 
 
 def _seconds(value: object) -> float | None:

@@ -4,7 +4,9 @@ Both go through one script per partition (``lua/forget_user.lua``) that deletes 
 the data tier holds of the user: features, idempotency markers, the lists experiments served
 them, membership, drift counts and dead letters. An erasure also leaves a tombstone (a digest
 of the id, never the id) that makes the applier drop events the user sent before it, so
-nothing in flight brings them back; the tombstones go after ``ERASURE_TOMBSTONE_DAYS``. The
+nothing in flight brings them back; the tombstones go after ``ERASURE_TOMBSTONE_DAYS``. A
+tombstone is stamped by the partition's Redis, whose clock also names the stream's entries,
+so hosts' clocks that disagree cannot let an event in flight through (``lua/apply.lua``). The
 ephemeral Redis's cached lists and served-list records of the user go too, and once more
 ``ERASURE_RESWEEP_SECONDS`` later: a list computed from features read just before the erasure
 is recorded (and cached) without waiting for the answer, so its write may land after the
@@ -43,7 +45,6 @@ def _layout(partition: keys.Partition, *, now: float, cutoff: float) -> str:
             "dead": partition.dead_letters,
             "drift_users": [partition.drift(bucket).users for bucket in buckets],
             "entry_field": keys.DEAD_ENTRY,
-            "now": now,
             "cutoff": cutoff,
         }
     )

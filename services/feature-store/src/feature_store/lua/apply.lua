@@ -76,6 +76,17 @@ end
 
 local pending = still_pending()
 local erased_at = erased_at_of()
+
+local function sent_before_erasure(event)
+  -- Received no later than its user's tombstone, by either clock: the gateway's received_at,
+  -- or the entry's id (this Redis's clock, which stamped the tombstone), so a gateway whose
+  -- clock runs ahead cannot slip in an event sent before the erasure. Within the hosts' skew
+  -- the erasure wins: an event sent just after it by a gateway whose clock runs behind is
+  -- dropped too.
+  local entered = tonumber(string.match(event[1], '^%d+')) / 1000
+  return math.min(event[11], entered) <= erased_at[event[12]]
+end
+
 local acknowledged = {}
 
 local function claim(stream_id)
@@ -93,7 +104,7 @@ for _, event in ipairs(batch) do
   local weight, ts, is_rating, step = event[4], event[5], event[6], event[7]
   if not claim(stream_id) then
     redelivered = redelivered + 1
-  elseif event[11] <= erased_at[event[12]] then
+  elseif sent_before_erasure(event) then
     erased = erased + 1  -- sent before its user was erased: never resurrects them
   else
     local items_key = L.user_prefix .. user .. L.items_suffix

@@ -16,17 +16,20 @@ local L = cjson.decode(ARGV[1])
 local counts = {moved = 0, redelivered = 0, erased = 0}
 local outcomes = {}
 
-local function erased_since(digest, received_at)
-  -- apply.lua's test: received no later than its user's tombstone (none: never erased).
+local function erased_since(stream_id, digest, received_at)
+  -- apply.lua's test: received no later than its user's tombstone (none: never erased), by
+  -- the entry's received_at ('' when it has none) or its id, whichever is earlier.
   if digest == '' then return false end
-  return tonumber(received_at) <= tonumber(redis.call('HGET', L.erased, digest) or '0')
+  local entered = tonumber(string.match(stream_id, '^%d+')) / 1000
+  local received = math.min(tonumber(received_at) or entered, entered)
+  return received <= tonumber(redis.call('HGET', L.erased, digest) or '0')
 end
 
 for i = 2, #ARGV, 6 do
   local outcome = 'moved'
   if redis.call('XACK', KEYS[1], L.group, ARGV[i]) == 0 then
     outcome = 'redelivered'
-  elseif erased_since(ARGV[i + 4], ARGV[i + 5]) then
+  elseif erased_since(ARGV[i], ARGV[i + 4], ARGV[i + 5]) then
     outcome = 'erased'
   else
     redis.call('XADD', L.dead, 'MAXLEN', '~', L.cap, '*', L.stream_id_field, ARGV[i],

@@ -5,12 +5,17 @@
 -- drops the events they sent before it (a digest of the id, never the id).
 -- KEYS[1]: the partition's users set (every key below shares its hash tag).
 -- ARGV[1]: the layout, JSON {user_prefix, suffixes: [...], erased, dead, drift_users: [...],
---          entry_field, now, cutoff}; cutoff > 0 forgets a user only if still silent since
+--          entry_field, cutoff}; cutoff > 0 forgets a user only if still silent since
 --          then (retention), 0 forgets unconditionally (erasure).
 -- ARGV[2..]: pairs (user id, digest for the tombstone or '' for none).
 -- Returns how many of them had features, markers or membership to forget (an erasure of a
 -- user the partition never knew changes no snapshot, so it starts no new data generation).
 local L = cjson.decode(ARGV[1])
+-- A tombstone is stamped by this Redis's clock, the one that names the partition's stream
+-- entries, so an entry's id says whether it entered before the erasure whatever the clocks of
+-- the hosts that stamped and applied it (apply.lua, dead_letter.lua).
+local clock = redis.call('TIME')
+local erased_at = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local forgotten = 0
 local removed, any_removed = {}, false
 for i = 2, #ARGV, 2 do
@@ -23,7 +28,7 @@ for i = 2, #ARGV, 2 do
     end
     redis.call('ZREM', KEYS[1], user)
     for _, bucket in ipairs(L.drift_users) do redis.call('HDEL', bucket, user) end
-    if digest ~= '' then redis.call('HSET', L.erased, digest, L.now) end
+    if digest ~= '' then redis.call('HSET', L.erased, digest, erased_at) end
     removed[user], any_removed = true, true
     if last or deleted > 0 then forgotten = forgotten + 1 end
   end
