@@ -327,11 +327,3 @@ class FeatureStoreClient:
 
     async def erase_user(self, user_id: str) -> None:
         await self._call("DELETE", f"/users/{segment(user_id)}")
-
-    async def latest_snapshot(self) -> dict[str, Any] | None:
-        try:
-            response = await self._call("GET", "/snapshots/latest")
-        except NotFound:
-            return None
-        body: dict[str, Any] = response.json()
-        return body
