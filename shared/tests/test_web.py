@@ -46,13 +46,13 @@ PROBLEM = "application/problem+json"
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _build_app(checks: dict[str, str]) -> FastAPI:
+def _build_app(checks: dict[str, str], max_body_bytes: int = MAX_BODY) -> FastAPI:
     app = FastAPI()
 
     async def readiness(_: Request) -> dict[str, str]:
         return dict(checks)
 
-    web.install(app, readiness=readiness, max_body_bytes=MAX_BODY)
+    web.install(app, readiness=readiness, max_body_bytes=max_body_bytes)
 
     @app.get("/things/{thing_id}")
     async def get_thing(thing_id: str) -> dict[str, str]:
@@ -240,6 +240,27 @@ def test_malformed_json_is_a_problem_naming_the_body_and_where_it_breaks(
     assert error["message"] == "is not valid JSON: Extra data at character 16"
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"events": ["caf\xe9"]}', "is not valid JSON: byte 16 is not UTF-8 (0xe9)"),
+        (b'{"events": [' + b"9" * 5_000 + b"]}", "is not valid JSON: Exceeds the limit"),
+        (b"[" * 100_000 + b"]" * 100_000, "is not valid JSON: nested too deep to read"),
+    ],
+    ids=["not-utf-8", "integer-of-5000-digits", "nested-100000-deep"],
+)
+def test_json_the_decoder_cannot_read_is_a_422_naming_the_body(body: bytes, message: str) -> None:
+    """FastAPI's own answer is a bare 400 ("There was an error parsing the body")."""
+    with TestClient(_build_app({}, max_body_bytes=1_048_576)) as client:
+        response = client.post(
+            "/events", content=body, headers={"content-type": "application/json"}
+        )
+
+    [error] = _assert_problem(response, 422)["errors"]
+    assert (error["field"], error["type"]) == ("body", "json_invalid")
+    assert error["message"].startswith(message)
+
+
 @pytest.mark.parametrize("headers", [{"content-type": "text/plain"}, {}])
 def test_a_json_body_without_the_json_content_type_says_so(
     client: TestClient, headers: dict[str, str]
@@ -357,6 +378,17 @@ def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
     assert body["detail"] == "Nothing is served at /no/such/route."
     long = _assert_problem(client.get("/" + "x" * 5000), 404)
     assert long["detail"] == "Nothing is served at /" + "x" * 199 + "…."
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_trailing_slash_is_a_404_problem_not_a_redirect(client: TestClient, method: str) -> None:
+    response = client.request(
+        method, "/things/a/", headers={"Host": "evil.example"}, follow_redirects=False
+    )
+
+    body = _assert_problem(response, 404)
+    assert body["detail"] == "Nothing is served at /things/a/."
+    assert "location" not in response.headers
 
 
 def test_an_http_error_raised_with_its_own_detail_keeps_it() -> None:

@@ -196,19 +196,29 @@ def test_the_route_list_covers_every_v1_operation(gateway: Any) -> None:
         assert gateway.client.request(method, path).status_code == 401, (method, path)
 
 
-def _sent(gateway: Any, method: str, path: str, headers: dict[str, str], broken: bool) -> Any:
-    """The request, with a body that is not even JSON if ``broken``: FastAPI refuses such a
-    body before the route's dependencies (its key check) run."""
-    if not broken:
+def _sent(
+    gateway: Any, method: str, path: str, headers: dict[str, str], broken: bytes | None
+) -> Any:
+    """The request, with a ``broken`` body that is not even JSON if one is given: FastAPI
+    refuses such a body before the route's dependencies (its key check) run."""
+    if broken is None:
         return gateway.client.request(method, path, headers=headers)
     json_headers = {**headers, "content-type": "application/json"}
-    return gateway.client.request(method, path, headers=json_headers, content=b"{not json")
+    return gateway.client.request(method, path, headers=json_headers, content=broken)
 
 
-@pytest.mark.parametrize("broken", [False, True], ids=["no-body", "broken-json"])
+#: No body; one the JSON decoder refuses; one it cannot even decode (FastAPI's bare 400).
+BROKEN_BODIES = pytest.mark.parametrize(
+    "broken",
+    [None, b"{not json", b'{"events": "caf\xe9"}'],
+    ids=["no-body", "broken-json", "not-utf-8"],
+)
+
+
+@BROKEN_BODIES
 @pytest.mark.parametrize("key", [None, "wrong-key", "ck:client", "CK"])
 def test_every_v1_route_needs_a_valid_key(
-    gateway: Any, store: Any, key: str | None, broken: bool
+    gateway: Any, store: Any, key: str | None, broken: bytes | None
 ) -> None:
     headers = {"X-API-Key": key} if key is not None else {}
     for method, path in sorted(V1_ROUTES):
@@ -226,9 +236,9 @@ def test_every_v1_route_needs_a_valid_key(
     assert store.get(keys.PIPELINE_REJECTED) is None
 
 
-@pytest.mark.parametrize("broken", [False, True], ids=["no-body", "broken-json"])
+@BROKEN_BODIES
 def test_admin_routes_refuse_a_client_key(
-    gateway: Any, client_headers: dict[str, str], broken: bool
+    gateway: Any, client_headers: dict[str, str], broken: bytes | None
 ) -> None:
     for method, path in sorted(ADMIN_ROUTES):
         response = _sent(gateway, method, path, client_headers, broken)

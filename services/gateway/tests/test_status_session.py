@@ -201,6 +201,8 @@ def test_signing_out_deletes_the_cookie(gateway: Any) -> None:
         {"Sec-Fetch-Site": "cross-site", "Origin": "http://testserver"},
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
+        {"Origin": "http://[::1"},  # no URL at all (urlsplit raises)
+        {"Origin": "http://[zz]"},
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/status/login", "/v1/status/logout"])

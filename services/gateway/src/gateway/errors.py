@@ -17,7 +17,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {
         **_PROBLEM,
         "description": "The body could not be read: not valid gzip, or cut short "
-        "(`Content-Encoding: gzip`), or not parseable at all (JSON nested about 1,000 deep)",
+        "(`Content-Encoding: gzip`)",
     },
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},

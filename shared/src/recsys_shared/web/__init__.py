@@ -79,6 +79,9 @@ def install(
     :class:`FastLane`, inside every middleware here.
     """
     install_error_handlers(app, on_invalid)
+    # A path with a trailing slash is one the API does not serve: a 404 problem, not a
+    # redirect the contract does not list, to a Location built from the client's Host.
+    app.router.redirect_slashes = False
     app.include_router(ops_router(readiness, liveness))
     # Innermost: a HEAD reaches the router as a GET (the fast lane serves GET and POST only).
     app.add_middleware(HeadAsGetMiddleware, routes=app.router.routes)

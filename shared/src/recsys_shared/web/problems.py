@@ -155,8 +155,9 @@ InvalidInputHook = Callable[[Request, list[FieldError]], Awaitable[None]]
 def install_error_handlers(app: FastAPI, on_invalid: InvalidInputHook | None) -> None:
     """Every error answers as problem details; ``on_invalid`` sees each refused input."""
     app.add_exception_handler(RecsysError, _on_recsys_error)
-    app.add_exception_handler(RequestValidationError, _validation_handler(on_invalid))
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    refuse = _input_refusal(on_invalid)
+    app.add_exception_handler(RequestValidationError, _validation_handler(refuse))
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler(refuse))
     app.add_exception_handler(Exception, _on_unexpected_error)
 
 
@@ -173,12 +174,13 @@ async def _on_recsys_error(_: Request, exc: Exception) -> Response:
     return problem_response(exc)
 
 
-def _validation_handler(
-    on_invalid: InvalidInputHook | None,
-) -> Callable[[Request, Exception], Awaitable[Response]]:
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        errors = validation_errors(list(exc.errors()))
+#: Answers a request's input errors: a 422, or what ``on_invalid`` raises instead.
+Refusal = Callable[[Request, list[FieldError]], Awaitable[Response]]
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _input_refusal(on_invalid: InvalidInputHook | None) -> Refusal:
+    async def refuse(request: Request, errors: list[FieldError]) -> Response:
         if on_invalid is not None:
             try:
                 await on_invalid(request, errors)
@@ -186,7 +188,43 @@ def _validation_handler(
                 return await _on_recsys_error(request, refusal)
         return problem_response(InvalidInput(invalid_input_detail(errors), errors=errors))
 
+    return refuse
+
+
+def _validation_handler(refuse: Refusal) -> Handler:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return await refuse(request, validation_errors(list(exc.errors())))
+
     return on_validation_error
+
+
+def _http_error_handler(refuse: Refusal) -> Handler:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        unreadable = _unreadable_body(exc)
+        if unreadable is not None:
+            return await refuse(request, [unreadable])
+        return await _on_http_error(request, exc)
+
+    return on_http_error
+
+
+def _unreadable_body(exc: StarletteHTTPException) -> FieldError | None:
+    """FastAPI answers a JSON body it could not decode for a reason other than its syntax
+    with a bare 400 (raised from the decoder's error): bytes that are not UTF-8, an integer
+    longer than Python reads (4,300 digits), nesting deeper than its recursion limit. That
+    body is not valid JSON either, so it is refused as one with a syntax error is."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError | RecursionError):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"byte {cause.start} is not UTF-8 ({cause.object[cause.start]:#04x})"
+    elif isinstance(cause, RecursionError):
+        reason = "nested too deep to read"
+    else:
+        reason = str(cause)
+    return FieldError(field="body", message=f"is not valid JSON: {reason}", type=JSON_INVALID)
 
 
 #: How many fields and entries a 422's detail names before "and N more" (``errors`` lists

@@ -124,4 +124,8 @@ def from_this_site(request: Request) -> bool:
     host = request.headers.get("host")
     if not origin or origin == "null" or not host:
         return False
-    return urlsplit(origin).netloc.lower() == host.lower()
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # "http://[::1": no origin a browser sends, so not this site
+        return False
+    return netloc.lower() == host.lower()
