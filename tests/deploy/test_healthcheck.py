@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -60,3 +61,48 @@ def test_only_loopback_urls_are_checked() -> None:
     assert refused.returncode != 0
     assert "only loopback" in refused.stderr  # refused before any fetch, not a failed one
     assert healthcheck("http://127.0.0.1:9/healthz") == 1  # nothing listens on the discard port
+
+
+def worker_image_environment(root: Path) -> dict[str, str]:
+    """The ``ENV`` of the Dockerfile's retraining-worker stage (worker and beat both get it),
+    with each absolute path moved under ``root``, where nothing has created it: as in a fresh
+    container."""
+    dockerfile = SCRIPT.parent / "Dockerfile"
+    stage = dockerfile.read_text().split("AS run-retraining-worker", 1)[1]
+    lines = stage.split("\nENV ", 1)[1].splitlines()
+    text = ""
+    for line in lines:
+        text += " " + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            break
+    pairs = dict(pair.split("=", 1) for pair in text.split())
+    return {
+        name: str(root / value.lstrip("/")) if value.startswith("/") else value
+        for name, value in pairs.items()
+    }
+
+
+@pytest.mark.integration
+def test_beat_started_with_the_worker_images_environment_becomes_healthy(
+    redis_url: str, tmp_path: Path
+) -> None:
+    image = worker_image_environment(tmp_path)
+    assert "PROMETHEUS_MULTIPROC_DIR" in image  # what made beat exit at start-up
+    where = {"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url}
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "retraining_worker", "beat"],
+        env={**os.environ, **where, **image},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while healthcheck("beat", **where) != 0:
+            assert beat.poll() is None, beat.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "beat never took its lock"
+            time.sleep(0.5)
+        assert beat.poll() is None
+    finally:
+        beat.terminate()
+        beat.communicate(timeout=30)

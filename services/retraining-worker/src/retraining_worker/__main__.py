@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"usage: retraining-worker worker|beat [celery options]; got '{role}'")
     if role == "worker":
         _prepare_environment()
+    else:
+        # Beat serves no metrics. The image sets this for the worker, whose pool shares them
+        # through its files; beat importing the tasks' metrics under it would open files in
+        # a directory only the worker creates, and exit at start-up.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from recsys_shared.logging import configure_logging
     from retraining_worker.config import get_settings
 
