@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from recsys_shared.metrics import at_zero
-from recsys_shared.schemas import TrainingStatus
+from recsys_shared.schemas import DriftStatus, TrainingStatus
+from recsys_shared.tasks import CHECK_DRIFT
 
 TRAINING_RUNS = Counter(
     "recsys_training_runs_total",
@@ -29,6 +32,7 @@ TASKS = Counter(
     "Celery tasks finished in this worker, by task and state.",
     ["task", "state"],
 )
+at_zero(TASKS, [CHECK_DRIFT], get_args(DriftStatus))  # what ScheduleStalled counts
 
 # Drift gauges: set by the drift check in a pool process, which is recycled every few tasks;
 # "mostrecent" exports the value of the latest check, whichever process (alive or not) made it.

@@ -48,6 +48,7 @@ from recsys_shared.schemas.catalogue import (
 from recsys_shared.schemas.drift import (
     DriftOverview,
     DriftReport,
+    DriftStatus,
     OnlineHitRate,
 )
 from recsys_shared.schemas.events import (
@@ -182,6 +183,7 @@ __all__ = [
     "Decision",
     "DriftOverview",
     "DriftReport",
+    "DriftStatus",
     "EaseRecipe",
     "EventBatch",
     "EventIn",

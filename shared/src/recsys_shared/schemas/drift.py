@@ -10,6 +10,9 @@ from pydantic import (
     Field,
 )
 
+#: A check's verdict: "insufficient_data" below DRIFT_MIN_EVENTS, "no_model" with none active.
+DriftStatus = Literal["ok", "drift", "insufficient_data", "no_model"]
+
 
 # ── drift monitoring ──────────────────────────────────────────────────────────────────────
 class OnlineHitRate(BaseModel):
@@ -22,7 +25,7 @@ class DriftReport(BaseModel):
     """What the drift monitor saw in the recent window, compared with the active model's
     training data, and whether it triggered a retrain."""
 
-    status: Literal["ok", "drift", "insufficient_data", "no_model"]
+    status: DriftStatus
     checked_at: datetime
     window_hours: int
     window_start: datetime
