@@ -739,6 +739,37 @@ async def test_only_the_overdue_requests_time_out_and_nothing_is_left_behind() -
     assert not middleware._expired
 
 
+async def _reading_app(scope: Any, receive: Any, send: Any) -> None:
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"read"})
+
+
+async def test_a_client_that_stalls_its_body_gets_a_408_and_the_connection_closed() -> None:
+    middleware = web.RequestTimeoutMiddleware(_reading_app, seconds=0.2)
+    sent: list[Any] = []
+    parts = iter([{"type": "http.request", "body": b"{", "more_body": True}])
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        part = next(parts, None)
+        if part is None:
+            await asyncio.sleep(30)  # the rest of the body never comes
+        return part
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    await middleware(scope, receive, send)
+
+    start = sent[0]
+    assert start["status"] == 408
+    assert (b"connection", b"close") in start["headers"]
+    assert b"did not arrive in 0.2 s" in sent[1]["body"]
+    assert not middleware._deadlines
+
+
 async def test_a_request_cancelled_by_someone_else_stays_cancelled() -> None:
     middleware = web.RequestTimeoutMiddleware(_slow_app, seconds=30)
     request = asyncio.ensure_future(_call(middleware, 5))

@@ -83,6 +83,7 @@ def test_problem_responses_are_documented(gateway: Any) -> None:
         has_input = bool(operation.get("parameters")) or "requestBody" in operation
         assert ("422" in responses) is has_input, key
         assert ("415" in responses) is ("requestBody" in operation), key  # a body's coding
+        assert ("408" in responses) is ("requestBody" in operation), key  # a stalled body
         if "requestBody" not in operation and "400" in responses:
             assert "URL" in responses["400"]["description"], key  # the status page's own
     operations_without_input = [

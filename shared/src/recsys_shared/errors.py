@@ -7,6 +7,7 @@ error deserves::
     RecsysError                       500  (never raised directly)
     ├── InvalidInput                  422  one or more fields or events are wrong
     ├── PayloadTooLarge               413
+    ├── RequestTimeout                408  the client did not send its request's body in time
     ├── NotFound                      404
     │   ├── UnknownItem
     │   ├── UnknownModelVersion
@@ -15,14 +16,15 @@ error deserves::
     ├── Conflict                      409  e.g. activating a version that cannot be activated
     ├── AuthenticationRequired        401
     ├── PermissionDenied              403
-    ├── RateLimited                   429  carries retry_after
     ├── StoreError                    500  Redis refused a command; retrying will not help
-    └── Unavailable                   503  carries retry_after; safe to retry
-        ├── StoreUnavailable               Redis did not answer in time, or is not serving
-        │   └── StoreOutOfMemory           Redis is at maxmemory and refuses writes
-        ├── Backpressure                   ingestion is too far ahead of the consumers
-        ├── UpstreamUnavailable            another service did not answer in time
-        └── ModelUnavailable               a version cannot be loaded (artifact, memory)
+    └── RetryableError                     carries retry_after
+        ├── RateLimited               429
+        └── Unavailable               503  safe to retry
+            ├── StoreUnavailable           Redis did not answer in time, or is not serving
+            │   └── StoreOutOfMemory       Redis is at maxmemory and refuses writes
+            ├── Backpressure               ingestion is too far ahead of the consumers
+            ├── UpstreamUnavailable        another service did not answer in time
+            └── ModelUnavailable           a version cannot be loaded (artifact, memory)
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class InvalidInput(RecsysError, status=422, title="Invalid input", slug="invalid
 
 class PayloadTooLarge(RecsysError, status=413, title="Payload too large", slug="payload-too-large"):
     """A request body over the service's size limit."""
+
+
+class RequestTimeout(RecsysError, status=408, title="Request timeout", slug="request-timeout"):
+    """The client had not sent its request's whole body when the request's time ran out."""
 
 
 class NotFound(RecsysError, status=404, title="Not found", slug="not-found"):

@@ -21,6 +21,11 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     401: {**_PROBLEM, "description": "Missing or invalid API key"},
     403: {**_PROBLEM, "description": "The API key's role may not do this"},
+    408: {
+        **_PROBLEM,
+        "description": "The body did not arrive within `REQUEST_TIMEOUT_SECONDS` (30 s); the "
+        "connection is closed",
+    },
     413: {
         **_PROBLEM,
         "description": "Request body over the limit (`MAX_BODY_BYTES`, 1 MiB by default)",
@@ -52,8 +57,8 @@ def document_problems(app: FastAPI) -> None:
     """Every problem response documented as it is sent: ``application/problem+json`` with
     the Problem schema (FastAPI files a response's ``model`` under the route's own media type,
     JSON or HTML, which no problem is sent as); and only where it can be sent: the routers'
-    shared 400 and 415 (a body that cannot be read or decoded) where there is a body, their 422
-    where there is input."""
+    shared 400, 408 and 415 (a body that cannot be read, arrive or be decoded) where there is a
+    body, their 422 where there is input."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -76,6 +81,7 @@ def _only_possible_input_errors(operation: dict[str, Any]) -> None:
     if "requestBody" not in operation:
         if shared_400:
             del responses["400"]
+        responses.pop("408", None)
         responses.pop("415", None)
     if "422" in responses and not operation.get("parameters") and "requestBody" not in operation:
         del responses["422"]

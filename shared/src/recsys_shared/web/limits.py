@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recsys_shared.errors import (
     PayloadTooLarge,
     RecsysError,
+    RequestTimeout,
     Unavailable,
 )
 from recsys_shared.web.problems import problem_response
@@ -18,7 +19,9 @@ from recsys_shared.web.problems import problem_response
 
 class RequestTimeoutMiddleware:
     """Ends a request that runs longer than ``seconds`` with a 503 problem (if nothing was sent
-    yet), so a stuck dependency cannot hold connections and workers forever.
+    yet), so a stuck dependency cannot hold connections and workers forever; or with a 408 and
+    ``Connection: close`` when it was still waiting for the client's body (the client's delay,
+    which a retry would not mend).
 
     One watchdog per process rather than one ``asyncio.timeout`` per request (which costs a
     timer in the event loop's heap, armed and cancelled every time: 8 µs of a request that
@@ -41,7 +44,7 @@ class RequestTimeoutMiddleware:
         if task is None:
             await self.app(scope, receive, send)
             return
-        started = False
+        started = receiving = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -49,13 +52,20 @@ class RequestTimeoutMiddleware:
                 started = True
             await send(message)
 
+        async def tracking_receive() -> Message:
+            nonlocal receiving
+            receiving = True
+            message = await receive()
+            receiving = False  # not when cancelled while waiting: that is what it tells
+            return message
+
         loop = asyncio.get_running_loop()
         cancelling = task.cancelling()
         self._deadlines[task] = loop.time() + self.seconds
         if self._watchdog is None:
             self._watchdog = loop.call_later(self.tick_seconds, self._cancel_overdue)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, tracking_receive, tracking_send)
         except asyncio.CancelledError:
             # Ours only if the watchdog cancelled it and nobody else did too (the test
             # asyncio.timeout makes).
@@ -63,6 +73,11 @@ class RequestTimeoutMiddleware:
                 raise
             if started:
                 raise TimeoutError(f"Request ran past {self.seconds:g} s mid-answer.") from None
+            if receiving:
+                late = f"The request's body did not arrive in {self.seconds:g} s."
+                stalled = RequestTimeout(late)
+                await _send_problem(scope, send, stalled, headers={"Connection": "close"})
+                return
             await _send_problem(
                 scope,
                 send,
@@ -143,8 +158,11 @@ def _may_stream_a_body(scope: Scope) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
-async def _send_problem(scope: Scope, send: Send, error: RecsysError) -> None:
+async def _send_problem(
+    scope: Scope, send: Send, error: RecsysError, *, headers: dict[str, str] | None = None
+) -> None:
     response = problem_response(error)
+    response.headers.update(headers or {})
     await response(scope, _noop_receive, send)
 
 
