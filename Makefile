@@ -83,7 +83,9 @@ loadtest-resilience: ## Model swap and a replica kill under load: zero 5xx, p99 
 COMPOSE_CLUSTER := -f docker-compose.yml -f deploy/compose/cluster.yml --profile cluster
 up: ## Build the images and start the system with Docker Compose (needs .env; REDIS_CLUSTER=1)
 	@test -f .env || { echo "No .env: cp .env.example .env, then set its secrets"; exit 1; }
-	docker compose $(if $(filter 1,$(REDIS_CLUSTER)),$(COMPOSE_CLUSTER)) up --build --detach --wait
+	docker compose $(if $(filter 1,$(REDIS_CLUSTER)),$(COMPOSE_CLUSTER)) build \
+		--build-arg CODE_VERSION="$$(git describe --always --dirty 2>/dev/null)"
+	docker compose $(if $(filter 1,$(REDIS_CLUSTER)),$(COMPOSE_CLUSTER)) up --detach --wait
 
 down: ## Stop the Docker Compose system; its volumes (Redis, artifacts) are kept
 	docker compose $(COMPOSE_CLUSTER) down

@@ -158,6 +158,19 @@ def start_data_tier(started: list[Stoppable]) -> dict[str, str]:
     return {"REDIS_URL": redis_url}
 
 
+def checkout_version() -> str:
+    """``git describe`` of this checkout (``RECSYS_CODE_VERSION``: what lineage and /metrics
+    name), or "" outside a git checkout (the packages' version is named then)."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return described.stdout.strip() if described.returncode == 0 else ""
+
+
 def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]:
     # Internal ports follow the gateway's: 8000 → 8101, 8102 (recommenders), 8201
     # (feature-store), 8301 (worker metrics); PORT=9000 moves them all to 91xx..93xx.
@@ -174,6 +187,7 @@ def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]
         "FEATURE_STORE_URL": f"http://127.0.0.1:{feature_store}",
         "RECOMMENDER_URLS": ",".join(f"http://127.0.0.1:{each}" for each in recommenders),
         "PYTHONUNBUFFERED": "1",
+        "RECSYS_CODE_VERSION": os.environ.get("RECSYS_CODE_VERSION") or checkout_version(),
     }
     python = sys.executable
     worker = [python, "-m", "retraining_worker"]
