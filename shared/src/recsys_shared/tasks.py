@@ -25,6 +25,10 @@ TASK_QUEUES: Final[dict[str, str]] = {
     PRUNE: MONITORING_QUEUE,
 }
 
+#: How long a task's record (``keys.task_record``: the gateway answers ids it has one of),
+#: its delivery count and its result stay on the broker.
+TASK_RECORD_TTL_SECONDS: Final = 7 * 24 * 3600
+
 #: Celery message header carrying the request id of the HTTP call that enqueued a task.
 REQUEST_ID_HEADER: Final = "recsys_request_id"
 
@@ -57,7 +61,7 @@ def celery_client_config(broker_url: str, *, visibility_timeout_seconds: int) ->
         "accept_content": ["json"],
         "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         "task_default_queue": TRAINING_QUEUE,
-        "result_expires": 7 * 24 * 3600,
+        "result_expires": TASK_RECORD_TTL_SECONDS,
         "result_extended": True,
         "task_track_started": True,
         "broker_connection_retry_on_startup": True,

@@ -18,6 +18,7 @@ from recsys_shared.settings import (
     ServingSettings,
     TaskQueueSettings,
 )
+from recsys_shared.tasks import TASK_RECORD_TTL_SECONDS
 
 
 class Settings(ServingSettings, TaskQueueSettings, FeatureStoreClientSettings):
@@ -72,7 +73,7 @@ class Settings(ServingSettings, TaskQueueSettings, FeatureStoreClientSettings):
     cache_ttl_seconds: int = Field(
         default=300, ge=1, description="How long a ranked list is reused for the same query."
     )
-    task_record_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    task_record_ttl_seconds: int = Field(default=TASK_RECORD_TTL_SECONDS, ge=60)
     rate_limit_per_second: int = Field(
         default=1000, ge=0, description="Requests per second per API key; 0 turns the limit off."
     )

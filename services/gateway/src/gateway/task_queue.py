@@ -1,7 +1,8 @@
 """Enqueueing Celery tasks by name and reading their state, without importing worker code.
 
 Everything here lives on the broker's Redis (``CELERY_BROKER_URL``): Celery's messages and
-results through kombu, and the records of which task ids this API enqueued.
+results through kombu, and the records of the task ids enqueued through this API (and by the
+drift monitor, which writes them as this module does: record first, then the message).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from recsys_shared.tasks import (
     ERASE_FROM_ARTIFACTS,
     PRUNE,
     REQUEST_ID_HEADER,
+    TASK_RECORD_TTL_SECONDS,
     TRAIN_MODEL,
 )
 from retraining_worker import metrics
@@ -35,12 +37,6 @@ from retraining_worker.training import run_training
 
 log = logging.getLogger(__name__)
 
-#: How long a task's delivery count and record stay on the broker.
-_TASK_RECORD_TTL_SECONDS = 7 * 24 * 3600
-
-
-_BROKER_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-
 
 def _broker(settings: Settings) -> redis.Redis:
     """The broker's Redis (a single node; Celery's own client library), for the records that
@@ -53,7 +49,7 @@ def _delivery_count(task_id: str) -> int:
     client = _broker(get_settings())
     try:
         count = int(client.incr(keys.task_deliveries(task_id)))
-        client.expire(keys.task_deliveries(task_id), _TASK_RECORD_TTL_SECONDS)
+        client.expire(keys.task_deliveries(task_id), TASK_RECORD_TTL_SECONDS)
     finally:
         client.close()
     return count
@@ -132,12 +128,19 @@ def check_drift(self: Task) -> dict[str, Any]:
     settings = get_settings()
 
     def send() -> str:
-        task_id = str(
-            app.send_task(TRAIN_MODEL, kwargs={}, headers={REQUEST_ID_HEADER: request_id}).id
-        )
+        # As the gateway enqueues (gateway.task_queue): the id chosen first and its record
+        # written before the task is published, so a task never runs without one (the
+        # gateway answers GET /v1/tasks/{id} only for ids it has a record of).
+        task_id = str(uuid.uuid4())
         client = _broker(settings)
-        try:  # the gateway answers GET /v1/tasks/{id} only for ids it has a record of
-            client.set(keys.task_record(task_id), TRAIN_MODEL, ex=_TASK_RECORD_TTL_SECONDS)
+        try:
+            client.set(keys.task_record(task_id), TRAIN_MODEL, ex=TASK_RECORD_TTL_SECONDS)
+            try:
+                headers = {REQUEST_ID_HEADER: request_id}
+                app.send_task(TRAIN_MODEL, kwargs={}, task_id=task_id, headers=headers)
+            except BaseException:
+                client.delete(keys.task_record(task_id))
+                raise
         finally:
             client.close()
         return task_id
