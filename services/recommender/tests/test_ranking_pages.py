@@ -37,7 +37,6 @@ def _model(n_cold: int, seed: int = 0) -> LoadedModel:
         item_factors=factors,
         unit_item_factors=factors / norms,
         model=None,
-        loaded_at=0.0,
         content=csr_matrix(content),
         cold=cold,
     )

@@ -31,8 +31,8 @@ MANIFEST = "manifest.json"
 #: ``item_counts``: how many training users touched each item (0: a cold, catalogue-only item).
 MODEL_FILE = "model.npz"
 IDS_FILE = "ids.npz"
-#: Optional: the content model's neighbours (:class:`SparseArrays` over the model's items),
-#: present when the snapshot carried item metadata.
+#: Optional: the content model's neighbours (a CSR matrix over the model's items, read with
+#: :func:`sparse_from`), present when the snapshot carried item metadata.
 CONTENT_FILE = "content.npz"
 #: Optional, ALS with BM25/TF-IDF confidence: ``item_idf`` and ``average_length``, so that
 #: fresh events are folded in with the weighting the model was trained with.

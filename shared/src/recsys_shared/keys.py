@@ -339,7 +339,7 @@ REDBEAT_PREFIX = key("redbeat") + ":"  # RedBeat's schedule entries and its sing
 
 
 def task_record(task_id: str) -> str:
-    """Which task ids the gateway enqueued, so an unknown id is a 404, not a PENDING forever."""
+    """A task enqueued by the gateway or the drift monitor: other ids are a 404, not PENDING."""
     return TASK_RECORD_PREFIX + task_id
 
 
@@ -395,6 +395,6 @@ def cached_lists(partition: Partition, user_id: str) -> str:
 def cache_field(variant: str, query_digest: str) -> str:
     """A cached list's field: experiment variant (``-`` outside experiments) and query (a
     digest, so a category with ':' in it cannot shift the fields). Never ``CACHE_NONCE``
-    (a field always holds a ':'). The entry names the model version and the user's nonce it
-    was ranked for, checked on every read."""
+    (a field always holds a ':'). The entry is stamped with the model version, the removals
+    count and the user's nonce it was ranked with, checked on every read (``gateway.cache``)."""
     return f"{variant}:{query_digest}"

@@ -230,7 +230,7 @@ class ServingSettings(ServiceSettings):
     )
     recommendation_ttl_seconds: int = Field(
         # A day: the usual click-attribution window, and a seventh of the memory of a week (one
-        # record, ~350 bytes, per computed list; see docs/deploy.md).
+        # record, 424 bytes at k=10, per computed list; see docs/deploy.md).
         default=24 * 3600,
         ge=60,
         description="How long a served list is kept to attribute later events to it.",

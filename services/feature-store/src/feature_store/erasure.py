@@ -154,7 +154,7 @@ class Eraser:
         return len(stale)
 
     async def tombstones(self) -> dict[str, float]:
-        """Every erasure still remembered: user digest → when (the worker's artifact rewrite)."""
+        """Every erasure still remembered: user digest → when (the partition's Redis clock)."""
         found: dict[str, float] = {}
         for partition in self.partitions.all:
             async for digest, erased_at in _hash_items(self.redis, partition.erased):

@@ -128,7 +128,6 @@ class LoadedModel:
     item_factors: Floats
     unit_item_factors: Floats
     model: Any  # an implicit model, used for its exact fold-in (recalculate_user)
-    loaded_at: float
     item_item: ItemItemArrays | None = None
     content: csr_matrix | None = None
     cold: npt.NDArray[np.bool_] | None = None
@@ -208,7 +207,6 @@ def load_model(store: ArtifactStore, info: ModelInfo) -> LoadedModel:
         item_factors=item_factors,
         unit_item_factors=np.ascontiguousarray(item_factors / norms, dtype=np.float32),
         model=model,
-        loaded_at=time.time(),
         content=extras.content,
         cold=extras.cold,
         confidence=extras.confidence,
@@ -234,7 +232,6 @@ def _item_item_model(
         item_factors=no_factors,
         unit_item_factors=no_factors,
         model=None,
-        loaded_at=time.time(),
         item_item=item_item_arrays(files, len(item_ids), info.version),
         content=extras.content,
         cold=extras.cold,

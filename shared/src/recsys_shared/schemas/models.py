@@ -215,13 +215,13 @@ class RetrainRequest(InputModel):
     algorithm: Algorithm | None = Field(
         default=None,
         description="Train this recipe kind (searching its parameters if `search`); "
-        "default: the last winner's recipe, or a search when there is none.",
+        "default: the active version's recipe, or a search when it has none.",
     )
     force: StrictBool = Field(default=False, description="Train even if no new data arrived.")
     search: StrictBool | None = Field(
         default=None,
         description="Search recipes and their parameters within the training budget; default: "
-        "only when no version has a winning recipe yet (otherwise the last winner is refitted).",
+        "only when the active version has no recipe (otherwise its recipe is refitted).",
     )
 
 

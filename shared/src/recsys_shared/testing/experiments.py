@@ -147,13 +147,6 @@ class Population:
                 tally.add(tally.conversions, variant)
         return served
 
-    def round(self, http: httpx.Client) -> None:
-        """Every user once, in a random order."""
-        order = list(self.users)
-        self._random.shuffle(order)
-        for user in order:
-            self.visit(http, user)
-
 
 def experiment(http: httpx.Client, experiment_id: str) -> dict[str, Any]:
     response = http.get(f"/v1/experiments/{experiment_id}", headers=admin_headers())

@@ -2,8 +2,9 @@
 
 ``/v1/items/popular`` is the popular list (GET only). An item route matching it too would
 take a PUT there as a write of an item that could never be read back; with this segment it
-does not match, so Starlette answers 405 with ``Allow: GET``, as for any path's unsupported
-method. The OpenAPI document says the same of the path parameter (``CatalogueItemId``).
+does not match, so the shared handler answers 405 with ``Allow: GET, HEAD``, as for any
+path's unsupported method. The OpenAPI document says the same of the path parameter
+(``CatalogueItemId``).
 """
 
 from __future__ import annotations
