@@ -3,6 +3,7 @@ acknowledges it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -471,6 +472,7 @@ async def test_an_event_that_entered_before_the_erasure_is_dropped_whatever_the_
     eraser = Eraser(redis_client, keys.Partitions(1), ephemeral=redis_client)
     sent_before = make_event("u1", "old", received_at=time.time() + gateway_skew)
     in_flight = await stream.deliver([sent_before])
+    await asyncio.sleep(0.002)  # an id names a millisecond: the erasure's is a later one
     await eraser.erase("u1")
 
     result = await applier.apply(P0, in_flight, now=time.time())

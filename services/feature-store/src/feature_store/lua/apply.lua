@@ -79,12 +79,13 @@ local erased_at = erased_at_of()
 
 local function sent_before_erasure(event)
   -- Received no later than its user's tombstone, by either clock: the gateway's received_at,
-  -- or the entry's id (this Redis's clock, which stamped the tombstone), so a gateway whose
-  -- clock runs ahead cannot slip in an event sent before the erasure. Within the hosts' skew
-  -- the erasure wins: an event sent just after it by a gateway whose clock runs behind is
-  -- dropped too.
-  local entered = tonumber(string.match(event[1], '^%d+')) / 1000
-  return math.min(event[11], entered) <= erased_at[event[12]]
+  -- or the entry's id (this Redis's clock, which stamped the tombstone: the millisecond it
+  -- names was over by then), so a gateway whose clock runs ahead cannot slip in an event sent
+  -- before the erasure. Within the hosts' skew the erasure wins: an event sent just after it
+  -- by a gateway whose clock runs behind is dropped too.
+  local erased = erased_at[event[12]]
+  local entered_by = (tonumber(string.match(event[1], '^%d+')) + 1) / 1000
+  return event[11] <= erased or entered_by <= erased
 end
 
 local acknowledged = {}

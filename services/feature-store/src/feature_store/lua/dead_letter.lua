@@ -18,11 +18,12 @@ local outcomes = {}
 
 local function erased_since(stream_id, digest, received_at)
   -- apply.lua's test: received no later than its user's tombstone (none: never erased), by
-  -- the entry's received_at ('' when it has none) or its id, whichever is earlier.
+  -- the entry's received_at ('' when it has none) or its id's millisecond, over by then.
   if digest == '' then return false end
-  local entered = tonumber(string.match(stream_id, '^%d+')) / 1000
-  local received = math.min(tonumber(received_at) or entered, entered)
-  return received <= tonumber(redis.call('HGET', L.erased, digest) or '0')
+  local erased = tonumber(redis.call('HGET', L.erased, digest) or '0')
+  local entered_by = (tonumber(string.match(stream_id, '^%d+')) + 1) / 1000
+  local received = tonumber(received_at)
+  return (received ~= nil and received <= erased) or entered_by <= erased
 end
 
 for i = 2, #ARGV, 6 do
