@@ -132,7 +132,7 @@ def test_an_unknown_version_cannot_be_activated(
     assert problem["type"] == "urn:recsys:problem:unknown-model-version"
 
 
-@pytest.mark.parametrize("version", ["0", "-1", "one", str(2**53 + 1)])
+@pytest.mark.parametrize("version", ["0", "-1", "one", str(2**53 + 1), "0_3", "1.0", "+1"])
 def test_activate_validates_the_version(
     gateway: Any, admin_headers: dict[str, str], version: str
 ) -> None:

@@ -292,6 +292,12 @@ def test_with_every_breaker_open_no_replica_is_called(
         {"k": 0},
         {"k": 101},
         {"k": "ten"},
+        # Integers pydantic's lax mode would read, which name none in a URL.
+        {"k": "1_0"},
+        {"k": "+3"},
+        {"k": "3.0"},
+        {"k": " 3"},
+        {"offset": "٣"},  # an Arabic-Indic digit
         {"offset": -1},
         {"offset": 1001},
         {"category": " padded"},

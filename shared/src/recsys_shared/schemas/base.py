@@ -99,9 +99,20 @@ def json_number(value: Any) -> Any:
     return value
 
 
+def decimal_digits(value: Any) -> Any:
+    """Refuse a URL's integer that is not written in decimal digits: pydantic's lax mode would
+    read ``1_0`` as 10 (and ``+3``, `` 3 ``, ``3.0``), which the document's ``integer`` does not
+    allow, so ``/v1/models/0_3/activate`` would activate version 3."""
+    if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
+        raise ValueError("must be a whole number in decimal digits")
+    return value
+
+
 #: The number and integer of a request body (every numeric input field is one of them).
 Number = Annotated[float, BeforeValidator(json_number)]
 Integer = Annotated[int, BeforeValidator(json_number)]
+#: An integer of a URL: a path or query parameter, decimal digits only.
+UrlInteger = Annotated[int, BeforeValidator(decimal_digits)]
 #: A share from 0 to 1. Its bounds come before the check: placed after it (or on an optional
 #: field), pydantic publishes them as "ge" and "le", which JSON Schema does not know.
 Share = Annotated[float, Field(ge=0, le=1), BeforeValidator(json_number)]

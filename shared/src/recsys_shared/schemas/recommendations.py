@@ -18,6 +18,7 @@ from recsys_shared.schemas.base import (
     MAX_OFFSET,
     Category,
     Identifier,
+    UrlInteger,
 )
 
 
@@ -104,8 +105,8 @@ class RecommendationQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return")
-    offset: int = Field(
+    k: UrlInteger = Field(default=10, ge=1, le=MAX_K, description="How many items to return")
+    offset: UrlInteger = Field(
         default=0, ge=0, le=MAX_OFFSET, description="How many of the best items to skip (paging)"
     )
     exclude_seen: bool = Field(

@@ -18,6 +18,7 @@ from recsys_shared.schemas import (
     RetrainRequest,
     TaskAccepted,
     TaskState,
+    UrlInteger,
 )
 from recsys_shared.tasks import TRAIN_MODEL
 
@@ -69,7 +70,7 @@ async def retrain(
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def activate(
-    version: Annotated[int, Path(ge=1, le=2**53, description="Model version")],
+    version: Annotated[UrlInteger, Path(ge=1, le=2**53, description="Model version")],
     state: StateDep,
 ) -> ModelInfo:
     registry = state.registry

@@ -21,6 +21,7 @@ from recsys_shared.schemas import (
     ReplayResult,
     SnapshotInfo,
     ThroughputPoint,
+    UrlInteger,
 )
 from recsys_shared.streams import pipeline_position
 
@@ -128,7 +129,7 @@ async def dead_letters(
     reason: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this reason")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Entries returned")] = 100,
+    limit: Annotated[UrlInteger, Query(ge=1, le=1000, description="Entries returned")] = 100,
 ) -> DeadLetters:
     return await state.feature_store.dead_letters(reason=reason, limit=limit)
 
