@@ -8,7 +8,8 @@ a local Redis Cluster of 3 masters and 3 replicas instead (ports from CLUSTER_BA
 (port 6392, AOF in .data/broker), 12 event partitions and every event on a replica before its
 202.
 Starts the feature-store, two recommender replicas, the gateway, the Celery worker and beat;
-restarts any that crash; loads the MovieLens demo unless DEMO=0; Ctrl-C stops everything.
+restarts any that exit (after a delay that doubles up to a minute; never given up); loads the
+MovieLens demo unless DEMO=0; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Child:
     colour: str
     process: ManagedProcess | None = None
     restarts: list[float] = field(default_factory=list)
+    restart_at: float | None = None  # when the supervisor starts it again, once it exited
 
     def start(self) -> None:
         self.process = ManagedProcess(
@@ -83,6 +85,7 @@ class Child:
             with _print_lock:
                 sys.stdout.write(prefix + raw.decode(errors="replace"))
                 sys.stdout.flush()
+        stream.close()  # type: ignore[attr-defined]  # the child exited: one pipe less per restart
 
 
 def redis_answers(url: str) -> bool:
@@ -226,21 +229,36 @@ def children(port: int, tier: dict[str, str], ephemeral_url: str) -> list[Child]
     ]
 
 
-def supervise(running: list[Child], stop: threading.Event) -> None:
-    """Restart a child that exits, with backoff; give up on one that keeps crashing."""
-    while not stop.wait(1.0):
+#: Restarts within this many seconds count towards a child's next delay.
+RESTART_WINDOW_SECONDS = 600.0
+
+
+def restart_delay(recent_restarts: int, *, first: float = 1.0, most: float = 60.0) -> float:
+    """How long a child that exited waits to start again: at once the first time, then a
+    delay that doubles with each restart in the window, up to ``most`` (as Kubernetes backs
+    off a crashing container). Never given up: a beat that exits while Redis is down must
+    come back once it is up."""
+    return 0.0 if recent_restarts == 0 else min(first * 2 ** (recent_restarts - 1), most)
+
+
+def supervise(
+    running: list[Child], stop: threading.Event, *, poll: float = 1.0, first: float = 1.0
+) -> None:
+    """Restart each child that exits, after :func:`restart_delay`."""
+    while not stop.wait(poll):
+        now = time.monotonic()
         for child in running:
             if child.process is None or child.process.running():
                 continue
-            now = time.monotonic()
-            child.restarts = [moment for moment in child.restarts if now - moment < 60]
-            if len(child.restarts) >= 5:
-                say(f"{child.name} crashed 5 times in a minute; not restarting it")
-                child.process = None
-                continue
-            child.restarts.append(now)
-            say(f"{child.name} exited; restarting it")
-            child.start()
+            if child.restart_at is None:
+                child.restarts = [at for at in child.restarts if now - at < RESTART_WINDOW_SECONDS]
+                delay = restart_delay(len(child.restarts), first=first)
+                child.restart_at = now + delay
+                say(f"{child.name} exited; restarting it" + (f" in {delay:g} s" if delay else ""))
+            if now >= child.restart_at:
+                child.restart_at = None
+                child.restarts.append(now)
+                child.start()
 
 
 def stop_on_signals(stop: threading.Event) -> None:
