@@ -5,6 +5,7 @@ task, and the client's retry after the 503 makes the only task."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -71,3 +72,24 @@ async def test_a_task_that_cannot_be_published_leaves_no_record(
         await queue.send(TRAIN_MODEL, {})
 
     assert list(inspector.scan_iter(keys.TASK_RECORD_PREFIX + "*")) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "payload", "error"),
+    [
+        ("RETRY", None, None),  # a retry Celery recorded without its reason
+        ("RETRY", TimeoutError("snapshot late"), "TimeoutError: snapshot late"),
+        ("FAILURE", ValueError("bad recipe"), "ValueError: bad recipe"),
+    ],
+)
+async def test_a_task_state_names_its_error_only_when_there_is_one(
+    queue: TaskQueue, state: str, payload: Exception | None, error: str | None
+) -> None:
+    task_id = await queue.send(TRAIN_MODEL, {})
+    with warnings.catch_warnings():  # Celery's Redis backend calls redis-py's deprecated setex
+        warnings.simplefilter("ignore", DeprecationWarning)
+        queue.celery.backend.store_result(task_id, payload, state)
+
+    read = await queue.state(task_id)
+
+    assert (read.state, read.error) == (state, error)  # never "NoneType: None"

@@ -85,7 +85,7 @@ class TaskQueue:
         payload = result.result
         if state == "SUCCESS" and isinstance(payload, dict):
             return TaskState(task_id=task_id, state=state, result=payload)
-        if state in {"FAILURE", "RETRY"}:
+        if state in {"FAILURE", "RETRY"} and payload is not None:
             return TaskState(
                 task_id=task_id, state=state, error=f"{type(payload).__name__}: {payload}"
             )
