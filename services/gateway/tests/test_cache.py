@@ -24,12 +24,13 @@ from gateway.cache import (
     cached_json,
     query_digest,
 )
+from gateway.replicas import CircuitBreaker
 from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.fastpath.http_client import HttpResponse
 from recsys_shared.memory_guard import MemoryGuard
-from recsys_shared.processes import wait_until
-from recsys_shared.redis import RedisClient
+from recsys_shared.processes import RedisServer, wait_until
+from recsys_shared.redis import RedisClient, connect
 from recsys_shared.registry import ModelRegistry
 from recsys_shared.schemas import (
     FallbackReason,
@@ -543,3 +544,37 @@ def test_a_hit_is_the_stored_lists_json_marked_cached_on_any_list(
     expected = answer.model_copy(update={"cached": True, "cache_age_seconds": round(age, 3)})
     assert Recommendations.model_validate_json(served) == expected
     assert list(json.loads(served)) == list(json.loads(stored))
+
+
+def _cache_errors() -> float:
+    labels = {"service": "cache", "error": "StoreUnavailable"}
+    return REGISTRY.get_sample_value("recsys_upstream_errors_total", labels) or 0.0
+
+
+async def test_with_its_redis_gone_lookups_miss_at_once_until_it_answers_again(
+    own_redis: RedisServer,
+) -> None:
+    client = await connect(own_redis.url, command_timeout=0.3)
+    breaker = CircuitBreaker("cache-under-test", failures=2, reset_seconds=0.5)
+    cache = await _cache(client, active_version=1, breaker=breaker)
+    query = RecommendationQuery()
+    try:
+        own_redis.stop()
+        for _ in range(2):  # each waits for Redis, fails, and counts
+            assert (await cache.lookup(USER, query)).version is None
+        failed = _cache_errors()
+
+        for _ in range(20):  # open: a miss without a command, so nothing waits or fails
+            lookup = await cache.lookup(USER, query)
+            assert (lookup.version, lookup.entry) == (None, None)
+        assert _cache_errors() == failed
+
+        own_redis.start()
+
+        async def answering() -> bool:
+            return (await cache.lookup(USER, query)).version == 1  # the half-open trial
+
+        await eventually(answering, within=10)
+        assert breaker.opened_at is None
+    finally:
+        await client.aclose()

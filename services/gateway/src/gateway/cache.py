@@ -29,6 +29,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 
 from gateway import metrics
+from gateway.replicas import CircuitBreaker
 from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.background import fire_and_forget
@@ -96,6 +97,10 @@ class ResponseCache:
     _: KW_ONLY
     ttl_seconds: int
     memory_guard: MemoryGuard | None = None
+    #: Open while the entries' Redis does not answer: a lookup is then a miss at once, not a
+    #: wait for the command's timeout on every request (2 s each, measured with the
+    #: ephemeral Redis killed).
+    breaker: CircuitBreaker | None = None
     _in_flight: dict[str, asyncio.Future[Any]] = field(init=False, default_factory=dict)
 
     async def lookup(
@@ -116,12 +121,19 @@ class ResponseCache:
         removals = self.removals.current
         if removals is None:  # not read yet: nothing to check an entry against
             version = None
+        if self.breaker is not None and not self.breaker.allows():
+            _MISSES.inc()
+            return Lookup(key, field, None, NO_NONCE)  # version None: nothing is stored
         try:
             nonce, raw = await self.entries.execute("HMGET", key, keys.CACHE_NONCE, field)
         except (StoreUnavailable, StoreError) as error:
             metrics.UPSTREAM_ERRORS.labels("cache", type(error).__name__).inc()
+            if self.breaker is not None and isinstance(error, StoreUnavailable):
+                self.breaker.failed()
             _MISSES.inc()
             return Lookup(key, field, None, NO_NONCE)
+        if self.breaker is not None:
+            self.breaker.succeeded()
         lookup = Lookup(key, field, version, nonce or NO_NONCE, removals=removals or 0)
         stamp = lookup.stamp
         if version is not None and raw is not None and raw.startswith(stamp):

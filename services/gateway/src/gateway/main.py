@@ -21,7 +21,7 @@ from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
 from gateway.rejects import on_invalid_input
-from gateway.replicas import Replicas
+from gateway.replicas import CircuitBreaker, Replicas
 from gateway.routes import (
     drift,
     events,
@@ -255,6 +255,11 @@ async def _state(settings: Settings, api_keys: ApiKeys, stack: AsyncExitStack) -
         *await _followed(settings, stack, main, registry),
         ttl_seconds=settings.cache_ttl_seconds,
         memory_guard=read_path.shedding_guard,
+        breaker=CircuitBreaker(
+            "cache",
+            failures=settings.breaker_failures,
+            reset_seconds=settings.breaker_reset_seconds,
+        ),
     )
     experiment_runtime = _experiment_runtime(settings, stack, main, registry)
     responses = ResponseBuilder(

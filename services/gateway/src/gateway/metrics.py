@@ -31,7 +31,8 @@ UPSTREAM_ERRORS = Counter(
 )
 BREAKER_OPEN = Gauge(
     "recsys_circuit_breaker_open",
-    "1 while the circuit to a recommender replica is open.",
+    "1 while a circuit is open: to a recommender replica (its URL) or to the cached lists' "
+    'Redis (replica="cache").',
     ["replica"],
 )
 CACHE_REQUESTS = Counter(
