@@ -141,6 +141,15 @@ def test_every_published_pattern_is_explained_in_words_when_it_refuses(gateway: 
     assert sorted(published - set(PATTERN_RULES) - {TIMESTAMP_PATTERN}) == []
 
 
+def test_every_bound_is_stated_in_json_schemas_words(gateway: Any) -> None:
+    """pydantic writes a bound it cannot place (one declared after a validator) as "ge" or
+    "le", which JSON Schema does not know: a client or fuzzer would not see the bound."""
+    document = gateway.client.get("/openapi.json").json()
+    unknown = {"ge", "gt", "le", "lt"}
+
+    assert [node for node in objects_in(document) if unknown & node.keys()] == []
+
+
 def test_exclude_seen_is_documented_only_where_there_is_a_user(gateway: Any) -> None:
     operations = _v1_operations(_document(gateway))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from recsys_shared.schemas.base import (
     CATEGORY_PATTERN,
+    DECIMAL_DIGITS,
     DIGITS_PATTERN,
     EARLIEST_INSTANT,
     EARLIEST_TIMESTAMP,
@@ -144,6 +145,7 @@ from recsys_shared.schemas.recommendations import (
 __all__ = [
     "CANARY_SCHEDULE",
     "CATEGORY_PATTERN",
+    "DECIMAL_DIGITS",
     "DEFAULT_CANARY_START",
     "DIGITS_PATTERN",
     "EARLIEST_INSTANT",

@@ -111,8 +111,11 @@ def decimal_digits(value: Any) -> Any:
 #: The number and integer of a request body (every numeric input field is one of them).
 Number = Annotated[float, BeforeValidator(json_number)]
 Integer = Annotated[int, BeforeValidator(json_number)]
-#: An integer of a URL: a path or query parameter, decimal digits only.
-UrlInteger = Annotated[int, BeforeValidator(decimal_digits)]
+#: A URL's integer is decimal digits only. A route's parameter puts this after its ``Query`` or
+#: ``Path`` (``Annotated[int, Query(ge=1), DECIMAL_DIGITS]``): before it, FastAPI would publish
+#: the bounds as "ge" and "le", which JSON Schema does not know. A model's field: UrlInteger.
+DECIMAL_DIGITS = BeforeValidator(decimal_digits)
+UrlInteger = Annotated[int, DECIMAL_DIGITS]
 #: A share from 0 to 1. Its bounds come before the check: placed after it (or on an optional
 #: field), pydantic publishes them as "ge" and "le", which JSON Schema does not know.
 Share = Annotated[float, Field(ge=0, le=1), BeforeValidator(json_number)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from feature_store import dead_letters
 from feature_store.deps import StateDep
-from recsys_shared.schemas import DeadLetters, ReplayRequest, ReplayResult, UrlInteger
+from recsys_shared.schemas import DECIMAL_DIGITS, DeadLetters, ReplayRequest, ReplayResult
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 async def list_dead_letters(
     state: StateDep,
     reason: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    limit: Annotated[UrlInteger, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), DECIMAL_DIGITS] = 100,
 ) -> DeadLetters:
     return await dead_letters.list_dead_letters(
         state.redis, state.settings.partitions.all, reason=reason, limit=limit

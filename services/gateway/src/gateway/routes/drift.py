@@ -11,7 +11,7 @@ from gateway.deps import StateDep
 from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
-from recsys_shared.schemas import DriftOverview, DriftReport, TaskAccepted, UrlInteger
+from recsys_shared.schemas import DECIMAL_DIGITS, DriftOverview, DriftReport, TaskAccepted
 from recsys_shared.tasks import CHECK_DRIFT
 
 router = APIRouter(
@@ -27,8 +27,9 @@ router = APIRouter(
 async def drift(
     state: StateDep,
     limit: Annotated[
-        UrlInteger,
+        int,
         Query(ge=1, le=keys.DRIFT_HISTORY_LENGTH, description="History entries returned"),
+        DECIMAL_DIGITS,
     ] = keys.DRIFT_HISTORY_LENGTH,
 ) -> DriftOverview:
     return await read_drift(state.redis, limit)

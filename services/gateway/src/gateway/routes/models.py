@@ -12,13 +12,13 @@ from gateway.errors import CONFLICT, NOT_FOUND, PROBLEM_RESPONSES
 from recsys_shared.errors import Conflict, NotFound
 from recsys_shared.registry import ADMIN_ACTIVATION
 from recsys_shared.schemas import (
+    DECIMAL_DIGITS,
     TASK_ID_PATTERN,
     ModelInfo,
     ModelStatus,
     RetrainRequest,
     TaskAccepted,
     TaskState,
-    UrlInteger,
 )
 from recsys_shared.tasks import TRAIN_MODEL
 
@@ -70,7 +70,7 @@ async def retrain(
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def activate(
-    version: Annotated[UrlInteger, Path(ge=1, le=2**53, description="Model version")],
+    version: Annotated[int, Path(ge=1, le=2**53, description="Model version"), DECIMAL_DIGITS],
     state: StateDep,
 ) -> ModelInfo:
     registry = state.registry

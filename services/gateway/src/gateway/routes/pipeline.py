@@ -14,6 +14,7 @@ from gateway.errors import PROBLEM_RESPONSES
 from recsys_shared import keys
 from recsys_shared.redis import RedisClient
 from recsys_shared.schemas import (
+    DECIMAL_DIGITS,
     THROUGHPUT_WINDOW_SECONDS,
     DeadLetters,
     PipelineStatus,
@@ -21,7 +22,6 @@ from recsys_shared.schemas import (
     ReplayResult,
     SnapshotInfo,
     ThroughputPoint,
-    UrlInteger,
 )
 from recsys_shared.streams import pipeline_position
 
@@ -129,7 +129,9 @@ async def dead_letters(
     reason: Annotated[
         str | None, Query(min_length=1, max_length=64, description="Only this reason")
     ] = None,
-    limit: Annotated[UrlInteger, Query(ge=1, le=1000, description="Entries returned")] = 100,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="Entries returned"), DECIMAL_DIGITS
+    ] = 100,
 ) -> DeadLetters:
     return await state.feature_store.dead_letters(reason=reason, limit=limit)
 
