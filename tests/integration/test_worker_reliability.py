@@ -342,3 +342,46 @@ def test_two_beats_send_each_periodic_task_once_and_the_standby_takes_over(
         assert_once_per_period(queues.sent)
     finally:
         broker.close()
+
+
+# ── a worker stopped while it trains ───────────────────────────────────────────────────────
+
+
+def test_a_worker_stopped_mid_training_gives_the_task_back_at_once(
+    redis_server: RedisServer, feature_store: HangingFeatureStore, tmp_path: Path
+) -> None:
+    """SIGTERM to the worker's main process (what Kubernetes sends in a rolling update): the
+    hanging training gets WORKER_SOFT_SHUTDOWN_SECONDS, is cancelled, and its message is back
+    in the queue when the worker has exited, not after the visibility timeout (10 minutes
+    here); the next worker trains it."""
+    tier = single_tier(redis_server)
+    tier.flush()
+    stack = build_stack(
+        tier,
+        tmp_path,
+        FEATURE_STORE_URL=feature_store.url,
+        BROKER_VISIBILITY_TIMEOUT_SECONDS="600",
+        TASK_TIME_LIMIT_SECONDS="60",
+        WORKER_SOFT_SHUTDOWN_SECONDS="1",
+        LOCK_TTL_SECONDS="5",  # the cancelled training's lock expires soon after
+    )
+    try:
+        stack.start("gateway")
+        worker = stack.start("worker")
+        retrain(stack)
+        feature_store.wait_for_request(1, timeout=30)
+        assert worker.process is not None
+
+        worker.process.send_signal(signal.SIGTERM)  # the main process only, as a kubelet does
+        worker.process.wait(timeout=30)
+
+        broker = stack.tier.broker_inspector()
+        try:
+            assert broker.hlen(UNACKED) == 0, "left to the visibility timeout"
+            assert broker.llen(TRAINING_QUEUE) == 1
+        finally:
+            broker.close()
+        stack.start("worker")
+        feature_store.wait_for_request(2, timeout=60)  # trained again, long before 600 s
+    finally:
+        stack.close()

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 
 def _prepare_environment() -> None:
+    # SIGTERM (a rolling update, docker stop) starts Celery's soft shutdown, not the warm one
+    # (see celery_app's worker_soft_shutdown_timeout); read by billiard when it is imported.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     # implicit fits with its own threads; OpenBLAS threads on top would oversubscribe the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")

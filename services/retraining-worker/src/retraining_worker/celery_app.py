@@ -35,6 +35,11 @@ def celery_config() -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_seconds,
+        # SIGTERM is a cold shutdown (__main__ remaps it): running tasks get this long, then
+        # are cancelled, and the closing channel gives their messages back to the queue at
+        # once. A warm shutdown would wait for a training the pod's grace period may not
+        # cover, and a worker killed then leaves the message to the visibility timeout.
+        "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_seconds,
         "task_soft_time_limit": max(settings.task_time_limit_seconds - 30, 5),
         "worker_max_tasks_per_child": 20,
         "worker_hijack_root_logger": False,
