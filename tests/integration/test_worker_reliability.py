@@ -5,6 +5,7 @@ the standby taking over when the one holding RedBeat's lock dies."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -103,30 +104,38 @@ def feature_store() -> Iterator[HangingFeatureStore]:
     store.close()
 
 
-@pytest.fixture
-def worker_stack(
-    redis_server: RedisServer, feature_store: HangingFeatureStore, tmp_path: Path
+@contextlib.contextmanager
+def hanging_stack(
+    redis_server: RedisServer, feature_store: HangingFeatureStore, tmp_path: Path, **env: str
 ) -> Iterator[Stack]:
     """A gateway and a worker whose trainings hang on the feature-store until killed."""
     tier = single_tier(redis_server)
     tier.flush()
-    stack = build_stack(
-        tier,
-        tmp_path,
-        FEATURE_STORE_URL=feature_store.url,
-        MAX_DELIVERIES=str(MAX_DELIVERIES),
-        BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
-        TASK_TIME_LIMIT_SECONDS="10",
-        # A training given back at once (its pool process died) finds the dead one's lock
-        # still held and retries a quarter of this later, until the lock has expired.
-        LOCK_TTL_SECONDS="12",
-    )
+    stack = build_stack(tier, tmp_path, FEATURE_STORE_URL=feature_store.url, **env)
     try:
         stack.start("gateway")
         stack.start("worker")
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def worker_stack(
+    redis_server: RedisServer, feature_store: HangingFeatureStore, tmp_path: Path
+) -> Iterator[Stack]:
+    with hanging_stack(
+        redis_server,
+        feature_store,
+        tmp_path,
+        MAX_DELIVERIES=str(MAX_DELIVERIES),
+        BROKER_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        TASK_TIME_LIMIT_SECONDS="10",
+        # A training given back at once (its pool process died) finds the dead one's lock
+        # still held and retries a quarter of this later, until the lock has expired.
+        LOCK_TTL_SECONDS="12",
+    ) as stack:
+        yield stack
 
 
 def pool_processes(pid: int) -> list[int]:
@@ -354,20 +363,16 @@ def test_a_worker_stopped_mid_training_gives_the_task_back_at_once(
     hanging training gets WORKER_SOFT_SHUTDOWN_SECONDS, is cancelled, and its message is back
     in the queue when the worker has exited, not after the visibility timeout (10 minutes
     here); the next worker trains it."""
-    tier = single_tier(redis_server)
-    tier.flush()
-    stack = build_stack(
-        tier,
+    with hanging_stack(
+        redis_server,
+        feature_store,
         tmp_path,
-        FEATURE_STORE_URL=feature_store.url,
         BROKER_VISIBILITY_TIMEOUT_SECONDS="600",
         TASK_TIME_LIMIT_SECONDS="60",
         WORKER_SOFT_SHUTDOWN_SECONDS="1",
         LOCK_TTL_SECONDS="5",  # the cancelled training's lock expires soon after
-    )
-    try:
-        stack.start("gateway")
-        worker = stack.start("worker")
+    ) as stack:
+        worker = stack.processes["worker"]
         retrain(stack)
         feature_store.wait_for_request(1, timeout=30)
         assert worker.process is not None
@@ -383,5 +388,3 @@ def test_a_worker_stopped_mid_training_gives_the_task_back_at_once(
             broker.close()
         stack.start("worker")
         feature_store.wait_for_request(2, timeout=60)  # trained again, long before 600 s
-    finally:
-        stack.close()

@@ -88,19 +88,19 @@ _HITS, _MISSES = metrics.CACHE_REQUESTS.labels("hit"), metrics.CACHE_REQUESTS.la
 @dataclass(eq=False)
 class ResponseCache:
     """``entries``: where the users' hashes live; ``active``: the version lists must be ranked
-    by (outside experiments); ``removals``: the catalogue's, followed alike."""
+    by (outside experiments); ``removals``: the catalogue's, followed alike; ``breaker``: open
+    while the entries' Redis does not answer, when a lookup is a miss at once rather than a
+    wait for the command's timeout on every request (2 s each, measured with the ephemeral
+    Redis killed)."""
 
     entries: RedisClient
     partitions: keys.Partitions
     active: ActiveVersion
     removals: CatalogueRemovals
     _: KW_ONLY
+    breaker: CircuitBreaker | None = None
     ttl_seconds: int
     memory_guard: MemoryGuard | None = None
-    #: Open while the entries' Redis does not answer: a lookup is then a miss at once, not a
-    #: wait for the command's timeout on every request (2 s each, measured with the
-    #: ephemeral Redis killed).
-    breaker: CircuitBreaker | None = None
     _in_flight: dict[str, asyncio.Future[Any]] = field(init=False, default_factory=dict)
 
     async def lookup(

@@ -92,12 +92,9 @@ class Settings(TaskQueueSettings, FeatureStoreClientSettings):
     )
 
     task_time_limit_seconds: int = Field(default=3600, ge=10)
-    worker_soft_shutdown_seconds: float = Field(
-        default=240,
-        ge=0,
-        description="On SIGTERM, how long running tasks may still run before they are cancelled "
-        "and given back to their queue at once (inside the pod's 300 s grace period).",
-    )
+    #: On SIGTERM, how long running tasks may still run before they are cancelled and given
+    #: back to their queue at once (inside the pod's 300 s grace period).
+    worker_soft_shutdown_seconds: float = Field(default=240, ge=0)
     max_deliveries: int = Field(
         default=3, ge=1, description="A task delivered more often is given up."
     )
