@@ -4,9 +4,11 @@ own pending entries, and keeps reading through every Redis failure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -357,3 +359,45 @@ async def test_an_entry_a_stalled_consumer_and_its_claimer_both_hold_is_dead_let
     stats = sync_redis.hgetall(P0.stats)
     assert (stats["applied"], stats["dead_letters"], stats["redelivered"]) == ("1", "1", "2")
     assert await stream.pending() == 0
+
+
+async def test_a_consumer_stopped_with_batches_in_flight_applies_them_first(
+    redis_client, sync_redis, settings, make_event, monkeypatch
+):
+    """A stop (SIGTERM in a rolling update) while one batch is applied and the next waits
+    behind it: both are applied and acknowledged before the reader ends, so nothing is left
+    pending under a consumer name the next pod may not have (claimed only 30 s later)."""
+    consumer = StreamConsumer(
+        redis_client,
+        settings.model_copy(update={"consumer_block_ms": 50, "consumer_batch_size": 2}),
+    )
+    await consumer.ensure_group(P0)
+    for n in range(6):
+        sync_redis.xadd(P0.events, {keys.EVENT_FIELD: make_event(f"u{n}", "i1").model_dump_json()})
+    prepare, commit = consumer.prepare, consumer.commit
+    both_read = asyncio.Event()
+    prepared = 0
+
+    async def counting_prepare(partition: Any, entries: list[Any]) -> Any:
+        nonlocal prepared
+        batch = await prepare(partition, entries)
+        prepared += bool(entries)  # not the empty read of its own pending entries
+        if prepared == 2:  # the reader now waits for the first batch's script
+            both_read.set()
+        return batch
+
+    async def slow_commit(batch: Any) -> None:
+        await asyncio.sleep(0.2)  # a script that takes a while: the stop arrives meanwhile
+        await commit(batch)
+
+    monkeypatch.setattr(consumer, "prepare", counting_prepare)
+    monkeypatch.setattr(consumer, "commit", slow_commit)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(both_read.wait(), timeout=10)
+
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    assert sync_redis.hget(P0.stats, "applied") == "4"
+    assert sync_redis.xpending(P0.events, keys.EVENTS_GROUP)["pending"] == 0

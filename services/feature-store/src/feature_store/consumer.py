@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 #: Heartbeats (who reads, and when) are written at most this often per partition.
 HEARTBEAT_SECONDS = 2.0
+#: On a stop, the batches already read get this long to be applied (within the pod's grace).
+STOP_DRAIN_SECONDS = 5.0
 
 Entry = tuple[str, dict[str, str] | None]
 #: NOGROUP: the stream is gone (flushed, or a Redis restarted without its data); UNBLOCKED:
@@ -149,10 +151,17 @@ class PartitionReader:
                 previous = in_flight[-1] if in_flight else None
                 in_flight.append(asyncio.create_task(self._apply_after(previous, entries)))
                 if previous is not None:  # at most one batch waits behind one being applied
-                    await previous
+                    await asyncio.shield(previous)  # a stop must not cancel it: see below
                     in_flight.remove(previous)
                     self._failures = 0
                 await self._after_read()
+        except asyncio.CancelledError:
+            # Stopping (a rolling update): the batches already read are applied first, a
+            # script each, so their entries are not left pending under a consumer name the
+            # next process may not have, until another claims them (CLAIM_IDLE_MS later).
+            if in_flight:
+                await asyncio.wait(in_flight, timeout=STOP_DRAIN_SECONDS)
+            raise
         finally:
             for task in in_flight:
                 task.cancel()
