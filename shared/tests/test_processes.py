@@ -59,6 +59,30 @@ def test_stop_ends_the_process(server: RedisServer) -> None:
     assert not server.ping()
 
 
+def test_stop_waits_while_redis_refuses_to_shut_down(tmp_path: Path) -> None:
+    """Redis answers SHUTDOWN with an error while it writes its first AOF (it would lose the
+    data otherwise): stop asks again until it can, and Redis exits by itself, data kept."""
+    server = RedisServer(tmp_path / "redis", durable=False).start()
+    client = _client(server)
+    client.mset({f"rs:k{n}": n for n in range(50)})
+    client.config_set("rdb-key-save-delay", 20_000)  # µs a key: the first AOF takes a second
+    client.config_set("appendonly", "yes")
+    client.close()
+    assert server.process is not None
+    assert server.process.process is not None
+
+    server.stop()
+
+    assert server.process.process.returncode == 0  # SHUTDOWN ended it, not a signal
+    restarted = RedisServer(tmp_path / "redis", port=server.port, durable=True).start()
+    try:
+        client = _client(restarted)
+        assert client.dbsize() == 50
+        client.close()
+    finally:
+        restarted.stop()
+
+
 def test_free_port_is_bindable() -> None:
     port = free_port()
 

@@ -295,13 +295,25 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        """A clean shutdown: Redis flushes the AOF and exits."""
+        """A clean shutdown: Redis flushes the AOF and exits. Redis refuses while it cannot
+        yet ("Errors trying to SHUTDOWN": its first AOF still being written, say; seen once
+        in CI on a cluster node just formed), so it is asked again for a few seconds before
+        the process is signalled."""
         if self.process is None or not self.process.running():
             return
         client = self._client(5)
-        with contextlib.suppress(redis.exceptions.ConnectionError):
-            client.shutdown(nosave=False)
-        client.close()
+        try:
+            for _ in range(25):
+                try:
+                    client.shutdown(nosave=False)
+                except redis.exceptions.ResponseError:
+                    time.sleep(0.2)
+                    continue
+                except redis.exceptions.ConnectionError:
+                    pass  # it went: the usual answer to a SHUTDOWN
+                break
+        finally:
+            client.close()
         self.process.stop(timeout=10)
 
     def kill(self) -> None:
