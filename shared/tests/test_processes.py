@@ -71,7 +71,10 @@ def test_stop_waits_while_redis_refuses_to_shut_down(tmp_path: Path) -> None:
     assert server.process is not None
     assert server.process.process is not None
 
-    server.stop()
+    try:
+        server.stop()
+    finally:
+        server.kill()  # whatever stop did, no redis-server outlives the test
 
     assert server.process.process.returncode == 0  # SHUTDOWN ended it, not a signal
     restarted = RedisServer(tmp_path / "redis", port=server.port, durable=True).start()
