@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Celery, Task
 
 from recsys_shared import keys
 from recsys_shared.artifacts import ArtifactStore
@@ -42,6 +43,26 @@ def _broker(settings: Settings) -> redis.Redis:
     """The broker's Redis (a single node; Celery's own client library), for the records that
     belong with Celery's messages."""
     return redis.Redis.from_url(settings.broker_dsn, socket_timeout=5, decode_responses=True)
+
+
+def enqueue_retrain(celery: Celery, settings: Settings, request_id: str) -> str:
+    """Send a TRAIN_MODEL task (the drift monitor's retrain); its id. As the gateway enqueues
+    (``gateway.task_queue``): the id is chosen first and its record written before the task
+    is published, so no task runs without one (the gateway answers ``GET /v1/tasks/{id}``
+    only for ids it has a record of), and a task that cannot be published takes it back."""
+    task_id = str(uuid.uuid4())
+    client = _broker(settings)
+    try:
+        client.set(keys.task_record(task_id), TRAIN_MODEL, ex=TASK_RECORD_TTL_SECONDS)
+        try:
+            headers = {REQUEST_ID_HEADER: request_id}
+            celery.send_task(TRAIN_MODEL, kwargs={}, task_id=task_id, headers=headers)
+        except BaseException:
+            client.delete(keys.task_record(task_id))
+            raise
+    finally:
+        client.close()
+    return task_id
 
 
 def _delivery_count(task_id: str) -> int:
@@ -127,24 +148,7 @@ def check_drift(self: Task) -> dict[str, Any]:
         return _abandoned(reason)
     settings = get_settings()
 
-    def send() -> str:
-        # As the gateway enqueues (gateway.task_queue): the id chosen first and its record
-        # written before the task is published, so a task never runs without one (the
-        # gateway answers GET /v1/tasks/{id} only for ids it has a record of).
-        task_id = str(uuid.uuid4())
-        client = _broker(settings)
-        try:
-            client.set(keys.task_record(task_id), TRAIN_MODEL, ex=TASK_RECORD_TTL_SECONDS)
-            try:
-                headers = {REQUEST_ID_HEADER: request_id}
-                app.send_task(TRAIN_MODEL, kwargs={}, task_id=task_id, headers=headers)
-            except BaseException:
-                client.delete(keys.task_record(task_id))
-                raise
-        finally:
-            client.close()
-        return task_id
-
+    send = functools.partial(enqueue_retrain, app, settings, request_id)
     report = asyncio.run(run_drift_check(settings, send, now=time.time()))
     metrics.TASKS.labels(CHECK_DRIFT, report.status).inc()
     return report.model_dump(mode="json")
