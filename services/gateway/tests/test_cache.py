@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from gateway.breaker import CircuitBreaker
 from gateway.cache import (
     NO_VARIANT,
     CatalogueRemovals,
@@ -24,7 +25,6 @@ from gateway.cache import (
     cached_json,
     query_digest,
 )
-from gateway.replicas import CircuitBreaker
 from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.fastpath.http_client import HttpResponse

@@ -29,7 +29,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar, cast
 
 from gateway import metrics
-from gateway.replicas import CircuitBreaker
+from gateway.breaker import CircuitBreaker
 from recsys_shared import keys
 from recsys_shared.active_version import ActiveVersion
 from recsys_shared.background import fire_and_forget

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from gateway.auth import ApiKeys
+from gateway.breaker import CircuitBreaker
 from gateway.cache import CatalogueRemovals, ResponseCache
 from gateway.clients import FeatureStoreClient, RecommenderClient
 from gateway.config import Settings, get_settings
@@ -21,7 +22,7 @@ from gateway.experiments import ExperimentRuntime
 from gateway.ingest import EventIngestor
 from gateway.rate_limit import RateLimiter
 from gateway.rejects import on_invalid_input
-from gateway.replicas import CircuitBreaker, Replicas
+from gateway.replicas import Replicas
 from gateway.routes import (
     drift,
     events,

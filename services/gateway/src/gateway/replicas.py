@@ -18,13 +18,13 @@ import asyncio
 import functools
 import logging
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
 from gateway import metrics
+from gateway.breaker import CircuitBreaker
 from recsys_shared.background import repeat
 from recsys_shared.fastpath.http_client import Origin
 
@@ -38,42 +38,6 @@ async def resolve_all(host: str, port: int) -> list[str]:
     """Every address ``host`` has (a headless Service: one per ready pod), sorted."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({str(info[4][0]) for info in infos})
-
-
-class CircuitBreaker:
-    """Closed → open after ``failures`` consecutive failures; after ``reset_seconds`` one trial
-    request is let through (half-open); its success closes the breaker, its failure re-opens it."""
-
-    def __init__(self, name: str, *, failures: int, reset_seconds: float) -> None:
-        self.name = name
-        self.threshold = failures
-        self.reset_seconds = reset_seconds
-        self.failures = 0
-        self.opened_at: float | None = None
-        metrics.BREAKER_OPEN.labels(name).set(0)  # the series exists before anything fails
-
-    def allows(self) -> bool:
-        if self.opened_at is None:
-            return True
-        if time.monotonic() - self.opened_at >= self.reset_seconds:
-            self.opened_at = time.monotonic()  # half-open: this caller is the one trial
-            return True
-        return False
-
-    def succeeded(self) -> None:
-        if self.opened_at is not None:
-            log.info("circuit to %s closed", self.name)
-            metrics.BREAKER_OPEN.labels(self.name).set(0)
-        self.failures = 0
-        self.opened_at = None
-
-    def failed(self) -> None:
-        self.failures += 1
-        if self.failures >= self.threshold:
-            if self.opened_at is None:
-                log.warning("circuit to %s opened after %d failures", self.name, self.failures)
-            self.opened_at = time.monotonic()
-            metrics.BREAKER_OPEN.labels(self.name).set(1)
 
 
 @dataclass(frozen=True, slots=True)
